@@ -1,0 +1,210 @@
+"""The schema and the engine. SQLite (one WAL file) by default, PostgreSQL for several daemons.
+
+Every state change of a message is one transaction with everything it caused. On SQLite a
+transaction starts with BEGIN IMMEDIATE, so a read-then-write ("next số đến = last + 1") holds
+the write lock from its first read and two writers cannot both read the same value.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are stored in UTC and always come back timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+metadata = MetaData()
+
+# One row per distinct raw message (by sha256 of its bytes), whatever folder it was seen in.
+messages = Table(
+    "messages", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sha256", String(64), nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("mailbox", String(200), nullable=False),  # where it was first seen
+    Column("header_message_id", Text, nullable=False, default=""),
+    Column("subject", Text, nullable=False, default=""),
+    Column("sender", Text, nullable=False, default=""),
+    Column("stored_at", UTCDateTime, nullable=False),
+    Column("state", String(20), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("kind", String(20)),
+    Column("understanding", JSON),
+    Column("decision", JSON),
+    Column("case_id", ForeignKey("cases.id")),
+    Column("duplicate_of", ForeignKey("register_entries.id")),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_messages_header_message_id", messages.c.header_message_id)
+
+# Every (mailbox, folder, UIDVALIDITY, UID) a message was seen at. The IMAP identity of a mail.
+locations = Table(
+    "locations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", ForeignKey("messages.id"), nullable=False, index=True),
+    Column("mailbox", String(200), nullable=False),
+    Column("folder", String(500), nullable=False),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    UniqueConstraint("mailbox", "folder", "uidvalidity", "uid"),
+)
+
+# The IMAP checkpoint of each watched folder: moves only in the transaction that stores mail.
+checkpoints = Table(
+    "checkpoints", metadata,
+    Column("mailbox", String(200), primary_key=True),
+    Column("folder", String(500), primary_key=True),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("last_uid", BigInteger, nullable=False),
+    Column("last_fetch_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("last_error_at", UTCDateTime),
+)
+
+# Named gap-free sequences: "incoming:2026" for số đến, "case:260531" for dossier codes.
+counters = Table(
+    "counters", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+attachments = Table(
+    "attachments", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", ForeignKey("messages.id"), nullable=False, index=True),
+    Column("name", Text, nullable=False),
+    Column("content_type", String(200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
+)
+
+cases = Table(
+    "cases", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("code", String(100), nullable=False, unique=True),
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("status", String(40), nullable=False),
+    Column("applicant_name", Text),
+    Column("applicant_email", Text),
+    Column("applicant_phone", Text),
+    Column("procedure", Text),
+    Column("message_id", ForeignKey("messages.id")),
+)
+
+# Message-IDs of mail vanthu sent or registered for a case, so replies can be linked.
+case_threads = Table(
+    "case_threads", metadata,
+    Column("header_message_id", String(500), primary_key=True),
+    Column("case_id", ForeignKey("cases.id"), nullable=False),
+)
+
+# The incoming register (book "incoming") and the confidential one (book "confidential").
+register_entries = Table(
+    "register_entries", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("book", String(20), nullable=False),
+    Column("year", Integer, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("message_id", ForeignKey("messages.id"), nullable=False, unique=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("sender", Text, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("document", JSON),
+    Column("doc_key", String(500), index=True),  # issuer|number|symbol|date, when all known
+    Column("case_id", ForeignKey("cases.id")),
+    Column("recipients", JSON),  # column 7: unit or person receiving
+    Column("forwarded_at", UTCDateTime),  # column 8
+    Column("note", Text),
+    UniqueConstraint("book", "year", "number"),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("header_message_id", String(500), nullable=False, unique=True),
+    Column("message_id", ForeignKey("messages.id"), index=True),  # the mail that caused it
+    Column("action", String(40), nullable=False),
+    Column("recipients", JSON, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("state", String(20), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+)
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver, which would BEGIN only at the first write.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed registration survives power loss, not only a process crash.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`, set up for safe concurrent writers on SQLite."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _sqlite_setup(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def upgrade(engine: Engine) -> None:
+    """Create the schema where it is missing. (Alembic takes over at the first schema change.)"""
+    metadata.create_all(engine)

@@ -1,0 +1,196 @@
+"""Typed data passed between the stages. Frozen dataclasses; states and kinds are enums."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+
+class State(enum.StrEnum):
+    """Where a stored message is in its journey; each change is committed with its effects."""
+
+    STORED = "stored"
+    ROUTED = "routed"  # understood, registered and routed: its outbox rows exist
+    DONE = "done"
+    QUARANTINED = "quarantined"
+
+
+class Kind(enum.StrEnum):
+    """What a mail is, in the vocabulary of the corpus labels."""
+
+    DOCUMENT = "document"
+    DOSSIER = "dossier"
+    REPLY = "reply"
+    AUTO = "auto"
+    BOUNCE = "bounce"
+    BULK = "bulk"
+    SPAM = "spam"
+    OTHER = "other"
+
+
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class MessageKey:
+    """Where a message was seen on the IMAP side: unique per mailbox, folder and UIDVALIDITY."""
+
+    mailbox: str
+    folder: str
+    uidvalidity: int
+    uid: int
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One attachment: a sanitised name (metadata only), its bytes' hash and any text in it."""
+
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    payload: bytes = field(repr=False)
+    text: str = ""
+    defects: tuple[str, ...] = ()
+    withheld: str | None = None  # why it must never be forwarded (active content, bad name…)
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    """A mail as the rest of vanthu sees it, whatever parser produced it. All text is NFC."""
+
+    message_id: str
+    subject: str
+    sender: Address
+    to: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    date: datetime | None
+    headers: dict[str, tuple[str, ...]]  # lower-case name -> every value, in order
+    body: str
+    attachments: tuple[Attachment, ...]
+    content_types: tuple[str, ...]  # every MIME part's type, in order
+    defects: tuple[str, ...] = ()
+
+    def header(self, name: str) -> str:
+        """The first value of header `name`, or ''."""
+        values = self.headers.get(name.lower(), ())
+        return values[0] if values else ""
+
+
+@dataclass(frozen=True)
+class Document:
+    """The metadata of an official document (Decree 30/2020, Appendix I)."""
+
+    number: str | None = None
+    symbol: str | None = None
+    type: str | None = None
+    issuer: str | None = None
+    place: str | None = None
+    date: date | None = None
+    summary: str | None = None
+    urgency: str | None = None
+    confidentiality: str | None = None
+    source: str = "body"  # "body", or the attachment name the header was read from
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "symbol": self.symbol,
+            "type": self.type,
+            "issuer": self.issuer,
+            "place": self.place,
+            "date": self.date.isoformat() if self.date else None,
+            "summary": self.summary,
+            "urgency": self.urgency,
+            "confidentiality": self.confidentiality,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class Applicant:
+    name: str | None
+    email: str | None
+    phone: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "email": self.email, "phone": self.phone}
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """What a mail is: the result of the pure `understand` stage."""
+
+    kind: Kind
+    why: str
+    case_ref: str | None
+    document: Document | None
+    applicant: Applicant | None
+    quarantine_reasons: tuple[str, ...] = ()
+    defects: tuple[str, ...] = ()
+
+    @property
+    def quarantine(self) -> bool:
+        return bool(self.quarantine_reasons)
+
+    @property
+    def confidential(self) -> bool:
+        return bool(self.document and self.document.confidentiality)
+
+    @property
+    def urgent(self) -> bool:
+        return bool(self.document and self.document.urgency)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "why": self.why,
+            "case_ref": self.case_ref,
+            "document": self.document.as_json() if self.document else None,
+            "applicant": self.applicant.as_json() if self.applicant else None,
+            "safety": {"quarantine": self.quarantine, "reasons": list(self.quarantine_reasons)},
+            "defects": list(self.defects),
+        }
+
+
+@dataclass(frozen=True)
+class RuleTrace:
+    """Whether one rule matched, and why: kept so every decision can be explained later."""
+
+    id: str
+    matched: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing routing decided to do. `to` holds resolved addresses, stand-ins applied."""
+
+    action: str  # forward | acknowledge | notify
+    to: tuple[str, ...]
+    note: str = ""  # e.g. who a stand-in replaces
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"action": self.action, "to": list(self.to)}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The output of routing: every rule's trace and the actions to run."""
+
+    rules: tuple[RuleTrace, ...]
+    actions: tuple[Action, ...]

@@ -1,0 +1,179 @@
+"""Store first: raw bytes on disk, content-addressed, and the message rows committed together
+with the IMAP checkpoint, before anything else happens.
+
+A crash before the commit leaves at most an orphan file, which the refetch after restart finds
+already in place (same sha256); the checkpoint has not moved, so nothing is skipped. A crash
+after the commit has the mail safe: the flag or move on the server is a convenience.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from daemon import faults
+from daemon.db import checkpoints, locations, messages, utcnow
+from daemon.models import State
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One message as fetched: its UID and raw bytes (or only its header, when too large)."""
+
+    uid: int
+    raw: bytes
+    too_large: int | None = None  # the real size, when only the header was fetched
+
+
+class MailStore:
+    """The content-addressed file store under `data_dir/mail`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "mail"
+        self.tmp = data_dir / "tmp"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.eml"
+
+    def read(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()
+
+    def write_many(self, blobs: Sequence[bytes]) -> list[str]:
+        """Write each blob durably (temp file, fsync, rename, fsync of the directory)."""
+        hashes: list[str] = []
+        dirs: set[Path] = set()
+        for blob in blobs:
+            digest = hashlib.sha256(blob).hexdigest()
+            hashes.append(digest)
+            target = self.path(digest)
+            if target.exists():
+                continue
+            target.parent.mkdir(exist_ok=True)
+            temp = self.tmp / f"{digest}.{os.getpid()}.tmp"
+            with open(temp, "wb") as handle:
+                handle.write(blob)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, target)
+            dirs.add(target.parent)
+        for directory in dirs:
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return hashes
+
+
+def _header_field(raw: bytes, name: bytes) -> str:
+    """A cheap look at one header, for the row's display columns (the parser runs later)."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    lines = head.replace(b"\r\n", b"\n").split(b"\n")
+    for i, line in enumerate(lines):
+        if line[: len(name) + 1].lower() == name.lower() + b":":
+            value = line[len(name) + 1 :]
+            for cont in lines[i + 1 :]:
+                if cont[:1] in (b" ", b"\t"):
+                    value += cont
+                else:
+                    break
+            return value.decode("ascii", "replace").strip()[:500]
+    return ""
+
+
+def store_batch(
+    engine: Engine,
+    store: MailStore,
+    *,
+    mailbox: str,
+    folder: str,
+    uidvalidity: int,
+    batch: Sequence[Fetched],
+) -> list[int]:
+    """Store `batch` and move the checkpoint to its highest UID, in one transaction.
+
+    Returns the ids of messages new to vanthu (a copy seen before only gains a location).
+    """
+    faults.crashpoint("after_fetch")
+    hashes = store.write_many([f.raw for f in batch])
+    faults.crashpoint("after_file")
+    now = utcnow()
+    new_ids: list[int] = []
+    with engine.begin() as conn:
+        for fetched, digest in zip(batch, hashes, strict=True):
+            message_pk = conn.scalar(select(messages.c.id).where(messages.c.sha256 == digest))
+            if message_pk is None:
+                state, error = State.STORED, None
+                if fetched.too_large is not None:
+                    state = State.QUARANTINED
+                    error = f"message too large: {fetched.too_large} bytes; only its header kept"
+                message_pk = conn.execute(insert(messages).values(
+                    sha256=digest, size=fetched.too_large or len(fetched.raw), mailbox=mailbox,
+                    header_message_id=_header_field(fetched.raw, b"Message-ID"),
+                    subject=_header_field(fetched.raw, b"Subject"),
+                    sender=_header_field(fetched.raw, b"From"),
+                    stored_at=now, state=state, attempts=0, last_error=error, updated_at=now,
+                )).inserted_primary_key[0]
+                new_ids.append(message_pk)
+            _add_location(conn, message_pk, mailbox, folder, uidvalidity, fetched.uid)
+        if batch:
+            _move_checkpoint(conn, mailbox, folder, uidvalidity, max(f.uid for f in batch))
+    faults.crashpoint("after_commit")
+    return new_ids
+
+
+def _add_location(
+    conn: Connection, message_pk: int, mailbox: str, folder: str, uidvalidity: int, uid: int
+) -> None:
+    exists = conn.scalar(select(locations.c.id).where(
+        locations.c.mailbox == mailbox, locations.c.folder == folder,
+        locations.c.uidvalidity == uidvalidity, locations.c.uid == uid))
+    if exists is None:
+        conn.execute(insert(locations).values(
+            message_id=message_pk, mailbox=mailbox, folder=folder, uidvalidity=uidvalidity,
+            uid=uid))
+
+
+def _move_checkpoint(conn: Connection, mailbox: str, folder: str, uidvalidity: int,
+                     last_uid: int) -> None:
+    conn.execute(update(checkpoints).where(
+        checkpoints.c.mailbox == mailbox, checkpoints.c.folder == folder,
+    ).values(uidvalidity=uidvalidity, last_uid=last_uid, last_fetch_at=utcnow()))
+
+
+def checkpoint(engine: Engine, mailbox: str, folder: str, uidvalidity: int) -> int:
+    """The last UID stored for this folder; 0 when new or when UIDVALIDITY changed.
+
+    A changed UIDVALIDITY means every UID may now name another mail: fetch all again; the
+    sha256 key makes the mails already stored gain only a location, never a second row.
+    """
+    with engine.begin() as conn:
+        row = conn.execute(select(checkpoints).where(
+            checkpoints.c.mailbox == mailbox, checkpoints.c.folder == folder)).first()
+        if row is None:
+            conn.execute(insert(checkpoints).values(
+                mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, last_uid=0))
+            return 0
+        if row.uidvalidity != uidvalidity:
+            conn.execute(update(checkpoints).where(
+                checkpoints.c.mailbox == mailbox, checkpoints.c.folder == folder,
+            ).values(uidvalidity=uidvalidity, last_uid=0))
+            return 0
+        return int(row.last_uid)
+
+
+def record_fetch(engine: Engine, mailbox: str, folder: str, error: str | None) -> None:
+    """Note a successful fetch, or the error of a failed one, for `vanthu status`."""
+    now = utcnow()
+    values = ({"last_fetch_at": now, "last_error": None} if error is None
+              else {"last_error": error[:1000], "last_error_at": now})
+    with engine.begin() as conn:
+        conn.execute(update(checkpoints).where(
+            checkpoints.c.mailbox == mailbox, checkpoints.c.folder == folder).values(**values))

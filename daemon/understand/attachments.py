@@ -1,0 +1,99 @@
+"""Text out of attachments (PDF, DOCX, plain text) and the defects that make one unsafe.
+
+Bounded: PDFs are read for the first pages only and pypdf's own decompression limits apply;
+archives are listed, never extracted; a DOCX is read only when its XML is of sane size.
+Every failure becomes a defect string, never an exception.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import zipfile
+
+import pypdf
+
+from daemon.config import LimitsConfig
+from daemon.textnorm import nfc
+
+logging.getLogger("pypdf").setLevel(logging.CRITICAL)  # it warns about every odd PDF
+
+ACTIVE_CONTENT = "active content"  # prefix of the defect that quarantines an attachment
+_PDF_ACTIVE = re.compile(rb"/(JavaScript|JS|Launch|EmbeddedFile|RichMedia)\b")
+UNSAFE_MARKS = (ACTIVE_CONTENT, "path traversal", "decompression bomb", "invalid base64")
+_ZIP_MAX_RATIO = 100  # a real scan compresses 1-3x; a ratio past this is a bomb
+_XML_TAG = re.compile(r"<[^>]+>")
+
+
+def is_unsafe(defect: str) -> bool:
+    """Whether a defect means the attachment must never be forwarded as it is."""
+    return any(mark in defect for mark in UNSAFE_MARKS)
+
+
+def read(name: str, content_type: str, payload: bytes, limits: LimitsConfig) -> tuple[str, list[str]]:
+    """Return the text of one attachment and its defects."""
+    lower = name.lower()
+    if content_type == "application/pdf" or lower.endswith(".pdf") or payload[:5] == b"%PDF-":
+        return _pdf(name, payload, limits)
+    if lower.endswith(".docx") or "wordprocessingml" in content_type:
+        return _docx(name, payload, limits)
+    if lower.endswith(".zip") or "zip" in content_type:
+        return "", _zip(name, payload, limits)
+    if content_type.startswith("text/") and len(payload) < 1_000_000:
+        return nfc(payload.decode("utf-8", "replace")), []
+    return "", []
+
+
+def _pdf(name: str, payload: bytes, limits: LimitsConfig) -> tuple[str, list[str]]:
+    defects: list[str] = []
+    if match := _PDF_ACTIVE.search(payload):
+        defects.append(f"{ACTIVE_CONTENT}: PDF {name!r} contains /{match.group(1).decode()}")
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(payload))
+        pages = [page.extract_text() or "" for page in reader.pages[: limits.pdf_max_pages]]
+    except Exception as err:  # bulkhead: a hostile PDF may raise anything inside pypdf
+        defects.append(f"PDF {name!r} unreadable: {type(err).__name__}")
+        return "", defects
+    text = nfc("\n".join(pages))
+    if not text.strip():
+        defects.append(f"PDF {name!r} has no text layer (a scan); not read")
+    return text, defects
+
+
+def _docx(name: str, payload: bytes, limits: LimitsConfig) -> tuple[str, list[str]]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            info = archive.getinfo("word/document.xml")
+            if info.file_size > limits.max_attachment_bytes or (
+                info.compress_size and info.file_size / info.compress_size > _ZIP_MAX_RATIO
+            ):
+                return "", [f"DOCX {name!r} expands too far; not read"]
+            xml = archive.read(info).decode("utf-8", "replace")
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
+        return "", [f"DOCX {name!r} unreadable: {type(err).__name__}"]
+    xml = re.sub(r"</w:p>", "\n", xml)
+    xml = re.sub(r"<w:(tab|br)\b[^>]*/>", " ", xml)
+    text = _XML_TAG.sub("", xml)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
+    return nfc(text.replace("&amp;", "&")), []
+
+
+def _zip(name: str, payload: bytes, limits: LimitsConfig) -> list[str]:
+    """List an archive without extracting it: flag bombs and entries with unsafe names."""
+    defects: list[str] = []
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        return [f"archive {name!r} unreadable: {type(err).__name__}"]
+    total = sum(e.file_size for e in entries)
+    packed = sum(e.compress_size for e in entries) or 1
+    if total > limits.max_attachment_bytes * 10 or total / packed > _ZIP_MAX_RATIO:
+        defects.append(
+            f"archive {name!r} would expand to {total} bytes (ratio {total // packed}): "
+            "a decompression bomb; not extracted")
+    for entry in entries[:1000]:
+        if entry.filename.startswith(("/", "\\")) or ".." in re.split(r"[\\/]", entry.filename):
+            defects.append(f"archive {name!r} entry tries path traversal: {entry.filename[:120]!r}")
+    return defects

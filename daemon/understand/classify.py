@@ -1,0 +1,170 @@
+"""Decide what kind of mail this is, and why. Pure functions over a ParsedMail.
+
+Order matters and is part of the contract: machine mail first (a bounce or an auto-reply that
+quotes a case code is still machine mail, never a reply), then spam, then replies in a case,
+then official documents and dossiers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from daemon.models import Applicant, Document, Kind, ParsedMail
+from daemon.textnorm import fold
+
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?\s*(reply|response)|out of (the )?office|autoreply|vắng mặt|"
+    r"trả lời tự động|tự động trả lời|thư trả lời tự động)\b", re.I)
+_BOUNCE_FROM = re.compile(r"^(mailer-daemon|postmaster|mail-daemon)@", re.I)
+_SPAM_WORDS = (
+    "vay tiền", "giải ngân", "lãi suất 0", "đăng ký ngay", "không cần thi", "cam kết",
+    "trúng thưởng", "khuyến mãi", "nâng cấp dung lượng", "sắp đầy", "xác minh tài khoản",
+    "đăng nhập để", "mật khẩu sẽ hết hạn", "bấm vào đây", "click here", "verify your account",
+    "100%", "zalo", "casino", "nhận thưởng",
+)
+_SUSPICIOUS_TLD = re.compile(r"https?://[^\s/\"'>]+\.(top|click|xyz|icu|buzz|live|cn|ru)\b", re.I)
+_DOSSIER_WORDS = (
+    "hồ sơ", "đơn đề nghị", "xin cấp", "đề nghị cấp", "cấp lại", "giấy phép", "chứng chỉ",
+    "thủ tục",
+)
+_PHONE = re.compile(r"(?<![\d/])(?:\+84|0084|0)[\s.\-]?(?:\d[\s.\-]?){8,10}(?!\d)")
+_NAME_CUES = re.compile(
+    r"(?:tôi\s+tên\s+là|tên\s+tôi\s+là|tôi\s+là|em\s+là|họ\s+và\s+tên|họ\s+tên|tên\s+tổ\s+chức|"
+    r"tên\s+doanh\s+nghiệp|người\s+đề\s+nghị|tôi|em)\s*[:：]?\s*", re.I)
+_COMPANY = re.compile(
+    r"\b(Công\s+ty\s+(?:TNHH|CP|cổ\s+phần|trách\s+nhiệm\s+hữu\s+hạn)?[^,.;:()\n]{2,80}?)"
+    r"(?=\s*(?:\(|,|\.|;|:|\n|$|\s+(?:kính|xin|gửi|trân|đề)\b))", re.I)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Facts about the mail that classification needs from outside it."""
+
+    case_ref: str | None  # a case this mail belongs to (subject tag or thread), if any
+    case_why: str
+    own_mail: bool  # sent by vanthu itself or from one of the agency's own addresses
+    authenticated: bool | None  # None: no trusted Authentication-Results to tell
+
+
+def _header_says_auto(mail: ParsedMail) -> str | None:
+    auto = mail.header("auto-submitted").strip().lower()
+    if auto and auto != "no":
+        return f"Auto-Submitted: {auto}"
+    for name in ("x-autoreply", "x-autorespond", "x-auto-reply"):
+        if mail.header(name):
+            return f"{name}: {mail.header(name)}"
+    if mail.header("precedence").strip().lower() == "auto_reply":
+        return "Precedence: auto_reply"
+    if _AUTO_SUBJECT.match(mail.subject):
+        return f"subject looks automatic: {mail.subject[:60]!r}"
+    return None
+
+
+def _bounce(mail: ParsedMail) -> str | None:
+    if "message/delivery-status" in mail.content_types:
+        return "has a message/delivery-status part (RFC 3464 DSN)"
+    content_type = mail.header("content-type").lower()
+    if "multipart/report" in content_type and "delivery-status" in content_type:
+        return "multipart/report; report-type=delivery-status"
+    if mail.header("return-path").strip() == "<>" and _BOUNCE_FROM.match(mail.sender.email):
+        return "null return path from a mailer daemon"
+    return None
+
+
+def _bulk(mail: ParsedMail) -> str | None:
+    for name in ("list-id", "list-unsubscribe"):
+        if mail.header(name):
+            return f"{name} header"
+    precedence = mail.header("precedence").strip().lower()
+    if precedence in ("bulk", "list", "junk"):
+        return f"Precedence: {precedence}"
+    return None
+
+
+def _spam(mail: ParsedMail, signals: Signals, document: Document | None) -> str | None:
+    if mail.header("x-spam-flag").strip().upper() == "YES":
+        return "X-Spam-Flag: YES"
+    text = fold(f"{mail.subject}\n{mail.body}")
+    hits = [w for w in _SPAM_WORDS if w in text]
+    if _SUSPICIOUS_TLD.search(mail.body) or _SUSPICIOUS_TLD.search(" ".join(mail.headers.get(
+            "x-original-url", ()))):
+        hits.append("link to a throw-away domain")
+    if any(ord(c) > 0x1F000 for c in mail.subject):
+        hits.append("emoji in subject")
+    if signals.authenticated is False and document is None:
+        hits.append("failed sender authentication")
+    if len(hits) >= 2 and document is None:
+        return "spam signals: " + ", ".join(hits[:4])
+    return None
+
+
+def classify(
+    mail: ParsedMail, signals: Signals, document: Document | None
+) -> tuple[Kind, str]:
+    """Return the kind of `mail` and the reason, e.g. (AUTO, 'Auto-Submitted: auto-replied')."""
+    checks: list[tuple[Kind, Callable[[], str | None]]] = [
+        (Kind.BOUNCE, lambda: _bounce(mail)),
+        (Kind.AUTO, lambda: _header_says_auto(mail)),
+        (Kind.BULK, lambda: _bulk(mail)),
+        (Kind.SPAM, lambda: _spam(mail, signals, document)),
+    ]
+    for kind, check in checks:
+        if why := check():
+            return kind, why
+    if signals.own_mail:
+        return Kind.OTHER, "sent from the agency's own address"
+    if signals.case_ref:
+        return Kind.REPLY, signals.case_why
+    if document is not None and document.symbol:
+        return Kind.DOCUMENT, f"document header Số: {document.number or ''}/{document.symbol} " \
+                              f"in {document.source}"
+    text = fold(f"{mail.subject}\n{mail.body}")
+    words = [w for w in _DOSSIER_WORDS if w in text]
+    if words and mail.attachments:
+        return Kind.DOSSIER, f"dossier words ({', '.join(words[:3])}) with " \
+                             f"{len(mail.attachments)} attachment(s)"
+    return Kind.OTHER, "no document header and no dossier with attachments"
+
+
+def _clean_name(candidate: str) -> str | None:
+    words: list[str] = []
+    for word in candidate.split():
+        word = word.strip(",.;:()")
+        if not word or not (word[0].isupper() or word.isupper()):
+            break
+        words.append(word)
+        if len(words) == 6:
+            break
+    return " ".join(words) if len(words) >= 2 else None
+
+
+def applicant(mail: ParsedMail) -> Applicant:
+    """Who sent a dossier: a company or a person's name, the sender address, a phone number."""
+    body = mail.body
+    name = None
+    company = _COMPANY.search(body)
+    texts = [body, *(a.text for a in mail.attachments if a.text)]
+    cues = [(text, cue) for text in texts for cue in _NAME_CUES.finditer(text)]
+    if company and (not cues or company.start() < cues[0][1].start()):
+        name = " ".join(company.group(1).split())
+    for text, cue in cues:
+        if name:
+            break
+        if fold(cue.group(0)).startswith("tên tổ chức") and (found := _COMPANY.search(
+                text[cue.start():])):
+            name = " ".join(found.group(1).split())
+        else:
+            name = _clean_name(text[cue.end(): cue.end() + 80].split("\n")[0])
+    if name is None:
+        name = mail.sender.name or None
+    phone = None
+    if match := _PHONE.search(body):
+        digits = re.sub(r"\D", "", match.group(0))
+        if digits.startswith("84"):
+            digits = "0" + digits[2:]
+        elif digits.startswith("0084"):
+            digits = "0" + digits[4:]
+        phone = digits
+    return Applicant(name=name, email=mail.sender.email or None, phone=phone)

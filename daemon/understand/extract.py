@@ -1,0 +1,256 @@
+"""Read a document's metadata off its own header, per Decree 30/2020 Appendix I.
+
+Pure functions over text. Only the header zone is read (the lines up to the summary), so
+documents cited in the prose ("Căn cứ Quyết định số 2105/QĐ-UBND …") never leak in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import date
+
+from daemon.models import Document
+from daemon.textnorm import collapse_spaces, fold, nfc
+
+# Appendix III: type name -> abbreviation. Abbreviations are case-sensitive (QyĐ is not QĐ).
+TYPES: dict[str, str] = {
+    "Nghị quyết": "NQ", "Quyết định": "QĐ", "Chỉ thị": "CT", "Quy chế": "QC", "Quy định": "QyĐ",
+    "Thông cáo": "TC", "Thông báo": "TB", "Hướng dẫn": "HD", "Chương trình": "CTr",
+    "Kế hoạch": "KH", "Phương án": "PA", "Đề án": "ĐA", "Dự án": "DA", "Báo cáo": "BC",
+    "Biên bản": "BB", "Tờ trình": "TTr", "Hợp đồng": "HĐ", "Công điện": "CĐ",
+    "Bản ghi nhớ": "BGN", "Bản thỏa thuận": "BTT", "Giấy ủy quyền": "GUQ", "Giấy mời": "GM",
+    "Giấy giới thiệu": "GGT", "Giấy nghỉ phép": "GNP", "Phiếu gửi": "PG", "Phiếu chuyển": "PC",
+    "Phiếu báo": "PB", "Bản sao y": "SY", "Bản trích sao": "TrS", "Bản sao lục": "SL",
+}
+ABBREVIATIONS = {abbr: name for name, abbr in TYPES.items()}
+_TYPE_BY_FOLD = {fold(name): name for name in TYPES}
+
+# Marks, most specific first: THƯỢNG KHẨN is not KHẨN, TỐI MẬT is not MẬT.
+URGENCY = [("thuong khan", "Thượng khẩn"), ("hoa toc", "Hỏa tốc"), ("khan", "Khẩn")]
+SECRECY = [("tuyet mat", "Tuyệt mật"), ("toi mat", "Tối mật"), ("mat", "Mật")]
+
+_MOTTO = [
+    re.compile(r"C[ỘO]NG\s+H[ÒOÓ]A\s+X[ÃA]\s+H[ỘO]I\s+CH[ỦU]\s+NGH[ĨI]A\s+VI[ỆE]T\s+NAM", re.I),
+    re.compile(r"Đ[ộo]c\s+l[ậa]p\s*[-–]\s*T[ựu]\s+do\s*[-–]\s*H[ạa]nh\s+ph[úu]c", re.I),
+]
+_LETTER = r"[^\W\d_]"
+_SYMBOL_CHARS = r"[\w&.\-]"
+_NUMBER_LINE = re.compile(
+    rf"^\s*S[ốo]\s*[:.]?\s*(?P<number>\d*)\s*/\s*(?P<symbol>(?:\d{{4}}/)?{_SYMBOL_CHARS}+)",
+    re.I)
+_DATE = re.compile(
+    r",?\s*ngày\s*(?P<d>\d{1,2})?\s*tháng\s*(?P<m>\d{1,2})?\s*năm\s*(?P<y>\d{4})?", re.I)
+_PLACE_DATE = re.compile(
+    rf"(?P<place>(?:{_LETTER}+\.?\s+){{0,4}}{_LETTER}+)\s*,\s*ngày\b", re.I)
+_VV = re.compile(r"^\s*V/v\s*[:.]?\s*(?P<rest>.*)$", re.I)
+_BODY_START = re.compile(
+    r"^\s*(Kính\s+gửi|Căn\s+cứ|Thực\s+hiện|Theo|Xét|Ngày\s+\d|Để|Nhằm|Trên\s+cơ\s+sở|Điều\s+\d|"
+    r"Qua|Thời\s+gian|[IVX]+\.|\d+\.|-\s)", re.I)
+_ISSUER_HEADS = (
+    "ủy ban", "uỷ ban", "ubnd", "sở", "bộ", "văn phòng", "phòng", "ban", "cục", "chi cục",
+    "tổng cục", "công an", "trung tâm", "hội đồng", "tòa án", "viện", "kho bạc", "thanh tra",
+    "bộ chỉ huy", "chi nhánh", "ngân hàng", "bảo hiểm", "cục thuế", "đài", "trường", "bệnh viện",
+    "công ty", "tỉnh ủy", "huyện ủy", "đảng ủy", "liên đoàn", "đoàn", "quân khu",
+)
+_LOCALITIES = ("tỉnh", "thành phố", "huyện", "quận", "thị xã", "xã", "phường", "thị trấn")
+_FIXED_CASE = {
+    "ubnd": "Ủy ban nhân dân", "ủy ban nhân dân": "Ủy ban nhân dân",
+    "bộ chỉ huy quân sự": "Bộ Chỉ huy Quân sự", "công an": "Công an",
+    "văn phòng": "Văn phòng", "hội đồng nhân dân": "Hội đồng nhân dân",
+}
+
+
+def _without_motto(line: str) -> str:
+    for pattern in _MOTTO:
+        line = pattern.sub(" ", line)
+    return collapse_spaces(line.replace("_", " "))
+
+
+def _is_upper(line: str) -> bool:
+    letters = [c for c in line if c.isalpha()]
+    return bool(letters) and sum(c.isupper() for c in letters) >= 0.8 * len(letters)
+
+
+def _mark(line: str, table: list[tuple[str, str]]) -> str | None:
+    """A stamp standing alone on a line, tolerant of lost diacritics; longest match first."""
+    bare = re.sub(r"[^a-z ]", " ", fold(line, accents=False))
+    bare = collapse_spaces(bare)
+    for key, name in table:
+        if bare == key:
+            return name
+    return None
+
+
+def _title_words(text: str) -> str:
+    return " ".join(w[:1].upper() + w[1:] for w in text.split())
+
+
+def _organisation_case(upper: str) -> str:
+    """'SỞ NÔNG NGHIỆP VÀ MÔI TRƯỜNG TỈNH TÂY NINH' -> 'Sở Nông nghiệp và Môi trường tỉnh Tây Ninh'."""
+    text = fold(upper)
+    text = re.sub(r"^ubnd\b", "ủy ban nhân dân", text)
+    locality = None
+    for word in _LOCALITIES:
+        match = re.search(rf"(?:^|\s)({word})\s+(.+)$", text)
+        if match and (locality is None or match.start(1) < locality[0]):
+            locality = (match.start(1), word, match.group(2))
+    name, place = (text, "")
+    if locality:
+        name = text[: locality[0]].strip()
+        place = f"{locality[1]} {_title_words(locality[2])}"
+    fixed = next((v for k, v in _FIXED_CASE.items() if name.startswith(k)), None)
+    if fixed:
+        name = fixed + name[len(fixed):]
+    elif name:
+        words = name.split()
+        # "Sở tài chính" -> "Sở Tài chính"; after "và" the next field name is capitalised too.
+        out = [words[0][:1].upper() + words[0][1:]]
+        capitalise_next = words[0] in ("sở", "bộ", "cục", "ban", "phòng", "trường", "đài")
+        for word in words[1:]:
+            out.append(word[:1].upper() + word[1:] if capitalise_next else word)
+            capitalise_next = word == "và"
+        name = " ".join(out)
+    if not name:  # the locality opened the block: "TỈNH TÂY NINH"
+        return place[:1].upper() + place[1:]
+    return collapse_spaces(f"{name} {place}")
+
+
+def _issuer(block: list[str]) -> str | None:
+    """The issuing body from the top-left block: managing body lines, then issuing body lines."""
+    lines = [line for line in block if line and _is_upper(line)]
+    if not lines:
+        return None
+    # A head word opens a body unless the line merely continues the one before ("… VÀ MÔI /
+    # TRƯỜNG" is one name wrapped, not an issuer "Trường").
+    heads = [i for i, line in enumerate(lines) if fold(line).startswith(_ISSUER_HEADS)
+             and len(line.split()) > 1
+             and not (i and fold(lines[i - 1]).endswith((" và", ",", "-")))]
+    start = heads[-1] if heads else 0
+    issuing = " ".join(lines[start:])
+    managing = " ".join(lines[:start])
+    result = _organisation_case(issuing)
+    if managing and not any(f" {w} " in f" {fold(issuing)} " for w in _LOCALITIES):
+        parent = _organisation_case(managing)
+        if fold(issuing).startswith("văn phòng"):
+            result = f"{result} {parent}"  # the Office *of* the managing body
+        else:
+            place = re.search(rf"\b({'|'.join(_LOCALITIES)})\b.*$", parent)
+            if place:
+                result = f"{result} {place.group(0)}"
+    return result
+
+
+def _date(match: re.Match[str]) -> date | None:
+    if not (match.group("d") and match.group("m") and match.group("y")):
+        return None
+    try:
+        return date(int(match.group("y")), int(match.group("m")), int(match.group("d")))
+    except ValueError:
+        return None
+
+
+def from_text(text: str, source: str) -> Document | None:
+    """Extract a Document from the text of one document; None when it has no `Số:` header."""
+    lines = [nfc(line.rstrip()) for line in text.splitlines()]
+    numbered = next(((i, m) for i, line in enumerate(lines[:60])
+                     if (m := _NUMBER_LINE.match(_without_motto(line)))), None)
+    if numbered is None:
+        return None
+    at, match = numbered
+    number = match.group("number") or None
+    symbol = match.group("symbol").strip(".-")
+
+    block: list[str] = []
+    urgency = secrecy = None
+    for line in lines[:at]:
+        clean = _without_motto(line)
+        if (mark := _mark(clean, URGENCY)) or (mark := _mark(clean, SECRECY)):
+            urgency = mark if mark in dict(URGENCY).values() else urgency
+            secrecy = mark if mark in dict(SECRECY).values() else secrecy
+            continue
+        if clean:
+            block.append(clean)
+
+    place = None
+    doc_date = None
+    doc_type = None
+    summary_lines: list[str] = []
+    in_summary = False
+    is_vv = False
+    rest_of_number_line = _without_motto(lines[at])[match.end():]
+    tail = [rest_of_number_line, *lines[at + 1 : at + 30]]
+    for raw_line in tail:
+        line = _without_motto(raw_line)
+        indented = raw_line[:2].isspace() and raw_line.strip() != ""
+        if mark := _mark(line, URGENCY):
+            urgency = urgency or mark
+            continue
+        if mark := _mark(line, SECRECY):
+            secrecy = secrecy or mark
+            continue
+        date_match = _DATE.search(line)
+        if date_match and doc_date is None and place is None and not in_summary or (
+            date_match and is_vv and in_summary
+        ):
+            before = line[: date_match.start()]
+            found_place = _PLACE_DATE.search(line[: date_match.end()])
+            if found_place:
+                words = found_place.group("place").split()
+                while words and not words[0][:1].isupper():
+                    words.pop(0)
+                place = " ".join(words) or None
+            doc_date = _date(date_match)
+            if is_vv and in_summary:
+                in_summary = False
+                summary_lines = summary_lines or []
+                if before.strip() and place and before.strip().endswith(place):
+                    extra = before.strip()[: -len(place)].strip()
+                    if extra:
+                        summary_lines.append(extra)
+                if doc_type:
+                    break
+            continue
+        if vv := _VV.match(line):
+            doc_type, is_vv, in_summary = "Công văn", True, True
+            summary_lines = [vv.group("rest")]
+            continue
+        if doc_type is None and _is_upper(line) and fold(line) in _TYPE_BY_FOLD:
+            doc_type = _TYPE_BY_FOLD[fold(line)]
+            in_summary = True
+            continue
+        if in_summary:
+            if (not line or indented or _BODY_START.match(line) or line.endswith(":")
+                    or (_is_upper(line) and not is_vv) or len(summary_lines) >= 5):
+                if is_vv and doc_date is None:
+                    in_summary = False
+                    continue
+                break
+            summary_lines.append(line)
+            continue
+        if doc_type is not None and summary_lines:
+            break
+
+    if doc_type is None:
+        code = symbol.split("-")[0].split("/")[-1]
+        doc_type = ABBREVIATIONS.get(code, "Công văn")
+    summary = collapse_spaces(" ".join(summary_lines)) or None
+    return Document(
+        number=number, symbol=symbol, type=doc_type, issuer=_issuer(block), place=place,
+        date=doc_date, summary=summary, urgency=urgency, confidentiality=secrecy, source=source,
+    )
+
+
+def best(candidates: list[Document | None]) -> Document | None:
+    """Pick the document: attachments (listed first) win over the body; fill gaps from others."""
+    found = [c for c in candidates if c is not None]
+    if not found:
+        return None
+    chosen = found[0]
+    for other in found[1:]:
+        if other.symbol != chosen.symbol:
+            continue
+        for name in ("issuer", "place", "date", "summary", "urgency", "confidentiality"):
+            if getattr(chosen, name) is None and getattr(other, name) is not None:
+                chosen = replace(chosen, **{name: getattr(other, name)})
+    return chosen
