@@ -8,12 +8,14 @@ the write lock from its first read and two writers cannot both read the same val
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    CursorResult,
     DateTime,
     Engine,
     ForeignKey,
@@ -28,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    make_url,
 )
 from sqlalchemy.engine import Dialect
 
@@ -49,6 +52,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def new_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row an INSERT made."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise RuntimeError("INSERT returned no primary key")
+    return int(key[0])
 
 
 def utcnow() -> datetime:
@@ -168,6 +179,8 @@ outbox = Table(
     Column("message_id", ForeignKey("messages.id"), index=True),  # the mail that caused it
     Column("action", String(40), nullable=False),
     Column("recipients", JSON, nullable=False),
+    # "address|YYYY-MM-DD" on acknowledgements: at most one automatic reply per sender a day.
+    Column("ack_key", String(400), index=True),
     Column("raw", LargeBinary, nullable=False),
     Column("state", String(20), nullable=False, index=True),
     Column("attempts", Integer, nullable=False, default=0),
@@ -199,6 +212,9 @@ def _sqlite_setup(engine: Engine) -> None:
 def make_engine(url: str) -> Engine:
     """An engine for `url`, set up for safe concurrent writers on SQLite."""
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _sqlite_setup(engine)
         return engine

@@ -13,5 +13,5 @@ _POINT = os.environ.get("VANTHU_CRASH_AT", "")
 
 
 def crashpoint(name: str) -> None:
-    if _POINT == name:
+    if name == _POINT:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -8,17 +8,20 @@ after the commit has the mail safe: the flag or move on the server is a convenie
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from daemon import faults
-from daemon.db import checkpoints, locations, messages, utcnow
+from daemon.db import checkpoints, locations, messages, new_id, utcnow
 from daemon.models import State
+from daemon.textnorm import header_safe, nfc
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,16 @@ def _header_field(raw: bytes, name: bytes) -> str:
                     value += cont
                 else:
                     break
-            return value.decode("ascii", "replace").strip()[:500]
+            return _decoded(value.decode("ascii", "replace"))[:500]
     return ""
+
+
+def _decoded(value: str) -> str:
+    try:
+        text = str(make_header(decode_header(value)))
+    except (UnicodeError, LookupError, ValueError, binascii.Error):
+        text = value
+    return header_safe(nfc(text), 500)
 
 
 def store_batch(
@@ -114,13 +125,13 @@ def store_batch(
                 if fetched.too_large is not None:
                     state = State.QUARANTINED
                     error = f"message too large: {fetched.too_large} bytes; only its header kept"
-                message_pk = conn.execute(insert(messages).values(
+                message_pk = new_id(conn.execute(insert(messages).values(
                     sha256=digest, size=fetched.too_large or len(fetched.raw), mailbox=mailbox,
                     header_message_id=_header_field(fetched.raw, b"Message-ID"),
                     subject=_header_field(fetched.raw, b"Subject"),
                     sender=_header_field(fetched.raw, b"From"),
                     stored_at=now, state=state, attempts=0, last_error=error, updated_at=now,
-                )).inserted_primary_key[0]
+                )))
                 new_ids.append(message_pk)
             _add_location(conn, message_pk, mailbox, folder, uidvalidity, fetched.uid)
         if batch:

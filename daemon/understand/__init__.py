@@ -40,14 +40,19 @@ def _domain(address: str) -> str:
 def authenticated(mail: ParsedMail, authserv_id: str) -> bool | None:
     """Did the sender pass DKIM or DMARC, per our own server's Authentication-Results?
 
-    Only headers carrying our authserv-id count (RFC 8601 §5): anyone can add one.
-    None when no such header is there, so nothing can be said.
+    Only headers carrying our authserv-id count (RFC 8601 §5): anyone can add one. Without a
+    configured id, the topmost header — the one our receiving server added last — is taken
+    as ours; that is weaker (a server that adds none lets a forged one through), so
+    production configs set `[security] authserv_id`. None: nothing can be said.
     """
+    headers = mail.headers.get("authentication-results", ())
+    if not authserv_id and headers:
+        authserv_id = (headers[0].partition(";")[0].split() or [""])[0]
     if not authserv_id:
         return None
     verdict: bool | None = None
     domain = _domain(mail.sender.email)
-    for value in mail.headers.get("authentication-results", ()):
+    for value in headers:
         serv, _, results = value.partition(";")
         if serv.strip().split()[0:1] != [authserv_id]:
             continue

@@ -31,7 +31,9 @@ def is_unsafe(defect: str) -> bool:
     return any(mark in defect for mark in UNSAFE_MARKS)
 
 
-def read(name: str, content_type: str, payload: bytes, limits: LimitsConfig) -> tuple[str, list[str]]:
+def read(
+    name: str, content_type: str, payload: bytes, limits: LimitsConfig
+) -> tuple[str, list[str]]:
     """Return the text of one attachment and its defects."""
     lower = name.lower()
     if content_type == "application/pdf" or lower.endswith(".pdf") or payload[:5] == b"%PDF-":

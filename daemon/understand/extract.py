@@ -87,7 +87,9 @@ def _title_words(text: str) -> str:
 
 
 def _organisation_case(upper: str) -> str:
-    """'SỞ NÔNG NGHIỆP VÀ MÔI TRƯỜNG TỈNH TÂY NINH' -> 'Sở Nông nghiệp và Môi trường tỉnh Tây Ninh'."""
+    """Sentence-case an upper-case body name, keeping field and place names capitalised:
+    'SỞ NÔNG NGHIỆP VÀ MÔI TRƯỜNG TỈNH TÂY NINH' -> 'Sở Nông nghiệp và Môi trường tỉnh Tây Ninh'.
+    """
     text = fold(upper)
     text = re.sub(r"^ubnd\b", "ủy ban nhân dân", text)
     locality = None
@@ -190,7 +192,7 @@ def from_text(text: str, source: str) -> Document | None:
             secrecy = secrecy or mark
             continue
         date_match = _DATE.search(line)
-        if date_match and doc_date is None and place is None and not in_summary or (
+        if (date_match and doc_date is None and place is None and not in_summary) or (
             date_match and is_vv and in_summary
         ):
             before = line[: date_match.start()]

@@ -101,7 +101,7 @@ def parse(raw: bytes, limits: LimitsConfig, depth: int = 0) -> ParsedMail:
         defects.append(f"MIME defect: {category}")
 
     headers: dict[str, tuple[str, ...]] = {}
-    for name in {k.lower() for k in message.keys()}:
+    for name in {k.lower() for k in message}:
         headers[name] = tuple(_decode_header(str(v)) for v in message.get_all(name, []))
 
     texts = [nfc(t) for t in mail.text_plain[: limits.max_parts]]
@@ -132,7 +132,7 @@ def parse(raw: bytes, limits: LimitsConfig, depth: int = 0) -> ParsedMail:
             name = f"image{len(found) + 1}.{content_type.split('/')[-1]}"  # inline, unnamed
         if len(payload) > limits.max_attachment_bytes:
             defects.append(f"attachment {name!r} larger than the limit; not read")
-            text, more = "", ()
+            text, more = "", list[str]()
         else:
             text, more = attachment_text.read(name, content_type, payload, limits)
         all_defects = tuple(more) + ((defect,) if defect else ())

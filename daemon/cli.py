@@ -1,0 +1,243 @@
+"""The `vanthu` command line. Every command takes --config PATH (default: embedded defaults).
+
+Exit codes: 0 ok, 1 a check failed or something is unhealthy, 78 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from daemon import __version__, config, log
+from daemon import rules as rules_module
+from daemon.db import checkpoints, make_engine, messages, outbox, register_entries, upgrade
+from daemon.errors import EX_CONFIG, ConfigError, Problem
+from daemon.models import State
+
+
+def _config(args: argparse.Namespace) -> config.Config:
+    return config.load(Path(args.config) if args.config else None)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    problems: list[Problem] = []
+    cfg = None
+    try:
+        cfg = _config(args)
+    except ConfigError as err:
+        problems += err.problems
+    rules_dir = cfg.rules.dir if cfg else Path("rules")
+    try:
+        rules_module.load(rules_dir)
+    except ConfigError as err:
+        problems += err.problems
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print("config and rules are valid")
+    return 1 if problems else 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from daemon.route import decide
+    from daemon.understand import NoCases, understand
+
+    cfg = _config(args)
+    ruleset = rules_module.load(cfg.rules.dir)
+    raw = Path(args.mail).read_bytes()
+    mail, und = understand(raw, cfg, NoCases())
+    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=cfg.agency.tz)
+    own = frozenset({*cfg.agency.addresses, cfg.smtp.from_.lower()})
+    decision = decide(und, mail, ruleset, at.astimezone(cfg.agency.tz).date(), own)
+    out: dict[str, Any] = {
+        **und.as_json(),
+        "message_id": mail.message_id,
+        "subject": mail.subject,
+        "from": {"name": mail.sender.name, "email": mail.sender.email},
+        "attachments": [{"name": a.name, "type": a.content_type, "size": a.size,
+                         "withheld": a.withheld} for a in mail.attachments],
+        "rules": [{"id": t.id, "matched": t.matched, "why": t.why} for t in decision.rules],
+        "actions": [a.as_json() for a in decision.actions],
+    }
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=1))
+        return 0
+    print(f"kind:     {out['kind']}  ({out['why']})")
+    print(f"subject:  {out['subject']}")
+    print(f"from:     {mail.sender.name} <{mail.sender.email}>")
+    if und.document:
+        for key, value in und.document.as_json().items():
+            print(f"  {key:15} {value}")
+    if und.applicant:
+        print(f"applicant: {und.applicant.as_json()}")
+    if und.quarantine:
+        print("QUARANTINE: " + "; ".join(und.quarantine_reasons))
+    for rule in out["rules"]:
+        print(f"rule {rule['id']}: {'MATCH' if rule['matched'] else 'no'} — {rule['why']}")
+    for action in out["actions"]:
+        print(f"action {action['action']} → {', '.join(action['to'])}")
+    return 0
+
+
+def _engine(cfg: config.Config) -> Any:
+    engine = make_engine(cfg.storage.url)
+    upgrade(engine)
+    return engine
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    engine = _engine(cfg)
+    year = args.year or datetime.now(cfg.agency.tz).year
+    from daemon.db import cases
+    query = (select(register_entries, messages.c.header_message_id, cases.c.code)
+             .join(messages, messages.c.id == register_entries.c.message_id)
+             .outerjoin(cases, cases.c.id == register_entries.c.case_id)
+             .where(register_entries.c.year == year)
+             .order_by(register_entries.c.book, register_entries.c.number))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    entries = [{
+        "book": r.book, "year": r.year, "number": r.number,
+        "received_at": r.received_at.isoformat(), "message_id": r.header_message_id,
+        "sender": r.sender, "kind": r.kind, "document": r.document, "case": r.code,
+        "recipients": r.recipients,
+        "forwarded_at": r.forwarded_at.isoformat() if r.forwarded_at else None,
+    } for r in rows]
+    if args.json:
+        print(json.dumps(entries, ensure_ascii=False, indent=1))
+        return 0
+    tz = cfg.agency.tz
+    print(f"Sổ đăng ký văn bản đến năm {year}")
+    for e, r in zip(entries, rows, strict=True):
+        doc = e["document"] or {}
+        number = f"{doc.get('number') or ''}/{doc.get('symbol') or ''}" if doc else e["case"]
+        print(f"{e['book'][:4]} {e['number']:>5}  {r.received_at.astimezone(tz):%d/%m/%Y %H:%M}"
+              f"  {number or '':24} {(doc.get('summary') or r.sender)[:70]}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    engine = _engine(cfg)
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(messages.c.state, func.count())
+                                   .group_by(messages.c.state)).all())
+        out_states = dict(conn.execute(select(outbox.c.state, func.count())
+                                       .group_by(outbox.c.state)).all())
+        boxes = conn.execute(select(checkpoints)).all()
+    report = {
+        "version": __version__,
+        "messages": states,
+        "outbox": out_states,
+        "quarantine": states.get(State.QUARANTINED, 0),
+        "mailboxes": [{"mailbox": b.mailbox, "folder": b.folder, "last_uid": b.last_uid,
+                       "last_fetch_at": b.last_fetch_at.isoformat() if b.last_fetch_at else None,
+                       "last_error": b.last_error} for b in boxes],
+    }
+    unhealthy = bool(out_states.get("failed")) or any(
+        b.last_error and (not b.last_fetch_at or b.last_error_at > b.last_fetch_at)
+        for b in boxes)
+    report["healthy"] = not unhealthy
+    print(json.dumps(report, ensure_ascii=False, indent=1) if args.json
+          else "\n".join(f"{k}: {v}" for k, v in report.items()))
+    return 1 if unhealthy else 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    engine = _engine(cfg)
+    with engine.connect() as conn:
+        rows = conn.execute(select(messages.c.id, messages.c.stored_at, messages.c.sender,
+                                   messages.c.subject, messages.c.last_error)
+                            .where(messages.c.state == State.QUARANTINED)
+                            .order_by(messages.c.id)).all()
+    items = [{"id": r.id, "stored_at": r.stored_at.isoformat(), "sender": r.sender,
+              "subject": r.subject, "reason": r.last_error} for r in rows]
+    if args.json:
+        print(json.dumps(items, ensure_ascii=False, indent=1))
+    else:
+        for item in items:
+            print(f"{item['id']:>6}  {item['stored_at'][:16]}  {item['sender'][:40]:40}  "
+                  f"{item['reason']}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    _engine(cfg).dispose()
+    print(f"schema up to date at {cfg.storage.url}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.service import Daemon
+
+    cfg = _config(args)
+    ruleset = rules_module.load(cfg.rules.dir)
+    log.setup(args.log_level)
+    asyncio.run(Daemon(cfg, ruleset).run())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from daemon.demo import run_demo
+
+    return run_demo(Path(args.dir) if args.dir else None, args.mail)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vanthu", description="Văn thư điện tử — mailroom")
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--config", help="config.toml (default: embedded defaults)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", default=argparse.SUPPRESS, help="config.toml")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("run", cmd_run, "run the daemon in the foreground")
+    p.add_argument("--log-level", default="INFO")
+    p = command("demo", cmd_demo, "local servers, sample mail, the daemon: see it work")
+    p.add_argument("--dir", help="keep the demo's data here (default: a temporary folder)")
+    p.add_argument("--mail", nargs="*", help=".eml files to deliver (default: the samples)")
+    command("check", cmd_check, "validate config and rules")
+    p = command("inspect", cmd_inspect, "understand one mail, no side effects")
+    p.add_argument("mail")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--at", help="evaluate rules at this date/time (ISO)")
+    p = command("register", cmd_register, "the registers")
+    p.add_argument("action", choices=["list"])
+    p.add_argument("--year", type=int)
+    p.add_argument("--json", action="store_true")
+    p = command("status", cmd_status, "health of mailboxes, backlog, outbox")
+    p.add_argument("--json", action="store_true")
+    p = command("quarantine", cmd_quarantine, "mail held for a human")
+    p.add_argument("action", choices=["list"])
+    p.add_argument("--json", action="store_true")
+    p = command("db", cmd_db, "database schema")
+    p.add_argument("action", choices=["upgrade"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "config"):
+        args.config = None
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG

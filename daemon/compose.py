@@ -1,0 +1,189 @@
+"""Compose the emails vanthu sends: forwards with a Vietnamese cover note, content-free
+notices for confidential documents, and acknowledgements of receipt.
+
+Pure: the same inputs give the same bytes but for the Date header. The Message-ID is derived
+from the stored mail's sha256 and the action, so a transaction replayed after a crash
+produces the same Message-ID and receivers can drop a duplicate (DESIGN invariant 3).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+
+from daemon.config import Config
+from daemon.models import Action, Document, Kind, ParsedMail, Understanding
+from daemon.textnorm import header_safe, nfc
+
+URGENCY_TAG = {"Hỏa tốc": "HỎA TỐC", "Thượng khẩn": "THƯỢNG KHẨN", "Khẩn": "KHẨN"}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a composed mail says about the registration."""
+
+    sha256: str
+    received_at: datetime
+    book: str | None = None
+    number: int | None = None
+    year: int | None = None
+    case_code: str | None = None
+
+
+def message_id(cfg: Config, sha256: str, action: str) -> str:
+    return f"<{sha256[:32]}.{action}@{cfg.agency.message_id_domain}>"
+
+
+def _doc_lines(doc: Document | None, with_summary: bool) -> list[tuple[str, str]]:
+    if doc is None:
+        return []
+    lines = [
+        ("Cơ quan ban hành", doc.issuer or ""),
+        ("Số, ký hiệu", f"{doc.number or '...'}/{doc.symbol}" if doc.symbol else ""),
+        ("Ngày văn bản", f"{doc.date:%d/%m/%Y}" if doc.date else ""),
+        ("Loại văn bản", doc.type or ""),
+    ]
+    if with_summary:
+        lines.append(("Trích yếu", doc.summary or ""))
+    lines += [("Độ khẩn", doc.urgency or ""), ("Độ mật", doc.confidentiality or "")]
+    return [(k, v) for k, v in lines if v]
+
+
+def _render(title: str, intro: list[str], rows: list[tuple[str, str]],
+            outro: list[str]) -> tuple[str, str]:
+    text = "\n".join([title, "", *intro, "", *(f"- {k}: {v}" for k, v in rows), "", *outro])
+    cells = "".join(f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                    for k, v in rows)
+    body = "".join(f"<p>{html.escape(p)}</p>" for p in intro)
+    tail = "".join(f"<p>{html.escape(p)}</p>" for p in outro)
+    markup = (f"<!DOCTYPE html><html lang='vi'><body><h3>{html.escape(title)}</h3>{body}"
+              f"<table>{cells}</table>{tail}</body></html>")
+    return nfc(text), nfc(markup)
+
+
+def _envelope(cfg: Config, ctx: Context, action: Action, subject: str) -> EmailMessage:
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = formataddr((cfg.agency.name, cfg.smtp.from_))
+    msg["To"] = ", ".join(action.to)
+    msg["Subject"] = header_safe(subject, 250)
+    msg["Date"] = format_datetime(ctx.received_at.astimezone(cfg.agency.tz))
+    msg["Message-ID"] = message_id(cfg, ctx.sha256, action.action)
+    # RFC 3834: our mail is machine-made; well-behaved responders will not answer it.
+    msg["Auto-Submitted"] = "auto-generated" if action.action != "acknowledge" else "auto-replied"
+    msg["X-Vanthu-Action"] = action.action
+    return msg
+
+
+def _register_line(ctx: Context) -> str:
+    if ctx.number is None:
+        return ""
+    book = "Sổ văn bản mật" if ctx.book == "confidential" else "Sổ văn bản đến"
+    return f"{book}: số đến {ctx.number}/{ctx.year}"
+
+
+def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
+            und: Understanding) -> EmailMessage:
+    """The forward to leaders: cover note, then the document's attachments (never unsafe ones)."""
+    tag = URGENCY_TAG.get(und.document.urgency or "", "") if und.document else ""
+    prefix = f"[Số đến {ctx.number}/{ctx.year}] " if ctx.number else ""
+    if ctx.case_code:
+        prefix += f"[{ctx.case_code}] "
+    if tag:
+        prefix += f"[{tag}] "
+    msg = _envelope(cfg, ctx, action, prefix + (mail.subject or "(không có tiêu đề)"))
+    kind_name = {Kind.DOCUMENT: "văn bản đến", Kind.DOSSIER: "hồ sơ",
+                 Kind.REPLY: "thư trả lời trong hồ sơ"}.get(und.kind, "thư")
+    intro = [f"Văn thư kính chuyển {kind_name} nhận qua thư điện tử."]
+    if action.note:
+        intro.append(f"Ghi chú: {action.note}.")
+    rows = [("Ngày đến", f"{ctx.received_at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y}")]
+    if reg := _register_line(ctx):
+        rows.append(("Đăng ký", reg))
+    if ctx.case_code:
+        rows.append(("Mã hồ sơ", ctx.case_code))
+    rows.append(("Nơi gửi", f"{mail.sender.name} <{mail.sender.email}>".strip()))
+    rows += _doc_lines(und.document, with_summary=True)
+    if und.applicant:
+        rows += [(k, v or "") for k, v in (("Người nộp", und.applicant.name),
+                                           ("Điện thoại", und.applicant.phone)) if v]
+    kept = [a for a in mail.attachments if not a.withheld]
+    withheld = [a for a in mail.attachments if a.withheld]
+    if kept:
+        rows.append(("Tệp đính kèm", "; ".join(a.name for a in kept)))
+    outro = []
+    if withheld:
+        outro.append("Không chuyển tiếp các tệp không an toàn: "
+                     + "; ".join(f"{a.name} ({a.withheld})" for a in withheld)
+                     + ". Văn thư giữ bản gốc để kiểm tra.")
+    if mail.body.strip():
+        outro += ["Nội dung thư gốc:", mail.body.strip()[:4000]]
+    text, markup = _render("Phiếu chuyển văn bản", intro, rows, outro)
+    msg.set_content(text)
+    msg.add_alternative(markup, subtype="html")
+    for item in kept:
+        maintype, _, subtype = item.content_type.partition("/")
+        if not subtype or maintype == "multipart":
+            maintype, subtype = "application", "octet-stream"
+        msg.add_attachment(item.payload, maintype=maintype, subtype=subtype, filename=item.name)
+    return msg
+
+
+def notify(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
+           und: Understanding) -> EmailMessage:
+    """A notice without content: for confidential documents (DESIGN invariant 5)."""
+    secrecy = und.document.confidentiality if und.document else "Mật"
+    msg = _envelope(cfg, ctx, action,
+                    f"[Số đến {ctx.number}/{ctx.year}] Thông báo có văn bản {secrecy} đến"
+                    if ctx.number else f"Thông báo có văn bản {secrecy} đến")
+    intro = [f"Văn thư đã nhận một văn bản độ mật «{secrecy}». Theo quy định, văn bản mật "
+             "không được gửi qua thư điện tử; đề nghị đồng chí nhận văn bản tại Văn thư."]
+    if action.note:
+        intro.append(f"Ghi chú: {action.note}.")
+    rows = [("Ngày đến", f"{ctx.received_at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y}")]
+    if reg := _register_line(ctx):
+        rows.append(("Đăng ký", reg))
+    rows += [(k, v) for k, v in _doc_lines(und.document, with_summary=False)
+             if k in ("Cơ quan ban hành", "Độ khẩn", "Độ mật")]
+    text, markup = _render("Thông báo văn bản mật", intro, rows, [])
+    msg.set_content(text)
+    msg.add_alternative(markup, subtype="html")
+    return msg
+
+
+def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
+                und: Understanding) -> EmailMessage:
+    """The acknowledgement of receipt to the sender, threaded to their mail."""
+    subject = f"Xác nhận đã nhận: {mail.subject}" if mail.subject else "Xác nhận đã nhận thư"
+    if ctx.case_code:
+        subject = f"[{ctx.case_code}] {subject}"
+    msg = _envelope(cfg, ctx, action, subject)
+    if mail.message_id:
+        msg["In-Reply-To"] = mail.message_id
+        msg["References"] = mail.message_id
+    received = f"{ctx.received_at.astimezone(cfg.agency.tz):%H:%M ngày %d/%m/%Y}"
+    intro = [f"{cfg.agency.name} xác nhận đã nhận thư của Quý cơ quan/ông/bà lúc {received}."]
+    rows: list[tuple[str, str]] = []
+    if und.kind is Kind.DOSSIER and ctx.case_code:
+        intro.append("Hồ sơ đã được tiếp nhận và chuyển bộ phận có thẩm quyền xem xét, "
+                     "giải quyết.")
+        rows.append(("Mã hồ sơ", ctx.case_code))
+        rows.append(("Số tệp nhận được", str(len(mail.attachments))))
+    elif und.kind is Kind.REPLY and und.case_ref:
+        rows.append(("Mã hồ sơ", und.case_ref))
+    if reg := _register_line(ctx):
+        rows.append(("Đăng ký", reg))
+    if und.document and und.document.symbol and not und.confidential:
+        rows.append(("Văn bản", f"{und.document.number or '...'}/{und.document.symbol}"))
+    outro = ["Khi trao đổi thêm, xin giữ nguyên mã hồ sơ trong tiêu đề thư.",
+             "Đây là thư tự động của Văn thư; xin trân trọng cảm ơn."]
+    text, markup = _render("Giấy xác nhận đã nhận", intro, rows, outro)
+    msg.set_content(text)
+    msg.add_alternative(markup, subtype="html")
+    return msg
+
+
+COMPOSERS = {"forward": forward, "notify": notify, "acknowledge": acknowledge}

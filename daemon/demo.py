@@ -1,0 +1,118 @@
+"""`vanthu demo`: a throwaway Dovecot and SMTP server on loopback, sample mail delivered to the
+agency mailbox, the real daemon run until the mail is handled, and a report of what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from imapclient import IMAPClient
+from sqlalchemy import func, select
+
+from daemon import config, log
+from daemon import rules as rules_module
+from daemon.db import messages, outbox
+from daemon.localservers import Dovecot, SmtpSink, dovecot_available
+from daemon.models import State
+
+SAMPLES = Path(__file__).parent / "samples"
+RULES = Path(__file__).parent.parent / "rules"
+
+
+def demo_config(directory: Path, dovecot: Dovecot, sink: SmtpSink, rules_dir: Path) -> str:
+    return f"""
+[agency]
+name = "Sở Xây dựng tỉnh Tây Ninh"
+code = "000.00.22.H56"
+timezone = "Asia/Ho_Chi_Minh"
+addresses = ["vanthu.sxd@tayninh.gov.vn"]
+message_id_domain = "sxd.tayninh.gov.vn"
+
+[storage]
+data_dir = "{directory / 'data'}"
+
+[[mailboxes]]
+name = "vanthu"
+host = "127.0.0.1"
+port = {dovecot.imaps_port}
+security = "tls"
+ca_file = "{dovecot.cert}"
+username = "vanthu"
+password = "secret"
+folders = ["INBOX"]
+after = "flag"
+
+[smtp]
+host = "127.0.0.1"
+port = {sink.port}
+security = "none"
+from = "vanthu.sxd@tayninh.gov.vn"
+
+[rules]
+dir = "{rules_dir}"
+
+[security]
+authserv_id = "mx1.tayninh.gov.vn"
+"""
+
+
+def run_demo(directory: Path | None, mails: list[str] | None) -> int:
+    if not dovecot_available():
+        print("vanthu demo needs Dovecot: apt-get install -y dovecot-imapd", file=sys.stderr)
+        return 1
+    if not RULES.is_dir():
+        print(f"rules folder not found at {RULES}", file=sys.stderr)
+        return 1
+    directory = directory or Path(tempfile.mkdtemp(prefix="vanthu-demo-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    files = [Path(m) for m in mails] if mails else sorted(SAMPLES.glob("*.eml"))
+    log.setup("INFO", json_output=False)
+    with Dovecot() as dovecot:
+        sink = SmtpSink(save_dir=directory / "sent").start()
+        try:
+            path = directory / "config.toml"
+            path.write_text(demo_config(directory, dovecot, sink, RULES.resolve()))
+            cfg = config.load(path)
+            ruleset = rules_module.load(cfg.rules.dir)
+            client = IMAPClient("127.0.0.1", port=dovecot.imap_port, ssl=False)
+            client.login("vanthu", "secret")
+            for file in files:
+                client.append("INBOX", file.read_bytes())
+            client.logout()
+            print(f"\n== {len(files)} mails delivered to the agency mailbox (Dovecot, "
+                  f"127.0.0.1:{dovecot.imaps_port}); starting the daemon\n")
+            from daemon.service import Daemon
+
+            daemon = Daemon(cfg, ruleset)
+            deadline = time.monotonic() + 120
+
+            def finished() -> bool:
+                with daemon.engine.connect() as conn:
+                    total = conn.scalar(select(func.count()).select_from(messages))
+                    busy = conn.scalar(select(func.count()).select_from(messages).where(
+                        messages.c.state.in_([State.STORED, State.ROUTED])))
+                    pending = conn.scalar(select(func.count()).select_from(outbox).where(
+                        outbox.c.state == "pending"))
+                return (total == len(files) and not busy and not pending) \
+                    or time.monotonic() > deadline
+
+            asyncio.run(daemon.run(until=finished))
+        finally:
+            sink.stop()
+    from daemon.cli import main
+
+    print("\n== The incoming register\n")
+    main(["register", "list", "--config", str(path)])
+    print("\n== Held for a human (quarantine)\n")
+    main(["quarantine", "list", "--config", str(path)])
+    print(f"\n== {len(sink.received)} emails sent by vanthu (saved in {directory / 'sent'})\n")
+    for item in sink.received:
+        message = item.message
+        print(f"  {message['X-Vanthu-Action']:12} → {', '.join(item.rcpt_tos)[:60]:60} "
+              f"{str(message['Subject'])[:70]}")
+    print(f"\nData, config and logs of this demo: {directory}")
+    return 0

@@ -1,0 +1,201 @@
+"""Watch one IMAP folder: catch up from the checkpoint, then wait with IDLE (or poll).
+
+One thread and one connection per watched folder (IMAPClient is not thread-safe, and IDLE
+watches the selected folder only). Every new mail is fetched with BODY.PEEK[] in batches and
+handed to `store_batch`, which commits the raw bytes and the checkpoint together; the flag or
+move on the server comes after that commit. Killed anywhere, the watcher restarts from the
+last committed checkpoint and loses nothing; a UIDVALIDITY change refetches and dedupes.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+from sqlalchemy import Engine
+
+from daemon.config import MailboxConfig
+from daemon.errors import MailboxError
+from daemon.send import tls_context
+from daemon.store import Fetched, MailStore, checkpoint, record_fetch, store_batch
+
+log = logging.getLogger("vanthu.fetch")
+
+IDLE_RENEW_SECONDS = 25 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
+IDLE_TICK_SECONDS = 1.0  # how often the stop flag is looked at while idling
+MAX_BATCH_BYTES = 64 * 1024 * 1024  # never more than this much mail in memory at once
+_IMAP_ERRORS = (IMAPClientError, imaplib.IMAP4.error, OSError, socket.timeout, ssl.SSLError)
+
+
+class FolderWatcher:
+    """Keeps one folder of one mailbox stored, until `stop` is set."""
+
+    def __init__(self, mailbox: MailboxConfig, folder: str, engine: Engine, store: MailStore,
+                 max_message_bytes: int, on_stored: Callable[[], None],
+                 stop: threading.Event) -> None:
+        self.cfg = mailbox
+        self.folder = folder
+        self.engine = engine
+        self.store = store
+        self.max_message_bytes = max_message_bytes
+        self.on_stored = on_stored
+        self.stop = stop
+        self.ctx = {"mailbox": mailbox.name, "folder": folder}
+
+    def run(self) -> None:
+        """Thread body: sessions with reconnect and exponential backoff, until stopped."""
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                with self._connect() as client:
+                    delay = 1.0
+                    self._session(client)
+            except MailboxError as err:
+                log.warning("mailbox.error", extra={**self.ctx, "error": str(err),
+                                                    "retry_in": delay})
+                try:
+                    record_fetch(self.engine, self.cfg.name, self.folder, str(err))
+                except Exception:  # the database may be the trouble; the log has it
+                    log.exception("mailbox.record_failed", extra=self.ctx)
+                self.stop.wait(delay)
+                delay = min(delay * 2, 300.0)
+
+    @contextmanager
+    def _connect(self) -> Iterator[IMAPClient]:
+        try:
+            context = tls_context(self.cfg.ca_file, self.cfg.tls_verify)
+            client = IMAPClient(self.cfg.host, port=self.cfg.port,
+                                ssl=self.cfg.security == "tls", ssl_context=context,
+                                timeout=60)
+            if self.cfg.security == "starttls":
+                client.starttls(context)
+            client.login(self.cfg.username, self.cfg.password.reveal())
+        except _IMAP_ERRORS as err:
+            raise MailboxError(f"connect to {self.cfg.host}:{self.cfg.port}: {err}") from err
+        log.info("mailbox.connected", extra=self.ctx)
+        try:
+            yield client
+        except _IMAP_ERRORS as err:
+            raise MailboxError(f"{type(err).__name__}: {err}") from err
+        finally:
+            try:
+                client.logout()
+            except Exception:  # the connection is already gone; nothing to tidy
+                client.shutdown() if hasattr(client, "shutdown") else None
+
+    def _session(self, client: IMAPClient) -> None:
+        selected = client.select_folder(self.folder)
+        uidvalidity = int(selected[b"UIDVALIDITY"])
+        idle = self.cfg.idle and client.has_capability("IDLE")
+        self.catch_up(client, uidvalidity)
+        while not self.stop.is_set():
+            if idle:
+                self._idle(client)
+            else:
+                self.stop.wait(self.cfg.poll_seconds)
+                client.noop()
+            if self.stop.is_set():
+                return
+            current = int(client.folder_status(self.folder, ["UIDVALIDITY"])[b"UIDVALIDITY"]) \
+                if not idle else uidvalidity
+            if current != uidvalidity:
+                raise MailboxError("UIDVALIDITY changed; reconnecting to refetch")
+            self.catch_up(client, uidvalidity)
+
+    def _idle(self, client: IMAPClient) -> None:
+        """Wait in IDLE until the server reports a change, the stop flag, or renewal time."""
+        client.idle()
+        started = time.monotonic()
+        try:
+            while not self.stop.is_set() and time.monotonic() - started < IDLE_RENEW_SECONDS:
+                tick = time.monotonic()
+                responses = client.idle_check(timeout=IDLE_TICK_SECONDS)
+                if any(r[0] == b"BYE" for r in responses if r):
+                    raise MailboxError("server said BYE during IDLE")
+                if any(len(r) > 1 and r[1] in (b"EXISTS", b"EXPUNGE") for r in responses):
+                    return
+                if not responses and time.monotonic() - tick < IDLE_TICK_SECONDS / 10:
+                    # An instant empty answer means the socket hit EOF (IMAPClient swallows
+                    # it): without this check the loop would spin on a dead connection.
+                    raise MailboxError("connection closed during IDLE")
+        finally:
+            client.idle_done()
+
+    def catch_up(self, client: IMAPClient, uidvalidity: int) -> int:
+        """Store every mail above the checkpoint; return how many were new."""
+        last = checkpoint(self.engine, self.cfg.name, self.folder, uidvalidity)
+        # `UID n:*` always matches the last message, even below n: filter ourselves.
+        uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
+        new = 0
+        for sized in self._batches(client, uids):
+            batch = [uid for uid, _ in sized]
+            fetched = self._fetch(client, dict(sized))
+            ids = store_batch(self.engine, self.store, mailbox=self.cfg.name,
+                              folder=self.folder, uidvalidity=uidvalidity, batch=fetched)
+            new += len(ids)
+            log.info("mail.stored", extra={**self.ctx, "count": len(fetched), "new": len(ids),
+                                           "last_uid": batch[-1]})
+            self.on_stored()
+            self._after(client, batch)
+        record_fetch(self.engine, self.cfg.name, self.folder, None)
+        return new
+
+    def _batches(self, client: IMAPClient, uids: list[int]) -> Iterator[list[tuple[int, int]]]:
+        """Group UIDs by count and by size, so memory stays bounded whatever the backlog."""
+        for start in range(0, len(uids), 500):
+            chunk = uids[start:start + 500]
+            sizes = {uid: int(data.get(b"RFC822.SIZE", 0))
+                     for uid, data in client.fetch(chunk, ["RFC822.SIZE"]).items()}
+            batch: list[tuple[int, int]] = []
+            total = 0
+            for uid in chunk:
+                size = sizes.get(uid, 0)
+                if batch and (len(batch) >= self.cfg.batch_size or total + size > MAX_BATCH_BYTES):
+                    yield batch
+                    batch, total = [], 0
+                batch.append((uid, size))
+                total += min(size, self.max_message_bytes)
+            if batch:
+                yield batch
+
+    def _fetch(self, client: IMAPClient, sizes: dict[int, int]) -> list[Fetched]:
+        """Fetch the mails of one batch, `sizes` mapping each UID to its RFC822.SIZE."""
+        uids = list(sizes)
+        small = [u for u in uids if sizes.get(u, 0) <= self.max_message_bytes]
+        large = [u for u in uids if u not in small]
+        out: dict[int, Fetched] = {}
+        if small:
+            for uid, data in client.fetch(small, ["BODY.PEEK[]"]).items():
+                out[uid] = Fetched(uid, bytes(data[b"BODY[]"]))
+        if large:  # too large to take: keep the header, quarantine with the reason
+            for uid, data in client.fetch(large, ["BODY.PEEK[HEADER]"]).items():
+                out[uid] = Fetched(uid, bytes(data[b"BODY[HEADER]"]), too_large=sizes[uid])
+        missing = [u for u in uids if u not in out]
+        if missing:  # expunged between SEARCH and FETCH: gone, nothing to store
+            log.info("mail.vanished", extra={**self.ctx, "uids": missing})
+        return [out[u] for u in uids if u in out]
+
+    def _after(self, client: IMAPClient, uids: list[int]) -> None:
+        """Flag or move on the server: after the commit, a convenience (DESIGN invariant 4)."""
+        try:
+            if self.cfg.after == "flag":
+                client.add_flags(uids, [self.cfg.keyword.encode()])
+            elif self.cfg.after.startswith("move:"):
+                target = self.cfg.after[5:]
+                if client.has_capability("MOVE"):
+                    client.move(uids, target)
+                else:
+                    client.copy(uids, target)
+                    client.delete_messages(uids)
+                    client.uid_expunge(uids) if client.has_capability("UIDPLUS") else None
+        except (IMAPClientError, imaplib.IMAP4.error) as err:
+            log.warning("mailbox.after_failed", extra={**self.ctx, "error": str(err)})
+

@@ -1,0 +1,224 @@
+"""Real mail servers on loopback for `vanthu demo` and the tests: a throwaway Dovecot
+(Debian's dovecot-imapd) and an aiosmtpd SMTP server that keeps what it receives.
+
+Nothing here is used by `vanthu run`.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServer
+
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dovecot_available() -> bool:
+    return os.path.exists(DOVECOT)
+
+
+class Dovecot:
+    """A private Dovecot instance in a temporary directory, on 127.0.0.1."""
+
+    def __init__(self, users: dict[str, str] | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="vanthu-dovecot-"))
+        self.dir.chmod(0o755)  # Dovecot's unprivileged users must be able to enter it
+        self.users = dict(users or {"vanthu": "secret"})
+        self.imap_port = free_port()
+        self.imaps_port = free_port()
+        self.conf = self.dir / "dovecot.conf"
+        self.cert = self.dir / "cert.pem"
+        self.process: subprocess.Popen[bytes] | None = None
+        if os.geteuid() == 0:
+            self.user = "dovecot"
+        else:
+            self.user = pwd.getpwuid(os.geteuid()).pw_name
+
+    def _write_config(self) -> None:
+        key = self.dir / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(self.cert),
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+            check=True, capture_output=True)
+        (self.dir / "mail").mkdir()
+        self._write_passwd()
+        entry = pwd.getpwnam(self.user)
+        root = os.geteuid() == 0
+        login_users = "" if root else (
+            f"default_login_user = {self.user}\ndefault_internal_user = {self.user}\n"
+            "login_trusted_networks = 127.0.0.1\n")
+        self.conf.write_text(f"""
+instance_name = vanthu-{self.imap_port}
+protocols = imap
+listen = 127.0.0.1
+base_dir = {self.dir}/run
+state_dir = {self.dir}/state
+log_path = {self.dir}/dovecot.log
+info_log_path = {self.dir}/dovecot.log
+ssl = yes
+ssl_cert = <{self.cert}
+ssl_key = <{key}
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = 1
+mail_location = maildir:{self.dir}/mail/%u
+{login_users}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {self.dir}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={entry.pw_uid} gid={entry.pw_gid} home={self.dir}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {self.imaps_port}
+    ssl = yes
+  }}
+  {"chroot =" if not root else ""}
+}}
+service anvil {{
+  {"chroot =" if not root else ""}
+}}
+protocol imap {{
+  mail_max_userip_connections = 100
+}}
+""")
+        shutil.chown(self.dir / "mail", entry.pw_uid, entry.pw_gid)
+
+    def _write_passwd(self) -> None:
+        lines = [f"{user}:{{PLAIN}}{password}::::::" for user, password in self.users.items()]
+        (self.dir / "passwd").write_text("\n".join(lines) + "\n")
+
+    def start(self) -> Dovecot:
+        self._write_config()
+        self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.conf)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.imap_port), timeout=0.2):
+                    return self
+            except OSError as err:
+                if self.process.poll() is not None:
+                    raise RuntimeError("dovecot exited: " + (
+                        self.process.stderr.read().decode() if self.process.stderr else "")
+                    ) from err
+                time.sleep(0.02)
+        raise RuntimeError("dovecot did not start listening")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def doveadm(self, *args: str) -> str:
+        result = subprocess.run([DOVEADM, "-c", str(self.conf), *args], check=True,
+                                capture_output=True, text=True)
+        return result.stdout
+
+    def kick(self, user: str) -> None:
+        """Drop every session of `user`, as a server restart would."""
+        self.doveadm("kick", user)
+
+    def set_uidvalidity(self, user: str, folder: str, value: int) -> None:
+        self.doveadm("mailbox", "update", "--uid-validity", str(value), "-u", user, folder)
+
+    def __enter__(self) -> Dovecot:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.data, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+@dataclass
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on loopback that keeps every message it accepts.
+
+    `reply` lets a test make it answer RCPT with an error, e.g. "450 try later".
+    """
+
+    port: int = field(default_factory=free_port)
+    received: list[Received] = field(default_factory=list)
+    reply: str | None = None
+    save_dir: Path | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: Any) -> str:
+        if self.reply:
+            return self.reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        item = Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
+        with self.lock:
+            self.received.append(item)
+            if self.save_dir is not None:
+                self.save_dir.mkdir(parents=True, exist_ok=True)
+                name = f"{len(self.received):04d}.eml"
+                (self.save_dir / name).write_bytes(item.data)
+        return "250 Message accepted"
+
+    def start(self) -> SmtpSink:
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port,
+                                     server_hostname="sink.localhost", ready_timeout=10,
+                                     server_kwargs={"decode_data": False})
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def messages(self) -> list[Received]:
+        with self.lock:
+            return list(self.received)
+
+
+__all__ = ["Dovecot", "Received", "SMTPServer", "SmtpSink", "dovecot_available", "free_port"]

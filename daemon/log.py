@@ -1,0 +1,58 @@
+"""Structured logs: an event name with dotted parts (`mail.stored`) and bound fields.
+
+Calls use the standard library: `log.info("mail.stored", extra={"uid": 7})`. Output is one
+JSON object a line (journald keeps it), or a readable line when stdout is a terminal. Bodies
+and secrets are never passed as fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+# Attributes every LogRecord has; anything else came in through `extra=`.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            "logger": record.name,
+            **fields(record),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        extra = " ".join(f"{k}={v}" for k, v in fields(record).items())
+        line = f"{when} {record.levelname.lower():7} {record.getMessage():24} {extra}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup(level: str = "INFO", json_output: bool | None = None) -> None:
+    """Send vanthu's logs to stdout: JSON unless stdout is a terminal."""
+    if json_output is None:
+        json_output = not sys.stdout.isatty()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if json_output else ConsoleFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("imapclient", "aiosmtplib", "apscheduler", "mail.log", "aiosmtpd"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,172 @@
+"""Take stored messages through understand → register → route → outbox.
+
+Understanding is pure and runs outside any transaction. Then a batch of messages is applied
+in one transaction (a savepoint each, so one bad message cannot spoil the others): the
+registration, the case, the outbox rows and the new state commit together or not at all. A
+crash before the commit leaves the messages `stored`, to be done again with the same numbers
+free and the same Message-IDs; after it, everything they caused is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from daemon import compose, faults
+from daemon.config import Config
+from daemon.db import messages, outbox, register_entries, utcnow
+from daemon.errors import BadMessage
+from daemon.models import Decision, Kind, ParsedMail, State, Understanding
+from daemon.register import DbCases, case_id_of, link_thread, register
+from daemon.route import decide
+from daemon.rules import RuleSet
+from daemon.store import MailStore
+from daemon.understand import understand
+
+log = logging.getLogger("vanthu.pipeline")
+
+REGISTERED_KINDS = (Kind.DOCUMENT, Kind.DOSSIER)
+
+
+@dataclass(frozen=True)
+class Work:
+    """One stored message and what the pure stages made of it (or why they could not)."""
+
+    pk: int
+    sha256: str
+    stored_at: datetime
+    attempts: int
+    mail: ParsedMail | None = None
+    understanding: Understanding | None = None
+    decision: Decision | None = None
+    error: str | None = None
+    permanent: bool = False
+
+
+def _think(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
+           row: Any) -> Work:
+    base = Work(row.id, row.sha256, row.stored_at, row.attempts)
+    try:
+        raw = store.read(row.sha256)
+        with engine.connect() as conn:
+            mail, und = understand(raw, cfg, DbCases(conn))
+            conn.rollback()
+        on = row.stored_at.astimezone(cfg.agency.tz).date()
+        own = frozenset({*cfg.agency.addresses, cfg.smtp.from_.lower()})
+        decision = decide(und, mail, rules, on, own)
+    except BadMessage as err:
+        return Work(**{**base.__dict__, "error": str(err), "permanent": True})
+    except Exception as err:  # bulkhead: one message's failure must not stop the others
+        log.exception("pipeline.failed", extra={"mail": row.id})
+        return Work(**{**base.__dict__, "error": f"{type(err).__name__}: {err}"})
+    return Work(row.id, row.sha256, row.stored_at, row.attempts, mail, und, decision)
+
+
+def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
+                    limit: int = 100) -> int:
+    """Process up to `limit` stored messages; return how many changed state."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(messages.c.id, messages.c.sha256, messages.c.stored_at, messages.c.attempts)
+            .where(messages.c.state == State.STORED).order_by(messages.c.id).limit(limit)
+        ).all()
+        conn.rollback()
+    if not rows:
+        return 0
+    work = [_think(engine, cfg, store, rules, row) for row in rows]
+    with engine.begin() as conn:
+        for item in work:
+            # Another daemon may have taken it meanwhile: only move it from `stored`.
+            state = conn.scalar(select(messages.c.state).where(messages.c.id == item.pk))
+            if state != State.STORED:
+                continue
+            with conn.begin_nested():
+                _apply(conn, cfg, item)
+    faults.crashpoint("after_register")
+    return len(work)
+
+
+def _set_state(conn: Connection, pk: int, state: State, **values: Any) -> None:
+    conn.execute(update(messages).where(messages.c.id == pk)
+                 .values(state=state, updated_at=utcnow(), **values))
+
+
+def _apply(conn: Connection, cfg: Config, item: Work) -> None:
+    if item.error is not None:
+        attempts = item.attempts + 1
+        if item.permanent or attempts >= cfg.limits.max_attempts:
+            _set_state(conn, item.pk, State.QUARANTINED, attempts=attempts,
+                       last_error=item.error)
+            log.warning("mail.quarantined", extra={"mail": item.pk, "reason": item.error})
+        else:
+            _set_state(conn, item.pk, State.STORED, attempts=attempts, last_error=item.error)
+        return
+    assert item.mail and item.understanding and item.decision
+    mail, und, decision = item.mail, item.understanding, item.decision
+    record = {
+        "kind": und.kind.value,
+        "understanding": und.as_json(),
+        "decision": {"rules": [t.__dict__ for t in decision.rules],
+                     "actions": [a.as_json() for a in decision.actions]},
+    }
+    if und.quarantine:
+        _set_state(conn, item.pk, State.QUARANTINED, last_error="; ".join(
+            und.quarantine_reasons), **record)
+        log.warning("mail.quarantined", extra={"mail": item.pk,
+                                               "reason": und.quarantine_reasons[0]})
+        return
+    ctx = compose.Context(sha256=item.sha256, received_at=item.stored_at)
+    case_id = None
+    if und.kind in REGISTERED_KINDS:
+        reg = register(conn, cfg.agency, item.pk, mail, und, item.stored_at)
+        if reg.duplicate_of is not None:
+            # The same document again: linked to its first entry and flagged, nothing sent.
+            _set_state(conn, item.pk, State.DONE, last_error=f"duplicate: {reg.duplicate_why}",
+                       **record)
+            log.info("mail.duplicate", extra={"mail": item.pk, "entry": reg.duplicate_of})
+            return
+        ctx = compose.Context(item.sha256, item.stored_at, reg.book, reg.number, reg.year,
+                              reg.case_code)
+        case_id = reg.case_id
+        log.info("mail.registered", extra={"mail": item.pk, "book": reg.book,
+                                           "number": reg.number, "year": reg.year})
+    elif und.kind is Kind.REPLY and und.case_ref:
+        case_id = case_id_of(conn, und.case_ref)
+        ctx = compose.Context(item.sha256, item.stored_at, case_code=und.case_ref)
+    queued = 0
+    for action in decision.actions:
+        if action.action == "acknowledge" and _acknowledged_today(conn, cfg, action.to[0],
+                                                                  item.stored_at):
+            log.info("ack.skipped", extra={"mail": item.pk, "why": "one per sender per day"})
+            continue
+        email = compose.COMPOSERS[action.action](cfg, ctx, action, mail, und)
+        header_id = str(email["Message-ID"])
+        conn.execute(insert(outbox).values(
+            header_message_id=header_id, message_id=item.pk, action=action.action,
+            recipients=list(action.to), raw=email.as_bytes(), state="pending", attempts=0,
+            ack_key=_ack_key(cfg, action.to[0], item.stored_at)
+            if action.action == "acknowledge" else None,
+            next_attempt_at=utcnow(), created_at=utcnow(),
+        ))
+        if case_id is not None:
+            link_thread(conn, header_id, case_id)
+        queued += 1
+        if action.action in ("forward", "notify"):
+            conn.execute(update(register_entries).where(
+                register_entries.c.message_id == item.pk).values(
+                recipients=list(action.to), forwarded_at=utcnow()))
+    _set_state(conn, item.pk, State.ROUTED if queued else State.DONE, case_id=case_id, **record)
+
+
+def _ack_key(cfg: Config, address: str, at: datetime) -> str:
+    return f"{address}|{at.astimezone(cfg.agency.tz).date().isoformat()}"
+
+
+def _acknowledged_today(conn: Connection, cfg: Config, address: str, at: datetime) -> bool:
+    """At most one automatic reply per sender per day (no loops, no flooding)."""
+    return conn.scalar(select(func.count()).select_from(outbox).where(
+        outbox.c.ack_key == _ack_key(cfg, address, at))) != 0

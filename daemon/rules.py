@@ -1,0 +1,333 @@
+"""The agency's people and routing rules, loaded from `rules/*.yaml` and validated whole.
+
+`people.yaml` says who is who (people, roles, departments, absences with stand-ins); every
+other YAML file holds an ordered list of `rules`, files taken in name order. Every problem is
+reported as `file:line: message`; a set with any problem is rejected whole, so a bad edit
+never half-applies.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from daemon.errors import ConfigError, Problem
+from daemon.models import Kind
+
+ROLES = ("giam_doc", "pho_giam_doc", "chanh_van_phong", "van_thu", "truong_phong")
+# Who takes over when nobody in a role is present (DOMAIN: a Deputy's work goes to the Director).
+ESCALATION = {"pho_giam_doc": "giam_doc", "chanh_van_phong": "pho_giam_doc"}
+_ID = re.compile(r"^[a-z0-9_\-]+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class _Node(dict[str, Any]):
+    """A YAML mapping that remembers the line it started on."""
+
+    line: int = 0
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load with line numbers on every mapping; nothing but plain data is built."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Node:
+    mapping = _Node({str(k): v for k, v in loader.construct_mapping(node, deep=True).items()})
+    mapping.line = node.start_mark.line + 1
+    return mapping
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclass(frozen=True)
+class Person:
+    id: str
+    name: str
+    email: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Department:
+    id: str
+    name: str
+    email: str
+    head: str | None
+
+
+@dataclass(frozen=True)
+class Absence:
+    person: str
+    start: date
+    end: date  # inclusive
+    reason: str
+    stand_in: str | None
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Who an action is addressed to, before stand-ins are applied."""
+
+    roles: tuple[str, ...] = ()
+    people: tuple[str, ...] = ()
+    departments: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+    sender: bool = False  # the mail's sender (acknowledgements)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    action: str  # forward | acknowledge | notify
+    targets: Targets
+    template: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    when: dict[str, Any]
+    then: tuple[ActionSpec, ...]
+    stop: bool
+    file: str
+    line: int
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    people: dict[str, Person]
+    departments: dict[str, Department]
+    absences: tuple[Absence, ...]
+    rules: tuple[Rule, ...]
+    higher_authority: tuple[str, ...] = field(default=())  # addresses past the Director
+
+
+CONDITIONS = {"kind", "type", "urgent", "confidential", "sender", "sender_domain", "subject",
+              "text", "all", "any", "not"}
+ACTIONS = {"forward", "acknowledge", "notify"}
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def error(self, file: str, node: Any, message: str) -> None:
+        line = node.line if isinstance(node, _Node) else None
+        self.problems.append(Problem(file, line, message))
+
+    def keys(self, file: str, node: _Node, allowed: set[str], what: str) -> None:
+        for key in node:
+            if key not in allowed:
+                self.error(file, node, f"unknown key {key!r} in {what}")
+
+
+def _load_yaml(path: Path, checker: _Checker) -> Any:
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        checker.problems.append(Problem(str(path), mark.line + 1 if mark else None,
+                                        f"not valid YAML: {getattr(err, 'problem', err)}"))
+    except OSError as err:
+        checker.problems.append(Problem(str(path), None, f"cannot read: {err.strerror}"))
+    return None
+
+
+def _strings(value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return None
+
+
+def _people(file: str, data: Any, c: _Checker) -> tuple[dict[str, Person],
+                                                        dict[str, Department],
+                                                        list[Absence], tuple[str, ...]]:
+    people: dict[str, Person] = {}
+    departments: dict[str, Department] = {}
+    absences: list[Absence] = []
+    if not isinstance(data, _Node):
+        c.error(file, data, "must be a mapping with people, departments, absences")
+        return people, departments, absences, ()
+    c.keys(file, data, {"people", "departments", "absences", "higher_authority"}, "people file")
+    for node in data.get("people") or []:
+        if not isinstance(node, _Node):
+            c.error(file, data, "each person must be a mapping")
+            continue
+        c.keys(file, node, {"id", "name", "email", "roles", "note"}, "person")
+        pid, email = str(node.get("id", "")), str(node.get("email", ""))
+        roles = _strings(node.get("roles", [])) or ()
+        if not _ID.match(pid):
+            c.error(file, node, f"person id {pid!r} must be lower-case letters, digits, _ or -")
+        if pid in people:
+            c.error(file, node, f"person {pid!r} defined twice")
+        if not _EMAIL.match(email):
+            c.error(file, node, f"person {pid!r} has no valid email")
+        for role in roles:
+            if role not in ROLES:
+                c.error(file, node, f"unknown role {role!r} (known: {', '.join(ROLES)})")
+        people[pid] = Person(pid, str(node.get("name", pid)), email.lower(), roles)
+    for node in data.get("departments") or []:
+        if not isinstance(node, _Node):
+            c.error(file, data, "each department must be a mapping")
+            continue
+        c.keys(file, node, {"id", "name", "email", "head", "note"}, "department")
+        did, email = str(node.get("id", "")), str(node.get("email", ""))
+        head = node.get("head")
+        if not _ID.match(did):
+            c.error(file, node, f"department id {did!r} must be lower-case letters, digits, _ or -")
+        if not _EMAIL.match(email):
+            c.error(file, node, f"department {did!r} has no valid email")
+        if head is not None and head not in people:
+            c.error(file, node, f"department {did!r}: unknown head {head!r}")
+        departments[did] = Department(did, str(node.get("name", did)), email.lower(), head)
+    for node in data.get("absences") or []:
+        if not isinstance(node, _Node):
+            c.error(file, data, "each absence must be a mapping")
+            continue
+        c.keys(file, node, {"person", "from", "to", "reason", "stand_in"}, "absence")
+        who, start, end, stand_in = (node.get("person"), node.get("from"), node.get("to"),
+                                     node.get("stand_in"))
+        if who not in people:
+            c.error(file, node, f"absence of unknown person {who!r}")
+        if stand_in is not None and stand_in not in people:
+            c.error(file, node, f"unknown stand-in {stand_in!r}")
+        if not isinstance(start, date) or not isinstance(end, date):
+            c.error(file, node, "absence needs from and to as dates (YYYY-MM-DD)")
+            continue
+        if end < start:
+            c.error(file, node, f"absence ends ({end}) before it starts ({start})")
+        absences.append(Absence(str(who), start, end, str(node.get("reason", "")),
+                                str(stand_in) if stand_in else None))
+    for i, a in enumerate(absences):
+        for b in absences[i + 1:]:
+            if a.person == b.person and a.start <= b.end and b.start <= a.end:
+                c.error(file, data, f"absences of {a.person} overlap ({a.start}..{a.end} and "
+                                    f"{b.start}..{b.end})")
+        for b in absences:
+            if a.stand_in == b.person and a.start <= b.end and b.start <= a.end:
+                c.error(file, data, f"stand-in {a.stand_in} for {a.person} is absent too "
+                                    f"({b.start}..{b.end})")
+    higher = _strings(data.get("higher_authority", [])) or ()
+    return people, departments, absences, higher
+
+
+def _check_condition(file: str, node: Any, c: _Checker) -> None:
+    if not isinstance(node, _Node):
+        c.error(file, node, "a condition must be a mapping")
+        return
+    c.keys(file, node, CONDITIONS, "condition")
+    for key, value in node.items():
+        if key in ("all", "any"):
+            if not isinstance(value, list):
+                c.error(file, node, f"{key} takes a list of conditions")
+                continue
+            for item in value:
+                _check_condition(file, item, c)
+        elif key == "not":
+            _check_condition(file, value, c)
+        elif key == "kind":
+            for kind in _strings(value) or ("?",):
+                if kind not in {k.value for k in Kind}:
+                    c.error(file, node, f"unknown kind {kind!r}")
+        elif key in ("urgent", "confidential"):
+            if not isinstance(value, bool):
+                c.error(file, node, f"{key} takes true or false")
+        elif key in ("subject", "text") and isinstance(value, _Node):
+            c.keys(file, value, {"contains", "regex"}, key)
+            if "regex" in value:
+                try:
+                    re.compile(str(value["regex"]))
+                except re.error as err:
+                    c.error(file, value, f"bad regex {value['regex']!r}: {err}")
+        elif _strings(value) is None:
+            c.error(file, node, f"{key} takes a string or a list of strings")
+
+
+def _targets(file: str, node: _Node, c: _Checker, people: dict[str, Person],
+             departments: dict[str, Department]) -> Targets:
+    c.keys(file, node, {"roles", "people", "departments", "addresses", "sender", "template"},
+           "action")
+    roles = _strings(node.get("roles", [])) or ()
+    who = _strings(node.get("people", [])) or ()
+    units = _strings(node.get("departments", [])) or ()
+    addresses = _strings(node.get("addresses", [])) or ()
+    for role in roles:
+        if role not in ROLES:
+            c.error(file, node, f"unknown role {role!r}")
+    for pid in who:
+        if pid not in people:
+            c.error(file, node, f"unknown person {pid!r}")
+    for did in units:
+        if did not in departments:
+            c.error(file, node, f"unknown department {did!r}")
+    for address in addresses:
+        if not _EMAIL.match(address):
+            c.error(file, node, f"not an email address: {address!r}")
+    return Targets(roles, who, units, tuple(a.lower() for a in addresses),
+                   bool(node.get("sender", False)))
+
+
+def load(directory: Path) -> RuleSet:
+    """Load every YAML file of `directory`; raise ConfigError listing every problem."""
+    c = _Checker()
+    people_file = directory / "people.yaml"
+    if not people_file.exists():
+        raise ConfigError([Problem(str(people_file), None, "missing: who is who must be said")])
+    people, departments, absences, higher = _people(
+        str(people_file), _load_yaml(people_file, c), c)
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        if path.name == "people.yaml" or path.name.startswith("."):
+            continue
+        data = _load_yaml(path, c)
+        if data is None:
+            continue
+        file = str(path)
+        if not isinstance(data, _Node) or not isinstance(data.get("rules"), list):
+            c.error(file, data, "a rules file must have a 'rules:' list")
+            continue
+        c.keys(file, data, {"rules"}, "rules file")
+        for node in data["rules"]:
+            if not isinstance(node, _Node):
+                c.error(file, data, "each rule must be a mapping")
+                continue
+            c.keys(file, node, {"id", "description", "when", "then", "stop"}, "rule")
+            rid = str(node.get("id", ""))
+            if not _ID.match(rid):
+                c.error(file, node, f"rule id {rid!r} must be lower-case letters, digits, _ or -")
+            if rid in seen:
+                c.error(file, node, f"rule id {rid!r} already used at {seen[rid]}")
+            seen[rid] = f"{file}:{node.line}"
+            when = node.get("when", _Node())
+            _check_condition(file, when, c)
+            actions: list[ActionSpec] = []
+            for item in node.get("then") or []:
+                if not isinstance(item, _Node) or len(item) != 1:
+                    c.error(file, node, "each action is a mapping with one key: "
+                                        + ", ".join(sorted(ACTIONS)))
+                    continue
+                (name, spec), = item.items()
+                if name not in ACTIONS:
+                    c.error(file, item, f"unknown action {name!r}")
+                    continue
+                spec = spec if isinstance(spec, _Node) else _Node()
+                targets = _targets(file, spec, c, people, departments)
+                actions.append(ActionSpec(name, targets, str(spec.get("template", name))))
+            stop = node.get("stop", False)
+            if not isinstance(stop, bool):
+                c.error(file, node, "stop takes true or false")
+            if rules and rules[-1].stop and not rules[-1].when:
+                c.error(file, node, f"rule {rid!r} can never run: rule {rules[-1].id!r} "
+                                    "above it stops every mail")
+            rules.append(Rule(rid, dict(when), tuple(actions), bool(stop), file, node.line))
+    if c.problems:
+        raise ConfigError(c.problems)
+    return RuleSet(people, departments, tuple(absences), tuple(rules), higher)

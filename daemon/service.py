@@ -1,0 +1,149 @@
+"""The daemon: watcher threads feed the store; the pipeline and the sender run on the event loop.
+
+Shutdown on SIGTERM: the watchers stop at their next tick, the pipeline finishes (commits or
+rolls back) the batch in hand, the sender finishes the message in hand. Nothing is half-done:
+every step is a transaction, and whatever did not commit is done again at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon import rules as rules_module
+from daemon.config import Config
+from daemon.db import make_engine, upgrade
+from daemon.errors import ConfigError
+from daemon.fetch import FolderWatcher
+from daemon.pipeline import process_pending
+from daemon.rules import RuleSet
+from daemon.send import Sender
+from daemon.store import MailStore
+
+log = logging.getLogger("vanthu.service")
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd about our state (Type=notify); a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        except OSError as err:
+            log.warning("systemd.notify_failed", extra={"error": str(err)})
+
+
+class Daemon:
+    def __init__(self, cfg: Config, ruleset: RuleSet) -> None:
+        self.cfg = cfg
+        self.rules = ruleset
+        self.engine = make_engine(cfg.storage.url)
+        upgrade(self.engine)
+        self.store = MailStore(cfg.storage.data_dir)
+        self.sender = Sender(self.engine, cfg.smtp)
+        self.stopping = asyncio.Event()
+        self.wake_pipeline = asyncio.Event()
+        self.wake_sender = asyncio.Event()
+        self.stop_threads = threading.Event()
+
+    def reload_rules(self) -> None:
+        """SIGHUP: load the rules again; a set with errors is rejected, the old one kept."""
+        sd_notify("RELOADING=1")
+        try:
+            self.rules = rules_module.load(Path(self.cfg.rules.dir))
+            log.info("rules.reloaded", extra={"rules": len(self.rules.rules)})
+        except ConfigError as err:
+            for problem in err.problems:
+                log.error("rules.rejected", extra={"problem": str(problem)})
+        sd_notify("READY=1")
+
+    async def _wait(self, event: asyncio.Event, timeout: float) -> None:
+        waiters = [asyncio.ensure_future(event.wait()),
+                   asyncio.ensure_future(self.stopping.wait())]
+        _, pending = await asyncio.wait(waiters, timeout=timeout,
+                                        return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        event.clear()
+
+    async def _pipeline_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                done = await asyncio.to_thread(process_pending, self.engine, self.cfg,
+                                               self.store, self.rules)
+            except Exception:  # bulkhead: the loop must survive a database hiccup
+                log.exception("pipeline.batch_failed")
+                done = 0
+                await self._wait(self.wake_pipeline, 5.0)
+            if done:
+                self.wake_sender.set()
+                continue
+            await self._wait(self.wake_pipeline, 5.0)
+
+    async def _sender_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                sent = await self.sender.drain()
+            except Exception:  # bulkhead
+                log.exception("outbox.drain_failed")
+                sent = 0
+            if not sent:
+                await self._wait(self.wake_sender, 15.0)
+
+    async def _watchdog(self) -> None:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0"))
+        if not usec:
+            return
+        while not self.stopping.is_set():
+            sd_notify("WATCHDOG=1")
+            await self._wait(asyncio.Event(), usec / 2_000_000)
+
+    async def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Run until SIGTERM/SIGINT (or until `until()` says so, checked every second)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
+
+        def stored() -> None:
+            loop.call_soon_threadsafe(self.wake_pipeline.set)
+
+        threads = []
+        for mailbox in self.cfg.mailboxes:
+            for folder in mailbox.folders:
+                watcher = FolderWatcher(mailbox, folder, self.engine, self.store,
+                                        self.cfg.limits.max_message_bytes, stored,
+                                        self.stop_threads)
+                thread = threading.Thread(target=watcher.run, daemon=True,
+                                          name=f"imap:{mailbox.name}:{folder}")
+                thread.start()
+                threads.append(thread)
+        tasks = [asyncio.create_task(self._pipeline_loop()),
+                 asyncio.create_task(self._sender_loop()),
+                 asyncio.create_task(self._watchdog())]
+        sd_notify("READY=1")
+        log.info("daemon.started", extra={"mailboxes": len(self.cfg.mailboxes),
+                                          "watchers": len(threads)})
+        while not self.stopping.is_set():
+            await self._wait(asyncio.Event(), 1.0)
+            if until is not None and until():
+                self.stopping.set()
+        sd_notify("STOPPING=1")
+        log.info("daemon.stopping")
+        self.stop_threads.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 5.0)
+        self.engine.dispose()
+        log.info("daemon.stopped")
