@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import datetime
+from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
@@ -65,11 +66,23 @@ def _render(title: str, intro: list[str], rows: list[tuple[str, str]],
     return nfc(text), nfc(markup)
 
 
+def _set_text_header(msg: EmailMessage, name: str, value: str) -> None:
+    """Set a header that may hold Vietnamese text, RFC 2047-encoded by `email.header`.
+
+    The modern policy's own folder drops the space between two encoded words
+    ("KHẨN: Thông" becomes "KHẨN:Thông"), so the header is encoded here and stored raw.
+    """
+    if value.isascii():
+        msg[name] = value
+    else:
+        msg.set_raw(name, Header(value, "utf-8", header_name=name).encode(linesep="\r\n"))
+
+
 def _envelope(cfg: Config, ctx: Context, action: Action, subject: str) -> EmailMessage:
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = formataddr((cfg.agency.name, cfg.smtp.from_))
+    msg.set_raw("From", formataddr((cfg.agency.name, cfg.smtp.from_), charset="utf-8"))
     msg["To"] = ", ".join(action.to)
-    msg["Subject"] = header_safe(subject, 250)
+    _set_text_header(msg, "Subject", header_safe(subject, 250))
     msg["Date"] = format_datetime(ctx.received_at.astimezone(cfg.agency.tz))
     msg["Message-ID"] = message_id(cfg, ctx.sha256, action.action)
     # RFC 3834: our mail is machine-made; well-behaved responders will not answer it.
@@ -136,9 +149,10 @@ def notify(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
            und: Understanding) -> EmailMessage:
     """A notice without content: for confidential documents (DESIGN invariant 5)."""
     secrecy = und.document.confidentiality if und.document else "Mật"
-    msg = _envelope(cfg, ctx, action,
-                    f"[Số đến {ctx.number}/{ctx.year}] Thông báo có văn bản {secrecy} đến"
-                    if ctx.number else f"Thông báo có văn bản {secrecy} đến")
+    tag = URGENCY_TAG.get(und.document.urgency or "", "") if und.document else ""
+    prefix = f"[Số đến {ctx.number}/{ctx.year}] " if ctx.number else ""
+    prefix += f"[{tag}] " if tag else ""
+    msg = _envelope(cfg, ctx, action, f"{prefix}Thông báo có văn bản {secrecy} đến")
     intro = [f"Văn thư đã nhận một văn bản độ mật «{secrecy}». Theo quy định, văn bản mật "
              "không được gửi qua thư điện tử; đề nghị đồng chí nhận văn bản tại Văn thư."]
     if action.note:

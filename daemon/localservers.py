@@ -113,6 +113,11 @@ protocol imap {{
 """)
         shutil.chown(self.dir / "mail", entry.pw_uid, entry.pw_gid)
 
+    def add_user(self, user: str, password: str) -> None:
+        """Add a mail user while running: Dovecot reads the passwd-file at each login."""
+        self.users[user] = password
+        self._write_passwd()
+
     def _write_passwd(self) -> None:
         lines = [f"{user}:{{PLAIN}}{password}::::::" for user, password in self.users.items()]
         (self.dir / "passwd").write_text("\n".join(lines) + "\n")
@@ -142,6 +147,8 @@ protocol imap {{
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process and self.process.stderr:
+            self.process.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def doveadm(self, *args: str) -> str:
@@ -209,7 +216,7 @@ class SmtpSink:
     def start(self) -> SmtpSink:
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port,
                                      server_hostname="sink.localhost", ready_timeout=10,
-                                     server_kwargs={"decode_data": False})
+                                     decode_data=False)
         self.controller.start()
         return self
 

@@ -139,8 +139,11 @@ def _apply(conn: Connection, cfg: Config, item: Work) -> None:
         ctx = compose.Context(item.sha256, item.stored_at, case_code=und.case_ref)
     queued = 0
     for action in decision.actions:
-        if action.action == "acknowledge" and _acknowledged_today(conn, cfg, action.to[0],
-                                                                  item.stored_at):
+        # A receipt for a registered document or dossier is owed every time (Decree 30,
+        # Art. 21; duplicates never get here). Other automatic replies are limited to one per
+        # sender a day, which also breaks a loop with a responder that marks nothing.
+        if (action.action == "acknowledge" and und.kind not in REGISTERED_KINDS
+                and _acknowledged_today(conn, cfg, action.to[0], item.stored_at)):
             log.info("ack.skipped", extra={"mail": item.pk, "why": "one per sender per day"})
             continue
         email = compose.COMPOSERS[action.action](cfg, ctx, action, mail, und)

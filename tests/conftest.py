@@ -1,0 +1,172 @@
+"""Fixtures: a real Dovecot and a real SMTP server on loopback, a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imapclient import IMAPClient
+from sqlalchemy import Engine, insert
+
+from daemon import config
+from daemon import rules as rules_module
+from daemon.db import case_threads, cases, make_engine, upgrade, utcnow
+from daemon.localservers import Dovecot, SmtpSink, dovecot_available
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+RULES = ROOT / "rules"
+AUTHSERV_ID = "mx1.tayninh.gov.vn"
+
+_users = itertools.count(1)
+
+
+def corpus_labels() -> list[dict[str, Any]]:
+    return list(json.loads((CORPUS / "labels.json").read_text(encoding="utf-8")))
+
+
+def corpus_context() -> dict[str, Any]:
+    return dict(json.loads((CORPUS / "context.json").read_text(encoding="utf-8")))
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    if not dovecot_available():
+        pytest.fail("Dovecot is not installed: apt-get install -y dovecot-imapd")
+    with Dovecot() as server:
+        yield server
+
+
+@pytest.fixture()
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@dataclass
+class Office:
+    """One agency under test: its own IMAP user, data folder, config file and SMTP sink."""
+
+    dovecot: Dovecot
+    smtp: SmtpSink
+    user: str
+    password: str
+    dir: Path
+    config_path: Path
+
+    @property
+    def cfg(self) -> config.Config:
+        return config.load(self.config_path)
+
+    def imap(self) -> IMAPClient:
+        client = IMAPClient("127.0.0.1", port=self.dovecot.imap_port, ssl=False)
+        client.login(self.user, self.password)
+        return client
+
+    def deliver(self, *raws: bytes, folder: str = "INBOX") -> None:
+        client = self.imap()
+        for raw in raws:
+            client.append(folder, raw)
+        client.logout()
+
+    def engine(self) -> Engine:
+        engine = make_engine(self.cfg.storage.url)
+        upgrade(engine)
+        return engine
+
+    def seed_corpus_cases(self) -> None:
+        """The cases that exist before the corpus mails arrive (corpus/context.json)."""
+        engine = self.engine()
+        with engine.begin() as conn:
+            for case in corpus_context()["cases"]:
+                case_id = conn.execute(insert(cases).values(
+                    code=case["case_ref"], opened_at=utcnow(), status="in_progress",
+                    applicant_name=case["applicant"], applicant_email=case["email"],
+                    procedure=case["procedure"])).inserted_primary_key[0]  # type: ignore[index]
+                for message_id in case["message_ids"]:
+                    conn.execute(insert(case_threads).values(header_message_id=message_id,
+                                                             case_id=case_id))
+        engine.dispose()
+
+    def run_daemon(self, until: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Run the real daemon in this process until `until()` holds (or fail at timeout)."""
+        from daemon.service import Daemon
+
+        cfg = self.cfg
+        daemon = Daemon(cfg, rules_module.load(cfg.rules.dir))
+        deadline = time.monotonic() + timeout
+        timed_out = False
+
+        def stop() -> bool:
+            nonlocal timed_out
+            if time.monotonic() > deadline:
+                timed_out = True
+                return True
+            return until()
+
+        asyncio.run(daemon.run(until=stop))
+        assert not timed_out, "the daemon did not finish in time"
+
+
+def write_config(directory: Path, dovecot: Dovecot, sink: SmtpSink, user: str, password: str,
+                 extra: str = "") -> Path:
+    path = directory / "config.toml"
+    path.write_text(f"""
+[agency]
+name = "Sở Xây dựng tỉnh Tây Ninh"
+code = "000.00.22.H56"
+addresses = ["vanthu.sxd@tayninh.gov.vn"]
+message_id_domain = "sxd.tayninh.gov.vn"
+
+[storage]
+data_dir = "{directory / 'data'}"
+
+[[mailboxes]]
+name = "agency"
+host = "127.0.0.1"
+port = {dovecot.imaps_port}
+security = "tls"
+ca_file = "{dovecot.cert}"
+username = "{user}"
+password = "{password}"
+poll_seconds = 1
+
+[smtp]
+host = "127.0.0.1"
+port = {sink.port}
+security = "none"
+from = "vanthu.sxd@tayninh.gov.vn"
+
+[rules]
+dir = "{RULES}"
+
+[security]
+authserv_id = "{AUTHSERV_ID}"
+{extra}
+""", encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def office(dovecot: Dovecot, smtp: SmtpSink, tmp_path: Path) -> Office:
+    user = f"agency{next(_users)}"
+    password = f"pw-{user}"
+    dovecot.add_user(user, password)
+    return Office(dovecot, smtp, user, password, tmp_path,
+                  write_config(tmp_path, dovecot, smtp, user, password))
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
