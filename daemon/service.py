@@ -109,12 +109,16 @@ class Daemon:
             sd_notify("WATCHDOG=1")
             await self._wait(asyncio.Event(), usec / 2_000_000)
 
-    async def run(self, until: Callable[[], bool] | None = None) -> None:
-        """Run until SIGTERM/SIGINT (or until `until()` says so, checked every second)."""
+    async def run(self, until: Callable[[], bool] | None = None, signals: bool = True) -> None:
+        """Run until SIGTERM/SIGINT (or until `until()` says so, checked every 0.2 s).
+
+        `signals=False` leaves signal handling alone (a daemon run in a thread, in tests).
+        """
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
 
         def stored() -> None:
             loop.call_soon_threadsafe(self.wake_pipeline.set)
@@ -136,7 +140,7 @@ class Daemon:
         log.info("daemon.started", extra={"mailboxes": len(self.cfg.mailboxes),
                                           "watchers": len(threads)})
         while not self.stopping.is_set():
-            await self._wait(asyncio.Event(), 1.0)
+            await self._wait(asyncio.Event(), 0.2)
             if until is not None and until():
                 self.stopping.set()
         sd_notify("STOPPING=1")

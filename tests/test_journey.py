@@ -40,7 +40,6 @@ def journey(tmp_path_factory: pytest.TempPathFactory, dovecot: Any) -> dict[str,
 
     sink = SmtpSink().start()
     directory = tmp_path_factory.mktemp("journey")
-    dovecot.add_user("journey", "pw")
     office = Office(dovecot, sink, "journey", "pw", directory,
                     write_config(directory, dovecot, sink, "journey", "pw"))
     labels = corpus_labels()

@@ -1,0 +1,143 @@
+"""Watching the mailbox on a real Dovecot: IDLE, reconnects, UIDVALIDITY changes, after-actions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from daemon import rules as rules_module
+from daemon.db import checkpoints, locations, messages, register_entries
+from daemon.service import Daemon
+from tests.conftest import CORPUS, Office, wait_for
+
+DOCUMENT = CORPUS / "008.eml"  # a body-only official document
+OTHER_DOCUMENT = CORPUS / "003.eml"
+
+
+class Running:
+    """The real daemon in a background thread, for tests that act on the server meanwhile."""
+
+    def __init__(self, office: Office) -> None:
+        cfg = office.cfg
+        self.daemon = Daemon(cfg, rules_module.load(cfg.rules.dir))
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=asyncio.run, args=(self.daemon.run(
+            until=self.stop_flag.is_set, signals=False),), daemon=True)
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_flag.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def count(office: Office, table: object) -> int:
+    engine = office.engine()
+    with engine.connect() as conn:
+        value = int(conn.scalar(select(func.count()).select_from(table)) or 0)  # type: ignore[arg-type]
+    engine.dispose()
+    return value
+
+
+def forwards(office: Office) -> int:
+    return sum(1 for m in office.smtp.messages() if b"X-Vanthu-Action: forward" in m.data)
+
+
+def test_idle_delivers_a_new_mail_within_seconds(office: Office) -> None:
+    """Under IDLE a mail appended while the daemon waits is forwarded without a poll interval."""
+    with Running(office):
+        wait_for(lambda: count(office, checkpoints) == 1)
+        time.sleep(0.5)  # let the watcher enter IDLE
+        started = time.monotonic()
+
+        office.deliver(DOCUMENT.read_bytes())
+        wait_for(lambda: forwards(office) == 1, timeout=10)
+
+        latency = time.monotonic() - started
+    assert latency < 5.0, f"forwarded after {latency:.2f} s"
+
+
+def test_reconnects_after_the_server_drops_the_session(office: Office) -> None:
+    """After `doveadm kick` the watcher reconnects and mail keeps flowing."""
+    with Running(office):
+        office.deliver(DOCUMENT.read_bytes())
+        wait_for(lambda: forwards(office) == 1)
+
+        office.dovecot.kick(office.user)
+        time.sleep(0.5)
+        office.deliver(OTHER_DOCUMENT.read_bytes())
+
+        wait_for(lambda: forwards(office) == 2, timeout=30)
+    assert count(office, register_entries) == 2
+
+
+def test_uidvalidity_change_registers_nothing_twice(office: Office) -> None:
+    """A UIDVALIDITY reset refetches the folder but no mail gets a second row or số đến."""
+    office.deliver(DOCUMENT.read_bytes(), OTHER_DOCUMENT.read_bytes())
+    office.run_daemon(until=lambda: count(office, register_entries) == 2 and forwards(office) == 2)
+
+    office.dovecot.set_uidvalidity(office.user, "INBOX", 4242)
+    office.run_daemon(until=lambda: count(office, locations) == 4)
+
+    assert count(office, messages) == 2
+    assert count(office, register_entries) == 2
+    assert forwards(office) == 2
+    engine = office.engine()
+    with engine.connect() as conn:
+        assert conn.scalar(select(checkpoints.c.uidvalidity)) == 4242
+    engine.dispose()
+
+
+def test_stored_mail_is_flagged_on_the_server(office: Office) -> None:
+    """After the commit the mail carries the configured keyword on the server."""
+    office.deliver(DOCUMENT.read_bytes())
+
+    office.run_daemon(until=lambda: forwards(office) == 1)
+
+    client = office.imap()
+    client.select_folder("INBOX")
+    flags = client.get_flags(client.search(["ALL"]))
+    client.logout()
+    assert all(b"$VanthuStored" in f for f in flags.values())
+
+
+def test_move_after_store(office: Office, tmp_path: Path) -> None:
+    """With after = "move:Done" the stored mail leaves the watched folder."""
+    text = office.config_path.read_text().replace('poll_seconds = 1',
+                                                  'poll_seconds = 1\nafter = "move:Done"')
+    office.config_path.write_text(text)
+    client = office.imap()
+    client.create_folder("Done")
+    client.logout()
+    office.deliver(DOCUMENT.read_bytes())
+
+    office.run_daemon(until=lambda: forwards(office) == 1)
+
+    client = office.imap()
+    assert client.select_folder("INBOX")[b"EXISTS"] == 0
+    assert client.select_folder("Done")[b"EXISTS"] == 1
+    client.logout()
+
+
+def test_several_folders_are_watched(office: Office) -> None:
+    """Each configured folder is watched; a copy of the same mail in two folders is one mail."""
+    text = office.config_path.read_text().replace(
+        'poll_seconds = 1', 'poll_seconds = 1\nfolders = ["INBOX", "Dossiers"]')
+    office.config_path.write_text(text)
+    client = office.imap()
+    client.create_folder("Dossiers")
+    client.logout()
+    office.deliver(DOCUMENT.read_bytes())
+    office.deliver(DOCUMENT.read_bytes(), OTHER_DOCUMENT.read_bytes(), folder="Dossiers")
+
+    office.run_daemon(until=lambda: count(office, locations) == 3 and forwards(office) == 2)
+
+    assert count(office, messages) == 2
+    assert count(office, register_entries) == 2
