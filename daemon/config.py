@@ -157,8 +157,9 @@ class Config:
 class _Reader:
     """Reads typed keys from TOML tables, collecting problems instead of stopping at the first."""
 
-    def __init__(self, file: str, text: str) -> None:
+    def __init__(self, file: str, text: str, base: Path) -> None:
         self.file = file
+        self.base = base
         self.lines = text.splitlines()
         self.problems: list[Problem] = []
 
@@ -244,7 +245,7 @@ class _Reader:
                 return None
             value = str(Path(directory) / value)
         try:
-            return Secret(Path(value).read_text(encoding="utf-8").strip())
+            return Secret((self.base / value).read_text(encoding="utf-8").strip())
         except OSError as err:
             self.error(f"{path}.{key}", f"cannot read {value}: {err.strerror}")
             return None
@@ -304,7 +305,7 @@ def parse(
     data: dict[str, Any], *, file: str, text: str, base: Path, path: Path | None = None
 ) -> Config:
     """Validate a decoded TOML document. Relative paths are taken from `base`."""
-    r = _Reader(file, text)
+    r = _Reader(file, text, base)
     r.unknown(data, "", {"agency", "storage", "mailboxes", "smtp", "rules", "limits",
                          "security", "results", "digest"})
 

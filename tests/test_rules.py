@@ -1,0 +1,189 @@
+"""Rules: validation with file and line, stand-ins, order and stop, the safety rules."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from daemon import rules as rules_module
+from daemon.cli import main
+from daemon.errors import ConfigError
+from daemon.models import Address, Document, Kind, ParsedMail, Understanding
+from daemon.route import Facts, decide, evaluate
+from daemon.rules import ActionSpec, Rule, RuleSet, Targets
+from tests.conftest import RULES
+
+
+def _mail(sender: str = "someone@example.com", subject: str = "Hồ sơ") -> ParsedMail:
+    return ParsedMail(message_id="<m@x>", subject=subject, sender=Address("", sender), to=(),
+                      reply_to=(), date=None, headers={}, body="", attachments=(),
+                      content_types=("text/plain",))
+
+
+def _und(kind: Kind, confidentiality: str | None = None) -> Understanding:
+    doc = Document(number="1", symbol="QĐ-UBND", type="Quyết định",
+                   confidentiality=confidentiality) if kind is Kind.DOCUMENT else None
+    return Understanding(kind=kind, why="test", case_ref=None, document=doc, applicant=None)
+
+
+def _copy_rules(tmp_path: Path) -> Path:
+    target = tmp_path / "rules"
+    target.mkdir()
+    for path in RULES.glob("*.yaml"):
+        (target / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    return target
+
+
+def test_shipped_rules_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vanthu check` accepts the shipped rules with the embedded default config."""
+    monkeypatch.chdir(RULES.parent)
+
+    assert main(["check"]) == 0
+
+
+def test_errors_name_file_and_line(tmp_path: Path) -> None:
+    """Unknown keys, roles, people and bad regexes are each reported as file:line."""
+    directory = _copy_rules(tmp_path)
+    (directory / "20-bad.yaml").write_text(
+        "rules:\n"
+        "  - id: bad-one\n"
+        "    when: {kind: letter, subject: {regex: '(unclosed'}}\n"
+        "    then:\n"
+        "      - forward: {roles: [thu_truong]}\n"
+        "      - forward: {people: [nobody]}\n"
+        "    colour: red\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        rules_module.load(directory)
+
+    text = str(caught.value)
+    bad = directory / "20-bad.yaml"
+    assert f"{bad}:3: unknown kind 'letter'" in text
+    assert f"{bad}:3: bad regex '(unclosed'" in text
+    assert f"{bad}:5: unknown role 'thu_truong'" in text
+    assert f"{bad}:6: unknown person 'nobody'" in text
+    assert f"{bad}:2: unknown key 'colour' in rule" in text
+
+
+def test_rule_after_an_unconditional_stop_is_unreachable(tmp_path: Path) -> None:
+    """A rule below a rule that stops every mail can never run: an error."""
+    directory = _copy_rules(tmp_path)
+    (directory / "05-stop.yaml").write_text(
+        "rules:\n  - id: swallow-all\n    then: []\n    stop: true\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError, match="can never run"):
+        rules_module.load(directory)
+
+
+def test_overlapping_absences_and_absent_stand_in(tmp_path: Path) -> None:
+    """Two absences of one person that overlap, or a stand-in away at the time, are errors."""
+    directory = _copy_rules(tmp_path)
+    people = (directory / "people.yaml").read_text(encoding="utf-8")
+    people += ("  - person: tran_thi_binh\n    from: 2026-04-01\n    to: 2026-04-10\n"
+               "    reason: phép\n"
+               "  - person: nguyen_van_an\n    from: 2026-03-20\n    to: 2026-03-25\n"
+               "    reason: công tác\n")
+    (directory / "people.yaml").write_text(people, encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        rules_module.load(directory)
+
+    assert "absences of tran_thi_binh overlap" in str(caught.value)
+    assert "stand-in nguyen_van_an for tran_thi_binh is absent too" in str(caught.value)
+
+
+def test_check_command_prints_every_error(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`vanthu check` exits 1 and prints each problem as file:line: message."""
+    directory = _copy_rules(tmp_path)
+    (directory / "20-bad.yaml").write_text("rules:\n  - id: Bad Id\n    then: []\n",
+                                           encoding="utf-8")
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(f'[rules]\ndir = "{directory}"\n', encoding="utf-8")
+
+    assert main(["check", "--config", str(config_path)]) == 1
+
+    assert f"{directory / '20-bad.yaml'}:2: rule id 'Bad Id'" in capsys.readouterr().out
+
+
+def test_absent_deputy_goes_to_her_stand_in_then_back() -> None:
+    """During her absence a Deputy's forward goes to the stand-in, with a note; after, to her."""
+    ruleset = rules_module.load(RULES)
+    und, mail = _und(Kind.DOCUMENT), _mail()
+
+    during = decide(und, mail, ruleset, date(2026, 4, 5))
+    after = decide(und, mail, ruleset, date(2026, 4, 6))
+
+    forward_during = next(a for a in during.actions if a.action == "forward")
+    forward_after = next(a for a in after.actions if a.action == "forward")
+    assert "pgd.binh.sxd@example.gov.vn" not in forward_during.to
+    assert "giamdoc.sxd@example.gov.vn" in forward_during.to
+    assert "thay đồng chí Trần Thị Bình đang vắng mặt" in forward_during.note
+    assert "pgd.binh.sxd@example.gov.vn" in forward_after.to
+    assert forward_after.note == ""
+
+
+def test_safety_rules_override_a_hostile_rule_file() -> None:
+    """Forward-everything-outside rules still never email a confidential document or answer
+    a machine."""
+    ruleset = rules_module.load(RULES)
+    hostile = RuleSet(ruleset.people, ruleset.departments, ruleset.absences, (
+        Rule("leak", {}, (ActionSpec("forward", Targets(addresses=("spy@evil.example",))),
+                          ActionSpec("acknowledge", Targets())), False, "x.yaml", 1),))
+
+    secret = decide(_und(Kind.DOCUMENT, "Tối mật"), _mail(), hostile, date(2026, 5, 1))
+    auto = decide(_und(Kind.AUTO), _mail(), hostile, date(2026, 5, 1))
+    own = decide(_und(Kind.DOSSIER), _mail("vanthu@us.gov.vn"), hostile, date(2026, 5, 1),
+                 frozenset({"vanthu@us.gov.vn"}))
+
+    assert [a.action for a in secret.actions] == ["notify", "acknowledge"]
+    assert [a.action for a in auto.actions] == ["forward"]
+    assert [a.action for a in own.actions] == ["forward"]
+
+
+KINDS = st.sampled_from([k.value for k in Kind])
+
+
+@given(kinds=st.lists(KINDS, min_size=1, max_size=6), stops=st.lists(st.booleans(), min_size=6,
+                                                                     max_size=6),
+       kind=KINDS)
+def test_evaluation_is_deterministic_ordered_and_stops(kinds: list[str], stops: list[bool],
+                                                       kind: str) -> None:
+    """Rules run in order; after a matching rule with stop nothing else runs; same input, same
+    output."""
+    ruleset = rules_module.load(RULES)
+    rules = tuple(
+        Rule(f"r{i}", {"kind": k}, (ActionSpec("notify", Targets(addresses=(f"r{i}@x.vn",))),),
+             stops[i], "t.yaml", i) for i, k in enumerate(kinds))
+    rs = RuleSet(ruleset.people, ruleset.departments, (), rules)
+    und = Understanding(kind=Kind(kind), why="", case_ref=None, document=None, applicant=None)
+
+    first = decide(und, _mail(), rs, date(2026, 1, 5))
+    second = decide(und, _mail(), rs, date(2026, 1, 5))
+
+    assert first == second
+    expected: list[str] = []
+    for i, k in enumerate(kinds):
+        if k == kind:
+            expected.append(f"r{i}@x.vn")
+            if stops[i]:
+                break
+    got = [a for action in first.actions for a in action.to]
+    assert got == expected
+
+
+def test_conditions_explain_themselves() -> None:
+    """Each condition's outcome is part of the reason."""
+    facts = Facts(kind="document", type="Quyết định", urgent=True, confidential=False,
+                  sender="a@b.gov.vn", subject="HỎA TỐC", text="")
+
+    matched, why = evaluate({"all": [{"kind": "document"}, {"urgent": True}],
+                             "sender_domain": "gov.vn", "subject": {"contains": "hoa toc"}},
+                            facts)
+
+    assert matched
+    assert "✓ sender_domain=b.gov.vn" in why and "✓ urgent=True" in why
