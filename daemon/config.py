@@ -116,8 +116,11 @@ class LimitsConfig:
     max_attachment_bytes: int = 30 * 1024 * 1024
     max_parts: int = 200
     max_depth: int = 10
-    pdf_max_pages: int = 10  # pages read for text: the header is on page one
+    pdf_max_pages: int = 1  # pages read for text: the header is on page one
     max_attempts: int = 3  # a message failing this often is quarantined (the "shunt")
+    parse_seconds: int = 60  # a mail taking longer to read is quarantined
+    worker_memory_mb: int = 2048  # address-space cap of each parsing worker process
+    workers: int = 0  # parsing worker processes; 0: one per core
 
 
 @dataclass(frozen=True)
@@ -401,7 +404,8 @@ def parse(
     d = LimitsConfig()
     r.unknown(t, "limits", set(d.__dataclass_fields__))
     limits = LimitsConfig(**{
-        name: r.take(t, "limits", name, int, getattr(d, name), _positive)
+        name: r.take(t, "limits", name, int, getattr(d, name),
+                     None if name == "workers" else _positive)
         for name in d.__dataclass_fields__
     })
 

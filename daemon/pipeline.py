@@ -1,6 +1,7 @@
 """Take stored messages through understand → register → route → outbox.
 
-Understanding is pure and runs outside any transaction. Then a batch of messages is applied
+Reading (parsing) is pure and runs outside any transaction, in worker processes when a pool
+is given. Then a batch of messages is applied
 in one transaction (a savepoint each, so one bad message cannot spoil the others): the
 registration, the case, the outbox rows and the new state commit together or not at all. A
 crash before the commit leaves the messages `stored`, to be done again with the same numbers
@@ -10,7 +11,7 @@ free and the same Message-IDs; after it, everything they caused is durable.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +26,8 @@ from daemon.register import DbCases, case_id_of, link_thread, register
 from daemon.route import decide
 from daemon.rules import RuleSet
 from daemon.store import MailStore
-from daemon.understand import understand
+from daemon.understand import Reading, judge, read
+from daemon.workers import ReadPool
 
 log = logging.getLogger("vanthu.pipeline")
 
@@ -47,28 +49,40 @@ class Work:
     permanent: bool = False
 
 
-def _think(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
-           row: Any) -> Work:
+def _think(cfg: Config, rules: RuleSet, conn: Connection, row: Any,
+           reading: Reading | BadMessage | Exception) -> Work:
     base = Work(row.id, row.sha256, row.stored_at, row.attempts)
+    if isinstance(reading, BadMessage):
+        return replace(base, error=str(reading), permanent=True)
+    if isinstance(reading, Exception):
+        return replace(base, error=f"{type(reading).__name__}: {reading}")
     try:
-        raw = store.read(row.sha256)
-        with engine.connect() as conn:
-            mail, und = understand(raw, cfg, DbCases(conn))
-            conn.rollback()
+        und = judge(reading, cfg, DbCases(conn))
         on = row.stored_at.astimezone(cfg.agency.tz).date()
         own = frozenset({*cfg.agency.addresses, cfg.smtp.from_.lower()})
-        decision = decide(und, mail, rules, on, own)
-    except BadMessage as err:
-        return Work(**{**base.__dict__, "error": str(err), "permanent": True})
+        decision = decide(und, reading.mail, rules, on, own)
     except Exception as err:  # bulkhead: one message's failure must not stop the others
         log.exception("pipeline.failed", extra={"mail": row.id})
-        return Work(**{**base.__dict__, "error": f"{type(err).__name__}: {err}"})
-    return Work(row.id, row.sha256, row.stored_at, row.attempts, mail, und, decision)
+        return replace(base, error=f"{type(err).__name__}: {err}")
+    return replace(base, mail=reading.mail, understanding=und, decision=decision)
+
+
+def _read_inline(raw: bytes, cfg: Config) -> Reading | BadMessage | Exception:
+    try:
+        return read(raw, cfg.limits)
+    except BadMessage as err:
+        return err
+    except Exception as err:  # bulkhead: the parser may raise anything on hostile input
+        log.exception("pipeline.read_failed")
+        return err
 
 
 def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
-                    limit: int = 100) -> int:
-    """Process up to `limit` stored messages; return how many changed state."""
+                    pool: ReadPool | None = None, limit: int = 100) -> int:
+    """Process up to `limit` stored messages; return how many were looked at.
+
+    With a `pool` the mails are read in worker processes, else in this one.
+    """
     with engine.connect() as conn:
         rows = conn.execute(
             select(messages.c.id, messages.c.sha256, messages.c.stored_at, messages.c.attempts)
@@ -77,7 +91,26 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
         conn.rollback()
     if not rows:
         return 0
-    work = [_think(engine, cfg, store, rules, row) for row in rows]
+    raws: list[bytes | OSError] = []
+    for row in rows:
+        try:
+            raws.append(store.read(row.sha256))
+        except OSError as err:  # the stored file is gone or unreadable: a human must look
+            raws.append(err)
+    readable = [raw for raw in raws if isinstance(raw, bytes)]
+    found: list[Reading | BadMessage | Exception | None] = []
+    if pool is not None:
+        found.extend(pool.read_all(readable))
+    else:
+        found.extend(_read_inline(raw, cfg) for raw in readable)
+    results = iter(found)
+    readings: list[Reading | BadMessage | Exception | None] = [
+        BadMessage(f"stored file unreadable: {raw}") if isinstance(raw, OSError)
+        else next(results) for raw in raws]
+    with engine.connect() as conn:
+        work = [_think(cfg, rules, conn, row, reading)
+                for row, reading in zip(rows, readings, strict=True) if reading is not None]
+        conn.rollback()
     with engine.begin() as conn:
         for item in work:
             # Another daemon may have taken it meanwhile: only move it from `stored`.

@@ -25,6 +25,7 @@ from daemon.pipeline import process_pending
 from daemon.rules import RuleSet
 from daemon.send import Sender
 from daemon.store import MailStore
+from daemon.workers import ReadPool
 
 log = logging.getLogger("vanthu.service")
 
@@ -52,6 +53,7 @@ class Daemon:
         upgrade(self.engine)
         self.store = MailStore(cfg.storage.data_dir)
         self.sender = Sender(self.engine, cfg.smtp)
+        self.pool = ReadPool(cfg.limits)
         self.stopping = asyncio.Event()
         self.wake_pipeline = asyncio.Event()
         self.wake_sender = asyncio.Event()
@@ -81,7 +83,7 @@ class Daemon:
         while not self.stopping.is_set():
             try:
                 done = await asyncio.to_thread(process_pending, self.engine, self.cfg,
-                                               self.store, self.rules)
+                                               self.store, self.rules, self.pool)
             except Exception:  # bulkhead: the loop must survive a database hiccup
                 log.exception("pipeline.batch_failed")
                 done = 0
@@ -133,6 +135,7 @@ class Daemon:
                                           name=f"imap:{mailbox.name}:{folder}")
                 thread.start()
                 threads.append(thread)
+        await asyncio.to_thread(self.pool.start)
         tasks = [asyncio.create_task(self._pipeline_loop()),
                  asyncio.create_task(self._sender_loop()),
                  asyncio.create_task(self._watchdog())]
@@ -149,5 +152,6 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         for thread in threads:
             await asyncio.to_thread(thread.join, 5.0)
+        self.pool.close()
         self.engine.dispose()
         log.info("daemon.stopped")

@@ -6,10 +6,11 @@ and whether it must be held for a human. Pure: no I/O but the `CaseLookup` it is
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Protocol
 
-from daemon.config import Config
-from daemon.models import Kind, ParsedMail, Understanding
+from daemon.config import Config, LimitsConfig
+from daemon.models import Document, Kind, ParsedMail, Understanding
 from daemon.understand import extract
 from daemon.understand.classify import Signals, applicant, classify
 from daemon.understand.parse import parse
@@ -76,12 +77,25 @@ def _case_signal(mail: ParsedMail, cfg: Config, cases: CaseLookup) -> tuple[str 
     return None, ""
 
 
-def understand(raw: bytes, cfg: Config, cases: CaseLookup) -> tuple[ParsedMail, Understanding]:
-    """Parse and understand one raw mail. Raises BadMessage when it cannot be parsed at all."""
-    mail = parse(raw, cfg.limits)
-    candidates = [extract.from_text(a.text, a.name) for a in mail.attachments if a.text]
-    document = extract.best([*candidates, extract.from_text(mail.body, "body")])
+@dataclass(frozen=True)
+class Reading:
+    """The heavy, lookup-free part of understanding: the parsed mail and its document."""
 
+    mail: ParsedMail
+    document: Document | None
+
+
+def read(raw: bytes, limits: LimitsConfig) -> Reading:
+    """Parse a raw mail and read its document header. Pure and picklable, so it can run in a
+    worker process. Raises BadMessage when the mail cannot be parsed at all."""
+    mail = parse(raw, limits)
+    candidates = [extract.from_text(a.text, a.name) for a in mail.attachments if a.text]
+    return Reading(mail, extract.best([*candidates, extract.from_text(mail.body, "body")]))
+
+
+def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
+    """Decide the kind, the case and whether to hold the mail, from a Reading."""
+    mail, document = reading.mail, reading.document
     case_ref, case_why = _case_signal(mail, cfg, cases)
     own = {a.lower() for a in cfg.agency.addresses} | {cfg.smtp.from_.lower()}
     auth = authenticated(mail, cfg.security.authserv_id)
@@ -97,7 +111,7 @@ def understand(raw: bytes, cfg: Config, cases: CaseLookup) -> tuple[ParsedMail, 
         state = "failed" if auth is False else "has no trusted Authentication-Results for"
         reasons.append(f"sender {mail.sender.email} {state} authentication of {domain}; "
                        "not treated as official")
-    return mail, Understanding(
+    return Understanding(
         kind=kind,
         why=why,
         case_ref=case_ref if kind is Kind.REPLY else None,
@@ -106,3 +120,9 @@ def understand(raw: bytes, cfg: Config, cases: CaseLookup) -> tuple[ParsedMail, 
         quarantine_reasons=tuple(reasons),
         defects=mail.defects + tuple(d for a in mail.attachments for d in a.defects),
     )
+
+
+def understand(raw: bytes, cfg: Config, cases: CaseLookup) -> tuple[ParsedMail, Understanding]:
+    """Parse and understand one raw mail. Raises BadMessage when it cannot be parsed at all."""
+    reading = read(raw, cfg.limits)
+    return reading.mail, judge(reading, cfg, cases)
