@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine for vanthu's demo and tests, idempotently:
+#  - Debian packages: dovecot-imapd (the real IMAP server the demo and the tests start on
+#    loopback), openssl (its throwaway certificate), python3-venv (to hold uv);
+#  - uv in .tools/, then the project's environment from uv.lock (.venv/).
+# Needs root or sudo only when a Debian package is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+[ -x /usr/sbin/dovecot ] || packages+=(dovecot-imapd)
+command -v openssl >/dev/null || packages+=(openssl)
+python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
+if [ ${#packages[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${packages[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+  # vanthu starts its own Dovecot instances on free loopback ports; the system-wide
+  # service the package may have started is not needed.
+  if [[ " ${packages[*]} " == *" dovecot-imapd "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now dovecot >/dev/null 2>&1 || true
+  fi
+fi
+
+if [ ! -x .tools/bin/uv ]; then
+  python3 -m venv .tools
+  .tools/bin/pip install --quiet --disable-pip-version-check uv
+fi
+.tools/bin/uv sync --frozen --quiet
