@@ -102,6 +102,17 @@ class Document:
     urgency: str | None = None
     confidentiality: str | None = None
     source: str = "body"  # "body", or the attachment name the header was read from
+    # Fields filled from another source than `source` (body vs attachment), field -> source.
+    filled_from: tuple[tuple[str, str], ...] = ()
+
+    FIELDS = ("number", "symbol", "type", "issuer", "place", "date", "summary", "urgency",
+              "confidentiality")
+
+    def sources(self) -> dict[str, str]:
+        """Where each known field was read: the attachment's name or "body"."""
+        other = dict(self.filled_from)
+        return {name: other.get(name, self.source) for name in self.FIELDS
+                if getattr(self, name) is not None}
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +126,7 @@ class Document:
             "urgency": self.urgency,
             "confidentiality": self.confidentiality,
             "source": self.source,
+            "sources": self.sources(),
         }
 
 

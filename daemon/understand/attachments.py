@@ -16,6 +16,7 @@ import pypdf
 
 from daemon.config import LimitsConfig
 from daemon.textnorm import nfc
+from daemon.understand import legacy
 
 logging.getLogger("pypdf").setLevel(logging.CRITICAL)  # it warns about every odd PDF
 
@@ -34,7 +35,17 @@ def is_unsafe(defect: str) -> bool:
 def read(
     name: str, content_type: str, payload: bytes, limits: LimitsConfig
 ) -> tuple[str, list[str]]:
-    """Return the text of one attachment and its defects."""
+    """Return the text of one attachment (NFC, legacy fonts converted) and its defects."""
+    text, defects = _read(name, content_type, payload, limits)
+    text, legacy_font = legacy.to_unicode(text)
+    if legacy_font:
+        defects.append(f"{name!r} typed in the legacy {legacy_font.upper()} encoding; converted")
+    return text, defects
+
+
+def _read(
+    name: str, content_type: str, payload: bytes, limits: LimitsConfig
+) -> tuple[str, list[str]]:
     lower = name.lower()
     if content_type == "application/pdf" or lower.endswith(".pdf") or payload[:5] == b"%PDF-":
         return _pdf(name, payload, limits)

@@ -254,5 +254,6 @@ def best(candidates: list[Document | None]) -> Document | None:
             continue
         for name in ("issuer", "place", "date", "summary", "urgency", "confidentiality"):
             if getattr(chosen, name) is None and getattr(other, name) is not None:
-                chosen = replace(chosen, **{name: getattr(other, name)})
+                chosen = replace(chosen, **{name: getattr(other, name)},
+                                 filled_from=(*chosen.filled_from, (name, other.source)))
     return chosen

@@ -25,6 +25,7 @@ from daemon.errors import BadMessage
 from daemon.models import Address, Attachment, ParsedMail
 from daemon.textnorm import header_safe, nfc
 from daemon.understand import attachments as attachment_text
+from daemon.understand import legacy
 
 # mail-parser logs every part type it does not know (e.g. text/rfc822-headers) at ERROR.
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
@@ -107,7 +108,9 @@ def parse(raw: bytes, limits: LimitsConfig, depth: int = 0) -> ParsedMail:
     texts = [nfc(t) for t in mail.text_plain[: limits.max_parts]]
     if not texts:
         texts = [_TextOfHtml.convert(nfc(h)) for h in mail.text_html[: limits.max_parts]]
-    body = "\n\n".join(texts)
+    body, legacy_font = legacy.to_unicode("\n\n".join(texts))
+    if legacy_font:
+        defects.append(f"body typed in the legacy {legacy_font.upper()} encoding; converted")
 
     found: list[Attachment] = []
     for part in mail.attachments[: limits.max_parts]:

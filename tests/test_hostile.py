@@ -1,0 +1,142 @@
+"""Hostile and malformed mail: a result with defects or a quarantine, in bounded time, never a
+crash or a hang."""
+
+from __future__ import annotations
+
+import base64
+import time
+import zlib
+from dataclasses import replace
+
+import pytest
+
+from daemon.config import LimitsConfig
+from daemon.errors import BadMessage
+from daemon.understand import Reading, read
+from daemon.understand.legacy import TCVN3, VNI, detect, to_unicode
+from daemon.workers import ReadPool
+
+LIMITS = LimitsConfig()
+
+
+def _mail(body: str, content_type: str = "text/plain; charset=utf-8") -> bytes:
+    return (f"From: a@example.com\r\nTo: b@example.gov.vn\r\nSubject: test\r\n"
+            f"Message-ID: <t@example.com>\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: {content_type}\r\n\r\n{body}").encode()
+
+
+def many_parts(count: int) -> bytes:
+    parts = "".join(f"--b\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n" for i in range(count))
+    return _mail(parts + "--b--\r\n", "multipart/mixed; boundary=b")
+
+
+def deeply_nested(depth: int) -> bytes:
+    head = "".join(f"--n{i}\r\nContent-Type: multipart/mixed; boundary=n{i + 1}\r\n\r\n"
+                   for i in range(depth))
+    tail = "".join(f"--n{i}--\r\n" for i in reversed(range(depth)))
+    return _mail(f"{head}--n{depth}\r\nContent-Type: text/plain\r\n\r\nhi\r\n{tail}",
+                 "multipart/mixed; boundary=n0")
+
+
+def with_attachment(name: str, content_type: str, encoded: str) -> bytes:
+    return _mail(
+        "--b\r\nContent-Type: text/plain\r\n\r\nhồ sơ đính kèm\r\n"
+        f"--b\r\nContent-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n"
+        f'Content-Disposition: attachment; filename="{name}"\r\n\r\n{encoded}\r\n--b--\r\n',
+        "multipart/mixed; boundary=b")
+
+
+def pdf_bomb(expanded: int) -> bytes:
+    """A one-page PDF whose content stream inflates to `expanded` bytes."""
+    stream = zlib.compress(b" " * expanded, 9)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>",
+               b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream
+               + b"\nendstream"]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    return out
+
+
+def test_thousands_of_parts_are_read_up_to_the_limit() -> None:
+    """30,000 MIME parts: read in bounded time, the excess listed as a defect."""
+    started = time.monotonic()
+
+    reading = read(many_parts(30_000), LIMITS)
+
+    assert time.monotonic() - started < 20
+    assert any("30001 MIME parts" in d for d in reading.mail.defects)
+
+
+def test_absurd_nesting_is_a_bad_message() -> None:
+    """Thousands of nested multiparts raise BadMessage (quarantine), not RecursionError."""
+    with pytest.raises(BadMessage, match="nest"):
+        read(deeply_nested(3000), LIMITS)
+
+
+def test_bad_base64_attachment_is_withheld() -> None:
+    """An attachment that is not valid base64 is listed as a defect and never forwarded."""
+    reading = read(with_attachment("don.pdf", "application/pdf", "@@@not*base64@@@"), LIMITS)
+
+    attachment = reading.mail.attachments[0]
+    assert attachment.withheld is not None or attachment.defects
+
+
+def test_pdf_decompression_bomb_is_refused() -> None:
+    """A PDF whose page inflates past pypdf's limits is reported unreadable, in bounded time."""
+    bomb = base64.encodebytes(pdf_bomb(200_000_000)).decode()
+    started = time.monotonic()
+
+    reading = read(with_attachment("bomb.pdf", "application/pdf", bomb), LIMITS)
+
+    assert time.monotonic() - started < 30
+    assert reading.mail.attachments[0].defects
+
+
+def test_pool_gives_up_on_a_slow_mail_and_goes_on() -> None:
+    """A mail that takes longer than parse_seconds is a BadMessage; the next mails are read."""
+    pool = ReadPool(replace(LIMITS, parse_seconds=1, workers=1))
+    try:
+        slow, fine = many_parts(150_000), _mail("Kính gửi Sở Xây dựng")
+
+        first = pool.read_all([slow, fine])
+        second = pool.read_all([fine])
+    finally:
+        pool.close()
+
+    assert isinstance(first[0], BadMessage) and "longer than 1 s" in str(first[0])
+    assert first[1] is None  # not read this time: read again with the next batch
+    assert isinstance(second[0], Reading)
+
+
+def test_legacy_tcvn3_and_vni_text_is_converted() -> None:
+    """Old byte-font text is detected and converted; real Unicode is left alone."""
+    tcvn3 = "Céng hoµ x· héi chñ nghÜa ViÖt Nam. §éc lËp - Tù do - H¹nh phóc"
+    vni = "Coäng hoøa xaõ hoäi chuû nghóa Vieät Nam. Ñoäc laäp - Töï do - Haïnh phuùc"
+    unicode_text = "Cộng hòa xã hội chủ nghĩa Việt Nam. Độc lập - Tự do - Hạnh phúc"
+
+    assert to_unicode(tcvn3) == (unicode_text.replace("hòa", "hoà"), "tcvn3")
+    assert to_unicode(vni) == (unicode_text, "vni")
+    assert to_unicode(unicode_text) == (unicode_text, None)
+
+
+def test_legacy_tables_round_trip() -> None:
+    """Every Vietnamese letter written in TCVN3 or VNI converts back to itself."""
+    letters = "".join(sorted({*TCVN3.values()} - {"Ă", "Â", "Đ", "Ê", "Ô", "Ơ", "Ư"}))
+    reverse_tcvn3 = {v: k for k, v in TCVN3.items() if k != "\u00ad"} | {"ư": "\u00ad"}
+    encoded = "".join(reverse_tcvn3[c] for c in letters)
+    reverse_vni = {v: k for k, v in VNI.items()}
+    vni_encoded = " ".join(reverse_vni[c] for c in sorted(reverse_vni))
+
+    assert detect(encoded * 2) == "tcvn3"
+    assert to_unicode(encoded * 2)[0] == letters * 2
+    assert to_unicode(vni_encoded)[0] == " ".join(sorted(reverse_vni))
