@@ -101,3 +101,40 @@ def test_type_abbreviations_are_case_sensitive() -> None:
     assert from_text("Số: 3/QyĐ-UBND", "body").type == "Quy định"  # type: ignore[union-attr]
     assert from_text("Số: 3/QĐ-UBND", "body").type == "Quyết định"  # type: ignore[union-attr]
     assert from_text("Số: 3/UBND-VP", "body").type == "Công văn"  # type: ignore[union-attr]
+
+
+def test_right_column_first_and_legal_document_year() -> None:
+    """Place and date are found even when the PDF puts the right column first; a legal
+    normative document's symbol keeps its year."""
+    text = ("CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM\nĐộc lập - Tự do - Hạnh phúc\n"
+            "TP. Hồ Chí Minh, ngày 05 tháng 01 năm 2026\nỦY BAN NHÂN DÂN\n"
+            "THÀNH PHỐ HỒ CHÍ MINH\nSố: 45/2026/QĐ-UBND\nQUYẾT ĐỊNH\n"
+            "Ban hành Quy định về quản lý\ntrật tự xây dựng\nCăn cứ Luật …")
+
+    doc = from_text(text, "x.pdf")
+
+    assert doc is not None
+    assert (doc.number, doc.symbol, doc.type) == ("45", "2026/QĐ-UBND", "Quyết định")
+    assert doc.place == "TP. Hồ Chí Minh" and str(doc.date) == "2026-01-05"
+    assert doc.issuer == "Ủy ban nhân dân thành phố Hồ Chí Minh"
+    assert doc.summary == "Ban hành Quy định về quản lý trật tự xây dựng"
+
+
+def test_abbreviated_bodies_are_spelled_out() -> None:
+    """HĐND/UBND in the header block become the bodies' full names."""
+    text = ("HĐND TỈNH ĐỒNG NAI\nTHƯỜNG TRỰC HĐND\n"
+            "Số: 12/TB-HĐND    Đồng Nai, ngày 3 tháng 4 năm 2026\nTHÔNG BÁO\nKết luận phiên họp\n")
+
+    doc = from_text(text, "body")
+
+    assert doc is not None and doc.issuer == "Thường trực Hội đồng nhân dân tỉnh Đồng Nai"
+    assert doc.place == "Đồng Nai"
+
+
+def test_each_field_says_where_it_came_from() -> None:
+    """inspect shows the source of every field: the attachment's name or the body."""
+    und = _understood("006.eml")
+
+    sources = und.document.sources()
+
+    assert sources["number"] == "245-TB-VP.pdf" and sources["urgency"] == "245-TB-VP.pdf"

@@ -51,7 +51,8 @@ _ISSUER_HEADS = (
     "ủy ban", "uỷ ban", "ubnd", "sở", "bộ", "văn phòng", "phòng", "ban", "cục", "chi cục",
     "tổng cục", "công an", "trung tâm", "hội đồng", "tòa án", "viện", "kho bạc", "thanh tra",
     "bộ chỉ huy", "chi nhánh", "ngân hàng", "bảo hiểm", "cục thuế", "đài", "trường", "bệnh viện",
-    "công ty", "tỉnh ủy", "huyện ủy", "đảng ủy", "liên đoàn", "đoàn", "quân khu",
+    "công ty", "tỉnh ủy", "huyện ủy", "đảng ủy", "liên đoàn", "đoàn", "quân khu", "hđnd",
+    "thường trực",
 )
 _LOCALITIES = ("tỉnh", "thành phố", "huyện", "quận", "thị xã", "xã", "phường", "thị trấn")
 _FIXED_CASE = {
@@ -91,7 +92,9 @@ def _organisation_case(upper: str) -> str:
     'SỞ NÔNG NGHIỆP VÀ MÔI TRƯỜNG TỈNH TÂY NINH' -> 'Sở Nông nghiệp và Môi trường tỉnh Tây Ninh'.
     """
     text = fold(upper)
-    text = re.sub(r"^ubnd\b", "ủy ban nhân dân", text)
+    text = re.sub(r"\bubnd\b", "ủy ban nhân dân", text)
+    text = re.sub(r"\bhđnd\b", "hội đồng nhân dân", text)
+    text = re.sub(r"^vp\b", "văn phòng", text)
     locality = None
     for word in _LOCALITIES:
         match = re.search(rf"(?:^|\s)({word})\s+(.+)$", text)
@@ -115,6 +118,9 @@ def _organisation_case(upper: str) -> str:
         name = " ".join(out)
     if not name:  # the locality opened the block: "TỈNH TÂY NINH"
         return place[:1].upper() + place[1:]
+    # Names of bodies keep their capital inside a longer name ("Thường trực Hội đồng …").
+    name = re.sub(r"(?<=\S )(ủy ban nhân dân|hội đồng nhân dân)",
+                  lambda m: m.group(1)[:1].upper() + m.group(1)[1:], name)
     return collapse_spaces(f"{name} {place}")
 
 
@@ -233,6 +239,16 @@ def from_text(text: str, source: str) -> Document | None:
         if doc_type is not None and summary_lines:
             break
 
+    if doc_date is None and place is None:
+        # Some PDFs put the right column (motto, place and date) before the left one.
+        for line in lines[:at]:
+            line = _without_motto(line)
+            if (date_match := _DATE.search(line)) and (
+                    found_place := _PLACE_DATE.search(line[: date_match.end()])):
+                place = " ".join(w for w in found_place.group("place").split()
+                                 if w[:1].isupper()) or None
+                doc_date = _date(date_match)
+                break
     if doc_type is None:
         code = symbol.split("-")[0].split("/")[-1]
         doc_type = ABBREVIATIONS.get(code, "Công văn")
