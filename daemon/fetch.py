@@ -75,11 +75,16 @@ class FolderWatcher:
             client = IMAPClient(self.cfg.host, port=self.cfg.port,
                                 ssl=self.cfg.security == "tls", ssl_context=context,
                                 timeout=60)
+        except _IMAP_ERRORS as err:
+            raise MailboxError(f"connect to {self.cfg.host}:{self.cfg.port}: {err}") from err
+        try:
             if self.cfg.security == "starttls":
                 client.starttls(context)
             client.login(self.cfg.username, self.cfg.password.reveal())
         except _IMAP_ERRORS as err:
-            raise MailboxError(f"connect to {self.cfg.host}:{self.cfg.port}: {err}") from err
+            client.shutdown()
+            raise MailboxError(f"login to {self.cfg.host}:{self.cfg.port} as "
+                               f"{self.cfg.username}: {err}") from err
         log.info("mailbox.connected", extra=self.ctx)
         try:
             yield client
@@ -88,8 +93,8 @@ class FolderWatcher:
         finally:
             try:
                 client.logout()
-            except Exception:  # the connection is already gone; nothing to tidy
-                client.shutdown() if hasattr(client, "shutdown") else None
+            except Exception:  # the connection is already gone; close the socket
+                client.shutdown()
 
     def _session(self, client: IMAPClient) -> None:
         selected = client.select_folder(self.folder)

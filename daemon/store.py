@@ -186,5 +186,8 @@ def record_fetch(engine: Engine, mailbox: str, folder: str, error: str | None) -
     values = ({"last_fetch_at": now, "last_error": None} if error is None
               else {"last_error": error[:1000], "last_error_at": now})
     with engine.begin() as conn:
-        conn.execute(update(checkpoints).where(
+        changed = conn.execute(update(checkpoints).where(
             checkpoints.c.mailbox == mailbox, checkpoints.c.folder == folder).values(**values))
+        if changed.rowcount == 0:  # never fetched yet: a row to carry the error
+            conn.execute(insert(checkpoints).values(mailbox=mailbox, folder=folder,
+                                                    uidvalidity=0, last_uid=0, **values))

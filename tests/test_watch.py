@@ -141,3 +141,47 @@ def test_several_folders_are_watched(office: Office) -> None:
 
     assert count(office, messages) == 2
     assert count(office, register_entries) == 2
+
+
+def test_polling_when_idle_is_off(office: Office) -> None:
+    """With idle = false the watcher polls and still picks up a mail appended later."""
+    text = office.config_path.read_text().replace('poll_seconds = 1',
+                                                  'poll_seconds = 1\nidle = false')
+    office.config_path.write_text(text)
+    with Running(office):
+        wait_for(lambda: count(office, checkpoints) == 1)
+
+        office.deliver(DOCUMENT.read_bytes())
+
+        wait_for(lambda: forwards(office) == 1, timeout=15)
+
+
+def test_status_reports_health(office: Office, capsys: object) -> None:
+    """`vanthu status --json` shows each folder's last fetch and the backlog; exit 0 when well."""
+    import json
+
+    from daemon.cli import main
+
+    office.deliver(DOCUMENT.read_bytes())
+    office.run_daemon(until=lambda: forwards(office) == 1)
+
+    code = main(["status", "--json", "--config", str(office.config_path)])
+
+    report = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
+    assert code == 0 and report["healthy"]
+    assert report["mailboxes"][0]["folder"] == "INBOX"
+    assert report["mailboxes"][0]["last_fetch_at"] is not None
+    assert report["outbox"] == {"sent": 2}
+
+
+def test_status_is_unhealthy_when_login_fails(office: Office) -> None:
+    """A mailbox that cannot log in shows its error, and `vanthu status` exits 1."""
+    from daemon.cli import main
+
+    office.config_path.write_text(office.config_path.read_text().replace(
+        f'password = "{office.password}"', 'password = "wrong"'))
+    started = time.monotonic()
+
+    office.run_daemon(until=lambda: time.monotonic() - started > 2)
+
+    assert main(["status", "--config", str(office.config_path)]) == 1
