@@ -57,7 +57,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if at.tzinfo is None:
         at = at.replace(tzinfo=cfg.agency.tz)
     own = frozenset({*cfg.agency.addresses, cfg.smtp.from_.lower()})
-    decision = decide(und, mail, ruleset, at.astimezone(cfg.agency.tz).date(), own)
+    decision = decide(und, mail, ruleset, at.astimezone(cfg.agency.tz), own,
+                      cfg.calendar.work_calendar())
     out: dict[str, Any] = {
         **und.as_json(),
         "message_id": mail.message_id,
@@ -66,7 +67,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "attachments": [{"name": a.name, "type": a.content_type, "size": a.size,
                          "withheld": a.withheld} for a in mail.attachments],
         "rules": [{"id": t.id, "matched": t.matched, "why": t.why} for t in decision.rules],
-        "actions": [a.as_json() for a in decision.actions],
+        "actions": decision.as_json(),
     }
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=1))

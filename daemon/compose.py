@@ -102,7 +102,8 @@ def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
             und: Understanding) -> EmailMessage:
     """The forward to leaders: cover note, then the document's attachments (never unsafe ones)."""
     tag = URGENCY_TAG.get(und.document.urgency or "", "") if und.document else ""
-    prefix = f"[Số đến {ctx.number}/{ctx.year}] " if ctx.number else ""
+    prefix = "[Giao xử lý] " if action.action == "assign" else ""
+    prefix += f"[Số đến {ctx.number}/{ctx.year}] " if ctx.number else ""
     if ctx.case_code:
         prefix += f"[{ctx.case_code}] "
     if tag:
@@ -200,4 +201,5 @@ def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     return msg
 
 
-COMPOSERS = {"forward": forward, "notify": notify, "acknowledge": acknowledge}
+COMPOSERS = {"forward": forward, "notify": notify, "acknowledge": acknowledge,
+             "assign": forward}  # an assignment is a forward whose note names the units

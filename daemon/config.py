@@ -7,15 +7,18 @@ object. Secrets are `Secret` values that never print.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from daemon.calendar import WorkCalendar
 from daemon.errors import ConfigError, Problem
 
 T = TypeVar("T")
@@ -143,6 +146,22 @@ class DigestConfig:
     to: tuple[str, ...] = ("chanh_van_phong",)
 
 
+@functools.lru_cache(maxsize=8)
+def _calendar(days_off: tuple[date, ...], working_days: tuple[date, ...]) -> WorkCalendar:
+    return WorkCalendar(days_off, working_days)  # built once: the holiday tables are costly
+
+
+@dataclass(frozen=True)
+class CalendarConfig:
+    """Agency overrides of the national calendar of working days."""
+
+    days_off: tuple[date, ...] = ()  # extra days off
+    working_days: tuple[date, ...] = ()  # swapped Saturdays that are worked
+
+    def work_calendar(self) -> WorkCalendar:
+        return _calendar(self.days_off, self.working_days)
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path | None
@@ -155,6 +174,7 @@ class Config:
     security: SecurityConfig
     results: ResultsConfig
     digest: DigestConfig
+    calendar: CalendarConfig = CalendarConfig()
 
 
 class _Reader:
@@ -310,7 +330,7 @@ def parse(
     """Validate a decoded TOML document. Relative paths are taken from `base`."""
     r = _Reader(file, text, base)
     r.unknown(data, "", {"agency", "storage", "mailboxes", "smtp", "rules", "limits",
-                         "security", "results", "digest"})
+                         "security", "results", "digest", "calendar"})
 
     t = r.table(data, "agency")
     r.unknown(t, "agency", {"name", "code", "timezone", "addresses", "case_code_format",
@@ -433,8 +453,19 @@ def parse(
             r.error("digest.times", f"{value!r} is not HH:MM")
     digest = DigestConfig(times=times, to=r.strings(t, "digest", "to", DigestConfig.to))
 
+    t = r.table(data, "calendar")
+    r.unknown(t, "calendar", {"days_off", "working_days"})
+    days: dict[str, tuple[date, ...]] = {}
+    for key in ("days_off", "working_days"):
+        values = r.take(t, "calendar", key, list, [])
+        if not all(isinstance(v, date) and not isinstance(v, datetime) for v in values):
+            r.error(f"calendar.{key}", "expected a list of dates (YYYY-MM-DD, unquoted)")
+            values = []
+        days[key] = tuple(values)
+    calendar = CalendarConfig(days["days_off"], days["working_days"])
+
     if r.problems:
         raise ConfigError(r.problems)
     return Config(path=path, agency=agency, storage=storage, mailboxes=tuple(mailboxes),
                   smtp=smtp, rules=rules, limits=limits, security=security_cfg,
-                  results=results, digest=digest)
+                  results=results, digest=digest, calendar=calendar)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     CursorResult,
+    Date,
     DateTime,
     Engine,
     ForeignKey,
@@ -87,6 +88,9 @@ messages = Table(
     Column("decision", JSON),
     Column("case_id", ForeignKey("cases.id")),
     Column("duplicate_of", ForeignKey("register_entries.id")),
+    Column("tags", JSON),
+    # A rule's `move` action: the IMAP folder to move the mail to; cleared once moved.
+    Column("move_to", String(500)),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 Index("ix_messages_header_message_id", messages.c.header_message_id)
@@ -143,6 +147,8 @@ cases = Table(
     Column("applicant_phone", Text),
     Column("procedure", Text),
     Column("message_id", ForeignKey("messages.id")),
+    Column("lead_department", String(100)),
+    Column("deadline", Date),
 )
 
 # Message-IDs of mail vanthu sent or registered for a case, so replies can be linked.
@@ -168,6 +174,9 @@ register_entries = Table(
     Column("case_id", ForeignKey("cases.id")),
     Column("recipients", JSON),  # column 7: unit or person receiving
     Column("forwarded_at", UTCDateTime),  # column 8
+    Column("lead_department", String(100)),  # assigned: chủ trì
+    Column("cooperating", JSON),  # assigned: phối hợp
+    Column("deadline", Date),  # thời hạn giải quyết
     Column("note", Text),
     UniqueConstraint("book", "year", "number"),
 )

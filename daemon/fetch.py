@@ -25,7 +25,15 @@ from sqlalchemy import Engine
 from daemon.config import MailboxConfig
 from daemon.errors import MailboxError
 from daemon.send import tls_context
-from daemon.store import Fetched, MailStore, checkpoint, record_fetch, store_batch
+from daemon.store import (
+    Fetched,
+    MailStore,
+    checkpoint,
+    done_moves,
+    pending_moves,
+    record_fetch,
+    store_batch,
+)
 
 log = logging.getLogger("vanthu.fetch")
 
@@ -48,6 +56,8 @@ class FolderWatcher:
         self.max_message_bytes = max_message_bytes
         self.on_stored = on_stored
         self.stop = stop
+        # Set when routed mail may have a rule's `move` to carry out here: ends the wait.
+        self.nudge = threading.Event()
         self.ctx = {"mailbox": mailbox.name, "folder": folder}
 
     def run(self) -> None:
@@ -105,8 +115,9 @@ class FolderWatcher:
             if idle:
                 self._idle(client)
             else:
-                self.stop.wait(self.cfg.poll_seconds)
+                self.nudge.wait(self.cfg.poll_seconds)
                 client.noop()
+            self.nudge.clear()
             if self.stop.is_set():
                 return
             current = int(client.folder_status(self.folder, ["UIDVALIDITY"])[b"UIDVALIDITY"]) \
@@ -120,7 +131,8 @@ class FolderWatcher:
         client.idle()
         started = time.monotonic()
         try:
-            while not self.stop.is_set() and time.monotonic() - started < IDLE_RENEW_SECONDS:
+            while (not self.stop.is_set() and not self.nudge.is_set()
+                   and time.monotonic() - started < IDLE_RENEW_SECONDS):
                 tick = time.monotonic()
                 responses = client.idle_check(timeout=IDLE_TICK_SECONDS)
                 if any(r[0] == b"BYE" for r in responses if r):
@@ -151,7 +163,26 @@ class FolderWatcher:
             self.on_stored()
             self._after(client, batch)
         record_fetch(self.engine, self.cfg.name, self.folder, None)
+        self._rule_moves(client, uidvalidity)
         return new
+
+    def _rule_moves(self, client: IMAPClient, uidvalidity: int) -> None:
+        """Carry out the `move` actions of routed mail seen in this folder (a convenience:
+        the database already holds the mail and its decision)."""
+        for target, uids in pending_moves(self.engine, self.cfg.name, self.folder,
+                                          uidvalidity).items():
+            try:
+                if not client.folder_exists(target):
+                    client.create_folder(target)
+                if client.has_capability("MOVE"):
+                    client.move(uids, target)
+                else:
+                    client.copy(uids, target)
+                    client.delete_messages(uids)
+                log.info("mail.moved", extra={**self.ctx, "to": target, "count": len(uids)})
+            except (IMAPClientError, imaplib.IMAP4.error) as err:
+                log.warning("mailbox.move_failed", extra={**self.ctx, "error": str(err)})
+            done_moves(self.engine, self.cfg.name, self.folder, uidvalidity, uids)
 
     def _batches(self, client: IMAPClient, uids: list[int]) -> Iterator[list[tuple[int, int]]]:
         """Group UIDs by count and by size, so memory stays bounded whatever the backlog."""

@@ -201,8 +201,56 @@ class Action:
 
 
 @dataclass(frozen=True)
+class Assignment:
+    """The lead department (chủ trì), cooperating ones (phối hợp) and the deadline."""
+
+    lead: str
+    cooperate: tuple[str, ...]
+    deadline: date | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"action": "assign", "lead": self.lead, "cooperate": list(self.cooperate),
+                "deadline": self.deadline.isoformat() if self.deadline else None}
+
+
+@dataclass(frozen=True)
+class Tagging:
+    tags: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"action": "tag", "tags": list(self.tags)}
+
+
+@dataclass(frozen=True)
+class Move:
+    """Move the mail to another IMAP folder once it is routed."""
+
+    folder: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"action": "move", "folder": self.folder}
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Quarantine the mail for a human, with the rule's reason."""
+
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"action": "quarantine", "reason": self.reason}
+
+
+Effect = Assignment | Tagging | Move | Hold
+
+
+@dataclass(frozen=True)
 class Decision:
-    """The output of routing: every rule's trace and the actions to run."""
+    """The output of routing: every rule's trace, the emails to send and the other effects."""
 
     rules: tuple[RuleTrace, ...]
     actions: tuple[Action, ...]
+    effects: tuple[Effect, ...] = ()
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [a.as_json() for a in self.actions] + [e.as_json() for e in self.effects]

@@ -19,9 +19,19 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from daemon import compose, faults
 from daemon.config import Config
-from daemon.db import messages, outbox, register_entries, utcnow
+from daemon.db import cases, messages, outbox, register_entries, utcnow
 from daemon.errors import BadMessage
-from daemon.models import Decision, Kind, ParsedMail, State, Understanding
+from daemon.models import (
+    Assignment,
+    Decision,
+    Hold,
+    Kind,
+    Move,
+    ParsedMail,
+    State,
+    Tagging,
+    Understanding,
+)
 from daemon.register import DbCases, case_id_of, link_thread, register
 from daemon.route import decide
 from daemon.rules import RuleSet
@@ -58,9 +68,9 @@ def _think(cfg: Config, rules: RuleSet, conn: Connection, row: Any,
         return replace(base, error=f"{type(reading).__name__}: {reading}")
     try:
         und = judge(reading, cfg, DbCases(conn))
-        on = row.stored_at.astimezone(cfg.agency.tz).date()
         own = frozenset({*cfg.agency.addresses, cfg.smtp.from_.lower()})
-        decision = decide(und, reading.mail, rules, on, own)
+        decision = decide(und, reading.mail, rules, row.stored_at.astimezone(cfg.agency.tz),
+                          own, cfg.calendar.work_calendar())
     except Exception as err:  # bulkhead: one message's failure must not stop the others
         log.exception("pipeline.failed", extra={"mail": row.id})
         return replace(base, error=f"{type(err).__name__}: {err}")
@@ -140,17 +150,21 @@ def _apply(conn: Connection, cfg: Config, item: Work) -> None:
         return
     assert item.mail and item.understanding and item.decision
     mail, und, decision = item.mail, item.understanding, item.decision
-    record = {
+    tags = [t for e in decision.effects if isinstance(e, Tagging) for t in e.tags]
+    moves = [e.folder for e in decision.effects if isinstance(e, Move)]
+    record: dict[str, Any] = {
         "kind": und.kind.value,
         "understanding": und.as_json(),
         "decision": {"rules": [t.__dict__ for t in decision.rules],
-                     "actions": [a.as_json() for a in decision.actions]},
+                     "actions": decision.as_json()},
+        "tags": tags or None,
+        "move_to": moves[-1] if moves else None,
     }
-    if und.quarantine:
-        _set_state(conn, item.pk, State.QUARANTINED, last_error="; ".join(
-            und.quarantine_reasons), **record)
-        log.warning("mail.quarantined", extra={"mail": item.pk,
-                                               "reason": und.quarantine_reasons[0]})
+    held = [e.reason for e in decision.effects if isinstance(e, Hold)]
+    if und.quarantine or held:
+        reasons = [*und.quarantine_reasons, *held]
+        _set_state(conn, item.pk, State.QUARANTINED, last_error="; ".join(reasons), **record)
+        log.warning("mail.quarantined", extra={"mail": item.pk, "reason": reasons[0]})
         return
     ctx = compose.Context(sha256=item.sha256, received_at=item.stored_at)
     case_id = None
@@ -165,6 +179,14 @@ def _apply(conn: Connection, cfg: Config, item: Work) -> None:
         ctx = compose.Context(item.sha256, item.stored_at, reg.book, reg.number, reg.year,
                               reg.case_code)
         case_id = reg.case_id
+        for assignment in (e for e in decision.effects if isinstance(e, Assignment)):
+            conn.execute(update(register_entries).where(register_entries.c.id == reg.entry_id)
+                         .values(lead_department=assignment.lead,
+                                 cooperating=list(assignment.cooperate),
+                                 deadline=assignment.deadline))
+            if case_id is not None:
+                conn.execute(update(cases).where(cases.c.id == case_id).values(
+                    lead_department=assignment.lead, deadline=assignment.deadline))
         log.info("mail.registered", extra={"mail": item.pk, "book": reg.book,
                                            "number": reg.number, "year": reg.year})
     elif und.kind is Kind.REPLY and und.case_ref:
@@ -191,10 +213,12 @@ def _apply(conn: Connection, cfg: Config, item: Work) -> None:
         if case_id is not None:
             link_thread(conn, header_id, case_id)
         queued += 1
-        if action.action in ("forward", "notify"):
-            conn.execute(update(register_entries).where(
-                register_entries.c.message_id == item.pk).values(
-                recipients=list(action.to), forwarded_at=utcnow()))
+    handed = [a for action in decision.actions if action.action != "acknowledge"
+              for a in action.to]
+    if handed:  # register columns 7-8: who received it, and when
+        conn.execute(update(register_entries).where(
+            register_entries.c.message_id == item.pk).values(
+            recipients=list(dict.fromkeys(handed)), forwarded_at=utcnow()))
     _set_state(conn, item.pk, State.ROUTED if queued else State.DONE, case_id=case_id, **record)
 
 

@@ -8,11 +8,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from daemon.models import Action, Decision, Kind, ParsedMail, RuleTrace, Understanding
-from daemon.rules import ESCALATION, ActionSpec, Person, RuleSet, Targets
+from daemon.calendar import WorkCalendar
+from daemon.models import (
+    Action,
+    Assignment,
+    Decision,
+    Effect,
+    Hold,
+    Kind,
+    Move,
+    ParsedMail,
+    RuleTrace,
+    Tagging,
+    Understanding,
+)
+from daemon.rules import ESCALATION, TEXT_CONDITIONS, ActionSpec, Person, RuleSet, Targets
 from daemon.textnorm import fold
 
 NO_AUTO_REPLY = {Kind.AUTO, Kind.BOUNCE, Kind.BULK, Kind.SPAM}
@@ -24,23 +37,46 @@ class Facts:
 
     kind: str
     type: str
-    urgent: bool
+    urgency: str
     confidential: bool
+    issuer: str
     sender: str
     subject: str
-    text: str
+    body: str
+    attachment_names: tuple[str, ...]
+    attachment_types: tuple[str, ...]
+    at: datetime  # when the mail arrived, in the agency's time zone
+    working_day: bool
+
+    @property
+    def urgent(self) -> bool:
+        return bool(self.urgency)
+
+    @property
+    def text(self) -> str:
+        return f"{self.subject}\n{self.body}"
+
+    @property
+    def attachment_name(self) -> str:
+        return "\n".join(self.attachment_names)
 
     @classmethod
-    def of(cls, understanding: Understanding, mail: ParsedMail) -> Facts:
+    def of(cls, understanding: Understanding, mail: ParsedMail, at: datetime,
+           calendar: WorkCalendar | None = None) -> Facts:
         doc = understanding.document
         return cls(
             kind=understanding.kind.value,
             type=(doc.type or "") if doc else "",
-            urgent=understanding.urgent,
+            urgency=(doc.urgency or "") if doc else "",
             confidential=understanding.confidential,
+            issuer=(doc.issuer or "") if doc else "",
             sender=mail.sender.email,
             subject=mail.subject,
-            text=f"{mail.subject}\n{mail.body}",
+            body=mail.body,
+            attachment_names=tuple(a.name for a in mail.attachments),
+            attachment_types=tuple(a.content_type for a in mail.attachments),
+            at=at,
+            working_day=(calendar or WorkCalendar()).is_working_day(at.date()),
         )
 
 
@@ -54,11 +90,29 @@ def _text_matches(value: Any, text: str) -> bool:
     return any(fold(v, accents=False) in fold(text, accents=False) for v in values)
 
 
+def _type_matches(wanted: list[str], names: tuple[str, ...], types: tuple[str, ...]) -> bool:
+    """`pdf` matches a name ending .pdf; `application/pdf` matches the MIME type."""
+    for want in (w.lower().lstrip(".") for w in wanted):
+        if "/" in want and want in types:
+            return True
+        if any(name.lower().endswith("." + want) for name in names):
+            return True
+    return False
+
+
+def _in_hours(span: str, at: datetime) -> bool:
+    start, _, end = span.partition("-")
+    now = at.strftime("%H:%M")
+    return start <= now < end if start <= end else (now >= start or now < end)
+
+
 def evaluate(when: dict[str, Any], facts: Facts) -> tuple[bool, str]:
     """Whether every condition in `when` holds, and each condition's outcome as the reason."""
     reasons: list[str] = []
     result = True
     for key, value in when.items():
+        listed = [value] if isinstance(value, str) else list(value) \
+            if isinstance(value, list) else []
         if key == "all":
             outcomes = [evaluate(c, facts) for c in value]
             ok = all(o for o, _ in outcomes)
@@ -70,24 +124,27 @@ def evaluate(when: dict[str, Any], facts: Facts) -> tuple[bool, str]:
         elif key == "not":
             inner, inner_why = evaluate(value, facts)
             ok, why = not inner, f"not({inner_why})"
-        elif key in ("urgent", "confidential"):
+        elif key in ("urgent", "confidential", "working_day"):
             actual = getattr(facts, key)
             ok, why = actual == value, f"{key}={actual}"
-        elif key in ("kind", "type"):
-            allowed = [value] if isinstance(value, str) else list(value)
+        elif key in ("kind", "type", "urgency"):
             actual = getattr(facts, key)
-            ok = fold(actual) in {fold(a) for a in allowed}
+            ok = fold(actual) in {fold(a) for a in listed}
             why = f"{key}={actual or 'none'}"
         elif key == "sender":
-            allowed = [value] if isinstance(value, str) else list(value)
-            ok = facts.sender in {a.lower() for a in allowed}
+            ok = facts.sender in {a.lower() for a in listed}
             why = f"sender={facts.sender}"
         elif key == "sender_domain":
-            allowed = [value] if isinstance(value, str) else list(value)
             domain = facts.sender.rpartition("@")[2]
-            ok = any(domain == d.lower() or domain.endswith("." + d.lower()) for d in allowed)
+            ok = any(domain == d.lower() or domain.endswith("." + d.lower()) for d in listed)
             why = f"sender_domain={domain}"
-        elif key in ("subject", "text"):
+        elif key == "attachment_type":
+            ok = _type_matches(listed, facts.attachment_names, facts.attachment_types)
+            why = f"attachment types {', '.join(facts.attachment_types) or 'none'}"
+        elif key == "hours":
+            ok = _in_hours(str(value), facts.at)
+            why = f"arrived {facts.at:%H:%M}"
+        elif key in TEXT_CONDITIONS:
             ok = _text_matches(value, getattr(facts, key))
             why = f"{key} {'matches' if ok else 'does not match'} {value!r}"
         else:  # validated at load; unreachable for a loaded RuleSet
@@ -154,10 +211,16 @@ def resolve(rules: RuleSet, targets: Targets, on: date, sender: str) -> tuple[li
     return addresses, notes
 
 
-def decide(understanding: Understanding, mail: ParsedMail, rules: RuleSet, on: date,
-           own_addresses: frozenset[str] = frozenset()) -> Decision:
-    """Run the rules in order (until a matching rule says stop) and apply the safety rules."""
-    facts = Facts.of(understanding, mail)
+def decide(understanding: Understanding, mail: ParsedMail, rules: RuleSet, at: datetime,
+           own_addresses: frozenset[str] = frozenset(),
+           calendar: WorkCalendar | None = None) -> Decision:
+    """Run the rules in order (until a matching rule says stop) and apply the safety rules.
+
+    `at` is when the mail arrived, in the agency's time zone: absences and deadlines are
+    taken on that day.
+    """
+    calendar = calendar or WorkCalendar()
+    facts = Facts.of(understanding, mail, at, calendar)
     traces: list[RuleTrace] = []
     specs: list[ActionSpec] = []
     stopped_by = ""
@@ -171,17 +234,40 @@ def decide(understanding: Understanding, mail: ParsedMail, rules: RuleSet, on: d
             specs.extend(rule.then)
             if rule.stop:
                 stopped_by = rule.id
+    on = at.date()
     actions: list[Action] = []
+    effects: list[Effect] = []
     for spec in specs:
-        targets = spec.targets
-        if spec.action == "acknowledge" and not (targets.roles or targets.people
-                                                 or targets.addresses or targets.departments):
-            targets = Targets(sender=True)
+        if spec.action == "assign" and spec.lead:
+            deadline = (calendar.add_working_days(on, spec.deadline_days)
+                        if spec.deadline_days else None)
+            effects.append(Assignment(spec.lead, spec.cooperate, deadline))
+            units = [rules.departments[d] for d in (spec.lead, *spec.cooperate)]
+            note = f"Đơn vị chủ trì: {units[0].name}"
+            if spec.cooperate:
+                note += "; đơn vị phối hợp: " + ", ".join(u.name for u in units[1:])
+            if deadline:
+                note += f"; hạn giải quyết: {deadline:%d/%m/%Y}"
+            actions.append(Action("assign", tuple(dict.fromkeys(u.email for u in units)), note))
+            continue
+        if spec.action == "tag":
+            effects.append(Tagging(spec.tags))
+            continue
+        if spec.action == "move":
+            effects.append(Move(spec.folder))
+            continue
+        if spec.action == "quarantine":
+            effects.append(Hold(spec.reason))
+            continue
+        # An acknowledgement always goes to the sender, whatever a rule file wrote.
+        targets = Targets(sender=True) if spec.action == "acknowledge" else spec.targets
         to, notes = resolve(rules, targets, on, mail.sender.email)
         if to:
             actions.append(Action(spec.action, tuple(to), "; ".join(notes)))
+    if any(isinstance(e, Hold) for e in effects):
+        actions = []  # a rule held the mail for a human: nothing leaves
     return Decision(tuple(traces), tuple(apply_safety(actions, understanding, mail,
-                                                      own_addresses)))
+                                                      own_addresses)), tuple(effects))
 
 
 def apply_safety(actions: list[Action], understanding: Understanding, mail: ParsedMail,
@@ -197,7 +283,7 @@ def apply_safety(actions: list[Action], understanding: Understanding, mail: Pars
                     not in ("", "no")):
                 continue  # RFC 3834: never answer machines, lists or ourselves
             action = Action("acknowledge", (mail.sender.email,), action.note)
-        if understanding.confidential and action.action == "forward":
+        if understanding.confidential and action.action in ("forward", "assign"):
             # A confidential document never travels by email: a notice without content.
             action = Action("notify", action.to, action.note)
         safe.append(action)

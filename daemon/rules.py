@@ -83,9 +83,17 @@ class Targets:
 
 @dataclass(frozen=True)
 class ActionSpec:
-    action: str  # forward | acknowledge | notify
-    targets: Targets
-    template: str = ""
+    """One action of a rule, with the fields of its kind (the others stay empty)."""
+
+    action: str  # forward | acknowledge | notify | assign | tag | move | quarantine
+    targets: Targets = Targets()
+    template: str = ""  # acknowledge
+    lead: str | None = None  # assign: the department in charge (chủ trì)
+    cooperate: tuple[str, ...] = ()  # assign: cooperating departments (phối hợp)
+    deadline_days: int | None = None  # assign: working days to handle it
+    tags: tuple[str, ...] = ()  # tag
+    folder: str = ""  # move: the IMAP folder
+    reason: str = ""  # quarantine
 
 
 @dataclass(frozen=True)
@@ -107,9 +115,19 @@ class RuleSet:
     higher_authority: tuple[str, ...] = field(default=())  # addresses past the Director
 
 
-CONDITIONS = {"kind", "type", "urgent", "confidential", "sender", "sender_domain", "subject",
-              "text", "all", "any", "not"}
-ACTIONS = {"forward", "acknowledge", "notify"}
+CONDITIONS = {"kind", "type", "urgent", "urgency", "confidential", "issuer", "sender",
+              "sender_domain", "subject", "body", "text", "attachment_name", "attachment_type",
+              "working_day", "hours", "all", "any", "not"}
+TEXT_CONDITIONS = {"subject", "body", "text", "issuer", "attachment_name"}
+ACTIONS = {"forward", "acknowledge", "notify", "assign", "tag", "move", "quarantine"}
+URGENCY_LEVELS = ("Hỏa tốc", "Thượng khẩn", "Khẩn")
+_TARGET_KEYS = {"roles", "people", "departments", "addresses"}
+_ACTION_KEYS = {
+    "forward": _TARGET_KEYS, "notify": _TARGET_KEYS,
+    "acknowledge": {"template"},
+    "assign": {"lead", "cooperate", "deadline_days"},
+    "tag": {"tags"}, "move": {"folder"}, "quarantine": {"reason"},
+}
 
 
 class _Checker:
@@ -236,10 +254,19 @@ def _check_condition(file: str, node: Any, c: _Checker) -> None:
             for kind in _strings(value) or ("?",):
                 if kind not in {k.value for k in Kind}:
                     c.error(file, node, f"unknown kind {kind!r}")
-        elif key in ("urgent", "confidential"):
+        elif key in ("urgent", "confidential", "working_day"):
             if not isinstance(value, bool):
                 c.error(file, node, f"{key} takes true or false")
-        elif key in ("subject", "text") and isinstance(value, _Node):
+        elif key == "urgency":
+            for level in _strings(value) or ("?",):
+                if level not in URGENCY_LEVELS:
+                    c.error(file, node, f"unknown urgency {level!r} "
+                                        f"(known: {', '.join(URGENCY_LEVELS)})")
+        elif key == "hours":
+            if not (isinstance(value, str) and re.fullmatch(
+                    r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", value)):
+                c.error(file, node, "hours takes 'HH:MM-HH:MM'")
+        elif key in TEXT_CONDITIONS and isinstance(value, _Node):
             c.keys(file, value, {"contains", "regex"}, key)
             if "regex" in value:
                 try:
@@ -252,8 +279,6 @@ def _check_condition(file: str, node: Any, c: _Checker) -> None:
 
 def _targets(file: str, node: _Node, c: _Checker, people: dict[str, Person],
              departments: dict[str, Department]) -> Targets:
-    c.keys(file, node, {"roles", "people", "departments", "addresses", "sender", "template"},
-           "action")
     roles = _strings(node.get("roles", [])) or ()
     who = _strings(node.get("people", [])) or ()
     units = _strings(node.get("departments", [])) or ()
@@ -270,8 +295,46 @@ def _targets(file: str, node: _Node, c: _Checker, people: dict[str, Person],
     for address in addresses:
         if not _EMAIL.match(address):
             c.error(file, node, f"not an email address: {address!r}")
-    return Targets(roles, who, units, tuple(a.lower() for a in addresses),
-                   bool(node.get("sender", False)))
+    return Targets(roles, who, units, tuple(a.lower() for a in addresses))
+
+
+def _action(file: str, name: str, spec: _Node, c: _Checker, people: dict[str, Person],
+            departments: dict[str, Department]) -> ActionSpec:
+    """Validate one action's own fields and build it."""
+    c.keys(file, spec, _ACTION_KEYS[name], f"{name} action")
+    if name in ("forward", "notify"):
+        targets = _targets(file, spec, c, people, departments)
+        if not (targets.roles or targets.people or targets.departments or targets.addresses):
+            c.error(file, spec, f"{name} needs roles, people, departments or addresses")
+        return ActionSpec(name, targets)
+    if name == "acknowledge":
+        return ActionSpec(name, Targets(sender=True), template=str(spec.get("template", "")))
+    if name == "assign":
+        lead = spec.get("lead")
+        cooperate = _strings(spec.get("cooperate", [])) or ()
+        days = spec.get("deadline_days")
+        for unit in (lead, *cooperate):
+            if unit not in departments:
+                c.error(file, spec, f"unknown department {unit!r}")
+        if days is not None and (not isinstance(days, int) or isinstance(days, bool)
+                                 or days < 1):
+            c.error(file, spec, "deadline_days takes a positive whole number")
+            days = None
+        return ActionSpec(name, lead=str(lead), cooperate=cooperate, deadline_days=days)
+    if name == "tag":
+        tags = _strings(spec.get("tags", []))
+        if not tags:
+            c.error(file, spec, "tag needs tags: a list of words")
+        return ActionSpec(name, tags=tags or ())
+    if name == "move":
+        folder = spec.get("folder")
+        if not isinstance(folder, str) or not folder:
+            c.error(file, spec, "move needs folder: the IMAP folder name")
+        return ActionSpec(name, folder=str(folder or ""))
+    reason = spec.get("reason")
+    if not isinstance(reason, str) or not reason:
+        c.error(file, spec, "quarantine needs reason: words for the clerk")
+    return ActionSpec(name, reason=str(reason or ""))
 
 
 def load(directory: Path) -> RuleSet:
@@ -318,9 +381,12 @@ def load(directory: Path) -> RuleSet:
                 if name not in ACTIONS:
                     c.error(file, item, f"unknown action {name!r}")
                     continue
-                spec = spec if isinstance(spec, _Node) else _Node()
-                targets = _targets(file, spec, c, people, departments)
-                actions.append(ActionSpec(name, targets, str(spec.get("template", name))))
+                if spec is None:
+                    spec = _Node()
+                if not isinstance(spec, _Node):
+                    c.error(file, item, f"{name} takes a mapping of its fields")
+                    continue
+                actions.append(_action(file, name, spec, c, people, departments))
             stop = node.get("stop", False)
             if not isinstance(stop, bool):
                 c.error(file, node, "stop takes true or false")

@@ -58,6 +58,7 @@ class Daemon:
         self.wake_pipeline = asyncio.Event()
         self.wake_sender = asyncio.Event()
         self.stop_threads = threading.Event()
+        self.watchers: list[FolderWatcher] = []
 
     def reload_rules(self) -> None:
         """SIGHUP: load the rules again; a set with errors is rejected, the old one kept."""
@@ -90,6 +91,8 @@ class Daemon:
                 await self._wait(self.wake_pipeline, 5.0)
             if done:
                 self.wake_sender.set()
+                for watcher in self.watchers:  # a rule may have asked to move a mail
+                    watcher.nudge.set()
                 continue
             await self._wait(self.wake_pipeline, 5.0)
 
@@ -131,6 +134,7 @@ class Daemon:
                 watcher = FolderWatcher(mailbox, folder, self.engine, self.store,
                                         self.cfg.limits.max_message_bytes, stored,
                                         self.stop_threads)
+                self.watchers.append(watcher)
                 thread = threading.Thread(target=watcher.run, daemon=True,
                                           name=f"imap:{mailbox.name}:{folder}")
                 thread.start()
@@ -149,6 +153,8 @@ class Daemon:
         sd_notify("STOPPING=1")
         log.info("daemon.stopping")
         self.stop_threads.set()
+        for watcher in self.watchers:
+            watcher.nudge.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         for thread in threads:
             await asyncio.to_thread(thread.join, 5.0)

@@ -191,3 +191,29 @@ def record_fetch(engine: Engine, mailbox: str, folder: str, error: str | None) -
         if changed.rowcount == 0:  # never fetched yet: a row to carry the error
             conn.execute(insert(checkpoints).values(mailbox=mailbox, folder=folder,
                                                     uidvalidity=0, last_uid=0, **values))
+
+
+def pending_moves(engine: Engine, mailbox: str, folder: str,
+                  uidvalidity: int) -> dict[str, list[int]]:
+    """UIDs in this folder whose routed mail a rule wants moved, by target folder."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(messages.c.move_to, locations.c.uid)
+            .join(locations, locations.c.message_id == messages.c.id)
+            .where(messages.c.move_to.is_not(None), messages.c.state != State.STORED,
+                   locations.c.mailbox == mailbox, locations.c.folder == folder,
+                   locations.c.uidvalidity == uidvalidity)).all()
+        conn.rollback()
+    moves: dict[str, list[int]] = {}
+    for target, uid in rows:
+        moves.setdefault(target, []).append(int(uid))
+    return moves
+
+
+def done_moves(engine: Engine, mailbox: str, folder: str, uidvalidity: int,
+               uids: list[int]) -> None:
+    with engine.begin() as conn:
+        ids = select(locations.c.message_id).where(
+            locations.c.mailbox == mailbox, locations.c.folder == folder,
+            locations.c.uidvalidity == uidvalidity, locations.c.uid.in_(uids))
+        conn.execute(update(messages).where(messages.c.id.in_(ids)).values(move_to=None))

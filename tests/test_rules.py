@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -28,6 +29,13 @@ def _und(kind: Kind, confidentiality: str | None = None) -> Understanding:
     doc = Document(number="1", symbol="QĐ-UBND", type="Quyết định",
                    confidentiality=confidentiality) if kind is Kind.DOCUMENT else None
     return Understanding(kind=kind, why="test", case_ref=None, document=doc, applicant=None)
+
+
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def _at(year: int, month: int, day: int, hour: int = 9) -> datetime:
+    return datetime(year, month, day, hour, tzinfo=VN)
 
 
 def _copy_rules(tmp_path: Path) -> Path:
@@ -115,8 +123,8 @@ def test_absent_deputy_goes_to_her_stand_in_then_back() -> None:
     ruleset = rules_module.load(RULES)
     und, mail = _und(Kind.DOCUMENT), _mail()
 
-    during = decide(und, mail, ruleset, date(2026, 4, 5))
-    after = decide(und, mail, ruleset, date(2026, 4, 6))
+    during = decide(und, mail, ruleset, _at(2026, 4, 5))
+    after = decide(und, mail, ruleset, _at(2026, 4, 6))
 
     forward_during = next(a for a in during.actions if a.action == "forward")
     forward_after = next(a for a in after.actions if a.action == "forward")
@@ -135,9 +143,9 @@ def test_safety_rules_override_a_hostile_rule_file() -> None:
         Rule("leak", {}, (ActionSpec("forward", Targets(addresses=("spy@evil.example",))),
                           ActionSpec("acknowledge", Targets())), False, "x.yaml", 1),))
 
-    secret = decide(_und(Kind.DOCUMENT, "Tối mật"), _mail(), hostile, date(2026, 5, 1))
-    auto = decide(_und(Kind.AUTO), _mail(), hostile, date(2026, 5, 1))
-    own = decide(_und(Kind.DOSSIER), _mail("vanthu@us.gov.vn"), hostile, date(2026, 5, 1),
+    secret = decide(_und(Kind.DOCUMENT, "Tối mật"), _mail(), hostile, _at(2026, 5, 1))
+    auto = decide(_und(Kind.AUTO), _mail(), hostile, _at(2026, 5, 1))
+    own = decide(_und(Kind.DOSSIER), _mail("vanthu@us.gov.vn"), hostile, _at(2026, 5, 1),
                  frozenset({"vanthu@us.gov.vn"}))
 
     assert [a.action for a in secret.actions] == ["notify", "acknowledge"]
@@ -162,8 +170,8 @@ def test_evaluation_is_deterministic_ordered_and_stops(kinds: list[str], stops: 
     rs = RuleSet(ruleset.people, ruleset.departments, (), rules)
     und = Understanding(kind=Kind(kind), why="", case_ref=None, document=None, applicant=None)
 
-    first = decide(und, _mail(), rs, date(2026, 1, 5))
-    second = decide(und, _mail(), rs, date(2026, 1, 5))
+    first = decide(und, _mail(), rs, _at(2026, 1, 5))
+    second = decide(und, _mail(), rs, _at(2026, 1, 5))
 
     assert first == second
     expected: list[str] = []
@@ -178,8 +186,10 @@ def test_evaluation_is_deterministic_ordered_and_stops(kinds: list[str], stops: 
 
 def test_conditions_explain_themselves() -> None:
     """Each condition's outcome is part of the reason."""
-    facts = Facts(kind="document", type="Quyết định", urgent=True, confidential=False,
-                  sender="a@b.gov.vn", subject="HỎA TỐC", text="")
+    facts = Facts(kind="document", type="Quyết định", urgency="Hỏa tốc", confidential=False,
+                  issuer="", sender="a@b.gov.vn", subject="HỎA TỐC", body="",
+                  attachment_names=(), attachment_types=(), at=_at(2026, 5, 4),
+                  working_day=True)
 
     matched, why = evaluate({"all": [{"kind": "document"}, {"urgent": True}],
                              "sender_domain": "gov.vn", "subject": {"contains": "hoa toc"}},
