@@ -190,6 +190,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    from daemon import ruletest
+
+    if args.action == "check":
+        return cmd_check(args)
+    cfg = _config(args)
+    ruleset = rules_module.load(cfg.rules.dir)
+    if args.action == "test":
+        failed = 0
+        for outcome in ruletest.run_expectations(cfg, ruleset, Path(args.dir)):
+            print(("PASS " if outcome.passed else "FAIL ") + outcome.name)
+            for problem in outcome.problems:
+                print(f"     {problem}")
+            failed += not outcome.passed
+        return 1 if failed else 0
+    since = datetime.fromisoformat(args.since).date()
+    changed = 0
+    for line in ruletest.replay(cfg, ruleset, _engine(cfg), since):
+        print(line)
+        changed += 1
+    print(f"{changed} mail(s) would have gone differently; nothing was sent")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
@@ -218,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mail")
     p.add_argument("--json", action="store_true")
     p.add_argument("--at", help="evaluate rules at this date/time (ISO)")
+    p = command("rules", cmd_rules, "check, test and replay the routing rules")
+    p.add_argument("action", choices=["check", "test", "replay"])
+    p.add_argument("dir", nargs="?", default="rules/tests", help="expectations (rules test)")
+    p.add_argument("--since", default=datetime.now(UTC).date().isoformat(),
+                   help="replay mail stored since this date (YYYY-MM-DD)")
     p = command("register", cmd_register, "the registers")
     p.add_argument("action", choices=["list"])
     p.add_argument("--year", type=int)

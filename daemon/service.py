@@ -29,6 +29,8 @@ from daemon.workers import ReadPool
 
 log = logging.getLogger("vanthu.service")
 
+RULES_CHECK_SECONDS = 2.0
+
 
 def sd_notify(message: str) -> None:
     """Tell systemd about our state (Type=notify); a no-op outside systemd."""
@@ -106,6 +108,24 @@ class Daemon:
             if not sent:
                 await self._wait(self.wake_sender, 15.0)
 
+    def _rules_stamp(self) -> tuple[tuple[str, float], ...]:
+        directory = Path(self.cfg.rules.dir)
+        try:
+            return tuple(sorted((p.name, p.stat().st_mtime) for p in directory.glob("*.yaml")))
+        except OSError:
+            return ()
+
+    async def _watch_rules(self) -> None:
+        """Reload the rules when a rule file changes, as SIGHUP does."""
+        stamp = self._rules_stamp()
+        while not self.stopping.is_set():
+            await self._wait(asyncio.Event(), RULES_CHECK_SECONDS)
+            current = self._rules_stamp()
+            if current != stamp:
+                stamp = current
+                log.info("rules.changed")
+                self.reload_rules()
+
     async def _watchdog(self) -> None:
         usec = int(os.environ.get("WATCHDOG_USEC", "0"))
         if not usec:
@@ -142,7 +162,8 @@ class Daemon:
         await asyncio.to_thread(self.pool.start)
         tasks = [asyncio.create_task(self._pipeline_loop()),
                  asyncio.create_task(self._sender_loop()),
-                 asyncio.create_task(self._watchdog())]
+                 asyncio.create_task(self._watchdog()),
+                 asyncio.create_task(self._watch_rules())]
         sd_notify("READY=1")
         log.info("daemon.started", extra={"mailboxes": len(self.cfg.mailboxes),
                                           "watchers": len(threads)})
