@@ -25,7 +25,15 @@ from daemon.models import (
     Tagging,
     Understanding,
 )
-from daemon.rules import ESCALATION, TEXT_CONDITIONS, ActionSpec, Person, RuleSet, Targets
+from daemon.rules import (
+    ESCALATION,
+    TEXT_CONDITIONS,
+    ActionSpec,
+    Person,
+    Procedure,
+    RuleSet,
+    Targets,
+)
 from daemon.textnorm import fold
 
 NO_AUTO_REPLY = {Kind.AUTO, Kind.BOUNCE, Kind.BULK, Kind.SPAM}
@@ -47,6 +55,7 @@ class Facts:
     attachment_types: tuple[str, ...]
     at: datetime  # when the mail arrived, in the agency's time zone
     working_day: bool
+    procedure: str = ""  # the catalogue's id, for a dossier
 
     @property
     def urgent(self) -> bool:
@@ -62,8 +71,11 @@ class Facts:
 
     @classmethod
     def of(cls, understanding: Understanding, mail: ParsedMail, at: datetime,
-           calendar: WorkCalendar | None = None) -> Facts:
+           calendar: WorkCalendar | None = None,
+           procedures: tuple[Procedure, ...] = ()) -> Facts:
         doc = understanding.document
+        found = match_procedure(procedures, mail) if understanding.kind is Kind.DOSSIER \
+            else None
         return cls(
             kind=understanding.kind.value,
             type=(doc.type or "") if doc else "",
@@ -77,7 +89,21 @@ class Facts:
             attachment_types=tuple(a.content_type for a in mail.attachments),
             at=at,
             working_day=(calendar or WorkCalendar()).is_working_day(at.date()),
+            procedure=found.id if found else "",
         )
+
+
+def match_procedure(procedures: tuple[Procedure, ...], mail: ParsedMail) -> Procedure | None:
+    """The catalogue procedure whose longest keyword appears in the mail, if any."""
+    text = fold(" ".join([mail.subject, mail.body, *(a.name for a in mail.attachments)]),
+                accents=False)
+    best: tuple[int, Procedure] | None = None
+    for procedure in procedures:
+        for keyword in procedure.keywords:
+            key = fold(keyword, accents=False)
+            if key in text and (best is None or len(key) > best[0]):
+                best = (len(key), procedure)
+    return best[1] if best else None
 
 
 def _text_matches(value: Any, text: str) -> bool:
@@ -127,7 +153,7 @@ def evaluate(when: dict[str, Any], facts: Facts) -> tuple[bool, str]:
         elif key in ("urgent", "confidential", "working_day"):
             actual = getattr(facts, key)
             ok, why = actual == value, f"{key}={actual}"
-        elif key in ("kind", "type", "urgency"):
+        elif key in ("kind", "type", "urgency", "procedure"):
             actual = getattr(facts, key)
             ok = fold(actual) in {fold(a) for a in listed}
             why = f"{key}={actual or 'none'}"
@@ -220,7 +246,7 @@ def decide(understanding: Understanding, mail: ParsedMail, rules: RuleSet, at: d
     taken on that day.
     """
     calendar = calendar or WorkCalendar()
-    facts = Facts.of(understanding, mail, at, calendar)
+    facts = Facts.of(understanding, mail, at, calendar, rules.procedures)
     traces: list[RuleTrace] = []
     specs: list[ActionSpec] = []
     stopped_by = ""

@@ -107,15 +107,28 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Procedure:
+    """An administrative procedure of the catalogue (rules/procedures.yaml)."""
+
+    id: str
+    name: str
+    keywords: tuple[str, ...]
+    days: int  # legal processing time, in working days
+    documents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RuleSet:
     people: dict[str, Person]
     departments: dict[str, Department]
     absences: tuple[Absence, ...]
     rules: tuple[Rule, ...]
     higher_authority: tuple[str, ...] = field(default=())  # addresses past the Director
+    procedures: tuple[Procedure, ...] = ()
 
 
 CONDITIONS = {"kind", "type", "urgent", "urgency", "confidential", "issuer", "sender",
+              "procedure",
               "sender_domain", "subject", "body", "text", "attachment_name", "attachment_type",
               "working_day", "hours", "all", "any", "not"}
 TEXT_CONDITIONS = {"subject", "body", "text", "issuer", "attachment_name"}
@@ -236,6 +249,31 @@ def _people(file: str, data: Any, c: _Checker) -> tuple[dict[str, Person],
     return people, departments, absences, higher
 
 
+def _procedures(file: str, data: Any, c: _Checker) -> tuple[Procedure, ...]:
+    if not isinstance(data, _Node) or not isinstance(data.get("procedures"), list):
+        c.error(file, data, "the catalogue needs a 'procedures:' list")
+        return ()
+    c.keys(file, data, {"procedures"}, "procedure catalogue")
+    found: list[Procedure] = []
+    for node in data["procedures"]:
+        if not isinstance(node, _Node):
+            c.error(file, data, "each procedure must be a mapping")
+            continue
+        c.keys(file, node, {"id", "name", "keywords", "days", "documents", "note"}, "procedure")
+        pid, days = str(node.get("id", "")), node.get("days")
+        keywords = _strings(node.get("keywords", []))
+        if not _ID.match(pid):
+            c.error(file, node, f"procedure id {pid!r} must be lower-case letters, digits, _ or -")
+        if not keywords:
+            c.error(file, node, f"procedure {pid!r} needs keywords")
+        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+            c.error(file, node, f"procedure {pid!r}: days takes a positive whole number")
+            days = 1
+        found.append(Procedure(pid, str(node.get("name", pid)), keywords or (), days,
+                               _strings(node.get("documents", [])) or ()))
+    return tuple(found)
+
+
 def _check_condition(file: str, node: Any, c: _Checker) -> None:
     if not isinstance(node, _Node):
         c.error(file, node, "a condition must be a mapping")
@@ -345,10 +383,14 @@ def load(directory: Path) -> RuleSet:
         raise ConfigError([Problem(str(people_file), None, "missing: who is who must be said")])
     people, departments, absences, higher = _people(
         str(people_file), _load_yaml(people_file, c), c)
+    catalogue = directory / "procedures.yaml"
+    procedures = (_procedures(str(catalogue), _load_yaml(catalogue, c), c)
+                  if catalogue.exists() else ())
+    known_procedures = {p.id for p in procedures}
     rules: list[Rule] = []
     seen: dict[str, str] = {}
     for path in sorted(directory.glob("*.yaml")):
-        if path.name == "people.yaml" or path.name.startswith("."):
+        if path.name in ("people.yaml", "procedures.yaml") or path.name.startswith("."):
             continue
         data = _load_yaml(path, c)
         if data is None:
@@ -371,6 +413,9 @@ def load(directory: Path) -> RuleSet:
             seen[rid] = f"{file}:{node.line}"
             when = node.get("when", _Node())
             _check_condition(file, when, c)
+            for pid in _procedure_ids(when):
+                if pid not in known_procedures:
+                    c.error(file, when, f"unknown procedure {pid!r} (rules/procedures.yaml)")
             actions: list[ActionSpec] = []
             for item in node.get("then") or []:
                 if not isinstance(item, _Node) or len(item) != 1:
@@ -396,4 +441,14 @@ def load(directory: Path) -> RuleSet:
             rules.append(Rule(rid, dict(when), tuple(actions), bool(stop), file, node.line))
     if c.problems:
         raise ConfigError(c.problems)
-    return RuleSet(people, departments, tuple(absences), tuple(rules), higher)
+    return RuleSet(people, departments, tuple(absences), tuple(rules), higher, procedures)
+
+
+def _procedure_ids(when: Any) -> list[str]:
+    if not isinstance(when, dict):
+        return []
+    found = list(_strings(when.get("procedure", [])) or ())
+    for key in ("all", "any"):
+        for item in when.get(key) or []:
+            found += _procedure_ids(item)
+    return found + _procedure_ids(when.get("not"))

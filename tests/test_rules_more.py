@@ -343,3 +343,31 @@ def test_rules_reload_when_a_file_changes(office: Office) -> None:
 
         assert running.daemon.rules is good
     assert good.rules[-1].id == "them-mot-quy-tac"
+
+
+def test_procedure_condition_uses_the_catalogue(tmp_path: Path) -> None:
+    """A dossier is matched to its catalogue procedure, and `procedure:` rules see it."""
+    from daemon import config
+    from daemon.understand import NoCases, understand
+
+    shutil.copy(RULES / "procedures.yaml", tmp_path / "procedures.yaml")
+    (tmp_path / "people.yaml").write_text((RULES / "people.yaml").read_text(encoding="utf-8"),
+                                          encoding="utf-8")
+    (tmp_path / "10-test.yaml").write_text(
+        "rules:\n  - id: cchn-qlxd\n    when: {procedure: cchn}\n"
+        "    then:\n      - forward: {departments: [qlxd]}\n", encoding="utf-8")
+    ruleset = rules_module.load(tmp_path)
+    cfg = config.load(None)
+    at = datetime(2026, 5, 4, 9, tzinfo=VN)
+
+    decisions = {}
+    for name in ("017.eml", "005.eml"):
+        mail, und = understand((CORPUS / name).read_bytes(), cfg, NoCases())
+        decisions[name] = decide(und, mail, ruleset, at)
+
+    assert [a.to for a in decisions["017.eml"].actions] == [("qlxd.sxd@example.gov.vn",)]
+    assert not decisions["005.eml"].actions
+    (tmp_path / "10-test.yaml").write_text(
+        "rules:\n  - id: x\n    when: {procedure: nope}\n    then: []\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown procedure 'nope'"):
+        rules_module.load(tmp_path)
