@@ -214,6 +214,19 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send_result(args: argparse.Namespace) -> int:
+    from daemon.results import send_result
+
+    cfg = _config(args)
+    outcome = asyncio.run(send_result(cfg, _engine(cfg), Path(args.pdf), args.case, move=False))
+    if not outcome.sent:
+        print(f"Không gửi: {outcome.reason_vi}\nNot sent: {outcome.reason_en}", file=sys.stderr)
+        return 1
+    print(f"queued for sending (outgoing number {outcome.outgoing_number}); "
+          "the running daemon sends it")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
@@ -247,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", default="rules/tests", help="expectations (rules test)")
     p.add_argument("--since", default=datetime.now(UTC).date().isoformat(),
                    help="replay mail stored since this date (YYYY-MM-DD)")
+    p = command("send-result", cmd_send_result, "send a signed result PDF for a case")
+    p.add_argument("pdf")
+    p.add_argument("--case", help="the case code (default: read from the file name)")
     p = command("register", cmd_register, "the registers")
     p.add_argument("action", choices=["list"])
     p.add_argument("--year", type=int)

@@ -203,3 +203,34 @@ def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
 
 COMPOSERS = {"forward": forward, "notify": notify, "acknowledge": acknowledge,
              "assign": forward}  # an assignment is a forward whose note names the units
+
+
+def result(cfg: Config, *, pdf_sha256: str, pdf_name: str, pdf: bytes, to: str,
+           case_code: str | None, in_reply_to: str | None, outgoing: str,
+           summary: str | None, sent_at: datetime) -> EmailMessage:
+    """The signed result of a case, to the party whose case it closes; threads to their mail."""
+    action = Action("result", (to,))
+    ctx = Context(sha256=pdf_sha256, received_at=sent_at)
+    subject = "Kết quả giải quyết hồ sơ" if case_code else "Văn bản trả lời"
+    if case_code:
+        subject = f"[{case_code}] {subject}"
+    msg = _envelope(cfg, ctx, action, subject)
+    msg["Auto-Submitted"] = "no"  # a real answer, signed by the agency: replies welcome
+    msg["Reply-To"] = cfg.smtp.from_
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    intro = [f"{cfg.agency.name} trân trọng gửi Quý cơ quan/ông/bà kết quả giải quyết"
+             + (f" hồ sơ mã {case_code}." if case_code else ".")]
+    rows = [("Văn bản", outgoing)]
+    if summary:
+        rows.append(("Trích yếu", summary))
+    rows.append(("Tệp đính kèm", f"{pdf_name} (văn bản điện tử có chữ ký số)"))
+    outro = ["Văn bản điện tử có chữ ký số có giá trị pháp lý như bản gốc "
+             "(Nghị định 30/2020/NĐ-CP, Điều 5).",
+             "Mọi trao đổi xin trả lời thư này và giữ nguyên mã hồ sơ trong tiêu đề."]
+    text, markup = _render("Thông báo kết quả giải quyết", intro, rows, outro)
+    msg.set_content(text)
+    msg.add_alternative(markup, subtype="html")
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=pdf_name)
+    return msg

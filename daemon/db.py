@@ -200,6 +200,42 @@ outbox = Table(
 )
 
 
+# The outgoing register (sổ văn bản đi): signed results sent, one row per PDF (by sha256).
+outgoing_entries = Table(
+    "outgoing_entries", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("year", Integer, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("pdf_sha256", String(64), nullable=False, unique=True),
+    Column("file_name", Text, nullable=False),
+    Column("case_id", ForeignKey("cases.id")),
+    Column("register_entry_id", ForeignKey("register_entries.id")),
+    Column("document", JSON),  # số, ký hiệu; ngày; tên loại và trích yếu (read off the PDF)
+    Column("signer", Text),  # người ký, from the signature
+    Column("recipients", JSON, nullable=False),  # nơi nhận
+    Column("sent_at", UTCDateTime, nullable=False),  # ngày chuyển (queued in the outbox)
+    Column("outbox_message_id", String(500)),
+    UniqueConstraint("year", "number"),
+)
+
+# Result PDFs refused, so the digest can report them.
+rejected_results = Table(
+    "rejected_results", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("file_name", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("rejected_at", UTCDateTime, nullable=False),
+)
+
+# One row per digest period sent: a period is claimed by inserting its key, once, by whichever
+# daemon gets there first.
+digests = Table(
+    "digests", metadata,
+    Column("period", String(40), primary_key=True),  # e.g. "2026-11-22T06:00"
+    Column("sent_at", UTCDateTime, nullable=False),
+)
+
+
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:

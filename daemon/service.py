@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from daemon import results
 from daemon import rules as rules_module
 from daemon.config import Config
 from daemon.db import make_engine, upgrade
@@ -30,6 +31,7 @@ from daemon.workers import ReadPool
 log = logging.getLogger("vanthu.service")
 
 RULES_CHECK_SECONDS = 2.0
+RESULTS_CHECK_SECONDS = 3.0
 
 
 def sd_notify(message: str) -> None:
@@ -108,6 +110,16 @@ class Daemon:
             if not sent:
                 await self._wait(self.wake_sender, 15.0)
 
+    async def _results_loop(self) -> None:
+        """Send the signed results the clerk drops in the results folder."""
+        while not self.stopping.is_set():
+            try:
+                if await results.scan_inbox(self.cfg, self.engine):
+                    self.wake_sender.set()
+            except Exception:  # bulkhead: a bad file or a busy database must not stop the loop
+                log.exception("results.scan_failed")
+            await self._wait(asyncio.Event(), RESULTS_CHECK_SECONDS)
+
     def _rules_stamp(self) -> tuple[tuple[str, float], ...]:
         directory = Path(self.cfg.rules.dir)
         try:
@@ -163,7 +175,8 @@ class Daemon:
         tasks = [asyncio.create_task(self._pipeline_loop()),
                  asyncio.create_task(self._sender_loop()),
                  asyncio.create_task(self._watchdog()),
-                 asyncio.create_task(self._watch_rules())]
+                 asyncio.create_task(self._watch_rules()),
+                 asyncio.create_task(self._results_loop())]
         sd_notify("READY=1")
         log.info("daemon.started", extra={"mailboxes": len(self.cfg.mailboxes),
                                           "watchers": len(threads)})

@@ -1,0 +1,279 @@
+"""Signed results out: a PDF the clerk drops in the results folder (or gives to
+`vanthu send-result`) is verified, matched to its case, queued for the case's sender and
+written in the outgoing register, in one transaction; only then is the file moved to sent/.
+
+A PDF is sent only if every signature validates against the configured trust roots, the last
+signature covers the whole file, and its case is not confidential. Anything else moves to
+rejected/ with a reason in Vietnamese and English. Killed after the commit, the restart finds
+the PDF's sha256 already in the outgoing register and only moves the file: nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pypdf
+from pyhanko.keys import load_cert_from_pemder
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation import async_validate_pdf_signature
+from pyhanko.sign.validation.status import SignatureCoverageLevel
+from pyhanko_certvalidator import ValidationContext
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from daemon.compose import message_id, result
+from daemon.config import Config
+from daemon.db import (
+    cases,
+    messages,
+    outbox,
+    outgoing_entries,
+    register_entries,
+    rejected_results,
+    utcnow,
+)
+from daemon.errors import ConfigError, Problem
+from daemon.register import next_number
+from daemon.understand import extract
+
+log = logging.getLogger("vanthu.results")
+for _noisy in ("pyhanko", "pyhanko_certvalidator"):  # they log tracebacks for every refusal
+    logging.getLogger(_noisy).setLevel(logging.CRITICAL)
+
+SETTLE_SECONDS = 2.0  # a file younger than this may still be being copied in
+_REGISTER_NUMBER = re.compile(r"(?i)\bSD[-_ ]?(\d+)[-_/](\d{4})\b")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    valid: bool
+    en: str
+    vi: str
+    signer: str | None = None
+
+
+def load_roots(paths: tuple[str, ...]) -> list[Any]:
+    """The trust roots of [results] trust_roots; an unreadable one is a configuration error."""
+    roots = []
+    for path in paths:
+        try:
+            # pyHanko's key helpers carry no type annotations.
+            roots.append(load_cert_from_pemder(path))  # type: ignore[no-untyped-call]
+        except (OSError, ValueError) as err:
+            raise ConfigError([Problem(path, None, f"cannot load trust root: {err}")]) from err
+    return roots
+
+
+async def verify(data: bytes, roots: list[Any]) -> Verdict:
+    """Validate every signature of a PDF (pyHanko); any exception means invalid."""
+    try:
+        signatures = PdfFileReader(io.BytesIO(data)).embedded_signatures
+    except Exception as err:  # a broken PDF may raise anything inside the reader
+        return Verdict(False, f"not a readable PDF: {err}", f"không đọc được tệp PDF: {err}")
+    if not signatures:
+        return Verdict(False, "unsigned: the PDF carries no digital signature",
+                       "chưa ký số: tệp PDF không có chữ ký số")
+    if not roots:
+        return Verdict(False, "no trust roots configured ([results] trust_roots)",
+                       "chưa cấu hình chứng thư gốc tin cậy ([results] trust_roots)")
+    signer = None
+    for index, signature in enumerate(signatures, 1):
+        try:
+            context = ValidationContext(trust_roots=roots, allow_fetching=False)
+            status = await async_validate_pdf_signature(signature, context)
+        except Exception as err:  # a corrupted signature blob raises instead of reporting
+            return Verdict(False, f"signature {index} cannot be validated: {err}",
+                           f"chữ ký số thứ {index} không kiểm tra được: {err}")
+        signer = status.signing_cert.subject.human_friendly
+        if not status.intact:
+            return Verdict(False, f"signature {index}: the signed content was changed after "
+                                  "signing (digest mismatch)",
+                           f"chữ ký số thứ {index}: nội dung đã bị sửa sau khi ký", signer)
+        if not status.trusted:
+            return Verdict(False, f"signature {index}: the signer does not chain to a "
+                                  "configured trust root",
+                           f"chữ ký số thứ {index}: chứng thư số không thuộc tổ chức chứng "
+                           "thực tin cậy", signer)
+        # bottom_line is True even with bytes appended after signing: coverage must be
+        # checked on its own (TECH-NOTES).
+        if index == len(signatures) and status.coverage != SignatureCoverageLevel.ENTIRE_FILE:
+            return Verdict(False, "content was added after the last signature (an incremental "
+                                  "update not covered by any signature)",
+                           "tệp có nội dung được thêm sau chữ ký số cuối cùng", signer)
+        if not status.bottom_line:
+            return Verdict(False, f"signature {index} is not valid",
+                           f"chữ ký số thứ {index} không hợp lệ", signer)
+    return Verdict(True, "valid", "hợp lệ", signer)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Whom a result goes to, and what it answers."""
+
+    to: str
+    case_id: int | None
+    case_code: str | None
+    entry_id: int | None
+    in_reply_to: str | None
+    confidential: bool
+
+
+def match(conn: Connection, cfg: Config, file_name: str, case_code: str | None) -> Target | None:
+    """Find the case (code in the name, or given) or register entry (SD<n>-<year>)."""
+    if case_code is None:
+        found = re.search(rf"({cfg.agency.case_ref_pattern})", file_name)
+        case_code = found.group(1) if found else None
+    if case_code:
+        case = conn.execute(select(cases).where(cases.c.code == case_code)).first()
+        if case is None or not case.applicant_email:
+            return None
+        entry = conn.execute(select(register_entries.c.id, register_entries.c.book)
+                             .where(register_entries.c.case_id == case.id)).first()
+        origin = conn.scalar(select(messages.c.header_message_id)
+                             .where(messages.c.id == case.message_id)) if case.message_id \
+            else None
+        return Target(case.applicant_email, case.id, case.code, entry.id if entry else None,
+                      origin or None, bool(entry and entry.book == "confidential"))
+    if number := _REGISTER_NUMBER.search(file_name):
+        row = conn.execute(
+            select(register_entries.c.id, register_entries.c.book, register_entries.c.case_id,
+                   messages.c.header_message_id, messages.c.sender)
+            .join(messages, messages.c.id == register_entries.c.message_id)
+            .where(register_entries.c.number == int(number.group(1)),
+                   register_entries.c.year == int(number.group(2)),
+                   register_entries.c.book == "incoming")).first()
+        if row is None:
+            return None
+        address = re.search(r"<([^<>@\s]+@[^<>\s]+)>", row.sender)
+        if address is None:
+            return None
+        return Target(address.group(1).lower(), row.case_id, None, row.id,
+                      row.header_message_id or None, False)
+    return None
+
+
+def _text(data: bytes) -> str:
+    try:
+        return pypdf.PdfReader(io.BytesIO(data)).pages[0].extract_text() or ""
+    except Exception:  # the signature already validated; the text is only for the register
+        return ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    sent: bool
+    reason_en: str
+    reason_vi: str
+    outgoing_number: str | None = None
+
+
+def _reject(cfg: Config, engine: Engine, path: Path, en: str, vi: str,
+            move: bool) -> Outcome:
+    with engine.begin() as conn:
+        conn.execute(insert(rejected_results).values(file_name=path.name, reason=en,
+                                                     rejected_at=utcnow()))
+    if move:
+        target = cfg.results.inbox_dir / "rejected"
+        target.mkdir(parents=True, exist_ok=True)
+        (target / f"{path.name}.reason.txt").write_text(
+            f"Không gửi: {vi}\nNot sent: {en}\n", encoding="utf-8")
+        shutil.move(str(path), target / path.name)
+    log.warning("result.rejected", extra={"file": path.name, "reason": en})
+    return Outcome(False, en, vi)
+
+
+async def send_result(cfg: Config, engine: Engine, path: Path, case_code: str | None = None,
+                      move: bool = True) -> Outcome:
+    """Verify, match and queue one result PDF; move it to sent/ or rejected/ (when `move`)."""
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    with engine.connect() as conn:
+        done = conn.execute(select(outgoing_entries.c.number, outgoing_entries.c.year)
+                            .where(outgoing_entries.c.pdf_sha256 == digest)).first()
+        conn.rollback()
+    if done is None:
+        verdict = await verify(data, load_roots(cfg.results.trust_roots))
+        if not verdict.valid:
+            return _reject(cfg, engine, path, verdict.en, verdict.vi, move)
+        now = utcnow()
+        with engine.begin() as conn:
+            target = match(conn, cfg, path.name, case_code)
+            if target is None:
+                conn.rollback()
+                return _reject(cfg, engine, path,
+                               "no case or register entry matches the file name",
+                               "không tìm thấy hồ sơ hoặc số đến khớp với tên tệp", move)
+            if target.confidential:
+                conn.rollback()
+                return _reject(cfg, engine, path,
+                               "the case is confidential: its result never goes by email",
+                               "hồ sơ mật: không gửi kết quả qua thư điện tử", move)
+            year = now.astimezone(cfg.agency.tz).year
+            number = next_number(conn, f"outgoing:{year}")
+            document = extract.from_text(_text(data), path.name)
+            outgoing = (f"{document.number or number}/{document.symbol}"
+                        if document and document.symbol else f"số đi {number}/{year}")
+            email = result(cfg, pdf_sha256=digest, pdf_name=path.name, pdf=data, to=target.to,
+                           case_code=target.case_code, in_reply_to=target.in_reply_to,
+                           outgoing=outgoing, summary=document.summary if document else None,
+                           sent_at=now)
+            conn.execute(insert(outbox).values(
+                header_message_id=message_id(cfg, digest, "result"), message_id=None,
+                action="result", recipients=[target.to], raw=email.as_bytes(),
+                state="pending", attempts=0, next_attempt_at=now, created_at=now))
+            conn.execute(insert(outgoing_entries).values(
+                year=year, number=number, pdf_sha256=digest, file_name=path.name,
+                case_id=target.case_id, register_entry_id=target.entry_id,
+                document=document.as_json() if document else None, signer=verdict.signer,
+                recipients=[target.to], sent_at=now,
+                outbox_message_id=message_id(cfg, digest, "result")))
+            if target.case_id is not None:
+                conn.execute(update(cases).where(cases.c.id == target.case_id)
+                             .values(status="result_returned"))
+        log.info("result.queued", extra={"file": path.name, "to": target.to,
+                                         "outgoing": number})
+        done_number = f"{number}/{year}"
+    else:
+        done_number = f"{done.number}/{done.year}"
+    if move:
+        sent = cfg.results.inbox_dir / "sent"
+        sent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), sent / path.name)
+    return Outcome(True, "sent", "đã gửi", done_number)
+
+
+async def scan_inbox(cfg: Config, engine: Engine) -> int:
+    """Handle every settled PDF in the results folder; return how many were handled."""
+    folder = cfg.results.inbox_dir
+    if not folder.is_dir():
+        return 0
+    handled = 0
+    for path in sorted(folder.glob("*.pdf")) + sorted(folder.glob("*.PDF")):
+        if time.time() - path.stat().st_mtime < SETTLE_SECONDS:
+            continue
+        try:
+            await send_result(cfg, engine, path)
+        except OSError as err:
+            log.error("result.io_error", extra={"file": path.name, "error": str(err)})
+            continue
+        handled += 1
+    return handled
+
+
+def since(engine: Engine, start: datetime) -> tuple[list[Any], list[Any]]:
+    """Results queued and results refused since `start`, for the digest."""
+    with engine.connect() as conn:
+        sent = conn.execute(select(outgoing_entries).where(
+            outgoing_entries.c.sent_at >= start).order_by(outgoing_entries.c.id)).all()
+        refused = conn.execute(select(rejected_results).where(
+            rejected_results.c.rejected_at >= start).order_by(rejected_results.c.id)).all()
+        conn.rollback()
+    return list(sent), list(refused)
