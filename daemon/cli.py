@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from daemon import __version__, config, log
 from daemon import rules as rules_module
-from daemon.db import checkpoints, make_engine, messages, outbox, register_entries, upgrade
+from daemon.db import checkpoints, make_engine, messages, outbox, reading, register_entries, upgrade
 from daemon.errors import EX_CONFIG, ConfigError, Problem
 from daemon.models import State
 
@@ -105,7 +105,7 @@ def cmd_register(args: argparse.Namespace) -> int:
              .outerjoin(cases, cases.c.id == register_entries.c.case_id)
              .where(register_entries.c.year == year)
              .order_by(register_entries.c.book, register_entries.c.number))
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(query).all()
     entries = [{
         "book": r.book, "year": r.year, "number": r.number,
@@ -130,14 +130,21 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _config(args)
     engine = _engine(cfg)
-    with engine.connect() as conn:
-        states = dict(conn.execute(select(messages.c.state, func.count())
-                                   .group_by(messages.c.state)).all())
-        out_states = dict(conn.execute(select(outbox.c.state, func.count())
-                                       .group_by(outbox.c.state)).all())
+    with reading(engine) as conn:
+        states = {str(k): int(v) for k, v in conn.execute(
+            select(messages.c.state, func.count()).group_by(messages.c.state)).all()}
+        out_states = {str(k): int(v) for k, v in conn.execute(
+            select(outbox.c.state, func.count()).group_by(outbox.c.state)).all()}
         boxes = conn.execute(select(checkpoints)).all()
+    from daemon import digest as digest_module
+
+    now = datetime.now(UTC)
+    upcoming = [digest_module.latest_period(cfg, now + timedelta(hours=h))
+                for h in range(1, 25)]
+    next_digest = min(p for p in upcoming if p > now.astimezone(cfg.agency.tz))
     report = {
         "version": __version__,
+        "next_jobs": {"digest": next_digest.isoformat()},
         "messages": states,
         "outbox": out_states,
         "quarantine": states.get(State.QUARANTINED, 0),
@@ -157,7 +164,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     cfg = _config(args)
     engine = _engine(cfg)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(select(messages.c.id, messages.c.stored_at, messages.c.sender,
                                    messages.c.subject, messages.c.last_error)
                             .where(messages.c.state == State.QUARANTINED)
@@ -227,6 +234,38 @@ def cmd_send_result(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_digest(args: argparse.Namespace) -> int:
+    from daemon import digest
+    from daemon.db import digests
+    from daemon.send import Sender
+
+    cfg = _config(args)
+    ruleset = rules_module.load(cfg.rules.dir)
+    engine = _engine(cfg)
+    now = datetime.now(UTC)
+    report = digest.build(engine, cfg, ruleset, digest.since_last(engine, cfg, now), now)
+    if not args.send:
+        print(report.text)
+        return 0
+    to = digest.recipients(cfg, ruleset, now.astimezone(cfg.agency.tz))
+    if not to:
+        print("no recipients: set [digest] to", file=sys.stderr)
+        return 1
+    key = f"manual-{now.astimezone(cfg.agency.tz):%Y-%m-%dT%H:%M:%S}"
+    email = digest.compose(cfg, report, to, key, now)
+    from sqlalchemy import insert
+
+    with engine.begin() as conn:
+        conn.execute(insert(digests).values(period=key, sent_at=now))
+        conn.execute(insert(outbox).values(
+            header_message_id=str(email["Message-ID"]), message_id=None, action="digest",
+            recipients=to, raw=email.as_bytes(), state="pending", attempts=0,
+            next_attempt_at=now, created_at=now))
+    sent = asyncio.run(Sender(engine, cfg.smtp).drain(only=str(email["Message-ID"])))
+    print(f"digest sent to {', '.join(to)}" if sent else "digest queued; sending deferred")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
@@ -260,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", default="rules/tests", help="expectations (rules test)")
     p.add_argument("--since", default=datetime.now(UTC).date().isoformat(),
                    help="replay mail stored since this date (YYYY-MM-DD)")
+    p = command("digest", cmd_digest, "the digest: print it, or send it now")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print it (the default)")
+    mode.add_argument("--send", action="store_true", help="send it now")
     p = command("send-result", cmd_send_result, "send a signed result PDF for a case")
     p.add_argument("pdf")
     p.add_argument("--case", help="the case code (default: read from the file name)")

@@ -66,7 +66,7 @@ def _render(title: str, intro: list[str], rows: list[tuple[str, str]],
     return nfc(text), nfc(markup)
 
 
-def _set_text_header(msg: EmailMessage, name: str, value: str) -> None:
+def set_text_header(msg: EmailMessage, name: str, value: str) -> None:
     """Set a header that may hold Vietnamese text, RFC 2047-encoded by `email.header`.
 
     The modern policy's own folder drops the space between two encoded words
@@ -82,7 +82,7 @@ def _envelope(cfg: Config, ctx: Context, action: Action, subject: str) -> EmailM
     msg = EmailMessage(policy=SMTP)
     msg.set_raw("From", formataddr((cfg.agency.name, cfg.smtp.from_), charset="utf-8"))
     msg["To"] = ", ".join(action.to)
-    _set_text_header(msg, "Subject", header_safe(subject, 250))
+    set_text_header(msg, "Subject", header_safe(subject, 250))
     msg["Date"] = format_datetime(ctx.received_at.astimezone(cfg.agency.tz))
     msg["Message-ID"] = message_id(cfg, ctx.sha256, action.action)
     # RFC 3834: our mail is machine-made; well-behaved responders will not answer it.

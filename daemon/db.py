@@ -7,6 +7,8 @@ the write lock from its first read and two writers cannot both read the same val
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Connection,
     CursorResult,
     Date,
     DateTime,
@@ -251,7 +254,23 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock at BEGIN; readers (see `reading`) do not, so they never
+        # wait for, or hold up, a writer (WAL gives them a consistent snapshot).
+        if conn.get_execution_options().get("vanthu_read"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only: a plain (deferred) transaction, rolled back at the end."""
+    with engine.connect() as conn:
+        conn.execution_options(vanthu_read=True)
+        try:
+            yield conn
+        finally:
+            conn.rollback()
 
 
 def make_engine(url: str) -> Engine:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from daemon import config, log
 from daemon import rules as rules_module
-from daemon.db import messages, outbox
+from daemon.db import messages, outbox, reading
 from daemon.localservers import Dovecot, SmtpSink, dovecot_available
 from daemon.models import State
 
@@ -91,7 +91,7 @@ def run_demo(directory: Path | None, mails: list[str] | None) -> int:
             deadline = time.monotonic() + 120
 
             def finished() -> bool:
-                with daemon.engine.connect() as conn:
+                with reading(daemon.engine) as conn:
                     total = conn.scalar(select(func.count()).select_from(messages))
                     busy = conn.scalar(select(func.count()).select_from(messages).where(
                         messages.c.state.in_([State.STORED, State.ROUTED])))

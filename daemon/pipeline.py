@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from daemon import compose, faults
 from daemon.config import Config
-from daemon.db import cases, messages, outbox, register_entries, utcnow
+from daemon.db import cases, messages, outbox, reading, register_entries, utcnow
 from daemon.errors import BadMessage
 from daemon.models import (
     Assignment,
@@ -93,7 +93,7 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
 
     With a `pool` the mails are read in worker processes, else in this one.
     """
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(
             select(messages.c.id, messages.c.sha256, messages.c.stored_at, messages.c.attempts)
             .where(messages.c.state == State.STORED).order_by(messages.c.id).limit(limit)
@@ -117,7 +117,7 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
     readings: list[Reading | BadMessage | Exception | None] = [
         BadMessage(f"stored file unreadable: {raw}") if isinstance(raw, OSError)
         else next(results) for raw in raws]
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         work = [_think(cfg, rules, conn, row, reading)
                 for row, reading in zip(rows, readings, strict=True) if reading is not None]
         conn.rollback()

@@ -36,6 +36,7 @@ from daemon.db import (
     messages,
     outbox,
     outgoing_entries,
+    reading,
     register_entries,
     rejected_results,
     utcnow,
@@ -195,7 +196,7 @@ async def send_result(cfg: Config, engine: Engine, path: Path, case_code: str | 
     """Verify, match and queue one result PDF; move it to sent/ or rejected/ (when `move`)."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         done = conn.execute(select(outgoing_entries.c.number, outgoing_entries.c.year)
                             .where(outgoing_entries.c.pdf_sha256 == digest)).first()
         conn.rollback()
@@ -270,7 +271,7 @@ async def scan_inbox(cfg: Config, engine: Engine) -> int:
 
 def since(engine: Engine, start: datetime) -> tuple[list[Any], list[Any]]:
     """Results queued and results refused since `start`, for the digest."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         sent = conn.execute(select(outgoing_entries).where(
             outgoing_entries.c.sent_at >= start).order_by(outgoing_entries.c.id)).all()
         refused = conn.execute(select(rejected_results).where(

@@ -15,7 +15,7 @@ import yaml
 from sqlalchemy import Engine, select
 
 from daemon.config import Config
-from daemon.db import messages
+from daemon.db import messages, reading
 from daemon.errors import BadMessage
 from daemon.models import Decision, Hold
 from daemon.register import DbCases
@@ -89,7 +89,7 @@ def replay(cfg: Config, rules: RuleSet, engine: Engine, since: date) -> Iterator
     """Re-evaluate mail stored since `since`; yield a line for each that would go otherwise."""
     store = MailStore(cfg.storage.data_dir)
     start = datetime.combine(since, datetime.min.time(), cfg.agency.tz)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(select(messages.c.id, messages.c.sha256, messages.c.stored_at,
                                    messages.c.subject, messages.c.decision)
                             .where(messages.c.stored_at >= start,

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select, update
 
 from daemon import faults
 from daemon.config import SmtpConfig
-from daemon.db import messages, outbox, utcnow
+from daemon.db import messages, outbox, reading, utcnow
 from daemon.errors import SendDeferred, SendRejected
 from daemon.models import OutboxState, State
 
@@ -55,14 +55,16 @@ class Sender:
             tls_context=context, local_hostname="vanthu.localdomain",
         )
 
-    def _due(self, limit: int) -> list[Any]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(outbox.c.id, outbox.c.recipients, outbox.c.raw, outbox.c.attempts,
-                       outbox.c.message_id, outbox.c.header_message_id)
-                .where(outbox.c.state == OutboxState.PENDING,
-                       outbox.c.next_attempt_at <= utcnow())
-                .order_by(outbox.c.id).limit(limit)).all()
+    def _due(self, limit: int, only: str | None = None) -> list[Any]:
+        query = (select(outbox.c.id, outbox.c.recipients, outbox.c.raw, outbox.c.attempts,
+                        outbox.c.message_id, outbox.c.header_message_id)
+                 .where(outbox.c.state == OutboxState.PENDING,
+                        outbox.c.next_attempt_at <= utcnow())
+                 .order_by(outbox.c.id).limit(limit))
+        if only is not None:
+            query = query.where(outbox.c.header_message_id == only)
+        with reading(self.engine) as conn:
+            rows = conn.execute(query).all()
             conn.rollback()
         return list(rows)
 
@@ -105,10 +107,10 @@ class Sender:
             log.warning("outbox.partly_refused", extra={"outbox": row.id,
                                                         "refused": sorted(errors)})
 
-    async def drain(self, limit: int = 50) -> int:
-        """Send what is due; return how many rows were sent."""
+    async def drain(self, limit: int = 50, only: str | None = None) -> int:
+        """Send what is due (or only the row with Message-ID `only`); return how many."""
         sent = 0
-        rows = self._due(limit)
+        rows = self._due(limit, only)
         if not rows:
             return 0
         client = self._client()

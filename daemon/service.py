@@ -14,9 +14,13 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon import results
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from daemon import digest, results
 from daemon import rules as rules_module
 from daemon.config import Config
 from daemon.db import make_engine, upgrade
@@ -110,6 +114,31 @@ class Daemon:
             if not sent:
                 await self._wait(self.wake_sender, 15.0)
 
+    async def _digest_job(self) -> None:
+        """Queue the digest of the latest due period, unless already sent (idempotent)."""
+        try:
+            key = await asyncio.to_thread(digest.send_due, self.engine, self.cfg, self.rules,
+                                          datetime.now(UTC))
+        except Exception:  # bulkhead: the next period (or the next start) tries again
+            log.exception("digest.failed")
+            return
+        if key:
+            log.info("digest.queued", extra={"period": key})
+            self.wake_sender.set()
+
+    def _scheduler(self) -> AsyncIOScheduler:
+        """APScheduler 3 on our event loop: the digest at each configured time (jobs in memory;
+        what was sent is in the `digests` table)."""
+        tz = self.cfg.agency.tz
+        scheduler = AsyncIOScheduler(timezone=tz, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
+        for moment in self.cfg.digest.times:
+            hour, minute = (int(x) for x in moment.split(":"))
+            scheduler.add_job(self._digest_job, CronTrigger(hour=hour, minute=minute,
+                                                            timezone=tz),
+                              id=f"digest-{moment}", name=f"digest {moment}")
+        return scheduler
+
     async def _results_loop(self) -> None:
         """Send the signed results the clerk drops in the results folder."""
         while not self.stopping.is_set():
@@ -172,6 +201,9 @@ class Daemon:
                 thread.start()
                 threads.append(thread)
         await asyncio.to_thread(self.pool.start)
+        scheduler = self._scheduler()
+        scheduler.start()
+        await self._digest_job()  # a period missed while we were down is sent now
         tasks = [asyncio.create_task(self._pipeline_loop()),
                  asyncio.create_task(self._sender_loop()),
                  asyncio.create_task(self._watchdog()),
@@ -186,6 +218,7 @@ class Daemon:
                 self.stopping.set()
         sd_notify("STOPPING=1")
         log.info("daemon.stopping")
+        scheduler.shutdown(wait=False)
         self.stop_threads.set()
         for watcher in self.watchers:
             watcher.nudge.set()

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from daemon import faults
-from daemon.db import checkpoints, locations, messages, new_id, utcnow
+from daemon.db import checkpoints, locations, messages, new_id, reading, utcnow
 from daemon.models import State
 from daemon.textnorm import header_safe, nfc
 
@@ -196,7 +196,7 @@ def record_fetch(engine: Engine, mailbox: str, folder: str, error: str | None) -
 def pending_moves(engine: Engine, mailbox: str, folder: str,
                   uidvalidity: int) -> dict[str, list[int]]:
     """UIDs in this folder whose routed mail a rule wants moved, by target folder."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(
             select(messages.c.move_to, locations.c.uid)
             .join(locations, locations.c.message_id == messages.c.id)

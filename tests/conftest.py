@@ -153,6 +153,9 @@ dir = "{RULES}"
 
 [security]
 authserv_id = "{AUTHSERV_ID}"
+
+[digest]
+to = []
 {extra}
 """, encoding="utf-8")
     return path

@@ -1,0 +1,246 @@
+"""The digest: a Vietnamese report to the leaders at fixed hours (default 06:00, 12:00, 18:00).
+
+A period is sent once: it is claimed by inserting its key in the `digests` table in the same
+transaction as its outbox row, so a restart or a second daemon finds it taken. At start the
+latest due period is sent if it was missed while the daemon was down. Building is read-only.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+from typing import Any
+
+from sqlalchemy import Engine, and_, insert, or_, select
+
+from daemon.compose import set_text_header
+from daemon.config import Config
+from daemon.db import (
+    cases,
+    checkpoints,
+    digests,
+    messages,
+    outbox,
+    outgoing_entries,
+    reading,
+    register_entries,
+    rejected_results,
+    utcnow,
+)
+from daemon.models import State
+from daemon.route import resolve
+from daemon.rules import RuleSet, Targets
+from daemon.textnorm import nfc
+
+KIND_NAMES = {"document": "Văn bản đến", "dossier": "Hồ sơ", "reply": "Thư trả lời hồ sơ",
+              "auto": "Thư trả lời tự động", "bounce": "Thư báo lỗi", "bulk": "Thư hàng loạt",
+              "spam": "Thư rác", "other": "Thư khác"}
+
+
+def _times(cfg: Config) -> list[time]:
+    return sorted(time(int(t[:2]), int(t[3:])) for t in cfg.digest.times)
+
+
+def latest_period(cfg: Config, now: datetime) -> datetime:
+    """The most recent scheduled digest time at or before `now`, in the agency's zone."""
+    local = now.astimezone(cfg.agency.tz)
+    for day in (local.date(), local.date() - timedelta(days=1)):
+        for moment in reversed(_times(cfg)):
+            candidate = datetime.combine(day, moment, cfg.agency.tz)
+            if candidate <= local:
+                return candidate
+    raise ValueError("no digest time configured")
+
+
+def previous_period(cfg: Config, period: datetime) -> datetime:
+    return latest_period(cfg, period - timedelta(seconds=1))
+
+
+def period_key(period: datetime) -> str:
+    return period.strftime("%Y-%m-%dT%H:%M")
+
+
+@dataclass(frozen=True)
+class Digest:
+    subject: str
+    text: str
+    html: str
+
+
+def _section(title: str, lines: list[str]) -> tuple[str, list[str]]:
+    return title, lines or ["(không có)"]
+
+
+def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
+          end: datetime) -> Digest:
+    """What happened between `start` and `end`, and what needs attention now."""
+    tz = cfg.agency.tz
+    today = end.astimezone(tz).date()
+    with reading(engine) as conn:
+        kinds = Counter(conn.scalars(select(messages.c.kind).where(
+            messages.c.stored_at >= start, messages.c.stored_at < end)))
+        arrived = conn.execute(
+            select(register_entries).where(register_entries.c.received_at >= start,
+                                           register_entries.c.received_at < end)
+            .order_by(register_entries.c.book, register_entries.c.number)).all()
+        results_sent = conn.execute(select(outgoing_entries).where(
+            outgoing_entries.c.sent_at >= start, outgoing_entries.c.sent_at < end)).all()
+        refused = conn.execute(select(rejected_results).where(
+            rejected_results.c.rejected_at >= start, rejected_results.c.rejected_at < end)).all()
+        failed = conn.execute(select(outbox.c.action, outbox.c.recipients, outbox.c.last_error)
+                              .where(outbox.c.state == "failed")).all()
+        held = conn.execute(select(messages.c.id, messages.c.sender, messages.c.subject,
+                                   messages.c.last_error)
+                            .where(messages.c.state == State.QUARANTINED)).all()
+        due = conn.execute(
+            select(register_entries.c.number, register_entries.c.year,
+                   register_entries.c.deadline, register_entries.c.lead_department,
+                   register_entries.c.document, cases.c.code, cases.c.status)
+            .outerjoin(cases, cases.c.id == register_entries.c.case_id)
+            .where(register_entries.c.deadline.is_not(None),
+                   register_entries.c.deadline <= today,
+                   or_(cases.c.status.is_(None), cases.c.status != "result_returned"))
+            .order_by(register_entries.c.deadline)).all()
+        boxes = conn.execute(select(checkpoints)).all()
+        conn.rollback()
+    sections: list[tuple[str, list[str]]] = []
+
+    counts = [f"{KIND_NAMES.get(k or 'other', k)}: {n}" for k, n in sorted(
+        kinds.items(), key=lambda kv: -kv[1])]
+    sections.append(_section("Thư nhận được", counts))
+
+    def line(entry: Any) -> str:
+        doc = entry.document or {}
+        book = "MẬT " if entry.book == "confidential" else ""
+        number = f"{book}số đến {entry.number}/{entry.year}"
+        symbol = f"{doc.get('number') or '...'}/{doc.get('symbol')}" if doc.get("symbol") \
+            else ""
+        summary = "" if entry.book == "confidential" else (doc.get("summary") or "")
+        urgency = f"[{doc['urgency'].upper()}] " if doc.get("urgency") else ""
+        who = doc.get("issuer") or entry.sender
+        forwarded = f" → {', '.join(entry.recipients)}" if entry.recipients else ""
+        return nfc(f"{urgency}{number} · {who} · {symbol} · {summary}{forwarded}"
+                   .replace(" ·  · ", " · ").strip(" ·"))
+
+    def weight(entry: Any) -> int:
+        """Hỏa tốc, Thượng khẩn, Khẩn first (in that order), then confidential, then the rest."""
+        doc = entry.document or {}
+        levels = {"Hỏa tốc": 0, "Thượng khẩn": 1, "Khẩn": 2}
+        return levels.get(doc.get("urgency") or "", 3 if entry.book == "confidential" else 4)
+
+    sections.append(_section("Văn bản, hồ sơ đã vào sổ (khẩn và mật trước)",
+                             [line(e) for e in sorted(arrived, key=weight)]))
+    sections.append(_section("Kết quả đã gửi", [
+        f"số đi {r.number}/{r.year} · {r.file_name} → {', '.join(r.recipients)}"
+        for r in results_sent]))
+    sections.append(_section("Kết quả bị từ chối (không gửi)", [
+        f"{r.file_name}: {r.reason}" for r in refused]))
+    sections.append(_section("Thư không gửi được", [
+        f"{r.action} → {', '.join(r.recipients)}: {r.last_error}" for r in failed]))
+    sections.append(_section("Thư đang giữ lại chờ văn thư xem (cách ly)", [
+        f"#{r.id} {r.sender} · {r.subject}: {r.last_error}" for r in held]))
+    sections.append(_section("Hạn giải quyết hôm nay và quá hạn", [
+        f"{'QUÁ HẠN' if r.deadline < today else 'Đến hạn'} {r.deadline:%d/%m/%Y} · "
+        f"số đến {r.number}/{r.year}{' · ' + r.code if r.code else ''} · "
+        f"chủ trì: {r.lead_department or '?'}" for r in due]))
+    away = [a for a in rules.absences if a.start <= today <= a.end]
+    absences = []
+    for absence in away:
+        person = rules.people[absence.person]
+        _, notes = resolve(rules, Targets(people=(absence.person,)), today, "")
+        absences.append(f"{person.name} vắng ({absence.reason}) đến hết "
+                        f"{absence.end:%d/%m/%Y}: {'; '.join(notes)}")
+    sections.append(_section("Lãnh đạo vắng mặt và người nhận thay", absences))
+    health = []
+    for box in boxes:
+        last = box.last_fetch_at.astimezone(tz).strftime("%H:%M %d/%m/%Y") \
+            if box.last_fetch_at else "chưa lần nào"
+        error = f" · LỖI: {box.last_error}" if box.last_error and (
+            not box.last_fetch_at or (box.last_error_at and box.last_error_at > box.last_fetch_at)
+        ) else ""
+        health.append(f"{box.mailbox}/{box.folder}: nhận thư lần cuối {last}{error}")
+    sections.append(_section("Tình trạng hộp thư", health))
+
+    window = (f"từ {start.astimezone(tz):%H:%M %d/%m/%Y} "
+              f"đến {end.astimezone(tz):%H:%M %d/%m/%Y}")
+    subject = (f"Báo cáo văn thư {end.astimezone(tz):%H:%M %d/%m/%Y}: "
+               f"{len(arrived)} văn bản, hồ sơ vào sổ")
+    text = [subject, window, ""]
+    markup = [f"<h2>{html.escape(subject)}</h2><p>{html.escape(window)}</p>"]
+    for title, items in sections:
+        text += [title.upper(), *(f"- {i}" for i in items), ""]
+        markup.append(f"<h3>{html.escape(title)}</h3><ul>"
+                      + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
+    return Digest(nfc(subject), nfc("\n".join(text)),
+                  nfc("<!DOCTYPE html><html lang='vi'><body>" + "".join(markup)
+                      + "</body></html>"))
+
+
+def recipients(cfg: Config, rules: RuleSet, on: datetime) -> list[str]:
+    """`[digest] to`: addresses as given; roles and people resolved, stand-ins applied."""
+    addresses = [t.lower() for t in cfg.digest.to if "@" in t]
+    roles = tuple(t for t in cfg.digest.to if "@" not in t and t not in rules.people)
+    people = tuple(t for t in cfg.digest.to if t in rules.people)
+    resolved, _ = resolve(rules, Targets(roles=roles, people=people), on.date(), "")
+    return list(dict.fromkeys([*addresses, *resolved]))
+
+
+def compose(cfg: Config, digest: Digest, to: list[str], key: str,
+            when: datetime) -> EmailMessage:
+    msg = EmailMessage(policy=SMTP)
+    msg.set_raw("From", formataddr((cfg.agency.name, cfg.smtp.from_), charset="utf-8"))
+    msg["To"] = ", ".join(to)
+    set_text_header(msg, "Subject", digest.subject)
+    msg["Date"] = format_datetime(when.astimezone(cfg.agency.tz))
+    msg["Message-ID"] = f"<digest.{key.replace(':', '')}@{cfg.agency.message_id_domain}>"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Vanthu-Action"] = "digest"
+    msg.set_content(digest.text)
+    msg.add_alternative(digest.html, subtype="html")
+    return msg
+
+
+def send_due(engine: Engine, cfg: Config, rules: RuleSet, now: datetime) -> str | None:
+    """Queue the digest of the latest due period unless it was already sent; its key or None.
+
+    The report is built from a read snapshot first; the period is then claimed and its
+    outbox row written in one transaction, so it is queued once whoever asks.
+    """
+    period = latest_period(cfg, now)
+    key = period_key(period)
+    with reading(engine) as conn:
+        if conn.scalar(select(digests.c.period).where(digests.c.period == key)):
+            return None
+        last = conn.scalar(select(digests.c.period).where(digests.c.period.not_like("manual%"))
+                           .order_by(digests.c.period.desc()))
+    start = (datetime.strptime(last, "%Y-%m-%dT%H:%M").replace(tzinfo=cfg.agency.tz)
+             if last else previous_period(cfg, period))
+    report = build(engine, cfg, rules, start, period)
+    to = recipients(cfg, rules, period)
+    email = compose(cfg, report, to, key, period)
+    with engine.begin() as conn:
+        if conn.scalar(select(digests.c.period).where(digests.c.period == key)):
+            return None  # another daemon claimed it meanwhile
+        conn.execute(insert(digests).values(period=key, sent_at=utcnow()))
+        if to:
+            conn.execute(insert(outbox).values(
+                header_message_id=str(email["Message-ID"]), message_id=None, action="digest",
+                recipients=to, raw=email.as_bytes(), state="pending", attempts=0,
+                next_attempt_at=utcnow(), created_at=utcnow()))
+    return key
+
+
+def since_last(engine: Engine, cfg: Config, now: datetime) -> datetime:
+    """Start of the window a manual digest covers: the last period sent, else a day ago."""
+    with reading(engine) as conn:
+        last = conn.scalar(select(digests.c.period).where(
+            and_(digests.c.period.not_like("manual%"))).order_by(digests.c.period.desc()))
+        conn.rollback()
+    if last:
+        return datetime.strptime(last, "%Y-%m-%dT%H:%M").replace(tzinfo=cfg.agency.tz)
+    return now - timedelta(days=1)
