@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
+from daemon import receipt
 from daemon.config import Config
 from daemon.models import Action, Document, Kind, ParsedMail, Understanding
+from daemon.receipt import ReceiptFields
+from daemon.rules import Procedure
 from daemon.textnorm import header_safe, nfc
 
 URGENCY_TAG = {"Hỏa tốc": "HỎA TỐC", "Thượng khẩn": "THƯỢNG KHẨN", "Khẩn": "KHẨN"}
@@ -33,6 +36,8 @@ class Context:
     number: int | None = None
     year: int | None = None
     case_code: str | None = None
+    procedure: Procedure | None = None
+    appointment: date | None = None
 
 
 def message_id(cfg: Config, sha256: str, action: str) -> str:
@@ -171,23 +176,19 @@ def notify(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
 
 def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
                 und: Understanding) -> EmailMessage:
-    """The acknowledgement of receipt to the sender, threaded to their mail."""
+    """The acknowledgement of receipt to the sender, threaded to their mail. A dossier gets
+    the receipt slip (Giấy tiếp nhận hồ sơ và hẹn trả kết quả), in the mail and as a PDF."""
+    if und.kind is Kind.DOSSIER and ctx.case_code:
+        return _receipt(cfg, ctx, action, mail, und)
     subject = f"Xác nhận đã nhận: {mail.subject}" if mail.subject else "Xác nhận đã nhận thư"
     if ctx.case_code:
         subject = f"[{ctx.case_code}] {subject}"
     msg = _envelope(cfg, ctx, action, subject)
-    if mail.message_id:
-        msg["In-Reply-To"] = mail.message_id
-        msg["References"] = mail.message_id
+    _thread(msg, mail)
     received = f"{ctx.received_at.astimezone(cfg.agency.tz):%H:%M ngày %d/%m/%Y}"
     intro = [f"{cfg.agency.name} xác nhận đã nhận thư của Quý cơ quan/ông/bà lúc {received}."]
     rows: list[tuple[str, str]] = []
-    if und.kind is Kind.DOSSIER and ctx.case_code:
-        intro.append("Hồ sơ đã được tiếp nhận và chuyển bộ phận có thẩm quyền xem xét, "
-                     "giải quyết.")
-        rows.append(("Mã hồ sơ", ctx.case_code))
-        rows.append(("Số tệp nhận được", str(len(mail.attachments))))
-    elif und.kind is Kind.REPLY and und.case_ref:
+    if und.kind is Kind.REPLY and und.case_ref:
         rows.append(("Mã hồ sơ", und.case_ref))
     if reg := _register_line(ctx):
         rows.append(("Đăng ký", reg))
@@ -198,6 +199,42 @@ def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     text, markup = _render("Giấy xác nhận đã nhận", intro, rows, outro)
     msg.set_content(text)
     msg.add_alternative(markup, subtype="html")
+    return msg
+
+
+def _thread(msg: EmailMessage, mail: ParsedMail) -> None:
+    if mail.message_id:
+        msg["In-Reply-To"] = mail.message_id
+        msg["References"] = mail.message_id
+
+
+def receipt_fields(cfg: Config, ctx: Context, mail: ParsedMail,
+                   und: Understanding) -> ReceiptFields:
+    received = ctx.received_at.astimezone(cfg.agency.tz)
+    person = und.applicant
+    return ReceiptFields(
+        agency=cfg.agency.name, result_place=cfg.agency.result_place,
+        code=ctx.case_code or "", applicant=person.name if person else None,
+        email=person.email if person else mail.sender.email,
+        phone=person.phone if person else None,
+        procedure=ctx.procedure.name if ctx.procedure else None,
+        days=ctx.procedure.days if ctx.procedure else None,
+        documents=tuple(a.name for a in mail.attachments),
+        received=f"{received:%H} giờ {received:%M} phút, ngày {received:%d/%m/%Y}",
+        appointment=f"{ctx.appointment:%d/%m/%Y}" if ctx.appointment else None)
+
+
+def _receipt(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
+             und: Understanding) -> EmailMessage:
+    msg = _envelope(cfg, ctx, action,
+                    f"[{ctx.case_code}] Giấy tiếp nhận hồ sơ và hẹn trả kết quả")
+    _thread(msg, mail)
+    fields = receipt_fields(cfg, ctx, mail, und)
+    text, markup = receipt.render(fields, cfg.rules.dir)
+    msg.set_content(text)
+    msg.add_alternative(markup, subtype="html")
+    msg.add_attachment(receipt.pdf(fields), maintype="application", subtype="pdf",
+                       filename=f"Giay tiep nhan {ctx.case_code}.pdf")
     return msg
 
 

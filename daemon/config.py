@@ -60,6 +60,8 @@ class AgencyConfig:
     case_ref_pattern: str = r"HS-\d{4}-\d{6}|[0-9A-Z.]+-\d{6}-\d{4}"
     # Domain of the Message-IDs vanthu writes.
     message_id_domain: str = "vanthu.invalid"
+    # Where applicants receive results, as printed on the receipt slip.
+    result_place: str = "Bộ phận Tiếp nhận và Trả kết quả"
 
     @property
     def tz(self) -> ZoneInfo:
@@ -157,6 +159,9 @@ class CalendarConfig:
 
     days_off: tuple[date, ...] = ()  # extra days off
     working_days: tuple[date, ...] = ()  # swapped Saturdays that are worked
+    cutoff: str = "16:00"  # a dossier received after this counts from the next working day
+    result_weekday: int | None = None  # results returned on this weekday only (0 = Monday)
+    remind_days: int = 2  # remind the lead department this many working days before
 
     def work_calendar(self) -> WorkCalendar:
         return _calendar(self.days_off, self.working_days)
@@ -334,7 +339,7 @@ def parse(
 
     t = r.table(data, "agency")
     r.unknown(t, "agency", {"name", "code", "timezone", "addresses", "case_code_format",
-                            "case_ref_pattern", "message_id_domain"})
+                            "case_ref_pattern", "message_id_domain", "result_place"})
     default_agency = AgencyConfig()
     agency = AgencyConfig(
         name=r.take(t, "agency", "name", str, default_agency.name),
@@ -347,6 +352,7 @@ def parse(
                                 default_agency.case_ref_pattern, _regex),
         message_id_domain=r.take(t, "agency", "message_id_domain", str,
                                  default_agency.message_id_domain),
+        result_place=r.take(t, "agency", "result_place", str, default_agency.result_place),
     )
 
     t = r.table(data, "storage")
@@ -454,7 +460,8 @@ def parse(
     digest = DigestConfig(times=times, to=r.strings(t, "digest", "to", DigestConfig.to))
 
     t = r.table(data, "calendar")
-    r.unknown(t, "calendar", {"days_off", "working_days"})
+    r.unknown(t, "calendar", {"days_off", "working_days", "cutoff", "result_weekday",
+                              "remind_days"})
     days: dict[str, tuple[date, ...]] = {}
     for key in ("days_off", "working_days"):
         values = r.take(t, "calendar", key, list, [])
@@ -462,7 +469,13 @@ def parse(
             r.error(f"calendar.{key}", "expected a list of dates (YYYY-MM-DD, unquoted)")
             values = []
         days[key] = tuple(values)
-    calendar = CalendarConfig(days["days_off"], days["working_days"])
+    cutoff = r.take(t, "calendar", "cutoff", str, "16:00",
+                    lambda v: None if _hhmm(v) else "must be HH:MM")
+    weekday = r.take(t, "calendar", "result_weekday", int, -1,
+                     lambda v: None if 0 <= v <= 6 else "must be 0 (Monday) to 6 (Sunday)")
+    calendar = CalendarConfig(days["days_off"], days["working_days"], cutoff,
+                              None if weekday < 0 else weekday,
+                              r.take(t, "calendar", "remind_days", int, 2, _positive))
 
     if r.problems:
         raise ConfigError(r.problems)

@@ -148,10 +148,31 @@ cases = Table(
     Column("applicant_name", Text),
     Column("applicant_email", Text),
     Column("applicant_phone", Text),
-    Column("procedure", Text),
+    Column("procedure", Text),  # the catalogue's name
+    Column("procedure_id", String(100)),
     Column("message_id", ForeignKey("messages.id")),
     Column("lead_department", String(100)),
-    Column("deadline", Date),
+    Column("deadline", Date),  # the appointment date (ngày hẹn trả kết quả)
+    Column("paused_at", Date),  # supplements requested: the clock stands still since then
+    Column("apology_sent_at", UTCDateTime),  # the apology with a new date goes once
+)
+
+# Everything that happens to a case, appended, never changed.
+case_events = Table(
+    "case_events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("case_id", ForeignKey("cases.id"), nullable=False, index=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("detail", JSON),
+)
+
+# Reminders sent, so that each goes once a day whoever runs the job.
+reminders = Table(
+    "reminders", metadata,
+    Column("case_id", ForeignKey("cases.id"), primary_key=True),
+    Column("day", Date, primary_key=True),
 )
 
 # Message-IDs of mail vanthu sent or registered for a case, so replies can be linked.

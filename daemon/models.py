@@ -251,6 +251,7 @@ class Decision:
     rules: tuple[RuleTrace, ...]
     actions: tuple[Action, ...]
     effects: tuple[Effect, ...] = ()
+    procedure: str | None = None  # a dossier's procedure, from the catalogue
 
     def as_json(self) -> list[dict[str, Any]]:
         return [a.as_json() for a in self.actions] + [e.as_json() for e in self.effects]

@@ -17,11 +17,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
+from daemon import cases as cases_module
 from daemon import compose, faults
 from daemon.config import Config
 from daemon.db import cases, messages, outbox, reading, register_entries, utcnow
 from daemon.errors import BadMessage
 from daemon.models import (
+    Action,
     Assignment,
     Decision,
     Hold,
@@ -42,6 +44,8 @@ from daemon.workers import ReadPool
 log = logging.getLogger("vanthu.pipeline")
 
 REGISTERED_KINDS = (Kind.DOCUMENT, Kind.DOSSIER)
+EVENT_OF_ACTION = {"acknowledge": "acknowledged", "forward": "forwarded", "notify": "notified",
+                   "assign": "assigned"}
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
             if state != State.STORED:
                 continue
             with conn.begin_nested():
-                _apply(conn, cfg, item)
+                _apply(conn, cfg, rules, item)
     faults.crashpoint("after_register")
     return len(work)
 
@@ -138,7 +142,7 @@ def _set_state(conn: Connection, pk: int, state: State, **values: Any) -> None:
                  .values(state=state, updated_at=utcnow(), **values))
 
 
-def _apply(conn: Connection, cfg: Config, item: Work) -> None:
+def _apply(conn: Connection, cfg: Config, rules: RuleSet, item: Work) -> None:
     if item.error is not None:
         attempts = item.attempts + 1
         if item.permanent or attempts >= cfg.limits.max_attempts:
@@ -168,8 +172,14 @@ def _apply(conn: Connection, cfg: Config, item: Work) -> None:
         return
     ctx = compose.Context(sha256=item.sha256, received_at=item.stored_at)
     case_id = None
+    calendar = cfg.calendar.work_calendar()
+    procedure = next((p for p in rules.procedures if p.id == decision.procedure), None)
     if und.kind in REGISTERED_KINDS:
-        reg = register(conn, cfg.agency, item.pk, mail, und, item.stored_at)
+        appointment = cases_module.appointment(
+            cfg.calendar, calendar, item.stored_at.astimezone(cfg.agency.tz), procedure.days
+        ) if procedure and und.kind is Kind.DOSSIER else None
+        reg = register(conn, cfg.agency, item.pk, mail, und, item.stored_at, procedure,
+                       appointment)
         if reg.duplicate_of is not None:
             # The same document again: linked to its first entry and flagged, nothing sent.
             _set_state(conn, item.pk, State.DONE, last_error=f"duplicate: {reg.duplicate_why}",
@@ -177,7 +187,7 @@ def _apply(conn: Connection, cfg: Config, item: Work) -> None:
             log.info("mail.duplicate", extra={"mail": item.pk, "entry": reg.duplicate_of})
             return
         ctx = compose.Context(item.sha256, item.stored_at, reg.book, reg.number, reg.year,
-                              reg.case_code)
+                              reg.case_code, procedure, appointment)
         case_id = reg.case_id
         for assignment in (e for e in decision.effects if isinstance(e, Assignment)):
             conn.execute(update(register_entries).where(register_entries.c.id == reg.entry_id)
@@ -189,11 +199,17 @@ def _apply(conn: Connection, cfg: Config, item: Work) -> None:
                     lead_department=assignment.lead, deadline=assignment.deadline))
         log.info("mail.registered", extra={"mail": item.pk, "book": reg.book,
                                            "number": reg.number, "year": reg.year})
-    elif und.kind is Kind.REPLY and und.case_ref:
+    actions = list(decision.actions)
+    if und.kind is Kind.REPLY and und.case_ref:
         case_id = case_id_of(conn, und.case_ref)
         ctx = compose.Context(item.sha256, item.stored_at, case_code=und.case_ref)
+        if case_id is not None:
+            # A supplement restarts the clock; it goes to whoever handles the case now.
+            cases_module.resume(conn, case_id, item.stored_at.astimezone(cfg.agency.tz).date(),
+                                calendar, mail.sender.email)
+            actions = _to_handler(conn, rules, case_id, actions)
     queued = 0
-    for action in decision.actions:
+    for action in actions:
         # A receipt for a registered document or dossier is owed every time (Decree 30,
         # Art. 21; duplicates never get here). Other automatic replies are limited to one per
         # sender a day, which also breaks a loop with a responder that marks nothing.
@@ -212,14 +228,33 @@ def _apply(conn: Connection, cfg: Config, item: Work) -> None:
         ))
         if case_id is not None:
             link_thread(conn, header_id, case_id)
+            cases_module.event(conn, case_id, EVENT_OF_ACTION[action.action], "vanthu",
+                               {"to": list(action.to)})
         queued += 1
-    handed = [a for action in decision.actions if action.action != "acknowledge"
+    handed = [a for action in actions if action.action != "acknowledge"
               for a in action.to]
     if handed:  # register columns 7-8: who received it, and when
         conn.execute(update(register_entries).where(
             register_entries.c.message_id == item.pk).values(
             recipients=list(dict.fromkeys(handed)), forwarded_at=utcnow()))
     _set_state(conn, item.pk, State.ROUTED if queued else State.DONE, case_id=case_id, **record)
+
+
+def _to_handler(conn: Connection, rules: RuleSet, case_id: int,
+                actions: list[Action]) -> list[Action]:
+    """Add the case's lead department to the forward of a reply in that case."""
+    lead = conn.scalar(select(cases.c.lead_department).where(cases.c.id == case_id))
+    unit = rules.departments.get(lead) if lead else None
+    if unit is None:
+        return actions
+    out = []
+    for action in actions:
+        if action.action == "forward" and unit.email not in action.to:
+            action = Action("forward", (*action.to, unit.email), action.note)
+        out.append(action)
+    if not any(a.action == "forward" for a in out):
+        out.append(Action("forward", (unit.email,), f"chuyển {unit.name} đang giải quyết"))
+    return out
 
 
 def _ack_key(cfg: Config, address: str, at: datetime) -> str:

@@ -9,7 +9,7 @@ duplicate. A document seen before is linked to its first entry, never numbered t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import Connection, and_, insert, select, update
 
@@ -24,6 +24,7 @@ from daemon.db import (
     register_entries,
 )
 from daemon.models import Kind, ParsedMail, Understanding
+from daemon.rules import Procedure
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,9 @@ def _duplicate(conn: Connection, message_pk: int, mail: ParsedMail,
 
 
 def open_case(conn: Connection, agency: AgencyConfig, message_pk: int,
-              understanding: Understanding, received_at: datetime) -> tuple[int, str]:
+              understanding: Understanding, received_at: datetime,
+              procedure: Procedure | None = None,
+              deadline: date | None = None) -> tuple[int, str]:
     """Open a case for a dossier with a code in the configured format (DOMAIN.md §2)."""
     local = received_at.astimezone(agency.tz)
     yymmdd = local.strftime("%y%m%d")
@@ -105,7 +108,8 @@ def open_case(conn: Connection, agency: AgencyConfig, message_pk: int,
 
 
 def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: ParsedMail,
-             understanding: Understanding, received_at: datetime) -> Registration:
+             understanding: Understanding, received_at: datetime,
+             procedure: Procedure | None = None, deadline: date | None = None) -> Registration:
     """Give a document or dossier its số đến (or link it to its first entry)."""
     for item in mail.attachments:
         conn.execute(insert(attachments).values(
@@ -121,7 +125,8 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
         return Registration(None, book, year, None, None, None, first, why)
     case_id = case_code = None
     if understanding.kind is Kind.DOSSIER:
-        case_id, case_code = open_case(conn, agency, message_pk, understanding, received_at)
+        case_id, case_code = open_case(conn, agency, message_pk, understanding, received_at,
+                                       procedure, deadline)
         if mail.message_id:
             link_thread(conn, mail.message_id, case_id)
     number = next_number(conn, f"{book}:{year}")
@@ -130,7 +135,7 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
         sender=f"{mail.sender.name} <{mail.sender.email}>".strip(),
         kind=understanding.kind.value,
         document=understanding.document.as_json() if understanding.document else None,
-        doc_key=key, case_id=case_id,
+        doc_key=key, case_id=case_id, deadline=deadline,
     )))
     return Registration(int(entry_id), book, year, number, case_id, case_code)
 

@@ -293,7 +293,8 @@ def decide(understanding: Understanding, mail: ParsedMail, rules: RuleSet, at: d
     if any(isinstance(e, Hold) for e in effects):
         actions = []  # a rule held the mail for a human: nothing leaves
     return Decision(tuple(traces), tuple(apply_safety(actions, understanding, mail,
-                                                      own_addresses)), tuple(effects))
+                                                      own_addresses)), tuple(effects),
+                    facts.procedure or None)
 
 
 def apply_safety(actions: list[Action], understanding: Understanding, mail: ParsedMail,

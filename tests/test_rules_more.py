@@ -286,11 +286,8 @@ rules:
             for message in sent:
                 assert not any(summary in part.get_content() for part in message.walk()
                                if part.get_content_type() == "text/plain")
-                assert not list(message.iter_attachments()) or \
-                    message["X-Vanthu-Action"] == "forward"
-    leaks = [m for m in sent if m["X-Vanthu-Action"] == "forward"]
     confidential_names = {"QD15-BCH.pdf", "CV96-CAT-ANKT.pdf"}
-    for message in leaks:
+    for message in sent:
         names = {a.get_filename() for a in message.iter_attachments()}
         assert not names & confidential_names
 
