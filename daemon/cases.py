@@ -35,8 +35,7 @@ def start_day(settings: CalendarConfig, calendar: WorkCalendar, received: dateti
         day += timedelta(days=1)
         while not calendar.is_working_day(day):
             day += timedelta(days=1)
-        return day - timedelta(days=1)  # the day itself is "received", not counted
-    return day
+    return day  # the day of receipt itself is not counted
 
 
 def appointment(settings: CalendarConfig, calendar: WorkCalendar, received: datetime,

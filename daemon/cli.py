@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from daemon import __version__, config, log
 from daemon import rules as rules_module
@@ -266,6 +267,106 @@ def cmd_digest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _case_json(row: Any) -> dict[str, Any]:
+    return {"code": row.code, "status": row.status, "applicant": row.applicant_name,
+            "email": row.applicant_email, "phone": row.applicant_phone,
+            "procedure": row.procedure, "lead_department": row.lead_department,
+            "deadline": row.deadline.isoformat() if row.deadline else None,
+            "opened_at": row.opened_at.isoformat()}
+
+
+def cmd_case(args: argparse.Namespace) -> int:
+    from sqlalchemy import select as sql_select
+
+    from daemon import cases as cases_module
+    from daemon import letters
+    from daemon.db import case_events, cases
+
+    cfg = _config(args)
+    engine = _engine(cfg)
+    today = datetime.now(cfg.agency.tz).date()
+    actor = args.actor
+    if args.action == "list":
+        with reading(engine) as conn:
+            query = sql_select(cases).order_by(cases.c.id)
+            if args.status:
+                query = query.where(cases.c.status == args.status)
+            rows = [_case_json(r) for r in conn.execute(query).all()]
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=1))
+        for row in [] if args.json else rows:
+            print(f"{row['code']:28} {cases_module.STATUS_NAMES.get(row['status'], '?'):22} "
+                  f"hạn {row['deadline'] or '—':10}  {row['applicant'] or ''}")
+        return 0
+    if not args.code:
+        print("a case code is needed", file=sys.stderr)
+        return 1
+    with engine.begin() as conn:
+        case = conn.execute(sql_select(cases).where(cases.c.code == args.code)).first()
+        if case is None:
+            print(f"no case {args.code}", file=sys.stderr)
+            return 1
+        origin = conn.scalar(sql_select(messages.c.header_message_id)
+                             .where(messages.c.id == case.message_id)) if case.message_id \
+            else None
+        if args.action == "show":
+            events = conn.execute(sql_select(case_events).where(case_events.c.case_id == case.id)
+                                  .order_by(case_events.c.id)).all()
+            out = {**_case_json(case), "events": [
+                {"at": e.at.isoformat(), "event": e.event, "actor": e.actor,
+                 "detail": e.detail} for e in events]}
+            print(json.dumps(out, ensure_ascii=False, indent=1) if args.json else "\n".join(
+                [f"{k}: {v}" for k, v in out.items() if k != "events"]
+                + [f"  {e['at'][:16]} {e['event']:22} {e['actor']}" for e in out["events"]]))
+            return 0
+        if args.action == "request-supplement":
+            if not args.items:
+                print("list every missing item with --items", file=sys.stderr)
+                return 1
+            cases_module.pause(conn, case.id, today, actor, args.items)
+            letters.supplement_request(conn, cfg, case, args.items, today, origin)
+        elif args.action == "postpone":
+            if case.apology_sent_at is not None:
+                print("the apology with a new date was already sent once", file=sys.stderr)
+                return 1
+            if case.deadline is None or case.deadline < today:
+                print("the deadline has passed: the apology must go before it", file=sys.stderr)
+                return 1
+            new_date = datetime.fromisoformat(args.to).date()
+            letters.apology(conn, cfg, case, new_date, args.reason, origin)
+            conn.execute(update(cases).where(cases.c.id == case.id).values(
+                deadline=new_date, apology_sent_at=datetime.now(UTC)))
+            cases_module.event(conn, case.id, "apology_sent", actor,
+                               {"new_date": new_date.isoformat(), "reason": args.reason})
+        elif args.action == "assign":
+            ruleset = rules_module.load(cfg.rules.dir)
+            units = [ruleset.departments.get(d) for d in [args.lead, *args.cooperate]]
+            if not args.lead or None in units:
+                print("--lead and --cooperate take department ids of rules/people.yaml",
+                      file=sys.stderr)
+                return 1
+            deadline = (cfg.calendar.work_calendar().add_working_days(today, args.days)
+                        if args.days else case.deadline)
+            conn.execute(update(cases).where(cases.c.id == case.id).values(
+                lead_department=args.lead, deadline=deadline))
+            cases_module.set_status(conn, case.id, "in_progress", actor)
+            cases_module.event(conn, case.id, "assigned", actor,
+                               {"lead": args.lead, "cooperate": args.cooperate,
+                                "deadline": str(deadline)})
+            letters.assignment(conn, cfg, case, [u.email for u in units if u],
+                               units[0].name if units[0] else "", deadline,
+                               datetime.now(UTC))
+        elif args.action == "close":
+            status = args.status or "done"
+            if status not in cases_module.STATUSES:
+                print(f"status must be one of {', '.join(cases_module.STATUSES)}",
+                      file=sys.stderr)
+                return 1
+            cases_module.set_status(conn, case.id, status, actor)
+    print(f"{args.code}: {args.action} done; emails go out with the running daemon")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
@@ -299,6 +400,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", default="rules/tests", help="expectations (rules test)")
     p.add_argument("--since", default=datetime.now(UTC).date().isoformat(),
                    help="replay mail stored since this date (YYYY-MM-DD)")
+    p = command("case", cmd_case, "dossier cases: list, show, assign, supplements, close")
+    p.add_argument("action", choices=["list", "show", "assign", "request-supplement",
+                                      "postpone", "close"])
+    p.add_argument("code", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--status", help="list: only this status; close: the final status")
+    p.add_argument("--items", nargs="*", default=[], help="request-supplement: every item")
+    p.add_argument("--lead", help="assign: the lead department id")
+    p.add_argument("--cooperate", nargs="*", default=[], help="assign: cooperating ids")
+    p.add_argument("--days", type=int, help="assign: working days from today")
+    p.add_argument("--to", help="postpone: the new date (YYYY-MM-DD)")
+    p.add_argument("--reason", default="hồ sơ cần thêm thời gian thẩm định",
+                   help="postpone: why, in Vietnamese")
+    p.add_argument("--actor", default=os.environ.get("USER", "clerk"),
+                   help="who does it, for the case's history")
     p = command("digest", cmd_digest, "the digest: print it, or send it now")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print it (the default)")

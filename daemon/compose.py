@@ -59,7 +59,7 @@ def _doc_lines(doc: Document | None, with_summary: bool) -> list[tuple[str, str]
     return [(k, v) for k, v in lines if v]
 
 
-def _render(title: str, intro: list[str], rows: list[tuple[str, str]],
+def render(title: str, intro: list[str], rows: list[tuple[str, str]],
             outro: list[str]) -> tuple[str, str]:
     text = "\n".join([title, "", *intro, "", *(f"- {k}: {v}" for k, v in rows), "", *outro])
     cells = "".join(f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
@@ -83,13 +83,15 @@ def set_text_header(msg: EmailMessage, name: str, value: str) -> None:
         msg.set_raw(name, Header(value, "utf-8", header_name=name).encode(linesep="\r\n"))
 
 
-def _envelope(cfg: Config, ctx: Context, action: Action, subject: str) -> EmailMessage:
+def envelope(cfg: Config, ctx: Context, action: Action, subject: str,
+             header_id: str | None = None) -> EmailMessage:
+    """Headers every vanthu mail carries; the Message-ID derives from the context unless given."""
     msg = EmailMessage(policy=SMTP)
     msg.set_raw("From", formataddr((cfg.agency.name, cfg.smtp.from_), charset="utf-8"))
     msg["To"] = ", ".join(action.to)
     set_text_header(msg, "Subject", header_safe(subject, 250))
     msg["Date"] = format_datetime(ctx.received_at.astimezone(cfg.agency.tz))
-    msg["Message-ID"] = message_id(cfg, ctx.sha256, action.action)
+    msg["Message-ID"] = header_id or message_id(cfg, ctx.sha256, action.action)
     # RFC 3834: our mail is machine-made; well-behaved responders will not answer it.
     msg["Auto-Submitted"] = "auto-generated" if action.action != "acknowledge" else "auto-replied"
     msg["X-Vanthu-Action"] = action.action
@@ -113,7 +115,7 @@ def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
         prefix += f"[{ctx.case_code}] "
     if tag:
         prefix += f"[{tag}] "
-    msg = _envelope(cfg, ctx, action, prefix + (mail.subject or "(không có tiêu đề)"))
+    msg = envelope(cfg, ctx, action, prefix + (mail.subject or "(không có tiêu đề)"))
     kind_name = {Kind.DOCUMENT: "văn bản đến", Kind.DOSSIER: "hồ sơ",
                  Kind.REPLY: "thư trả lời trong hồ sơ"}.get(und.kind, "thư")
     intro = [f"Văn thư kính chuyển {kind_name} nhận qua thư điện tử."]
@@ -140,7 +142,7 @@ def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
                      + ". Văn thư giữ bản gốc để kiểm tra.")
     if mail.body.strip():
         outro += ["Nội dung thư gốc:", mail.body.strip()[:4000]]
-    text, markup = _render("Phiếu chuyển văn bản", intro, rows, outro)
+    text, markup = render("Phiếu chuyển văn bản", intro, rows, outro)
     msg.set_content(text)
     msg.add_alternative(markup, subtype="html")
     for item in kept:
@@ -158,7 +160,7 @@ def notify(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     tag = URGENCY_TAG.get(und.document.urgency or "", "") if und.document else ""
     prefix = f"[Số đến {ctx.number}/{ctx.year}] " if ctx.number else ""
     prefix += f"[{tag}] " if tag else ""
-    msg = _envelope(cfg, ctx, action, f"{prefix}Thông báo có văn bản {secrecy} đến")
+    msg = envelope(cfg, ctx, action, f"{prefix}Thông báo có văn bản {secrecy} đến")
     intro = [f"Văn thư đã nhận một văn bản độ mật «{secrecy}». Theo quy định, văn bản mật "
              "không được gửi qua thư điện tử; đề nghị đồng chí nhận văn bản tại Văn thư."]
     if action.note:
@@ -168,7 +170,7 @@ def notify(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
         rows.append(("Đăng ký", reg))
     rows += [(k, v) for k, v in _doc_lines(und.document, with_summary=False)
              if k in ("Cơ quan ban hành", "Độ khẩn", "Độ mật")]
-    text, markup = _render("Thông báo văn bản mật", intro, rows, [])
+    text, markup = render("Thông báo văn bản mật", intro, rows, [])
     msg.set_content(text)
     msg.add_alternative(markup, subtype="html")
     return msg
@@ -183,7 +185,7 @@ def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     subject = f"Xác nhận đã nhận: {mail.subject}" if mail.subject else "Xác nhận đã nhận thư"
     if ctx.case_code:
         subject = f"[{ctx.case_code}] {subject}"
-    msg = _envelope(cfg, ctx, action, subject)
+    msg = envelope(cfg, ctx, action, subject)
     _thread(msg, mail)
     received = f"{ctx.received_at.astimezone(cfg.agency.tz):%H:%M ngày %d/%m/%Y}"
     intro = [f"{cfg.agency.name} xác nhận đã nhận thư của Quý cơ quan/ông/bà lúc {received}."]
@@ -196,7 +198,7 @@ def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
         rows.append(("Văn bản", f"{und.document.number or '...'}/{und.document.symbol}"))
     outro = ["Khi trao đổi thêm, xin giữ nguyên mã hồ sơ trong tiêu đề thư.",
              "Đây là thư tự động của Văn thư; xin trân trọng cảm ơn."]
-    text, markup = _render("Giấy xác nhận đã nhận", intro, rows, outro)
+    text, markup = render("Giấy xác nhận đã nhận", intro, rows, outro)
     msg.set_content(text)
     msg.add_alternative(markup, subtype="html")
     return msg
@@ -226,7 +228,7 @@ def receipt_fields(cfg: Config, ctx: Context, mail: ParsedMail,
 
 def _receipt(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
              und: Understanding) -> EmailMessage:
-    msg = _envelope(cfg, ctx, action,
+    msg = envelope(cfg, ctx, action,
                     f"[{ctx.case_code}] Giấy tiếp nhận hồ sơ và hẹn trả kết quả")
     _thread(msg, mail)
     fields = receipt_fields(cfg, ctx, mail, und)
@@ -251,7 +253,7 @@ def result(cfg: Config, *, pdf_sha256: str, pdf_name: str, pdf: bytes, to: str,
     subject = "Kết quả giải quyết hồ sơ" if case_code else "Văn bản trả lời"
     if case_code:
         subject = f"[{case_code}] {subject}"
-    msg = _envelope(cfg, ctx, action, subject)
+    msg = envelope(cfg, ctx, action, subject)
     msg["Auto-Submitted"] = "no"  # a real answer, signed by the agency: replies welcome
     msg["Reply-To"] = cfg.smtp.from_
     if in_reply_to:
@@ -266,7 +268,7 @@ def result(cfg: Config, *, pdf_sha256: str, pdf_name: str, pdf: bytes, to: str,
     outro = ["Văn bản điện tử có chữ ký số có giá trị pháp lý như bản gốc "
              "(Nghị định 30/2020/NĐ-CP, Điều 5).",
              "Mọi trao đổi xin trả lời thư này và giữ nguyên mã hồ sơ trong tiêu đề."]
-    text, markup = _render("Thông báo kết quả giải quyết", intro, rows, outro)
+    text, markup = render("Thông báo kết quả giải quyết", intro, rows, outro)
     msg.set_content(text)
     msg.add_alternative(markup, subtype="html")
     msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=pdf_name)

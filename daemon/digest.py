@@ -16,7 +16,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, or_, select
+from sqlalchemy import Engine, and_, insert, select
 
 from daemon.compose import set_text_header
 from daemon.config import Config
@@ -97,14 +97,17 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         held = conn.execute(select(messages.c.id, messages.c.sender, messages.c.subject,
                                    messages.c.last_error)
                             .where(messages.c.state == State.QUARANTINED)).all()
-        due = conn.execute(
+        due_cases = conn.execute(
+            select(cases.c.code, cases.c.deadline, cases.c.lead_department,
+                   cases.c.applicant_name)
+            .where(cases.c.deadline.is_not(None), cases.c.deadline <= today,
+                   cases.c.status.in_(("received", "in_progress")))
+            .order_by(cases.c.deadline)).all()
+        due_documents = conn.execute(
             select(register_entries.c.number, register_entries.c.year,
-                   register_entries.c.deadline, register_entries.c.lead_department,
-                   register_entries.c.document, cases.c.code, cases.c.status)
-            .outerjoin(cases, cases.c.id == register_entries.c.case_id)
-            .where(register_entries.c.deadline.is_not(None),
-                   register_entries.c.deadline <= today,
-                   or_(cases.c.status.is_(None), cases.c.status != "result_returned"))
+                   register_entries.c.deadline, register_entries.c.lead_department)
+            .where(register_entries.c.deadline.is_not(None), register_entries.c.deadline <= today,
+                   register_entries.c.case_id.is_(None))
             .order_by(register_entries.c.deadline)).all()
         boxes = conn.execute(select(checkpoints)).all()
         conn.rollback()
@@ -144,10 +147,14 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         f"{r.action} → {', '.join(r.recipients)}: {r.last_error}" for r in failed]))
     sections.append(_section("Thư đang giữ lại chờ văn thư xem (cách ly)", [
         f"#{r.id} {r.sender} · {r.subject}: {r.last_error}" for r in held]))
+    def when(deadline: Any) -> str:
+        return f"{'QUÁ HẠN' if deadline < today else 'Đến hạn'} {deadline:%d/%m/%Y}"
+
     sections.append(_section("Hạn giải quyết hôm nay và quá hạn", [
-        f"{'QUÁ HẠN' if r.deadline < today else 'Đến hạn'} {r.deadline:%d/%m/%Y} · "
-        f"số đến {r.number}/{r.year}{' · ' + r.code if r.code else ''} · "
-        f"chủ trì: {r.lead_department or '?'}" for r in due]))
+        *(f"{when(r.deadline)} · hồ sơ {r.code} · {r.applicant_name or ''} · "
+          f"chủ trì: {r.lead_department or 'chưa phân công'}" for r in due_cases),
+        *(f"{when(r.deadline)} · số đến {r.number}/{r.year} · chủ trì: {r.lead_department}"
+          for r in due_documents)]))
     away = [a for a in rules.absences if a.start <= today <= a.end]
     absences = []
     for absence in away:

@@ -131,8 +131,12 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
             state = conn.scalar(select(messages.c.state).where(messages.c.id == item.pk))
             if state != State.STORED:
                 continue
-            with conn.begin_nested():
-                _apply(conn, cfg, rules, item)
+            try:
+                with conn.begin_nested():
+                    _apply(conn, cfg, rules, item)
+            except Exception as err:  # bulkhead: this mail's savepoint is rolled back alone
+                log.exception("pipeline.apply_failed", extra={"mail": item.pk})
+                _apply(conn, cfg, rules, replace(item, error=f"{type(err).__name__}: {err}"))
     faults.crashpoint("after_register")
     return len(work)
 

@@ -13,6 +13,7 @@ from datetime import date, datetime
 
 from sqlalchemy import Connection, and_, insert, select, update
 
+from daemon.cases import event
 from daemon.config import AgencyConfig
 from daemon.db import (
     attachments,
@@ -103,7 +104,12 @@ def open_case(conn: Connection, agency: AgencyConfig, message_pk: int,
         applicant_email=person.email if person else None,
         applicant_phone=person.phone if person else None,
         message_id=message_pk,
+        procedure=procedure.name if procedure else None,
+        procedure_id=procedure.id if procedure else None,
+        deadline=deadline,
     )))
+    event(conn, case_id, "received", "vanthu",
+          {"code": code, "deadline": deadline.isoformat() if deadline else None})
     return int(case_id), code
 
 

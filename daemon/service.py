@@ -20,7 +20,7 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from daemon import digest, results
+from daemon import digest, reminders, results
 from daemon import rules as rules_module
 from daemon.config import Config
 from daemon.db import make_engine, upgrade
@@ -126,6 +126,16 @@ class Daemon:
             log.info("digest.queued", extra={"period": key})
             self.wake_sender.set()
 
+    async def _reminder_job(self) -> None:
+        """Queue today's deadline reminders (idempotent: once per case and day)."""
+        try:
+            today = datetime.now(self.cfg.agency.tz).date()
+            if await asyncio.to_thread(reminders.send_reminders, self.engine, self.cfg,
+                                       self.rules, today):
+                self.wake_sender.set()
+        except Exception:  # bulkhead: tomorrow's run (or the next start) tries again
+            log.exception("reminders.failed")
+
     def _scheduler(self) -> AsyncIOScheduler:
         """APScheduler 3 on our event loop: the digest at each configured time (jobs in memory;
         what was sent is in the `digests` table)."""
@@ -137,6 +147,8 @@ class Daemon:
             scheduler.add_job(self._digest_job, CronTrigger(hour=hour, minute=minute,
                                                             timezone=tz),
                               id=f"digest-{moment}", name=f"digest {moment}")
+        scheduler.add_job(self._reminder_job, CronTrigger(hour=7, minute=30, timezone=tz),
+                          id="reminders", name="deadline reminders 07:30")
         return scheduler
 
     async def _results_loop(self) -> None:
@@ -204,6 +216,7 @@ class Daemon:
         scheduler = self._scheduler()
         scheduler.start()
         await self._digest_job()  # a period missed while we were down is sent now
+        await self._reminder_job()
         tasks = [asyncio.create_task(self._pipeline_loop()),
                  asyncio.create_task(self._sender_loop()),
                  asyncio.create_task(self._watchdog()),

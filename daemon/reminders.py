@@ -1,0 +1,51 @@
+"""The daily deadline job: remind the lead department and the Chief of Office a few working
+days before a case's deadline (`[calendar] remind_days`). Idempotent: a reminder is claimed
+per case and day in the `reminders` table with its outbox row, so it goes once whoever runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from sqlalchemy import Engine, insert, select
+
+from daemon import cases as cases_module
+from daemon import letters
+from daemon.config import Config
+from daemon.db import cases, reading, reminders
+from daemon.route import resolve
+from daemon.rules import RuleSet, Targets
+
+log = logging.getLogger("vanthu.reminders")
+
+OPEN = ("received", "in_progress")
+
+
+def send_reminders(engine: Engine, cfg: Config, rules: RuleSet, today: date) -> int:
+    """Queue today's reminders; return how many."""
+    calendar = cfg.calendar.work_calendar()
+    with reading(engine) as conn:
+        due = conn.execute(select(cases).where(cases.c.status.in_(OPEN),
+                                               cases.c.deadline.is_not(None),
+                                               cases.c.deadline >= today)).all()
+    queued = 0
+    for case in due:
+        left = cases_module.working_days_between(calendar, today, case.deadline)
+        if left > cfg.calendar.remind_days:
+            continue
+        to, _ = resolve(rules, Targets(roles=("chanh_van_phong",)), today, "")
+        unit = rules.departments.get(case.lead_department or "")
+        if unit:
+            to = [unit.email, *to]
+        with engine.begin() as conn:
+            if conn.scalar(select(reminders.c.case_id).where(reminders.c.case_id == case.id,
+                                                             reminders.c.day == today)):
+                continue
+            conn.execute(insert(reminders).values(case_id=case.id, day=today))
+            letters.reminder(conn, cfg, case, to, left, today)
+            cases_module.event(conn, case.id, "reminder_sent", "vanthu",
+                               {"to": to, "working_days_left": left})
+        log.info("case.reminded", extra={"case": case.code, "left": left})
+        queued += 1
+    return queued
