@@ -114,7 +114,7 @@ def test_scheduler_fires_at_the_configured_hours(office: Office) -> None:
     reminder = next(job for job in jobs if job.id == "reminders")
 
     assert [f.strftime("%d %H:%M") for f in fires] == ["23 12:00", "23 18:00", "24 06:00"]
-    assert reminder.trigger.get_next_fire_time(None, now).strftime("%d %H:%M") == "24 07:30"
+    assert reminder.trigger.get_next_fire_time(None, now).strftime("%d %H:%M") == "23 07:30"
 
 
 def test_digest_command_prints_and_sends(office: Office,
