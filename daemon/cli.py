@@ -100,6 +100,19 @@ def cmd_register(args: argparse.Namespace) -> int:
     cfg = _config(args)
     engine = _engine(cfg)
     year = args.year or datetime.now(cfg.agency.tz).year
+    if args.action == "export":
+        from daemon import export
+
+        ruleset = rules_module.load(cfg.rules.dir)
+        names = {p.email: p.name for p in ruleset.people.values()}
+        names |= {d.email: d.name for d in ruleset.departments.values()}
+        register = export.load(engine, cfg, args.book, year, names)
+        data = {"csv": export.to_csv, "xlsx": export.to_xlsx}.get(
+            args.format, lambda r: export.to_pdf(r, cfg))(register)
+        output = Path(args.output or f"so-{args.book}-{year}.{args.format}")
+        output.write_bytes(data)
+        print(f"{register.title} năm {year}: {len(register.rows)} dòng → {output}")
+        return 0
     from daemon.db import cases
     query = (select(register_entries, messages.c.header_message_id, cases.c.code)
              .join(messages, messages.c.id == register_entries.c.message_id)
@@ -367,6 +380,26 @@ def cmd_case(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from daemon import export
+
+    cfg = _config(args)
+    today = datetime.now(cfg.agency.tz).date()
+    start = datetime.fromisoformat(args.start).date() if args.start else today.replace(
+        month=1, day=1)
+    end = datetime.fromisoformat(args.end).date() if args.end else today
+    report = export.stats(_engine(cfg), cfg, start, end)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+        return 0
+    print(f"Thống kê hồ sơ từ {start:%d/%m/%Y} đến {end:%d/%m/%Y}")
+    names = {"received": "tiếp nhận", "returned_on_time": "trả đúng hạn",
+             "returned_late": "trả quá hạn", "open": "đang giải quyết", "overdue": "đã quá hạn"}
+    for procedure, row in [("Tổng cộng", report["total"]), *report["by_procedure"].items()]:
+        print(f"  {procedure}: " + ", ".join(f"{names[k]} {v}" for k, v in row.items()))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
@@ -422,9 +455,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("send-result", cmd_send_result, "send a signed result PDF for a case")
     p.add_argument("pdf")
     p.add_argument("--case", help="the case code (default: read from the file name)")
-    p = command("register", cmd_register, "the registers")
-    p.add_argument("action", choices=["list"])
+    p = command("register", cmd_register, "the registers: list or export")
+    p.add_argument("action", choices=["list", "export"])
     p.add_argument("--year", type=int)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--book", choices=["incoming", "confidential", "outgoing", "cases"],
+                   default="incoming", help="export: which register")
+    p.add_argument("--format", choices=["xlsx", "csv", "pdf"], default="pdf")
+    p.add_argument("--output", help="export: the file to write")
+    p = command("stats", cmd_stats, "dossiers received and returned, on time or late")
+    p.add_argument("--from", dest="start", help="YYYY-MM-DD (default: 1 January)")
+    p.add_argument("--to", dest="end", help="YYYY-MM-DD (default: today)")
     p.add_argument("--json", action="store_true")
     p = command("status", cmd_status, "health of mailboxes, backlog, outbox")
     p.add_argument("--json", action="store_true")

@@ -42,7 +42,8 @@ def dovecot() -> Iterator[Dovecot]:
         pytest.fail("Dovecot is not installed: apt-get install -y dovecot-imapd")
     # Users are made up front: Dovecot notices a rewritten passwd-file by its mtime, in whole
     # seconds, so a user added in the same second as the last login may not be seen.
-    users = {f"agency{i}": f"pw-agency{i}" for i in range(1, 200)} | {"journey": "pw"}
+    users = {f"agency{i}": f"pw-agency{i}" for i in range(1, 200)} | {
+        "journey": "pw", "export": "pw"}
     with Dovecot(users) as server:
         yield server
 
