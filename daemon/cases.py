@@ -7,6 +7,7 @@ the state change it records commit together.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from daemon.calendar import WorkCalendar
 from daemon.config import CalendarConfig
-from daemon.db import case_events, cases, utcnow
+from daemon.db import case_events, cases, counters, next_number, utcnow
 
 # The national portal's statuses.
 STATUSES = ("received", "not_accepted", "in_progress", "supplements_requested",
@@ -39,14 +40,50 @@ def start_day(settings: CalendarConfig, calendar: WorkCalendar, received: dateti
 
 
 def appointment(settings: CalendarConfig, calendar: WorkCalendar, received: datetime,
-                days: int) -> date:
+                days: int, start: date | None = None) -> date:
     """The date the result will be returned: `days` working days after receipt (the day of
-    receipt not counted), moved to the fixed return weekday when the agency has one."""
-    due = calendar.add_working_days(start_day(settings, calendar, received), days)
+    receipt not counted; `start` when a capacity slot moved it), moved to the fixed return
+    weekday when the agency has one."""
+    due = calendar.add_working_days(start or start_day(settings, calendar, received), days)
     if settings.result_weekday is not None:
         while due.weekday() != settings.result_weekday or not calendar.is_working_day(due):
             due += timedelta(days=1)
     return due
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The half-day a dossier is taken in, and its queue number in that half-day."""
+
+    day: date
+    half: str  # "sáng" (morning) or "chiều" (afternoon)
+    number: int
+
+    def __str__(self) -> str:
+        return f"số thứ tự {self.number}, buổi {self.half} ngày {self.day:%d/%m/%Y}"
+
+
+def take_slot(conn: Connection, settings: CalendarConfig, calendar: WorkCalendar,
+              received: datetime) -> Slot:
+    """Give the dossier its queue number; past the daily intake capacity per half-day
+    (`[calendar] capacity_per_half_day`, 0 = none), the next half-day with room."""
+    day = start_day(settings, calendar, received)
+    half = "sáng" if day == received.date() and received.hour < 12 else "chiều"
+    if day != received.date():
+        half = "sáng"
+    capacity = settings.capacity_per_half_day
+    while True:
+        name = f"slot:{day.isoformat()}:{'am' if half == 'sáng' else 'pm'}"
+        taken = conn.scalar(select(counters.c.value).where(counters.c.name == name)) or 0
+        if capacity <= 0 or taken < capacity:
+            return Slot(day, half, next_number(conn, name))
+        if half == "sáng":
+            half = "chiều"
+            continue
+        half = "sáng"
+        day += timedelta(days=1)
+        while not calendar.is_working_day(day):
+            day += timedelta(days=1)
 
 
 def working_days_between(calendar: WorkCalendar, start: date, end: date) -> int:

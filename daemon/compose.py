@@ -38,6 +38,7 @@ class Context:
     case_code: str | None = None
     procedure: Procedure | None = None
     appointment: date | None = None
+    queue: str | None = None  # the dossier's queue number and half-day slot
 
 
 def message_id(cfg: Config, sha256: str, action: str) -> str:
@@ -223,7 +224,8 @@ def receipt_fields(cfg: Config, ctx: Context, mail: ParsedMail,
         days=ctx.procedure.days if ctx.procedure else None,
         documents=tuple(a.name for a in mail.attachments),
         received=f"{received:%H} giờ {received:%M} phút, ngày {received:%d/%m/%Y}",
-        appointment=f"{ctx.appointment:%d/%m/%Y}" if ctx.appointment else None)
+        appointment=f"{ctx.appointment:%d/%m/%Y}" if ctx.appointment else None,
+        queue=ctx.queue)
 
 
 def _receipt(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,

@@ -162,6 +162,7 @@ class CalendarConfig:
     cutoff: str = "16:00"  # a dossier received after this counts from the next working day
     result_weekday: int | None = None  # results returned on this weekday only (0 = Monday)
     remind_days: int = 2  # remind the lead department this many working days before
+    capacity_per_half_day: int = 0  # dossiers taken per half-day; 0 = no limit
 
     def work_calendar(self) -> WorkCalendar:
         return _calendar(self.days_off, self.working_days)
@@ -461,7 +462,7 @@ def parse(
 
     t = r.table(data, "calendar")
     r.unknown(t, "calendar", {"days_off", "working_days", "cutoff", "result_weekday",
-                              "remind_days"})
+                              "remind_days", "capacity_per_half_day"})
     days: dict[str, tuple[date, ...]] = {}
     for key in ("days_off", "working_days"):
         values = r.take(t, "calendar", key, list, [])
@@ -475,7 +476,8 @@ def parse(
                      lambda v: None if 0 <= v <= 6 else "must be 0 (Monday) to 6 (Sunday)")
     calendar = CalendarConfig(days["days_off"], days["working_days"], cutoff,
                               None if weekday < 0 else weekday,
-                              r.take(t, "calendar", "remind_days", int, 2, _positive))
+                              r.take(t, "calendar", "remind_days", int, 2, _positive),
+                              r.take(t, "calendar", "capacity_per_half_day", int, 0))
 
     if r.problems:
         raise ConfigError(r.problems)

@@ -34,7 +34,9 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    insert,
     make_url,
+    update,
 )
 from sqlalchemy.engine import Dialect
 
@@ -64,6 +66,18 @@ def new_id(result: CursorResult[Any]) -> int:
     if key is None:
         raise RuntimeError("INSERT returned no primary key")
     return int(key[0])
+
+
+def next_number(conn: Connection, name: str) -> int:
+    """Take the next value of the named gap-free counter, inside the caller's transaction."""
+    row = conn.execute(
+        update(counters).where(counters.c.name == name)
+        .values(value=counters.c.value + 1).returning(counters.c.value)
+    ).first()
+    if row is not None:
+        return int(row[0])
+    conn.execute(insert(counters).values(name=name, value=1))
+    return 1
 
 
 def utcnow() -> datetime:
@@ -154,6 +168,7 @@ cases = Table(
     Column("lead_department", String(100)),
     Column("deadline", Date),  # the appointment date (ngày hẹn trả kết quả)
     Column("paused_at", Date),  # supplements requested: the clock stands still since then
+    Column("queue", String(100)),  # queue number and half-day slot, as on the receipt
     Column("apology_sent_at", UTCDateTime),  # the apology with a new date goes once
 )
 

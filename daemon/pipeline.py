@@ -179,11 +179,17 @@ def _apply(conn: Connection, cfg: Config, rules: RuleSet, item: Work) -> None:
     calendar = cfg.calendar.work_calendar()
     procedure = next((p for p in rules.procedures if p.id == decision.procedure), None)
     if und.kind in REGISTERED_KINDS:
+        received = item.stored_at.astimezone(cfg.agency.tz)
+        slot = cases_module.take_slot(conn, cfg.calendar, calendar, received) \
+            if und.kind is Kind.DOSSIER else None
         appointment = cases_module.appointment(
-            cfg.calendar, calendar, item.stored_at.astimezone(cfg.agency.tz), procedure.days
-        ) if procedure and und.kind is Kind.DOSSIER else None
+            cfg.calendar, calendar, received, procedure.days, slot.day if slot else None
+        ) if procedure and slot else None
         reg = register(conn, cfg.agency, item.pk, mail, und, item.stored_at, procedure,
                        appointment)
+        if reg.case_id is not None and slot is not None:
+            conn.execute(update(cases).where(cases.c.id == reg.case_id)
+                         .values(queue=str(slot)))
         if reg.duplicate_of is not None:
             # The same document again: linked to its first entry and flagged, nothing sent.
             _set_state(conn, item.pk, State.DONE, last_error=f"duplicate: {reg.duplicate_why}",
@@ -191,7 +197,8 @@ def _apply(conn: Connection, cfg: Config, rules: RuleSet, item: Work) -> None:
             log.info("mail.duplicate", extra={"mail": item.pk, "entry": reg.duplicate_of})
             return
         ctx = compose.Context(item.sha256, item.stored_at, reg.book, reg.number, reg.year,
-                              reg.case_code, procedure, appointment)
+                              reg.case_code, procedure, appointment,
+                              str(slot) if slot and reg.case_id else None)
         case_id = reg.case_id
         for assignment in (e for e in decision.effects if isinstance(e, Assignment)):
             conn.execute(update(register_entries).where(register_entries.c.id == reg.entry_id)

@@ -32,6 +32,7 @@ class ReceiptFields:
     documents: tuple[str, ...]
     received: str  # "14 giờ 05 phút, ngày 22/11/2026"
     appointment: str | None  # "04/12/2026"
+    queue: str | None = None  # "số thứ tự 3, buổi sáng ngày 23/11/2026"
 
 
 def _environment(rules_dir: Path | None) -> jinja2.Environment:
@@ -81,6 +82,8 @@ def pdf(fields: ReceiptFields, font_dir: Path = FONT_DIR) -> bytes:
         + (f"{fields.days} ngày làm việc" if fields.days else "theo quy định của thủ tục"),
         f"Thời gian nhận hồ sơ: {fields.received}",
     ]
+    if fields.queue:
+        lines.append(f"Thứ tự giải quyết: {fields.queue}")
     if fields.appointment:
         lines.append(f"Thời gian trả kết quả giải quyết hồ sơ: ngày {fields.appointment}")
     lines.append(f"Nơi trả kết quả: {fields.result_place}, {fields.agency}")

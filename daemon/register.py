@@ -19,9 +19,9 @@ from daemon.db import (
     attachments,
     case_threads,
     cases,
-    counters,
     messages,
     new_id,
+    next_number,
     register_entries,
 )
 from daemon.models import Kind, ParsedMail, Understanding
@@ -38,18 +38,6 @@ class Registration:
     case_code: str | None
     duplicate_of: int | None = None
     duplicate_why: str = ""
-
-
-def next_number(conn: Connection, name: str) -> int:
-    """Take the next value of the named gap-free counter, inside the caller's transaction."""
-    row = conn.execute(
-        update(counters).where(counters.c.name == name)
-        .values(value=counters.c.value + 1).returning(counters.c.value)
-    ).first()
-    if row is not None:
-        return int(row[0])
-    conn.execute(insert(counters).values(name=name, value=1))
-    return 1
 
 
 def doc_key(understanding: Understanding) -> str | None:

@@ -29,11 +29,13 @@ from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from daemon.cases import event
 from daemon.compose import message_id, result
 from daemon.config import Config
 from daemon.db import (
     cases,
     messages,
+    next_number,
     outbox,
     outgoing_entries,
     reading,
@@ -42,7 +44,6 @@ from daemon.db import (
     utcnow,
 )
 from daemon.errors import ConfigError, Problem
-from daemon.register import next_number
 from daemon.understand import extract
 
 log = logging.getLogger("vanthu.results")
@@ -239,6 +240,8 @@ async def send_result(cfg: Config, engine: Engine, path: Path, case_code: str | 
             if target.case_id is not None:
                 conn.execute(update(cases).where(cases.c.id == target.case_id)
                              .values(status="result_returned"))
+                event(conn, target.case_id, "result_sent", "vanthu",
+                      {"to": target.to, "outgoing": f"{number}/{year}", "file": path.name})
         log.info("result.queued", extra={"file": path.name, "to": target.to,
                                          "outgoing": number})
         done_number = f"{number}/{year}"

@@ -209,3 +209,24 @@ def test_reminder_before_the_deadline_and_one_apology(office: Office,
     assert [e["event"] for e in shown["events"]][:1] == ["received"]
     assert "reminder_sent" in [e["event"] for e in shown["events"]]
     assert "apology_sent" in [e["event"] for e in shown["events"]]
+
+
+def test_intake_capacity_moves_dossiers_to_the_next_half_day(tmp_path: object) -> None:
+    """With a capacity of two per half-day the third dossier of a morning gets the afternoon,
+    and the fifth the next working morning, each with its queue number."""
+    from daemon.db import make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path}/slots.db")
+    upgrade(engine)
+    settings = CalendarConfig(capacity_per_half_day=2)
+    friday_morning = datetime(2026, 5, 8, 9, 0, tzinfo=VN)
+
+    with engine.begin() as conn:
+        slots = [cases_module.take_slot(conn, settings, CAL, friday_morning) for _ in range(5)]
+
+    assert [str(s) for s in slots] == [
+        "số thứ tự 1, buổi sáng ngày 08/05/2026", "số thứ tự 2, buổi sáng ngày 08/05/2026",
+        "số thứ tự 1, buổi chiều ngày 08/05/2026", "số thứ tự 2, buổi chiều ngày 08/05/2026",
+        "số thứ tự 1, buổi sáng ngày 11/05/2026"]
+    assert cases_module.appointment(settings, CAL, friday_morning, 1,
+                                    slots[4].day) == date(2026, 5, 12)
