@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 
 from daemon import config, log
 from daemon import rules as rules_module
-from daemon.db import messages, outbox, reading
+from daemon.db import outbox, reading
 from daemon.localservers import Dovecot, SmtpSink, dovecot_available
-from daemon.models import State
+from daemon.pipeline import backlog
 
 SAMPLES = Path(__file__).parent / "samples"
 RULES = Path(__file__).parent.parent / "rules"
@@ -91,10 +91,8 @@ def run_demo(directory: Path | None, mails: list[str] | None) -> int:
             deadline = time.monotonic() + 120
 
             def finished() -> bool:
+                total, busy = backlog(daemon.engine)
                 with reading(daemon.engine) as conn:
-                    total = conn.scalar(select(func.count()).select_from(messages))
-                    busy = conn.scalar(select(func.count()).select_from(messages).where(
-                        messages.c.state.in_([State.STORED, State.ROUTED])))
                     pending = conn.scalar(select(func.count()).select_from(outbox).where(
                         outbox.c.state == "pending"))
                 return (total == len(files) and not busy and not pending) \

@@ -141,6 +141,15 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
     return len(work)
 
 
+def backlog(engine: Engine) -> tuple[int, int]:
+    """How many mails are stored in all, and how many still wait to be processed or sent."""
+    with reading(engine) as conn:
+        total = conn.scalar(select(func.count()).select_from(messages)) or 0
+        busy = conn.scalar(select(func.count()).select_from(messages).where(
+            messages.c.state.in_([State.STORED, State.ROUTED]))) or 0
+    return int(total), int(busy)
+
+
 def _set_state(conn: Connection, pk: int, state: State, **values: Any) -> None:
     conn.execute(update(messages).where(messages.c.id == pk)
                  .values(state=state, updated_at=utcnow(), **values))

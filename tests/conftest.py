@@ -86,6 +86,15 @@ class Office:
         upgrade(engine)
         return engine
 
+    def settled(self, count: int) -> bool:
+        """All `count` mails stored and none left to process or send."""
+        from daemon.pipeline import backlog
+
+        engine = self.engine()
+        total, busy = backlog(engine)
+        engine.dispose()
+        return total == count and busy == 0
+
     def seed_corpus_cases(self) -> None:
         """The cases that exist before the corpus mails arrive (corpus/context.json)."""
         engine = self.engine()

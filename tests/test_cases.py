@@ -20,8 +20,7 @@ from daemon import rules as rules_module
 from daemon.calendar import WorkCalendar
 from daemon.cli import main
 from daemon.config import CalendarConfig
-from daemon.db import case_events, cases, messages, register_entries
-from daemon.models import State
+from daemon.db import case_events, cases, register_entries
 from daemon.reminders import send_reminders
 from tests.conftest import CORPUS, Office
 
@@ -90,16 +89,6 @@ def _case(office: Office) -> object:
     return row
 
 
-def _settled(office: Office, count: int) -> bool:
-    engine = office.engine()
-    with engine.connect() as conn:
-        total = conn.scalar(select(func.count()).select_from(messages))
-        busy = conn.scalar(select(func.count()).select_from(messages).where(
-            messages.c.state.in_([State.STORED, State.ROUTED])))
-    engine.dispose()
-    return total == count and busy == 0
-
-
 def _sent(office: Office, action: str) -> list[object]:
     return [message_from_bytes(m.data, policy=policy.default) for m in office.smtp.messages()
             if f"X-Vanthu-Action: {action}".encode() in m.data]
@@ -110,7 +99,7 @@ def test_dossier_gets_a_receipt_with_code_and_appointment(office: Office) -> Non
     a PDF, with the case code, procedure, documents, and a working-day appointment date."""
     office.deliver((CORPUS / "017.eml").read_bytes())
 
-    office.run_daemon(until=lambda: _settled(office, 1))
+    office.run_daemon(until=lambda: office.settled(1))
 
     case = _case(office)
     receipt = _sent(office, "acknowledge")[0]
@@ -134,7 +123,7 @@ def test_supplement_request_stops_the_clock_and_the_supplement_restarts_it(
     the case, restarts the clock (the deadline moves by the days it stood) and goes to the
     handler."""
     office.deliver((CORPUS / "017.eml").read_bytes())
-    office.run_daemon(until=lambda: _settled(office, 1))
+    office.run_daemon(until=lambda: office.settled(1))
     case = _case(office)
     code = case.code  # type: ignore[attr-defined]
     config = str(office.config_path)
@@ -152,7 +141,7 @@ def test_supplement_request_stops_the_clock_and_the_supplement_restarts_it(
     reply = reply.replace(b"Subject: ", f"Subject: [{code}] ".encode(), 1)
 
     office.deliver(reply)
-    office.run_daemon(until=lambda: _settled(office, 2))
+    office.run_daemon(until=lambda: office.settled(2))
 
     case = _case(office)
     stood = cases_module.working_days_between(CAL, paused_on, datetime.now(VN).date())
@@ -177,7 +166,7 @@ def test_reminder_before_the_deadline_and_one_apology(office: Office,
     """With a controllable day: a reminder goes N working days before the deadline, once;
     the apology with a new date goes once, and only before the deadline."""
     office.deliver((CORPUS / "017.eml").read_bytes())
-    office.run_daemon(until=lambda: _settled(office, 1))
+    office.run_daemon(until=lambda: office.settled(1))
     case = _case(office)
     cfg = office.cfg
     ruleset = rules_module.load(cfg.rules.dir)

@@ -14,23 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from daemon.db import messages, outbox, register_entries
-from daemon.models import State
 from tests.conftest import CORPUS, ROOT, Office
 
 MAILS = ["003.eml", "006.eml", "008.eml", "012.eml", "017.eml", "009.eml"]
 REGISTERED = 5  # all but the auto-reply 009
 POINTS = ["after_fetch", "after_file", "after_commit", "after_register", "before_send",
           "after_send"]
-
-
-def settled(office: Office) -> bool:
-    engine = office.engine()
-    with engine.connect() as conn:
-        total = conn.scalar(select(func.count()).select_from(messages))
-        busy = conn.scalar(select(func.count()).select_from(messages).where(
-            messages.c.state.in_([State.STORED, State.ROUTED])))
-    engine.dispose()
-    return total == len(MAILS) and busy == 0
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -44,7 +33,7 @@ def test_killed_at_point_loses_nothing_and_registers_once(office: Office, point:
         cwd=ROOT, env=env, capture_output=True, timeout=60)
 
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout[-2000:] + crashed.stderr[-2000:]
-    office.run_daemon(until=lambda: settled(office))
+    office.run_daemon(until=lambda: office.settled(len(MAILS)))
     engine = office.engine()
     with engine.connect() as conn:
         numbers = sorted(conn.scalars(select(register_entries.c.number)

@@ -17,17 +17,6 @@ from daemon.models import State
 from tests.conftest import CORPUS, Office, corpus_labels
 
 
-def finished(office: Office, expected: int) -> bool:
-    """All `expected` mails stored and none waiting to be processed or sent."""
-    engine = office.engine()
-    with engine.connect() as conn:
-        total = conn.scalar(select(func.count()).select_from(messages))
-        busy = conn.scalar(select(func.count()).select_from(messages).where(
-            messages.c.state.in_([State.STORED, State.ROUTED])))
-    engine.dispose()
-    return total == expected and busy == 0
-
-
 def _message_id(raw: bytes) -> str:
     return str(message_from_bytes(raw, policy=policy.compat32)["Message-ID"]).strip()
 
@@ -45,7 +34,7 @@ def journey(tmp_path_factory: pytest.TempPathFactory, dovecot: Any) -> dict[str,
     labels = corpus_labels()
     office.seed_corpus_cases()
     office.deliver(*[(CORPUS / label["file"]).read_bytes() for label in labels])
-    office.run_daemon(until=lambda: finished(office, len(labels)), timeout=120)
+    office.run_daemon(until=lambda: office.settled(len(labels)), timeout=120)
     sink.stop()
     engine = office.engine()
     with engine.connect() as conn:

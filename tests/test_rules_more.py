@@ -4,7 +4,6 @@ and the stand-in, hostile-rule and move cases end to end on the real servers."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -16,7 +15,7 @@ from sqlalchemy import func, select
 from daemon import rules as rules_module
 from daemon.calendar import WorkCalendar
 from daemon.cli import main
-from daemon.db import messages, register_entries
+from daemon.db import register_entries
 from daemon.errors import ConfigError
 from daemon.models import (
     Address,
@@ -27,7 +26,6 @@ from daemon.models import (
     Kind,
     Move,
     ParsedMail,
-    State,
     Tagging,
     Understanding,
 )
@@ -167,18 +165,6 @@ def test_rules_test_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert "FAIL wrong.yaml#1 008.eml" in capsys.readouterr().out
 
 
-def _finished(office: Office, count: int) -> Callable[[], bool]:
-    def check() -> bool:
-        engine = office.engine()
-        with engine.connect() as conn:
-            total = conn.scalar(select(func.count()).select_from(messages))
-            busy = conn.scalar(select(func.count()).select_from(messages).where(
-                messages.c.state.in_([State.STORED, State.ROUTED])))
-        engine.dispose()
-        return total == count and busy == 0
-    return check
-
-
 def _office_rules(office: Office, absence_to: date | None) -> Path:
     directory = office.dir / "rules"
     directory.mkdir(exist_ok=True)
@@ -212,7 +198,7 @@ def test_stand_in_during_absence_and_back_after(office: Office) -> None:
     today = datetime.now(VN).date()
     _office_rules(office, absence_to=today)
     office.deliver((CORPUS / "008.eml").read_bytes())
-    office.run_daemon(until=_finished(office, 1))
+    office.run_daemon(until=lambda: office.settled(1))
 
     during = _forward_recipients(office)[0]
     forward = next(message_from_bytes(m.data, policy=policy.default)
@@ -224,7 +210,7 @@ def test_stand_in_during_absence_and_back_after(office: Office) -> None:
 
     _office_rules(office, absence_to=today - timedelta(days=1))  # today is `to` + 1
     office.deliver((CORPUS / "003.eml").read_bytes())
-    office.run_daemon(until=_finished(office, 2))
+    office.run_daemon(until=lambda: office.settled(2))
 
     after = _forward_recipients(office)[1]
     assert "pgd.binh.sxd@example.gov.vn" in after
@@ -235,7 +221,7 @@ def test_replay_reports_what_would_change(office: Office,
     """`vanthu rules replay` re-routes stored mail under new rules and sends nothing."""
     _office_rules(office, absence_to=None)
     office.deliver((CORPUS / "008.eml").read_bytes())
-    office.run_daemon(until=_finished(office, 1))
+    office.run_daemon(until=lambda: office.settled(1))
     sent = len(office.smtp.messages())
     _office_rules(office, absence_to=datetime.now(VN).date() + timedelta(days=3))
     capsys.readouterr()
@@ -263,7 +249,7 @@ rules:
     office.seed_corpus_cases()
     office.deliver(*[(CORPUS / label["file"]).read_bytes() for label in labels])
 
-    office.run_daemon(until=_finished(office, len(labels)), timeout=120)
+    office.run_daemon(until=lambda: office.settled(len(labels)), timeout=120)
 
     engine = office.engine()
     with engine.connect() as conn:
