@@ -39,6 +39,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         rules_module.load(rules_dir)
     except ConfigError as err:
         problems += err.problems
+    if cfg is not None and cfg.results.trust_roots:
+        from daemon.results import load_roots
+
+        try:
+            load_roots(cfg.results.trust_roots)
+        except ConfigError as err:
+            problems += err.problems
     for problem in problems:
         print(problem)
     if not problems:

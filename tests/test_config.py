@@ -103,3 +103,16 @@ def test_run_with_a_bad_config_exits_78(tmp_path: Path) -> None:
     path.write_text("[agency]\nname = 1\n", encoding="utf-8")
 
     assert main(["run", "--config", str(path)]) == EX_CONFIG
+
+
+def test_check_loads_the_trust_roots(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trust root that cannot be read is reported by `vanthu check`."""
+    monkeypatch.chdir(ROOT)
+    path = tmp_path / "config.toml"
+    path.write_text(f'[rules]\ndir = "{ROOT / "rules"}"\n[results]\n'
+                    f'trust_roots = ["{tmp_path / "missing.pem"}"]\n', encoding="utf-8")
+
+    assert main(["check", "--config", str(path)]) == 1
+
+    assert "missing.pem: cannot load trust root" in capsys.readouterr().out

@@ -114,3 +114,26 @@ def test_dossier_opens_a_case_with_a_daily_code(tmp_path: Path) -> None:
 
     assert first.case_code == "000.00.22.H56-260531-0001"
     assert second.case_code == "000.00.22.H56-260531-0002"
+
+
+def _take_numbers(url: str, count: int) -> list[int]:
+    engine = make_engine(url)
+    taken = []
+    for _ in range(count):
+        with engine.begin() as conn:
+            taken.append(next_number(conn, "incoming:2026"))
+    engine.dispose()
+    return taken
+
+
+def test_two_daemon_processes_take_consecutive_numbers(tmp_path: Path) -> None:
+    """Two processes numbering on one SQLite file get 1..2n between them, no gap, no repeat."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    upgrade(make_engine(url))
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.starmap(_take_numbers, [(url, 150), (url, 150)])
+
+    assert sorted(results[0] + results[1]) == list(range(1, 301))
+    assert results[0] and results[1]
