@@ -12,7 +12,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from fpdf import FPDF
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
 from sqlalchemy import Engine, select
@@ -20,7 +19,7 @@ from sqlalchemy import Engine, select
 from daemon.cases import STATUS_NAMES
 from daemon.config import Config
 from daemon.db import cases, outgoing_entries, reading, register_entries
-from daemon.receipt import FONT_DIR
+from daemon.receipt import FONT_DIR, new_document
 from daemon.textnorm import nfc
 
 BOOKS = ("incoming", "confidential", "outgoing", "cases")
@@ -157,12 +156,10 @@ def to_xlsx(register: Register) -> bytes:
 
 def to_pdf(register: Register, cfg: Config, font_dir: Path = FONT_DIR) -> bytes:
     """A4 landscape: a title page, then the table with its header on every page."""
-    doc = FPDF(orientation="L", format="A4")
+    doc = new_document(font_dir)
     doc.set_margins(10, 12, 10)
     doc.set_auto_page_break(True, 12)
-    doc.add_font("DejaVu", "", str(font_dir / "DejaVuSans.ttf"))
-    doc.add_font("DejaVu", "B", str(font_dir / "DejaVuSans-Bold.ttf"))
-    doc.add_page()
+    doc.add_page(orientation="L")
     doc.set_font("DejaVu", "B", 14)
     doc.cell(0, 8, nfc(cfg.agency.name.upper()), new_x="LMARGIN", new_y="NEXT")
     doc.ln(45)
@@ -174,7 +171,7 @@ def to_pdf(register: Register, cfg: Config, font_dir: Path = FONT_DIR) -> bytes:
     doc.set_font("DejaVu", "", 11)
     doc.cell(0, 7, nfc(f"Từ số: 1   Đến số: {len(register.rows)}"), align="C",
              new_x="LMARGIN", new_y="NEXT")
-    doc.add_page()
+    doc.add_page(orientation="L")
     doc.set_font("DejaVu", "", 8)
     widths = WIDTHS[register.book]
     with doc.table(col_widths=widths, text_align="LEFT", line_height=4.5,

@@ -37,7 +37,9 @@ from daemon.store import (
 
 log = logging.getLogger("vanthu.fetch")
 
-IDLE_RENEW_SECONDS = 25 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
+# RFC 2177: servers may drop an IDLE after 30 minutes. Renewing every 5 also bounds how long
+# a mail can wait if a notification was lost in the instant before IDLE began.
+IDLE_RENEW_SECONDS = 5 * 60
 IDLE_TICK_SECONDS = 1.0  # how often the stop flag is looked at while idling
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # never more than this much mail in memory at once
 _IMAP_ERRORS = (IMAPClientError, imaplib.IMAP4.error, OSError, socket.timeout, ssl.SSLError)
@@ -148,6 +150,20 @@ class FolderWatcher:
 
     def catch_up(self, client: IMAPClient, uidvalidity: int) -> int:
         """Store every mail above the checkpoint; return how many were new."""
+        new = 0
+        # Search again until nothing is left: an EXISTS that arrives while we run other
+        # commands (the STORE of the flags) is consumed with their responses and would never
+        # reach IDLE, leaving that mail waiting for the next renewal.
+        for _ in range(100):
+            found = self._catch_up_once(client, uidvalidity)
+            new += found
+            if not found:
+                break
+        record_fetch(self.engine, self.cfg.name, self.folder, None)
+        self._rule_moves(client, uidvalidity)
+        return new
+
+    def _catch_up_once(self, client: IMAPClient, uidvalidity: int) -> int:
         last = checkpoint(self.engine, self.cfg.name, self.folder, uidvalidity)
         # `UID n:*` always matches the last message, even below n: filter ourselves.
         uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
@@ -162,9 +178,7 @@ class FolderWatcher:
                                            "last_uid": batch[-1]})
             self.on_stored()
             self._after(client, batch)
-        record_fetch(self.engine, self.cfg.name, self.folder, None)
-        self._rule_moves(client, uidvalidity)
-        return new
+        return len(uids)
 
     def _rule_moves(self, client: IMAPClient, uidvalidity: int) -> None:
         """Carry out the `move` actions of routed mail seen in this folder (a convenience:
