@@ -2,7 +2,8 @@
 # Prepare a Debian 12 machine for vanthu's demo and tests, idempotently:
 #  - Debian packages: dovecot-imapd (the real IMAP server the demo and the tests start on
 #    loopback), openssl (its throwaway certificate), python3-venv (to hold uv),
-#    fonts-dejavu-core (Vietnamese glyphs for the PDFs vanthu prints);
+#    fonts-dejavu-core (Vietnamese glyphs for the PDFs vanthu prints), poppler-utils (the
+#    tests render a printed register page to check it);
 #  - uv in .tools/, then the project's environment from uv.lock (.venv/).
 # Needs root or sudo only when a Debian package is missing.
 set -euo pipefail
@@ -13,6 +14,7 @@ packages=()
 command -v openssl >/dev/null || packages+=(openssl)
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || packages+=(fonts-dejavu-core)
+command -v pdftoppm >/dev/null || packages+=(poppler-utils)
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
