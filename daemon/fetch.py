@@ -37,9 +37,9 @@ from daemon.store import (
 
 log = logging.getLogger("vanthu.fetch")
 
-# RFC 2177: servers may drop an IDLE after 30 minutes. Renewing every 5 also bounds how long
-# a mail can wait if a notification was lost in the instant before IDLE began.
-IDLE_RENEW_SECONDS = 5 * 60
+# RFC 2177: servers may drop an IDLE after 30 minutes. Renewing every minute also bounds how
+# long a mail can wait if its notification was lost in the instant before IDLE began.
+IDLE_RENEW_SECONDS = 60
 IDLE_TICK_SECONDS = 1.0  # how often the stop flag is looked at while idling
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # never more than this much mail in memory at once
 _IMAP_ERRORS = (IMAPClientError, imaplib.IMAP4.error, OSError, socket.timeout, ssl.SSLError)
@@ -60,23 +60,29 @@ class FolderWatcher:
         self.stop = stop
         # Set when routed mail may have a rule's `move` to carry out here: ends the wait.
         self.nudge = threading.Event()
+        self.caught_up = False  # the current session completed a catch-up
         self.ctx = {"mailbox": mailbox.name, "folder": folder}
 
     def run(self) -> None:
         """Thread body: sessions with reconnect and exponential backoff, until stopped."""
         delay = 1.0
         while not self.stop.is_set():
+            self.caught_up = False
             try:
                 with self._connect() as client:
-                    delay = 1.0
                     self._session(client)
-            except MailboxError as err:
-                log.warning("mailbox.error", extra={**self.ctx, "error": str(err),
-                                                    "retry_in": delay})
+            except Exception as err:  # bulkhead: this folder's loop must outlive any error
+                if isinstance(err, MailboxError):
+                    log.warning("mailbox.error", extra={**self.ctx, "error": str(err),
+                                                        "retry_in": delay})
+                else:  # e.g. the database is locked or the disk is full: retry the same way
+                    log.exception("mailbox.failed", extra={**self.ctx, "retry_in": delay})
                 try:
                     record_fetch(self.engine, self.cfg.name, self.folder, str(err))
                 except Exception:  # the database may be the trouble; the log has it
                     log.exception("mailbox.record_failed", extra=self.ctx)
+                # Back off more each time, unless the last session did catch up first.
+                delay = 1.0 if self.caught_up else delay
                 self.stop.wait(delay)
                 delay = min(delay * 2, 300.0)
 
@@ -113,7 +119,11 @@ class FolderWatcher:
         uidvalidity = int(selected[b"UIDVALIDITY"])
         idle = self.cfg.idle and client.has_capability("IDLE")
         self.catch_up(client, uidvalidity)
+        self.caught_up = True
         while not self.stop.is_set():
+            if idle and self._news(client):
+                self.catch_up(client, uidvalidity)  # arrived since our last search
+                continue
             if idle:
                 self._idle(client)
             else:
@@ -127,6 +137,12 @@ class FolderWatcher:
             if current != uidvalidity:
                 raise MailboxError("UIDVALIDITY changed; reconnecting to refetch")
             self.catch_up(client, uidvalidity)
+
+    def _news(self, client: IMAPClient) -> bool:
+        """A NOOP just before IDLE: a mail that arrived since our last search shows as EXISTS.
+        (A server may not report, at the start of IDLE, a change that came before it.)"""
+        _, responses = client.noop()
+        return any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
     def _idle(self, client: IMAPClient) -> None:
         """Wait in IDLE until the server reports a change, the stop flag, or renewal time."""
