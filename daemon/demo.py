@@ -16,48 +16,11 @@ from sqlalchemy import func, select
 from daemon import config, log
 from daemon import rules as rules_module
 from daemon.db import outbox, reading
-from daemon.localservers import Dovecot, SmtpSink, dovecot_available
+from daemon.localservers import Dovecot, SmtpSink, dovecot_available, local_config
 from daemon.pipeline import backlog
 
 SAMPLES = Path(__file__).parent / "samples"
 RULES = Path(__file__).parent.parent / "rules"
-
-
-def demo_config(directory: Path, dovecot: Dovecot, sink: SmtpSink, rules_dir: Path) -> str:
-    return f"""
-[agency]
-name = "Sở Xây dựng tỉnh Tây Ninh"
-code = "000.00.22.H56"
-timezone = "Asia/Ho_Chi_Minh"
-addresses = ["vanthu.sxd@tayninh.gov.vn"]
-message_id_domain = "sxd.tayninh.gov.vn"
-
-[storage]
-data_dir = "{directory / 'data'}"
-
-[[mailboxes]]
-name = "vanthu"
-host = "127.0.0.1"
-port = {dovecot.imaps_port}
-security = "tls"
-ca_file = "{dovecot.cert}"
-username = "vanthu"
-password = "secret"
-folders = ["INBOX"]
-after = "flag"
-
-[smtp]
-host = "127.0.0.1"
-port = {sink.port}
-security = "none"
-from = "vanthu.sxd@tayninh.gov.vn"
-
-[rules]
-dir = "{rules_dir}"
-
-[security]
-authserv_id = "mx1.tayninh.gov.vn"
-"""
 
 
 def run_demo(directory: Path | None, mails: list[str] | None) -> int:
@@ -75,7 +38,9 @@ def run_demo(directory: Path | None, mails: list[str] | None) -> int:
         sink = SmtpSink(save_dir=directory / "sent").start()
         try:
             path = directory / "config.toml"
-            path.write_text(demo_config(directory, dovecot, sink, RULES.resolve()))
+            path.write_text(local_config(directory, dovecot, sink, user="vanthu",
+                                         password="secret", rules_dir=RULES.resolve(),
+                                         mailbox="vanthu"), encoding="utf-8")
             cfg = config.load(path)
             ruleset = rules_module.load(cfg.rules.dir)
             client = IMAPClient("127.0.0.1", port=dovecot.imap_port, ssl=False)

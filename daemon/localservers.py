@@ -228,4 +228,45 @@ class SmtpSink:
             return list(self.received)
 
 
-__all__ = ["Dovecot", "Received", "SMTPServer", "SmtpSink", "dovecot_available", "free_port"]
+def local_config(directory: Path, dovecot: Dovecot, sink: SmtpSink, *, user: str,
+                 password: str, rules_dir: Path, mailbox: str = "agency",
+                 mailbox_extra: str = "", extra: str = "") -> str:
+    """A config.toml for an agency served by these local servers (IMAPS with the throwaway
+    certificate, plain SMTP on loopback), as the demo and the tests use it."""
+    return f"""
+[agency]
+name = "Sở Xây dựng tỉnh Tây Ninh"
+code = "000.00.22.H56"
+timezone = "Asia/Ho_Chi_Minh"
+addresses = ["vanthu.sxd@tayninh.gov.vn"]
+message_id_domain = "sxd.tayninh.gov.vn"
+
+[storage]
+data_dir = "{directory / 'data'}"
+
+[[mailboxes]]
+name = "{mailbox}"
+host = "127.0.0.1"
+port = {dovecot.imaps_port}
+security = "tls"
+ca_file = "{dovecot.cert}"
+username = "{user}"
+password = "{password}"
+{mailbox_extra}
+[smtp]
+host = "127.0.0.1"
+port = {sink.port}
+security = "none"
+from = "vanthu.sxd@tayninh.gov.vn"
+
+[rules]
+dir = "{rules_dir}"
+
+[security]
+authserv_id = "mx1.tayninh.gov.vn"
+{extra}
+"""
+
+
+__all__ = ["Dovecot", "Received", "SMTPServer", "SmtpSink", "dovecot_available", "free_port",
+           "local_config"]

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, insert
 from daemon import config
 from daemon import rules as rules_module
 from daemon.db import case_threads, cases, make_engine, upgrade, utcnow
-from daemon.localservers import Dovecot, SmtpSink, dovecot_available
+from daemon.localservers import Dovecot, SmtpSink, dovecot_available, local_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -132,42 +132,10 @@ class Office:
 def write_config(directory: Path, dovecot: Dovecot, sink: SmtpSink, user: str, password: str,
                  extra: str = "") -> Path:
     path = directory / "config.toml"
-    path.write_text(f"""
-[agency]
-name = "Sở Xây dựng tỉnh Tây Ninh"
-code = "000.00.22.H56"
-addresses = ["vanthu.sxd@tayninh.gov.vn"]
-message_id_domain = "sxd.tayninh.gov.vn"
-
-[storage]
-data_dir = "{directory / 'data'}"
-
-[[mailboxes]]
-name = "agency"
-host = "127.0.0.1"
-port = {dovecot.imaps_port}
-security = "tls"
-ca_file = "{dovecot.cert}"
-username = "{user}"
-password = "{password}"
-poll_seconds = 1
-
-[smtp]
-host = "127.0.0.1"
-port = {sink.port}
-security = "none"
-from = "vanthu.sxd@tayninh.gov.vn"
-
-[rules]
-dir = "{RULES}"
-
-[security]
-authserv_id = "{AUTHSERV_ID}"
-
-[digest]
-to = []
-{extra}
-""", encoding="utf-8")
+    path.write_text(local_config(
+        directory, dovecot, sink, user=user, password=password, rules_dir=RULES,
+        mailbox_extra="poll_seconds = 1\n", extra=f"\n[digest]\nto = []\n{extra}"),
+        encoding="utf-8")
     return path
 
 
