@@ -148,6 +148,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def next_reminders(now: datetime, cfg: config.Config) -> datetime:
+    """The next run of the 07:30 deadline-reminder job, in the agency's time zone."""
+    local = now.astimezone(cfg.agency.tz)
+    run = local.replace(hour=7, minute=30, second=0, microsecond=0)
+    return run if run > local else run + timedelta(days=1)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _config(args)
     engine = _engine(cfg)
@@ -165,7 +172,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     next_digest = min(p for p in upcoming if p > now.astimezone(cfg.agency.tz))
     report = {
         "version": __version__,
-        "next_jobs": {"digest": next_digest.isoformat()},
+        "next_jobs": {"digest": next_digest.isoformat(),
+                      "reminders": next_reminders(now, cfg).isoformat()},
         "messages": states,
         "outbox": out_states,
         "quarantine": states.get(State.QUARANTINED, 0),
@@ -383,7 +391,12 @@ def cmd_case(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 1
             cases_module.set_status(conn, case.id, status, actor)
-    print(f"{args.code}: {args.action} done; emails go out with the running daemon")
+    if args.json:
+        with reading(engine) as conn:
+            updated = conn.execute(sql_select(cases).where(cases.c.code == args.code)).one()
+        print(json.dumps(_case_json(updated), ensure_ascii=False, indent=1))
+    else:
+        print(f"{args.code}: {args.action} done; emails go out with the running daemon")
     return 0
 
 

@@ -197,3 +197,20 @@ def test_conditions_explain_themselves() -> None:
 
     assert matched
     assert "✓ sender_domain=b.gov.vn" in why and "✓ urgent=True" in why
+
+
+def test_director_away_without_stand_in_escalates_to_the_higher_authority() -> None:
+    """With nobody left in the role, the Director's mail goes to the configured higher
+    authority, and the note says so (the digest lists it)."""
+    ruleset = rules_module.load(RULES)
+    away = rules_module.Absence("nguyen_van_an", _at(2026, 6, 1).date(), _at(2026, 6, 30).date(),
+                                "công tác", None)
+    rs = RuleSet(ruleset.people, ruleset.departments, (away,), (
+        Rule("giam-doc", {}, (ActionSpec("forward", Targets(roles=("giam_doc",))),), False,
+             "x.yaml", 1),), higher_authority=("vanphong@ubnd.example.gov.vn",))
+
+    decision = decide(_und(Kind.DOCUMENT), _mail(), rs, _at(2026, 6, 10))
+
+    forward = decision.actions[0]
+    assert forward.to == ("vanphong@ubnd.example.gov.vn",)
+    assert "vắng mặt, không có người thay: chuyển cấp trên" in forward.note
