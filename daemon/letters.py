@@ -54,7 +54,7 @@ def supplement_request(conn: Connection, cfg: Config, case: Any, items: list[str
         ["Thời hạn giải quyết tạm dừng từ ngày yêu cầu và được tính tiếp khi nhận đủ hồ sơ bổ "
          "sung.", "Xin trả lời thư này, kèm các giấy tờ bổ sung, giữ nguyên mã hồ sơ trong "
          "tiêu đề."],
-        key=on.isoformat(), in_reply_to=origin)
+        key=utcnow().strftime("%Y%m%d%H%M%S%f"), in_reply_to=origin)
 
 
 def apology(conn: Connection, cfg: Config, case: Any, new_date: date, reason: str,
