@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from imapclient import IMAPClient
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, Table, func, insert, select
 
 from daemon import config
 from daemon import rules as rules_module
@@ -85,6 +85,14 @@ class Office:
         engine = make_engine(self.cfg.storage.url)
         upgrade(engine)
         return engine
+
+    def count(self, table: Table) -> int:
+        """Rows in `table` of this office's database."""
+        engine = self.engine()
+        with engine.connect() as conn:
+            value = int(conn.scalar(select(func.count()).select_from(table)) or 0)
+        engine.dispose()
+        return value
 
     def settled(self, count: int) -> bool:
         """All `count` mails stored and none left to process or send."""

@@ -9,8 +9,6 @@ import subprocess
 import sys
 import time
 
-from sqlalchemy import func, select
-
 from daemon.db import messages, register_entries
 from tests.conftest import CORPUS, ROOT, Office, corpus_labels, wait_for
 
@@ -22,21 +20,13 @@ def _start(office: Office) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT, text=True)
 
 
-def _count(office: Office, table: object) -> int:
-    engine = office.engine()
-    with engine.connect() as conn:
-        value = int(conn.scalar(select(func.count()).select_from(table)) or 0)  # type: ignore[arg-type]
-    engine.dispose()
-    return value
-
-
 def test_sigterm_mid_intake_loses_nothing(office: Office) -> None:
     """SIGTERM while mail is being processed exits cleanly; a restart finishes the job once."""
     labels = corpus_labels()
     office.seed_corpus_cases()
     office.deliver(*[(CORPUS / label["file"]).read_bytes() for label in labels])
     process = _start(office)
-    wait_for(lambda: _count(office, messages) > 0, timeout=30)
+    wait_for(lambda: office.count(messages) > 0, timeout=30)
 
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=60)
@@ -46,9 +36,9 @@ def test_sigterm_mid_intake_loses_nothing(office: Office) -> None:
     assert "daemon.stopping" in events and events[-1] == "daemon.stopped"
     registrable = sum(1 for label in labels
                       if "register" in label["must"] and "quarantine" not in label["must"])
-    office.run_daemon(until=lambda: _count(office, register_entries) == registrable
-                      and _count(office, messages) == len(labels))
-    assert _count(office, messages) == len(labels)
+    office.run_daemon(until=lambda: office.count(register_entries) == registrable
+                      and office.count(messages) == len(labels))
+    assert office.count(messages) == len(labels)
 
 
 def test_sighup_with_broken_rules_keeps_the_running_set(office: Office, tmp_path: object) -> None:

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from daemon import rules as rules_module
 from daemon.db import checkpoints, locations, messages, register_entries
@@ -38,14 +38,6 @@ class Running:
         assert not self.thread.is_alive()
 
 
-def count(office: Office, table: object) -> int:
-    engine = office.engine()
-    with engine.connect() as conn:
-        value = int(conn.scalar(select(func.count()).select_from(table)) or 0)  # type: ignore[arg-type]
-    engine.dispose()
-    return value
-
-
 def forwards(office: Office) -> int:
     return sum(1 for m in office.smtp.messages() if b"X-Vanthu-Action: forward" in m.data)
 
@@ -53,7 +45,7 @@ def forwards(office: Office) -> int:
 def test_idle_delivers_a_new_mail_within_seconds(office: Office) -> None:
     """Under IDLE a mail appended while the daemon waits is forwarded without a poll interval."""
     with Running(office):
-        wait_for(lambda: count(office, checkpoints) == 1)
+        wait_for(lambda: office.count(checkpoints) == 1)
         time.sleep(0.5)  # let the watcher enter IDLE
         started = time.monotonic()
 
@@ -75,19 +67,19 @@ def test_reconnects_after_the_server_drops_the_session(office: Office) -> None:
         office.deliver(OTHER_DOCUMENT.read_bytes())
 
         wait_for(lambda: forwards(office) == 2, timeout=30)
-    assert count(office, register_entries) == 2
+    assert office.count(register_entries) == 2
 
 
 def test_uidvalidity_change_registers_nothing_twice(office: Office) -> None:
     """A UIDVALIDITY reset refetches the folder but no mail gets a second row or số đến."""
     office.deliver(DOCUMENT.read_bytes(), OTHER_DOCUMENT.read_bytes())
-    office.run_daemon(until=lambda: count(office, register_entries) == 2 and forwards(office) == 2)
+    office.run_daemon(until=lambda: office.count(register_entries) == 2 and forwards(office) == 2)
 
     office.dovecot.set_uidvalidity(office.user, "INBOX", 4242)
-    office.run_daemon(until=lambda: count(office, locations) == 4)
+    office.run_daemon(until=lambda: office.count(locations) == 4)
 
-    assert count(office, messages) == 2
-    assert count(office, register_entries) == 2
+    assert office.count(messages) == 2
+    assert office.count(register_entries) == 2
     assert forwards(office) == 2
     engine = office.engine()
     with engine.connect() as conn:
@@ -137,10 +129,10 @@ def test_several_folders_are_watched(office: Office) -> None:
     office.deliver(DOCUMENT.read_bytes())
     office.deliver(DOCUMENT.read_bytes(), OTHER_DOCUMENT.read_bytes(), folder="Dossiers")
 
-    office.run_daemon(until=lambda: count(office, locations) == 3 and forwards(office) == 2)
+    office.run_daemon(until=lambda: office.count(locations) == 3 and forwards(office) == 2)
 
-    assert count(office, messages) == 2
-    assert count(office, register_entries) == 2
+    assert office.count(messages) == 2
+    assert office.count(register_entries) == 2
 
 
 def test_polling_when_idle_is_off(office: Office) -> None:
@@ -149,7 +141,7 @@ def test_polling_when_idle_is_off(office: Office) -> None:
                                                   'poll_seconds = 1\nidle = false')
     office.config_path.write_text(text)
     with Running(office):
-        wait_for(lambda: count(office, checkpoints) == 1)
+        wait_for(lambda: office.count(checkpoints) == 1)
 
         office.deliver(DOCUMENT.read_bytes())
 
