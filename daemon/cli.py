@@ -64,7 +64,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
     if at.tzinfo is None:
         at = at.replace(tzinfo=cfg.agency.tz)
-    own = frozenset({*cfg.agency.addresses, cfg.smtp.from_.lower()})
+    own = cfg.own_addresses
     decision = decide(und, mail, ruleset, at.astimezone(cfg.agency.tz), own,
                       cfg.calendar.work_calendar())
     out: dict[str, Any] = {

@@ -88,7 +88,7 @@ def envelope(cfg: Config, ctx: Context, action: Action, subject: str,
              header_id: str | None = None) -> EmailMessage:
     """Headers every vanthu mail carries; the Message-ID derives from the context unless given."""
     msg = EmailMessage(policy=SMTP)
-    msg.set_raw("From", formataddr((cfg.agency.name, cfg.smtp.from_), charset="utf-8"))
+    msg.set_raw("From", formataddr((cfg.smtp.from_name or cfg.agency.name, cfg.smtp.from_address), charset="utf-8"))
     msg["To"] = ", ".join(action.to)
     set_text_header(msg, "Subject", header_safe(subject, 250))
     msg["Date"] = format_datetime(ctx.received_at.astimezone(cfg.agency.tz))
@@ -257,7 +257,7 @@ def result(cfg: Config, *, pdf_sha256: str, pdf_name: str, pdf: bytes, to: str,
         subject = f"[{case_code}] {subject}"
     msg = envelope(cfg, ctx, action, subject)
     msg["Auto-Submitted"] = "no"  # a real answer, signed by the agency: replies welcome
-    msg["Reply-To"] = cfg.smtp.from_
+    msg["Reply-To"] = cfg.smtp.from_address
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to
         msg["References"] = in_reply_to

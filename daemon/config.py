@@ -7,6 +7,7 @@ object. Secrets are `Secret` values that never print.
 
 from __future__ import annotations
 
+import email.policy
 import functools
 import os
 import re
@@ -103,11 +104,15 @@ class SmtpConfig:
     security: str = "none"
     username: str | None = None
     password: Secret | None = field(default=None, repr=False)
-    from_: str = "vanthu@localhost"
+    from_: str = "vanthu@localhost"  # as written: an address or a whole mailbox
     ca_file: str | None = None
     tls_verify: bool = True
     timeout_seconds: float = 60.0
     max_attempts: int = 10
+    # `from` parsed as one RFC 5322 mailbox: the display name (any Unicode) and the ASCII
+    # addr-spec that goes into the SMTP envelope and the From header.
+    from_name: str = ""
+    from_address: str = "vanthu@localhost"
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,11 @@ class Config:
     results: ResultsConfig
     digest: DigestConfig
     calendar: CalendarConfig = CalendarConfig()
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        """Every address of the agency itself: mail from them is never answered (no loops)."""
+        return frozenset({*self.agency.addresses, self.smtp.from_address.lower()})
 
 
 class _Reader:
@@ -310,6 +320,35 @@ def _regex(value: str) -> str | None:
     return None
 
 
+def mailbox(value: str) -> tuple[str, str] | str:
+    """Parse `value` as one mailbox ("Văn thư <vanthu@so.gov.vn>" or a bare address) with the
+    standard library's strict RFC 5322 parser. Returns (display name, addr-spec), or the
+    reason it cannot be used as the sender of vanthu's mail."""
+    if any(c in value for c in "\r\n\x00"):
+        return "must not contain line breaks or NUL"
+    try:
+        header = email.policy.default.header_factory("from", value)
+    except (ValueError, IndexError, TypeError) as err:
+        return f"not a mailbox: {err}"
+    groups = getattr(header, "groups", ())
+    found = [a for g in groups for a in g.addresses]
+    if len(found) != 1 or any(g.display_name is not None for g in groups):
+        return f"must be exactly one mailbox, found {len(found)}"
+    if header.defects:
+        return f"not a well-formed mailbox: {header.defects[0]}"
+    address = found[0]
+    if not address.username or not address.domain:
+        return "the address needs a local part and a domain"
+    if not address.addr_spec.isascii():
+        return "the address must be ASCII (vanthu does not send with SMTPUTF8)"
+    return address.display_name, address.addr_spec
+
+
+def _mailbox_check(value: str) -> str | None:
+    parsed = mailbox(value)
+    return parsed if isinstance(parsed, str) else None
+
+
 def _hhmm(value: str) -> bool:
     return re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value) is not None
 
@@ -409,6 +448,8 @@ def parse(
                           "tls_verify", "timeout_seconds", "max_attempts"})
     security = r.take(t, "smtp", "security", str, "none", _security)
     ca_file = r.take(t, "smtp", "ca_file", str, "")
+    from_ = r.take(t, "smtp", "from", str, "vanthu@localhost", _mailbox_check)
+    from_parsed = mailbox(from_)
     smtp = SmtpConfig(
         host=r.take(t, "smtp", "host", str, "127.0.0.1"),
         port=r.take(t, "smtp", "port", int, {"tls": 465, "starttls": 587}.get(security, 25),
@@ -416,7 +457,9 @@ def parse(
         security=security,
         username=r.take(t, "smtp", "username", str, "") or None,
         password=r.secret(t, "smtp", required=False),
-        from_=r.take(t, "smtp", "from", str, "vanthu@localhost"),
+        from_=from_,
+        from_name=from_parsed[0] if isinstance(from_parsed, tuple) else "",
+        from_address=from_parsed[1] if isinstance(from_parsed, tuple) else "vanthu@localhost",
         ca_file=str(base / ca_file) if ca_file else None,
         tls_verify=r.take(t, "smtp", "tls_verify", bool, True),
         timeout_seconds=r.take(t, "smtp", "timeout_seconds", float, 60.0),

@@ -200,7 +200,7 @@ def recipients(cfg: Config, rules: RuleSet, on: datetime) -> list[str]:
 def compose(cfg: Config, digest: Digest, to: list[str], key: str,
             when: datetime) -> EmailMessage:
     msg = EmailMessage(policy=SMTP)
-    msg.set_raw("From", formataddr((cfg.agency.name, cfg.smtp.from_), charset="utf-8"))
+    msg.set_raw("From", formataddr((cfg.smtp.from_name or cfg.agency.name, cfg.smtp.from_address), charset="utf-8"))
     msg["To"] = ", ".join(to)
     set_text_header(msg, "Subject", digest.subject)
     msg["Date"] = format_datetime(when.astimezone(cfg.agency.tz))

@@ -151,6 +151,12 @@ class Understanding:
     applicant: Applicant | None
     quarantine_reasons: tuple[str, ...] = ()
     defects: tuple[str, ...] = ()
+    # Did the From address's domain pass DMARC or aligned DKIM, per our own server's
+    # Authentication-Results (or our own DKIM check)? None: nothing trusted could tell.
+    authenticated: bool | None = None
+    # Doubts about the sender shown to people on the forward and in the digest (e.g. the
+    # issuer printed in the document does not match the sender's domain), in Vietnamese.
+    trust_notes: tuple[str, ...] = ()
 
     @property
     def quarantine(self) -> bool:
@@ -172,6 +178,8 @@ class Understanding:
             "document": self.document.as_json() if self.document else None,
             "applicant": self.applicant.as_json() if self.applicant else None,
             "safety": {"quarantine": self.quarantine, "reasons": list(self.quarantine_reasons)},
+            "authenticated": self.authenticated,
+            "trust_notes": list(self.trust_notes),
             "defects": list(self.defects),
         }
 

@@ -72,7 +72,7 @@ def _think(cfg: Config, rules: RuleSet, conn: Connection, row: Any,
         return replace(base, error=f"{type(reading).__name__}: {reading}")
     try:
         und = judge(reading, cfg, DbCases(conn))
-        own = frozenset({*cfg.agency.addresses, cfg.smtp.from_.lower()})
+        own = cfg.own_addresses
         decision = decide(und, reading.mail, rules, row.stored_at.astimezone(cfg.agency.tz),
                           own, cfg.calendar.work_calendar())
     except Exception as err:  # bulkhead: one message's failure must not stop the others

@@ -44,7 +44,7 @@ def _summary(decision: Decision) -> dict[str, list[str]]:
 def _decide(cfg: Config, rules: RuleSet, raw: bytes, at: datetime,
             cases: Any) -> tuple[str, Decision]:
     mail, und = understand(raw, cfg, cases)
-    own = frozenset({*cfg.agency.addresses, cfg.smtp.from_.lower()})
+    own = cfg.own_addresses
     decision = decide(und, mail, rules, at.astimezone(cfg.agency.tz), own,
                       cfg.calendar.work_calendar())
     return und.kind.value, decision

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import ssl
 from datetime import timedelta
-from email.utils import parseaddr
 from typing import Any
 
 import aiosmtplib
@@ -90,7 +89,7 @@ class Sender:
                     ).values(state=State.DONE, updated_at=now))
 
     async def _send_one(self, client: aiosmtplib.SMTP, row: Any) -> None:
-        sender = parseaddr(self.cfg.from_)[1]
+        sender = self.cfg.from_address
         try:
             errors, _ = await client.sendmail(sender, list(row.recipients), row.raw)
         except aiosmtplib.SMTPRecipientsRefused as err:

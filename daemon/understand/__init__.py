@@ -97,7 +97,7 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
     """Decide the kind, the case and whether to hold the mail, from a Reading."""
     mail, document = reading.mail, reading.document
     case_ref, case_why = _case_signal(mail, cfg, cases)
-    own = {a.lower() for a in cfg.agency.addresses} | {cfg.smtp.from_.lower()}
+    own = cfg.own_addresses
     auth = authenticated(mail, cfg.security.authserv_id)
     signals = Signals(case_ref=case_ref, case_why=case_why, own_mail=mail.sender.email in own,
                       authenticated=auth)
