@@ -38,8 +38,8 @@ from daemon.register import DbCases, case_id_of, link_thread, register
 from daemon.route import decide
 from daemon.rules import RuleSet
 from daemon.store import MailStore
-from daemon.understand import Reading, judge, read
-from daemon.workers import ReadPool
+from daemon.understand import Reading, judge
+from daemon.workers import ReadPool, read_guarded
 
 log = logging.getLogger("vanthu.pipeline")
 
@@ -81,16 +81,6 @@ def _think(cfg: Config, rules: RuleSet, conn: Connection, row: Any,
     return replace(base, mail=reading.mail, understanding=und, decision=decision)
 
 
-def _read_inline(raw: bytes, cfg: Config) -> Reading | BadMessage | Exception:
-    try:
-        return read(raw, cfg.limits)
-    except BadMessage as err:
-        return err
-    except Exception as err:  # bulkhead: the parser may raise anything on hostile input
-        log.exception("pipeline.read_failed")
-        return err
-
-
 def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
                     pool: ReadPool | None = None, limit: int = 100) -> int:
     """Process up to `limit` stored messages; return how many were looked at.
@@ -116,7 +106,7 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
     if pool is not None:
         found.extend(pool.read_all(readable))
     else:
-        found.extend(_read_inline(raw, cfg) for raw in readable)
+        found.extend(read_guarded(raw, cfg.limits) for raw in readable)
     results = iter(found)
     readings: list[Reading | BadMessage | Exception | None] = [
         BadMessage(f"stored file unreadable: {raw}") if isinstance(raw, OSError)

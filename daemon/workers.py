@@ -1,9 +1,12 @@
 """Read (parse) mails in worker processes: both cores work, and a hostile mail that hangs a
 worker, exhausts its memory or crashes it costs that worker, never the daemon.
 
-Each worker runs `understand.read`, which is pure. A mail not read within `parse_seconds`, or
-whose worker died, is reported as a BadMessage and quarantined; the pool is rebuilt. Mails of
-the batch not yet collected are simply read again in the next batch.
+Each worker runs `understand.read`, which is pure. A mail not read within `parse_seconds`
+*of a worker taking it*, or whose worker died, is reported as a BadMessage and quarantined;
+the pool is rebuilt. The clock starts when a worker reports that it took the mail, not when
+the mail was queued: spawning a worker (about a second on two cores, more on a loaded machine)
+never counts against a mail. Mails of the batch not yet collected are read again in the next
+batch.
 """
 
 from __future__ import annotations
@@ -12,7 +15,11 @@ import logging
 import multiprocessing
 import os
 import resource
-from multiprocessing.pool import Pool
+import time
+from collections.abc import Callable
+from multiprocessing.pool import AsyncResult, Pool
+from multiprocessing.queues import SimpleQueue
+from typing import Any
 
 from daemon.config import LimitsConfig
 from daemon.errors import BadMessage
@@ -20,29 +27,55 @@ from daemon.understand import Reading, read
 
 log = logging.getLogger("vanthu.workers")
 
+Reader = Callable[[bytes, LimitsConfig], Reading | BadMessage]
 
-def _init_worker(memory_mb: int) -> None:
+# Set in each worker by `_init_worker`: where it reports "I took task N at time T".
+_started: SimpleQueue[tuple[int, float]] | None = None
+
+
+def _init_worker(memory_mb: int, started: SimpleQueue[tuple[int, float]]) -> None:
+    global _started
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     logging.getLogger().handlers[:] = []  # the parent logs; a worker only returns results
+    _started = started
 
 
-def _read(raw: bytes, limits: LimitsConfig) -> Reading | BadMessage:
+def read_guarded(raw: bytes, limits: LimitsConfig, parse: Reader = read) -> Reading | BadMessage:
+    """`understand.read` (or `parse`), with every failure of the parser turned into a
+    BadMessage: the same in a worker and in the daemon's own process (`process_pending`
+    without a pool). A parser exception is a property of the mail, so no retry would help."""
     try:
-        return read(raw, limits)
+        return parse(raw, limits)
     except BadMessage as err:
         return err
     except MemoryError:
         return BadMessage(f"reading needs more than {limits.worker_memory_mb} MB of memory")
+    except Exception as err:  # bulkhead: the parser may raise anything on hostile input
+        return BadMessage(f"unreadable mail: {type(err).__name__}: {err}")
+
+
+def _task(task_id: int, reader: Reader, raw: bytes, limits: LimitsConfig) -> Reading | BadMessage:
+    if _started is not None:
+        # CLOCK_MONOTONIC is system-wide on Linux: the parent can compare it with its own.
+        _started.put((task_id, time.monotonic()))
+    return reader(raw, limits)
 
 
 class ReadPool:
     """A pool of parsing processes (spawned, so no thread state of the daemon is inherited)."""
 
-    def __init__(self, limits: LimitsConfig) -> None:
+    # How long a mail may wait for a worker to take it at all: only a pool that cannot start
+    # (a broken interpreter, no memory for a process) waits this long.
+    START_SECONDS = 300.0
+
+    def __init__(self, limits: LimitsConfig, reader: Reader = read_guarded) -> None:
         self.limits = limits
         self.size = limits.workers or os.cpu_count() or 1
+        self.reader = reader
         self._pool: Pool | None = None
+        self._started: SimpleQueue[tuple[int, float]] | None = None
+        self._next_task = 0
 
     def start(self) -> None:
         """Start the workers now, so the first mail does not wait for them."""
@@ -51,26 +84,55 @@ class ReadPool:
     def _get(self) -> Pool:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
+            self._started = context.SimpleQueue()
             self._pool = context.Pool(self.size, initializer=_init_worker,
-                                      initargs=(self.limits.worker_memory_mb,))
+                                      initargs=(self.limits.worker_memory_mb, self._started))
         return self._pool
+
+    def _wait(self, task_id: int, task: AsyncResult[Any], started: dict[int, float]) -> bool:
+        """Wait for `task`; False when it ran past its time (or never started)."""
+        queued = time.monotonic()
+        assert self._started is not None
+        while True:
+            while not self._started.empty():
+                tid, at = self._started.get()
+                started[tid] = at
+            begin = started.get(task_id)
+            now = time.monotonic()
+            if begin is None:
+                left = queued + self.START_SECONDS - now
+            else:
+                left = begin + self.limits.parse_seconds - now
+            if task.ready():
+                return True
+            if left <= 0:
+                return False
+            # Until a worker takes the mail, look for its start notice every 50 ms.
+            task.wait(left if begin is not None else min(left, 0.05))
 
     def read_all(self, raws: list[bytes]) -> list[Reading | BadMessage | None]:
         """One result per mail: a Reading, a BadMessage, or None (not read: try again)."""
         pool = self._get()
-        pending = [pool.apply_async(_read, (raw, self.limits)) for raw in raws]
+        ids = list(range(self._next_task, self._next_task + len(raws)))
+        self._next_task += len(raws)
+        pending = [pool.apply_async(_task, (tid, self.reader, raw, self.limits))
+                   for tid, raw in zip(ids, raws, strict=True)]
+        started: dict[int, float] = {}
         results: list[Reading | BadMessage | None] = []
-        for i, task in enumerate(pending):
-            try:
-                results.append(task.get(timeout=self.limits.parse_seconds))
-            except multiprocessing.TimeoutError:
-                log.error("workers.timeout", extra={"seconds": self.limits.parse_seconds})
-                results.append(BadMessage(
-                    f"reading took longer than {self.limits.parse_seconds} s, or its worker "
-                    "died; the mail may be built to exhaust the parser"))
-                results.extend([None] * (len(pending) - i - 1))
-                self.close()  # the stuck worker must go; the rest of the batch is reread
-                break
+        for i, (tid, task) in enumerate(zip(ids, pending, strict=True)):
+            if self._wait(tid, task, started):
+                try:
+                    results.append(task.get())
+                except Exception as err:  # bulkhead: a result that cannot be unpickled
+                    results.append(BadMessage(f"reading failed: {type(err).__name__}: {err}"))
+                continue
+            log.error("workers.timeout", extra={"seconds": self.limits.parse_seconds})
+            results.append(BadMessage(
+                f"reading took longer than {self.limits.parse_seconds} s, or its worker "
+                "died; the mail may be built to exhaust the parser"))
+            results.extend([None] * (len(pending) - i - 1))
+            self.close()  # the stuck worker must go; the rest of the batch is reread
+            break
         return results
 
     def close(self) -> None:
@@ -78,3 +140,6 @@ class ReadPool:
             self._pool.terminate()
             self._pool.join()
             self._pool = None
+        if self._started is not None:
+            self._started.close()
+            self._started = None
