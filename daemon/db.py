@@ -33,8 +33,10 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     insert,
+    inspect,
     make_url,
     update,
 )
@@ -206,7 +208,12 @@ register_entries = Table(
     Column("number", Integer, nullable=False),
     Column("message_id", ForeignKey("messages.id"), nullable=False, unique=True),
     Column("received_at", UTCDateTime, nullable=False),
-    Column("sender", Text, nullable=False),
+    Column("sender", Text, nullable=False),  # for people: "Name <address>"
+    # The sender's address from the strict parse of From: the only one vanthu writes back to.
+    Column("sender_email", Text),
+    # How far the sender is proven (register.Trust): an entry never makes a better-proven copy
+    # of the same document a duplicate. NULL (rows of an earlier build): unproven.
+    Column("trust", Integer),
     Column("kind", String(20), nullable=False),
     Column("document", JSON),
     Column("doc_key", String(500), index=True),  # issuer|number|symbol|date, when all known
@@ -227,7 +234,7 @@ outbox = Table(
     Column("message_id", ForeignKey("messages.id"), index=True),  # the mail that caused it
     Column("action", String(40), nullable=False),
     Column("recipients", JSON, nullable=False),
-    # "address|YYYY-MM-DD" on acknowledgements: at most one automatic reply per sender a day.
+    # "address|YYYY-MM-DD" on automatic replies: counted per sender and per domain a day.
     Column("ack_key", String(400), index=True),
     Column("raw", LargeBinary, nullable=False),
     Column("state", String(20), nullable=False, index=True),
@@ -236,6 +243,10 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
+    # Recipients the server accepted, and those refused for good (address -> "code reply"):
+    # a retry goes only to the others, and status reports the refusals.
+    Column("delivered", JSON(none_as_null=True)),
+    Column("refused", JSON(none_as_null=True)),
 )
 
 
@@ -273,6 +284,36 @@ digests = Table(
     Column("period", String(40), primary_key=True),  # e.g. "2026-11-22T06:00"
     Column("sent_at", UTCDateTime, nullable=False),
 )
+
+
+# Faults of the system a daemon is living with right now (e.g. "pipeline": paused because a
+# known-good sample mail fails too), so `status` and the digest can tell people; the row is
+# removed when the fault clears.
+health = Table(
+    "health", metadata,
+    Column("component", String(100), primary_key=True),
+    Column("problem", Text, nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+def report_fault(engine: Engine, component: str, problem: str) -> None:
+    """Record (or refresh) a fault of `component`; keeps the time it started."""
+    now = utcnow()
+    with engine.begin() as conn:
+        changed = conn.execute(update(health).where(health.c.component == component)
+                               .values(problem=problem, updated_at=now)).rowcount
+        if not changed:
+            conn.execute(insert(health).values(component=component, problem=problem,
+                                               since=now, updated_at=now))
+
+
+def clear_fault(engine: Engine, component: str) -> bool:
+    """Forget the fault of `component`; True when there was one."""
+    with engine.begin() as conn:
+        return bool(conn.execute(delete(health).where(health.c.component == component))
+                    .rowcount)
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -322,5 +363,20 @@ def make_engine(url: str) -> Engine:
 
 
 def upgrade(engine: Engine) -> None:
-    """Create the schema where it is missing. (Alembic takes over at the first schema change.)"""
+    """Create the schema where it is missing, and add the nullable columns a database made by an
+    earlier build lacks (ALTER TABLE … ADD COLUMN keeps every row). Renames, type changes and
+    new constraints need real migrations."""
     metadata.create_all(engine)
+    with engine.begin() as conn:
+        present = inspect(conn)
+        for table in metadata.tables.values():
+            have = {c["name"] for c in present.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                if not column.nullable or column.primary_key:
+                    raise RuntimeError(f"cannot add the required column {table.name}."
+                                       f"{column.name} to an existing database")
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN '
+                                     f'"{column.name}" {kind}')

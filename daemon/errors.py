@@ -7,7 +7,9 @@
     │   └── SendDeferred     SMTP 4xx or connection failure: the outbox row stays pending
     └── PermanentError   no retry: quarantine the message or fail the outbox row
         ├── BadMessage       a mail we cannot parse or must not process (the reason is kept)
-        └── SendRejected     SMTP 5xx: the recipient or the content was refused
+        ├── SendRejected     SMTP 5xx: the recipient or the content was refused
+        └── EmailRefused     the outbox will not take an email: bad headers, no bytes
+            └── RecipientRefused   a recipient that cannot be sent to, or may not be written to
 """
 
 from __future__ import annotations
@@ -64,3 +66,27 @@ class BadMessage(PermanentError):
 
 class SendRejected(PermanentError):
     """The SMTP server refused the message for good (5xx)."""
+
+
+class SystemicFault(TransientError):
+    """Mail after mail fails the same way and a known-good sample fails too: the system (the
+    configuration, the database, the disk), not the mail, is at fault. The pipeline pauses with
+    the mails kept `stored`, instead of quarantining every one of them."""
+
+
+class EmailRefused(PermanentError):
+    """An email the outbox refuses at creation; nothing is queued. Carries the reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class RecipientRefused(EmailRefused):
+    """A recipient that cannot be sent to (malformed, not ASCII) or that the recipient policy
+    does not allow for this email's purpose."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address = address
+        super().__init__(f"recipient {address!r} refused: {reason}")
+        self.reason = reason

@@ -10,9 +10,12 @@ free and the same Message-IDs; after it, everything they caused is durable.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import os
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -20,8 +23,8 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from daemon import cases as cases_module
 from daemon import compose, faults
 from daemon.config import Config
-from daemon.db import cases, messages, outbox, reading, register_entries, utcnow
-from daemon.errors import BadMessage
+from daemon.db import cases, messages, new_id, outbox, reading, register_entries, utcnow
+from daemon.errors import BadMessage, SystemicFault
 from daemon.models import (
     Action,
     Assignment,
@@ -34,7 +37,7 @@ from daemon.models import (
     Tagging,
     Understanding,
 )
-from daemon.register import DbCases, case_id_of, link_thread, register
+from daemon.register import DbCases, case_id_of, link_thread, register, trust_of
 from daemon.route import decide
 from daemon.rules import RuleSet
 from daemon.store import MailStore
@@ -42,6 +45,10 @@ from daemon.understand import Reading, judge
 from daemon.workers import ReadPool, read_guarded
 
 log = logging.getLogger("vanthu.pipeline")
+
+# True while the canary runs: its registration is rolled back, so it must not be logged as one.
+_in_canary: contextvars.ContextVar[bool] = contextvars.ContextVar("in_canary", default=False)
+log.addFilter(lambda record: not _in_canary.get())
 
 REGISTERED_KINDS = (Kind.DOCUMENT, Kind.DOSSIER)
 EVENT_OF_ACTION = {"acknowledge": "acknowledged", "forward": "forwarded", "notify": "notified",
@@ -99,7 +106,7 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
     for row in rows:
         try:
             raws.append(store.read(row.sha256))
-        except OSError as err:  # the stored file is gone or unreadable: a human must look
+        except OSError as err:  # retried; a lasting fault of the store trips the canary
             raws.append(err)
     readable = [raw for raw in raws if isinstance(raw, bytes)]
     found: list[Reading | BadMessage | Exception | None] = []
@@ -109,26 +116,83 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
         found.extend(read_guarded(raw, cfg.limits) for raw in readable)
     results = iter(found)
     readings: list[Reading | BadMessage | Exception | None] = [
-        BadMessage(f"stored file unreadable: {raw}") if isinstance(raw, OSError)
-        else next(results) for raw in raws]
+        raw if isinstance(raw, OSError) else next(results) for raw in raws]
     with reading(engine) as conn:
         work = [_think(cfg, rules, conn, row, reading)
                 for row, reading in zip(rows, readings, strict=True) if reading is not None]
         conn.rollback()
+    fault: str | None = None
     with engine.begin() as conn:
         for item in work:
             # Another daemon may have taken it meanwhile: only move it from `stored`.
             state = conn.scalar(select(messages.c.state).where(messages.c.id == item.pk))
             if state != State.STORED:
                 continue
-            try:
-                with conn.begin_nested():
-                    _apply(conn, cfg, rules, item)
-            except Exception as err:  # bulkhead: this mail's savepoint is rolled back alone
-                log.exception("pipeline.apply_failed", extra={"mail": item.pk})
-                _apply(conn, cfg, rules, replace(item, error=f"{type(err).__name__}: {err}"))
+            if item.error is None:
+                try:
+                    with conn.begin_nested():
+                        _apply(conn, cfg, rules, item)
+                    continue
+                except Exception as err:  # bulkhead: this mail's savepoint is rolled back alone
+                    log.exception("pipeline.apply_failed", extra={"mail": item.pk})
+                    item = replace(item, error=f"{type(err).__name__}: {err}")
+            if not item.permanent and (fault := canary(conn, cfg, rules, store)):
+                break  # the system is at fault: this mail and the rest stay `stored`, untouched
+            _apply(conn, cfg, rules, item)
+    if fault is not None:
+        raise SystemicFault(f"{fault} (last mail: {item.error})")
     faults.crashpoint("after_register")
     return len(work)
+
+
+CANARY = Path(__file__).parent / "samples" / "017.eml"  # a dossier: receipt, PDF, case, forward
+
+
+def canary(conn: Connection, cfg: Config, rules: RuleSet, store: MailStore) -> str | None:
+    """Take a known-good sample mail through the whole of `_apply` in a savepoint that is then
+    rolled back; return what failed, or None when the system works and a failing mail is
+    failing for reasons of its own.
+
+    Called when a mail fails with an error that is not about its content. If the sample
+    fails too, the fault is the system's (an identity vanthu cannot compose with, a full disk,
+    a broken database, an unreadable store): quarantining mail after mail would be wrong.
+    """
+    try:
+        os.listdir(store.root)
+        sample = read_guarded(CANARY.read_bytes(), cfg.limits)
+        if isinstance(sample, BadMessage):
+            return f"the built-in sample mail cannot be read: {sample}"
+        now = utcnow()
+        quiet = _in_canary.set(True)
+        try:
+            return _canary_apply(conn, cfg, rules, sample, now)
+        finally:
+            _in_canary.reset(quiet)
+    except Exception as err:  # anything at all: this is the probe for faults of the system
+        return f"{type(err).__name__}: {err}"
+
+
+def _canary_apply(conn: Connection, cfg: Config, rules: RuleSet, sample: Reading,
+                  now: datetime) -> str | None:
+    with conn.begin_nested() as savepoint:
+        pk = new_id(conn.execute(insert(messages).values(
+            sha256=f"canary-{now.timestamp()}", size=0, mailbox="", state=State.STORED,
+            stored_at=now, updated_at=now, attempts=0)))
+        item = _think(cfg, rules, conn, _Row(pk, "0" * 64, now, 0), sample)
+        if item.error is None:
+            _apply(conn, cfg, rules, item)
+        savepoint.rollback()
+    return item.error
+
+
+@dataclass(frozen=True)
+class _Row:
+    """The columns of a `messages` row that `_think` reads."""
+
+    id: int
+    sha256: str
+    stored_at: datetime
+    attempts: int
 
 
 def backlog(engine: Engine) -> tuple[int, int]:
@@ -173,6 +237,11 @@ def _apply(conn: Connection, cfg: Config, rules: RuleSet, item: Work) -> None:
         _set_state(conn, item.pk, State.QUARANTINED, last_error="; ".join(reasons), **record)
         log.warning("mail.quarantined", extra={"mail": item.pk, "reason": reasons[0]})
         return
+    if und.kind is Kind.REPLY and und.case_ref and (
+            stranger := _stranger_to_case(conn, und, mail)):
+        _set_state(conn, item.pk, State.QUARANTINED, last_error=stranger, **record)
+        log.warning("mail.quarantined", extra={"mail": item.pk, "reason": stranger})
+        return
     ctx = compose.Context(sha256=item.sha256, received_at=item.stored_at)
     case_id = None
     calendar = cfg.calendar.work_calendar()
@@ -185,7 +254,7 @@ def _apply(conn: Connection, cfg: Config, rules: RuleSet, item: Work) -> None:
             cfg.calendar, calendar, received, procedure.days, slot.day if slot else None
         ) if procedure and slot else None
         reg = register(conn, cfg.agency, item.pk, mail, und, item.stored_at, procedure,
-                       appointment)
+                       appointment, trust_of(und, mail, cfg.security.trusted_domains))
         if reg.case_id is not None and slot is not None:
             conn.execute(update(cases).where(cases.c.id == reg.case_id)
                          .values(queue=str(slot)))
@@ -248,6 +317,23 @@ def _apply(conn: Connection, cfg: Config, rules: RuleSet, item: Work) -> None:
             register_entries.c.message_id == item.pk).values(
             recipients=list(dict.fromkeys(handed)), forwarded_at=utcnow()))
     _set_state(conn, item.pk, State.ROUTED if queued else State.DONE, case_id=case_id, **record)
+
+
+def _stranger_to_case(conn: Connection, und: Understanding, mail: ParsedMail) -> str | None:
+    """Why a mail claiming to belong to a case may not join it, or None when it may.
+
+    A case code in a subject or a Message-ID in References is easy to copy: only the case's
+    applicant (the address the dossier came from) joins it, and not when its own domain says
+    the mail is forged. Anyone else is held for the clerk, who can attach it by hand.
+    """
+    applicant = conn.scalar(select(cases.c.applicant_email).where(cases.c.code == und.case_ref))
+    if und.authenticated is False:
+        return (f"reply to case {und.case_ref} failed sender authentication "
+                f"({mail.sender.email or 'no address'}); held for the clerk")
+    if not applicant or mail.sender.email != applicant.lower():
+        return (f"reply to case {und.case_ref} comes from {mail.sender.email or 'no address'}, "
+                "not from the case's applicant; held for the clerk")
+    return None
 
 
 def _to_handler(conn: Connection, rules: RuleSet, case_id: int,

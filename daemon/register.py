@@ -8,10 +8,12 @@ duplicate. A document seen before is linked to its first entry, never numbered t
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, func, insert, select, update
 
 from daemon.cases import event
 from daemon.config import AgencyConfig
@@ -48,30 +50,61 @@ def doc_key(understanding: Understanding) -> str | None:
     return f"{doc.issuer.lower()}|{doc.number.lstrip('0')}|{doc.symbol}|{doc.date.isoformat()}"
 
 
-def _duplicate(conn: Connection, message_pk: int, mail: ParsedMail,
-               key: str | None) -> tuple[int | None, str]:
+class Trust(enum.IntEnum):
+    """How far the sender of a registered mail is proven, from least to most."""
+
+    UNPROVEN = 0  # authentication failed or nothing trusted could tell
+    AUTHENTICATED = 1  # its domain passed DMARC or aligned DKIM (any domain, free mail too)
+    OFFICIAL = 2  # authenticated, and the domain is one of [security] trusted_domains
+
+
+def trust_of(understanding: Understanding, mail: ParsedMail,
+             trusted_domains: tuple[str, ...]) -> Trust:
+    if understanding.authenticated is not True:
+        return Trust.UNPROVEN
+    domain = mail.sender.email.rpartition("@")[2]
+    if any(domain == d or domain.endswith("." + d) for d in trusted_domains):
+        return Trust.OFFICIAL
+    return Trust.AUTHENTICATED
+
+
+def _duplicate(conn: Connection, message_pk: int, mail: ParsedMail, understanding: Understanding,
+               key: str | None, trust: Trust) -> tuple[int | None, str]:
+    """The register entry this mail repeats, if any, and why.
+
+    Trust orders the comparison: only an entry at least as well proven as this mail makes it
+    a duplicate (a forger who sends "1000/UBND-KT" from free mail first must not bury the
+    genuine document from the issuer's own authenticated domain). A dossier is its
+    applicant's own: only the same mail again (same Message-ID from the same sender) repeats
+    it; a blank form shared by many applicants never does.
+    """
+    def first(query: Any) -> int | None:
+        if trust > Trust.UNPROVEN:
+            query = query.where(func.coalesce(register_entries.c.trust, 0) >= int(trust))
+        row = conn.execute(query.order_by(register_entries.c.id)).first()
+        return None if row is None else int(row[0])
+
     if mail.message_id:
-        row = conn.execute(
-            select(register_entries.c.id).join(
-                messages, messages.c.id == register_entries.c.message_id)
-            .where(messages.c.header_message_id == mail.message_id,
-                   messages.c.id != message_pk)).first()
-        if row:
-            return row[0], f"same Message-ID {mail.message_id}"
-    if key:
-        row = conn.execute(select(register_entries.c.id).where(
-            register_entries.c.doc_key == key)).first()
-        if row:
-            return row[0], "same issuer, number, symbol and date"
+        query = (select(register_entries.c.id)
+                 .join(messages, messages.c.id == register_entries.c.message_id)
+                 .where(messages.c.header_message_id == mail.message_id,
+                        messages.c.id != message_pk))
+        if understanding.kind is Kind.DOSSIER:
+            query = query.where(register_entries.c.sender_email == mail.sender.email)
+        if (found := first(query)) is not None:
+            return found, f"same Message-ID {mail.message_id}"
+    if understanding.kind is Kind.DOSSIER:
+        return None, ""
+    if key and (found := first(select(register_entries.c.id).where(
+            register_entries.c.doc_key == key))) is not None:
+        return found, "same issuer, number, symbol and date"
     hashes = [a.sha256 for a in mail.attachments if a.size > 1024 and not a.withheld]
-    if hashes:
-        row = conn.execute(
+    if hashes and (found := first(
             select(register_entries.c.id).join(
                 attachments, attachments.c.message_id == register_entries.c.message_id)
-            .where(attachments.c.sha256.in_(hashes), attachments.c.message_id != message_pk)
-        ).first()
-        if row:
-            return row[0], "same attachment content"
+            .where(attachments.c.sha256.in_(hashes), attachments.c.message_id != message_pk,
+                   register_entries.c.kind == Kind.DOCUMENT.value))) is not None:
+        return found, "same attachment content"
     return None, ""
 
 
@@ -103,7 +136,8 @@ def open_case(conn: Connection, agency: AgencyConfig, message_pk: int,
 
 def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: ParsedMail,
              understanding: Understanding, received_at: datetime,
-             procedure: Procedure | None = None, deadline: date | None = None) -> Registration:
+             procedure: Procedure | None = None, deadline: date | None = None,
+             trust: Trust = Trust.UNPROVEN) -> Registration:
     """Give a document or dossier its số đến (or link it to its first entry)."""
     for item in mail.attachments:
         conn.execute(insert(attachments).values(
@@ -112,7 +146,7 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
     book = "confidential" if understanding.confidential else "incoming"
     year = received_at.astimezone(agency.tz).year
     key = doc_key(understanding)
-    first, why = _duplicate(conn, message_pk, mail, key)
+    first, why = _duplicate(conn, message_pk, mail, understanding, key, trust)
     if first is not None:
         conn.execute(update(messages).where(messages.c.id == message_pk)
                      .values(duplicate_of=first))
@@ -127,6 +161,7 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
     entry_id = new_id(conn.execute(insert(register_entries).values(
         book=book, year=year, number=number, message_id=message_pk, received_at=received_at,
         sender=f"{mail.sender.name} <{mail.sender.email}>".strip(),
+        sender_email=mail.sender.email or None, trust=int(trust),
         kind=understanding.kind.value,
         document=understanding.document.as_json() if understanding.document else None,
         doc_key=key, case_id=case_id, deadline=deadline,

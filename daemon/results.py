@@ -44,6 +44,7 @@ from daemon.db import (
     utcnow,
 )
 from daemon.errors import ConfigError, Problem
+from daemon.textnorm import fold
 from daemon.understand import extract
 
 log = logging.getLogger("vanthu.results")
@@ -118,7 +119,7 @@ async def verify(data: bytes, roots: list[Any]) -> Verdict:
 
 @dataclass(frozen=True)
 class Target:
-    """Whom a result goes to, and what it answers."""
+    """Whom a result goes to, what it answers, and what the PDF must name to be sent there."""
 
     to: str
     case_id: int | None
@@ -126,10 +127,20 @@ class Target:
     entry_id: int | None
     in_reply_to: str | None
     confidential: bool
+    # The PDF's text must contain one of these (the case code, the applicant's name, the
+    # answered document's number/symbol or its issuer): a result is sent only where the
+    # document itself says it belongs.
+    names: tuple[str, ...] = ()
+    # The registered sender never passed authentication: its address is only a claim.
+    unproven: bool = False
 
 
 def match(conn: Connection, cfg: Config, file_name: str, case_code: str | None) -> Target | None:
-    """Find the case (code in the name, or given) or register entry (SD<n>-<year>)."""
+    """Find the case (code in the name, or given) or register entry (SD<n>-<year>).
+
+    The result goes to the address vanthu registered (the applicant of the case, or the
+    strictly parsed sender of the entry), never to one read from a display name.
+    """
     if case_code is None:
         found = re.search(rf"({cfg.agency.case_ref_pattern})", file_name)
         case_code = found.group(1) if found else None
@@ -143,29 +154,63 @@ def match(conn: Connection, cfg: Config, file_name: str, case_code: str | None) 
                              .where(messages.c.id == case.message_id)) if case.message_id \
             else None
         return Target(case.applicant_email, case.id, case.code, entry.id if entry else None,
-                      origin or None, bool(entry and entry.book == "confidential"))
+                      origin or None, bool(entry and entry.book == "confidential"),
+                      tuple(n for n in (case.code, case.applicant_name) if n))
     if number := _REGISTER_NUMBER.search(file_name):
         row = conn.execute(
             select(register_entries.c.id, register_entries.c.book, register_entries.c.case_id,
-                   messages.c.header_message_id, messages.c.sender)
+                   register_entries.c.sender_email, register_entries.c.document,
+                   register_entries.c.trust, messages.c.header_message_id)
             .join(messages, messages.c.id == register_entries.c.message_id)
             .where(register_entries.c.number == int(number.group(1)),
                    register_entries.c.year == int(number.group(2)),
                    register_entries.c.book == "incoming")).first()
-        if row is None:
+        if row is None or not row.sender_email:
             return None
-        address = re.search(r"<([^<>@\s]+@[^<>\s]+)>", row.sender)
-        if address is None:
-            return None
-        return Target(address.group(1).lower(), row.case_id, None, row.id,
-                      row.header_message_id or None, False)
+        document = row.document or {}
+        names = [document.get("issuer")]
+        if document.get("symbol"):
+            names.append(f"{document.get('number') or ''}/{document['symbol']}".lstrip("/"))
+        return Target(row.sender_email, row.case_id, None, row.id,
+                      row.header_message_id or None, False, tuple(n for n in names if n),
+                      unproven=not row.trust)
     return None
 
 
+def _squeezed(text: str) -> str:
+    """Folded without accents or spaces, so "HS-2026-000123" and "Bùi Văn Toàn" are found
+    however the PDF's text extraction spaced them."""
+    return re.sub(r"\s+", "", fold(text, accents=False))
+
+
+def mismatch(cfg: Config, target: Target, text: str) -> tuple[str, str] | None:
+    """Why the PDF's own text does not support sending it to `target` (English, Vietnamese),
+    or None when it names the case, the applicant or the answered document, and no other
+    case."""
+    for found in re.finditer(rf"({cfg.agency.case_ref_pattern})", text):
+        if found.group(1) != target.case_code:
+            return (f"the PDF names case {found.group(1)}, not the one it was sent for",
+                    f"văn bản ghi mã hồ sơ {found.group(1)}, không phải hồ sơ được gửi đến")
+    squeezed = _squeezed(text)
+    if not any(_squeezed(name) in squeezed for name in target.names):
+        wanted = ", ".join(target.names) or "(nothing to compare)"
+        return (f"the PDF names neither the case nor its applicant or document ({wanted}): "
+                "it may belong to someone else",
+                f"văn bản không ghi mã hồ sơ, tên người nộp hoặc văn bản được trả lời "
+                f"({wanted}); có thể là kết quả của hồ sơ khác")
+    return None
+
+
+TEXT_PAGES = 10  # pages of a result read to check whom it names; the header is on page one
+
+
 def _text(data: bytes) -> str:
+    """The text of the first pages of a PDF that already passed signature validation (so it
+    is the agency's own document, not attacker input)."""
     try:
-        return pypdf.PdfReader(io.BytesIO(data)).pages[0].extract_text() or ""
-    except Exception:  # the signature already validated; the text is only for the register
+        pages = pypdf.PdfReader(io.BytesIO(data)).pages
+        return "\n".join(page.extract_text() or "" for page in pages[:TEXT_PAGES])
+    except Exception:  # a reader error leaves no text: the name check then refuses
         return ""
 
 
@@ -206,6 +251,7 @@ async def send_result(cfg: Config, engine: Engine, path: Path, case_code: str | 
         if not verdict.valid:
             return _reject(cfg, engine, path, verdict.en, verdict.vi, move)
         now = utcnow()
+        text = _text(data)
         with engine.begin() as conn:
             target = match(conn, cfg, path.name, case_code)
             if target is None:
@@ -213,6 +259,16 @@ async def send_result(cfg: Config, engine: Engine, path: Path, case_code: str | 
                 return _reject(cfg, engine, path,
                                "no case or register entry matches the file name",
                                "không tìm thấy hồ sơ hoặc số đến khớp với tên tệp", move)
+            if target.unproven:
+                conn.rollback()
+                return _reject(cfg, engine, path,
+                               "the registered sender never passed authentication: its address "
+                               "is only a claim; send the answer by hand",
+                               "người gửi văn bản đến chưa được xác thực; đề nghị gửi văn bản "
+                               "trả lời theo cách khác", move)
+            if reason := mismatch(cfg, target, text):
+                conn.rollback()
+                return _reject(cfg, engine, path, *reason, move)
             if target.confidential:
                 conn.rollback()
                 return _reject(cfg, engine, path,
@@ -220,7 +276,7 @@ async def send_result(cfg: Config, engine: Engine, path: Path, case_code: str | 
                                "hồ sơ mật: không gửi kết quả qua thư điện tử", move)
             year = now.astimezone(cfg.agency.tz).year
             number = next_number(conn, f"outgoing:{year}")
-            document = extract.from_text(_text(data), path.name)
+            document = extract.from_text(text, path.name)
             outgoing = (f"{document.number or number}/{document.symbol}"
                         if document and document.symbol else f"số đi {number}/{year}")
             email = result(cfg, pdf_sha256=digest, pdf_name=path.name, pdf=data, to=target.to,

@@ -23,8 +23,8 @@ from apscheduler.triggers.cron import CronTrigger
 from daemon import digest, reminders, results
 from daemon import rules as rules_module
 from daemon.config import Config
-from daemon.db import make_engine, upgrade
-from daemon.errors import ConfigError
+from daemon.db import clear_fault, make_engine, report_fault, upgrade
+from daemon.errors import ConfigError, SystemicFault
 from daemon.fetch import FolderWatcher
 from daemon.pipeline import process_pending
 from daemon.rules import RuleSet
@@ -89,20 +89,48 @@ class Daemon:
         event.clear()
 
     async def _pipeline_loop(self) -> None:
+        paused = 0.0  # seconds of the current pause; 0 while the pipeline is healthy
         while not self.stopping.is_set():
             try:
                 done = await asyncio.to_thread(process_pending, self.engine, self.cfg,
                                                self.store, self.rules, self.pool)
+            except SystemicFault as err:
+                # Not the mails' fault: keep them stored, say why, try again later by itself.
+                paused = min(max(paused * 2, self.PAUSE_FIRST), self.PAUSE_MAX)
+                log.error("pipeline.paused", extra={"cause": str(err), "retry_in": paused})
+                await asyncio.to_thread(self._record_fault, str(err))
+                await self._wait(self.stopping, paused)
+                continue
             except Exception:  # bulkhead: the loop must survive a database hiccup
                 log.exception("pipeline.batch_failed")
                 done = 0
                 await self._wait(self.wake_pipeline, 5.0)
+            if paused and done:
+                paused = 0.0
+                if await asyncio.to_thread(self._clear_fault):
+                    log.info("pipeline.resumed")
             if done:
                 self.wake_sender.set()
                 for watcher in self.watchers:  # a rule may have asked to move a mail
                     watcher.nudge.set()
                 continue
             await self._wait(self.wake_pipeline, 5.0)
+
+    PAUSE_FIRST = 15.0  # seconds before the first retry after a systemic fault
+    PAUSE_MAX = 600.0
+
+    def _record_fault(self, cause: str) -> None:
+        try:
+            report_fault(self.engine, "pipeline", cause)
+        except Exception:  # the database may be the fault itself: the log still has it
+            log.exception("health.unrecorded")
+
+    def _clear_fault(self) -> bool:
+        try:
+            return clear_fault(self.engine, "pipeline")
+        except Exception:
+            log.exception("health.unrecorded")
+            return False
 
     async def _sender_loop(self) -> None:
         while not self.stopping.is_set():

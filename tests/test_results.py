@@ -9,11 +9,13 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
+from daemon import config
 from daemon.cli import main
-from daemon.db import cases, messages, outgoing_entries, register_entries
+from daemon.db import cases, messages, outgoing_entries, register_entries, utcnow
 from daemon.models import State
+from daemon.results import Target, match, mismatch
 from tests.conftest import CORPUS, Office
 
 OUTBOUND = CORPUS / "outbound"
@@ -29,8 +31,13 @@ def _with_results(office: Office) -> Path:
     return inbox
 
 
-def _dossier_case(office: Office) -> tuple[str, str]:
-    """Deliver the dossier 017.eml and return its case code and its Message-ID."""
+# The applicant the signed test PDFs are issued to ("Cấp cho: Ông Bùi Văn Toàn").
+PDF_APPLICANT = "Bùi Văn Toàn"
+
+
+def _dossier_case(office: Office, applicant: str | None = PDF_APPLICANT) -> tuple[str, str]:
+    """Deliver the dossier 017.eml and return its case code and its Message-ID; the case's
+    applicant is then recorded as `applicant` (the person the test PDFs name), unless None."""
     office.deliver((CORPUS / "017.eml").read_bytes())
 
     def routed() -> bool:
@@ -42,9 +49,11 @@ def _dossier_case(office: Office) -> tuple[str, str]:
 
     office.run_daemon(until=routed)
     engine = office.engine()
-    with engine.connect() as conn:
+    with engine.begin() as conn:
         code = conn.scalar(select(cases.c.code))
         origin = conn.scalar(select(messages.c.header_message_id))
+        if applicant is not None:
+            conn.execute(update(cases).values(applicant_name=applicant))
     engine.dispose()
     return str(code), str(origin)
 
@@ -135,3 +144,56 @@ def test_confidential_case_never_gets_its_result_by_email(office: Office) -> Non
 
     assert "confidential" in (inbox / "rejected" / f"{code}.pdf.reason.txt").read_text()
     assert not _results_sent(office)
+
+
+def test_a_result_issued_to_someone_else_is_refused(office: Office) -> None:
+    """A valid PDF named after case B but issued to another applicant is not sent to B."""
+    inbox = _with_results(office)
+    code, _ = _dossier_case(office, applicant=None)  # the real applicant of 017.eml
+    shutil.copy(OUTBOUND / "result_01.pdf", inbox / f"{code} ket qua.pdf")
+
+    office.run_daemon(until=lambda: (inbox / "rejected" / f"{code} ket qua.pdf").exists(),
+                      timeout=30)
+
+    reason = (inbox / "rejected" / f"{code} ket qua.pdf.reason.txt").read_text()
+    assert "names neither the case nor its applicant" in reason
+    assert not _results_sent(office)
+
+
+def test_the_pdf_naming_another_case_is_refused() -> None:
+    """A result whose text quotes another case code is refused even if the name matches."""
+    cfg = config.parse({}, file="t", text="", base=Path("."))
+    target = Target("a@example.vn", 1, "HS-2026-000123", None, None, False,
+                    ("HS-2026-000123", "Bùi Văn Toàn"))
+
+    other = mismatch(cfg, target, "Cấp cho: Ông Bùi Văn Toàn\nHồ sơ HS-2026-000999")
+    spaced = mismatch(cfg, target, "Cấp cho: Ông BÙI VĂN  TOÀN")
+    nothing = mismatch(cfg, target, "Cấp cho: Bà Ngô Thị Thanh Hương")
+
+    assert other is not None and "HS-2026-000999" in other[0]
+    assert spaced is None
+    assert nothing is not None
+
+
+def test_a_register_entry_answer_goes_to_the_strictly_parsed_sender(office: Office) -> None:
+    """An answer to SD<n>-<year> goes to the entry's parsed address, never to an address
+    shown in the sender's display name, and only when that sender was authenticated."""
+    engine = office.engine()
+    now = utcnow()
+    with engine.begin() as conn:
+        for n, trust in ((1, 2), (2, 0)):
+            pk = conn.execute(insert(messages).values(
+                sha256=str(n) * 64, size=1, mailbox="m", stored_at=now, state=State.DONE,
+                updated_at=now, header_message_id=f"<m{n}@x>")).inserted_primary_key[0]
+            conn.execute(insert(register_entries).values(
+                book="incoming", year=2026, number=n, message_id=pk, received_at=now,
+                sender="ubnd@tayninh.gov.vn <kethu@gmail.com>", sender_email="kethu@gmail.com",
+                trust=trust, kind="document",
+                document={"number": "5", "symbol": "UBND-KT", "issuer": "UBND tỉnh"}))
+        proven = match(conn, office.cfg, "SD1-2026 tra loi.pdf", None)
+        claimed = match(conn, office.cfg, "SD2-2026 tra loi.pdf", None)
+    engine.dispose()
+
+    assert proven is not None and proven.to == "kethu@gmail.com" and not proven.unproven
+    assert "5/UBND-KT" in proven.names
+    assert claimed is not None and claimed.unproven
