@@ -81,6 +81,9 @@ class ParsedMail:
     attachments: tuple[Attachment, ...]
     content_types: tuple[str, ...]  # every MIME part's type, in order
     defects: tuple[str, ...] = ()
+    # What is doubtful about `sender` as the strict parser of the raw From/Sender headers saw
+    # it (two From, an address in the display name, a source route…); any holds the mail.
+    sender_problems: tuple[str, ...] = ()
 
     def header(self, name: str) -> str:
         """The first value of header `name`, or ''."""

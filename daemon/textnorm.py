@@ -51,9 +51,26 @@ def collapse_spaces(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What may break a header line or a stored one-line value: the C0 and C1 controls (CR, LF,
+# NUL, NEL U+0085 …), DEL, and the Unicode line and paragraph separators. Each becomes a space.
+_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Invisible marks that reorder what a reader sees ("fdp.exe" shown as "exe.pdf"): the
+# left-to-right/right-to-left and Arabic letter marks, embeddings, overrides and isolates.
+# They carry no meaning in Vietnamese text and are dropped.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Lone surrogates come from bytes decoded with surrogateescape; they cannot be encoded.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def visible(text: str) -> str:
+    """`text` without line breaks, controls and direction marks (dropped, not replaced), and
+    with undecodable bytes as U+FFFD. For names shown to people, e.g. an attachment's."""
+    return _BREAKS.sub("", _BIDI.sub("", _SURROGATES.sub("\ufffd", text)))
 
 
 def header_safe(text: str, limit: int = 300) -> str:
-    """Make mail-supplied text safe to place in an outgoing header: no CR/LF or controls."""
-    return collapse_spaces(_CONTROL.sub(" ", text))[:limit]
+    """Make mail-supplied text safe to place in a header or store as one line: no CR, LF,
+    NUL, C0/C1 control, line or paragraph separator, or direction mark; runs of white space
+    become one space; at most `limit` characters."""
+    text = _BREAKS.sub(" ", _BIDI.sub("", _SURROGATES.sub("\ufffd", text)))
+    return collapse_spaces(text)[:limit].rstrip()

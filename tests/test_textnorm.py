@@ -7,7 +7,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.textnorm import fold, header_safe, nfc, strip_accents
+from daemon.textnorm import fold, header_safe, nfc, strip_accents, visible
 
 TONE_MARKS = ["\u0300", "\u0301", "\u0303", "\u0309", "\u0323"]
 VIETNAMESE = st.text(alphabet=st.sampled_from(
@@ -39,9 +39,37 @@ def test_accentless_fold_matches_stamps() -> None:
     assert strip_accents("Đồng") == "Dong"
 
 
-@given(st.text(max_size=200))
-def test_header_safe_never_keeps_line_breaks(text: str) -> None:
-    """Mail-supplied text made safe for a header has no CR, LF or other control characters."""
-    safe = header_safe(text)
+UNSAFE = {*map(chr, range(0x20)), *map(chr, range(0x7F, 0xA0)), "\u2028", "\u2029",
+          "\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)),
+          *map(chr, range(0x2066, 0x206A))}
+NASTY = st.text(st.one_of(st.characters(), st.sampled_from(sorted(UNSAFE)),
+                          st.sampled_from([chr(c) for c in range(0xDC80, 0xDD00)])), max_size=200)
 
-    assert not any(ord(c) < 32 or ord(c) == 127 for c in safe)
+
+@given(NASTY, st.integers(min_value=1, max_value=400))
+def test_header_safe_never_keeps_line_breaks(text: str, limit: int) -> None:
+    """Mail-supplied text made safe for a header has no CR, LF, NUL, C0/C1 control, NEL,
+    line or paragraph separator, direction mark or lone surrogate, and fits the limit."""
+    safe = header_safe(text, limit)
+
+    assert not UNSAFE & set(safe)
+    assert len(safe) <= limit
+    safe.encode("utf-8")
+
+
+@given(NASTY)
+def test_header_safe_is_idempotent(text: str) -> None:
+    """Making safe text safe again changes nothing."""
+    assert header_safe(header_safe(text, 500), 500) == header_safe(text, 500)
+
+
+def test_header_safe_keeps_ordinary_text() -> None:
+    """Vietnamese text and ordinary punctuation pass unchanged; breaks become single spaces."""
+    assert header_safe("Công văn 15/UBND-KT: V/v «khẩn»") == "Công văn 15/UBND-KT: V/v «khẩn»"
+    assert header_safe("a\r\nBcc: x\u2028y\x85z\x00") == "a Bcc: x y z"
+
+
+def test_visible_drops_what_cannot_be_seen() -> None:
+    """A file name loses its right-to-left override and line breaks, and keeps its letters."""
+    assert visible("Hồ sơ\u202egpj.exe\r\n") == "Hồ sơgpj.exe"
+    assert visible("a\udcff") == "a\ufffd"

@@ -56,6 +56,17 @@ def test_corpus_mail_understood_as_labelled(label: dict[str, Any]) -> None:
         assert und.applicant is not None and und.applicant.as_json() == label["applicant"]
 
 
+@pytest.mark.parametrize("label", corpus_labels(), ids=lambda label: label["file"])
+def test_corpus_sender_verdict(label: dict[str, Any]) -> None:
+    """Our server's verdict on each From domain: the three forgeries fail, the bounce made by
+    our own server has none, every other sender is authenticated."""
+    want = {"015.eml": False, "019.eml": False, "023.eml": False, "033.eml": None}
+
+    und = _understood(label["file"])
+
+    assert und.authenticated is want.get(label["file"], True)
+
+
 def test_auto_reply_reason_names_the_header() -> None:
     """The kind comes with the reason, e.g. the RFC 3834 header that made it automatic."""
     assert _understood("009.eml").why == "Auto-Submitted: auto-replied"

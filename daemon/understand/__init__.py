@@ -1,6 +1,7 @@
-"""Understand a stored mail: parse it, find the document and the applicant, decide its kind
-and whether it must be held for a human. Pure: no I/O but the `CaseLookup` it is given, so
-`vanthu inspect` and the pipeline run the very same code.
+"""Understand a stored mail: parse it, find the document and the applicant, decide its kind,
+how far its sender is proven, and whether it must be held for a human. `judge` is pure: no I/O
+but the `CaseLookup` it is given, so `vanthu inspect` and the pipeline run the very same code;
+`read` (in a worker) may ask DNS for DKIM keys when told to.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from typing import Protocol
 
 from daemon.config import Config, LimitsConfig
 from daemon.models import Document, Kind, ParsedMail, Understanding
-from daemon.understand import extract
+from daemon.understand import extract, trust
 from daemon.understand.classify import Signals, applicant, classify
+from daemon.understand.identity import raw_headers
 from daemon.understand.parse import parse
+from daemon.understand.trust import DkimCheck, DkimResult, Verdict
 
 
 class CaseLookup(Protocol):
@@ -38,34 +41,6 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
-def authenticated(mail: ParsedMail, authserv_id: str) -> bool | None:
-    """Did the sender pass DKIM or DMARC, per our own server's Authentication-Results?
-
-    Only headers carrying our authserv-id count (RFC 8601 §5): anyone can add one. Without a
-    configured id, the topmost header — the one our receiving server added last — is taken
-    as ours; that is weaker (a server that adds none lets a forged one through), so
-    production configs set `[security] authserv_id`. None: nothing can be said.
-    """
-    headers = mail.headers.get("authentication-results", ())
-    if not authserv_id and headers:
-        authserv_id = (headers[0].partition(";")[0].split() or [""])[0]
-    if not authserv_id:
-        return None
-    verdict: bool | None = None
-    domain = _domain(mail.sender.email)
-    for value in headers:
-        serv, _, results = value.partition(";")
-        if serv.strip().split()[0:1] != [authserv_id]:
-            continue
-        verdict = False
-        if re.search(r"\bdmarc=pass\b", results):
-            return True
-        for signer in re.findall(r"\bdkim=pass\b[^;]*?header\.d=([\w.\-]+)", results):
-            if domain == signer.lower() or domain.endswith("." + signer.lower()):
-                return True
-    return verdict
-
-
 def _case_signal(mail: ParsedMail, cfg: Config, cases: CaseLookup) -> tuple[str | None, str]:
     for match in re.finditer(rf"\b({cfg.agency.case_ref_pattern})\b", mail.subject):
         if cases.case_exists(match.group(1)):
@@ -79,38 +54,91 @@ def _case_signal(mail: ParsedMail, cfg: Config, cases: CaseLookup) -> tuple[str 
 
 @dataclass(frozen=True)
 class Reading:
-    """The heavy, lookup-free part of understanding: the parsed mail and its document."""
+    """The heavy, lookup-free part of understanding: the parsed mail and its document, the
+    raw Authentication-Results values (unfolded, top-down) and, when asked for, our own DKIM
+    check of every signature (None: not checked)."""
 
     mail: ParsedMail
     document: Document | None
+    auth_results: tuple[str, ...] = ()
+    dkim: tuple[DkimResult, ...] | None = None
 
 
-def read(raw: bytes, limits: LimitsConfig) -> Reading:
-    """Parse a raw mail and read its document header. Pure and picklable, so it can run in a
+def read(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None) -> Reading:
+    """Parse a raw mail and read its document header; with `dkim`, verify its DKIM
+    signatures too (DNS lookups with a timeout). Picklable in and out, so it can run in a
     worker process. Raises BadMessage when the mail cannot be parsed at all."""
     mail = parse(raw, limits)
     candidates = [extract.from_text(a.text, a.name) for a in mail.attachments if a.text]
-    return Reading(mail, extract.best([*candidates, extract.from_text(mail.body, "body")]))
+    document = extract.best([*candidates, extract.from_text(mail.body, "body")])
+    found = raw_headers(raw, frozenset({"authentication-results"}))
+    return Reading(mail, document, found.get("authentication-results"),
+                   trust.check_dkim(raw, dkim) if dkim is not None else None)
+
+
+def dkim_check(cfg: Config) -> DkimCheck | None:
+    """What `read` needs to verify DKIM itself, when `[security] verify_dkim` asks for it."""
+    if not getattr(cfg.security, "verify_dkim", False):
+        return None
+    return DkimCheck(timeout=float(getattr(cfg.security, "dns_timeout_seconds",
+                                           trust.DNS_TIMEOUT)))
+
+
+def verdict(reading: Reading, cfg: Config) -> Verdict:
+    """How far the From domain is proven: our own servers' Authentication-Results, and our
+    own DKIM check when the reading carries one."""
+    domain = _domain(reading.mail.sender.email)
+    found = trust.from_headers(reading.auth_results, domain, cfg.security.authserv_id,
+                               int(getattr(cfg.security, "authres_headers", 1)))
+    if reading.dkim is None:
+        return found
+    return trust.combine(trust.from_dkim(reading.dkim, domain), found)
+
+
+# Mail vanthu registers, answers or joins to a case: its sender must be who it claims.
+_ACTED_ON = (Kind.DOCUMENT, Kind.DOSSIER, Kind.REPLY)
 
 
 def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
-    """Decide the kind, the case and whether to hold the mail, from a Reading."""
+    """Decide the kind, the case, how far the sender is proven and whether to hold the mail.
+
+    Held for the clerk: any doubt about the sender's identity (`sender_problems`), whatever
+    it claims; a document, dossier or reply from a trusted domain (gov.vn) or the agency's own
+    domain that is not authenticated; mail from one of the agency's own addresses that is
+    not authenticated (a forged "from ourselves" is never routed).
+    """
     mail, document = reading.mail, reading.document
     case_ref, case_why = _case_signal(mail, cfg, cases)
     own = cfg.own_addresses
-    auth = authenticated(mail, cfg.security.authserv_id)
-    signals = Signals(case_ref=case_ref, case_why=case_why, own_mail=mail.sender.email in own,
+    proof = verdict(reading, cfg)
+    auth = proof.authenticated
+    address = mail.sender.email
+    own_mail = bool(address) and address in own
+    signals = Signals(case_ref=case_ref, case_why=case_why, own_mail=own_mail,
                       authenticated=auth)
     kind, why = classify(mail, signals, document)
 
     reasons: list[str] = []
-    domain = _domain(mail.sender.email)
-    claims_trusted = any(domain == d or domain.endswith("." + d)
-                         for d in cfg.security.trusted_domains)
-    if kind in (Kind.DOCUMENT, Kind.DOSSIER, Kind.REPLY) and claims_trusted and auth is not True:
-        state = "failed" if auth is False else "has no trusted Authentication-Results for"
-        reasons.append(f"sender {mail.sender.email} {state} authentication of {domain}; "
-                       "not treated as official")
+    if mail.sender_problems:
+        reasons.append("sender identity is doubtful: " + "; ".join(mail.sender_problems))
+    domain = _domain(address)
+    own_domains = {_domain(a) for a in own if "@" in a}
+    claims_trusted = trust.in_domains(domain, cfg.security.trusted_domains)
+    claims_own = trust.in_domains(domain, own_domains)
+    if auth is not True and ((kind in _ACTED_ON and (claims_trusted or claims_own))
+                             or (own_mail and kind is Kind.OTHER)):
+        state = "failed" if auth is False else "has no trusted verdict on"
+        reasons.append(f"sender {address} {state} authentication of {domain} "
+                       f"({proof.why}); not treated as official")
+    notes: list[str] = []
+    if kind is Kind.DOCUMENT and document is not None and (note := trust.issuer_note(
+            document.issuer, address, auth, cfg.security.trusted_domains)):
+        notes.append(note)
+    if claims_trusted or claims_own:
+        others = sorted({_domain(a.email) for a in mail.reply_to} - {domain, ""})
+        if others:
+            notes.append(f"Địa chỉ trả lời (Reply-To) thuộc tên miền khác ({', '.join(others)}) "
+                         f"với địa chỉ gửi ({domain})")
     return Understanding(
         kind=kind,
         why=why,
@@ -119,10 +147,14 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
         applicant=applicant(mail) if kind is Kind.DOSSIER else None,
         quarantine_reasons=tuple(reasons),
         defects=mail.defects + tuple(d for a in mail.attachments for d in a.defects),
+        authenticated=auth,
+        trust_notes=tuple(notes),
     )
 
 
-def understand(raw: bytes, cfg: Config, cases: CaseLookup) -> tuple[ParsedMail, Understanding]:
-    """Parse and understand one raw mail. Raises BadMessage when it cannot be parsed at all."""
-    reading = read(raw, cfg.limits)
+def understand(raw: bytes, cfg: Config, cases: CaseLookup,
+               dkim: DkimCheck | None = None) -> tuple[ParsedMail, Understanding]:
+    """Parse and understand one raw mail (verifying DKIM as `dkim` or the config says).
+    Raises BadMessage when it cannot be parsed at all."""
+    reading = read(raw, cfg.limits, dkim or dkim_check(cfg))
     return reading.mail, judge(reading, cfg, cases)

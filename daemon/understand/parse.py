@@ -1,6 +1,8 @@
 """The one adapter around mail-parser: raw bytes in, a typed `ParsedMail` out, all text NFC.
 
-mail-parser's releases churn; nothing else in vanthu imports it. Forwarded mails
+mail-parser's releases churn; nothing else in vanthu imports it. Addresses never come from its
+decoded headers: sender, To, Cc and Reply-To are the strict parse of the raw header bytes
+(`identity`), and every decoded header value is one safe line (`header_safe`). Forwarded mails
 (message/rfc822 parts) are parsed in turn, to a bounded depth, and their text and attachments
 join the outer mail's, so a document forwarded by a colleague is read like one sent directly.
 """
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import hashlib
 import html
 import logging
@@ -23,9 +24,10 @@ import mailparser
 from daemon.config import LimitsConfig
 from daemon.errors import BadMessage
 from daemon.models import Address, Attachment, ParsedMail
-from daemon.textnorm import header_safe, nfc
+from daemon.textnorm import header_safe, nfc, visible
 from daemon.understand import attachments as attachment_text
 from daemon.understand import legacy
+from daemon.understand.identity import MAX_VALUE, RawHeaders, addresses, identity, raw_headers
 
 # mail-parser logs every part type it does not know (e.g. text/rfc822-headers) at ERROR.
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
@@ -36,11 +38,6 @@ def _decode_header(value: str) -> str:
         return nfc(str(make_header(decode_header(value))))
     except (UnicodeError, LookupError, ValueError, binascii.Error):
         return nfc(value)
-
-
-def _addresses(values: list[str]) -> tuple[Address, ...]:
-    found = email.utils.getaddresses([_decode_header(v) for v in values])
-    return tuple(Address(header_safe(name), addr.strip().lower()) for name, addr in found if addr)
 
 
 class _TextOfHtml:
@@ -65,12 +62,12 @@ def safe_name(name: str) -> tuple[str, str | None]:
 
     Returns the name and a defect when the original tried to climb directories.
     """
-    decoded = nfc(name)
+    decoded = visible(nfc(name))  # no line breaks, controls or direction overrides
     defect = None
     if re.search(r"(^|[\\/])\.\.([\\/]|$)", decoded) or decoded.startswith(("/", "\\")):
         defect = f"attachment name tries path traversal: {header_safe(decoded, 120)!r}"
     base = re.split(r"[\\/]", decoded)[-1]
-    base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip().lstrip(".")
+    base = base.strip().lstrip(".")
     return (base[:200] or "attachment"), defect
 
 
@@ -101,9 +98,13 @@ def parse(raw: bytes, limits: LimitsConfig, depth: int = 0) -> ParsedMail:
     for category in sorted(getattr(mail, "defects_categories", ()) or ()):
         defects.append(f"MIME defect: {category}")
 
+    # Decoded values are for reading (auto-submitted, list headers, threading), never for
+    # addresses; each is one line without controls, so none can reach a stored value or an
+    # outgoing header with a line break in it.
     headers: dict[str, tuple[str, ...]] = {}
     for name in {k.lower() for k in message}:
-        headers[name] = tuple(_decode_header(str(v)) for v in message.get_all(name, []))
+        headers[name] = tuple(header_safe(_decode_header(str(v)), MAX_VALUE)
+                              for v in message.get_all(name, []))
 
     texts = [nfc(t) for t in mail.text_plain[: limits.max_parts]]
     if not texts:
@@ -149,19 +150,21 @@ def parse(raw: bytes, limits: LimitsConfig, depth: int = 0) -> ParsedMail:
     date = mail.date if isinstance(mail.date, datetime) else None
     if date is not None and date.tzinfo is None:
         date = date.replace(tzinfo=UTC)
-    senders = _addresses(message.get_all("from", []))
+    raw_found: RawHeaders = raw_headers(raw)
+    sender = identity(raw_found)
     message_id = (message.get("message-id") or "").strip()
     return ParsedMail(
         message_id=header_safe(message_id, 500),
         # A subject carrying CR/LF (header injection) is folded to one line here, once.
         subject=header_safe(_decode_header(str(message.get("subject") or "")), 500),
-        sender=senders[0] if senders else Address("", ""),
-        to=_addresses(message.get_all("to", []) + message.get_all("cc", [])),
-        reply_to=_addresses(message.get_all("reply-to", [])),
+        sender=Address(sender.name, sender.address),
+        to=addresses(raw_found, "to") + addresses(raw_found, "cc"),
+        reply_to=addresses(raw_found, "reply-to"),
         date=date,
         headers=headers,
         body=body,
         attachments=tuple(found),
         content_types=tuple(p.get_content_type() for p in parts[: limits.max_parts]),
         defects=tuple(defects),
+        sender_problems=sender.problems,
     )
