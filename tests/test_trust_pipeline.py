@@ -1,0 +1,283 @@
+"""What vanthu believes about a sender, as the register, cases and the pipeline use it: forged
+copies never bury genuine documents, shared forms never merge dossiers, strangers never join a
+case, and a fault of the system pauses the pipeline instead of quarantining every mail."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import SMTP
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from daemon import config
+from daemon import rules as rules_module
+from daemon.config import Config
+from daemon.db import cases, make_engine, messages, outbox, register_entries, upgrade
+from daemon.errors import SystemicFault
+from daemon.models import State
+from daemon.pipeline import process_pending
+from daemon.rules import RuleSet
+from daemon.store import Fetched, MailStore, checkpoint, store_batch
+from tests.conftest import AUTHSERV_ID, RULES, Office
+
+FORM = b"%PDF-1.4\n% the province's blank application form, the same bytes for everyone\n" * 40
+
+
+def _mail(sender: str, subject: str, body: str, *, authenticated: bool = True,
+          attachment: bytes | None = None, message_id: str | None = None) -> bytes:
+    """A mail as the agency's receiving server hands it over, with its verdict on the sender."""
+    domain = sender.rpartition("@")[2]
+    verdict = "pass" if authenticated else "fail"
+    msg = EmailMessage(policy=SMTP)
+    msg["Authentication-Results"] = (f"{AUTHSERV_ID}; dkim={verdict} header.d={domain}; "
+                                     f"dmarc={verdict} header.from={domain}")
+    msg["From"] = sender
+    msg["To"] = "vanthu.sxd@tayninh.gov.vn"
+    msg["Subject"] = subject
+    msg["Date"] = "Tue, 10 Nov 2026 09:00:00 +0700"
+    msg["Message-ID"] = message_id or f"<{abs(hash((sender, subject, body)))}@{domain}>"
+    msg.set_content(body)
+    if attachment is not None:
+        msg.add_attachment(attachment, maintype="application", subtype="pdf",
+                           filename="Mau don de nghi.pdf")
+    return msg.as_bytes()
+
+
+DOCUMENT = """ỦY BAN NHÂN DÂN
+TỈNH TÂY NINH
+Số: 1000/UBND-KT
+V/v triển khai kế hoạch xây dựng nông thôn mới năm 2027
+Tây Ninh, ngày 09 tháng 11 năm 2026
+
+Kính gửi: Sở Xây dựng tỉnh Tây Ninh.
+Ủy ban nhân dân tỉnh đề nghị Sở Xây dựng triển khai kế hoạch.
+"""
+
+
+class Desk:
+    """A database, a mail store and the shipped rules, driven through `process_pending`."""
+
+    def __init__(self, tmp_path: Path, rules_dir: Path = RULES) -> None:
+        self.cfg: Config = config.parse(
+            {"storage": {"data_dir": str(tmp_path)}, "rules": {"dir": str(rules_dir)},
+             "security": {"authserv_id": AUTHSERV_ID}},
+            file="t", text="", base=tmp_path)
+        self.engine: Engine = make_engine(self.cfg.storage.url)
+        upgrade(self.engine)
+        self.store = MailStore(self.cfg.storage.data_dir)
+        self.rules: RuleSet = rules_module.load(rules_dir)
+        self.uid = 0
+        checkpoint(self.engine, "m", "INBOX", 1)
+
+    def receive(self, *raws: bytes) -> None:
+        batch = []
+        for raw in raws:
+            self.uid += 1
+            batch.append(Fetched(self.uid, raw))
+        store_batch(self.engine, self.store, mailbox="m", folder="INBOX", uidvalidity=1,
+                    batch=batch)
+
+    def process(self) -> None:
+        process_pending(self.engine, self.cfg, self.store, self.rules)
+
+    def rows(self) -> list[object]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(messages).order_by(messages.c.id)).all())
+
+    def entries(self) -> list[object]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(register_entries)
+                                     .order_by(register_entries.c.id)).all())
+
+    def emails_for(self, pk: int) -> list[object]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(outbox).where(outbox.c.message_id == pk)).all())
+
+
+def test_a_forged_free_mail_copy_never_buries_the_genuine_document(tmp_path: Path) -> None:
+    """"1000/UBND-KT" sent first from free mail, then from the issuer's authenticated
+    official domain: the genuine one gets its own number and is forwarded."""
+    office = Desk(tmp_path)
+    office.receive(_mail("ubnd.tayninh.vp@gmail.com", "Công văn 1000/UBND-KT", DOCUMENT))
+    office.process()
+    office.receive(_mail("vpubnd@tayninh.gov.vn", "Công văn 1000/UBND-KT", DOCUMENT))
+
+    office.process()
+
+    forged, genuine = office.entries()
+    assert (forged.number, genuine.number) == (1, 2)  # type: ignore[attr-defined]
+    assert (forged.trust, genuine.trust) == (1, 2)  # type: ignore[attr-defined]
+    genuine_row = office.rows()[1]
+    assert genuine_row.duplicate_of is None  # type: ignore[attr-defined]
+    actions = {r.action for r in office.emails_for(genuine_row.id)}  # type: ignore[attr-defined]
+    assert "forward" in actions
+
+
+def test_a_copy_after_the_genuine_document_is_a_duplicate(tmp_path: Path) -> None:
+    """The same document again, less proven than the registered one, takes no number."""
+    office = Desk(tmp_path)
+    office.receive(_mail("vpubnd@tayninh.gov.vn", "Công văn 1000/UBND-KT", DOCUMENT))
+    office.process()
+    office.receive(_mail("ubnd.tayninh.vp@gmail.com", "Fwd: Công văn 1000/UBND-KT", DOCUMENT))
+
+    office.process()
+
+    assert len(office.entries()) == 1
+    copy = office.rows()[1]
+    assert copy.duplicate_of == office.entries()[0].id  # type: ignore[attr-defined]
+    assert office.emails_for(copy.id) == []  # type: ignore[attr-defined]
+
+
+def test_a_shared_blank_form_never_merges_two_applicants(tmp_path: Path) -> None:
+    """Two citizens attach the same public form: two dossiers, two cases, two receipts."""
+    office = Desk(tmp_path)
+    body = "Tôi tên là {}, xin nộp hồ sơ đề nghị cấp giấy phép xây dựng nhà ở riêng lẻ."
+    office.receive(_mail("an.nguyen@gmail.com", "Hồ sơ xin cấp giấy phép xây dựng",
+                         body.format("Nguyễn Văn An"), attachment=FORM))
+    office.process()
+    office.receive(_mail("binh.tran@yahoo.com", "Hồ sơ xin cấp giấy phép xây dựng",
+                         body.format("Trần Thị Bình"), attachment=FORM))
+
+    office.process()
+
+    assert [e.kind for e in office.entries()] == ["dossier", "dossier"]  # type: ignore[attr-defined]
+    with office.engine.connect() as conn:
+        applicants = conn.scalars(select(cases.c.applicant_email).order_by(cases.c.id)).all()
+    assert applicants == ["an.nguyen@gmail.com", "binh.tran@yahoo.com"]
+    second = office.rows()[1]
+    acks = [r for r in office.emails_for(second.id)  # type: ignore[attr-defined]
+            if r.action == "acknowledge"]  # type: ignore[attr-defined]
+    assert [r.recipients for r in acks] == [["binh.tran@yahoo.com"]]  # type: ignore[attr-defined]
+
+
+def _open_case(office: Desk) -> str:
+    office.receive(_mail("an.nguyen@gmail.com", "Hồ sơ xin cấp giấy phép xây dựng",
+                         "Tôi tên là Nguyễn Văn An, xin nộp hồ sơ đề nghị cấp giấy phép "
+                         "xây dựng nhà ở riêng lẻ.", attachment=FORM))
+    office.process()
+    with office.engine.connect() as conn:
+        return str(conn.scalar(select(cases.c.code)))
+
+
+@pytest.mark.parametrize(("sender", "authenticated", "joins"), [
+    ("an.nguyen@gmail.com", True, True),  # the applicant
+    ("ke.la@gmail.com", True, False),  # a stranger who copied the code
+    ("an.nguyen@gmail.com", False, False),  # the applicant's address, forged
+])
+def test_only_the_applicant_joins_a_case(tmp_path: Path, sender: str, authenticated: bool,
+                                         joins: bool) -> None:
+    """"[CODE] bổ sung" joins the case only from the applicant's authenticated address;
+    anyone else is held for the clerk and nothing is sent."""
+    office = Desk(tmp_path)
+    code = _open_case(office)
+    office.receive(_mail(sender, f"[{code}] Bổ sung hồ sơ", "Xin gửi bổ sung bản vẽ.",
+                         authenticated=authenticated, attachment=b"%PDF-1.4 ban ve" * 10))
+
+    office.process()
+
+    reply = office.rows()[1]
+    if joins:
+        assert reply.state in (State.ROUTED, State.DONE)  # type: ignore[attr-defined]
+        assert reply.case_id is not None  # type: ignore[attr-defined]
+    else:
+        assert reply.state == State.QUARANTINED  # type: ignore[attr-defined]
+        assert code in reply.last_error  # type: ignore[attr-defined]
+        assert office.emails_for(reply.id) == []  # type: ignore[attr-defined]
+
+
+def test_a_broken_template_pauses_the_pipeline_and_quarantines_nothing(tmp_path: Path) -> None:
+    """The agency's receipt template breaks every dossier: vanthu stops with the cause and
+    keeps the mails stored with no attempt counted; once the template is fixed, they go on."""
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(RULES, rules_dir)
+    (rules_dir / "templates").mkdir(exist_ok=True)
+    template = rules_dir / "templates" / "receipt.txt.j2"
+    template.write_text("{% include 'khong-co.j2' %}", encoding="utf-8")
+    office = Desk(tmp_path, rules_dir)
+    body = "Tôi tên là {}, xin nộp hồ sơ đề nghị cấp giấy phép xây dựng nhà ở riêng lẻ."
+    office.receive(*(_mail(f"nguoi{i}@gmail.com", "Hồ sơ xin cấp giấy phép xây dựng",
+                           body.format(f"Nguyễn Văn {name}"), attachment=bytes([i]) * 2000)
+                     for i, name in enumerate(["An", "Bình", "Cường"], 1)))
+
+    for _ in range(office.cfg.limits.max_attempts + 1):
+        with pytest.raises(SystemicFault, match="khong-co.j2"):
+            office.process()
+
+    assert [(r.state, r.attempts) for r in office.rows()] == [  # type: ignore[attr-defined]
+        (State.STORED, 0)] * 3
+    assert office.entries() == []
+
+    template.unlink()
+    office.process()
+
+    assert {r.state for r in office.rows()} == {State.ROUTED}  # type: ignore[attr-defined]
+    assert [e.number for e in office.entries()] == [1, 2, 3]  # type: ignore[attr-defined]
+
+
+def _raw(from_lines: list[str], body: str = DOCUMENT, verdict_for: str = "gmail.com") -> bytes:
+    """A forged document: the attacker's own free-mail domain passes authentication (as a
+    real free-mail account does); the From header is built to look like the committee."""
+    head = [f"Authentication-Results: {AUTHSERV_ID}; dkim=pass header.d={verdict_for}; "
+            f"dmarc=pass header.from={verdict_for}",
+            *from_lines,
+            "To: vanthu.sxd@tayninh.gov.vn",
+            "Subject: =?utf-8?b?" + base64.b64encode("Công văn 1000/UBND-KT".encode()).decode()
+            + "?=",
+            f"Message-ID: <{abs(hash(tuple(from_lines)))}@attack.example>",
+            "Date: Tue, 10 Nov 2026 09:00:00 +0700",
+            "MIME-Version: 1.0",
+            "Content-Type: text/plain; charset=utf-8",
+            "Content-Transfer-Encoding: 8bit"]
+    return ("\r\n".join(head) + "\r\n\r\n" + body.replace("\n", "\r\n")).encode()
+
+
+def _encoded(text: str) -> str:
+    return "=?utf-8?b?" + base64.b64encode(text.encode()).decode() + "?="
+
+
+FORGED_FROM = {
+    "encoded display name": [f"From: {_encoded('ubnd@tayninh.gov.vn')} <kethu@gmail.com>"],
+    "encoded name with CRLF": [
+        f"From: {_encoded('ubnd@tayninh.gov.vn' + chr(13) + chr(10))} <kethu@gmail.com>"],
+    "encoded address": [f"From: {_encoded('UBND <ubnd@tayninh.gov.vn>')}"],
+    "address as display name": ["From: ubnd@tayninh.gov.vn <kethu@gmail.com>"],
+    "quoted address as name": ['From: "ubnd@tayninh.gov.vn" <kethu@gmail.com>'],
+    "two From headers": ["From: UBND <ubnd@tayninh.gov.vn>", "From: <kethu@gmail.com>"],
+    "From list": ["From: ubnd@tayninh.gov.vn, kethu@gmail.com"],
+    "source route": ["From: UBND <@tayninh.gov.vn:kethu@gmail.com>"],
+    "Sender differs": ["From: UBND <ubnd@tayninh.gov.vn>", "Sender: kethu@gmail.com"],
+    "non-ASCII address": ["From: UBND <ủbnd@tayninh.gov.vn>"],
+    "comment with address": ["From: (ubnd@tayninh.gov.vn) kethu@gmail.com"],
+}
+
+
+def test_forged_identities_are_held_and_nothing_reaches_an_injected_address(
+        office: Office) -> None:
+    """Every way of dressing free mail up as the committee, delivered through the real
+    servers: each is held for the clerk (an address in a comment is as doubtful as one in a
+    display name), none is registered as the committee's, and no email goes anywhere but to
+    the agency's own people."""
+    forged = {name: _raw(lines) for name, lines in FORGED_FROM.items()}
+    office.deliver(*forged.values())
+
+    office.run_daemon(until=lambda: office.settled(len(forged)), timeout=120)
+
+    engine = office.engine()
+    with engine.connect() as conn:
+        state = dict(conn.execute(select(messages.c.header_message_id, messages.c.state)).all())
+        senders = conn.scalars(select(register_entries.c.sender_email)).all()
+    engine.dispose()
+    for name, raw in forged.items():
+        message_id = message_from_bytes(raw)["Message-ID"]
+        assert state[message_id] == State.QUARANTINED, name
+    assert "ubnd@tayninh.gov.vn" not in senders
+    rules = rules_module.load(RULES)
+    allowed = ({p.email for p in rules.people.values()}
+               | {d.email for d in rules.departments.values()})
+    for sent in office.smtp.messages():
+        assert set(sent.rcpt_tos) <= allowed, sent.rcpt_tos
