@@ -155,18 +155,37 @@ def next_reminders(now: datetime, cfg: config.Config) -> datetime:
     return run if run > local else run + timedelta(days=1)
 
 
+def _status_line(key: str, value: Any) -> str:
+    """One `key: value` of `vanthu status`; a list of rows as one indented line each."""
+    if not isinstance(value, list) or not value:
+        return f"{key}: {value}"
+    lines = [f"{key}:"]
+    for item in value:
+        if isinstance(item, dict) and "action" in item:
+            refused = "; ".join(f"{a}: {why}" for a, why in item.get("refused", {}).items())
+            lines.append(f"  #{item['id']} {item['action']} → {', '.join(item['recipients'])}"
+                         f" (attempts {item['attempts']}, since {item['created_at'][:16]}): "
+                         f"{refused or item['last_error']}")
+        else:
+            lines.append(f"  {item}")
+    return "\n".join(lines)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from daemon import outbox as outbox_module
+
     cfg = _config(args)
     engine = _engine(cfg)
+    now = datetime.now(UTC)
     with reading(engine) as conn:
         states = {str(k): int(v) for k, v in conn.execute(
             select(messages.c.state, func.count()).group_by(messages.c.state)).all()}
         out_states = {str(k): int(v) for k, v in conn.execute(
             select(outbox.c.state, func.count()).group_by(outbox.c.state)).all()}
         boxes = conn.execute(select(checkpoints)).all()
+        sending = outbox_module.health(conn, now)
     from daemon import digest as digest_module
 
-    now = datetime.now(UTC)
     upcoming = [digest_module.latest_period(cfg, now + timedelta(hours=h))
                 for h in range(1, 25)]
     next_digest = min(p for p in upcoming if p > now.astimezone(cfg.agency.tz))
@@ -180,13 +199,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         "mailboxes": [{"mailbox": b.mailbox, "folder": b.folder, "last_uid": b.last_uid,
                        "last_fetch_at": b.last_fetch_at.isoformat() if b.last_fetch_at else None,
                        "last_error": b.last_error} for b in boxes],
+        # Pending emails already tried, each with its last error; failed ones; refusals.
+        "outbox_pending": sending.pending,
+        "outbox_failed": sending.failed,
+        "outbox_refused": sending.refused,
     }
-    unhealthy = bool(out_states.get("failed")) or any(
-        b.last_error and (not b.last_fetch_at or b.last_error_at > b.last_fetch_at)
-        for b in boxes)
+    problems = [*sending.problems, *(
+        f"mailbox {b.mailbox}/{b.folder}: {b.last_error}" for b in boxes
+        if b.last_error and (not b.last_fetch_at or b.last_error_at > b.last_fetch_at))]
+    unhealthy = bool(problems)
+    report["problems"] = problems
     report["healthy"] = not unhealthy
     print(json.dumps(report, ensure_ascii=False, indent=1) if args.json
-          else "\n".join(f"{k}: {v}" for k, v in report.items()))
+          else "\n".join(_status_line(k, v) for k, v in report.items()))
     return 1 if unhealthy else 0
 
 

@@ -1,5 +1,6 @@
 """Compose the emails vanthu sends: forwards with a Vietnamese cover note, content-free
-notices for confidential documents, and acknowledgements of receipt.
+notices for confidential documents, acknowledgements of receipt and signed results; and the
+one envelope every email of vanthu (digest and letters too) is built on.
 
 Pure: the same inputs give the same bytes but for the Date header. The Message-ID is derived
 from the stored mail's sha256 and the action, so a transaction replayed after a crash
@@ -9,21 +10,34 @@ produces the same Message-ID and receivers can drop a duplicate (DESIGN invarian
 from __future__ import annotations
 
 import html
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 
 from daemon import receipt
 from daemon.config import Config
+from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import Action, Document, Kind, ParsedMail, Understanding
 from daemon.receipt import ReceiptFields
+from daemon.recipients import Purpose, mailbox_problem
 from daemon.rules import Procedure
 from daemon.textnorm import header_safe, nfc
 
 URGENCY_TAG = {"Hỏa tốc": "HỎA TỐC", "Thượng khẩn": "THƯỢNG KHẨN", "Khẩn": "KHẨN"}
+
+# RFC 3834: our mail is machine-made, so well-behaved responders do not answer it; a signed
+# result is the agency's real answer, and replies to it are welcome.
+AUTO_SUBMITTED = {Purpose.ACKNOWLEDGE: "auto-replied", Purpose.RESULT: "no"}
+
+# A msg-id as vanthu writes one and accepts one to thread to: ASCII, no spaces or brackets.
+MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>")
+# A display name that can stand in a header as it is: words of atext, single spaces.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
 @dataclass(frozen=True)
@@ -77,26 +91,84 @@ def set_text_header(msg: EmailMessage, name: str, value: str) -> None:
 
     The modern policy's own folder drops the space between two encoded words
     ("KHẨN: Thông" becomes "KHẨN:Thông"), so the header is encoded here and stored raw.
+    ASCII text that looks like an encoded word is encoded too: set as it is, a reader would
+    decode it (into anything, line breaks included).
     """
-    if value.isascii():
+    del msg[name]
+    if value.isascii() and "=?" not in value:
         msg[name] = value
     else:
         msg.set_raw(name, Header(value, "utf-8", header_name=name).encode(linesep="\r\n"))
 
 
-def envelope(cfg: Config, ctx: Context, action: Action, subject: str,
-             header_id: str | None = None) -> EmailMessage:
-    """Headers every vanthu mail carries; the Message-ID derives from the context unless given."""
+def _replace(msg: EmailMessage, name: str, value: str) -> None:
+    del msg[name]
+    msg[name] = value
+
+
+def mailbox(name: str, address: str) -> str:
+    """`Name <address>` for a From header: a plain name as it is, any other (Vietnamese,
+    quotes, commas, '@', '<>', very long) as RFC 2047 encoded words folded to short lines.
+
+    Every line stays within 78 octets: a longer one would be refolded on output by the
+    modern policy, which renders a decoded display name unquoted (":::" becomes a group).
+    """
+    name = header_safe(name)
+    if not name:
+        return address
+    if (_PLAIN_NAME.fullmatch(name) and "=?" not in name
+            and len(f"From: {name} <{address}>") <= 78):
+        return f"{name} <{address}>"
+    words = Header(name, "utf-8", header_name="From").encode(linesep="\r\n")
+    last = words.rsplit("\r\n", 1)[-1]
+    first_line = "\r\n" not in words  # then "From: " stands before it on the same line
+    width = len("From: ") * first_line + len(last) + len(f" <{address}>")
+    # The address on the last line if it fits, else on a folded line of its own.
+    fold = " " if width <= 78 else "\r\n "
+    return f"{words}{fold}<{address}>"
+
+
+def thread_id(value: str | None) -> str | None:
+    """A mail-supplied Message-ID fit to thread to (In-Reply-To, References), or None."""
+    found = MSG_ID.fullmatch(header_safe(value or "", 500))
+    return found.group(0) if found else None
+
+
+def envelope(cfg: Config, *, purpose: Purpose, to: Sequence[str], subject: str,
+             date: datetime, message_id: str, in_reply_to: str | None = None,
+             reply_to_agency: bool = False) -> EmailMessage:
+    """The headers of every email vanthu sends, set here and nowhere else: From (the
+    configured display name, else the agency's name, and `[smtp] from`'s address), To,
+    Subject (mail-supplied text made header-safe), Date, Message-ID, threading, exactly one
+    Auto-Submitted and X-Vanthu-Action. A recipient that cannot be sent raises
+    RecipientRefused; a malformed Message-ID raises EmailRefused."""
+    for address in to:
+        if problem := mailbox_problem(address):
+            raise RecipientRefused(str(address), problem)
+    if not MSG_ID.fullmatch(message_id):
+        raise EmailRefused(f"not a Message-ID: {message_id!r}")
     msg = EmailMessage(policy=SMTP)
-    msg.set_raw("From", formataddr((cfg.smtp.from_name or cfg.agency.name, cfg.smtp.from_address), charset="utf-8"))
-    msg["To"] = ", ".join(action.to)
+    msg.set_raw("From", mailbox(cfg.smtp.from_name or cfg.agency.name, cfg.smtp.from_address))
+    msg["To"] = ", ".join(to)
     set_text_header(msg, "Subject", header_safe(subject, 250))
-    msg["Date"] = format_datetime(ctx.received_at.astimezone(cfg.agency.tz))
-    msg["Message-ID"] = header_id or message_id(cfg, ctx.sha256, action.action)
-    # RFC 3834: our mail is machine-made; well-behaved responders will not answer it.
-    msg["Auto-Submitted"] = "auto-generated" if action.action != "acknowledge" else "auto-replied"
-    msg["X-Vanthu-Action"] = action.action
+    msg["Date"] = format_datetime(date.astimezone(cfg.agency.tz))
+    msg["Message-ID"] = message_id
+    if reply_to_agency:
+        msg["Reply-To"] = cfg.smtp.from_address
+    if thread := thread_id(in_reply_to):
+        msg["In-Reply-To"] = thread
+        msg["References"] = thread
+    _replace(msg, "Auto-Submitted", AUTO_SUBMITTED.get(purpose, "auto-generated"))
+    _replace(msg, "X-Vanthu-Action", purpose.value)
     return msg
+
+
+def _envelope(cfg: Config, ctx: Context, action: Action, subject: str,
+              in_reply_to: str | None = None) -> EmailMessage:
+    """The envelope of an email caused by a stored mail, its Message-ID from the mail's hash."""
+    return envelope(cfg, purpose=Purpose(action.action), to=action.to, subject=subject,
+                    date=ctx.received_at, message_id=message_id(cfg, ctx.sha256, action.action),
+                    in_reply_to=in_reply_to)
 
 
 def _register_line(ctx: Context) -> str:
@@ -116,7 +188,7 @@ def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
         prefix += f"[{ctx.case_code}] "
     if tag:
         prefix += f"[{tag}] "
-    msg = envelope(cfg, ctx, action, prefix + (mail.subject or "(không có tiêu đề)"))
+    msg = _envelope(cfg, ctx, action, prefix + (mail.subject or "(không có tiêu đề)"))
     kind_name = {Kind.DOCUMENT: "văn bản đến", Kind.DOSSIER: "hồ sơ",
                  Kind.REPLY: "thư trả lời trong hồ sơ"}.get(und.kind, "thư")
     intro = [f"Văn thư kính chuyển {kind_name} nhận qua thư điện tử."]
@@ -161,7 +233,7 @@ def notify(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     tag = URGENCY_TAG.get(und.document.urgency or "", "") if und.document else ""
     prefix = f"[Số đến {ctx.number}/{ctx.year}] " if ctx.number else ""
     prefix += f"[{tag}] " if tag else ""
-    msg = envelope(cfg, ctx, action, f"{prefix}Thông báo có văn bản {secrecy} đến")
+    msg = _envelope(cfg, ctx, action, f"{prefix}Thông báo có văn bản {secrecy} đến")
     intro = [f"Văn thư đã nhận một văn bản độ mật «{secrecy}». Theo quy định, văn bản mật "
              "không được gửi qua thư điện tử; đề nghị đồng chí nhận văn bản tại Văn thư."]
     if action.note:
@@ -186,8 +258,7 @@ def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     subject = f"Xác nhận đã nhận: {mail.subject}" if mail.subject else "Xác nhận đã nhận thư"
     if ctx.case_code:
         subject = f"[{ctx.case_code}] {subject}"
-    msg = envelope(cfg, ctx, action, subject)
-    _thread(msg, mail)
+    msg = _envelope(cfg, ctx, action, subject, mail.message_id)
     received = f"{ctx.received_at.astimezone(cfg.agency.tz):%H:%M ngày %d/%m/%Y}"
     intro = [f"{cfg.agency.name} xác nhận đã nhận thư của Quý cơ quan/ông/bà lúc {received}."]
     rows: list[tuple[str, str]] = []
@@ -203,12 +274,6 @@ def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     msg.set_content(text)
     msg.add_alternative(markup, subtype="html")
     return msg
-
-
-def _thread(msg: EmailMessage, mail: ParsedMail) -> None:
-    if mail.message_id:
-        msg["In-Reply-To"] = mail.message_id
-        msg["References"] = mail.message_id
 
 
 def receipt_fields(cfg: Config, ctx: Context, mail: ParsedMail,
@@ -230,9 +295,9 @@ def receipt_fields(cfg: Config, ctx: Context, mail: ParsedMail,
 
 def _receipt(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
              und: Understanding) -> EmailMessage:
-    msg = envelope(cfg, ctx, action,
-                    f"[{ctx.case_code}] Giấy tiếp nhận hồ sơ và hẹn trả kết quả")
-    _thread(msg, mail)
+    msg = _envelope(cfg, ctx, action,
+                    f"[{ctx.case_code}] Giấy tiếp nhận hồ sơ và hẹn trả kết quả",
+                    mail.message_id)
     fields = receipt_fields(cfg, ctx, mail, und)
     text, markup = receipt.render(fields, cfg.rules.dir)
     msg.set_content(text)
@@ -249,18 +314,14 @@ COMPOSERS = {"forward": forward, "notify": notify, "acknowledge": acknowledge,
 def result(cfg: Config, *, pdf_sha256: str, pdf_name: str, pdf: bytes, to: str,
            case_code: str | None, in_reply_to: str | None, outgoing: str,
            summary: str | None, sent_at: datetime) -> EmailMessage:
-    """The signed result of a case, to the party whose case it closes; threads to their mail."""
-    action = Action("result", (to,))
-    ctx = Context(sha256=pdf_sha256, received_at=sent_at)
+    """The signed result of a case, to the party whose case it closes; threads to their mail.
+    Replies are welcome (Auto-Submitted: no, Reply-To the agency)."""
     subject = "Kết quả giải quyết hồ sơ" if case_code else "Văn bản trả lời"
     if case_code:
         subject = f"[{case_code}] {subject}"
-    msg = envelope(cfg, ctx, action, subject)
-    msg["Auto-Submitted"] = "no"  # a real answer, signed by the agency: replies welcome
-    msg["Reply-To"] = cfg.smtp.from_address
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-        msg["References"] = in_reply_to
+    msg = envelope(cfg, purpose=Purpose.RESULT, to=(to,), subject=subject, date=sent_at,
+                   message_id=message_id(cfg, pdf_sha256, "result"), in_reply_to=in_reply_to,
+                   reply_to_agency=True)
     intro = [f"{cfg.agency.name} trân trọng gửi Quý cơ quan/ông/bà kết quả giải quyết"
              + (f" hồ sơ mã {case_code}." if case_code else ".")]
     rows = [("Văn bản", outgoing)]

@@ -12,13 +12,11 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, formataddr
 from typing import Any
 
 from sqlalchemy import Engine, and_, insert, select
 
-from daemon.compose import set_text_header
+from daemon.compose import envelope
 from daemon.config import Config
 from daemon.db import (
     cases,
@@ -33,6 +31,8 @@ from daemon.db import (
     utcnow,
 )
 from daemon.models import State
+from daemon.outbox import enqueue
+from daemon.recipients import Allowed, Purpose
 from daemon.route import resolve
 from daemon.rules import RuleSet, Targets
 from daemon.textnorm import nfc
@@ -199,14 +199,8 @@ def recipients(cfg: Config, rules: RuleSet, on: datetime) -> list[str]:
 
 def compose(cfg: Config, digest: Digest, to: list[str], key: str,
             when: datetime) -> EmailMessage:
-    msg = EmailMessage(policy=SMTP)
-    msg.set_raw("From", formataddr((cfg.smtp.from_name or cfg.agency.name, cfg.smtp.from_address), charset="utf-8"))
-    msg["To"] = ", ".join(to)
-    set_text_header(msg, "Subject", digest.subject)
-    msg["Date"] = format_datetime(when.astimezone(cfg.agency.tz))
-    msg["Message-ID"] = f"<digest.{key.replace(':', '')}@{cfg.agency.message_id_domain}>"
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Vanthu-Action"] = "digest"
+    msg = envelope(cfg, purpose=Purpose.DIGEST, to=to, subject=digest.subject, date=when,
+                   message_id=f"<digest.{key.replace(':', '')}@{cfg.agency.message_id_domain}>")
     msg.set_content(digest.text)
     msg.add_alternative(digest.html, subtype="html")
     return msg
@@ -235,10 +229,8 @@ def send_due(engine: Engine, cfg: Config, rules: RuleSet, now: datetime) -> str 
             return None  # another daemon claimed it meanwhile
         conn.execute(insert(digests).values(period=key, sent_at=utcnow()))
         if to:
-            conn.execute(insert(outbox).values(
-                header_message_id=str(email["Message-ID"]), message_id=None, action="digest",
-                recipients=to, raw=email.as_bytes(), state="pending", attempts=0,
-                next_attempt_at=utcnow(), created_at=utcnow()))
+            enqueue(conn, cfg, email=email, purpose=Purpose.DIGEST, recipients=to,
+                    allowed=Allowed.of(rules, cfg))
     return key
 
 

@@ -1,7 +1,9 @@
 """Letters about a case, in Vietnamese: the request for supplements (Phiếu yêu cầu bổ sung,
 hoàn thiện hồ sơ), the apology with a new date (Văn bản xin lỗi và hẹn lại ngày trả kết quả),
 the deadline reminder to the handler, and the assignment notice. Each is queued in the outbox
-with the case event that caused it, in the caller's transaction.
+with the case event that caused it, in the caller's transaction. A letter the outbox refuses
+(a recipient that cannot be sent or may not be written to) raises RecipientRefused or
+EmailRefused, with the reason for the clerk; nothing is queued.
 """
 
 from __future__ import annotations
@@ -9,41 +11,40 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
 
-from daemon.compose import Context, envelope, render
+from daemon.compose import envelope, render
 from daemon.config import Config
-from daemon.db import outbox, utcnow
-from daemon.models import Action
+from daemon.db import utcnow
+from daemon.outbox import enqueue
+from daemon.recipients import Allowed, Answering, Purpose
 from daemon.register import link_thread
 
 
-def _queue(conn: Connection, cfg: Config, case: Any, kind: str, to: list[str], subject: str,
-           title: str, intro: list[str], rows: list[tuple[str, str]], outro: list[str],
-           key: str, in_reply_to: str | None = None) -> str:
+def _queue(conn: Connection, cfg: Config, case: Any, purpose: Purpose, to: list[str],
+           subject: str, title: str, intro: list[str], rows: list[tuple[str, str]],
+           outro: list[str], key: str, in_reply_to: str | None = None,
+           allowed: Allowed | None = None) -> str:
     # Deterministic: the same letter queued again (a replayed transaction) has the same id.
-    header_id = f"<{case.code}.{kind}.{key}@{cfg.agency.message_id_domain}>"
-    msg = envelope(cfg, Context(sha256="", received_at=utcnow()), Action(kind, tuple(to)),
-                   subject, header_id)
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-        msg["References"] = in_reply_to
+    header_id = f"<{case.code}.{purpose}.{key}@{cfg.agency.message_id_domain}>"
+    msg = envelope(cfg, purpose=purpose, to=to, subject=subject, date=utcnow(),
+                   message_id=header_id, in_reply_to=in_reply_to)
     text, markup = render(title, intro, rows, outro)
     msg.set_content(text)
     msg.add_alternative(markup, subtype="html")
-    conn.execute(insert(outbox).values(
-        header_message_id=header_id, message_id=None, action=kind, recipients=to,
-        raw=msg.as_bytes(), state="pending", attempts=0, next_attempt_at=utcnow(),
-        created_at=utcnow()))
+    if allowed is None:  # not handed the running rules: an answer needs only the case's record
+        allowed = Allowed.nobody() if purpose.answers else Allowed.load(cfg)
+    enqueue(conn, cfg, email=msg, purpose=purpose, recipients=to, allowed=allowed,
+            answering=Answering.of_record(conn, case_id=case.id) if purpose.answers else None)
     link_thread(conn, header_id, case.id)
     return header_id
 
 
 def supplement_request(conn: Connection, cfg: Config, case: Any, items: list[str],
-                       on: date, origin: str | None) -> str:
+                       on: date, origin: str | None, allowed: Allowed | None = None) -> str:
     """Every missing item at once (the decree allows one request, not a drip)."""
     return _queue(
-        conn, cfg, case, "supplement", [case.applicant_email],
+        conn, cfg, case, Purpose.SUPPLEMENT, [case.applicant_email or ""],
         f"[{case.code}] Yêu cầu bổ sung, hoàn thiện hồ sơ",
         "Phiếu yêu cầu bổ sung, hoàn thiện hồ sơ",
         [f"{cfg.agency.name} đã nhận hồ sơ mã {case.code} của ông/bà"
@@ -54,26 +55,26 @@ def supplement_request(conn: Connection, cfg: Config, case: Any, items: list[str
         ["Thời hạn giải quyết tạm dừng từ ngày yêu cầu và được tính tiếp khi nhận đủ hồ sơ bổ "
          "sung.", "Xin trả lời thư này, kèm các giấy tờ bổ sung, giữ nguyên mã hồ sơ trong "
          "tiêu đề."],
-        key=utcnow().strftime("%Y%m%d%H%M%S%f"), in_reply_to=origin)
+        key=utcnow().strftime("%Y%m%d%H%M%S%f"), in_reply_to=origin, allowed=allowed)
 
 
 def apology(conn: Connection, cfg: Config, case: Any, new_date: date, reason: str,
-            origin: str | None) -> str:
+            origin: str | None, allowed: Allowed | None = None) -> str:
     return _queue(
-        conn, cfg, case, "apology", [case.applicant_email],
+        conn, cfg, case, Purpose.APOLOGY, [case.applicant_email or ""],
         f"[{case.code}] Thư xin lỗi và hẹn lại ngày trả kết quả",
         "Văn bản xin lỗi và hẹn lại ngày trả kết quả",
         [f"{cfg.agency.name} xin lỗi ông/bà vì chưa thể trả kết quả hồ sơ mã {case.code} "
          f"đúng hẹn ngày {case.deadline:%d/%m/%Y}.", f"Lý do: {reason}."],
         [("Mã hồ sơ", case.code), ("Ngày hẹn trả kết quả mới", f"{new_date:%d/%m/%Y}")],
         ["Rất mong ông/bà thông cảm. Xin trân trọng cảm ơn."],
-        key="once", in_reply_to=origin)
+        key="once", in_reply_to=origin, allowed=allowed)
 
 
 def reminder(conn: Connection, cfg: Config, case: Any, to: list[str], left: int,
-             today: date) -> str:
+             today: date, allowed: Allowed | None = None) -> str:
     return _queue(
-        conn, cfg, case, "reminder", to,
+        conn, cfg, case, Purpose.REMINDER, to,
         f"[{case.code}] Nhắc hạn giải quyết hồ sơ: còn {left} ngày làm việc",
         "Nhắc hạn giải quyết hồ sơ",
         [f"Hồ sơ mã {case.code} đến hạn trả kết quả ngày {case.deadline:%d/%m/%Y}, còn "
@@ -82,16 +83,16 @@ def reminder(conn: Connection, cfg: Config, case: Any, to: list[str], left: int,
          ("Người nộp", case.applicant_name or ""), ("Trạng thái", case.status)],
         ["Đề nghị đơn vị chủ trì khẩn trương giải quyết; nếu không kịp, báo Văn phòng để gửi "
          "văn bản xin lỗi và hẹn lại trước khi hết hạn."],
-        key=today.isoformat())
+        key=today.isoformat(), allowed=allowed)
 
 
 def assignment(conn: Connection, cfg: Config, case: Any, to: list[str], lead_name: str,
-               deadline: date | None, at: datetime) -> str:
+               deadline: date | None, at: datetime, allowed: Allowed | None = None) -> str:
     rows = [("Mã hồ sơ", case.code), ("Thủ tục", case.procedure or ""),
             ("Người nộp", case.applicant_name or ""), ("Đơn vị chủ trì", lead_name)]
     if deadline:
         rows.append(("Hạn giải quyết", f"{deadline:%d/%m/%Y}"))
-    return _queue(conn, cfg, case, "assign", to, f"[Giao xử lý] [{case.code}] "
+    return _queue(conn, cfg, case, Purpose.ASSIGN, to, f"[Giao xử lý] [{case.code}] "
                   f"{case.procedure or 'Hồ sơ'}", "Phiếu giao xử lý hồ sơ",
                   ["Văn phòng chuyển hồ sơ để đơn vị giải quyết."], rows, [],
-                  key=at.strftime("%Y%m%d%H%M%S"))
+                  key=at.strftime("%Y%m%d%H%M%S"), allowed=allowed)

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from daemon import cases as cases_module
 from daemon import compose, faults
 from daemon.config import Config
-from daemon.db import cases, messages, new_id, outbox, reading, register_entries, utcnow
+from daemon.db import cases, messages, new_id, reading, register_entries, utcnow
 from daemon.errors import BadMessage, SystemicFault
 from daemon.models import (
     Action,
@@ -37,6 +37,8 @@ from daemon.models import (
     Tagging,
     Understanding,
 )
+from daemon.outbox import enqueue
+from daemon.recipients import Allowed, Answering, Purpose, refusal
 from daemon.register import DbCases, case_id_of, link_thread, register, trust_of
 from daemon.route import decide
 from daemon.rules import RuleSet
@@ -289,22 +291,19 @@ def _apply(conn: Connection, cfg: Config, rules: RuleSet, item: Work) -> None:
             actions = _to_handler(conn, rules, case_id, actions)
     queued = 0
     for action in actions:
-        # A receipt for a registered document or dossier is owed every time (Decree 30,
-        # Art. 21; duplicates never get here). Other automatic replies are limited to one per
-        # sender a day, which also breaks a loop with a responder that marks nothing.
-        if (action.action == "acknowledge" and und.kind not in REGISTERED_KINDS
-                and _acknowledged_today(conn, cfg, action.to[0], item.stored_at)):
-            log.info("ack.skipped", extra={"mail": item.pk, "why": "one per sender per day"})
+        # Whether a sender is acknowledged is the recipient policy's: authenticated, not spam,
+        # within the daily reply limits (daemon/recipients.py).
+        if action.action == "acknowledge" and (why := refusal(
+                conn, cfg, purpose=Purpose.ACKNOWLEDGE, address=action.to[0],
+                allowed=Allowed.of(rules, cfg),
+                answering=Answering.of_mail(mail, und, item.stored_at))):
+            log.info("ack.skipped", extra={"mail": item.pk, "why": why})
             continue
         email = compose.COMPOSERS[action.action](cfg, ctx, action, mail, und)
         header_id = str(email["Message-ID"])
-        conn.execute(insert(outbox).values(
-            header_message_id=header_id, message_id=item.pk, action=action.action,
-            recipients=list(action.to), raw=email.as_bytes(), state="pending", attempts=0,
-            ack_key=_ack_key(cfg, action.to[0], item.stored_at)
-            if action.action == "acknowledge" else None,
-            next_attempt_at=utcnow(), created_at=utcnow(),
-        ))
+        enqueue(conn, cfg, email=email, purpose=Purpose(action.action), recipients=action.to,
+                allowed=Allowed.of(rules, cfg), message_pk=item.pk,
+                answering=Answering.of_mail(mail, und, item.stored_at))
         if case_id is not None:
             link_thread(conn, header_id, case_id)
             cases_module.event(conn, case_id, EVENT_OF_ACTION[action.action], "vanthu",
@@ -351,13 +350,3 @@ def _to_handler(conn: Connection, rules: RuleSet, case_id: int,
     if not any(a.action == "forward" for a in out):
         out.append(Action("forward", (unit.email,), f"chuyển {unit.name} đang giải quyết"))
     return out
-
-
-def _ack_key(cfg: Config, address: str, at: datetime) -> str:
-    return f"{address}|{at.astimezone(cfg.agency.tz).date().isoformat()}"
-
-
-def _acknowledged_today(conn: Connection, cfg: Config, address: str, at: datetime) -> bool:
-    """At most one automatic reply per sender per day (no loops, no flooding)."""
-    return conn.scalar(select(func.count()).select_from(outbox).where(
-        outbox.c.ack_key == _ack_key(cfg, address, at))) != 0

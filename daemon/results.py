@@ -36,7 +36,6 @@ from daemon.db import (
     cases,
     messages,
     next_number,
-    outbox,
     outgoing_entries,
     reading,
     register_entries,
@@ -44,6 +43,8 @@ from daemon.db import (
     utcnow,
 )
 from daemon.errors import ConfigError, Problem
+from daemon.outbox import enqueue
+from daemon.recipients import Allowed, Answering, Purpose
 from daemon.textnorm import fold
 from daemon.understand import extract
 
@@ -283,10 +284,10 @@ async def send_result(cfg: Config, engine: Engine, path: Path, case_code: str | 
                            case_code=target.case_code, in_reply_to=target.in_reply_to,
                            outgoing=outgoing, summary=document.summary if document else None,
                            sent_at=now)
-            conn.execute(insert(outbox).values(
-                header_message_id=message_id(cfg, digest, "result"), message_id=None,
-                action="result", recipients=[target.to], raw=email.as_bytes(),
-                state="pending", attempts=0, next_attempt_at=now, created_at=now))
+            enqueue(conn, cfg, email=email, purpose=Purpose.RESULT, recipients=[target.to],
+                    allowed=Allowed.nobody(), now=now,
+                    answering=Answering.of_record(conn, case_id=target.case_id,
+                                                  entry_id=target.entry_id))
             conn.execute(insert(outgoing_entries).values(
                 year=year, number=number, pdf_sha256=digest, file_name=path.name,
                 case_id=target.case_id, register_entry_id=target.entry_id,

@@ -1,14 +1,18 @@
 """Drain the outbox over SMTP. A row is marked sent only after the server's 250.
 
 A crash between the 250 and the commit sends that one message again on restart: SMTP cannot
-be exactly-once, and the stable Message-ID lets receivers drop the copy. 4xx and connection
-failures are retried with exponential backoff; 5xx marks the row failed for a human.
+be exactly-once, and the stable Message-ID lets receivers drop the copy. Whatever goes wrong
+while sending one row is that row's failure, recorded on it, never the drain's: 4xx and
+dropped connections are retried with exponential backoff up to `[smtp] max_attempts`, then
+the row fails for a human; a 5xx or an address that can never be sent fails it at once.
+A recipient refused for good is recorded on the row, and a retry goes only to the others.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -18,10 +22,13 @@ from sqlalchemy import Engine, func, select, update
 from daemon import faults
 from daemon.config import SmtpConfig
 from daemon.db import messages, outbox, reading, utcnow
-from daemon.errors import SendDeferred, SendRejected
 from daemon.models import OutboxState, State
+from daemon.recipients import mailbox_problem
 
 log = logging.getLogger("vanthu.send")
+
+# The connection is gone: the rest of this drain waits for the next one.
+_CONNECTION_LOST = (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError, TimeoutError)
 
 
 def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
@@ -35,6 +42,17 @@ def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
 def backoff(attempts: int) -> timedelta:
     """1, 2, 4 … minutes, at most 6 hours between tries."""
     return timedelta(minutes=min(2 ** max(attempts - 1, 0), 360))
+
+
+@dataclass
+class Attempt:
+    """What one try at a row did: who got it, who was refused for good, what went wrong."""
+
+    delivered: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # the reason the others were not sent this time
+    permanent: bool = False  # the row can never be sent: fail it now
+    connection_lost: bool = False
 
 
 class Sender:
@@ -56,7 +74,8 @@ class Sender:
 
     def _due(self, limit: int, only: str | None = None) -> list[Any]:
         query = (select(outbox.c.id, outbox.c.recipients, outbox.c.raw, outbox.c.attempts,
-                        outbox.c.message_id, outbox.c.header_message_id)
+                        outbox.c.message_id, outbox.c.header_message_id, outbox.c.delivered,
+                        outbox.c.refused)
                  .where(outbox.c.state == OutboxState.PENDING,
                         outbox.c.next_attempt_at <= utcnow())
                  .order_by(outbox.c.id).limit(limit))
@@ -67,48 +86,112 @@ class Sender:
             conn.rollback()
         return list(rows)
 
-    def _finish(self, row: Any, state: OutboxState, error: str | None = None) -> None:
+    def _record(self, row: Any, attempt: Attempt) -> OutboxState:
+        """Write what the attempt did on the row; return the row's new state."""
         now = utcnow()
-        values: dict[str, Any] = {"state": state, "last_error": error}
-        if state is OutboxState.SENT:
-            values["sent_at"] = now
-        elif state is OutboxState.PENDING:
-            values["attempts"] = row.attempts + 1
-            values["next_attempt_at"] = now + backoff(row.attempts + 1)
+        delivered = [*(row.delivered or []), *attempt.delivered]
+        refused = {**(row.refused or {}), **attempt.refused}
+        left = [r for r in _targets(row) if r not in delivered and r not in refused]
+        attempts = row.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "delivered": delivered or None,
+                                  "refused": refused or None, "last_error": attempt.error}
+        if left and not attempt.permanent and attempts < self.cfg.max_attempts:
+            state = OutboxState.PENDING
+            values["next_attempt_at"] = now + backoff(attempts)
+            log.warning("outbox.deferred", extra={"outbox": row.id, "error": attempt.error,
+                                                  "attempts": attempts})
         else:
-            values["attempts"] = row.attempts + 1
+            if left:  # given up: the others got it, these never will
+                why = attempt.error if attempt.permanent else (
+                    f"gave up after {attempts} attempts: {attempt.error}")
+                values["last_error"] = why
+                if delivered:
+                    refused |= dict.fromkeys(left, why)
+                    values["refused"] = refused
+            state = OutboxState.SENT if delivered else OutboxState.FAILED
+            if state is OutboxState.SENT:
+                values["sent_at"] = now
+                if refused:
+                    values["last_error"] = "; ".join(f"{a}: {w}" for a, w in refused.items())
+                    log.warning("outbox.partly_refused", extra={
+                        "outbox": row.id, "refused": sorted(refused)})
+            else:
+                values["last_error"] = values["last_error"] or "; ".join(
+                    f"{a}: {w}" for a, w in refused.items())
+                log.error("outbox.failed", extra={"outbox": row.id,
+                                                  "error": values["last_error"]})
+        values["state"] = state
         with self.engine.begin() as conn:
             conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
             if state is not OutboxState.PENDING and row.message_id is not None:
-                left = conn.scalar(select(func.count()).select_from(outbox).where(
+                pending = conn.scalar(select(func.count()).select_from(outbox).where(
                     outbox.c.message_id == row.message_id,
                     outbox.c.state == OutboxState.PENDING))
-                if not left:
+                if not pending:
                     conn.execute(update(messages).where(
                         messages.c.id == row.message_id, messages.c.state == State.ROUTED,
                     ).values(state=State.DONE, updated_at=now))
+        return state
 
-    async def _send_one(self, client: aiosmtplib.SMTP, row: Any) -> None:
-        sender = self.cfg.from_address
+    async def _attempt(self, client: aiosmtplib.SMTP, row: Any) -> Attempt:
+        """Try one row on an open connection. Never raises: every outcome is an Attempt."""
+        attempt = Attempt()
+        done = {*(row.delivered or []), *(row.refused or {})}
+        targets = [r for r in _targets(row) if r not in done]
+        for address in list(targets):  # an old row may hold what enqueue now refuses
+            if problem := mailbox_problem(address):
+                attempt.refused[address] = f"cannot be sent: {problem}"
+                targets.remove(address)
+        if not targets:
+            attempt.permanent = True
+            attempt.error = "; ".join(f"{a}: {why}" for a, why in attempt.refused.items()) \
+                or None
+            return attempt
         try:
-            errors, _ = await client.sendmail(sender, list(row.recipients), row.raw)
+            errors, _ = await client.sendmail(self.cfg.from_address, targets, row.raw)
         except aiosmtplib.SMTPRecipientsRefused as err:
-            codes = [r.code for r in err.recipients]
-            message = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in err.recipients)
-            if all(code >= 500 for code in codes):
-                raise SendRejected(message) from err
-            raise SendDeferred(message) from err
-        except aiosmtplib.SMTPResponseException as err:
-            if err.code >= 500:
-                raise SendRejected(f"{err.code} {err.message}") from err
-            raise SendDeferred(f"{err.code} {err.message}") from err
-        if errors:  # some recipients refused, the others accepted: report, do not resend
-            log.warning("outbox.partly_refused", extra={"outbox": row.id,
-                                                        "refused": sorted(errors)})
+            for refusal in err.recipients:
+                if refusal.code >= 500:
+                    attempt.refused[refusal.recipient] = f"{refusal.code} {refusal.message}"
+            attempt.error = "; ".join(f"{r.recipient}: {r.code} {r.message}"
+                                      for r in err.recipients)
+            return attempt
+        except aiosmtplib.SMTPResponseException as err:  # MAIL FROM or DATA refused
+            attempt.error = f"{err.code} {err.message}"
+            attempt.permanent = err.code >= 500
+            attempt.connection_lost = not client.is_connected
+            return attempt
+        except (ValueError, UnicodeError) as err:
+            # aiosmtplib's own check of an address or the bytes: trying again cannot help.
+            attempt.error = f"cannot be sent: {type(err).__name__}: {err}"
+            attempt.permanent = True
+            attempt.connection_lost = not await _reset(client)
+            return attempt
+        except _CONNECTION_LOST as err:
+            attempt.error = f"connection lost: {type(err).__name__}: {err}"
+            attempt.connection_lost = True
+            return attempt
+        except aiosmtplib.SMTPException as err:
+            attempt.error = f"{type(err).__name__}: {err}"
+            attempt.connection_lost = not await _reset(client)
+            return attempt
+        except Exception as err:  # bulkhead: any other failure is this row's, recorded on it
+            log.exception("outbox.send_error", extra={"outbox": row.id})
+            attempt.error = f"{type(err).__name__}: {err}"
+            attempt.connection_lost = not await _reset(client)
+            return attempt
+        faults.crashpoint("after_send")
+        for address, response in errors.items():
+            if response.code >= 500:
+                attempt.refused[address] = f"{response.code} {response.message}"
+            else:
+                attempt.error = f"{address}: {response.code} {response.message}"
+        attempt.delivered = [t for t in targets if t not in errors]
+        return attempt
 
     async def drain(self, limit: int = 50, only: str | None = None) -> int:
-        """Send what is due (or only the row with Message-ID `only`); return how many."""
-        sent = 0
+        """Send what is due (or only the row with Message-ID `only`); return how many rows
+        were sent (to at least one recipient)."""
         rows = self._due(limit, only)
         if not rows:
             return 0
@@ -118,30 +201,25 @@ class Sender:
             if self.cfg.username and self.cfg.password:
                 await client.login(self.cfg.username, self.cfg.password.reveal())
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
+            # Not the rows' fault: they keep their attempts, and wait like a first retry.
             log.warning("outbox.deferred", extra={"error": f"connect: {err}", "rows": len(rows)})
-            for row in rows:
-                self._finish(row, OutboxState.PENDING, f"connect: {err}")
+            with self.engine.begin() as conn:
+                conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+                             .values(last_error=f"connect: {err}",
+                                     next_attempt_at=utcnow() + backoff(1)))
+            client.close()
             return 0
+        sent = 0
         try:
             for row in rows:
                 faults.crashpoint("before_send")
-                try:
-                    await self._send_one(client, row)
-                except SendRejected as err:
-                    log.error("outbox.failed", extra={"outbox": row.id, "error": str(err)})
-                    self._finish(row, OutboxState.FAILED, str(err))
-                    continue
-                except (SendDeferred, aiosmtplib.SMTPException, OSError, TimeoutError) as err:
-                    log.warning("outbox.deferred", extra={"outbox": row.id, "error": str(err)})
-                    self._finish(row, OutboxState.PENDING, str(err))
-                    if not client.is_connected:
-                        break
-                    continue
-                faults.crashpoint("after_send")
-                self._finish(row, OutboxState.SENT)
-                sent += 1
-                log.info("outbox.sent", extra={"outbox": row.id,
-                                               "message_id": row.header_message_id})
+                attempt = await self._attempt(client, row)
+                if self._record(row, attempt) is OutboxState.SENT:
+                    sent += 1
+                    log.info("outbox.sent", extra={"outbox": row.id,
+                                                   "message_id": row.header_message_id})
+                if attempt.connection_lost or not client.is_connected:
+                    break
         finally:
             if client.is_connected:
                 try:
@@ -149,3 +227,21 @@ class Sender:
                 except (aiosmtplib.SMTPException, OSError, TimeoutError):
                     client.close()
         return sent
+
+
+def _targets(row: Any) -> list[str]:
+    """The row's recipients as strings, whatever an old or hand-made row holds."""
+    recipients = row.recipients
+    return [str(r) for r in (recipients if isinstance(recipients, list) else [recipients])]
+
+
+async def _reset(client: aiosmtplib.SMTP) -> bool:
+    """Clear a half-sent envelope (MAIL FROM given, then an error of ours); False when the
+    connection is no longer usable."""
+    if not client.is_connected:
+        return False
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        return False
+    return True

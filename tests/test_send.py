@@ -1,32 +1,80 @@
-"""The outbox and the sender against a real SMTP server: 250 sent, 4xx retried, 5xx failed."""
+"""The outbox and the sender against a real SMTP server: 250 sent, 4xx retried up to
+`[smtp] max_attempts`, 5xx failed, a partial refusal recorded; one row's trouble is never the
+drain's."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import insert, select, update
+import pytest
+from sqlalchemy import Engine, insert, select, update
 
 from daemon.config import SmtpConfig
 from daemon.db import make_engine, outbox, upgrade
 from daemon.localservers import SmtpSink
+from daemon.models import OutboxState
 from daemon.send import Sender, backoff
 
 RAW = (b"From: vanthu@x.gov.vn\r\nTo: a@x.gov.vn\r\nSubject: test\r\n"
        b"Message-ID: <1.forward@x.gov.vn>\r\n\r\nhello\r\n")
 
 
-def _queue(tmp_path: Path) -> object:
+def _queue(tmp_path: Path, *recipients: list[str]) -> Any:
+    """A database with one pending row per recipient list (default: one row for a@x.gov.vn)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'out.db'}")
     upgrade(engine)
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        conn.execute(insert(outbox).values(
-            header_message_id="<1.forward@x.gov.vn>", action="forward",
-            recipients=["a@x.gov.vn"], raw=RAW, state="pending", attempts=0,
-            next_attempt_at=now, created_at=now))
+        for n, to in enumerate(recipients or (["a@x.gov.vn"],), 1):
+            conn.execute(insert(outbox).values(
+                header_message_id=f"<{n}.forward@x.gov.vn>", action="forward",
+                recipients=to, raw=RAW, state=OutboxState.PENDING, attempts=0,
+                next_attempt_at=now, created_at=now))
     return engine
+
+
+def _rows(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(outbox).order_by(outbox.c.id)).all())
+
+
+def _due_now(engine: Engine) -> None:
+    """Move every retry to now, as the clock would after the backoff."""
+    with engine.begin() as conn:
+        conn.execute(update(outbox).values(next_attempt_at=datetime.now(UTC)))
+
+
+@dataclass
+class PickySink(SmtpSink):
+    """The test SMTP server, answering RCPT per address, and hanging up during the DATA of a
+    message for `hang_up_for`."""
+
+    replies: dict[str, str] = field(default_factory=dict)
+    hang_up_for: str | None = None
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: Any) -> str:
+        if address in self.replies:
+            return self.replies[address]
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.hang_up_for in envelope.rcpt_tos:
+            server.transport.close()
+            return "421 4.3.2 going away"
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture()
+def picky() -> Iterator[PickySink]:
+    sink = PickySink().start()
+    yield sink
+    sink.stop()
 
 
 def _row(engine: object) -> object:
@@ -41,7 +89,7 @@ def test_accepted_mail_is_marked_sent(tmp_path: Path, smtp: SmtpSink) -> None:
 
     assert asyncio.run(sender.drain()) == 1
 
-    assert _row(engine).state == "sent"  # type: ignore[attr-defined]
+    assert _row(engine).state == OutboxState.SENT  # type: ignore[attr-defined]
     assert smtp.messages()[0].data.replace(b"\r\n", b"\n") == RAW.replace(b"\r\n", b"\n")
 
 
@@ -54,7 +102,7 @@ def test_temporary_failure_is_retried_later(tmp_path: Path, smtp: SmtpSink) -> N
     assert asyncio.run(sender.drain()) == 0
 
     row = _row(engine)
-    assert row.state == "pending" and row.attempts == 1  # type: ignore[attr-defined]
+    assert row.state == OutboxState.PENDING and row.attempts == 1  # type: ignore[attr-defined]
     assert row.next_attempt_at > datetime.now(UTC)  # type: ignore[attr-defined]
     assert "451" in row.last_error  # type: ignore[attr-defined]
     smtp.reply = None
@@ -73,20 +121,105 @@ def test_permanent_failure_is_marked_failed(tmp_path: Path, smtp: SmtpSink) -> N
     asyncio.run(sender.drain())
 
     row = _row(engine)
-    assert row.state == "failed" and "550" in row.last_error  # type: ignore[attr-defined]
+    assert row.state == OutboxState.FAILED  # type: ignore[attr-defined]
+    assert "550" in row.last_error  # type: ignore[attr-defined]
 
 
 def test_unreachable_server_defers(tmp_path: Path) -> None:
-    """No server listening: the row stays pending for a retry."""
+    """No server listening: the row stays pending for a retry, its attempts untouched (the
+    outage is not the row's fault), the error shown."""
     engine = _queue(tmp_path)
     sender = Sender(engine, SmtpConfig(port=1, timeout_seconds=2))  # type: ignore[arg-type]
 
     asyncio.run(sender.drain())
 
-    assert _row(engine).state == "pending"  # type: ignore[attr-defined]
+    row = _row(engine)
+    assert row.state == OutboxState.PENDING and row.attempts == 0  # type: ignore[attr-defined]
+    assert row.last_error.startswith("connect:")  # type: ignore[attr-defined]
 
 
 def test_backoff_grows_and_is_capped() -> None:
     """Retries wait 1, 2, 4 … minutes, never more than six hours."""
     assert [backoff(n) for n in (1, 2, 3)] == [timedelta(minutes=m) for m in (1, 2, 4)]
     assert backoff(40) == timedelta(hours=6)
+
+
+def test_temporary_failures_end_in_failed_after_max_attempts(tmp_path: Path,
+                                                             smtp: SmtpSink) -> None:
+    """A 4xx every time: retried with backoff, then failed after `[smtp] max_attempts`
+    attempts, with the server's words."""
+    engine = _queue(tmp_path)
+    sender = Sender(engine, SmtpConfig(port=smtp.port, max_attempts=3))
+    smtp.reply = "451 4.3.0 try again later"
+
+    states = []
+    for _ in range(4):
+        asyncio.run(sender.drain())
+        states.append((_rows(engine)[0].state, _rows(engine)[0].attempts))
+        _due_now(engine)
+
+    assert states == [(OutboxState.PENDING, 1), (OutboxState.PENDING, 2),
+                      (OutboxState.FAILED, 3), (OutboxState.FAILED, 3)]
+    assert "gave up after 3 attempts: a@x.gov.vn: 451" in _rows(engine)[0].last_error
+    assert smtp.messages() == []
+
+
+def test_partly_refused_recipients_are_recorded_and_never_resent(tmp_path: Path,
+                                                                 picky: PickySink) -> None:
+    """One recipient refused for good, one for now: the row records the refusal, the
+    accepted recipient gets the mail once, and the retry goes to the deferred one only."""
+    engine = _queue(tmp_path, ["a@x.gov.vn", "b@x.gov.vn", "c@x.gov.vn"])
+    sender = Sender(engine, SmtpConfig(port=picky.port))
+    picky.replies = {"b@x.gov.vn": "550 5.1.1 no such user", "c@x.gov.vn": "452 4.2.2 full"}
+
+    assert asyncio.run(sender.drain()) == 0
+
+    row = _rows(engine)[0]
+    assert row.state == OutboxState.PENDING and row.delivered == ["a@x.gov.vn"]
+    assert row.refused == {"b@x.gov.vn": "550 5.1.1 no such user"}
+    picky.replies = {}
+    _due_now(engine)
+
+    assert asyncio.run(sender.drain()) == 1
+
+    assert [m.rcpt_tos for m in picky.messages()] == [["a@x.gov.vn"], ["c@x.gov.vn"]]
+    row = _rows(engine)[0]
+    assert row.state == OutboxState.SENT and row.refused == {
+        "b@x.gov.vn": "550 5.1.1 no such user"}
+    assert "b@x.gov.vn: 550" in row.last_error
+
+
+def test_every_recipient_refused_fails_the_row(tmp_path: Path, picky: PickySink) -> None:
+    """When the server refuses every recipient for good, the row fails with each refusal."""
+    engine = _queue(tmp_path, ["a@x.gov.vn", "b@x.gov.vn"], ["c@x.gov.vn"])
+    picky.replies = {"a@x.gov.vn": "550 5.1.1 no such user", "b@x.gov.vn": "553 5.1.3 bad"}
+
+    assert asyncio.run(Sender(engine, SmtpConfig(port=picky.port)).drain()) == 1
+
+    failed, sent = _rows(engine)
+    assert failed.state == OutboxState.FAILED and set(failed.refused) == {"a@x.gov.vn",
+                                                                         "b@x.gov.vn"}
+    assert sent.state == OutboxState.SENT and picky.messages()[0].rcpt_tos == ["c@x.gov.vn"]
+
+
+def test_dropped_connection_ends_the_drain_after_recording(tmp_path: Path,
+                                                           picky: PickySink) -> None:
+    """The server hangs up in the middle of a row: that row records the error and waits for
+    a retry, the rows behind it wait for the next connection, then all go."""
+    engine = _queue(tmp_path, ["a@x.gov.vn"], ["b@x.gov.vn"], ["c@x.gov.vn"])
+    sender = Sender(engine, SmtpConfig(port=picky.port))
+    picky.hang_up_for = "b@x.gov.vn"
+
+    assert asyncio.run(sender.drain()) == 1
+
+    first, second, third = _rows(engine)
+    assert first.state == OutboxState.SENT
+    assert second.state == OutboxState.PENDING and second.attempts == 1
+    assert second.last_error
+    assert third.state == OutboxState.PENDING and third.attempts == 0
+    picky.hang_up_for = None
+    _due_now(engine)
+
+    assert asyncio.run(sender.drain()) == 2
+    assert [m.rcpt_tos for m in picky.messages()] == [["a@x.gov.vn"], ["b@x.gov.vn"],
+                                                     ["c@x.gov.vn"]]

@@ -1,0 +1,188 @@
+"""The outbox: the one writer of the `outbox` table, and the last gate of every email vanthu
+sends. `enqueue` checks the final headers and asks the recipient policy; an email it refuses
+is never queued (the caller decides what that means). The row is inserted in the caller's
+transaction, so it commits with what caused it or not at all: a crash inside leaves nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select
+
+from daemon.compose import MSG_ID
+from daemon.config import Config
+from daemon.db import new_id, outbox, utcnow
+from daemon.errors import EmailRefused, RecipientRefused
+from daemon.models import OutboxState
+from daemon.recipients import Allowed, Answering, Purpose, refusals, reply_key, unsendable
+
+log = logging.getLogger("vanthu.outbox")
+
+# Exactly one of each; Auto-Submitted at most once (RFC 3834 readers take the first).
+ONCE = ("From", "To", "Subject", "Date", "Message-ID", "X-Vanthu-Action")
+AT_MOST_ONCE = ("Auto-Submitted", "Reply-To", "In-Reply-To", "References")
+# Never stored in a row: the same bytes go to every recipient.
+NEVER = ("Bcc", "Resent-Bcc", "Cc")
+
+# A pending row that was tried and still waits after this long makes `vanthu status` unhealthy.
+STUCK_AFTER = timedelta(minutes=15)
+
+
+# Headers set raw (RFC 2047-encoded by compose) go out exactly as made: refolding one would
+# run it through the modern parser and folder, which mangle encoded display names.
+_OUTPUT = email_policy.SMTP.clone(refold_source="none")
+
+
+def _bytes(email: EmailMessage) -> bytes:
+    try:
+        return email.as_bytes(policy=_OUTPUT)
+    except Exception as err:  # the generator raises many types on bad content: one refusal
+        raise EmailRefused(f"cannot be written as bytes: {type(err).__name__}: {err}") from err
+
+
+def check(cfg: Config, email: EmailMessage, purpose: Purpose,
+          recipients: Sequence[str]) -> bytes:
+    """The bytes of `email` after checking them as a receiver would parse them; raise
+    EmailRefused naming the first problem.
+
+    Headers ASCII, lines at most 998 octets, no defect and no CR, LF or NUL in any decoded
+    value of any part; one From (our address), To (exactly the recipients), Subject, Date,
+    Message-ID and X-Vanthu-Action (the purpose); Auto-Submitted at most once; no Bcc or Cc.
+    """
+    raw = _bytes(email)
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    if not head.isascii():
+        raise EmailRefused("a header is not ASCII (RFC 2047 encoding missing)")
+    if any(len(line) > 998 for line in head.split(b"\r\n")):
+        raise EmailRefused("a header line is longer than 998 octets")
+    parsed = message_from_bytes(raw, policy=email_policy.default)
+    for part in parsed.walk():
+        if part.defects:
+            raise EmailRefused(f"malformed MIME part: {part.defects[0]!r}")
+        for name, value in part.items():
+            if any(c in str(value) for c in "\r\n\x00"):
+                raise EmailRefused(f"header {name} holds a line break or NUL")
+            if defects := getattr(value, "defects", ()):
+                raise EmailRefused(f"header {name} is malformed: {defects[0]}")
+    for name in ONCE:
+        if len(parsed.get_all(name) or []) != 1:
+            raise EmailRefused(f"needs exactly one {name} header, "
+                               f"has {len(parsed.get_all(name) or [])}")
+    for name in AT_MOST_ONCE:
+        if len(parsed.get_all(name) or []) > 1:
+            raise EmailRefused(f"has {len(parsed.get_all(name) or [])} {name} headers")
+    for name in NEVER:
+        if name in parsed:
+            raise EmailRefused(f"has a {name} header")
+    senders = [a.addr_spec for a in getattr(parsed["From"], "addresses", ())]
+    if senders != [cfg.smtp.from_address]:
+        raise EmailRefused(f"From must be {cfg.smtp.from_address}, is {senders}")
+    to = {a.addr_spec.lower() for a in getattr(parsed["To"], "addresses", ())}
+    if to != {r.lower() for r in recipients}:
+        raise EmailRefused(f"To {sorted(to)} is not the recipients {sorted(recipients)}")
+    if str(parsed["X-Vanthu-Action"]) != purpose.value:
+        raise EmailRefused(f"X-Vanthu-Action {parsed['X-Vanthu-Action']} is not {purpose}")
+    if not MSG_ID.fullmatch(str(parsed["Message-ID"]).strip()):
+        raise EmailRefused(f"not a Message-ID: {parsed['Message-ID']}")
+    return raw
+
+
+def enqueue(conn: Connection, cfg: Config, *, email: EmailMessage, purpose: Purpose,
+            recipients: Sequence[str], allowed: Allowed, answering: Answering | None = None,
+            message_pk: int | None = None, now: datetime | None = None) -> int:
+    """Queue `email` for `recipients` in the caller's transaction; return the row's id.
+
+    Every recipient must be sendable and allowed by the recipient policy for `purpose`
+    (`answering`: the mail or case an answer replies to); the headers must pass `check`.
+    Otherwise nothing is queued and RecipientRefused or EmailRefused says why.
+    """
+    wanted = list(dict.fromkeys(recipients))
+    if not wanted:
+        raise EmailRefused("an email needs at least one recipient")
+    for address, problem in unsendable(wanted):
+        raise RecipientRefused(address, problem)
+    for address, reason in refusals(conn, cfg, purpose=purpose, recipients=wanted,
+                                    allowed=allowed, answering=answering):
+        raise RecipientRefused(address, reason)
+    raw = check(cfg, email, purpose, wanted)
+    header_id = str(email["Message-ID"]).strip()
+    now = now or utcnow()
+    row = new_id(conn.execute(insert(outbox).values(
+        header_message_id=header_id, message_id=message_pk, action=purpose.value,
+        recipients=wanted, raw=raw, state=OutboxState.PENDING, attempts=0,
+        # Counts automatic replies per sender and per domain a day (daemon/recipients.py).
+        ack_key=reply_key(cfg, wanted[0], answering)
+        if purpose is Purpose.ACKNOWLEDGE and answering is not None else None,
+        next_attempt_at=now, created_at=now)))
+    log.info("outbox.queued", extra={"outbox": row, "action": purpose.value,
+                                     "message_id": header_id})
+    return row
+
+
+@dataclass(frozen=True)
+class Health:
+    """What `vanthu status` says about the outbox: rows failed, rows stuck, refusals."""
+
+    failed: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    failed_count: int = 0
+    pending: list[dict[str, Any]] = field(default_factory=list)  # tried, with their last error
+    stuck: list[dict[str, Any]] = field(default_factory=list)  # tried and waiting too long
+    refused: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """Each cause of unhealthiness, in English, for people and for --json."""
+        out = []
+        if self.failed:
+            last = self.failed[0]
+            out.append(f"{self.failed_count} outgoing email(s) failed; last: "
+                       f"{last['action']} to {', '.join(last['recipients'])}: "
+                       f"{last['last_error']}")
+        if self.stuck:
+            oldest = self.stuck[0]
+            out.append(f"{len(self.stuck)} outgoing email(s) waiting more than "
+                       f"{int(STUCK_AFTER.total_seconds() // 60)} minutes since "
+                       f"{oldest['created_at']}; last error: {oldest['last_error']}")
+        for row in self.refused:
+            out.append(f"recipients refused for {row['action']} {row['message_id']}: "
+                       + "; ".join(f"{a}: {why}" for a, why in row["refused"].items()))
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        return {"failed": self.failed, "failed_count": self.failed_count,
+                "pending": self.pending, "stuck": self.stuck, "refused": self.refused}
+
+
+def health(conn: Connection, now: datetime, limit: int = 20) -> Health:
+    """Read the outbox's troubles (at most `limit` rows of each), oldest first."""
+    def rows(*where: Any, newest: bool = False) -> list[dict[str, Any]]:
+        found = conn.execute(
+            select(outbox.c.id, outbox.c.header_message_id, outbox.c.action,
+                   outbox.c.recipients, outbox.c.attempts, outbox.c.last_error,
+                   outbox.c.created_at, outbox.c.next_attempt_at, outbox.c.refused)
+            .where(*where).order_by(outbox.c.id.desc() if newest else outbox.c.id)
+            .limit(limit)).all()
+        return [{"id": r.id, "message_id": r.header_message_id, "action": r.action,
+                 "recipients": list(r.recipients), "attempts": r.attempts,
+                 "last_error": r.last_error, "created_at": r.created_at.isoformat(),
+                 "next_attempt_at": r.next_attempt_at.isoformat(),
+                 "refused": dict(r.refused or {})} for r in found]
+
+    tried = (outbox.c.attempts >= 1) | outbox.c.last_error.is_not(None)
+    failed = outbox.c.state == OutboxState.FAILED
+    return Health(
+        failed=rows(failed, newest=True),
+        failed_count=int(conn.scalar(select(func.count()).select_from(outbox).where(failed))
+                         or 0),
+        pending=rows(outbox.c.state == OutboxState.PENDING, tried),
+        stuck=rows(outbox.c.state == OutboxState.PENDING, tried,
+                   outbox.c.created_at < now - STUCK_AFTER),
+        refused=rows(outbox.c.state == OutboxState.SENT, outbox.c.refused.is_not(None)))
