@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from daemon import __version__, config, log
 from daemon import rules as rules_module
 from daemon.db import checkpoints, make_engine, messages, outbox, reading, register_entries, upgrade
-from daemon.errors import EX_CONFIG, ConfigError, Problem
+from daemon.errors import EX_CONFIG, ConfigError
 from daemon.models import State
 
 
@@ -28,29 +28,18 @@ def _config(args: argparse.Namespace) -> config.Config:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    problems: list[Problem] = []
-    cfg = None
-    try:
-        cfg = _config(args)
-    except ConfigError as err:
-        problems += err.problems
-    rules_dir = cfg.rules.dir if cfg else Path("rules")
-    try:
-        rules_module.load(rules_dir)
-    except ConfigError as err:
-        problems += err.problems
-    if cfg is not None and cfg.results.trust_roots:
-        from daemon.results import load_roots
+    """Every problem of config.toml, the rules folder and the trust roots, and of the emails
+    composed with them (nothing is sent), as `file:line: message`; notes that are not errors."""
+    from daemon import selfcheck
 
-        try:
-            load_roots(cfg.results.trust_roots)
-        except ConfigError as err:
-            problems += err.problems
-    for problem in problems:
+    report = selfcheck.check(Path(args.config) if args.config else None)
+    for problem in report.problems:
         print(problem)
-    if not problems:
-        print("config and rules are valid")
-    return 1 if problems else 0
+    for note in report.notes:
+        print(f"note: {note}")
+    if not report.problems:
+        print("config and rules are valid; every email vanthu sends composes and reads back")
+    return 1 if report.problems else 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

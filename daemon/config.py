@@ -1,17 +1,25 @@
 """Load and validate `config.toml` whole: every problem is collected and reported at once.
 
-Unknown keys and wrong types are errors. Every key but the agency's identity has a default, so a
-short file runs. The result is a frozen `Config` passed explicitly; there is no global settings
-object. Secrets are `Secret` values that never print.
+Unknown keys, wrong types and values vanthu could not use (a sender that is not one mailbox, a
+Message-ID domain that is not an ASCII domain, a case-code format that cannot be formatted) are
+errors located as `file:line`. In a file the agency's identity, a mailbox and `[smtp] from` are
+required; every other key has a default. The result is a frozen `Config` passed explicitly;
+there is no global settings object. Secrets are `Secret` values that never print. Pure: reading
+the file (and password files) is the only I/O.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import email.policy
 import functools
+import importlib.util
 import os
 import re
+import string
 import tomllib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -131,6 +139,10 @@ class LimitsConfig:
     parse_seconds: int = 60  # a mail taking longer to read is quarantined
     worker_memory_mb: int = 2048  # address-space cap of each parsing worker process
     workers: int = 0  # parsing worker processes; 0: one per core
+    # Automatic replies to registered mail, at most this many a day per sender address and per
+    # sender domain: a forged flood must not turn vanthu into a mail cannon.
+    replies_per_sender_per_day: int = 5
+    replies_per_domain_per_day: int = 50
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,11 @@ class SecurityConfig:
     authserv_id: str = ""
     # Domains whose senders must pass authentication to be treated as official.
     trusted_domains: tuple[str, ...] = ("gov.vn",)
+    # How many of the topmost Authentication-Results headers carrying our authserv-id count:
+    # the ones our own servers added (a forged one further down is never believed).
+    authres_headers: int = 1
+    # Verify DKIM signatures ourselves (dkimpy) instead of trusting the server's verdict only.
+    verify_dkim: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,101 +210,253 @@ class Config:
         return frozenset({*self.agency.addresses, self.smtp.from_address.lower()})
 
 
-class _Reader:
-    """Reads typed keys from TOML tables, collecting problems instead of stopping at the first."""
+# ---------------------------------------------------------------------------------------------
+# Where a key is written. tomllib gives values, not positions; this scanner walks the same text
+# and records the line of every table header, key and array element, so a problem points at the
+# key inside its own table (`smtp.port`, not the first `port =` of the file).
 
-    def __init__(self, file: str, text: str, base: Path) -> None:
-        self.file = file
-        self.base = base
-        self.lines = text.splitlines()
-        self.problems: list[Problem] = []
+Key = tuple[str | int, ...]
 
-    def line_of(self, key: str) -> int | None:
-        pattern = re.compile(rf"^\s*{re.escape(key.split('.')[-1])}\s*=")
-        for number, line in enumerate(self.lines, 1):
-            if pattern.match(line):
-                return number
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SCALAR = re.compile(r"[^,\]}#\r\n]*")
+_PATH_PART = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
+
+
+def dotted(key: Key) -> str:
+    """`("mailboxes", 1, "port")` as `mailboxes[1].port`."""
+    out = ""
+    for part in key:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def parse_key(text: str) -> Key:
+    """`mailboxes[1].port` as `("mailboxes", 1, "port")`; the inverse of `dotted`."""
+    key: list[str | int] = []
+    for match in _PATH_PART.finditer(text):
+        key.append(match.group(1))
+        key += [int(i) for i in re.findall(r"\[(\d+)\]", match.group(2))]
+    return tuple(key)
+
+
+class _Stop(Exception):
+    """The scanner met text it does not understand (only possible in a file tomllib refused)."""
+
+
+class _Locator:
+    """Lines of the keys of a TOML text: table and array-of-tables headers, dotted keys,
+    inline tables and array elements. Strings, comments and multi-line values are skipped, so a
+    `port =` inside a string or a comment is never taken for a key."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.lines: dict[Key, int] = {}
+        self.values: dict[Key, str] = {}  # the raw text of each scalar value
+        self._newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self._arrays: dict[Key, int] = {}
+        self._pos = 0
+        self._document()
+
+    def line(self, key: Key) -> int | None:
+        """The line of `key`, else of its nearest enclosing table or key that is written."""
+        for end in range(len(key), 0, -1):
+            if key[:end] in self.lines:
+                return self.lines[key[:end]]
         return None
 
-    def error(self, path: str, message: str) -> None:
-        self.problems.append(Problem(self.file, self.line_of(path), f"{path}: {message}"))
+    # -- scanning ---------------------------------------------------------------------------
 
-    def table(self, data: dict[str, Any], key: str) -> dict[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            self.error(key, "must be a table")
-            return {}
-        return value
+    def _line_at(self, pos: int) -> int:
+        return bisect.bisect_right(self._newlines, pos - 1) + 1
 
-    def take(
-        self,
-        table: dict[str, Any],
-        path: str,
-        key: str,
-        kind: type[T],
-        default: T,
-        check: Callable[[T], str | None] | None = None,
-    ) -> T:
-        full = f"{path}.{key}"
-        if key not in table:
-            return default
-        value = table[key]
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            self.error(full, f"expected {kind.__name__}, got {type(value).__name__}")
-            return default
-        if check and (message := check(value)):
-            self.error(full, message)
-            return default
-        return value  # type: ignore[no-any-return]
+    def _peek(self, count: int = 1) -> str:
+        return self.text[self._pos:self._pos + count]
 
-    def strings(
-        self, table: dict[str, Any], path: str, key: str, default: tuple[str, ...]
-    ) -> tuple[str, ...]:
-        value = self.take(table, path, key, list, list(default))
-        if not all(isinstance(v, str) for v in value):
-            self.error(f"{path}.{key}", "expected a list of strings")
-            return default
-        return tuple(value)
+    def _record(self, key: Key, pos: int) -> None:
+        line = self._line_at(pos)
+        self.lines[key] = line
+        for end in range(1, len(key)):
+            self.lines.setdefault(key[:end], line)
 
-    def unknown(self, table: dict[str, Any], path: str, known: set[str]) -> None:
-        for key in sorted(set(table) - known):
-            self.error(f"{path}.{key}" if path else key, "unknown key")
+    def _blank(self, newlines: bool) -> None:
+        while self._pos < len(self.text):
+            c = self.text[self._pos]
+            if c in " \t" or (newlines and c in "\r\n"):
+                self._pos += 1
+            elif c == "#" and newlines:
+                end = self.text.find("\n", self._pos)
+                self._pos = len(self.text) if end < 0 else end
+            else:
+                return
 
-    def secret(self, table: dict[str, Any], path: str, required: bool) -> Secret | None:
-        """Read a password given as `password`, `password_file`, `password_env` or
-        `password_credential` (a systemd credential named in LoadCredential=)."""
-        given = [k for k in ("password", "password_file", "password_env", "password_credential")
-                 if k in table]
-        if len(given) > 1:
-            self.error(path, f"give one of {', '.join(given)}, not several")
-            return None
-        if not given:
-            if required:
-                self.error(f"{path}.password", "missing (or password_file / password_env)")
-            return None
-        key = given[0]
-        value = self.take(table, path, key, str, "")
-        if key == "password":
-            return Secret(value)
-        if key == "password_env":
-            if value not in os.environ:
-                self.error(f"{path}.{key}", f"environment variable {value} is not set")
-                return None
-            return Secret(os.environ[value])
-        if key == "password_credential":
-            directory = os.environ.get("CREDENTIALS_DIRECTORY")
-            if not directory:
-                self.error(f"{path}.{key}", "CREDENTIALS_DIRECTORY is not set (not under systemd?)")
-                return None
-            value = str(Path(directory) / value)
-        try:
-            return Secret((self.base / value).read_text(encoding="utf-8").strip())
-        except OSError as err:
-            self.error(f"{path}.{key}", f"cannot read {value}: {err.strerror}")
-            return None
+    def _document(self) -> None:
+        table: Key = ()
+        while True:
+            self._blank(newlines=True)
+            if self._pos >= len(self.text):
+                return
+            start = self._pos
+            try:
+                if self._peek() == "[":
+                    table = self._header()
+                else:
+                    self._keyval(table)
+                self._blank(newlines=False)
+                if self._peek() == "#":
+                    self._blank(newlines=True)
+                elif self._pos < len(self.text) and self._peek() not in "\r\n":
+                    raise _Stop
+            except _Stop:  # a file tomllib refused: skip to the next line and go on
+                end = self.text.find("\n", max(self._pos, start + 1))
+                self._pos = len(self.text) if end < 0 else end + 1
+
+    def _header(self) -> Key:
+        start = self._pos
+        array = self._peek(2) == "[["
+        self._pos += 2 if array else 1
+        parts = self._key()
+        self._blank(newlines=False)
+        close = "]]" if array else "]"
+        if self._peek(len(close)) != close:
+            raise _Stop
+        self._pos += len(close)
+        prefix = self._resolve(parts[:-1])
+        if array:
+            base = (*prefix, parts[-1])
+            index = self._arrays.get(base, 0)
+            self._arrays[base] = index + 1
+            self.lines.setdefault(base, self._line_at(start))
+            table: Key = (*base, index)
+        else:
+            table = self._resolve(parts)
+        self._record(table, start)
+        return table
+
+    def _resolve(self, parts: list[str]) -> Key:
+        """A header's dotted name, with each array of tables taken at its latest element."""
+        key: Key = ()
+        for part in parts:
+            key = (*key, part)
+            if key in self._arrays:
+                key = (*key, self._arrays[key] - 1)
+        return key
+
+    def _key(self) -> list[str]:
+        parts: list[str] = []
+        while True:
+            self._blank(newlines=False)
+            parts.append(self._key_part())
+            self._blank(newlines=False)
+            if self._peek() != ".":
+                return parts
+            self._pos += 1
+
+    def _key_part(self) -> str:
+        c = self._peek()
+        if c in "\"'":
+            start = self._pos
+            self._string()
+            try:
+                return str(tomllib.loads(f"k = {self.text[start:self._pos]}")["k"])
+            except tomllib.TOMLDecodeError as err:
+                raise _Stop from err
+        match = _BARE_KEY.match(self.text, self._pos)
+        if not match:
+            raise _Stop
+        self._pos = match.end()
+        return match.group()
+
+    def _keyval(self, table: Key) -> None:
+        start = self._pos
+        key = (*table, *self._key())
+        if self._peek() != "=":
+            raise _Stop
+        self._pos += 1
+        self._blank(newlines=False)
+        self._record(key, start)
+        self._value(key)
+
+    def _value(self, key: Key) -> None:
+        start = self._pos
+        c = self._peek()
+        if c in "\"'":
+            self._string()
+        elif c == "[":
+            self._pos += 1
+            index = 0
+            while True:
+                self._blank(newlines=True)
+                if self._peek() in ("]", ""):
+                    self._pos += 1
+                    break
+                self._record((*key, index), self._pos)
+                self._value((*key, index))
+                index += 1
+                self._blank(newlines=True)
+                if self._peek() == ",":
+                    self._pos += 1
+                elif self._peek() != "]":
+                    raise _Stop
+            return
+        elif c == "{":
+            self._pos += 1
+            while True:
+                self._blank(newlines=True)
+                if self._peek() in ("}", ""):
+                    self._pos += 1
+                    break
+                self._keyval(key)
+                self._blank(newlines=True)
+                if self._peek() == ",":
+                    self._pos += 1
+            return
+        else:
+            match = _SCALAR.match(self.text, self._pos)
+            self._pos = match.end() if match else self._pos
+            if self._pos == start:
+                raise _Stop
+        self.values[key] = self.text[start:self._pos].strip()
+
+    def _string(self) -> None:
+        quote = self._peek()
+        if self._peek(3) == quote * 3:
+            self._pos += 3
+            while self._pos < len(self.text):
+                if quote == '"' and self._peek() == "\\":
+                    self._pos += 2
+                elif self._peek(3) == quote * 3:
+                    run = 3
+                    while run < 5 and self.text[self._pos + run:self._pos + run + 1] == quote:
+                        run += 1
+                    self._pos += run
+                    return
+                else:
+                    self._pos += 1
+            raise _Stop
+        self._pos += 1
+        while self._pos < len(self.text):
+            c = self._peek()
+            if quote == '"' and c == "\\":
+                self._pos += 2
+            elif c == quote:
+                self._pos += 1
+                return
+            elif c == "\n":
+                raise _Stop
+            else:
+                self._pos += 1
+        raise _Stop
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks of single values. Each returns None when the value is good, else the reason.
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_ATEXT = re.escape(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
+_DOT_ATOM = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+CASE_CODE_FIELDS = ("code", "yymmdd", "yyyy", "seq")
 
 
 def _security(value: str) -> str | None:
@@ -300,8 +469,16 @@ def _after(value: str) -> str | None:
     return "must be flag, none or move:FOLDER"
 
 
-def _positive(value: int) -> str | None:
+def _positive(value: int | float) -> str | None:
     return None if value > 0 else "must be positive"
+
+
+def _not_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 < value < 65536 else "must be a TCP port (1 to 65535)"
 
 
 def _timezone(value: str) -> str | None:
@@ -314,16 +491,53 @@ def _timezone(value: str) -> str | None:
 
 def _regex(value: str) -> str | None:
     try:
-        re.compile(value)
+        pattern = re.compile(value)
+        re.compile(rf"\b({value})\b")  # as the subject matcher uses it
     except re.error as err:
         return f"not a valid regular expression: {err}"
+    if pattern.fullmatch(""):
+        return "matches an empty text, so every subject would carry a case code"
+    return None
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def domain_problem(value: str) -> str | None:
+    """Why `value` is not an ASCII domain name (LDH labels joined by dots), or None."""
+    if not value.isascii():
+        return f"{value!r} is not an ASCII domain (write an internationalised name as xn--…)"
+    labels = value.split(".")
+    if len(value) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return f"{value!r} is not a domain name (letters, digits and '-' between dots)"
+    return None
+
+
+def address_problem(value: str, *, dotted_domain: bool = True) -> str | None:
+    """Why `value` is not an ASCII addr-spec vanthu can send to or from (local@domain), or None.
+
+    vanthu does not send with SMTPUTF8, so a non-ASCII address could never be delivered. A
+    domain without a dot (`localhost`) is refused unless `dotted_domain` is False."""
+    if not value.isascii():
+        return f"{value!r} is not an ASCII address (vanthu does not send with SMTPUTF8)"
+    local, at, domain = value.rpartition("@")
+    if not at or not local:
+        return f"{value!r} is not an address (local@domain)"
+    if not _DOT_ATOM.fullmatch(local) or len(local) > 64:
+        return f"{value!r}: the part before '@' is not a plain local part"
+    if problem := domain_problem(domain):
+        return f"{value!r}: {problem}"
+    if dotted_domain and "." not in domain:
+        return f"{value!r}: the domain has no dot"
     return None
 
 
 def mailbox(value: str) -> tuple[str, str] | str:
     """Parse `value` as one mailbox ("Văn thư <vanthu@so.gov.vn>" or a bare address) with the
     standard library's strict RFC 5322 parser. Returns (display name, addr-spec), or the
-    reason it cannot be used as the sender of vanthu's mail."""
+    reason it cannot be used as the sender of vanthu's mail. The display name comes back in
+    NFC with its white space collapsed, as it will be written."""
     if any(c in value for c in "\r\n\x00"):
         return "must not contain line breaks or NUL"
     try:
@@ -334,14 +548,19 @@ def mailbox(value: str) -> tuple[str, str] | str:
     found = [a for g in groups for a in g.addresses]
     if len(found) != 1 or any(g.display_name is not None for g in groups):
         return f"must be exactly one mailbox, found {len(found)}"
-    if header.defects:
-        return f"not a well-formed mailbox: {header.defects[0]}"
     address = found[0]
-    if not address.username or not address.domain:
-        return "the address needs a local part and a domain"
     if not address.addr_spec.isascii():
         return "the address must be ASCII (vanthu does not send with SMTPUTF8)"
-    return address.display_name, address.addr_spec
+    if header.defects:
+        return f"not a well-formed mailbox: {header.defects[0]}"
+    if not address.username or not address.domain:
+        return "the address needs a local part and a domain"
+    if problem := address_problem(address.addr_spec, dotted_domain=False):
+        return problem
+    name = address.display_name
+    if _CONTROL.search(name.replace("\t", " ")):
+        return "the display name must not contain control characters"
+    return normal_name(name), address.addr_spec
 
 
 def _mailbox_check(value: str) -> str | None:
@@ -349,181 +568,481 @@ def _mailbox_check(value: str) -> str | None:
     return parsed if isinstance(parsed, str) else None
 
 
+def normal_name(value: str) -> str:
+    """A name as vanthu writes it: NFC (Vietnamese typed on a Mac arrives decomposed), runs of
+    white space as one space, no space at either end."""
+    return " ".join(unicodedata.normalize("NFC", value).split())
+
+
+def name_problem(value: str) -> str | None:
+    """Why `value` cannot be a name printed in headers, letters and the receipt, or None."""
+    if not value.strip():
+        return "must not be empty"
+    if _CONTROL.search(value.replace("\t", " ")):
+        return "must be one line without control characters"
+    return None
+
+
+def as_date(value: Any) -> date | str:
+    """A date written as a TOML/YAML date or as an ISO string "2026-12-01"; else the reason."""
+    if isinstance(value, datetime):
+        return f"{value.isoformat()!r} has a time of day; write the date alone (YYYY-MM-DD)"
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError as err:
+            return f"{value!r} is not a date: {err}"
+    return f"{value!r} is not a date (YYYY-MM-DD)"
+
+
+def case_code_problem(fmt: str, code: str) -> str | None:
+    """Why dossier codes made from `fmt` cannot be used, or None. Codes go into subjects and
+    Message-IDs and must differ from day to day and from dossier to dossier."""
+    samples = []
+    for yymmdd, yyyy, seq in (("261122", 2026, 1), ("261122", 2026, 2), ("270105", 2027, 1)):
+        try:
+            samples.append(fmt.format(code=code, yymmdd=yymmdd, yyyy=yyyy, seq=seq))
+        except KeyError as err:
+            return (f"unknown field {{{err.args[0]}}} (known: "
+                    + ", ".join(f"{{{f}}}" for f in CASE_CODE_FIELDS) + ")")
+        except (IndexError, ValueError, TypeError, AttributeError) as err:
+            return f"cannot be formatted: {err}"
+    sample = samples[0]
+    if not _DOT_ATOM.fullmatch(sample) or len(sample) > 100:
+        return (f"makes codes like {sample!r}, which cannot go into a Message-ID: use ASCII "
+                "letters, digits, '.', '-' and '_' (at most 100)")
+    if len(set(samples)) < 3:
+        return (f"makes the same code twice ({', '.join(samples)}): use {{seq}} with "
+                "{yymmdd} or {yyyy}")
+    return None
+
+
 def _hhmm(value: str) -> bool:
     return re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value) is not None
 
 
-def load(path: Path | None) -> Config:
-    """Load `path` (or the embedded defaults when None); raise ConfigError with every problem."""
+def _toml_error_line(err: tomllib.TOMLDecodeError) -> tuple[int | None, str]:
+    """tomllib (3.11) puts the position in the message only: "... (at line 3, column 9)"."""
+    text = str(err)
+    match = re.search(r"\s*\(at line (\d+), column \d+\)|\s*\(at end of document\)", text)
+    if not match:
+        return None, text
+    return (int(match.group(1)) if match.group(1) else None), text[:match.start()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading typed keys, collecting problems instead of stopping at the first.
+
+
+class _Reader:
+    """The problems of one file, located by its `_Locator`."""
+
+    def __init__(self, file: str, text: str, base: Path) -> None:
+        self.file = file
+        self.base = base
+        self.locator = _Locator(text)
+        self.problems: list[Problem] = []
+
+    def line_of(self, path: str | Key) -> int | None:
+        """The line of `path` (`smtp.port`, `mailboxes[1].port` or a key tuple) in its own
+        table; a missing key is located at its table's header."""
+        return self.locator.line(parse_key(path) if isinstance(path, str) else path)
+
+    def error(self, path: Key, message: str) -> None:
+        self.problems.append(Problem(self.file, self.line_of(path), f"{dotted(path)}: {message}"))
+
+    def table(self, data: dict[str, Any], key: Key, required: bool = False) -> _Table:
+        value = data.get(str(key[-1]), {}) if key else data
+        if required and not value:
+            self.error(key, "missing: this section is required")
+        if not isinstance(value, dict):
+            self.error(key, "must be a table")
+            value = {}
+        return _Table(self, key, value)
+
+
+class _Table:
+    """One TOML table and its path: typed reads whose problems are located at the key."""
+
+    def __init__(self, reader: _Reader, path: Key, data: dict[str, Any]) -> None:
+        self.r = reader
+        self.path = path
+        self.data = data
+
+    def error(self, key: str | int | None, message: str) -> None:
+        self.r.error(self.path if key is None else (*self.path, key), message)
+
+    def unknown(self, known: set[str]) -> None:
+        for key in sorted(set(self.data) - known):
+            self.error(key, "unknown key")
+
+    def require(self, *keys: str) -> None:
+        for key in keys:
+            if key not in self.data:
+                self.error(key, "missing: this key is required")
+
+    def take(self, key: str, kind: type[T], default: T,
+             check: Callable[[T], str | None] | None = None) -> T:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            self.error(key, f"expected {kind.__name__}, got {type(value).__name__}")
+            return default
+        if isinstance(value, str) and any(c in value for c in "\r\n\x00"):
+            self.error(key, "must be one line (no line breaks or NUL)")
+            return default
+        if check and (message := check(value)):
+            self.error(key, message)
+            return default
+        return value  # type: ignore[no-any-return]
+
+    def name(self, key: str, default: str) -> str:
+        """A name printed in headers, letters and the receipt: one line, NFC."""
+        return normal_name(self.take(key, str, default, name_problem))
+
+    def strings(self, key: str, default: tuple[str, ...],
+                check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
+        value = self.take(key, list, list(default))
+        good: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self.r.error((*self.path, key, i), f"expected a string, got {type(item).__name__}")
+            elif any(c in item for c in "\r\n\x00"):
+                self.r.error((*self.path, key, i), "must be one line (no line breaks or NUL)")
+            elif check and (message := check(item)):
+                self.r.error((*self.path, key, i), message)
+            else:
+                good.append(item)
+        return tuple(good)
+
+    def dates(self, key: str) -> tuple[date, ...]:
+        value = self.take(key, list, [])
+        found: list[date] = []
+        for i, item in enumerate(value):
+            parsed = as_date(item)
+            if isinstance(parsed, str):
+                self.r.error((*self.path, key, i), parsed)
+            else:
+                found.append(parsed)
+        return tuple(found)
+
+    def secret(self, required: bool) -> Secret | None:
+        """Read a password given as `password`, `password_file`, `password_env` or
+        `password_credential` (a systemd credential named in LoadCredential=)."""
+        given = [k for k in ("password", "password_file", "password_env", "password_credential")
+                 if k in self.data]
+        if len(given) > 1:
+            self.error(given[1], f"give one of {', '.join(given)}, not several")
+            return None
+        if not given:
+            if required:
+                self.error("password", "missing (or password_file / password_env / "
+                                       "password_credential)")
+            return None
+        key = given[0]
+        value = self.take(key, str, "")
+        if key == "password":
+            return Secret(value)
+        if key == "password_env":
+            if value not in os.environ:
+                self.error(key, f"environment variable {value} is not set")
+                return None
+            return Secret(os.environ[value])
+        if key == "password_credential":
+            directory = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not directory:
+                self.error(key, "CREDENTIALS_DIRECTORY is not set (not under systemd?)")
+                return None
+            value = str(Path(directory) / value)
+        try:
+            return Secret((self.r.base / value).read_text(encoding="utf-8").strip())
+        except OSError as err:
+            self.error(key, f"cannot read {value}: {err.strerror}")
+        except UnicodeDecodeError:
+            self.error(key, f"{value} is not UTF-8 text")
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading.
+
+
+@dataclass(frozen=True)
+class Examined:
+    """A config file as far as it could be read: the problems, and the config with defaults in
+    place of every wrong value (None when the file is not TOML), so that `vanthu check` can
+    still check the rules and trust roots it names."""
+
+    file: str
+    problems: tuple[Problem, ...]
+    config: Config | None
+    rules_dir: Path
+
+
+def examine(path: Path | None) -> Examined:
+    """Read `path` (or the embedded defaults when None) and collect every problem."""
     if path is None:
-        return parse({}, file="<defaults>", text="", base=Path.cwd())
+        cfg = _build({}, _Reader("<defaults>", "", Path.cwd()), Path.cwd(), None, required=False)
+        return Examined("<defaults>", (), cfg, cfg.rules.dir)
+    file, base = str(path), path.parent
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Notepad saves UTF-8 with a BOM
     except OSError as err:
-        raise ConfigError([Problem(str(path), None, f"cannot read: {err.strerror}")]) from err
+        return Examined(file, (Problem(file, None, f"cannot read: {err.strerror}"),), None,
+                        base / "rules")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        return Examined(file, (Problem(file, line, "not UTF-8 text"),), None, base / "rules")
+    reader = _Reader(file, text, base)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        line = getattr(err, "lineno", None)
-        raise ConfigError([Problem(str(path), line, f"not valid TOML: {err}")]) from err
-    return parse(data, file=str(path), text=text, base=path.parent, path=path)
+        at, message = _toml_error_line(err)
+        return Examined(file, (Problem(file, at, f"not valid TOML: {message}"),), None,
+                        _rules_dir_hint(reader.locator, base))
+    cfg = _build(data, reader, base, path, required=True)
+    return Examined(file, tuple(reader.problems), cfg, cfg.rules.dir)
+
+
+def load(path: Path | None) -> Config:
+    """Load `path` (or the embedded defaults when None); raise ConfigError with every problem."""
+    found = examine(path)
+    if found.problems or found.config is None:
+        raise ConfigError(list(found.problems))
+    return found.config
 
 
 def parse(
     data: dict[str, Any], *, file: str, text: str, base: Path, path: Path | None = None
 ) -> Config:
-    """Validate a decoded TOML document. Relative paths are taken from `base`."""
-    r = _Reader(file, text, base)
-    r.unknown(data, "", {"agency", "storage", "mailboxes", "smtp", "rules", "limits",
-                         "security", "results", "digest", "calendar"})
+    """Validate a decoded TOML document. Relative paths are taken from `base`. Sections may be
+    left out (defaults); `load` of a file also requires the agency's identity and a mailbox."""
+    reader = _Reader(file, text, base)
+    cfg = _build(data, reader, base, path, required=False)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return cfg
 
-    t = r.table(data, "agency")
-    r.unknown(t, "agency", {"name", "code", "timezone", "addresses", "case_code_format",
-                            "case_ref_pattern", "message_id_domain", "result_place"})
-    default_agency = AgencyConfig()
+
+def locate(path: Path | None, key: str) -> tuple[str, int | None]:
+    """Where `key` (`smtp.from`, `mailboxes[1].port`) is written: (file, line). A key left out
+    is located at its table's header; a file that cannot be read, nowhere."""
+    if path is None:
+        return "<defaults>", None
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return str(path), None
+    return str(path), _Locator(text).line(parse_key(key))
+
+
+def _rules_dir_hint(locator: _Locator, base: Path) -> Path:
+    """The `[rules] dir` of a file tomllib refused, if that one line can be read on its own."""
+    raw = locator.values.get(("rules", "dir"))
+    if raw:
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = None
+        if isinstance(value, str) and value:
+            return base / value
+    return base / "rules"
+
+
+def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
+           required: bool) -> Config:
+    """Every section, each wrong value reported and replaced by its default."""
+    root = r.table(data, ())
+    root.unknown({"agency", "storage", "mailboxes", "smtp", "rules", "limits", "security",
+                  "results", "digest", "calendar"})
+
+    t = r.table(data, ("agency",), required=required)
+    t.unknown({"name", "code", "timezone", "addresses", "case_code_format", "case_ref_pattern",
+               "message_id_domain", "result_place"})
+    if required and t.data:
+        t.require("name", "code")
+    d = AgencyConfig()
     agency = AgencyConfig(
-        name=r.take(t, "agency", "name", str, default_agency.name),
-        code=r.take(t, "agency", "code", str, default_agency.code),
-        timezone=r.take(t, "agency", "timezone", str, default_agency.timezone, _timezone),
-        addresses=tuple(a.lower() for a in r.strings(t, "agency", "addresses", ())),
-        case_code_format=r.take(t, "agency", "case_code_format", str,
-                                default_agency.case_code_format),
-        case_ref_pattern=r.take(t, "agency", "case_ref_pattern", str,
-                                default_agency.case_ref_pattern, _regex),
-        message_id_domain=r.take(t, "agency", "message_id_domain", str,
-                                 default_agency.message_id_domain),
-        result_place=r.take(t, "agency", "result_place", str, default_agency.result_place),
+        name=t.name("name", d.name),
+        code=t.take("code", str, d.code, _not_empty),
+        timezone=t.take("timezone", str, d.timezone, _timezone),
+        addresses=tuple(a.lower() for a in t.strings("addresses", (), address_problem)),
+        case_code_format=t.take("case_code_format", str, d.case_code_format, _not_empty),
+        case_ref_pattern=t.take("case_ref_pattern", str, d.case_ref_pattern, _regex),
+        message_id_domain=t.take("message_id_domain", str, d.message_id_domain,
+                                 domain_problem).lower(),
+        result_place=t.name("result_place", d.result_place),
     )
+    if problem := case_code_problem(agency.case_code_format, agency.code):
+        t.error("case_code_format" if "case_code_format" in t.data else "code", problem)
+        agency = dataclasses.replace(agency, case_code_format=d.case_code_format)
+    sample = agency.case_code_format.format(code=agency.code, yymmdd="261122", yyyy=2026, seq=1)
+    found = [m.group(1) for m in re.finditer(rf"\b({agency.case_ref_pattern})\b",
+                                             f"Re: [{sample}] Giấy tiếp nhận hồ sơ")]
+    if sample not in found:
+        t.error("case_ref_pattern" if "case_ref_pattern" in t.data else "case_code_format",
+                f"does not recognise the dossier codes vanthu makes (e.g. {sample!r}): replies "
+                "would not join their case")
 
-    t = r.table(data, "storage")
-    r.unknown(t, "storage", {"data_dir", "database_url"})
+    t = r.table(data, ("storage",))
+    t.unknown({"data_dir", "database_url"})
     storage = StorageConfig(
-        data_dir=base / r.take(t, "storage", "data_dir", str, "data"),
-        database_url=r.take(t, "storage", "database_url", str, ""),
+        data_dir=base / t.take("data_dir", str, "data", _not_empty),
+        database_url=t.take("database_url", str, ""),
     )
 
     boxes = data.get("mailboxes", [])
     mailboxes: list[MailboxConfig] = []
     if not isinstance(boxes, list):
-        r.error("mailboxes", "must be an array of tables ([[mailboxes]])")
+        r.error(("mailboxes",), "must be an array of tables ([[mailboxes]])")
         boxes = []
-    for i, t in enumerate(boxes):
-        p = f"mailboxes[{i}]"
-        if not isinstance(t, dict):
-            r.error(p, "must be a table")
+    if required and not boxes:
+        r.error(("mailboxes",), "missing: at least one [[mailboxes]] table to watch")
+    names: dict[str, int] = {}
+    for i, box in enumerate(boxes):
+        if not isinstance(box, dict):
+            r.error(("mailboxes", i), "must be a table")
             continue
-        r.unknown(t, p, {"name", "host", "port", "security", "username", "password",
-                         "password_file", "password_env", "password_credential", "folders",
-                         "after", "keyword", "idle", "poll_seconds", "batch_size", "ca_file",
-                         "tls_verify"})
-        for required in ("host", "username"):
-            if required not in t:
-                r.error(f"{p}.{required}", "missing")
-        security = r.take(t, p, "security", str, "tls", _security)
-        password = r.secret(t, p, required=True)
-        ca_file = r.take(t, p, "ca_file", str, "")
+        t = _Table(r, ("mailboxes", i), box)
+        t.unknown({"name", "host", "port", "security", "username", "password", "password_file",
+                   "password_env", "password_credential", "folders", "after", "keyword", "idle",
+                   "poll_seconds", "batch_size", "ca_file", "tls_verify"})
+        t.require("host", "username")
+        security = t.take("security", str, "tls", _security)
+        password = t.secret(required=True)
+        ca_file = t.take("ca_file", str, "")
+        name = t.take("name", str, f"mailbox{i + 1}", _not_empty)
+        if name in names:
+            t.error("name", f"two mailboxes are named {name!r} (the other is mailboxes"
+                            f"[{names[name]}])")
+        names.setdefault(name, i)
+        folders = t.strings("folders", ("INBOX",), _not_empty)
+        for folder in sorted({f for f in folders if folders.count(f) > 1}):
+            t.error("folders", f"folder {folder!r} is listed twice")
+        if "folders" in box and not folders:
+            t.error("folders", "must name at least one folder")
         mailboxes.append(MailboxConfig(
-            name=r.take(t, p, "name", str, f"mailbox{i + 1}"),
-            host=r.take(t, p, "host", str, ""),
-            port=r.take(t, p, "port", int, 993 if security == "tls" else 143, _positive),
+            name=name,
+            host=t.take("host", str, "", _not_empty),
+            port=t.take("port", int, 993 if security == "tls" else 143, _port),
             security=security,
-            username=r.take(t, p, "username", str, ""),
+            username=t.take("username", str, "", _not_empty),
             password=password or Secret(""),
-            folders=r.strings(t, p, "folders", ("INBOX",)),
-            after=r.take(t, p, "after", str, "flag", _after),
-            keyword=r.take(t, p, "keyword", str, "$VanthuStored"),
-            idle=r.take(t, p, "idle", bool, True),
-            poll_seconds=r.take(t, p, "poll_seconds", float, 60.0),
-            batch_size=r.take(t, p, "batch_size", int, 50, _positive),
+            folders=folders or ("INBOX",),
+            after=t.take("after", str, "flag", _after),
+            keyword=t.take("keyword", str, "$VanthuStored",
+                           lambda v: None if re.fullmatch(r"[!#$&'+\-.0-9:<>?@A-Z^-z|~]+", v)
+                           else "must be one IMAP keyword (no spaces, brackets or quotes)"),
+            idle=t.take("idle", bool, True),
+            poll_seconds=t.take("poll_seconds", float, 60.0, _positive),
+            batch_size=t.take("batch_size", int, 50, _positive),
             ca_file=str(base / ca_file) if ca_file else None,
-            tls_verify=r.take(t, p, "tls_verify", bool, True),
+            tls_verify=t.take("tls_verify", bool, True),
         ))
-    names = [m.name for m in mailboxes]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        r.error("mailboxes", f"two mailboxes are named {name!r}")
 
-    t = r.table(data, "smtp")
-    r.unknown(t, "smtp", {"host", "port", "security", "username", "password", "password_file",
-                          "password_env", "password_credential", "from", "ca_file",
-                          "tls_verify", "timeout_seconds", "max_attempts"})
-    security = r.take(t, "smtp", "security", str, "none", _security)
-    ca_file = r.take(t, "smtp", "ca_file", str, "")
-    from_ = r.take(t, "smtp", "from", str, "vanthu@localhost", _mailbox_check)
+    t = r.table(data, ("smtp",), required=required)
+    t.unknown({"host", "port", "security", "username", "password", "password_file",
+               "password_env", "password_credential", "from", "ca_file", "tls_verify",
+               "timeout_seconds", "max_attempts"})
+    if required and t.data:
+        t.require("from")
+    security = t.take("security", str, "none", _security)
+    ca_file = t.take("ca_file", str, "")
+    from_ = t.take("from", str, "vanthu@localhost", _mailbox_check)
     from_parsed = mailbox(from_)
+    username = t.take("username", str, "") or None
+    password = t.secret(required=False)
+    if username and password is None and not any(k.startswith("password") for k in t.data):
+        t.error("username", "is set but no password is given (password, password_file, "
+                            "password_env or password_credential)")
     smtp = SmtpConfig(
-        host=r.take(t, "smtp", "host", str, "127.0.0.1"),
-        port=r.take(t, "smtp", "port", int, {"tls": 465, "starttls": 587}.get(security, 25),
-                    _positive),
+        host=t.take("host", str, "127.0.0.1", _not_empty),
+        port=t.take("port", int, {"tls": 465, "starttls": 587}.get(security, 25), _port),
         security=security,
-        username=r.take(t, "smtp", "username", str, "") or None,
-        password=r.secret(t, "smtp", required=False),
+        username=username,
+        password=password,
         from_=from_,
         from_name=from_parsed[0] if isinstance(from_parsed, tuple) else "",
         from_address=from_parsed[1] if isinstance(from_parsed, tuple) else "vanthu@localhost",
         ca_file=str(base / ca_file) if ca_file else None,
-        tls_verify=r.take(t, "smtp", "tls_verify", bool, True),
-        timeout_seconds=r.take(t, "smtp", "timeout_seconds", float, 60.0),
-        max_attempts=r.take(t, "smtp", "max_attempts", int, 10, _positive),
+        tls_verify=t.take("tls_verify", bool, True),
+        timeout_seconds=t.take("timeout_seconds", float, 60.0, _positive),
+        max_attempts=t.take("max_attempts", int, 10, _positive),
     )
 
-    t = r.table(data, "rules")
-    r.unknown(t, "rules", {"dir"})
-    rules = RulesConfig(dir=base / r.take(t, "rules", "dir", str, "rules"))
+    t = r.table(data, ("rules",))
+    t.unknown({"dir"})
+    rules = RulesConfig(dir=base / t.take("dir", str, "rules", _not_empty))
 
-    t = r.table(data, "limits")
-    d = LimitsConfig()
-    r.unknown(t, "limits", set(d.__dataclass_fields__))
+    t = r.table(data, ("limits",))
+    limits_default = LimitsConfig()
+    t.unknown(set(limits_default.__dataclass_fields__))
     limits = LimitsConfig(**{
-        name: r.take(t, "limits", name, int, getattr(d, name),
-                     None if name == "workers" else _positive)
-        for name in d.__dataclass_fields__
+        name: t.take(name, int, getattr(limits_default, name),
+                     _not_negative if name == "workers" else _positive)
+        for name in limits_default.__dataclass_fields__
     })
 
-    t = r.table(data, "security")
-    r.unknown(t, "security", {"authserv_id", "trusted_domains"})
+    t = r.table(data, ("security",))
+    t.unknown({"authserv_id", "trusted_domains", "authres_headers", "verify_dkim"})
+    verify_dkim = t.take("verify_dkim", bool, False)
+    if verify_dkim and importlib.util.find_spec("dkim") is None:
+        t.error("verify_dkim", "is true but the dkimpy package is not installed")
     security_cfg = SecurityConfig(
-        authserv_id=r.take(t, "security", "authserv_id", str, ""),
-        trusted_domains=tuple(
-            x.lower() for x in r.strings(t, "security", "trusted_domains", ("gov.vn",))
-        ),
+        authserv_id=t.take("authserv_id", str, "",
+                           lambda v: "must be one word: the authserv-id, without ';' or spaces"
+                           if re.search(r"[\s;]", v) else None),
+        trusted_domains=tuple(x.lower() for x in t.strings("trusted_domains", ("gov.vn",),
+                                                            domain_problem)),
+        authres_headers=t.take("authres_headers", int, 1, _positive),
+        verify_dkim=verify_dkim,
     )
 
-    t = r.table(data, "results")
-    r.unknown(t, "results", {"inbox_dir", "trust_roots"})
+    t = r.table(data, ("results",))
+    t.unknown({"inbox_dir", "trust_roots"})
     results = ResultsConfig(
-        inbox_dir=base / r.take(t, "results", "inbox_dir", str, str(storage.data_dir / "results")),
-        trust_roots=tuple(str(base / x) for x in r.strings(t, "results", "trust_roots", ())),
+        inbox_dir=base / t.take("inbox_dir", str, str(storage.data_dir / "results"), _not_empty),
+        trust_roots=tuple(str(base / x) for x in t.strings("trust_roots", (), _not_empty)),
     )
 
-    t = r.table(data, "digest")
-    r.unknown(t, "digest", {"times", "to"})
-    times = r.strings(t, "digest", "times", DigestConfig.times)
-    for value in times:
-        if not _hhmm(value):
-            r.error("digest.times", f"{value!r} is not HH:MM")
-    digest = DigestConfig(times=times, to=r.strings(t, "digest", "to", DigestConfig.to))
+    t = r.table(data, ("digest",))
+    t.unknown({"times", "to"})
+    times = t.strings("times", DigestConfig.times,
+                      lambda v: None if _hhmm(v) else f"{v!r} is not HH:MM")
+    for moment in sorted({m for m in times if times.count(m) > 1}):
+        t.error("times", f"{moment} is listed twice")
 
-    t = r.table(data, "calendar")
-    r.unknown(t, "calendar", {"days_off", "working_days", "cutoff", "result_weekday",
-                              "remind_days", "capacity_per_half_day"})
-    days: dict[str, tuple[date, ...]] = {}
-    for key in ("days_off", "working_days"):
-        values = r.take(t, "calendar", key, list, [])
-        if not all(isinstance(v, date) and not isinstance(v, datetime) for v in values):
-            r.error(f"calendar.{key}", "expected a list of dates (YYYY-MM-DD, unquoted)")
-            values = []
-        days[key] = tuple(values)
-    cutoff = r.take(t, "calendar", "cutoff", str, "16:00",
-                    lambda v: None if _hhmm(v) else "must be HH:MM")
-    weekday = r.take(t, "calendar", "result_weekday", int, -1,
+    def recipient(value: str) -> str | None:
+        if "@" in value:
+            return address_problem(value)
+        if not re.fullmatch(r"[a-z0-9_\-]+", value):
+            return f"{value!r} is neither an address nor a role, person or department id"
+        return None
+
+    digest = DigestConfig(times=tuple(dict.fromkeys(times)) if "times" in t.data
+                          else DigestConfig.times,
+                          to=tuple(v.lower() if "@" in v else v
+                                   for v in t.strings("to", DigestConfig.to, recipient)))
+
+    t = r.table(data, ("calendar",))
+    t.unknown({"days_off", "working_days", "cutoff", "result_weekday", "remind_days",
+               "capacity_per_half_day"})
+    days_off, working_days = t.dates("days_off"), t.dates("working_days")
+    for day in sorted(set(days_off) & set(working_days)):
+        t.error("working_days", f"{day} is also in days_off")
+    cutoff = t.take("cutoff", str, "16:00", lambda v: None if _hhmm(v) else "must be HH:MM")
+    weekday = t.take("result_weekday", int, -1,
                      lambda v: None if 0 <= v <= 6 else "must be 0 (Monday) to 6 (Sunday)")
-    calendar = CalendarConfig(days["days_off"], days["working_days"], cutoff,
-                              None if weekday < 0 else weekday,
-                              r.take(t, "calendar", "remind_days", int, 2, _positive),
-                              r.take(t, "calendar", "capacity_per_half_day", int, 0))
+    calendar = CalendarConfig(days_off, working_days, cutoff, None if weekday < 0 else weekday,
+                              t.take("remind_days", int, 2, _positive),
+                              t.take("capacity_per_half_day", int, 0, _not_negative))
 
-    if r.problems:
-        raise ConfigError(r.problems)
     return Config(path=path, agency=agency, storage=storage, mailboxes=tuple(mailboxes),
                   smtp=smtp, rules=rules, limits=limits, security=security_cfg,
                   results=results, digest=digest, calendar=calendar)

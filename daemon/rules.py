@@ -1,9 +1,10 @@
 """The agency's people and routing rules, loaded from `rules/*.yaml` and validated whole.
 
 `people.yaml` says who is who (people, roles, departments, absences with stand-ins); every
-other YAML file holds an ordered list of `rules`, files taken in name order. Every problem is
-reported as `file:line: message`; a set with any problem is rejected whole, so a bad edit
-never half-applies.
+other YAML file holds an ordered list of `rules`, files taken in name order. Every problem of
+every file is reported as `file:line: message` (the line of the key itself where it is known);
+a set with any problem is rejected whole, so a bad edit never half-applies. Pure but for
+reading the files.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from daemon.config import address_problem, as_date, name_problem, normal_name
 from daemon.errors import ConfigError, Problem
 from daemon.models import Kind
 
@@ -23,22 +25,37 @@ ROLES = ("giam_doc", "pho_giam_doc", "chanh_van_phong", "van_thu", "truong_phong
 # Who takes over when nobody in a role is present (DOMAIN: a Deputy's work goes to the Director).
 ESCALATION = {"pho_giam_doc": "giam_doc", "chanh_van_phong": "pho_giam_doc"}
 _ID = re.compile(r"^[a-z0-9_\-]+$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Keys people write for what vanthu calls otherwise: the hint goes with "unknown key".
+_HINTS = {"start": "from", "end": "to", "until": "to", "standin": "stand_in",
+          "stand-in": "stand_in", "mail": "email", "role": "roles"}
 
 
 class _Node(dict[str, Any]):
-    """A YAML mapping that remembers the line it started on."""
+    """A YAML mapping that remembers the line it started on and the line of each key."""
 
-    line: int = 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.line = 0
+        self.key_lines: dict[str, int] = {}
 
 
 class _Loader(yaml.SafeLoader):
-    """yaml.safe_load with line numbers on every mapping; nothing but plain data is built."""
+    """yaml.safe_load with line numbers on every mapping; nothing but plain data is built.
+    A key written twice in one mapping (YAML keeps the last silently) is remembered."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[str, int]] = []
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Node:
     mapping = _Node({str(k): v for k, v in loader.construct_mapping(node, deep=True).items()})
     mapping.line = node.start_mark.line + 1
+    for key_node, _ in node.value:
+        key = str(loader.construct_object(key_node, deep=True))
+        if key in mapping.key_lines:
+            loader.duplicates.append((key, key_node.start_mark.line + 1))
+        mapping.key_lines[key] = key_node.start_mark.line + 1
     return mapping
 
 
@@ -146,27 +163,79 @@ _ACTION_KEYS = {
 class _Checker:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        # False while people.yaml could not be read: references to people and departments
+        # cannot be judged then, and reporting each one would bury the real problem.
+        self.people_known = True
 
-    def error(self, file: str, node: Any, message: str) -> None:
-        line = node.line if isinstance(node, _Node) else None
+    def error(self, file: str, node: Any, message: str, key: str | None = None) -> None:
+        """A problem at `node`'s `key` when that line is known, else at the node."""
+        line = None
+        if isinstance(node, _Node):
+            line = node.key_lines.get(key, node.line) if key else node.line
         self.problems.append(Problem(file, line, message))
 
     def keys(self, file: str, node: _Node, allowed: set[str], what: str) -> None:
         for key in node:
             if key not in allowed:
-                self.error(file, node, f"unknown key {key!r} in {what}")
+                hint = _HINTS.get(key)
+                hint_text = f" (did you mean {hint!r}?)" if hint in allowed else ""
+                self.error(file, node, f"unknown key {key!r} in {what}{hint_text}", key)
+
+    def name(self, file: str, node: _Node, default: str, what: str) -> str:
+        """The `name` of a person, department or procedure: one line of text, NFC."""
+        value = node.get("name", default)
+        if not isinstance(value, str):
+            self.error(file, node, f"{what}: name must be text", "name")
+            return default
+        if problem := name_problem(value):
+            self.error(file, node, f"{what}: name {problem}", "name")
+            return default
+        return normal_name(value)
+
+    def email(self, file: str, node: _Node, what: str) -> str:
+        value = node.get("email")
+        problem = address_problem(value) if isinstance(value, str) else "missing or not text"
+        if problem:
+            self.error(file, node, f"{what} has no valid email: {problem}", "email")
+        return str(value or "").lower()
+
+    def strings(self, file: str, node: _Node, key: str, what: str) -> tuple[str, ...]:
+        value = node.get(key, [])
+        found = _strings(value)
+        if found is None:
+            self.error(file, node, f"{what}: {key} takes a string or a list of strings", key)
+        return found or ()
 
 
 def _load_yaml(path: Path, checker: _Checker) -> Any:
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        loader = _Loader(path.read_text(encoding="utf-8"))
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         checker.problems.append(Problem(str(path), mark.line + 1 if mark else None,
                                         f"not valid YAML: {getattr(err, 'problem', err)}"))
+        return None
     except OSError as err:
         checker.problems.append(Problem(str(path), None, f"cannot read: {err.strerror}"))
-    return None
+        return None
+    except UnicodeDecodeError:
+        checker.problems.append(Problem(str(path), None, "not UTF-8 text"))
+        return None
+    for key, line in loader.duplicates:
+        checker.problems.append(Problem(str(path), line, f"key {key!r} written twice"))
+    return data
+
+
+def _list(file: str, data: _Node, key: str, c: _Checker) -> list[Any]:
+    value = data.get(key) or []
+    if not isinstance(value, list):
+        c.error(file, data, f"{key} must be a list", key)
+        return []
+    return value
 
 
 def _strings(value: Any) -> tuple[str, ...] | None:
@@ -185,68 +254,91 @@ def _people(file: str, data: Any, c: _Checker) -> tuple[dict[str, Person],
     absences: list[Absence] = []
     if not isinstance(data, _Node):
         c.error(file, data, "must be a mapping with people, departments, absences")
+        c.people_known = False
         return people, departments, absences, ()
     c.keys(file, data, {"people", "departments", "absences", "higher_authority"}, "people file")
-    for node in data.get("people") or []:
+    for node in _list(file, data, "people", c):
         if not isinstance(node, _Node):
-            c.error(file, data, "each person must be a mapping")
+            c.error(file, data, "each person must be a mapping", "people")
             continue
         c.keys(file, node, {"id", "name", "email", "roles", "note"}, "person")
-        pid, email = str(node.get("id", "")), str(node.get("email", ""))
-        roles = _strings(node.get("roles", [])) or ()
+        pid = str(node.get("id", ""))
+        roles = c.strings(file, node, "roles", f"person {pid!r}")
         if not _ID.match(pid):
-            c.error(file, node, f"person id {pid!r} must be lower-case letters, digits, _ or -")
+            c.error(file, node, f"person id {pid!r} must be lower-case letters, digits, _ or -",
+                    "id")
         if pid in people:
-            c.error(file, node, f"person {pid!r} defined twice")
-        if not _EMAIL.match(email):
-            c.error(file, node, f"person {pid!r} has no valid email")
+            c.error(file, node, f"person {pid!r} defined twice", "id")
+        email = c.email(file, node, f"person {pid!r}")
         for role in roles:
             if role not in ROLES:
-                c.error(file, node, f"unknown role {role!r} (known: {', '.join(ROLES)})")
-        people[pid] = Person(pid, str(node.get("name", pid)), email.lower(), roles)
-    for node in data.get("departments") or []:
+                c.error(file, node, f"unknown role {role!r} (known: {', '.join(ROLES)})",
+                        "roles")
+        people[pid] = Person(pid, c.name(file, node, pid, f"person {pid!r}"), email, roles)
+    for node in _list(file, data, "departments", c):
         if not isinstance(node, _Node):
-            c.error(file, data, "each department must be a mapping")
+            c.error(file, data, "each department must be a mapping", "departments")
             continue
         c.keys(file, node, {"id", "name", "email", "head", "note"}, "department")
-        did, email = str(node.get("id", "")), str(node.get("email", ""))
+        did = str(node.get("id", ""))
         head = node.get("head")
         if not _ID.match(did):
-            c.error(file, node, f"department id {did!r} must be lower-case letters, digits, _ or -")
-        if not _EMAIL.match(email):
-            c.error(file, node, f"department {did!r} has no valid email")
+            c.error(file, node, f"department id {did!r} must be lower-case letters, digits, _ "
+                                "or -", "id")
+        if did in departments:
+            c.error(file, node, f"department {did!r} defined twice", "id")
+        email = c.email(file, node, f"department {did!r}")
         if head is not None and head not in people:
-            c.error(file, node, f"department {did!r}: unknown head {head!r}")
-        departments[did] = Department(did, str(node.get("name", did)), email.lower(), head)
-    for node in data.get("absences") or []:
+            c.error(file, node, f"department {did!r}: unknown head {head!r}", "head")
+        departments[did] = Department(did, c.name(file, node, did, f"department {did!r}"),
+                                      email, head)
+    for node in _list(file, data, "absences", c):
         if not isinstance(node, _Node):
-            c.error(file, data, "each absence must be a mapping")
+            c.error(file, data, "each absence must be a mapping", "absences")
             continue
         c.keys(file, node, {"person", "from", "to", "reason", "stand_in"}, "absence")
-        who, start, end, stand_in = (node.get("person"), node.get("from"), node.get("to"),
-                                     node.get("stand_in"))
+        who, stand_in = node.get("person"), node.get("stand_in")
         if who not in people:
-            c.error(file, node, f"absence of unknown person {who!r}")
+            c.error(file, node, f"absence of unknown person {who!r}", "person")
         if stand_in is not None and stand_in not in people:
-            c.error(file, node, f"unknown stand-in {stand_in!r}")
-        if not isinstance(start, date) or not isinstance(end, date):
-            c.error(file, node, "absence needs from and to as dates (YYYY-MM-DD)")
+            c.error(file, node, f"unknown stand-in {stand_in!r}", "stand_in")
+        if stand_in is not None and stand_in == who:
+            c.error(file, node, f"{who} cannot stand in for themself", "stand_in")
+        reason = node.get("reason", "")
+        if not isinstance(reason, str) or (reason and name_problem(reason)):
+            c.error(file, node, "reason must be one line of text", "reason")
+            reason = ""
+        dates: list[date] = []
+        for key in ("from", "to"):
+            if key not in node:
+                c.error(file, node, f"absence needs {key!r}: a date (YYYY-MM-DD)")
+                continue
+            parsed = as_date(node[key])
+            if isinstance(parsed, str):
+                c.error(file, node, f"absence {key!r}: {parsed}", key)
+            else:
+                dates.append(parsed)
+        if len(dates) != 2:
             continue
+        start, end = dates
         if end < start:
-            c.error(file, node, f"absence ends ({end}) before it starts ({start})")
-        absences.append(Absence(str(who), start, end, str(node.get("reason", "")),
+            c.error(file, node, f"absence ends ({end}) before it starts ({start})", "to")
+        absences.append(Absence(str(who), start, end, normal_name(reason),
                                 str(stand_in) if stand_in else None))
     for i, a in enumerate(absences):
         for b in absences[i + 1:]:
             if a.person == b.person and a.start <= b.end and b.start <= a.end:
                 c.error(file, data, f"absences of {a.person} overlap ({a.start}..{a.end} and "
-                                    f"{b.start}..{b.end})")
+                                    f"{b.start}..{b.end})", "absences")
         for b in absences:
             if a.stand_in == b.person and a.start <= b.end and b.start <= a.end:
                 c.error(file, data, f"stand-in {a.stand_in} for {a.person} is absent too "
-                                    f"({b.start}..{b.end})")
-    higher = _strings(data.get("higher_authority", [])) or ()
-    return people, departments, absences, higher
+                                    f"({b.start}..{b.end})", "absences")
+    higher = c.strings(file, data, "higher_authority", "people file")
+    for address in higher:
+        if problem := address_problem(address):
+            c.error(file, data, f"higher_authority: {problem}", "higher_authority")
+    return people, departments, absences, tuple(a.lower() for a in higher)
 
 
 def _procedures(file: str, data: Any, c: _Checker) -> tuple[Procedure, ...]:
@@ -255,22 +347,28 @@ def _procedures(file: str, data: Any, c: _Checker) -> tuple[Procedure, ...]:
         return ()
     c.keys(file, data, {"procedures"}, "procedure catalogue")
     found: list[Procedure] = []
+    seen: set[str] = set()
     for node in data["procedures"]:
         if not isinstance(node, _Node):
-            c.error(file, data, "each procedure must be a mapping")
+            c.error(file, data, "each procedure must be a mapping", "procedures")
             continue
         c.keys(file, node, {"id", "name", "keywords", "days", "documents", "note"}, "procedure")
         pid, days = str(node.get("id", "")), node.get("days")
         keywords = _strings(node.get("keywords", []))
         if not _ID.match(pid):
-            c.error(file, node, f"procedure id {pid!r} must be lower-case letters, digits, _ or -")
+            c.error(file, node, f"procedure id {pid!r} must be lower-case letters, digits, _ or "
+                                "-", "id")
+        if pid in seen:
+            c.error(file, node, f"procedure {pid!r} defined twice", "id")
+        seen.add(pid)
         if not keywords:
-            c.error(file, node, f"procedure {pid!r} needs keywords")
+            c.error(file, node, f"procedure {pid!r} needs keywords", "keywords")
         if not isinstance(days, int) or isinstance(days, bool) or days < 1:
-            c.error(file, node, f"procedure {pid!r}: days takes a positive whole number")
+            c.error(file, node, f"procedure {pid!r}: days takes a positive whole number", "days")
             days = 1
-        found.append(Procedure(pid, str(node.get("name", pid)), keywords or (), days,
-                               _strings(node.get("documents", [])) or ()))
+        documents = c.strings(file, node, "documents", f"procedure {pid!r}")
+        found.append(Procedure(pid, c.name(file, node, pid, f"procedure {pid!r}"),
+                               keywords or (), days, documents))
     return tuple(found)
 
 
@@ -282,7 +380,7 @@ def _check_condition(file: str, node: Any, c: _Checker) -> None:
     for key, value in node.items():
         if key in ("all", "any"):
             if not isinstance(value, list):
-                c.error(file, node, f"{key} takes a list of conditions")
+                c.error(file, node, f"{key} takes a list of conditions", key)
                 continue
             for item in value:
                 _check_condition(file, item, c)
@@ -291,28 +389,28 @@ def _check_condition(file: str, node: Any, c: _Checker) -> None:
         elif key == "kind":
             for kind in _strings(value) or ("?",):
                 if kind not in {k.value for k in Kind}:
-                    c.error(file, node, f"unknown kind {kind!r}")
+                    c.error(file, node, f"unknown kind {kind!r}", key)
         elif key in ("urgent", "confidential", "working_day"):
             if not isinstance(value, bool):
-                c.error(file, node, f"{key} takes true or false")
+                c.error(file, node, f"{key} takes true or false", key)
         elif key == "urgency":
             for level in _strings(value) or ("?",):
                 if level not in URGENCY_LEVELS:
                     c.error(file, node, f"unknown urgency {level!r} "
-                                        f"(known: {', '.join(URGENCY_LEVELS)})")
+                                        f"(known: {', '.join(URGENCY_LEVELS)})", key)
         elif key == "hours":
             if not (isinstance(value, str) and re.fullmatch(
                     r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", value)):
-                c.error(file, node, "hours takes 'HH:MM-HH:MM'")
+                c.error(file, node, "hours takes 'HH:MM-HH:MM'", key)
         elif key in TEXT_CONDITIONS and isinstance(value, _Node):
             c.keys(file, value, {"contains", "regex"}, key)
             if "regex" in value:
                 try:
                     re.compile(str(value["regex"]))
                 except re.error as err:
-                    c.error(file, value, f"bad regex {value['regex']!r}: {err}")
+                    c.error(file, value, f"bad regex {value['regex']!r}: {err}", "regex")
         elif _strings(value) is None:
-            c.error(file, node, f"{key} takes a string or a list of strings")
+            c.error(file, node, f"{key} takes a string or a list of strings", key)
 
 
 def _targets(file: str, node: _Node, c: _Checker, people: dict[str, Person],
@@ -323,16 +421,16 @@ def _targets(file: str, node: _Node, c: _Checker, people: dict[str, Person],
     addresses = _strings(node.get("addresses", [])) or ()
     for role in roles:
         if role not in ROLES:
-            c.error(file, node, f"unknown role {role!r}")
+            c.error(file, node, f"unknown role {role!r}", "roles")
     for pid in who:
-        if pid not in people:
-            c.error(file, node, f"unknown person {pid!r}")
+        if pid not in people and c.people_known:
+            c.error(file, node, f"unknown person {pid!r}", "people")
     for did in units:
-        if did not in departments:
-            c.error(file, node, f"unknown department {did!r}")
+        if did not in departments and c.people_known:
+            c.error(file, node, f"unknown department {did!r}", "departments")
     for address in addresses:
-        if not _EMAIL.match(address):
-            c.error(file, node, f"not an email address: {address!r}")
+        if problem := address_problem(address):
+            c.error(file, node, f"not an email address: {problem}", "addresses")
     return Targets(roles, who, units, tuple(a.lower() for a in addresses))
 
 
@@ -352,7 +450,7 @@ def _action(file: str, name: str, spec: _Node, c: _Checker, people: dict[str, Pe
         cooperate = _strings(spec.get("cooperate", [])) or ()
         days = spec.get("deadline_days")
         for unit in (lead, *cooperate):
-            if unit not in departments:
+            if unit not in departments and c.people_known:
                 c.error(file, spec, f"unknown department {unit!r}")
         if days is not None and (not isinstance(days, int) or isinstance(days, bool)
                                  or days < 1):
@@ -376,16 +474,34 @@ def _action(file: str, name: str, spec: _Node, c: _Checker, people: dict[str, Pe
 
 
 def load(directory: Path) -> RuleSet:
-    """Load every YAML file of `directory`; raise ConfigError listing every problem."""
+    """Load every YAML file of `directory`; raise ConfigError listing every problem of every
+    file (a missing or broken people.yaml does not stop the rule files being checked)."""
     c = _Checker()
     people_file = directory / "people.yaml"
-    if not people_file.exists():
-        raise ConfigError([Problem(str(people_file), None, "missing: who is who must be said")])
-    people, departments, absences, higher = _people(
-        str(people_file), _load_yaml(people_file, c), c)
+    people: dict[str, Person] = {}
+    departments: dict[str, Department] = {}
+    absences: list[Absence] = []
+    higher: tuple[str, ...] = ()
+    if not directory.is_dir():
+        raise ConfigError([Problem(str(directory), None, "the rules folder does not exist")])
+    if people_file.exists():
+        before = len(c.problems)
+        data = _load_yaml(people_file, c)
+        if data is None and len(c.problems) > before:  # not YAML: said once, not twice
+            c.people_known = False
+        else:
+            people, departments, absences, higher = _people(str(people_file), data, c)
+    else:
+        c.problems.append(Problem(str(people_file), None, "missing: who is who must be said"))
+        c.people_known = False
     catalogue = directory / "procedures.yaml"
-    procedures = (_procedures(str(catalogue), _load_yaml(catalogue, c), c)
-                  if catalogue.exists() else ())
+    procedures: tuple[Procedure, ...] = ()
+    catalogue_known = True
+    if catalogue.exists():
+        before = len(c.problems)
+        data = _load_yaml(catalogue, c)
+        catalogue_known = not (data is None and len(c.problems) > before)
+        procedures = _procedures(str(catalogue), data, c) if catalogue_known else ()
     known_procedures = {p.id for p in procedures}
     rules: list[Rule] = []
     seen: dict[str, str] = {}
@@ -402,25 +518,35 @@ def load(directory: Path) -> RuleSet:
         c.keys(file, data, {"rules"}, "rules file")
         for node in data["rules"]:
             if not isinstance(node, _Node):
-                c.error(file, data, "each rule must be a mapping")
+                c.error(file, data, "each rule must be a mapping", "rules")
                 continue
             c.keys(file, node, {"id", "description", "when", "then", "stop"}, "rule")
             rid = str(node.get("id", ""))
             if not _ID.match(rid):
-                c.error(file, node, f"rule id {rid!r} must be lower-case letters, digits, _ or -")
+                c.error(file, node, f"rule id {rid!r} must be lower-case letters, digits, _ or -",
+                        "id")
             if rid in seen:
-                c.error(file, node, f"rule id {rid!r} already used at {seen[rid]}")
+                c.error(file, node, f"rule id {rid!r} already used at {seen[rid]}", "id")
             seen[rid] = f"{file}:{node.line}"
             when = node.get("when", _Node())
-            _check_condition(file, when, c)
+            if isinstance(when, _Node):
+                _check_condition(file, when, c)
+            else:
+                c.error(file, node, "when takes a mapping of conditions", "when")
+                when = _Node()
             for pid in _procedure_ids(when):
-                if pid not in known_procedures:
+                if pid not in known_procedures and catalogue_known:
                     c.error(file, when, f"unknown procedure {pid!r} (rules/procedures.yaml)")
             actions: list[ActionSpec] = []
-            for item in node.get("then") or []:
+            then = node.get("then") or []
+            if not isinstance(then, list):
+                c.error(file, node, "then takes a list of actions", "then")
+                then = []
+            for item in then:
                 if not isinstance(item, _Node) or len(item) != 1:
-                    c.error(file, node, "each action is a mapping with one key: "
-                                        + ", ".join(sorted(ACTIONS)))
+                    c.error(file, item if isinstance(item, _Node) else node,
+                            "each action is a mapping with one key: " + ", ".join(sorted(ACTIONS)),
+                            None if isinstance(item, _Node) else "then")
                     continue
                 (name, spec), = item.items()
                 if name not in ACTIONS:
@@ -428,17 +554,18 @@ def load(directory: Path) -> RuleSet:
                     continue
                 if spec is None:
                     spec = _Node()
+                    spec.line = item.line
                 if not isinstance(spec, _Node):
                     c.error(file, item, f"{name} takes a mapping of its fields")
                     continue
                 actions.append(_action(file, name, spec, c, people, departments))
             stop = node.get("stop", False)
             if not isinstance(stop, bool):
-                c.error(file, node, "stop takes true or false")
+                c.error(file, node, "stop takes true or false", "stop")
             if rules and rules[-1].stop and not rules[-1].when:
                 c.error(file, node, f"rule {rid!r} can never run: rule {rules[-1].id!r} "
                                     "above it stops every mail")
-            rules.append(Rule(rid, dict(when), tuple(actions), bool(stop), file, node.line))
+            rules.append(Rule(rid, dict(when), tuple(actions), stop is True, file, node.line))
     if c.problems:
         raise ConfigError(c.problems)
     return RuleSet(people, departments, tuple(absences), tuple(rules), higher, procedures)
@@ -449,6 +576,7 @@ def _procedure_ids(when: Any) -> list[str]:
         return []
     found = list(_strings(when.get("procedure", [])) or ())
     for key in ("all", "any"):
-        for item in when.get(key) or []:
+        items = when.get(key)
+        for item in items if isinstance(items, list) else []:
             found += _procedure_ids(item)
     return found + _procedure_ids(when.get("not"))

@@ -20,7 +20,7 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from daemon import digest, reminders, results
+from daemon import digest, reminders, results, selfcheck
 from daemon import rules as rules_module
 from daemon.config import Config
 from daemon.db import clear_fault, make_engine, report_fault, upgrade
@@ -55,6 +55,15 @@ def sd_notify(message: str) -> None:
 
 class Daemon:
     def __init__(self, cfg: Config, ruleset: RuleSet) -> None:
+        # Refuse to start on a configuration that cannot work (an email that cannot be
+        # composed with the configured identity or templates, a trust root that does not
+        # load): a configuration error with every problem (exit 78, systemd does not restart),
+        # rather than every mail quarantined one by one in production.
+        problems = selfcheck.prove(cfg, ruleset)
+        if problems:
+            raise ConfigError(problems)
+        for note in selfcheck.notes(cfg):
+            log.warning("config.note", extra={"note": note})
         self.cfg = cfg
         self.rules = ruleset
         self.engine = make_engine(cfg.storage.url)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import unicodedata
+from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -54,7 +55,7 @@ def test_shipped_rules_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_errors_name_file_and_line(tmp_path: Path) -> None:
-    """Unknown keys, roles, people and bad regexes are each reported as file:line."""
+    """Unknown keys, roles, people and bad regexes are each reported at the line of the key."""
     directory = _copy_rules(tmp_path)
     (directory / "20-bad.yaml").write_text(
         "rules:\n"
@@ -74,7 +75,7 @@ def test_errors_name_file_and_line(tmp_path: Path) -> None:
     assert f"{bad}:3: bad regex '(unclosed'" in text
     assert f"{bad}:5: unknown role 'thu_truong'" in text
     assert f"{bad}:6: unknown person 'nobody'" in text
-    assert f"{bad}:2: unknown key 'colour' in rule" in text
+    assert f"{bad}:7: unknown key 'colour' in rule" in text
 
 
 def test_rule_after_an_unconditional_stop_is_unreachable(tmp_path: Path) -> None:
@@ -214,3 +215,103 @@ def test_director_away_without_stand_in_escalates_to_the_higher_authority() -> N
     forward = decision.actions[0]
     assert forward.to == ("vanphong@ubnd.example.gov.vn",)
     assert "vắng mặt, không có người thay: chuyển cấp trên" in forward.note
+
+
+def _people_with(directory: Path, extra: str) -> Path:
+    """people.yaml of the shipped rules with `extra` appended to its absences."""
+    path = directory / "people.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    return path
+
+
+def test_absence_dates_may_be_quoted(tmp_path: Path) -> None:
+    """An absence written with quoted ISO dates is read like one with YAML dates."""
+    directory = _copy_rules(tmp_path)
+    _people_with(directory, '  - person: le_van_cuong\n    from: "2026-12-01"\n'
+                            "    to: '2026-12-05'\n    reason: phép năm\n")
+
+    ruleset = rules_module.load(directory)
+
+    away = [a for a in ruleset.absences if a.person == "le_van_cuong"]
+    assert [(a.start, a.end) for a in away] == [(date(2026, 12, 1), date(2026, 12, 5))]
+
+
+def test_a_wrong_absence_date_is_reported_at_its_key(tmp_path: Path) -> None:
+    """A date that is not one, or a key people write for 'from', is an error at that line."""
+    directory = _copy_rules(tmp_path)
+    path = _people_with(directory, '  - person: le_van_cuong\n    from: "2026-02-30"\n'
+                                   "    to: 2026-03-02\n"
+                                   "  - person: le_van_cuong\n    start: 2026-05-01\n"
+                                   "    to: 2026-05-02\n")
+    lines = path.read_text(encoding="utf-8").splitlines()
+
+    with pytest.raises(ConfigError) as caught:
+        rules_module.load(directory)
+
+    start = lines.index("    start: 2026-05-01") + 1
+    wrong = lines.index('    from: "2026-02-30"') + 1
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:{wrong}: absence 'from': '2026-02-30' is not a date: day is out of range for "
+        "month",
+        f"{path}:{start}: unknown key 'start' in absence (did you mean 'from'?)",
+        f"{path}:{start - 1}: absence needs 'from': a date (YYYY-MM-DD)",
+    ]
+
+
+def test_every_rule_file_is_checked_even_without_people(tmp_path: Path) -> None:
+    """Without people.yaml the missing file is reported and every rule file is still checked,
+    without a flood of 'unknown person' errors."""
+    directory = _copy_rules(tmp_path)
+    (directory / "people.yaml").unlink()
+    (directory / "20-a.yaml").write_text("rules:\n  - id: a\n    when: [kind: document]\n",
+                                         encoding="utf-8")
+    (directory / "30-b.yaml").write_text("rules:\n  - id: b\n    then: forward\n",
+                                         encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        rules_module.load(directory)
+
+    assert [str(p) for p in caught.value.problems] == [
+        f"{directory / 'people.yaml'}: missing: who is who must be said",
+        f"{directory / '20-a.yaml'}:3: when takes a mapping of conditions",
+        f"{directory / '30-b.yaml'}:3: then takes a list of actions",
+    ]
+
+
+@pytest.mark.parametrize(("person", "message"), [
+    ("    email: văn.thư@sxd.gov.vn\n", "has no valid email: 'văn.thư@sxd.gov.vn' is not an "
+                                        "ASCII address"),
+    ('    email: "a@b.gov.vn, c@d.gov.vn"\n', "has no valid email"),
+    ('    email: x@sxd.gov.vn\n    name: "Nguyễn\\nVăn"\n', "name must be one line"),
+    ("    email: x@sxd.gov.vn\n    email: y@sxd.gov.vn\n", "key 'email' written twice"),
+])
+def test_a_careless_person_entry_is_an_error_at_its_line(tmp_path: Path, person: str,
+                                                         message: str) -> None:
+    """A non-ASCII or double address, a name with a line break or a key written twice is
+    reported at the line of the offending key."""
+    directory = _copy_rules(tmp_path)
+    path = directory / "people.yaml"
+    text = path.read_text(encoding="utf-8").replace(
+        "people:\n", f"people:\n  - id: moi\n    roles: [van_thu]\n{person}", 1)
+    path.write_text(text, encoding="utf-8")
+    expected_line = text.splitlines().index(person.splitlines()[-1]) + 1
+
+    with pytest.raises(ConfigError) as caught:
+        rules_module.load(directory)
+
+    assert [(p.line, message in p.message) for p in caught.value.problems] == [
+        (expected_line, True)], caught.value.problems
+
+
+def test_names_are_kept_in_nfc_with_single_spaces(tmp_path: Path) -> None:
+    """A name typed decomposed (as macOS does) or with doubled spaces is kept in NFC with
+    single spaces."""
+    directory = _copy_rules(tmp_path)
+    path = directory / "people.yaml"
+    decomposed = unicodedata.normalize("NFD", "Nguyễn  Văn An")
+    path.write_text(path.read_text(encoding="utf-8").replace("Nguyễn Văn An", decomposed),
+                    encoding="utf-8")
+
+    ruleset = rules_module.load(directory)
+
+    assert ruleset.people["nguyen_van_an"].name == "Nguyễn Văn An"
