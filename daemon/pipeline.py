@@ -43,7 +43,7 @@ from daemon.register import DbCases, case_id_of, link_thread, register, trust_of
 from daemon.route import decide
 from daemon.rules import RuleSet
 from daemon.store import MailStore
-from daemon.understand import Reading, judge
+from daemon.understand import Reading, dkim_check, judge
 from daemon.workers import ReadPool, read_guarded
 
 log = logging.getLogger("vanthu.pipeline")
@@ -115,7 +115,7 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
     if pool is not None:
         found.extend(pool.read_all(readable))
     else:
-        found.extend(read_guarded(raw, cfg.limits) for raw in readable)
+        found.extend(read_guarded(raw, cfg.limits, dkim_check(cfg)) for raw in readable)
     results = iter(found)
     readings: list[Reading | BadMessage | Exception | None] = [
         raw if isinstance(raw, OSError) else next(results) for raw in raws]

@@ -30,6 +30,7 @@ from daemon.pipeline import process_pending
 from daemon.rules import RuleSet
 from daemon.send import Sender
 from daemon.store import MailStore
+from daemon.understand import dkim_check
 from daemon.workers import ReadPool
 
 log = logging.getLogger("vanthu.service")
@@ -70,7 +71,7 @@ class Daemon:
         upgrade(self.engine)
         self.store = MailStore(cfg.storage.data_dir)
         self.sender = Sender(self.engine, cfg.smtp)
-        self.pool = ReadPool(cfg.limits)
+        self.pool = ReadPool(cfg.limits, dkim_check(cfg))
         self.stopping = asyncio.Event()
         self.wake_pipeline = asyncio.Event()
         self.wake_sender = asyncio.Event()

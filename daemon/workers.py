@@ -11,6 +11,7 @@ batch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ from typing import Any
 from daemon.config import LimitsConfig
 from daemon.errors import BadMessage
 from daemon.understand import Reading, read
+from daemon.understand.trust import DkimCheck
 
 log = logging.getLogger("vanthu.workers")
 
@@ -41,12 +43,14 @@ def _init_worker(memory_mb: int, started: SimpleQueue[tuple[int, float]]) -> Non
     _started = started
 
 
-def read_guarded(raw: bytes, limits: LimitsConfig, parse: Reader = read) -> Reading | BadMessage:
-    """`understand.read` (or `parse`), with every failure of the parser turned into a
-    BadMessage: the same in a worker and in the daemon's own process (`process_pending`
-    without a pool). A parser exception is a property of the mail, so no retry would help."""
+def read_guarded(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None,
+                 parse: Reader | None = None) -> Reading | BadMessage:
+    """`understand.read` (verifying DKIM when `dkim` says so), or `parse`, with every failure
+    of the parser turned into a BadMessage: the same in a worker and in the daemon's own
+    process (`process_pending` without a pool). A parser exception is a property of the
+    mail, so no retry would help."""
     try:
-        return parse(raw, limits)
+        return parse(raw, limits) if parse is not None else read(raw, limits, dkim)
     except BadMessage as err:
         return err
     except MemoryError:
@@ -69,10 +73,11 @@ class ReadPool:
     # (a broken interpreter, no memory for a process) waits this long.
     START_SECONDS = 300.0
 
-    def __init__(self, limits: LimitsConfig, reader: Reader = read_guarded) -> None:
+    def __init__(self, limits: LimitsConfig, dkim: DkimCheck | None = None,
+                 reader: Reader | None = None) -> None:
         self.limits = limits
         self.size = limits.workers or os.cpu_count() or 1
-        self.reader = reader
+        self.reader: Reader = reader or functools.partial(read_guarded, dkim=dkim)
         self._pool: Pool | None = None
         self._started: SimpleQueue[tuple[int, float]] | None = None
         self._next_task = 0

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pypdf
 import pytest
 from openpyxl import load_workbook
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from daemon.cli import main
 from daemon.db import messages, outgoing_entries
@@ -52,8 +52,10 @@ def filled(tmp_path_factory: pytest.TempPathFactory, dovecot: Dovecot) -> Iterat
         if total == 4 and not busy and not any(inbox.glob("*.pdf")) and not sent:
             from daemon.db import cases
             engine = office.engine()
-            with engine.connect() as conn:
+            with engine.begin() as conn:
                 code = conn.scalar(select(cases.c.code))
+                # The signed test PDF is issued to this applicant: the result names its case.
+                conn.execute(update(cases).values(applicant_name="Bùi Văn Toàn"))
             engine.dispose()
             shutil.copy(OUTBOUND / "result_01.pdf", inbox / f"{code}.pdf")
         return bool(sent)
@@ -108,7 +110,7 @@ def test_outgoing_and_case_registers(filled: Office, tmp_path: Path) -> None:
     assert outgoing[0][:4] == ["Số, ký hiệu văn bản", "Ngày tháng văn bản",
                                "Tên loại và trích yếu nội dung", "Người ký"]
     assert len(outgoing) == 2 and "tuan.pm@kientrucnamviet.vn" in outgoing[1][4]
-    assert len(case_rows) == 2 and case_rows[1][2] == "Phạm Minh Tuấn"
+    assert len(case_rows) == 2 and case_rows[1][2] == "Bùi Văn Toàn"  # as set for the signed PDF
     assert case_rows[1][7] == "Đã trả kết quả"
 
 

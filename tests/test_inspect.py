@@ -12,15 +12,43 @@ from daemon import compose, config
 from daemon.cli import main
 from daemon.models import Action
 from daemon.understand import NoCases, understand
-from tests.conftest import CORPUS, ROOT
+from tests.conftest import AUTHSERV_ID, CORPUS, ROOT
+
+AGENCY_CONFIG = """\
+[agency]
+name = "Sở Xây dựng tỉnh Tây Ninh"
+code = "000.00.22.H56"
+
+[[mailboxes]]
+host = "127.0.0.1"
+username = "vanthu"
+password = "không dùng"
+
+[smtp]
+host = "127.0.0.1"
+from = "Văn thư Sở Xây dựng <vanthu.sxd@example.gov.vn>"
+
+[security]
+authserv_id = "{authserv_id}"
+
+[rules]
+dir = "{rules}"
+"""
 
 
-def test_inspect_json_has_the_contract_keys(monkeypatch: pytest.MonkeyPatch,
+def _agency_config(tmp_path: Path) -> str:
+    """The agency's config: its receiving server's authserv-id, the shipped rules."""
+    path = tmp_path / "config.toml"
+    path.write_text(AGENCY_CONFIG.format(authserv_id=AUTHSERV_ID, rules=ROOT / "rules"),
+                    encoding="utf-8")
+    return str(path)
+
+
+def test_inspect_json_has_the_contract_keys(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """The JSON object carries kind, case_ref, document, applicant, rules, actions, safety."""
-    monkeypatch.chdir(ROOT)
-
-    assert main(["inspect", str(CORPUS / "006.eml"), "--json"]) == 0
+    assert main(["inspect", str(CORPUS / "006.eml"), "--json",
+                 "--config", _agency_config(tmp_path)]) == 0
 
     out = json.loads(capsys.readouterr().out)
     assert {"kind", "case_ref", "document", "applicant", "rules", "actions",
@@ -32,12 +60,11 @@ def test_inspect_json_has_the_contract_keys(monkeypatch: pytest.MonkeyPatch,
     assert out["rules"][0] == {"id": "van-ban-den", "matched": True, "why": "✓ kind=document"}
 
 
-def test_inspect_at_a_date_applies_stand_ins(monkeypatch: pytest.MonkeyPatch,
+def test_inspect_at_a_date_applies_stand_ins(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """--at evaluates the rules as on that day: an absent Deputy's stand-in is named."""
-    monkeypatch.chdir(ROOT)
-
-    main(["inspect", str(CORPUS / "006.eml"), "--json", "--at", "2026-03-25T09:00"])
+    main(["inspect", str(CORPUS / "006.eml"), "--json", "--at", "2026-03-25T09:00",
+          "--config", _agency_config(tmp_path)])
 
     out = json.loads(capsys.readouterr().out)
     forward = next(a for a in out["actions"] if a["action"] == "forward")
@@ -71,3 +98,16 @@ def test_vietnamese_subject_round_trips_with_its_spaces() -> None:
     parsed = message_from_bytes(email.as_bytes(), policy=policy.default)
     assert str(parsed["Subject"]) == f"[Số đến 7/2026] [THƯỢNG KHẨN] {mail.subject}"
     assert [a.get_filename() for a in parsed.iter_attachments()] == ["245-TB-VP.pdf"]
+
+
+def test_inspect_without_an_authserv_id_believes_no_government_sender(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """On embedded defaults nothing can authenticate a sender: a gov.vn document is held and
+    nothing would be sent, however genuine its Authentication-Results look."""
+    monkeypatch.chdir(ROOT)
+
+    main(["inspect", str(CORPUS / "006.eml"), "--json"])
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["kind"] == "document" and out["authenticated"] is None
+    assert out["safety"]["quarantine"] is True and out["actions"] == []

@@ -30,7 +30,8 @@ from daemon.models import (
     Understanding,
 )
 from daemon.route import decide
-from tests.conftest import CORPUS, RULES, Office, corpus_labels
+from tests.conftest import AUTHSERV_ID, CORPUS, RULES, Office, corpus_labels
+from tests.test_inspect import AGENCY_CONFIG
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -155,12 +156,15 @@ def test_rules_test_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                             monkeypatch: pytest.MonkeyPatch) -> None:
     """`vanthu rules test DIR` passes the shipped expectations and fails a wrong one."""
     monkeypatch.chdir(RULES.parent)
-    assert main(["rules", "test", "rules/tests"]) == 0
+    config = tmp_path / "config.toml"
+    config.write_text(AGENCY_CONFIG.format(authserv_id=AUTHSERV_ID, rules=RULES),
+                      encoding="utf-8")
+    assert main(["rules", "test", "rules/tests", "--config", str(config)]) == 0
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(f"cases:\n  - mail: {RULES.parent / 'daemon/samples/008.eml'}\n"
                      "    expect:\n      forward: [someone@else.vn]\n", encoding="utf-8")
 
-    assert main(["rules", "test", str(tmp_path)]) == 1
+    assert main(["rules", "test", str(tmp_path), "--config", str(config)]) == 1
 
     assert "FAIL wrong.yaml#1 008.eml" in capsys.readouterr().out
 

@@ -205,7 +205,7 @@ def test_a_broken_template_pauses_the_pipeline_and_quarantines_nothing(tmp_path:
                      for i, name in enumerate(["An", "Bình", "Cường"], 1)))
 
     for _ in range(office.cfg.limits.max_attempts + 1):
-        with pytest.raises(SystemicFault, match="khong-co.j2"):
+        with pytest.raises(SystemicFault, match=r"khong-co\.j2"):
             office.process()
 
     assert [(r.state, r.attempts) for r in office.rows()] == [  # type: ignore[attr-defined]
