@@ -19,10 +19,11 @@ from daemon import rules as rules_module
 from daemon.config import Config
 from daemon.db import cases, make_engine, messages, outbox, register_entries, upgrade
 from daemon.errors import SystemicFault
-from daemon.models import State
+from daemon.models import Kind, State
 from daemon.pipeline import process_pending
 from daemon.rules import RuleSet
 from daemon.store import Fetched, MailStore, checkpoint, store_batch
+from daemon.understand import NoCases, understand
 from tests.conftest import AUTHSERV_ID, RULES, Office
 
 FORM = b"%PDF-1.4\n% the province's blank application form, the same bytes for everyone\n" * 40
@@ -281,3 +282,19 @@ def test_forged_identities_are_held_and_nothing_reaches_an_injected_address(
                | {d.email for d in rules.departments.values()})
     for sent in office.smtp.messages():
         assert set(sent.rcpt_tos) <= allowed, sent.rcpt_tos
+
+
+@pytest.mark.parametrize(("body", "kind"), [
+    ("Chúc mừng bạn trúng thưởng!\nSố: 5/TB\nBấm vào đây để nhận thưởng: http://qua.top/x",
+     Kind.SPAM),
+    ("Kính gửi anh chị,\nSố: 5/TB\nXin cảm ơn.", Kind.OTHER),
+])
+def test_one_so_line_is_not_a_document(body: str, kind: Kind) -> None:
+    """"Số: 5/TB" alone, without the issuer block or the date line of a real header, takes
+    no number in the register; with spam words around it the mail is spam."""
+    cfg = config.parse({"security": {"authserv_id": AUTHSERV_ID}}, file="t", text="",
+                       base=Path("."))
+
+    _, und = understand(_mail("nguoi.la@gmail.com", "Thông báo", body), cfg, NoCases())
+
+    assert und.kind is kind

@@ -83,6 +83,12 @@ def _bulk(mail: ParsedMail) -> str | None:
     return None
 
 
+def credible(document: Document | None) -> bool:
+    """A document header worth a number in the register: `Số: n/SYMBOL` alone is one line any
+    spam can carry, so it must stand with the issuer block or the date line of the header."""
+    return bool(document and document.symbol and (document.issuer or document.date))
+
+
 def _spam(mail: ParsedMail, signals: Signals, document: Document | None) -> str | None:
     if mail.header("x-spam-flag").strip().upper() == "YES":
         return "X-Spam-Flag: YES"
@@ -93,9 +99,9 @@ def _spam(mail: ParsedMail, signals: Signals, document: Document | None) -> str 
         hits.append("link to a throw-away domain")
     if any(ord(c) > 0x1F000 for c in mail.subject):
         hits.append("emoji in subject")
-    if signals.authenticated is False and document is None:
+    if signals.authenticated is False and not credible(document):
         hits.append("failed sender authentication")
-    if len(hits) >= 2 and document is None:
+    if len(hits) >= 2 and not credible(document):
         return "spam signals: " + ", ".join(hits[:4])
     return None
 
@@ -117,7 +123,7 @@ def classify(
         return Kind.OTHER, "sent from the agency's own address"
     if signals.case_ref:
         return Kind.REPLY, signals.case_why
-    if document is not None and document.symbol:
+    if document is not None and credible(document):
         return Kind.DOCUMENT, f"document header Số: {document.number or ''}/{document.symbol} " \
                               f"in {document.source}"
     text = fold(f"{mail.subject}\n{mail.body}")
