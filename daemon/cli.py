@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from daemon import __version__, config, log
 from daemon import rules as rules_module
 from daemon.db import checkpoints, make_engine, messages, outbox, reading, register_entries, upgrade
-from daemon.errors import EX_CONFIG, ConfigError
+from daemon.errors import EX_CONFIG, ConfigError, EmailRefused
 from daemon.models import State
 
 
@@ -298,12 +298,13 @@ def cmd_digest(args: argparse.Namespace) -> int:
     email = digest.compose(cfg, report, to, key, now)
     from sqlalchemy import insert
 
+    from daemon.outbox import enqueue
+    from daemon.recipients import Allowed, Purpose
+
     with engine.begin() as conn:
         conn.execute(insert(digests).values(period=key, sent_at=now))
-        conn.execute(insert(outbox).values(
-            header_message_id=str(email["Message-ID"]), message_id=None, action="digest",
-            recipients=to, raw=email.as_bytes(), state="pending", attempts=0,
-            next_attempt_at=now, created_at=now))
+        enqueue(conn, cfg, email=email, purpose=Purpose.DIGEST, recipients=to,
+                allowed=Allowed.of(ruleset, cfg), now=now)
     sent = asyncio.run(Sender(engine, cfg.smtp).drain(only=str(email["Message-ID"])))
     print(f"digest sent to {', '.join(to)}" if sent else "digest queued; sending deferred")
     return 0
@@ -321,8 +322,7 @@ def cmd_case(args: argparse.Namespace) -> int:
     from sqlalchemy import select as sql_select
 
     from daemon import cases as cases_module
-    from daemon import letters
-    from daemon.db import case_events, cases
+    from daemon.db import cases
 
     cfg = _config(args)
     engine = _engine(cfg)
@@ -343,6 +343,23 @@ def cmd_case(args: argparse.Namespace) -> int:
     if not args.code:
         print("a case code is needed", file=sys.stderr)
         return 1
+    try:
+        return _case_action(args, cfg, engine, today, actor)
+    except EmailRefused as err:
+        print(f"không gửi được thư, không có thay đổi nào: {err}", file=sys.stderr)
+        return 1
+
+
+def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, today: Any,
+                 actor: str) -> int:
+    from sqlalchemy import select as sql_select
+
+    from daemon import cases as cases_module
+    from daemon import letters
+    from daemon.db import case_events, cases
+    from daemon.recipients import Allowed
+
+    allowed = Allowed.of(rules_module.load(cfg.rules.dir), cfg)
     with engine.begin() as conn:
         case = conn.execute(sql_select(cases).where(cases.c.code == args.code)).first()
         if case is None:
@@ -366,7 +383,8 @@ def cmd_case(args: argparse.Namespace) -> int:
                 print("list every missing item with --items", file=sys.stderr)
                 return 1
             cases_module.pause(conn, case.id, today, actor, args.items)
-            letters.supplement_request(conn, cfg, case, args.items, today, origin)
+            letters.supplement_request(conn, cfg, case, args.items, today, origin,
+                                       allowed=allowed)
         elif args.action == "postpone":
             if case.apology_sent_at is not None:
                 print("the apology with a new date was already sent once", file=sys.stderr)
@@ -375,7 +393,7 @@ def cmd_case(args: argparse.Namespace) -> int:
                 print("the deadline has passed: the apology must go before it", file=sys.stderr)
                 return 1
             new_date = datetime.fromisoformat(args.to).date()
-            letters.apology(conn, cfg, case, new_date, args.reason, origin)
+            letters.apology(conn, cfg, case, new_date, args.reason, origin, allowed=allowed)
             conn.execute(update(cases).where(cases.c.id == case.id).values(
                 deadline=new_date, apology_sent_at=datetime.now(UTC)))
             cases_module.event(conn, case.id, "apology_sent", actor,
@@ -397,7 +415,7 @@ def cmd_case(args: argparse.Namespace) -> int:
                                 "deadline": str(deadline)})
             letters.assignment(conn, cfg, case, [u.email for u in units if u],
                                units[0].name if units[0] else "", deadline,
-                               datetime.now(UTC))
+                               datetime.now(UTC), allowed=allowed)
         elif args.action == "close":
             status = args.status or "done"
             if status not in cases_module.STATUSES:

@@ -17,6 +17,7 @@ from daemon import config, log
 from daemon import rules as rules_module
 from daemon.db import outbox, reading
 from daemon.localservers import Dovecot, SmtpSink, dovecot_available, local_config
+from daemon.models import OutboxState
 from daemon.pipeline import backlog
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -59,7 +60,7 @@ def run_demo(directory: Path | None, mails: list[str] | None) -> int:
                 total, busy = backlog(daemon.engine)
                 with reading(daemon.engine) as conn:
                     pending = conn.scalar(select(func.count()).select_from(outbox).where(
-                        outbox.c.state == "pending"))
+                        outbox.c.state == OutboxState.PENDING))
                 return (total == len(files) and not busy and not pending) \
                     or time.monotonic() > deadline
 

@@ -30,7 +30,7 @@ from daemon.db import (
     rejected_results,
     utcnow,
 )
-from daemon.models import State
+from daemon.models import OutboxState, State
 from daemon.outbox import enqueue
 from daemon.recipients import Allowed, Purpose
 from daemon.route import resolve
@@ -93,7 +93,7 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         refused = conn.execute(select(rejected_results).where(
             rejected_results.c.rejected_at >= start, rejected_results.c.rejected_at < end)).all()
         failed = conn.execute(select(outbox.c.action, outbox.c.recipients, outbox.c.last_error)
-                              .where(outbox.c.state == "failed")).all()
+                              .where(outbox.c.state == OutboxState.FAILED)).all()
         held = conn.execute(select(messages.c.id, messages.c.sender, messages.c.subject,
                                    messages.c.last_error)
                             .where(messages.c.state == State.QUARANTINED)).all()

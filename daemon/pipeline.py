@@ -24,7 +24,7 @@ from daemon import cases as cases_module
 from daemon import compose, faults
 from daemon.config import Config
 from daemon.db import cases, messages, new_id, reading, register_entries, utcnow
-from daemon.errors import BadMessage, SystemicFault
+from daemon.errors import BadMessage, PermanentError, SystemicFault
 from daemon.models import (
     Action,
     Assignment,
@@ -137,7 +137,10 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
                     continue
                 except Exception as err:  # bulkhead: this mail's savepoint is rolled back alone
                     log.exception("pipeline.apply_failed", extra={"mail": item.pk})
-                    item = replace(item, error=f"{type(err).__name__}: {err}")
+                    # A PermanentError (e.g. an email that can never be sent) is the mail's own:
+                    # no retry, no probe of the system.
+                    item = replace(item, error=f"{type(err).__name__}: {err}",
+                                   permanent=isinstance(err, PermanentError))
             if not item.permanent and (fault := canary(conn, cfg, rules, store)):
                 break  # the system is at fault: this mail and the rest stay `stored`, untouched
             _apply(conn, cfg, rules, item)

@@ -42,7 +42,7 @@ from daemon.db import (
     rejected_results,
     utcnow,
 )
-from daemon.errors import ConfigError, Problem
+from daemon.errors import ConfigError, EmailRefused, Problem
 from daemon.outbox import enqueue
 from daemon.recipients import Allowed, Answering, Purpose
 from daemon.textnorm import fold
@@ -253,52 +253,56 @@ async def send_result(cfg: Config, engine: Engine, path: Path, case_code: str | 
             return _reject(cfg, engine, path, verdict.en, verdict.vi, move)
         now = utcnow()
         text = _text(data)
-        with engine.begin() as conn:
-            target = match(conn, cfg, path.name, case_code)
-            if target is None:
-                conn.rollback()
-                return _reject(cfg, engine, path,
-                               "no case or register entry matches the file name",
-                               "không tìm thấy hồ sơ hoặc số đến khớp với tên tệp", move)
-            if target.unproven:
-                conn.rollback()
-                return _reject(cfg, engine, path,
-                               "the registered sender never passed authentication: its address "
-                               "is only a claim; send the answer by hand",
-                               "người gửi văn bản đến chưa được xác thực; đề nghị gửi văn bản "
-                               "trả lời theo cách khác", move)
-            if reason := mismatch(cfg, target, text):
-                conn.rollback()
-                return _reject(cfg, engine, path, *reason, move)
-            if target.confidential:
-                conn.rollback()
-                return _reject(cfg, engine, path,
-                               "the case is confidential: its result never goes by email",
-                               "hồ sơ mật: không gửi kết quả qua thư điện tử", move)
-            year = now.astimezone(cfg.agency.tz).year
-            number = next_number(conn, f"outgoing:{year}")
-            document = extract.from_text(text, path.name)
-            outgoing = (f"{document.number or number}/{document.symbol}"
-                        if document and document.symbol else f"số đi {number}/{year}")
-            email = result(cfg, pdf_sha256=digest, pdf_name=path.name, pdf=data, to=target.to,
-                           case_code=target.case_code, in_reply_to=target.in_reply_to,
-                           outgoing=outgoing, summary=document.summary if document else None,
-                           sent_at=now)
-            enqueue(conn, cfg, email=email, purpose=Purpose.RESULT, recipients=[target.to],
-                    allowed=Allowed.nobody(), now=now,
-                    answering=Answering.of_record(conn, case_id=target.case_id,
-                                                  entry_id=target.entry_id))
-            conn.execute(insert(outgoing_entries).values(
-                year=year, number=number, pdf_sha256=digest, file_name=path.name,
-                case_id=target.case_id, register_entry_id=target.entry_id,
-                document=document.as_json() if document else None, signer=verdict.signer,
-                recipients=[target.to], sent_at=now,
-                outbox_message_id=message_id(cfg, digest, "result")))
-            if target.case_id is not None:
-                conn.execute(update(cases).where(cases.c.id == target.case_id)
-                             .values(status="result_returned"))
-                event(conn, target.case_id, "result_sent", "vanthu",
-                      {"to": target.to, "outgoing": f"{number}/{year}", "file": path.name})
+        try:
+            with engine.begin() as conn:
+                target = match(conn, cfg, path.name, case_code)
+                if target is None:
+                    conn.rollback()
+                    return _reject(cfg, engine, path,
+                                   "no case or register entry matches the file name",
+                                   "không tìm thấy hồ sơ hoặc số đến khớp với tên tệp", move)
+                if target.unproven:
+                    conn.rollback()
+                    return _reject(cfg, engine, path,
+                                   "the registered sender never passed authentication: its address "
+                                   "is only a claim; send the answer by hand",
+                                   "người gửi văn bản đến chưa được xác thực; đề nghị gửi văn bản "
+                                   "trả lời theo cách khác", move)
+                if reason := mismatch(cfg, target, text):
+                    conn.rollback()
+                    return _reject(cfg, engine, path, *reason, move)
+                if target.confidential:
+                    conn.rollback()
+                    return _reject(cfg, engine, path,
+                                   "the case is confidential: its result never goes by email",
+                                   "hồ sơ mật: không gửi kết quả qua thư điện tử", move)
+                year = now.astimezone(cfg.agency.tz).year
+                number = next_number(conn, f"outgoing:{year}")
+                document = extract.from_text(text, path.name)
+                outgoing = (f"{document.number or number}/{document.symbol}"
+                            if document and document.symbol else f"số đi {number}/{year}")
+                email = result(cfg, pdf_sha256=digest, pdf_name=path.name, pdf=data, to=target.to,
+                               case_code=target.case_code, in_reply_to=target.in_reply_to,
+                               outgoing=outgoing, summary=document.summary if document else None,
+                               sent_at=now)
+                enqueue(conn, cfg, email=email, purpose=Purpose.RESULT, recipients=[target.to],
+                        allowed=Allowed.nobody(), now=now,
+                        answering=Answering.of_record(conn, case_id=target.case_id,
+                                                      entry_id=target.entry_id))
+                conn.execute(insert(outgoing_entries).values(
+                    year=year, number=number, pdf_sha256=digest, file_name=path.name,
+                    case_id=target.case_id, register_entry_id=target.entry_id,
+                    document=document.as_json() if document else None, signer=verdict.signer,
+                    recipients=[target.to], sent_at=now,
+                    outbox_message_id=message_id(cfg, digest, "result")))
+                if target.case_id is not None:
+                    conn.execute(update(cases).where(cases.c.id == target.case_id)
+                                 .values(status="result_returned"))
+                    event(conn, target.case_id, "result_sent", "vanthu",
+                          {"to": target.to, "outgoing": f"{number}/{year}", "file": path.name})
+        except EmailRefused as err:  # the registered address cannot be written to
+            return _reject(cfg, engine, path, f"the email cannot be sent: {err}",
+                           f"không gửi được thư: {err}", move)
         log.info("result.queued", extra={"file": path.name, "to": target.to,
                                          "outgoing": number})
         done_number = f"{number}/{year}"

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from daemon import compose, config
+from daemon import compose, config, pipeline
 from daemon import rules as rules_module
 from daemon.db import make_engine, messages, upgrade
+from daemon.errors import RecipientRefused
 from daemon.models import State
 from daemon.pipeline import process_pending
 from daemon.store import Fetched, MailStore, checkpoint, store_batch
@@ -49,4 +50,36 @@ def test_a_failing_mail_is_shunted_and_the_batch_goes_on(tmp_path: Path,
     assert rows[1].state == State.QUARANTINED
     assert "disk full while composing" in rows[1].last_error
     assert rows[1].attempts == cfg.limits.max_attempts
+    assert rows[2].state == State.ROUTED
+
+
+def test_an_email_that_can_never_be_sent_quarantines_its_mail_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A permanent refusal while queueing one mail's emails quarantines that mail on the
+    first pass (no retries, no pause of the pipeline); the other mail is routed."""
+    cfg = config.parse({"storage": {"data_dir": str(tmp_path)},
+                        "security": {"authserv_id": AUTHSERV_ID}},
+                       file="t", text="", base=tmp_path)
+    engine = make_engine(cfg.storage.url)
+    upgrade(engine)
+    store = MailStore(cfg.storage.data_dir)
+    checkpoint(engine, "m", "INBOX", 1)
+    store_batch(engine, store, mailbox="m", folder="INBOX", uidvalidity=1, batch=[
+        Fetched(1, (CORPUS / "008.eml").read_bytes()),
+        Fetched(2, (CORPUS / "017.eml").read_bytes())])
+    real_enqueue = pipeline.enqueue
+
+    def refusing(conn: object, cfg: object, **kwargs: object) -> int:
+        if "402/TB-SNV" in str(kwargs["email"]["Subject"]):  # type: ignore[index]
+            raise RecipientRefused("giamdoc@x", "not ASCII")
+        return real_enqueue(conn, cfg, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "enqueue", refusing)
+
+    process_pending(engine, cfg, store, rules_module.load(RULES))
+
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(messages)).all()}
+    assert rows[1].state == State.QUARANTINED and rows[1].attempts == 1
+    assert "not ASCII" in rows[1].last_error
     assert rows[2].state == State.ROUTED
