@@ -18,7 +18,16 @@ from sqlalchemy import func, select, update
 
 from daemon import __version__, config, log
 from daemon import rules as rules_module
-from daemon.db import checkpoints, make_engine, messages, outbox, reading, register_entries, upgrade
+from daemon.db import (
+    checkpoints,
+    health,
+    make_engine,
+    messages,
+    outbox,
+    reading,
+    register_entries,
+    upgrade,
+)
 from daemon.errors import EX_CONFIG, ConfigError, EmailRefused
 from daemon.models import State
 
@@ -173,6 +182,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             select(outbox.c.state, func.count()).group_by(outbox.c.state)).all()}
         boxes = conn.execute(select(checkpoints)).all()
         sending = outbox_module.health(conn, now)
+        faults = conn.execute(select(health).order_by(health.c.component)).all()
     from daemon import digest as digest_module
 
     upcoming = [digest_module.latest_period(cfg, now + timedelta(hours=h))
@@ -192,8 +202,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         "outbox_pending": sending.pending,
         "outbox_failed": sending.failed,
         "outbox_refused": sending.refused,
+        # Faults of the system the daemon is living with (e.g. the pipeline paused).
+        "faults": [{"component": f.component, "problem": f.problem,
+                    "since": f.since.isoformat()} for f in faults],
     }
-    problems = [*sending.problems, *(
+    problems = [*sending.problems, *(f"{f.component}: {f.problem}" for f in faults), *(
         f"mailbox {b.mailbox}/{b.folder}: {b.last_error}" for b in boxes
         if b.last_error and (not b.last_fetch_at or b.last_error_at > b.last_fetch_at))]
     unhealthy = bool(problems)

@@ -200,6 +200,7 @@ def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     if ctx.case_code:
         rows.append(("Mã hồ sơ", ctx.case_code))
     rows.append(("Nơi gửi", f"{mail.sender.name} <{mail.sender.email}>".strip()))
+    rows += [("Lưu ý", note) for note in und.trust_notes]  # e.g. issuer vs sender domain
     rows += _doc_lines(und.document, with_summary=True)
     if und.applicant:
         rows += [(k, v or "") for k, v in (("Người nộp", und.applicant.name),

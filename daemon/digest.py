@@ -22,6 +22,7 @@ from daemon.db import (
     cases,
     checkpoints,
     digests,
+    health,
     messages,
     outbox,
     outgoing_entries,
@@ -72,6 +73,9 @@ class Digest:
     html: str
 
 
+FAULT_NAMES = {"pipeline": "Xử lý thư đến"}
+
+
 def _section(title: str, lines: list[str]) -> tuple[str, list[str]]:
     return title, lines or ["(không có)"]
 
@@ -110,8 +114,14 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
                    register_entries.c.case_id.is_(None))
             .order_by(register_entries.c.deadline)).all()
         boxes = conn.execute(select(checkpoints)).all()
+        faults = conn.execute(select(health).order_by(health.c.component)).all()
         conn.rollback()
     sections: list[tuple[str, list[str]]] = []
+    if faults:  # first: while it lasts, mail waits
+        sections.append(_section("SỰ CỐ: văn thư điện tử đang tạm dừng xử lý thư", [
+            f"{FAULT_NAMES.get(f.component, f.component)} từ "
+            f"{f.since.astimezone(tz):%H:%M %d/%m/%Y}: {f.problem}. Thư vẫn được lưu đủ và "
+            "sẽ được xử lý tiếp khi sự cố hết." for f in faults]))
 
     counts = [f"{KIND_NAMES.get(k or 'other', k)}: {n}" for k, n in sorted(
         kinds.items(), key=lambda kv: -kv[1])]
@@ -127,7 +137,8 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         urgency = f"[{doc['urgency'].upper()}] " if doc.get("urgency") else ""
         who = doc.get("issuer") or entry.sender
         forwarded = f" → {', '.join(entry.recipients)}" if entry.recipients else ""
-        return nfc(f"{urgency}{number} · {who} · {symbol} · {summary}{forwarded}"
+        doubt = f" · LƯU Ý: {entry.note}" if entry.note else ""
+        return nfc(f"{urgency}{number} · {who} · {symbol} · {summary}{forwarded}{doubt}"
                    .replace(" ·  · ", " · ").strip(" ·"))
 
     def weight(entry: Any) -> int:
@@ -163,15 +174,15 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         absences.append(f"{person.name} vắng ({absence.reason}) đến hết "
                         f"{absence.end:%d/%m/%Y}: {'; '.join(notes)}")
     sections.append(_section("Lãnh đạo vắng mặt và người nhận thay", absences))
-    health = []
+    mailboxes = []
     for box in boxes:
         last = box.last_fetch_at.astimezone(tz).strftime("%H:%M %d/%m/%Y") \
             if box.last_fetch_at else "chưa lần nào"
         error = f" · LỖI: {box.last_error}" if box.last_error and (
             not box.last_fetch_at or (box.last_error_at and box.last_error_at > box.last_fetch_at)
         ) else ""
-        health.append(f"{box.mailbox}/{box.folder}: nhận thư lần cuối {last}{error}")
-    sections.append(_section("Tình trạng hộp thư", health))
+        mailboxes.append(f"{box.mailbox}/{box.folder}: nhận thư lần cuối {last}{error}")
+    sections.append(_section("Tình trạng hộp thư", mailboxes))
 
     window = (f"từ {start.astimezone(tz):%H:%M %d/%m/%Y} "
               f"đến {end.astimezone(tz):%H:%M %d/%m/%Y}")

@@ -165,6 +165,9 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
         kind=understanding.kind.value,
         document=understanding.document.as_json() if understanding.document else None,
         doc_key=key, case_id=case_id, deadline=deadline,
+        # Column 10 (Ghi chú): doubts about the sender, e.g. the issuer printed in the document
+        # against the domain it came from.
+        note="; ".join(understanding.trust_notes) or None,
     )))
     return Registration(int(entry_id), book, year, number, case_id, case_code)
 

@@ -5,8 +5,10 @@ case, and a fault of the system pauses the pipeline instead of quarantining ever
 from __future__ import annotations
 
 import base64
+import json
 import shutil
-from email import message_from_bytes
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
@@ -14,10 +16,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from daemon import config
+from daemon import config, digest
 from daemon import rules as rules_module
+from daemon.cli import main
 from daemon.config import Config
-from daemon.db import cases, make_engine, messages, outbox, register_entries, upgrade
+from daemon.db import (
+    cases,
+    clear_fault,
+    make_engine,
+    messages,
+    outbox,
+    register_entries,
+    report_fault,
+    upgrade,
+)
 from daemon.errors import SystemicFault
 from daemon.models import Kind, State
 from daemon.pipeline import process_pending
@@ -25,6 +37,7 @@ from daemon.rules import RuleSet
 from daemon.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.understand import NoCases, understand
 from tests.conftest import AUTHSERV_ID, RULES, Office
+from tests.test_inspect import AGENCY_CONFIG
 
 FORM = b"%PDF-1.4\n% the province's blank application form, the same bytes for everyone\n" * 40
 
@@ -298,3 +311,45 @@ def test_one_so_line_is_not_a_document(body: str, kind: Kind) -> None:
     _, und = understand(_mail("nguoi.la@gmail.com", "Thông báo", body), cfg, NoCases())
 
     assert und.kind is kind
+
+
+def test_doubts_reach_the_register_the_forward_and_the_digest(tmp_path: Path) -> None:
+    """A committee's document from free mail is registered with the doubt in column 10
+    (Ghi chú), on the leaders' forward and in the digest."""
+    office = Desk(tmp_path)
+    office.receive(_mail("ubnd.tayninh.vp@gmail.com", "Công văn 1000/UBND-KT", DOCUMENT))
+
+    office.process()
+
+    entry = office.entries()[0]
+    assert "gmail.com" in entry.note  # type: ignore[attr-defined]
+    forward = next(r for r in office.emails_for(office.rows()[0].id)  # type: ignore[attr-defined]
+                   if r.action == "forward")  # type: ignore[attr-defined]
+    body = message_from_bytes(forward.raw, policy=policy.default)  # type: ignore[attr-defined]
+    text = body.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Lưu ý" in text and "gmail.com" in text
+    report = digest.build(office.engine, office.cfg, office.rules,
+                          datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
+    assert "LƯU Ý" in report.text and "gmail.com" in report.text
+
+
+def test_a_paused_pipeline_is_unhealthy_in_status_and_first_in_the_digest(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """While the pipeline is paused by a fault of the system, `status` exits 1 naming the
+    cause and the digest opens with it; once cleared, both are quiet again."""
+    office = Desk(tmp_path)
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(AGENCY_CONFIG.format(authserv_id=AUTHSERV_ID, rules=RULES)
+                           + f'\n[storage]\ndata_dir = "{tmp_path}"\n', encoding="utf-8")
+    report_fault(office.engine, "pipeline", "TemplateNotFound: khong-co.j2")
+
+    paused = main(["status", "--json", "--config", str(config_path)])
+    status = json.loads(capsys.readouterr().out)
+    report = digest.build(office.engine, office.cfg, office.rules,
+                          datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
+    clear_fault(office.engine, "pipeline")
+    resumed = main(["status", "--json", "--config", str(config_path)])
+
+    assert paused == 1 and any("khong-co.j2" in p for p in status["problems"])
+    assert report.text.splitlines()[3].startswith("SỰ CỐ")
+    assert resumed == 0
