@@ -547,6 +547,9 @@ def mailbox(value: str) -> tuple[str, str] | str:
     groups = getattr(header, "groups", ())
     found = [a for g in groups for a in g.addresses]
     if len(found) != 1 or any(g.display_name is not None for g in groups):
+        if value.count("@") == 1:  # one address, and a name the parser split at a , or ;
+            return ("must be exactly one mailbox: quote a display name holding , ; : or "
+                    'another special character, as \'"Văn thư, Sở Xây dựng" <vanthu@…>\'')
         return f"must be exactly one mailbox, found {len(found)}"
     address = found[0]
     if not address.addr_spec.isascii():
@@ -807,7 +810,8 @@ def examine(path: Path | None) -> Examined:
         return Examined(file, (Problem(file, at, f"not valid TOML: {message}"),), None,
                         _rules_dir_hint(reader.locator, base))
     cfg = _build(data, reader, base, path, required=True)
-    return Examined(file, tuple(reader.problems), cfg, cfg.rules.dir)
+    problems = sorted(reader.problems, key=lambda p: p.line if p.line is not None else 1 << 30)
+    return Examined(file, tuple(problems), cfg, cfg.rules.dir)
 
 
 def load(path: Path | None) -> Config:

@@ -260,6 +260,9 @@ CARELESS: list[tuple[str, Callable[[str], str], str | None, str]] = [
     ("two senders", _swap(f'from = "Văn thư <{FROM_ADDRESS}>"',
                           'from = "vanthu@sxd.gov.vn, vanphong@sxd.gov.vn"'), "from =",
      "smtp.from: must be exactly one mailbox, found 2"),
+    ("a display name with a comma, unquoted", _swap(
+        f'from = "Văn thư <{FROM_ADDRESS}>"', f'from = "Văn thư, Sở Xây dựng <{FROM_ADDRESS}>"'),
+     "from =", "smtp.from: must be exactly one mailbox: quote a display name"),
     ("non-ASCII sender", _swap(f'from = "Văn thư <{FROM_ADDRESS}>"',
                                'from = "Văn thư <văn.thư@sxd.gov.vn>"'), "from =",
      "smtp.from: the address must be ASCII"),
