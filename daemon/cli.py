@@ -246,8 +246,10 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.service import Daemon
 
-    cfg = _config(args)
-    ruleset = rules_module.load(cfg.rules.dir)
+    from daemon import selfcheck
+
+    # Config and rules examined together: every problem of both is listed before exit 78.
+    cfg, ruleset = selfcheck.load(Path(args.config) if args.config else None)
     log.setup(args.log_level)
     asyncio.run(Daemon(cfg, ruleset).run())
     return 0

@@ -200,11 +200,15 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
 
 
 def recipients(cfg: Config, rules: RuleSet, on: datetime) -> list[str]:
-    """`[digest] to`: addresses as given; roles and people resolved, stand-ins applied."""
+    """`[digest] to`: addresses as given; roles, people and departments resolved, stand-ins
+    applied."""
     addresses = [t.lower() for t in cfg.digest.to if "@" in t]
-    roles = tuple(t for t in cfg.digest.to if "@" not in t and t not in rules.people)
     people = tuple(t for t in cfg.digest.to if t in rules.people)
-    resolved, _ = resolve(rules, Targets(roles=roles, people=people), on.date(), "")
+    departments = tuple(t for t in cfg.digest.to if t in rules.departments)
+    roles = tuple(t for t in cfg.digest.to
+                  if "@" not in t and t not in rules.people and t not in rules.departments)
+    resolved, _ = resolve(rules, Targets(roles=roles, people=people, departments=departments),
+                          on.date(), "")
     return list(dict.fromkeys([*addresses, *resolved]))
 
 

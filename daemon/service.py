@@ -82,7 +82,12 @@ class Daemon:
         """SIGHUP: load the rules again; a set with errors is rejected, the old one kept."""
         sd_notify("RELOADING=1")
         try:
-            self.rules = rules_module.load(Path(self.cfg.rules.dir))
+            rules = rules_module.load(Path(self.cfg.rules.dir))
+            # The new rules must still let vanthu compose every email (e.g. a receipt
+            # template edited along with them) before they replace the running ones.
+            if problems := selfcheck.prove(self.cfg, rules):
+                raise ConfigError(problems)
+            self.rules = rules
             log.info("rules.reloaded", extra={"rules": len(self.rules.rules)})
         except ConfigError as err:
             for problem in err.problems:
