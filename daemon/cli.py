@@ -244,9 +244,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from daemon.service import Daemon
-
     from daemon import selfcheck
+    from daemon.service import Daemon
 
     # Config and rules examined together: every problem of both is listed before exit 78.
     cfg, ruleset = selfcheck.load(Path(args.config) if args.config else None)
