@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from daemon import __version__, config, log
-from daemon import rules as rules_module
 from daemon.db import (
     checkpoints,
     health,
@@ -30,6 +29,7 @@ from daemon.db import (
 )
 from daemon.errors import EX_CONFIG, ConfigError, EmailRefused
 from daemon.models import State
+from daemon.routing import rules as rules_module
 
 
 def _config(args: argparse.Namespace) -> config.Config:
@@ -52,7 +52,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from daemon.route import decide
+    from daemon.routing.route import decide
     from daemon.understand import NoCases, understand
 
     cfg = _config(args)
@@ -106,7 +106,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     engine = _engine(cfg)
     year = args.year or datetime.now(cfg.agency.tz).year
     if args.action == "export":
-        from daemon import export
+        from daemon.office import export
 
         ruleset = rules_module.load(cfg.rules.dir)
         names = {p.email: p.name for p in ruleset.people.values()}
@@ -170,7 +170,7 @@ def _status_line(key: str, value: Any) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon import outbox as outbox_module
+    from daemon.outbound import outbox as outbox_module
 
     cfg = _config(args)
     engine = _engine(cfg)
@@ -183,7 +183,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         boxes = conn.execute(select(checkpoints)).all()
         sending = outbox_module.health(conn, now)
         faults = conn.execute(select(health).order_by(health.c.component)).all()
-    from daemon import digest as digest_module
+    from daemon.office import digest as digest_module
 
     upcoming = [digest_module.latest_period(cfg, now + timedelta(hours=h))
                 for h in range(1, 25)]
@@ -255,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from daemon import ruletest
+    from daemon.routing import ruletest
 
     if args.action == "check":
         return cmd_check(args)
@@ -279,7 +279,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_send_result(args: argparse.Namespace) -> int:
-    from daemon.results import send_result
+    from daemon.office.results import send_result
 
     cfg = _config(args)
     outcome = asyncio.run(send_result(cfg, _engine(cfg), Path(args.pdf), args.case, move=False))
@@ -292,9 +292,9 @@ def cmd_send_result(args: argparse.Namespace) -> int:
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
-    from daemon import digest
     from daemon.db import digests
-    from daemon.send import Sender
+    from daemon.office import digest
+    from daemon.outbound.send import Sender
 
     cfg = _config(args)
     ruleset = rules_module.load(cfg.rules.dir)
@@ -312,8 +312,8 @@ def cmd_digest(args: argparse.Namespace) -> int:
     email = digest.compose(cfg, report, to, key, now)
     from sqlalchemy import insert
 
-    from daemon.outbox import enqueue
-    from daemon.recipients import Allowed, Purpose
+    from daemon.outbound.outbox import enqueue
+    from daemon.outbound.recipients import Allowed, Purpose
 
     with engine.begin() as conn:
         conn.execute(insert(digests).values(period=key, sent_at=now))
@@ -335,8 +335,8 @@ def _case_json(row: Any) -> dict[str, Any]:
 def cmd_case(args: argparse.Namespace) -> int:
     from sqlalchemy import select as sql_select
 
-    from daemon import cases as cases_module
     from daemon.db import cases
+    from daemon.office import cases as cases_module
 
     cfg = _config(args)
     engine = _engine(cfg)
@@ -368,10 +368,10 @@ def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, toda
                  actor: str) -> int:
     from sqlalchemy import select as sql_select
 
-    from daemon import cases as cases_module
-    from daemon import letters
     from daemon.db import case_events, cases
-    from daemon.recipients import Allowed
+    from daemon.office import cases as cases_module
+    from daemon.office import letters
+    from daemon.outbound.recipients import Allowed
 
     allowed = Allowed.of(rules_module.load(cfg.rules.dir), cfg)
     with engine.begin() as conn:
@@ -447,7 +447,7 @@ def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, toda
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from daemon import export
+    from daemon.office import export
 
     cfg = _config(args)
     today = datetime.now(cfg.agency.tz).date()
@@ -467,8 +467,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from daemon.demo import run_demo
-
+    # The demo and its throwaway mail servers live beside the tests, not in the product: an
+    # office server installs vanthu without them (and without aiosmtpd).
+    try:
+        from tests.demo import run_demo
+    except ImportError as err:
+        print(f"the demo runs from a checkout of vanthu with its development tools "
+              f"(bash tests/setup.sh): {err}", file=sys.stderr)
+        return 1
     return run_demo(Path(args.dir) if args.dir else None, args.mail)
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from daemon.calendar import WorkCalendar
 from daemon.errors import ConfigError, Problem
+from daemon.office.calendar import WorkCalendar
 
 T = TypeVar("T")
 

@@ -20,11 +20,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from daemon import cases as cases_module
-from daemon import compose, faults
+from daemon import faults
 from daemon.config import Config
 from daemon.db import cases, messages, new_id, reading, register_entries, utcnow
 from daemon.errors import BadMessage, PermanentError, SystemicFault
+from daemon.intake.store import MailStore
+from daemon.intake.workers import ReadPool, read_guarded
 from daemon.models import (
     Action,
     Assignment,
@@ -37,14 +38,14 @@ from daemon.models import (
     Tagging,
     Understanding,
 )
-from daemon.outbox import enqueue
-from daemon.recipients import Allowed, Answering, Purpose, refusal
-from daemon.register import DbCases, case_id_of, link_thread, register, trust_of
-from daemon.route import decide
-from daemon.rules import RuleSet
-from daemon.store import MailStore
+from daemon.office import cases as cases_module
+from daemon.office.register import DbCases, case_id_of, link_thread, register, trust_of
+from daemon.outbound import compose
+from daemon.outbound.outbox import enqueue
+from daemon.outbound.recipients import Allowed, Answering, Purpose, refusal
+from daemon.routing.route import decide
+from daemon.routing.rules import RuleSet
 from daemon.understand import Reading, dkim_check, judge
-from daemon.workers import ReadPool, read_guarded
 
 log = logging.getLogger("vanthu.pipeline")
 
@@ -295,7 +296,7 @@ def _apply(conn: Connection, cfg: Config, rules: RuleSet, item: Work) -> None:
     queued = 0
     for action in actions:
         # Whether a sender is acknowledged is the recipient policy's: authenticated, not spam,
-        # within the daily reply limits (daemon/recipients.py).
+        # within the daily reply limits (daemon/outbound/recipients.py).
         if action.action == "acknowledge" and (why := refusal(
                 conn, cfg, purpose=Purpose.ACKNOWLEDGE, address=action.to[0],
                 allowed=Allowed.of(rules, cfg),

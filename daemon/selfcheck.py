@@ -27,8 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, insert, select
 from sqlalchemy.pool import StaticPool
 
-from daemon import compose, config, digest, letters, receipt
-from daemon import rules as rules_module
+from daemon import config
 from daemon.config import Config
 from daemon.db import cases, outbox, upgrade
 from daemon.errors import ConfigError, Problem
@@ -42,8 +41,11 @@ from daemon.models import (
     ParsedMail,
     Understanding,
 )
-from daemon.route import resolve
-from daemon.rules import ROLES, Absence, Procedure, RuleSet, Targets
+from daemon.office import digest, letters, receipt
+from daemon.outbound import compose
+from daemon.routing import rules as rules_module
+from daemon.routing.route import resolve
+from daemon.routing.rules import ROLES, Absence, Procedure, RuleSet, Targets
 
 # A Monday, 14:05 in Hà Nội: inside working hours, outside any holiday.
 SAMPLE_AT = datetime(2026, 11, 23, 7, 5, tzinfo=UTC)
@@ -133,7 +135,7 @@ def _at(cfg: Config, key: str, message: str) -> Problem:
 def _trust_roots(cfg: Config) -> list[Problem]:
     if not cfg.results.trust_roots:
         return []
-    from daemon.results import load_roots  # pyHanko is slow to import: only when needed
+    from daemon.office.results import load_roots  # pyHanko is slow to import: only when needed
 
     try:
         load_roots(cfg.results.trust_roots)

@@ -20,18 +20,19 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from daemon import digest, reminders, results, selfcheck
-from daemon import rules as rules_module
+from daemon import selfcheck
 from daemon.config import Config
 from daemon.db import clear_fault, make_engine, report_fault, upgrade
 from daemon.errors import ConfigError, SystemicFault
-from daemon.fetch import FolderWatcher
+from daemon.intake.fetch import FolderWatcher
+from daemon.intake.store import MailStore
+from daemon.intake.workers import ReadPool
+from daemon.office import digest, reminders, results
+from daemon.outbound.send import Sender
 from daemon.pipeline import process_pending
-from daemon.rules import RuleSet
-from daemon.send import Sender
-from daemon.store import MailStore
+from daemon.routing import rules as rules_module
+from daemon.routing.rules import RuleSet
 from daemon.understand import dkim_check
-from daemon.workers import ReadPool
 
 log = logging.getLogger("vanthu.service")
 

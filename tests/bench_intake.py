@@ -33,12 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from daemon import config, log  # noqa: E402
-from daemon import rules as rules_module  # noqa: E402
 from daemon.db import messages, outbox  # noqa: E402
-from daemon.localservers import Dovecot, SmtpSink  # noqa: E402
 from daemon.models import State  # noqa: E402
+from daemon.routing import rules as rules_module  # noqa: E402
 from daemon.service import Daemon  # noqa: E402
 from tests.conftest import write_config  # noqa: E402
+from tests.servers import Dovecot, SmtpSink  # noqa: E402
 
 
 def corpus_mails(folder: Path, count: int) -> list[bytes]:

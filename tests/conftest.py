@@ -16,9 +16,9 @@ from imapclient import IMAPClient
 from sqlalchemy import Engine, Table, func, insert, select
 
 from daemon import config
-from daemon import rules as rules_module
 from daemon.db import case_threads, cases, make_engine, upgrade, utcnow
-from daemon.localservers import Dovecot, SmtpSink, dovecot_available, local_config
+from daemon.routing import rules as rules_module
+from tests.servers import Dovecot, SmtpSink, dovecot_available, local_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"

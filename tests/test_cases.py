@@ -15,13 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from daemon import cases as cases_module
-from daemon import rules as rules_module
-from daemon.calendar import WorkCalendar
 from daemon.cli import main
 from daemon.config import CalendarConfig
 from daemon.db import case_events, cases, register_entries
-from daemon.reminders import send_reminders
+from daemon.office import cases as cases_module
+from daemon.office.calendar import WorkCalendar
+from daemon.office.reminders import send_reminders
+from daemon.routing import rules as rules_module
 from tests.conftest import CORPUS, Office
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")

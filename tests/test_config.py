@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from daemon import compose, config, selfcheck
+from daemon import config, selfcheck
 from daemon.cli import main
 from daemon.errors import EX_CONFIG, ConfigError
+from daemon.outbound import compose
 from tests.conftest import ROOT
 
 MINIMAL = """

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from daemon import config, selfcheck
 from daemon.config import normal_name
-from daemon.rules import RuleSet
+from daemon.routing.rules import RuleSet
 from tests.conftest import RULES
 
 _VOWELS = "aàáảãạăằắẳẵặâầấẩẫậeèéẻẽẹêềếểễệiìíỉĩịoòóỏõọôồốổỗộơờớởỡợuùúủũụưừứửữựyỳýỷỹỵ"

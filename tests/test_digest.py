@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from daemon import digest
-from daemon import rules as rules_module
 from daemon.cli import main
 from daemon.db import outbox
+from daemon.office import digest
+from daemon.routing import rules as rules_module
 from daemon.service import Daemon
 from tests.conftest import CORPUS, Office
 

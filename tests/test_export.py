@@ -19,9 +19,9 @@ from sqlalchemy import func, select, update
 
 from daemon.cli import main
 from daemon.db import messages, outgoing_entries
-from daemon.localservers import Dovecot, SmtpSink
 from daemon.models import State
 from tests.conftest import CORPUS, Office, write_config
+from tests.servers import Dovecot, SmtpSink
 
 OUTBOUND = CORPUS / "outbound"
 YEAR = str(datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).year)

@@ -13,9 +13,9 @@ import pytest
 
 from daemon.config import LimitsConfig
 from daemon.errors import BadMessage
+from daemon.intake.workers import ReadPool, read_guarded
 from daemon.understand import Reading, read
 from daemon.understand.legacy import TCVN3, VNI, detect, to_unicode
-from daemon.workers import ReadPool, read_guarded
 
 LIMITS = LimitsConfig()
 

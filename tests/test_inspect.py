@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon import compose, config
+from daemon import config
 from daemon.cli import main
 from daemon.models import Action
+from daemon.outbound import compose
 from daemon.understand import NoCases, understand
 from tests.conftest import AUTHSERV_ID, CORPUS, ROOT
 

@@ -24,8 +24,8 @@ def _message_id(raw: bytes) -> str:
 @pytest.fixture(scope="module")
 def journey(tmp_path_factory: pytest.TempPathFactory, dovecot: Any) -> dict[str, Any]:
     """Deliver the whole corpus to a fresh mailbox and let the daemon handle it."""
-    from daemon.localservers import SmtpSink
     from tests.conftest import write_config
+    from tests.servers import SmtpSink
 
     sink = SmtpSink().start()
     directory = tmp_path_factory.mktemp("journey")

@@ -20,12 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from daemon import compose, config, digest, letters
-from daemon import rules as rules_module
+from daemon import config
 from daemon.cli import main
 from daemon.db import cases, make_engine, messages, outbox, upgrade, utcnow
 from daemon.errors import EmailRefused, PermanentError, RecipientRefused
-from daemon.localservers import SmtpSink
 from daemon.models import (
     Action,
     Address,
@@ -38,11 +36,15 @@ from daemon.models import (
     State,
     Understanding,
 )
-from daemon.outbox import enqueue, health
-from daemon.recipients import Allowed, Answering, Purpose, mailbox_problem, refusal
-from daemon.send import Sender
+from daemon.office import digest, letters
+from daemon.outbound import compose
+from daemon.outbound.outbox import enqueue, health
+from daemon.outbound.recipients import Allowed, Answering, Purpose, mailbox_problem, refusal
+from daemon.outbound.send import Sender
+from daemon.routing import rules as rules_module
 from daemon.textnorm import header_safe
 from tests.conftest import RULES
+from tests.servers import SmtpSink
 
 FROM = "vanthu.sxd@sxd.example.gov.vn"
 SENDER = "nguyen.van.toan@gmail.com"  # an applicant outside the agency

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from daemon import compose, config, pipeline
-from daemon import rules as rules_module
+from daemon import config, pipeline
 from daemon.db import make_engine, messages, upgrade
 from daemon.errors import RecipientRefused
+from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import State
+from daemon.outbound import compose
 from daemon.pipeline import process_pending
-from daemon.store import Fetched, MailStore, checkpoint, store_batch
+from daemon.routing import rules as rules_module
 from tests.conftest import AUTHSERV_ID, CORPUS, RULES
 
 

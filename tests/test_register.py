@@ -14,7 +14,7 @@ from sqlalchemy import insert, select
 from daemon import config
 from daemon.db import make_engine, messages, register_entries, upgrade
 from daemon.models import Address, Attachment, Document, Kind, ParsedMail, State, Understanding
-from daemon.register import next_number, register
+from daemon.office.register import next_number, register
 
 AGENCY = config.AgencyConfig(code="000.00.22.H56")
 

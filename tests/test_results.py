@@ -15,7 +15,7 @@ from daemon import config
 from daemon.cli import main
 from daemon.db import cases, messages, outgoing_entries, register_entries, utcnow
 from daemon.models import State
-from daemon.results import Target, match, mismatch
+from daemon.office.results import Target, match, mismatch
 from tests.conftest import CORPUS, Office
 
 OUTBOUND = CORPUS / "outbound"

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon import rules as rules_module
 from daemon.cli import main
 from daemon.errors import ConfigError
 from daemon.models import Address, Document, Kind, ParsedMail, Understanding
-from daemon.route import Facts, decide, evaluate
-from daemon.rules import ActionSpec, Rule, RuleSet, Targets
+from daemon.routing import rules as rules_module
+from daemon.routing.route import Facts, decide, evaluate
+from daemon.routing.rules import ActionSpec, Rule, RuleSet, Targets
 from tests.conftest import RULES
 
 

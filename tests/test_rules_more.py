@@ -12,8 +12,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from daemon import rules as rules_module
-from daemon.calendar import WorkCalendar
 from daemon.cli import main
 from daemon.db import register_entries
 from daemon.errors import ConfigError
@@ -29,7 +27,9 @@ from daemon.models import (
     Tagging,
     Understanding,
 )
-from daemon.route import decide
+from daemon.office.calendar import WorkCalendar
+from daemon.routing import rules as rules_module
+from daemon.routing.route import decide
 from tests.conftest import AUTHSERV_ID, CORPUS, RULES, Office, corpus_labels
 from tests.test_inspect import AGENCY_CONFIG
 

@@ -16,9 +16,9 @@ from sqlalchemy import Engine, insert, select, update
 
 from daemon.config import SmtpConfig
 from daemon.db import make_engine, outbox, upgrade
-from daemon.localservers import SmtpSink
 from daemon.models import OutboxState
-from daemon.send import Sender, backoff
+from daemon.outbound.send import Sender, backoff
+from tests.servers import SmtpSink
 
 RAW = (b"From: vanthu@x.gov.vn\r\nTo: a@x.gov.vn\r\nSubject: test\r\n"
        b"Message-ID: <1.forward@x.gov.vn>\r\n\r\nhello\r\n")

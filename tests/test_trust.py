@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from daemon import config
-from daemon import rules as rules_module
 from daemon.db import make_engine, messages, outbox, upgrade
+from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import Kind, State
 from daemon.pipeline import process_pending
-from daemon.store import Fetched, MailStore, checkpoint, store_batch
+from daemon.routing import rules as rules_module
 from daemon.understand import NoCases, understand
 from daemon.understand.trust import (
     MAX_HEADER,

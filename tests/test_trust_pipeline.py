@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from daemon import config, digest
-from daemon import rules as rules_module
+from daemon import config
 from daemon.cli import main
 from daemon.config import Config
 from daemon.db import (
@@ -31,10 +30,12 @@ from daemon.db import (
     upgrade,
 )
 from daemon.errors import SystemicFault
+from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import Kind, State
+from daemon.office import digest
 from daemon.pipeline import process_pending
-from daemon.rules import RuleSet
-from daemon.store import Fetched, MailStore, checkpoint, store_batch
+from daemon.routing import rules as rules_module
+from daemon.routing.rules import RuleSet
 from daemon.understand import NoCases, understand
 from tests.conftest import AUTHSERV_ID, RULES, Office
 from tests.test_inspect import AGENCY_CONFIG

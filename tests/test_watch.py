@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from daemon import rules as rules_module
 from daemon.db import checkpoints, locations, messages, register_entries
+from daemon.routing import rules as rules_module
 from daemon.service import Daemon
 from tests.conftest import CORPUS, Office, wait_for
 

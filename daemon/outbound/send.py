@@ -23,7 +23,7 @@ from daemon import faults
 from daemon.config import SmtpConfig
 from daemon.db import messages, outbox, reading, utcnow
 from daemon.models import OutboxState, State
-from daemon.recipients import mailbox_problem
+from daemon.outbound.recipients import mailbox_problem
 
 log = logging.getLogger("vanthu.send")
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, insert, select
 
-from daemon.compose import envelope
 from daemon.config import Config
 from daemon.db import (
     cases,
@@ -32,10 +31,11 @@ from daemon.db import (
     utcnow,
 )
 from daemon.models import OutboxState, State
-from daemon.outbox import enqueue
-from daemon.recipients import Allowed, Purpose
-from daemon.route import resolve
-from daemon.rules import RuleSet, Targets
+from daemon.outbound.compose import envelope
+from daemon.outbound.outbox import enqueue
+from daemon.outbound.recipients import Allowed, Purpose
+from daemon.routing.route import resolve
+from daemon.routing.rules import RuleSet, Targets
 from daemon.textnorm import nfc
 
 KIND_NAMES = {"document": "Văn bản đến", "dossier": "Hồ sơ", "reply": "Thư trả lời hồ sơ",

@@ -10,12 +10,12 @@ from datetime import date
 
 from sqlalchemy import Engine, insert, select
 
-from daemon import cases as cases_module
-from daemon import letters
 from daemon.config import Config
 from daemon.db import cases, reading, reminders
-from daemon.route import resolve
-from daemon.rules import RuleSet, Targets
+from daemon.office import cases as cases_module
+from daemon.office import letters
+from daemon.routing.route import resolve
+from daemon.routing.rules import RuleSet, Targets
 
 log = logging.getLogger("vanthu.reminders")
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from daemon.calendar import WorkCalendar
 from daemon.config import CalendarConfig
 from daemon.db import case_events, cases, counters, next_number, utcnow
+from daemon.office.calendar import WorkCalendar
 
 # The national portal's statuses.
 STATUSES = ("received", "not_accepted", "in_progress", "supplements_requested",

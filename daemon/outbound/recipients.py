@@ -20,7 +20,7 @@ from sqlalchemy import Connection, func, select
 from daemon.config import Config
 from daemon.db import cases, messages, outbox, register_entries, utcnow
 from daemon.models import Kind, ParsedMail, Understanding
-from daemon.rules import RuleSet
+from daemon.routing.rules import RuleSet
 
 # Never answered automatically (RFC 3834, and no help to a spammer): machines, lists, spam.
 NEVER_ANSWERED = frozenset({Kind.AUTO, Kind.BOUNCE, Kind.BULK, Kind.SPAM})
@@ -76,7 +76,7 @@ class Allowed:
     @classmethod
     def load(cls, cfg: Config) -> Allowed:
         """From the rules on disk: for callers not handed the running rule set."""
-        from daemon import rules as rules_module
+        from daemon.routing import rules as rules_module
 
         return cls.of(rules_module.load(cfg.rules.dir), cfg)
 

@@ -29,8 +29,6 @@ from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from daemon.cases import event
-from daemon.compose import message_id, result
 from daemon.config import Config
 from daemon.db import (
     cases,
@@ -43,8 +41,10 @@ from daemon.db import (
     utcnow,
 )
 from daemon.errors import ConfigError, EmailRefused, Problem
-from daemon.outbox import enqueue
-from daemon.recipients import Allowed, Answering, Purpose
+from daemon.office.cases import event
+from daemon.outbound.compose import message_id, result
+from daemon.outbound.outbox import enqueue
+from daemon.outbound.recipients import Allowed, Answering, Purpose
 from daemon.textnorm import fold
 from daemon.understand import extract
 

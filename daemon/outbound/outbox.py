@@ -17,12 +17,12 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from daemon.compose import MSG_ID
 from daemon.config import Config
 from daemon.db import new_id, outbox, utcnow
 from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import OutboxState
-from daemon.recipients import Allowed, Answering, Purpose, refusals, reply_key, unsendable
+from daemon.outbound.compose import MSG_ID
+from daemon.outbound.recipients import Allowed, Answering, Purpose, refusals, reply_key, unsendable
 
 log = logging.getLogger("vanthu.outbox")
 
@@ -118,7 +118,7 @@ def enqueue(conn: Connection, cfg: Config, *, email: EmailMessage, purpose: Purp
     row = new_id(conn.execute(insert(outbox).values(
         header_message_id=header_id, message_id=message_pk, action=purpose.value,
         recipients=wanted, raw=raw, state=OutboxState.PENDING, attempts=0,
-        # Counts automatic replies per sender and per domain a day (daemon/recipients.py).
+        # Counts automatic replies per sender and per domain a day (daemon/outbound/recipients.py).
         ack_key=reply_key(cfg, wanted[0], answering)
         if purpose is Purpose.ACKNOWLEDGE and answering is not None else None,
         next_attempt_at=now, created_at=now)))

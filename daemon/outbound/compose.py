@@ -19,13 +19,13 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 
-from daemon import receipt
 from daemon.config import Config
 from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import Action, Document, Kind, ParsedMail, Understanding
-from daemon.receipt import ReceiptFields
-from daemon.recipients import Purpose, mailbox_problem
-from daemon.rules import Procedure
+from daemon.office import receipt
+from daemon.office.receipt import ReceiptFields
+from daemon.outbound.recipients import Purpose, mailbox_problem
+from daemon.routing.rules import Procedure
 from daemon.textnorm import header_safe, nfc
 
 URGENCY_TAG = {"Hỏa tốc": "HỎA TỐC", "Thượng khẩn": "THƯỢNG KHẨN", "Khẩn": "KHẨN"}

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from daemon.calendar import WorkCalendar
 from daemon.models import (
     Action,
     Assignment,
@@ -25,7 +24,8 @@ from daemon.models import (
     Tagging,
     Understanding,
 )
-from daemon.rules import (
+from daemon.office.calendar import WorkCalendar
+from daemon.routing.rules import (
     ESCALATION,
     TEXT_CONDITIONS,
     ActionSpec,

@@ -24,8 +24,7 @@ from sqlalchemy import Engine
 
 from daemon.config import MailboxConfig
 from daemon.errors import MailboxError
-from daemon.send import tls_context
-from daemon.store import (
+from daemon.intake.store import (
     Fetched,
     MailStore,
     checkpoint,
@@ -34,6 +33,7 @@ from daemon.store import (
     record_fetch,
     store_batch,
 )
+from daemon.outbound.send import tls_context
 
 log = logging.getLogger("vanthu.fetch")
 

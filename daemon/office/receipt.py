@@ -1,6 +1,7 @@
 """The receipt slip (Giấy tiếp nhận hồ sơ và hẹn trả kết quả): text and HTML from Jinja2
 templates the agency can edit (`<rules dir>/templates/receipt.{txt,html}.j2` override the
-shipped ones in `daemon/templates/`), and a PDF of the same fields. Pure: fields in, bytes out.
+shipped ones in `daemon/office/templates/`), and a PDF of the same fields. Pure: fields in,
+bytes out.
 """
 
 from __future__ import annotations

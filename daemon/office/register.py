@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 
-from daemon.cases import event
 from daemon.config import AgencyConfig
 from daemon.db import (
     attachments,
@@ -27,7 +26,8 @@ from daemon.db import (
     register_entries,
 )
 from daemon.models import Kind, ParsedMail, Understanding
-from daemon.rules import Procedure
+from daemon.office.cases import event
+from daemon.routing.rules import Procedure
 
 
 @dataclass(frozen=True)

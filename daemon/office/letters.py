@@ -13,12 +13,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from daemon.compose import envelope, render
 from daemon.config import Config
 from daemon.db import utcnow
-from daemon.outbox import enqueue
-from daemon.recipients import Allowed, Answering, Purpose
-from daemon.register import link_thread
+from daemon.office.register import link_thread
+from daemon.outbound.compose import envelope, render
+from daemon.outbound.outbox import enqueue
+from daemon.outbound.recipients import Allowed, Answering, Purpose
 
 
 def _queue(conn: Connection, cfg: Config, case: Any, purpose: Purpose, to: list[str],

@@ -17,11 +17,11 @@ from sqlalchemy import Engine, select
 from daemon.config import Config
 from daemon.db import messages, reading
 from daemon.errors import BadMessage
+from daemon.intake.store import MailStore
 from daemon.models import Decision, Hold
-from daemon.register import DbCases
-from daemon.route import decide
-from daemon.rules import RuleSet
-from daemon.store import MailStore
+from daemon.office.register import DbCases
+from daemon.routing.route import decide
+from daemon.routing.rules import RuleSet
 from daemon.understand import NoCases, understand
 
 EMAIL_ACTIONS = ("forward", "acknowledge", "notify", "assign")

@@ -14,14 +14,14 @@ from imapclient import IMAPClient
 from sqlalchemy import func, select
 
 from daemon import config, log
-from daemon import rules as rules_module
 from daemon.db import outbox, reading
-from daemon.localservers import Dovecot, SmtpSink, dovecot_available, local_config
 from daemon.models import OutboxState
 from daemon.pipeline import backlog
+from daemon.routing import rules as rules_module
+from tests.servers import Dovecot, SmtpSink, dovecot_available, local_config
 
-SAMPLES = Path(__file__).parent / "samples"
-RULES = Path(__file__).parent.parent / "rules"
+SAMPLES = Path(__file__).resolve().parent.parent / "daemon" / "samples"
+RULES = Path(__file__).resolve().parent.parent / "rules"
 
 
 def run_demo(directory: Path | None, mails: list[str] | None) -> int:

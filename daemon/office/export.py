@@ -16,10 +16,10 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
 from sqlalchemy import Engine, select
 
-from daemon.cases import STATUS_NAMES
 from daemon.config import Config
 from daemon.db import cases, outgoing_entries, reading, register_entries
-from daemon.receipt import FONT_DIR, new_document
+from daemon.office.cases import STATUS_NAMES
+from daemon.office.receipt import FONT_DIR, new_document
 from daemon.textnorm import nfc
 
 BOOKS = ("incoming", "confidential", "outgoing", "cases")

@@ -1,0 +1,3 @@
+"""Routing: the rule files (rules), their evaluation into a decision with its trace (route),
+and the agency's rule expectations (ruletest).
+"""
