@@ -138,8 +138,8 @@ def main() -> int:
               f"({elapsed:.2f} s)")
 
         append_all(server, "intake", "pw", mails)
-        cfg = config.load(write_config(work / "intake", server, sink, "intake", "pw")
-                          if (work / "intake").mkdir() is None else None)
+        (work / "intake").mkdir()
+        cfg = config.load(write_config(work / "intake", server, sink, "intake", "pw"))
         daemon = Daemon(cfg, rules_module.load(cfg.rules.dir))
         marks: dict[str, float] = {}
         started = time.perf_counter()

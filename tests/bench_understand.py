@@ -45,7 +45,7 @@ def same(field: str, want: Any, got: Any) -> bool:
     if isinstance(want, str) and isinstance(got, str):
         want, got = unicodedata.normalize("NFC", want), unicodedata.normalize("NFC", got)
         if field == "number":
-            return want.lstrip("0") == got.lstrip("0")
+            return bool(want.lstrip("0") == got.lstrip("0"))
     return bool(want == got)
 
 

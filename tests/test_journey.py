@@ -103,7 +103,8 @@ def test_mail_handled_as_labelled(journey: dict[str, Any], label: dict[str, Any]
             assert not list(actions["notify"].iter_attachments())
             assert entry is not None and entry.book == "confidential"
             summary = label["document"]["summary"]
-            assert all(summary not in m.get_body(("plain",)).get_content() for m in sent)
+            assert all(summary not in m.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+                       for m in sent)
         elif must.startswith("link-to-case:"):
             assert row.case_code == must.split(":", 1)[1]
         elif must == "no-new-case":

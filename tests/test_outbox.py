@@ -426,9 +426,9 @@ def every_kind(conn: Connection, cfg: config.Config, allowed: Allowed, subject: 
     enqueue(conn, cfg, email=email, purpose=Purpose.RESULT, recipients=[SENDER],
             allowed=Allowed.nobody(), answering=Answering.of_record(conn, case_id=case.id))
     report = digest.Digest(subject=f"Báo cáo văn thư: {subject}", text=subject, html=subject)
-    to = [DIRECTOR, CHIEF]
-    enqueue(conn, cfg, email=digest.compose(cfg, report, to, "2026-11-23T06:00", WHEN),
-            purpose=Purpose.DIGEST, recipients=to, allowed=allowed)
+    recipients = [DIRECTOR, CHIEF]
+    enqueue(conn, cfg, email=digest.compose(cfg, report, recipients, "2026-11-23T06:00", WHEN),
+            purpose=Purpose.DIGEST, recipients=recipients, allowed=allowed)
     case = replace_case(case, procedure=subject, applicant_name=name)
     letters.supplement_request(conn, cfg, case, [subject], WHEN.date(), who.message_id,
                                allowed=allowed)

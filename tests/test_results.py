@@ -13,7 +13,7 @@ from sqlalchemy import insert, select, update
 
 from daemon import config
 from daemon.cli import main
-from daemon.db import cases, messages, outgoing_entries, register_entries, utcnow
+from daemon.db import cases, messages, new_id, outgoing_entries, register_entries, utcnow
 from daemon.models import State
 from daemon.office.results import Target, match, mismatch
 from tests.conftest import CORPUS, Office
@@ -182,9 +182,9 @@ def test_a_register_entry_answer_goes_to_the_strictly_parsed_sender(office: Offi
     now = utcnow()
     with engine.begin() as conn:
         for n, trust in ((1, 2), (2, 0)):
-            pk = conn.execute(insert(messages).values(
+            pk = new_id(conn.execute(insert(messages).values(
                 sha256=str(n) * 64, size=1, mailbox="m", stored_at=now, state=State.DONE,
-                updated_at=now, header_message_id=f"<m{n}@x>")).inserted_primary_key[0]
+                updated_at=now, header_message_id=f"<m{n}@x>")))
             conn.execute(insert(register_entries).values(
                 book="incoming", year=2026, number=n, message_id=pk, received_at=now,
                 sender="ubnd@tayninh.gov.vn <kethu@gmail.com>", sender_email="kethu@gmail.com",
