@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
 from daemon import config
-from daemon.db import make_engine, messages, register_entries, upgrade
+from daemon.db import make_engine, messages, next_number, register_entries, upgrade
 from daemon.models import Address, Attachment, Document, Kind, ParsedMail, State, Understanding
-from daemon.db import next_number
 from daemon.office.register import register
 
 AGENCY = config.AgencyConfig(code="000.00.22.H56")
