@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from daemon.db import messages, register_entries
 from tests.conftest import CORPUS, ROOT, Office, corpus_labels, wait_for
@@ -50,20 +49,28 @@ def test_sighup_with_broken_rules_keeps_the_running_set(office: Office, tmp_path
     office.config_path.write_text(office.config_path.read_text().replace(
         str(ROOT / "rules"), str(rules_dir)))
     process = _start(office)
+    seen: list[str] = []
+
+    def logged(event: str) -> bool:
+        """Read the daemon's log up to the next line; True once `event` was logged."""
+        line = process.stdout.readline() if process.stdout else ""
+        seen.append(line)
+        return f'"{event}"' in line
+
     try:
-        wait_for(lambda: "daemon.started" in (process.stdout.readline() if process.stdout
-                                              else ""), timeout=30)
+        wait_for(lambda: logged("daemon.started"), timeout=30)
         (rules_dir / "10-routing.yaml").write_text("rules:\n  - id: x\n    when: {kind: nope}\n",
                                                    encoding="utf-8")
 
         process.send_signal(signal.SIGHUP)
-        time.sleep(1)
+        wait_for(lambda: logged("rules.rejected"), timeout=30)
         office.deliver((CORPUS / "008.eml").read_bytes())
         wait_for(lambda: any(b"X-Vanthu-Action: forward" in m.data
                              for m in office.smtp.messages()), timeout=30)
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        rest, _ = process.communicate(timeout=60)
+    output = "".join(seen) + rest
     rejected = [json.loads(line) for line in output.splitlines()
                 if line.startswith("{") and '"rules.rejected"' in line]
     assert rejected and "10-routing.yaml:3: unknown kind 'nope'" in rejected[0]["problem"]
