@@ -29,7 +29,7 @@ def test_killed_at_point_loses_nothing_and_registers_once(office: Office, point:
     env = {**os.environ, "VANTHU_CRASH_AT": point}
 
     crashed = subprocess.run(
-        [sys.executable, "-m", "daemon", "run", "--config", str(office.config_path)],
+        [sys.executable, "-m", "tests.crashing", "run", "--config", str(office.config_path)],
         cwd=ROOT, env=env, capture_output=True, timeout=60)
 
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout[-2000:] + crashed.stderr[-2000:]
