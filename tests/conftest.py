@@ -148,6 +148,15 @@ def write_config(directory: Path, dovecot: Dovecot, sink: SmtpSink, user: str, p
 
 
 @pytest.fixture()
+def database(tmp_path: Path) -> Iterator[Engine]:
+    """A fresh SQLite file of this test's own (tmp_path/vanthu.db), upgraded to the schema."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'vanthu.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
 def office(dovecot: Dovecot, smtp: SmtpSink, tmp_path: Path) -> Office:
     user = f"agency{next(_users)}"
     password = f"pw-{user}"

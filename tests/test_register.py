@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import insert, select
+from sqlalchemy import Engine, insert, select
 
 from daemon import config
 from daemon.db import make_engine, messages, next_number, register_entries, upgrade
@@ -38,10 +38,9 @@ def _doc(number: str, attachment: bytes = b"") -> tuple[ParsedMail, Understandin
     return mail, Understanding(Kind.DOCUMENT, "", None, doc, None)
 
 
-def test_racing_threads_take_consecutive_numbers(tmp_path: Path) -> None:
+def test_racing_threads_take_consecutive_numbers(database: Engine) -> None:
     """Eight threads registering 50 mails each get 1..400, no gap and no repeat."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'race.db'}")
-    upgrade(engine)
+    engine = database
     taken: list[int] = []
     lock = threading.Lock()
 
@@ -83,10 +82,9 @@ def test_rolled_back_registrations_leave_no_gap(outcomes: list[str]) -> None:
     assert committed == list(range(1, len(committed) + 1))
 
 
-def test_same_document_twice_is_linked_not_numbered(tmp_path: Path) -> None:
+def test_same_document_twice_is_linked_not_numbered(database: Engine) -> None:
     """The same issuer/number/symbol/date by a second route links to the first entry."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'dup.db'}")
-    upgrade(engine)
+    engine = database
     now = datetime.now(UTC)
     with engine.begin() as conn:
         first = register(conn, AGENCY, _message(conn, 1), *_doc("15"), now)
@@ -99,10 +97,9 @@ def test_same_document_twice_is_linked_not_numbered(tmp_path: Path) -> None:
     assert sorted(entries) == [1, 2]
 
 
-def test_dossier_opens_a_case_with_a_daily_code(tmp_path: Path) -> None:
+def test_dossier_opens_a_case_with_a_daily_code(database: Engine) -> None:
     """A dossier gets a case code agency-yymmdd-sequence in the agency's time zone."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'case.db'}")
-    upgrade(engine)
+    engine = database
     mail, _ = _doc("1")
     und = Understanding(Kind.DOSSIER, "", None, None, None)
     late_evening_utc = datetime(2026, 5, 30, 18, 30, tzinfo=UTC)  # 01:30 on 31/5 in Vietnam

@@ -82,7 +82,7 @@ class Desk:
             {"storage": {"data_dir": str(tmp_path)}, "rules": {"dir": str(rules_dir)},
              "security": {"authserv_id": AUTHSERV_ID}},
             file="t", text="", base=tmp_path)
-        self.engine: Engine = make_engine(self.cfg.storage.url)
+        self.engine: Engine = make_engine(self.cfg.storage.url)  # tmp_path/vanthu.db
         upgrade(self.engine)
         self.store = MailStore(self.cfg.storage.data_dir)
         self.rules: RuleSet = rules_module.load(rules_dir)
