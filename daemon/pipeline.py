@@ -1,11 +1,12 @@
 """Take stored messages through understand → register → route → outbox.
 
 Reading (parsing) is pure and runs outside any transaction, in worker processes when a pool
-is given. Then a batch of messages is applied
-in one transaction (a savepoint each, so one bad message cannot spoil the others): the
-registration, the case, the outbox rows and the new state commit together or not at all. A
-crash before the commit leaves the messages `stored`, to be done again with the same numbers
-free and the same Message-IDs; after it, everything they caused is durable.
+is given. Then a batch of messages is applied in one transaction, a savepoint each, so one
+bad message cannot spoil the others. `apply` is a list of named steps (hold, register, join a
+case, queue the emails, record the handover, finish): the registration, the case, the outbox
+rows and the new state commit together or not at all. A crash before the commit leaves the
+messages `stored`, to be done again with the same numbers free and the same Message-IDs;
+after it, everything they caused is durable.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-from dataclasses import dataclass, replace
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ from daemon.outbound import compose
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose, refusal
 from daemon.routing.route import decide
-from daemon.routing.rules import RuleSet
+from daemon.routing.rules import Procedure, RuleSet
 from daemon.understand import Reading, dkim_check, judge
 
 log = logging.getLogger("vanthu.pipeline")
@@ -59,36 +61,53 @@ EVENT_OF_ACTION = {"acknowledge": "acknowledged", "forward": "forwarded", "notif
 
 
 @dataclass(frozen=True)
-class Work:
-    """One stored message and what the pure stages made of it (or why they could not)."""
+class Stored:
+    """The columns of a `messages` row the pipeline starts from."""
 
     pk: int
     sha256: str
     stored_at: datetime
     attempts: int
-    mail: ParsedMail | None = None
-    understanding: Understanding | None = None
-    decision: Decision | None = None
-    error: str | None = None
-    permanent: bool = False
 
 
-def _think(cfg: Config, rules: RuleSet, conn: Connection, row: Any,
-           reading: Reading | BadMessage | Exception) -> Work:
-    base = Work(row.id, row.sha256, row.stored_at, row.attempts)
+@dataclass(frozen=True)
+class Failed:
+    """A stored mail that could not be read, understood, routed or applied, and why."""
+
+    stored: Stored
+    error: str
+    permanent: bool = False  # the mail's own fault (unreadable, an email refused): no retry
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A stored mail with what the pure stages made of it, ready to be applied."""
+
+    stored: Stored
+    mail: ParsedMail
+    understanding: Understanding
+    decision: Decision
+
+
+Work = Failed | Ready
+
+
+def think(cfg: Config, rules: RuleSet, conn: Connection, stored: Stored,
+          reading: Reading | BadMessage | Exception) -> Work:
+    """Understand and route one read mail (no writes): Ready, or Failed with the reason."""
     if isinstance(reading, BadMessage):
-        return replace(base, error=str(reading), permanent=True)
+        return Failed(stored, str(reading), permanent=True)
     if isinstance(reading, Exception):
-        return replace(base, error=f"{type(reading).__name__}: {reading}")
+        return Failed(stored, f"{type(reading).__name__}: {reading}")
     try:
         und = judge(reading, cfg, DbCases(conn))
         own = cfg.own_addresses
-        decision = decide(und, reading.mail, rules, row.stored_at.astimezone(cfg.agency.tz),
+        decision = decide(und, reading.mail, rules, stored.stored_at.astimezone(cfg.agency.tz),
                           own, cfg.calendar.work_calendar())
     except Exception as err:  # bulkhead: one message's failure must not stop the others
-        log.exception("pipeline.failed", extra={"mail": row.id})
-        return replace(base, error=f"{type(err).__name__}: {err}")
-    return replace(base, mail=reading.mail, understanding=und, decision=decision)
+        log.exception("pipeline.failed", extra={"mail": stored.pk})
+        return Failed(stored, f"{type(err).__name__}: {err}")
+    return Ready(stored, reading.mail, und, decision)
 
 
 def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
@@ -121,32 +140,35 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
     readings: list[Reading | BadMessage | Exception | None] = [
         raw if isinstance(raw, OSError) else next(results) for raw in raws]
     with reading(engine) as conn:
-        work = [_think(cfg, rules, conn, row, reading)
+        work = [think(cfg, rules, conn, Stored(row.id, row.sha256, row.stored_at, row.attempts),
+                      reading)
                 for row, reading in zip(rows, readings, strict=True) if reading is not None]
         conn.rollback()
     fault: str | None = None
     with engine.begin() as conn:
         for item in work:
             # Another daemon may have taken it meanwhile: only move it from `stored`.
-            state = conn.scalar(select(messages.c.state).where(messages.c.id == item.pk))
+            state = conn.scalar(select(messages.c.state).where(messages.c.id == item.stored.pk))
             if state != State.STORED:
                 continue
-            if item.error is None:
+            if isinstance(item, Ready):
                 try:
                     with conn.begin_nested():
-                        _apply(conn, cfg, rules, item)
+                        apply(conn, cfg, rules, item)
                     continue
                 except Exception as err:  # bulkhead: this mail's savepoint is rolled back alone
-                    log.exception("pipeline.apply_failed", extra={"mail": item.pk})
+                    log.exception("pipeline.apply_failed", extra={"mail": item.stored.pk})
                     # A PermanentError (e.g. an email that can never be sent) is the mail's own:
                     # no retry, no probe of the system.
-                    item = replace(item, error=f"{type(err).__name__}: {err}",
-                                   permanent=isinstance(err, PermanentError))
+                    item = Failed(item.stored, f"{type(err).__name__}: {err}",
+                                  permanent=isinstance(err, PermanentError))
             if not item.permanent and (fault := canary(conn, cfg, rules, store)):
-                break  # the system is at fault: this mail and the rest stay `stored`, untouched
-            _apply(conn, cfg, rules, item)
+                # The system is at fault: this mail and the rest stay `stored`, untouched.
+                fault = f"{fault} (last mail: {item.error})"
+                break
+            shunt(conn, cfg, item)
     if fault is not None:
-        raise SystemicFault(f"{fault} (last mail: {item.error})")
+        raise SystemicFault(fault)
     faults.crashpoint("after_register")
     return len(work)
 
@@ -155,7 +177,7 @@ CANARY = Path(__file__).parent / "samples" / "017.eml"  # a dossier: receipt, PD
 
 
 def canary(conn: Connection, cfg: Config, rules: RuleSet, store: MailStore) -> str | None:
-    """Take a known-good sample mail through the whole of `_apply` in a savepoint that is then
+    """Take a known-good sample mail through the whole of `apply` in a savepoint that is then
     rolled back; return what failed, or None when the system works and a failing mail is
     failing for reasons of its own.
 
@@ -184,21 +206,11 @@ def _canary_apply(conn: Connection, cfg: Config, rules: RuleSet, sample: Reading
         pk = new_id(conn.execute(insert(messages).values(
             sha256=f"canary-{now.timestamp()}", size=0, mailbox="", state=State.STORED,
             stored_at=now, updated_at=now, attempts=0)))
-        item = _think(cfg, rules, conn, _Row(pk, "0" * 64, now, 0), sample)
-        if item.error is None:
-            _apply(conn, cfg, rules, item)
+        item = think(cfg, rules, conn, Stored(pk, "0" * 64, now, 0), sample)
+        if isinstance(item, Ready):
+            apply(conn, cfg, rules, item)
         savepoint.rollback()
-    return item.error
-
-
-@dataclass(frozen=True)
-class _Row:
-    """The columns of a `messages` row that `_think` reads."""
-
-    id: int
-    sha256: str
-    stored_at: datetime
-    attempts: int
+    return item.error if isinstance(item, Failed) else None
 
 
 def backlog(engine: Engine) -> tuple[int, int]:
@@ -210,116 +222,220 @@ def backlog(engine: Engine) -> tuple[int, int]:
     return int(total), int(busy)
 
 
-def _set_state(conn: Connection, pk: int, state: State, **values: Any) -> None:
+# The steps of `apply`, in the order it takes them. Each runs in the caller's transaction (the
+# mail's savepoint): a crash or an error inside any of them undoes all of them together.
+
+
+def apply(conn: Connection, cfg: Config, rules: RuleSet, item: Ready) -> None:
+    """Hold, register, join a case, queue the emails and record who received the mail; then
+    move it on from `stored` with what the pure stages found."""
+    found = findings(item)
+    if reasons := hold(conn, item):
+        finish(conn, item.stored.pk, State.QUARANTINED, last_error="; ".join(reasons), **found)
+        log.warning("mail.quarantined", extra={"mail": item.stored.pk, "reason": reasons[0]})
+        return
+    filed = register_mail(conn, cfg, rules, item)
+    if isinstance(filed, Duplicate):  # linked to its first entry and flagged, nothing sent
+        finish(conn, item.stored.pk, State.DONE, last_error=f"duplicate: {filed.why}", **found)
+        log.info("mail.duplicate", extra={"mail": item.stored.pk, "entry": filed.of})
+        return
+    if filed is not None:
+        assign(conn, filed, item.decision)
+    joined = join_case(conn, cfg, rules, item) if filed is None else None
+    case_id = filed.case_id if filed else joined.case_id if joined else None
+    ctx = context(item, filed, joined)
+    actions = joined.actions if joined else item.decision.actions
+    queued = queue_emails(conn, cfg, rules, item, ctx, case_id, actions)
+    record_handover(conn, item.stored.pk, actions)
+    finish(conn, item.stored.pk, State.ROUTED if queued else State.DONE, case_id=case_id,
+           **found)
+
+
+def findings(item: Ready) -> dict[str, Any]:
+    """The columns that keep what the pure stages made of a mail, whatever happens to it: its
+    kind, understanding, every rule's trace and action, its tags and the folder to move it to."""
+    decision = item.decision
+    moves = [e.folder for e in decision.effects if isinstance(e, Move)]
+    return {
+        "kind": item.understanding.kind.value,
+        "understanding": item.understanding.as_json(),
+        "decision": {"rules": [t.__dict__ for t in decision.rules],
+                     "actions": decision.as_json()},
+        "tags": [t for e in decision.effects if isinstance(e, Tagging) for t in e.tags] or None,
+        "move_to": moves[-1] if moves else None,
+    }
+
+
+def finish(conn: Connection, pk: int, state: State, **values: Any) -> None:
+    """Move a mail to `state`, with the columns that go with it."""
     conn.execute(update(messages).where(messages.c.id == pk)
                  .values(state=state, updated_at=utcnow(), **values))
 
 
-def _apply(conn: Connection, cfg: Config, rules: RuleSet, item: Work) -> None:
-    if item.error is not None:
-        attempts = item.attempts + 1
-        if item.permanent or attempts >= cfg.limits.max_attempts:
-            _set_state(conn, item.pk, State.QUARANTINED, attempts=attempts,
-                       last_error=item.error)
-            log.warning("mail.quarantined", extra={"mail": item.pk, "reason": item.error})
-        else:
-            _set_state(conn, item.pk, State.STORED, attempts=attempts, last_error=item.error)
-        return
-    assert item.mail and item.understanding and item.decision
-    mail, und, decision = item.mail, item.understanding, item.decision
-    tags = [t for e in decision.effects if isinstance(e, Tagging) for t in e.tags]
-    moves = [e.folder for e in decision.effects if isinstance(e, Move)]
-    record: dict[str, Any] = {
-        "kind": und.kind.value,
-        "understanding": und.as_json(),
-        "decision": {"rules": [t.__dict__ for t in decision.rules],
-                     "actions": decision.as_json()},
-        "tags": tags or None,
-        "move_to": moves[-1] if moves else None,
-    }
-    held = [e.reason for e in decision.effects if isinstance(e, Hold)]
-    if und.quarantine or held:
-        reasons = [*und.quarantine_reasons, *held]
-        _set_state(conn, item.pk, State.QUARANTINED, last_error="; ".join(reasons), **record)
-        log.warning("mail.quarantined", extra={"mail": item.pk, "reason": reasons[0]})
-        return
-    if und.kind is Kind.REPLY and und.case_ref and (
-            stranger := _stranger_to_case(conn, und, mail)):
-        _set_state(conn, item.pk, State.QUARANTINED, last_error=stranger, **record)
-        log.warning("mail.quarantined", extra={"mail": item.pk, "reason": stranger})
-        return
-    ctx = compose.Context(sha256=item.sha256, received_at=item.stored_at)
-    case_id = None
+def shunt(conn: Connection, cfg: Config, item: Failed) -> None:
+    """A failed mail is tried again later; after `[limits] max_attempts`, or at once when the
+    fault is its own, it is quarantined for a human with the error."""
+    attempts = item.stored.attempts + 1
+    if item.permanent or attempts >= cfg.limits.max_attempts:
+        finish(conn, item.stored.pk, State.QUARANTINED, attempts=attempts, last_error=item.error)
+        log.warning("mail.quarantined", extra={"mail": item.stored.pk, "reason": item.error})
+    else:
+        finish(conn, item.stored.pk, State.STORED, attempts=attempts, last_error=item.error)
+
+
+def hold(conn: Connection, item: Ready) -> list[str]:
+    """Why the mail is held for the clerk instead of handled (unsafe content, a rule's
+    `quarantine`, a stranger writing in a case); empty when it goes on."""
+    und = item.understanding
+    reasons = [*und.quarantine_reasons,
+               *(e.reason for e in item.decision.effects if isinstance(e, Hold))]
+    if not reasons and und.kind is Kind.REPLY and und.case_ref and (
+            stranger := _stranger_to_case(conn, und, item.mail)):
+        reasons.append(stranger)
+    return reasons
+
+
+@dataclass(frozen=True)
+class Filed:
+    """A document or dossier written in a register, as its emails tell it: the entry, and for
+    a dossier its case, procedure, appointment date and queue slot."""
+
+    entry_id: int
+    book: str
+    number: int
+    year: int
+    case_id: int | None = None
+    case_code: str | None = None
+    procedure: Procedure | None = None
+    appointment: date | None = None
+    queue: str | None = None
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """The same document again: linked to its first register entry `of`, never numbered."""
+
+    of: int
+    why: str
+
+
+def register_mail(conn: Connection, cfg: Config, rules: RuleSet,
+                  item: Ready) -> Filed | Duplicate | None:
+    """Give a document or dossier its số đến; a dossier also its queue slot, appointment date
+    and case. None for the kinds that are not registered."""
+    und, stored = item.understanding, item.stored
+    if und.kind not in REGISTERED_KINDS:
+        return None
     calendar = cfg.calendar.work_calendar()
-    procedure = next((p for p in rules.procedures if p.id == decision.procedure), None)
-    if und.kind in REGISTERED_KINDS:
-        received = item.stored_at.astimezone(cfg.agency.tz)
-        slot = cases_module.take_slot(conn, cfg.calendar, calendar, received) \
-            if und.kind is Kind.DOSSIER else None
-        appointment = cases_module.appointment(
-            cfg.calendar, calendar, received, procedure.days, slot.day if slot else None
-        ) if procedure and slot else None
-        reg = register(conn, cfg.agency, item.pk, mail, und, item.stored_at, procedure,
-                       appointment, trust_of(und, mail, cfg.security.trusted_domains))
-        if reg.case_id is not None and slot is not None:
-            conn.execute(update(cases).where(cases.c.id == reg.case_id)
-                         .values(queue=str(slot)))
-        if reg.duplicate_of is not None:
-            # The same document again: linked to its first entry and flagged, nothing sent.
-            _set_state(conn, item.pk, State.DONE, last_error=f"duplicate: {reg.duplicate_why}",
-                       **record)
-            log.info("mail.duplicate", extra={"mail": item.pk, "entry": reg.duplicate_of})
-            return
-        ctx = compose.Context(item.sha256, item.stored_at, reg.book, reg.number, reg.year,
-                              reg.case_code, procedure, appointment,
-                              str(slot) if slot and reg.case_id else None)
-        case_id = reg.case_id
-        for assignment in (e for e in decision.effects if isinstance(e, Assignment)):
-            conn.execute(update(register_entries).where(register_entries.c.id == reg.entry_id)
-                         .values(lead_department=assignment.lead,
-                                 cooperating=list(assignment.cooperate),
-                                 deadline=assignment.deadline))
-            if case_id is not None:
-                conn.execute(update(cases).where(cases.c.id == case_id).values(
-                    lead_department=assignment.lead, deadline=assignment.deadline))
-        log.info("mail.registered", extra={"mail": item.pk, "book": reg.book,
-                                           "number": reg.number, "year": reg.year})
-    actions = list(decision.actions)
-    if und.kind is Kind.REPLY and und.case_ref:
-        case_id = case_id_of(conn, und.case_ref)
-        ctx = compose.Context(item.sha256, item.stored_at, case_code=und.case_ref)
-        if case_id is not None:
-            # A supplement restarts the clock; it goes to whoever handles the case now.
-            cases_module.resume(conn, case_id, item.stored_at.astimezone(cfg.agency.tz).date(),
-                                calendar, mail.sender.email)
-            actions = _to_handler(conn, rules, case_id, actions)
+    procedure = next((p for p in rules.procedures if p.id == item.decision.procedure), None)
+    received = stored.stored_at.astimezone(cfg.agency.tz)
+    slot = cases_module.take_slot(conn, cfg.calendar, calendar, received) \
+        if und.kind is Kind.DOSSIER else None
+    appointment = cases_module.appointment(
+        cfg.calendar, calendar, received, procedure.days, slot.day
+    ) if procedure and slot else None
+    reg = register(conn, cfg.agency, stored.pk, item.mail, und, stored.stored_at, procedure,
+                   appointment, trust_of(und, item.mail, cfg.security.trusted_domains))
+    if reg.duplicate_of is not None:
+        return Duplicate(reg.duplicate_of, reg.duplicate_why)
+    assert reg.entry_id is not None and reg.number is not None  # a new entry, not a duplicate
+    queue = str(slot) if slot and reg.case_id is not None else None
+    if reg.case_id is not None and queue is not None:
+        conn.execute(update(cases).where(cases.c.id == reg.case_id).values(queue=queue))
+    log.info("mail.registered", extra={"mail": stored.pk, "book": reg.book,
+                                       "number": reg.number, "year": reg.year})
+    return Filed(reg.entry_id, reg.book, reg.number, reg.year, reg.case_id, reg.case_code,
+                 procedure, appointment, queue)
+
+
+def assign(conn: Connection, filed: Filed, decision: Decision) -> None:
+    """A rule's `assign`: the lead department, cooperating ones and the deadline, on the
+    register entry and on the case."""
+    for assignment in (e for e in decision.effects if isinstance(e, Assignment)):
+        conn.execute(update(register_entries).where(register_entries.c.id == filed.entry_id)
+                     .values(lead_department=assignment.lead,
+                             cooperating=list(assignment.cooperate),
+                             deadline=assignment.deadline))
+        if filed.case_id is not None:
+            conn.execute(update(cases).where(cases.c.id == filed.case_id).values(
+                lead_department=assignment.lead, deadline=assignment.deadline))
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A reply in a case: the case (its id None if it is gone) and the actions, handler
+    added."""
+
+    case_id: int | None
+    code: str
+    actions: tuple[Action, ...]
+
+
+def join_case(conn: Connection, cfg: Config, rules: RuleSet, item: Ready) -> Joined | None:
+    """A reply in a case (from its applicant: `hold` saw to that) restarts the clock, and its
+    forward goes to whoever handles the case now. None when the mail is no such reply."""
+    und = item.understanding
+    if und.kind is not Kind.REPLY or not und.case_ref:
+        return None
+    actions = list(item.decision.actions)
+    case_id = case_id_of(conn, und.case_ref)
+    if case_id is not None:
+        cases_module.resume(conn, case_id,
+                            item.stored.stored_at.astimezone(cfg.agency.tz).date(),
+                            cfg.calendar.work_calendar(), item.mail.sender.email)
+        actions = _to_handler(conn, rules, case_id, actions)
+    return Joined(case_id, und.case_ref, tuple(actions))
+
+
+def context(item: Ready, filed: Filed | None, joined: Joined | None) -> compose.Context:
+    """What the emails of a mail say about it: its register entry (a dossier's case,
+    appointment and slot too), or the case it replies in."""
+    if filed is None:
+        return compose.Context(sha256=item.stored.sha256, received_at=item.stored.stored_at,
+                               case_code=joined.code if joined else None)
+    return compose.Context(sha256=item.stored.sha256, received_at=item.stored.stored_at,
+                           book=filed.book, number=filed.number, year=filed.year,
+                           case_code=filed.case_code, procedure=filed.procedure,
+                           appointment=filed.appointment, queue=filed.queue)
+
+
+def queue_emails(conn: Connection, cfg: Config, rules: RuleSet, item: Ready,
+                 ctx: compose.Context, case_id: int | None,
+                 actions: Sequence[Action]) -> int:
+    """Compose and queue the email of each action; in a case, thread it and record the event.
+    Return how many were queued."""
+    allowed = Allowed.of(rules, cfg)
+    answering = Answering.of_mail(item.mail, item.understanding, item.stored.stored_at)
     queued = 0
     for action in actions:
         # Whether a sender is acknowledged is the recipient policy's: authenticated, not spam,
         # within the daily reply limits (daemon/outbound/recipients.py).
         if action.action == "acknowledge" and (why := refusal(
-                conn, cfg, purpose=Purpose.ACKNOWLEDGE, address=action.to[0],
-                allowed=Allowed.of(rules, cfg),
-                answering=Answering.of_mail(mail, und, item.stored_at))):
-            log.info("ack.skipped", extra={"mail": item.pk, "why": why})
+                conn, cfg, purpose=Purpose.ACKNOWLEDGE, address=action.to[0], allowed=allowed,
+                answering=answering)):
+            log.info("ack.skipped", extra={"mail": item.stored.pk, "why": why})
             continue
-        email = compose.COMPOSERS[action.action](cfg, ctx, action, mail, und)
+        email = compose.COMPOSERS[action.action](cfg, ctx, action, item.mail,
+                                                 item.understanding)
         header_id = str(email["Message-ID"])
         enqueue(conn, cfg, email=email, purpose=Purpose(action.action), recipients=action.to,
-                allowed=Allowed.of(rules, cfg), message_pk=item.pk,
-                answering=Answering.of_mail(mail, und, item.stored_at))
+                allowed=allowed, message_pk=item.stored.pk, answering=answering)
         if case_id is not None:
             link_thread(conn, header_id, case_id)
             cases_module.event(conn, case_id, EVENT_OF_ACTION[action.action], "vanthu",
                                {"to": list(action.to)})
         queued += 1
-    handed = [a for action in actions if action.action != "acknowledge"
-              for a in action.to]
-    if handed:  # register columns 7-8: who received it, and when
+    return queued
+
+
+def record_handover(conn: Connection, pk: int, actions: Sequence[Action]) -> None:
+    """Register columns 7-8: who received the mail (every action but the acknowledgement),
+    and when."""
+    handed = [a for action in actions if action.action != "acknowledge" for a in action.to]
+    if handed:
         conn.execute(update(register_entries).where(
-            register_entries.c.message_id == item.pk).values(
+            register_entries.c.message_id == pk).values(
             recipients=list(dict.fromkeys(handed)), forwarded_at=utcnow()))
-    _set_state(conn, item.pk, State.ROUTED if queued else State.DONE, case_id=case_id, **record)
 
 
 def _stranger_to_case(conn: Connection, und: Understanding, mail: ParsedMail) -> str | None:
