@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 
 from sqlalchemy import select
 
 from daemon.db import checkpoints, locations, messages, register_entries
+from daemon.intake.fetch import IDLE_RENEW_SECONDS
 from daemon.routing import rules as rules_module
 from daemon.service import Daemon
 from tests.conftest import CORPUS, Office, wait_for
@@ -42,18 +42,20 @@ def forwards(office: Office) -> int:
     return sum(1 for m in office.smtp.messages() if b"X-Vanthu-Action: forward" in m.data)
 
 
-def test_idle_delivers_a_new_mail_within_seconds(office: Office) -> None:
-    """Under IDLE a mail appended while the daemon waits is forwarded without a poll interval."""
+def test_idle_delivers_a_new_mail_without_waiting_for_a_poll(office: Office) -> None:
+    """Under IDLE a mail appended while the daemon waits is forwarded long before any poll or
+    IDLE renewal would fetch it. The verdict does not depend on the machine's speed: the poll
+    interval is an hour and the renewal a minute, the wait for the forward half a minute
+    (IDLE takes about a second); the latency itself is measured by tests/bench_intake.py."""
+    office.config_path.write_text(office.config_path.read_text().replace(
+        "poll_seconds = 1\n", "poll_seconds = 3600\n"))
+    assert IDLE_RENEW_SECONDS >= 60
     with Running(office):
         wait_for(lambda: office.count(checkpoints) == 1)
-        time.sleep(0.5)  # let the watcher enter IDLE
-        started = time.monotonic()
 
         office.deliver(DOCUMENT.read_bytes())
-        wait_for(lambda: forwards(office) == 1, timeout=10)
 
-        latency = time.monotonic() - started
-    assert latency < 5.0, f"forwarded after {latency:.2f} s"
+        wait_for(lambda: forwards(office) == 1, timeout=30)
 
 
 def test_reconnects_after_the_server_drops_the_session(office: Office) -> None:
@@ -63,7 +65,6 @@ def test_reconnects_after_the_server_drops_the_session(office: Office) -> None:
         wait_for(lambda: forwards(office) == 1)
 
         office.dovecot.kick(office.user)
-        time.sleep(0.5)
         office.deliver(OTHER_DOCUMENT.read_bytes())
 
         wait_for(lambda: forwards(office) == 2, timeout=30)
@@ -172,8 +173,14 @@ def test_status_is_unhealthy_when_login_fails(office: Office) -> None:
 
     office.config_path.write_text(office.config_path.read_text().replace(
         f'password = "{office.password}"', 'password = "wrong"'))
-    started = time.monotonic()
 
-    office.run_daemon(until=lambda: time.monotonic() - started > 2)
+    def refused() -> bool:
+        engine = office.engine()
+        with engine.connect() as conn:
+            error = conn.scalar(select(checkpoints.c.last_error))
+        engine.dispose()
+        return bool(error)
+
+    office.run_daemon(until=refused, timeout=60)
 
     assert main(["status", "--config", str(office.config_path)]) == 1
