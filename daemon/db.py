@@ -2,11 +2,14 @@
 
 Every state change of a message is one transaction with everything it caused. On SQLite a
 transaction starts with BEGIN IMMEDIATE, so a read-then-write ("next số đến = last + 1") holds
-the write lock from its first read and two writers cannot both read the same value.
+the write lock from its first read and two writers cannot both read the same value. The
+database's own trouble (locked, disk full, I/O error, cannot open) becomes a DatabaseError at
+`database_errors`, the boundary the loops use; the transaction in hand was rolled back.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,12 +38,15 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exc,
     insert,
     inspect,
     make_url,
     update,
 )
 from sqlalchemy.engine import Dialect
+
+from daemon.errors import DatabaseError
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -316,7 +322,7 @@ def clear_fault(engine: Engine, component: str) -> bool:
                     .rowcount)
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def _sqlite_setup(engine: Engine, busy_seconds: float) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver, which would BEGIN only at the first write.
@@ -326,7 +332,7 @@ def _sqlite_setup(engine: Engine) -> None:
         # FULL: a committed registration survives power loss, not only a process crash.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -350,14 +356,53 @@ def reading(engine: Engine) -> Iterator[Connection]:
             conn.rollback()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`, set up for safe concurrent writers on SQLite."""
+# SQLite's result codes for trouble of the database file, not of the statement: busy or locked
+# past the busy timeout, an I/O error, a full disk, a read-only file, a file that cannot be
+# opened. Any other code (a missing table, a constraint) is a bug and keeps its own exception.
+_SQLITE_TRANSIENT = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR,
+                               sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY,
+                               sqlite3.SQLITE_CANTOPEN})
+
+
+def _transient(err: exc.OperationalError) -> bool:
+    if isinstance(err.orig, sqlite3.Error):
+        code = getattr(err.orig, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _SQLITE_TRANSIENT
+    # Other drivers (PostgreSQL) raise OperationalError for the server's or the connection's
+    # trouble only: lost connection, deadlock, disk full, lock timeout.
+    return True
+
+
+@contextmanager
+def database_errors(doing: str) -> Iterator[None]:
+    """The database's boundary: its operational trouble inside the block becomes a DatabaseError
+    saying what was being done; any other exception passes unchanged. Used around the work of a
+    loop (a fetch session, a drain), never around each query."""
+    try:
+        yield
+    except exc.OperationalError as err:
+        if not _transient(err):
+            raise
+        raise DatabaseError(f"{doing}: {err.orig}") from err
+    except exc.TimeoutError as err:  # the connection pool had no connection to give
+        raise DatabaseError(f"{doing}: {err}") from err
+
+
+def make_engine(url: str, busy_seconds: float = 30.0) -> Engine:
+    """An engine for `url`, set up for safe concurrent writers on SQLite, where a writer waits
+    up to `busy_seconds` for another one to finish."""
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        _sqlite_setup(engine)
+            folder = Path(database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise DatabaseError(f"cannot create the database's folder {folder}: "
+                                    f"{err.strerror or err}") from err
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": busy_seconds})
+        _sqlite_setup(engine, busy_seconds)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -365,7 +410,13 @@ def make_engine(url: str) -> Engine:
 def upgrade(engine: Engine) -> None:
     """Create the schema where it is missing, and add the nullable columns a database made by an
     earlier build lacks (ALTER TABLE … ADD COLUMN keeps every row). Renames, type changes and
-    new constraints need real migrations."""
+    new constraints need real migrations. A database that cannot be opened or written is a
+    DatabaseError."""
+    with database_errors(f"database {engine.url.render_as_string(hide_password=True)}"):
+        _upgrade(engine)
+
+
+def _upgrade(engine: Engine) -> None:
     metadata.create_all(engine)
     with engine.begin() as conn:
         present = inspect(conn)

@@ -1,15 +1,24 @@
-"""The one exception tree of vanthu. Library errors are translated into it once, at the boundary.
+"""The one exception tree of vanthu. Library errors are translated into it once, at the boundary
+of each outside system: IMAP in `intake/fetch.py`, the mail store in `intake/store.py`, the
+database in `db.py`, SMTP in `outbound/send.py`, PDF and archive readers in
+`understand/attachments.py` (whose failures become defects, never exceptions).
 
     VanthuError
-    ├── ConfigError      fatal at start: exit code 78 (EX_CONFIG), every problem listed
-    ├── TransientError   retry with backoff: the server is down, the database is busy
-    │   ├── MailboxError     IMAP connection, login or protocol trouble
-    │   └── SendDeferred     SMTP 4xx or connection failure: the outbox row stays pending
-    └── PermanentError   no retry: quarantine the message or fail the outbox row
-        ├── BadMessage       a mail we cannot parse or must not process (the reason is kept)
-        ├── SendRejected     SMTP 5xx: the recipient or the content was refused
-        └── EmailRefused     the outbox will not take an email: bad headers, no bytes
-            └── RecipientRefused   a recipient that cannot be sent to, or may not be written to
+    ├── ConfigError          fatal at start: exit code 78 (EX_CONFIG), every problem listed
+    ├── TransientError       retry with backoff: nothing is lost while it lasts
+    │   ├── MailboxError         IMAP: no connection, dropped, timed out, unexpected reply
+    │   │   ├── MailboxAuthError     the server refused our login
+    │   │   └── MailboxRefused       the server answered NO or BAD to a command
+    │   ├── StoreError           the mail store cannot write (disk full, read-only)
+    │   ├── DatabaseError        the database is locked, full, failing or cannot be opened
+    │   ├── SendDeferred         SMTP 4xx or no connection: the outbox row stays pending
+    │   └── SystemicFault        mail after mail fails, a known-good sample too: pause
+    └── PermanentError       no retry: quarantine the message or fail the outbox row
+        ├── BadMessage           a mail we cannot parse or must not process (the reason is kept)
+        ├── SendRejected         SMTP 5xx: the recipient or the content was refused
+        └── EmailRefused         an email that can never be sent as it is: bad headers, no
+            │                    bytes, an address or bytes the SMTP library will not send
+            └── RecipientRefused     a recipient that cannot be sent to, or may not be written to
 """
 
 from __future__ import annotations
@@ -49,7 +58,28 @@ class TransientError(VanthuError):
 
 
 class MailboxError(TransientError):
-    """The IMAP server could not be reached, refused us or dropped the connection."""
+    """The IMAP server could not be reached, dropped the connection, timed out or answered
+    something the client could not take."""
+
+
+class MailboxAuthError(MailboxError):
+    """The IMAP server refused our login. Retried like any mailbox error (a server may unlock an
+    account), but reported as a refusal: a wrong password does not heal by itself."""
+
+
+class MailboxRefused(MailboxError):
+    """The IMAP server answered NO or BAD to a command (e.g. a folder that does not exist); the
+    connection itself is still good."""
+
+
+class StoreError(TransientError):
+    """The mail store could not write a mail durably (disk full, read-only, a path that is not a
+    folder). The IMAP checkpoint does not move, so the mail is fetched again later."""
+
+
+class DatabaseError(TransientError):
+    """The database could not do the work now: locked past the busy timeout, disk I/O error,
+    disk full, read-only, or the file cannot be opened. The transaction was rolled back."""
 
 
 class SendDeferred(TransientError):
@@ -75,7 +105,8 @@ class SystemicFault(TransientError):
 
 
 class EmailRefused(PermanentError):
-    """An email the outbox refuses at creation; nothing is queued. Carries the reason."""
+    """An email that can never be sent as it is: refused by the outbox at creation (nothing is
+    queued), or by the SMTP library when sending (the outbox row fails). Carries the reason."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

@@ -5,25 +5,34 @@ watches the selected folder only). Every new mail is fetched with BODY.PEEK[] in
 handed to `store_batch`, which commits the raw bytes and the checkpoint together; the flag or
 move on the server comes after that commit. Killed anywhere, the watcher restarts from the
 last committed checkpoint and loses nothing; a UIDVALIDITY change refetches and dedupes.
+`Imap` is the boundary of the IMAP server: what imapclient, imaplib, the socket and TLS raise
+leaves it as a MailboxError.
 """
 
 from __future__ import annotations
 
 import imaplib
 import logging
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import LoginError
 from sqlalchemy import Engine
 
 from daemon.config import MailboxConfig
-from daemon.errors import MailboxError
+from daemon.db import clear_fault, database_errors, report_fault
+from daemon.errors import (
+    DatabaseError,
+    MailboxAuthError,
+    MailboxError,
+    MailboxRefused,
+    StoreError,
+    TransientError,
+)
 from daemon.intake.store import (
     Fetched,
     MailStore,
@@ -42,7 +51,67 @@ log = logging.getLogger("vanthu.fetch")
 IDLE_RENEW_SECONDS = 60
 IDLE_TICK_SECONDS = 1.0  # how often the stop flag is looked at while idling
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # never more than this much mail in memory at once
-_IMAP_ERRORS = (IMAPClientError, imaplib.IMAP4.error, OSError, socket.timeout, ssl.SSLError)
+# What an IMAP call can raise: imapclient's errors are imaplib's IMAP4.error (IMAP4.abort for
+# a dropped connection); socket timeouts and TLS errors are OSErrors.
+_IMAP_ERRORS = (imaplib.IMAP4.error, OSError)
+
+
+def mailbox_error(err: imaplib.IMAP4.error | OSError, doing: str) -> MailboxError:
+    """The one translation of an IMAP library error: a refused login, a refused command (the
+    connection is still good), or trouble with the connection itself."""
+    if isinstance(err, LoginError):
+        return MailboxAuthError(f"{doing}: {err}")
+    if isinstance(err, imaplib.IMAP4.error) and not isinstance(err, imaplib.IMAP4.abort):
+        return MailboxRefused(f"{doing}: {err}")
+    return MailboxError(f"{doing}: {type(err).__name__}: {err}")
+
+
+class Imap:
+    """One logged-in IMAP connection. Every call goes to the IMAPClient it wraps, and any error
+    of imapclient, imaplib, the socket or TLS comes out as a MailboxError (MailboxRefused when
+    the server answered NO or BAD)."""
+
+    def __init__(self, client: Imap, where: str) -> None:
+        self._client = client
+        self._where = where
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except _IMAP_ERRORS as err:
+                raise mailbox_error(err, f"{name} on {self._where}") from err
+
+        return call
+
+
+@contextmanager
+def connect(cfg: MailboxConfig) -> Iterator[Imap]:
+    """A logged-in connection to the mailbox, logged out afterwards. Raises MailboxAuthError
+    when the server refuses the login, MailboxError when it cannot be reached."""
+    where = f"{cfg.host}:{cfg.port}"
+    try:
+        context = tls_context(cfg.ca_file, cfg.tls_verify)
+        client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.security == "tls",
+                            ssl_context=context, timeout=60)
+    except _IMAP_ERRORS as err:
+        raise MailboxError(f"connect to {where}: {err}") from err
+    try:
+        if cfg.security == "starttls":
+            client.starttls(context)
+        client.login(cfg.username, cfg.password.reveal())
+    except _IMAP_ERRORS as err:
+        client.shutdown()
+        raise mailbox_error(err, f"login to {where} as {cfg.username}") from err
+    try:
+        yield Imap(client, where)
+    finally:
+        try:
+            client.logout()
+        except _IMAP_ERRORS:  # the connection is already gone; close the socket
+            client.shutdown()
 
 
 class FolderWatcher:
@@ -62,6 +131,10 @@ class FolderWatcher:
         self.nudge = threading.Event()
         self.caught_up = False  # the current session completed a catch-up
         self.ctx = {"mailbox": mailbox.name, "folder": folder}
+        # The store's fault, recorded for `vanthu status` under this folder's name. True at
+        # start: a fault recorded before a restart is cleared by the first batch stored.
+        self.store_component = f"store {mailbox.name}/{folder}"
+        self.store_fault = True
 
     def run(self) -> None:
         """Thread body: sessions with reconnect and exponential backoff, until stopped."""
@@ -69,52 +142,53 @@ class FolderWatcher:
         while not self.stop.is_set():
             self.caught_up = False
             try:
-                with self._connect() as client:
+                with database_errors(f"mailbox {self.cfg.name}/{self.folder}"), \
+                        connect(self.cfg) as client:
+                    log.info("mailbox.connected", extra=self.ctx)
                     self._session(client)
+            except TransientError as err:
+                self._report(err, delay)
             except Exception as err:  # bulkhead: this folder's loop must outlive any error
-                if isinstance(err, MailboxError):
-                    log.warning("mailbox.error", extra={**self.ctx, "error": str(err),
-                                                        "retry_in": delay})
-                else:  # e.g. the database is locked or the disk is full: retry the same way
-                    log.exception("mailbox.failed", extra={**self.ctx, "retry_in": delay})
-                try:
-                    record_fetch(self.engine, self.cfg.name, self.folder, str(err))
-                except Exception:  # the database may be the trouble; the log has it
-                    log.exception("mailbox.record_failed", extra=self.ctx)
-                # Back off more each time, unless the last session did catch up first.
-                delay = 1.0 if self.caught_up else delay
-                self.stop.wait(delay)
-                delay = min(delay * 2, 300.0)
+                log.exception("mailbox.failed", extra={**self.ctx, "retry_in": delay})
+                self._record(record_fetch, self.engine, self.cfg.name, self.folder, str(err))
+            # Back off more each time, unless the last session did catch up first.
+            delay = 1.0 if self.caught_up else delay
+            self.stop.wait(delay)
+            delay = min(delay * 2, 300.0)
 
-    @contextmanager
-    def _connect(self) -> Iterator[IMAPClient]:
-        try:
-            context = tls_context(self.cfg.ca_file, self.cfg.tls_verify)
-            client = IMAPClient(self.cfg.host, port=self.cfg.port,
-                                ssl=self.cfg.security == "tls", ssl_context=context,
-                                timeout=60)
-        except _IMAP_ERRORS as err:
-            raise MailboxError(f"connect to {self.cfg.host}:{self.cfg.port}: {err}") from err
-        try:
-            if self.cfg.security == "starttls":
-                client.starttls(context)
-            client.login(self.cfg.username, self.cfg.password.reveal())
-        except _IMAP_ERRORS as err:
-            client.shutdown()
-            raise MailboxError(f"login to {self.cfg.host}:{self.cfg.port} as "
-                               f"{self.cfg.username}: {err}") from err
-        log.info("mailbox.connected", extra=self.ctx)
-        try:
-            yield client
-        except _IMAP_ERRORS as err:
-            raise MailboxError(f"{type(err).__name__}: {err}") from err
-        finally:
-            try:
-                client.logout()
-            except Exception:  # the connection is already gone; close the socket
-                client.shutdown()
+    def _report(self, err: TransientError, delay: float) -> None:
+        """Log a failed session and record it where `vanthu status` shows it: a mailbox error
+        on the folder's checkpoint, a store error as a fault of this folder's store; a
+        database error only in the log, since the database is what failed."""
+        extra = {**self.ctx, "error": str(err), "retry_in": delay}
+        if isinstance(err, StoreError):
+            log.error("store.failed", extra=extra)
+            self.store_fault = True
+            self._record(report_fault, self.engine, self.store_component, str(err))
+        elif isinstance(err, DatabaseError):
+            log.warning("database.error", extra=extra)
+        else:
+            if isinstance(err, MailboxAuthError):
+                log.error("mailbox.login_refused", extra=extra)
+            else:
+                log.warning("mailbox.error", extra=extra)
+            self._record(record_fetch, self.engine, self.cfg.name, self.folder, str(err))
 
-    def _session(self, client: IMAPClient) -> None:
+    def _record(self, write: Callable[..., object], *args: Any) -> None:
+        try:
+            write(*args)
+        except Exception:  # bulkhead: the database may be the trouble; the log has it
+            log.exception("mailbox.record_failed", extra=self.ctx)
+
+    def _store_works(self) -> None:
+        """A batch was stored: clear a store fault this folder recorded (maybe before a
+        restart)."""
+        if self.store_fault:
+            if clear_fault(self.engine, self.store_component):
+                log.info("store.recovered", extra=self.ctx)
+            self.store_fault = False
+
+    def _session(self, client: Imap) -> None:
         selected = client.select_folder(self.folder)
         uidvalidity = int(selected[b"UIDVALIDITY"])
         idle = self.cfg.idle and client.has_capability("IDLE")
@@ -138,13 +212,13 @@ class FolderWatcher:
                 raise MailboxError("UIDVALIDITY changed; reconnecting to refetch")
             self.catch_up(client, uidvalidity)
 
-    def _news(self, client: IMAPClient) -> bool:
+    def _news(self, client: Imap) -> bool:
         """A NOOP just before IDLE: a mail that arrived since our last search shows as EXISTS.
         (A server may not report, at the start of IDLE, a change that came before it.)"""
         _, responses = client.noop()
         return any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
-    def _idle(self, client: IMAPClient) -> None:
+    def _idle(self, client: Imap) -> None:
         """Wait in IDLE until the server reports a change, the stop flag, or renewal time."""
         client.idle()
         started = time.monotonic()
@@ -164,7 +238,7 @@ class FolderWatcher:
         finally:
             client.idle_done()
 
-    def catch_up(self, client: IMAPClient, uidvalidity: int) -> int:
+    def catch_up(self, client: Imap, uidvalidity: int) -> int:
         """Store every mail above the checkpoint; return how many were new."""
         new = 0
         # Search again until nothing is left: an EXISTS that arrives while we run other
@@ -179,7 +253,7 @@ class FolderWatcher:
         self._rule_moves(client, uidvalidity)
         return new
 
-    def _catch_up_once(self, client: IMAPClient, uidvalidity: int) -> int:
+    def _catch_up_once(self, client: Imap, uidvalidity: int) -> int:
         last = checkpoint(self.engine, self.cfg.name, self.folder, uidvalidity)
         # `UID n:*` always matches the last message, even below n: filter ourselves.
         uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
@@ -192,11 +266,12 @@ class FolderWatcher:
             new += len(ids)
             log.info("mail.stored", extra={**self.ctx, "count": len(fetched), "new": len(ids),
                                            "last_uid": batch[-1]})
+            self._store_works()
             self.on_stored()
             self._after(client, batch)
         return len(uids)
 
-    def _rule_moves(self, client: IMAPClient, uidvalidity: int) -> None:
+    def _rule_moves(self, client: Imap, uidvalidity: int) -> None:
         """Carry out the `move` actions of routed mail seen in this folder (a convenience:
         the database already holds the mail and its decision)."""
         for target, uids in pending_moves(self.engine, self.cfg.name, self.folder,
@@ -210,11 +285,11 @@ class FolderWatcher:
                     client.copy(uids, target)
                     client.delete_messages(uids)
                 log.info("mail.moved", extra={**self.ctx, "to": target, "count": len(uids)})
-            except (IMAPClientError, imaplib.IMAP4.error) as err:
+            except MailboxRefused as err:
                 log.warning("mailbox.move_failed", extra={**self.ctx, "error": str(err)})
             done_moves(self.engine, self.cfg.name, self.folder, uidvalidity, uids)
 
-    def _batches(self, client: IMAPClient, uids: list[int]) -> Iterator[list[tuple[int, int]]]:
+    def _batches(self, client: Imap, uids: list[int]) -> Iterator[list[tuple[int, int]]]:
         """Group UIDs by count and by size, so memory stays bounded whatever the backlog."""
         for start in range(0, len(uids), 500):
             chunk = uids[start:start + 500]
@@ -232,7 +307,7 @@ class FolderWatcher:
             if batch:
                 yield batch
 
-    def _fetch(self, client: IMAPClient, sizes: dict[int, int]) -> list[Fetched]:
+    def _fetch(self, client: Imap, sizes: dict[int, int]) -> list[Fetched]:
         """Fetch the mails of one batch, `sizes` mapping each UID to its RFC822.SIZE."""
         uids = list(sizes)
         small = [u for u in uids if sizes.get(u, 0) <= self.max_message_bytes]
@@ -249,8 +324,9 @@ class FolderWatcher:
             log.info("mail.vanished", extra={**self.ctx, "uids": missing})
         return [out[u] for u in uids if u in out]
 
-    def _after(self, client: IMAPClient, uids: list[int]) -> None:
-        """Flag or move on the server: after the commit, a convenience (DESIGN invariant 4)."""
+    def _after(self, client: Imap, uids: list[int]) -> None:
+        """Flag or move on the server: after the commit, a convenience. The mail is already safe
+        in the store, so a refusal here is only logged."""
         try:
             if self.cfg.after == "flag":
                 client.add_flags(uids, [self.cfg.keyword.encode()])
@@ -262,6 +338,6 @@ class FolderWatcher:
                     client.copy(uids, target)
                     client.delete_messages(uids)
                     client.uid_expunge(uids) if client.has_capability("UIDPLUS") else None
-        except (IMAPClientError, imaplib.IMAP4.error) as err:
+        except MailboxRefused as err:
             log.warning("mailbox.after_failed", extra={**self.ctx, "error": str(err)})
 

@@ -3,7 +3,8 @@ with the IMAP checkpoint, before anything else happens.
 
 A crash before the commit leaves at most an orphan file, which the refetch after restart finds
 already in place (same sha256); the checkpoint has not moved, so nothing is skipped. A crash
-after the commit has the mail safe: the flag or move on the server is a convenience.
+after the commit has the mail safe: the flag or move on the server is a convenience. A store
+that cannot write (disk full, read-only) raises StoreError before anything is committed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from daemon import faults
 from daemon.db import checkpoints, locations, messages, new_id, reading, utcnow
+from daemon.errors import StoreError
 from daemon.models import State
 from daemon.textnorm import header_safe, nfc
 
@@ -33,14 +35,21 @@ class Fetched:
     too_large: int | None = None  # the real size, when only the header was fetched
 
 
+def _store_error(doing: str, err: OSError) -> StoreError:
+    return StoreError(f"{doing}: {err.strerror or err}")
+
+
 class MailStore:
     """The content-addressed file store under `data_dir/mail`."""
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "mail"
         self.tmp = data_dir / "tmp"
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _store_error(f"cannot create the mail store in {data_dir}", err) from err
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.eml"
@@ -49,7 +58,14 @@ class MailStore:
         return self.path(sha256).read_bytes()
 
     def write_many(self, blobs: Sequence[bytes]) -> list[str]:
-        """Write each blob durably (temp file, fsync, rename, fsync of the directory)."""
+        """Write each blob durably (temp file, fsync, rename, fsync of the directory); raise
+        StoreError when the disk refuses."""
+        try:
+            return self._write_many(blobs)
+        except OSError as err:
+            raise _store_error(f"cannot write mail to {self.root}", err) from err
+
+    def _write_many(self, blobs: Sequence[bytes]) -> list[str]:
         hashes: list[str] = []
         dirs: set[Path] = set()
         for blob in blobs:

@@ -6,6 +6,8 @@ while sending one row is that row's failure, recorded on it, never the drain's: 
 dropped connections are retried with exponential backoff up to `[smtp] max_attempts`, then
 the row fails for a human; a 5xx or an address that can never be sent fails it at once.
 A recipient refused for good is recorded on the row, and a retry goes only to the others.
+`_open` and `_transmit` are the boundary of the SMTP server: what aiosmtplib, the socket and
+TLS raise leaves them as SendDeferred, SendRejected or EmailRefused.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from sqlalchemy import Engine, func, select, update
 
 from daemon import faults
 from daemon.config import SmtpConfig
-from daemon.db import messages, outbox, reading, utcnow
+from daemon.db import database_errors, messages, outbox, reading, utcnow
+from daemon.errors import EmailRefused, SendDeferred, SendRejected
 from daemon.models import OutboxState, State
 from daemon.outbound.recipients import mailbox_problem
 
@@ -29,6 +32,8 @@ log = logging.getLogger("vanthu.send")
 
 # The connection is gone: the rest of this drain waits for the next one.
 _CONNECTION_LOST = (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError, TimeoutError)
+# Why a recipient did not get a message: refused for good (5xx) or for now.
+Refusal = SendRejected | SendDeferred
 
 
 def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
@@ -37,6 +42,48 @@ def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _reply(code: int, message: str) -> Refusal:
+    """A server's refusal: for good on a 5xx, for now otherwise."""
+    return (SendRejected if code >= 500 else SendDeferred)(f"{code} {message}")
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    """Clear a half-sent envelope (MAIL FROM given, then an error of ours); close a connection
+    that cannot even do that, so that the drain ends."""
+    if not client.is_connected:
+        return
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()
+
+
+async def _transmit(client: aiosmtplib.SMTP, sender: str, targets: list[str],
+                    raw: bytes) -> dict[str, Refusal]:
+    """Send one message on an open connection; return the recipients it did not reach, each
+    with why (all of them: nobody got it). Raises SendRejected (a 5xx to MAIL FROM or DATA),
+    SendDeferred (a 4xx there, a dropped connection, any other SMTP trouble) or EmailRefused
+    (aiosmtplib will not send an address or the bytes). Afterwards the connection is either
+    clean for the next message or closed."""
+    try:
+        errors, _ = await client.sendmail(sender, targets, raw)
+    except aiosmtplib.SMTPRecipientsRefused as err:
+        return {r.recipient: _reply(r.code, r.message) for r in err.recipients}
+    except aiosmtplib.SMTPResponseException as err:  # MAIL FROM or DATA refused
+        raise _reply(err.code, err.message) from err
+    except (ValueError, UnicodeError) as err:
+        # aiosmtplib's own check of an address or the bytes: trying again cannot help.
+        await _reset(client)
+        raise EmailRefused(f"cannot be sent: {type(err).__name__}: {err}") from err
+    except _CONNECTION_LOST as err:
+        client.close()
+        raise SendDeferred(f"connection lost: {type(err).__name__}: {err}") from err
+    except aiosmtplib.SMTPException as err:
+        await _reset(client)
+        raise SendDeferred(f"{type(err).__name__}: {err}") from err
+    return {address: _reply(r.code, r.message) for address, r in errors.items()}
 
 
 def backoff(attempts: int) -> timedelta:
@@ -62,15 +109,26 @@ class Sender:
         self.engine = engine
         self.cfg = cfg
 
-    def _client(self) -> aiosmtplib.SMTP:
-        context = tls_context(self.cfg.ca_file, self.cfg.tls_verify)
-        return aiosmtplib.SMTP(
-            hostname=self.cfg.host, port=self.cfg.port, timeout=self.cfg.timeout_seconds,
-            use_tls=self.cfg.security == "tls",
-            # Explicit: never "STARTTLS if offered", which an attacker can strip.
-            start_tls=self.cfg.security == "starttls",
-            tls_context=context, local_hostname="vanthu.localdomain",
-        )
+    async def _open(self) -> aiosmtplib.SMTP:
+        """A connected (and logged-in) client; SendDeferred when there is none to be had."""
+        client: aiosmtplib.SMTP | None = None
+        try:
+            context = tls_context(self.cfg.ca_file, self.cfg.tls_verify)
+            client = aiosmtplib.SMTP(
+                hostname=self.cfg.host, port=self.cfg.port, timeout=self.cfg.timeout_seconds,
+                use_tls=self.cfg.security == "tls",
+                # Explicit: never "STARTTLS if offered", which an attacker can strip.
+                start_tls=self.cfg.security == "starttls",
+                tls_context=context, local_hostname="vanthu.localdomain",
+            )
+            await client.connect()
+            if self.cfg.username and self.cfg.password:
+                await client.login(self.cfg.username, self.cfg.password.reveal())
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
+            if client is not None:
+                client.close()
+            raise SendDeferred(f"connect: {err}") from err
+        return client
 
     def _due(self, limit: int, only: str | None = None) -> list[Any]:
         query = (select(outbox.c.id, outbox.c.recipients, outbox.c.raw, outbox.c.attempts,
@@ -148,66 +206,54 @@ class Sender:
                 or None
             return attempt
         try:
-            errors, _ = await client.sendmail(self.cfg.from_address, targets, row.raw)
-        except aiosmtplib.SMTPRecipientsRefused as err:
-            for refusal in err.recipients:
-                if refusal.code >= 500:
-                    attempt.refused[refusal.recipient] = f"{refusal.code} {refusal.message}"
-            attempt.error = "; ".join(f"{r.recipient}: {r.code} {r.message}"
-                                      for r in err.recipients)
-            return attempt
-        except aiosmtplib.SMTPResponseException as err:  # MAIL FROM or DATA refused
-            attempt.error = f"{err.code} {err.message}"
-            attempt.permanent = err.code >= 500
+            refusals = await _transmit(client, self.cfg.from_address, targets, row.raw)
+        except (SendRejected, EmailRefused) as err:
+            attempt.error, attempt.permanent = str(err), True
             attempt.connection_lost = not client.is_connected
             return attempt
-        except (ValueError, UnicodeError) as err:
-            # aiosmtplib's own check of an address or the bytes: trying again cannot help.
-            attempt.error = f"cannot be sent: {type(err).__name__}: {err}"
-            attempt.permanent = True
-            attempt.connection_lost = not await _reset(client)
-            return attempt
-        except _CONNECTION_LOST as err:
-            attempt.error = f"connection lost: {type(err).__name__}: {err}"
-            attempt.connection_lost = True
-            return attempt
-        except aiosmtplib.SMTPException as err:
-            attempt.error = f"{type(err).__name__}: {err}"
-            attempt.connection_lost = not await _reset(client)
+        except SendDeferred as err:
+            attempt.error = str(err)
+            attempt.connection_lost = not client.is_connected
             return attempt
         except Exception as err:  # bulkhead: any other failure is this row's, recorded on it
             log.exception("outbox.send_error", extra={"outbox": row.id})
             attempt.error = f"{type(err).__name__}: {err}"
-            attempt.connection_lost = not await _reset(client)
+            await _reset(client)
+            attempt.connection_lost = not client.is_connected
+            return attempt
+        attempt.delivered = [t for t in targets if t not in refusals]
+        for address, why in refusals.items():
+            if isinstance(why, SendRejected):
+                attempt.refused[address] = str(why)
+        if not attempt.delivered:  # the server took nobody: every refusal is the reason
+            attempt.error = "; ".join(f"{a}: {why}" for a, why in refusals.items())
             return attempt
         faults.crashpoint("after_send")
-        for address, response in errors.items():
-            if response.code >= 500:
-                attempt.refused[address] = f"{response.code} {response.message}"
-            else:
-                attempt.error = f"{address}: {response.code} {response.message}"
-        attempt.delivered = [t for t in targets if t not in errors]
+        for address, why in refusals.items():
+            if isinstance(why, SendDeferred):
+                attempt.error = f"{address}: {why}"
         return attempt
 
     async def drain(self, limit: int = 50, only: str | None = None) -> int:
         """Send what is due (or only the row with Message-ID `only`); return how many rows
-        were sent (to at least one recipient)."""
+        were sent (to at least one recipient). Raises DatabaseError when the outbox cannot be
+        read or written: an email sent but not yet marked goes again (same Message-ID)."""
+        with database_errors("outbox"):
+            return await self._drain(limit, only)
+
+    async def _drain(self, limit: int, only: str | None) -> int:
         rows = self._due(limit, only)
         if not rows:
             return 0
-        client = self._client()
         try:
-            await client.connect()
-            if self.cfg.username and self.cfg.password:
-                await client.login(self.cfg.username, self.cfg.password.reveal())
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
+            client = await self._open()
+        except SendDeferred as err:
             # Not the rows' fault: they keep their attempts, and wait like a first retry.
-            log.warning("outbox.deferred", extra={"error": f"connect: {err}", "rows": len(rows)})
+            log.warning("outbox.deferred", extra={"error": str(err), "rows": len(rows)})
             with self.engine.begin() as conn:
                 conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
-                             .values(last_error=f"connect: {err}",
+                             .values(last_error=str(err),
                                      next_attempt_at=utcnow() + backoff(1)))
-            client.close()
             return 0
         sent = 0
         try:
@@ -234,14 +280,3 @@ def _targets(row: Any) -> list[str]:
     recipients = row.recipients
     return [str(r) for r in (recipients if isinstance(recipients, list) else [recipients])]
 
-
-async def _reset(client: aiosmtplib.SMTP) -> bool:
-    """Clear a half-sent envelope (MAIL FROM given, then an error of ours); False when the
-    connection is no longer usable."""
-    if not client.is_connected:
-        return False
-    try:
-        await client.rset()
-    except (aiosmtplib.SMTPException, OSError, TimeoutError):
-        return False
-    return True

@@ -2,7 +2,9 @@
 
 Bounded: PDFs are read for the first pages only and pypdf's own decompression limits apply;
 archives are listed, never extracted; a DOCX is read only when its XML is of sane size.
-Every failure becomes a defect string, never an exception.
+This is the boundary of the file readers: every failure of pypdf or zipfile becomes a defect
+string ("… unreadable: KeyError"), never an exception; only running out of memory goes on,
+to make the whole mail a BadMessage in `workers.read_guarded`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import io
 import logging
 import re
+import struct
 import zipfile
+import zlib
 
 import pypdf
 
@@ -25,6 +29,19 @@ _PDF_ACTIVE = re.compile(rb"/(JavaScript|JS|Launch|EmbeddedFile|RichMedia)\b")
 UNSAFE_MARKS = (ACTIVE_CONTENT, "path traversal", "decompression bomb", "invalid base64")
 _ZIP_MAX_RATIO = 100  # a real scan compresses 1-3x; a ratio past this is a bomb
 _XML_TAG = re.compile(r"<[^>]+>")
+# What zipfile raises on a broken or hostile archive, besides BadZipFile: an encrypted entry
+# (RuntimeError), an unknown compression method (NotImplementedError), corrupt deflate data
+# (zlib.error), a truncated file (EOFError), a malformed header (struct.error, ValueError), a
+# missing member (KeyError).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError,
+               zlib.error, EOFError, struct.error, OSError, ValueError, KeyError)
+
+
+def _unreadable(kind: str, name: str, err: Exception) -> str:
+    """The defect of a file its reader failed on, naming the error (`zlib.error`, `KeyError`)."""
+    module = type(err).__module__.partition(".")[0]
+    what = type(err).__name__ if module == "builtins" else f"{module}.{type(err).__name__}"
+    return f"{kind} {name!r} unreadable: {what}"
 
 
 def is_unsafe(defect: str) -> bool:
@@ -65,8 +82,10 @@ def _pdf(name: str, payload: bytes, limits: LimitsConfig) -> tuple[str, list[str
     try:
         reader = pypdf.PdfReader(io.BytesIO(payload))
         pages = [page.extract_text() or "" for page in reader.pages[: limits.pdf_max_pages]]
-    except Exception as err:  # bulkhead: a hostile PDF may raise anything inside pypdf
-        defects.append(f"PDF {name!r} unreadable: {type(err).__name__}")
+    except MemoryError:
+        raise  # past the worker's memory cap: the mail, not this attachment, is the problem
+    except Exception as err:  # pypdf's boundary: on a hostile PDF it raises anything at all
+        defects.append(_unreadable("PDF", name, err))
         return "", defects
     text = nfc("\n".join(pages))
     if not text.strip():
@@ -83,8 +102,8 @@ def _docx(name: str, payload: bytes, limits: LimitsConfig) -> tuple[str, list[st
             ):
                 return "", [f"DOCX {name!r} expands too far; not read"]
             xml = archive.read(info).decode("utf-8", "replace")
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
-        return "", [f"DOCX {name!r} unreadable: {type(err).__name__}"]
+    except _ZIP_ERRORS as err:
+        return "", [_unreadable("DOCX", name, err)]
     xml = re.sub(r"</w:p>", "\n", xml)
     xml = re.sub(r"<w:(tab|br)\b[^>]*/>", " ", xml)
     text = _XML_TAG.sub("", xml)
@@ -98,8 +117,8 @@ def _zip(name: str, payload: bytes, limits: LimitsConfig) -> list[str]:
     try:
         with zipfile.ZipFile(io.BytesIO(payload)) as archive:
             entries = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
-        return [f"archive {name!r} unreadable: {type(err).__name__}"]
+    except _ZIP_ERRORS as err:
+        return [_unreadable("archive", name, err)]
     total = sum(e.file_size for e in entries)
     packed = sum(e.compress_size for e in entries) or 1
     if total > limits.max_attachment_bytes * 10 or total / packed > _ZIP_MAX_RATIO:
