@@ -1,6 +1,13 @@
 """The `vanthu` command line. Every command takes --config PATH (default: embedded defaults).
 
-Exit codes: 0 ok, 1 a check failed or something is unhealthy, 78 configuration error.
+Exit codes, never with a traceback for an error vanthu knows:
+  0   ok
+  1   a check failed or something is unhealthy; or the command failed, with one line on stderr
+      saying why (the database, a mailbox, the SMTP server, a mail that cannot be read, a file
+      named on the command line that cannot be read or written)
+  2   the command line itself is wrong (argparse's usage message)
+  78  configuration error (EX_CONFIG): every problem of config.toml and the rules on stderr,
+      one `file:line: message` a line; systemd does not restart the daemon on it
 """
 
 from __future__ import annotations
@@ -550,12 +557,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every error of vanthu's tree ends here as a message and an exit code
+    (see the module's docstring), never as a traceback."""
+    from daemon.errors import VanthuError
+
     args = build_parser().parse_args(argv)
     if not hasattr(args, "config"):
         args.config = None
     try:
         return int(args.func(args))
     except ConfigError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
+        lines: list[object] = [*err.problems] or [str(err) or "configuration error"]
+        for line in lines:
+            print(line, file=sys.stderr)
         return EX_CONFIG
+    except VanthuError as err:
+        print(" ".join(f"vanthu {args.command}: {err}".split()), file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.filename is None:  # not a file's trouble: a bug, shown with its traceback
+            raise
+        print(f"vanthu {args.command}: {err.filename}: {err.strerror}", file=sys.stderr)
+        return 1

@@ -19,6 +19,9 @@ database in `db.py`, SMTP in `outbound/send.py`, PDF and archive readers in
         └── EmailRefused         an email that can never be sent as it is: bad headers, no
             │                    bytes, an address or bytes the SMTP library will not send
             └── RecipientRefused     a recipient that cannot be sent to, or may not be written to
+
+At the top, `cli.main` turns any of them into a message and an exit code, never a traceback:
+a ConfigError into every problem and 78, any other into one line on stderr and 1.
 """
 
 from __future__ import annotations

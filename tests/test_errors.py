@@ -9,6 +9,8 @@ import io
 import shutil
 import sqlite3
 import struct
+import subprocess
+import sys
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -31,6 +33,7 @@ from daemon.db import (
     upgrade,
 )
 from daemon.errors import (
+    EX_CONFIG,
     DatabaseError,
     MailboxAuthError,
     MailboxError,
@@ -43,7 +46,7 @@ from daemon.intake.store import MailStore, record_fetch
 from daemon.models import OutboxState
 from daemon.outbound.send import Sender
 from daemon.understand import attachments
-from tests.conftest import CORPUS, Office, wait_for
+from tests.conftest import CORPUS, ROOT, Office, wait_for
 from tests.servers import SmtpSink
 
 # --- IMAP ----------------------------------------------------------------------------------
@@ -335,3 +338,87 @@ def test_a_damaged_docx_is_a_defect_not_an_exception(damage: Callable[[bytes], b
 
     assert text == ""
     assert defects == [f"DOCX 'don.docx' unreadable: {error}"]
+
+
+# --- the command line ------------------------------------------------------------------------
+
+CONFIG = f"""
+[agency]
+name = "Sở Xây dựng"
+code = "000.00.22.H56"
+
+[storage]
+data_dir = "data"
+
+[[mailboxes]]
+host = "127.0.0.1"
+username = "vanthu"
+password = "secret"
+
+[smtp]
+from = "vanthu@sxd.tayninh.gov.vn"
+
+[rules]
+dir = "{ROOT / 'rules'}"
+"""
+
+
+def _vanthu(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m daemon ARGS --config C`, C being CONFIG in `tmp_path`."""
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return subprocess.run([sys.executable, "-m", "daemon", *args, "--config", str(path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_status_on_a_database_that_cannot_be_opened_says_so_in_one_line(tmp_path: Path) -> None:
+    """`vanthu status` on a database path that is a folder: exit 1, one line naming the
+    database and SQLite's reason, no traceback."""
+    (tmp_path / "data" / "vanthu.db").mkdir(parents=True)
+
+    done = _vanthu(tmp_path, "status")
+
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"vanthu status: database sqlite:///{tmp_path / 'data' / 'vanthu.db'}: "
+        "unable to open database file"]
+    assert done.stdout == ""
+
+
+def test_status_on_a_data_folder_that_is_a_file_says_so_in_one_line(tmp_path: Path) -> None:
+    """A data folder that cannot be created (a file is in its place): exit 1, one line."""
+    (tmp_path / "data").write_text("not a folder", encoding="utf-8")
+
+    done = _vanthu(tmp_path, "status")
+
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"vanthu status: cannot create the database's folder {tmp_path / 'data'}: File exists"]
+
+
+def test_send_result_of_a_missing_file_says_so_in_one_line(tmp_path: Path) -> None:
+    """`vanthu send-result` of a file that does not exist: exit 1, one line naming it."""
+    missing = tmp_path / "HS-0001-260101.pdf"
+
+    done = _vanthu(tmp_path, "send-result", str(missing))
+
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"vanthu send-result: {missing}: No such file or directory"]
+
+
+def test_a_configuration_error_lists_every_problem_and_exits_78(tmp_path: Path) -> None:
+    """Wrong values in config.toml: exit 78 and each problem as `file:line: message`, no
+    traceback."""
+    path = tmp_path / "config.toml"
+    text = CONFIG.replace('host = "127.0.0.1"', 'host = "127.0.0.1"\nport = 0')
+    path.write_text(text.replace('from = "vanthu@sxd.tayninh.gov.vn"', 'from = "a, b"'),
+                    encoding="utf-8")
+
+    done = subprocess.run([sys.executable, "-m", "daemon", "status", "--config", str(path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+    assert done.returncode == EX_CONFIG
+    assert done.stderr.splitlines() == [
+        f"{path}:11: mailboxes[0].port: must be a TCP port (1 to 65535)",
+        f"{path}:16: smtp.from: must be exactly one mailbox, found 2"]
