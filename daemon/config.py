@@ -63,7 +63,9 @@ class AgencyConfig:
     timezone: str = "Asia/Ho_Chi_Minh"
     # Our own addresses: mail from them is never answered automatically (no loops).
     addresses: tuple[str, ...] = ()
-    # Format of a dossier code (DOMAIN.md §2): fields code, yymmdd, yyyy, seq.
+    # Format of a dossier code, fields code, yymmdd, yyyy, seq: by default the national form
+    # <agency code>-<yymmdd>-<4-digit daily sequence> (Decree 118/2025), e.g.
+    # 000.17.22.H56-210531-0001.
     case_code_format: str = "{code}-{yymmdd}-{seq:04d}"
     # How a case code is recognised in a subject: ours, and codes of earlier systems.
     case_ref_pattern: str = r"HS-\d{4}-\d{6}|[0-9A-Z.]+-\d{6}-\d{4}"
@@ -133,6 +135,8 @@ class LimitsConfig:
     max_message_bytes: int = 50 * 1024 * 1024
     max_attachment_bytes: int = 30 * 1024 * 1024
     max_parts: int = 200
+    # MIME levels read: each multipart, and each mail forwarded inside one, is one level down;
+    # parts deeper than this are not read (a defect says so).
     max_depth: int = 10
     pdf_max_pages: int = 1  # pages read for text: the header is on page one
     max_attempts: int = 3  # a message failing this often is quarantined (the "shunt")
@@ -965,6 +969,10 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
     if username and password is None and not any(k.startswith("password") for k in t.data):
         t.error("username", "is set but no password is given (password, password_file, "
                             "password_env or password_credential)")
+    if password is not None and not username:
+        key = next(k for k in t.data if k.startswith("password"))
+        t.error(key, "is given but no username: vanthu logs in to the SMTP server only with "
+                     "both (leave both out to send without a login)")
     smtp = SmtpConfig(
         host=t.take("host", str, "127.0.0.1", _not_empty),
         port=t.take("port", int, {"tls": 465, "starttls": 587}.get(security, 25), _port),

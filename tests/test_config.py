@@ -451,3 +451,17 @@ def test_a_file_saved_by_notepad_is_read_and_located(tmp_path: Path) -> None:
 
     assert problems == [f"{path}:{_line(text, 'port = ', after='[smtp]')}: smtp.port: "
                         "expected int, got str"]
+
+
+def test_an_smtp_password_without_a_username_is_an_error(tmp_path: Path) -> None:
+    """A password in [smtp] with no username would never be used (vanthu logs in only with
+    both): an error at the password's line, not a key silently ignored."""
+    text = VALID.replace('security = "starttls"\n', 'security = "starttls"\npassword = "z"\n')
+    path = _config(tmp_path, text)
+
+    problems = [str(p) for p in config.examine(path).problems]
+
+    assert problems == [
+        f"{path}:{_line(text, 'password = ', after='[smtp]')}: smtp.password: is given but no "
+        "username: vanthu logs in to the SMTP server only with both (leave both out to send "
+        "without a login)"]

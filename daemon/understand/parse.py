@@ -3,20 +3,25 @@
 mail-parser's releases churn; nothing else in vanthu imports it. Addresses never come from its
 decoded headers: sender, To, Cc and Reply-To are the strict parse of the raw header bytes
 (`identity`), and every decoded header value is one safe line (`header_safe`). Forwarded mails
-(message/rfc822 parts) are parsed in turn, to a bounded depth, and their text and attachments
-join the outer mail's, so a document forwarded by a colleague is read like one sent directly.
+(message/rfc822 parts) are read in turn, once each, and their text and attachments join the
+outer mail's, so a document forwarded by a colleague is read like one sent directly. Nothing
+deeper than `[limits] max_depth` levels is read: each multipart and each forwarded mail is one
+level, and what lies below the limit is named as a defect.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import email
 import hashlib
 import html
 import logging
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
+from email.message import Message
 from typing import Any
 
 import mailparser
@@ -81,30 +86,75 @@ def _payload(part: dict[str, Any]) -> tuple[bytes, str | None]:
         return b"", f"attachment {part.get('filename')!r} has invalid base64: {err}"
 
 
-def parse(raw: bytes, limits: LimitsConfig, depth: int = 0) -> ParsedMail:
-    """Parse `raw` into a ParsedMail; raise BadMessage when it cannot be read at all."""
+@dataclass
+class _Tree:
+    """What one walk of a whole mail found: how many parts and their types, the forwarded
+    mails taken out to be read on their own (name and message, by the id of the mail they
+    were forwarded in), and whether anything lies too deep to read."""
+
+    parts: int = 0
+    content_types: list[str] = field(default_factory=list)
+    forwarded: dict[int, list[tuple[str, Message]]] = field(default_factory=dict)
+    defects: list[str] = field(default_factory=list)
+
+
+def _walk(message: Message, limits: LimitsConfig) -> _Tree:
+    """Walk the whole MIME tree in order and without recursion, the root at level 0. A part's
+    children are one level down, and so is the mail inside a message/rfc822 part; that mail is
+    detached, to be read by itself (mail-parser would also read it into the outer mail).
+    Children that would lie below `max_depth` are cut off and named as a defect."""
+    tree = _Tree()
+    stack: list[tuple[Message, int, Message]] = [(message, 0, message)]  # part, level, its mail
+    cut = False
+    while stack:
+        part, level, mail = stack.pop()
+        tree.parts += 1
+        if len(tree.content_types) < limits.max_parts:
+            tree.content_types.append(part.get_content_type())
+        payload = part.get_payload() if part.is_multipart() else None
+        children = [c for c in payload if isinstance(c, Message)] if isinstance(
+            payload, list) else []
+        if not children:
+            continue
+        if level >= limits.max_depth:
+            part.set_payload([])
+            cut = True
+        elif part.get_content_type() == "message/rfc822" and part is not message:
+            inner = children[0]
+            name, _ = safe_name(_decode_header(str(part.get_filename() or "")))
+            tree.forwarded.setdefault(id(mail), []).append((name, inner))
+            part.set_payload([])
+            stack.append((inner, level + 1, inner))
+        else:
+            stack.extend((child, level + 1, mail) for child in reversed(children))
+    if cut:
+        tree.defects.append(f"MIME parts or forwarded mails nested deeper than "
+                            f"{limits.max_depth} levels (limits.max_depth); not read")
+    return tree
+
+
+@dataclass(frozen=True)
+class _Contents:
+    """The body, attachments and defects of one mail (or of a mail forwarded inside one)."""
+
+    body: str
+    attachments: list[Attachment]
+    defects: list[str]
+
+
+def _contents(message: Message, limits: LimitsConfig, tree: _Tree) -> tuple[Any, _Contents]:
+    """Read one (outer or forwarded) mail of the walked `tree`: its text, its attachments and
+    those of the mails forwarded in it. Returns mail-parser's view too, for the headers."""
     try:
-        mail = mailparser.parse_from_bytes(raw)
-        message = mail.message
-        parts = list(message.walk())
+        mail = mailparser.MailParser(message)
     except RecursionError as err:
         raise BadMessage("MIME structure nested too deeply to parse") from err
     except Exception as err:  # bulkhead: mail-parser raises many unrelated types
         raise BadMessage(f"unparseable mail: {type(err).__name__}: {err}") from err
 
     defects: list[str] = []
-    if len(parts) > limits.max_parts:
-        defects.append(f"{len(parts)} MIME parts (limit {limits.max_parts}); extra parts ignored")
     for category in sorted(getattr(mail, "defects_categories", ()) or ()):
         defects.append(f"MIME defect: {category}")
-
-    # Decoded values are for reading (auto-submitted, list headers, threading), never for
-    # addresses; each is one line without controls, so none can reach a stored value or an
-    # outgoing header with a line break in it.
-    headers: dict[str, tuple[str, ...]] = {}
-    for name in {k.lower() for k in message}:
-        headers[name] = tuple(header_safe(_decode_header(str(v)), MAX_VALUE)
-                              for v in message.get_all(name, []))
 
     texts = [nfc(t) for t in mail.text_plain[: limits.max_parts]]
     if not texts:
@@ -116,22 +166,14 @@ def parse(raw: bytes, limits: LimitsConfig, depth: int = 0) -> ParsedMail:
     found: list[Attachment] = []
     for part in mail.attachments[: limits.max_parts]:
         content_type = str(part.get("mail_content_type") or "application/octet-stream").lower()
+        if content_type == "message/rfc822":
+            continue  # a forwarded mail: read below, from its own MIME tree
         name, defect = safe_name(str(part.get("filename") or ""))
         if defect:
             defects.append(defect)
         payload, error = _payload(part)
         if error:
             defects.append(error)
-        if content_type == "message/rfc822" and depth < 3:
-            try:
-                inner = parse(payload, limits, depth + 1)
-            except BadMessage as err:
-                defects.append(f"forwarded mail {name!r} unreadable: {err}")
-            else:
-                body += "\n\n" + inner.body
-                found.extend(inner.attachments)
-                defects.extend(inner.defects)
-            continue
         if name.startswith("<") and name.endswith(">") and content_type.startswith("image/"):
             name = f"image{len(found) + 1}.{content_type.split('/')[-1]}"  # inline, unnamed
         if len(payload) > limits.max_attachment_bytes:
@@ -146,6 +188,42 @@ def parse(raw: bytes, limits: LimitsConfig, depth: int = 0) -> ParsedMail:
             defects=all_defects,
             withheld=next((d for d in all_defects if attachment_text.is_unsafe(d)), None),
         ))
+
+    for name, inner in tree.forwarded.get(id(message), []):
+        try:
+            _, forwarded = _contents(inner, limits, tree)
+        except BadMessage as err:
+            defects.append(f"forwarded mail {name!r} unreadable: {err}")
+            continue
+        body += "\n\n" + forwarded.body
+        found.extend(forwarded.attachments)
+        defects.extend(forwarded.defects)
+    return mail, _Contents(body, found, defects)
+
+
+def parse(raw: bytes, limits: LimitsConfig) -> ParsedMail:
+    """Parse `raw` into a ParsedMail; raise BadMessage when it cannot be read at all."""
+    try:
+        message = email.message_from_bytes(raw)
+        tree = _walk(message, limits)
+    except RecursionError as err:
+        raise BadMessage("MIME structure nested too deeply to parse") from err
+    except Exception as err:  # bulkhead: the email package raises many types on hostile bytes
+        raise BadMessage(f"unparseable mail: {type(err).__name__}: {err}") from err
+    mail, contents = _contents(message, limits, tree)
+
+    defects: list[str] = []
+    if tree.parts > limits.max_parts:
+        defects.append(f"{tree.parts} MIME parts (limit {limits.max_parts}); extra parts ignored")
+    defects += tree.defects + contents.defects
+
+    # Decoded values are for reading (auto-submitted, list headers, threading), never for
+    # addresses; each is one line without controls, so none can reach a stored value or an
+    # outgoing header with a line break in it.
+    headers: dict[str, tuple[str, ...]] = {}
+    for name in {k.lower() for k in message}:
+        headers[name] = tuple(header_safe(_decode_header(str(v)), MAX_VALUE)
+                              for v in message.get_all(name, []))
 
     date = mail.date if isinstance(mail.date, datetime) else None
     if date is not None and date.tzinfo is None:
@@ -162,9 +240,9 @@ def parse(raw: bytes, limits: LimitsConfig, depth: int = 0) -> ParsedMail:
         reply_to=addresses(raw_found, "reply-to"),
         date=date,
         headers=headers,
-        body=body,
-        attachments=tuple(found),
-        content_types=tuple(p.get_content_type() for p in parts[: limits.max_parts]),
+        body=contents.body,
+        attachments=tuple(contents.attachments),
+        content_types=tuple(tree.content_types),
         defects=tuple(defects),
         sender_problems=sender.problems,
     )
