@@ -21,12 +21,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from daemon import __version__, config, log
 from daemon.db import (
-    checkpoints,
-    health,
     make_engine,
     messages,
     outbox,
@@ -177,6 +175,7 @@ def _status_line(key: str, value: Any) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from daemon import health as health_module
     from daemon.outbound import outbox as outbox_module
 
     cfg = _config(args)
@@ -187,9 +186,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             select(messages.c.state, func.count()).group_by(messages.c.state)).all()}
         out_states = {str(k): int(v) for k, v in conn.execute(
             select(outbox.c.state, func.count()).group_by(outbox.c.state)).all()}
-        boxes = conn.execute(select(checkpoints)).all()
+        boxes = health_module.mailboxes(conn)
         sending = outbox_module.health(conn, now)
-        faults = conn.execute(select(health).order_by(health.c.component)).all()
+        faults = health_module.faults(conn)
     from daemon.office import digest as digest_module
 
     upcoming = [digest_module.latest_period(cfg, now + timedelta(hours=h))
@@ -214,8 +213,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "since": f.since.isoformat()} for f in faults],
     }
     problems = [*sending.problems, *(f"{f.component}: {f.problem}" for f in faults), *(
-        f"mailbox {b.mailbox}/{b.folder}: {b.last_error}" for b in boxes
-        if b.last_error and (not b.last_fetch_at or b.last_error_at > b.last_fetch_at))]
+        f"mailbox {b.mailbox}/{b.folder}: {error}" for b in boxes
+        if (error := health_module.mailbox_error(b)))]
     unhealthy = bool(problems)
     report["problems"] = problems
     report["healthy"] = not unhealthy
@@ -299,7 +298,6 @@ def cmd_send_result(args: argparse.Namespace) -> int:
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
-    from daemon.db import digests
     from daemon.office import digest
     from daemon.outbound.send import Sender
 
@@ -316,16 +314,11 @@ def cmd_digest(args: argparse.Namespace) -> int:
         print("no recipients: set [digest] to", file=sys.stderr)
         return 1
     key = f"manual-{now.astimezone(cfg.agency.tz):%Y-%m-%dT%H:%M:%S}"
-    email = digest.compose(cfg, report, to, key, now)
-    from sqlalchemy import insert
-
-    from daemon.outbound.outbox import enqueue
-    from daemon.outbound.recipients import Allowed, Purpose
-
-    with engine.begin() as conn:
-        conn.execute(insert(digests).values(period=key, sent_at=now))
-        enqueue(conn, cfg, email=email, purpose=Purpose.DIGEST, recipients=to,
-                allowed=Allowed.of(ruleset, cfg), now=now)
+    email = digest.claim(engine, cfg, ruleset, digest.compose(cfg, report, to, key, now), to,
+                         key, now)
+    if email is None:
+        print("a digest was sent by hand this very second; nothing queued", file=sys.stderr)
+        return 1
     sent = asyncio.run(Sender(engine, cfg.smtp).drain(only=str(email["Message-ID"])))
     print(f"digest sent to {', '.join(to)}" if sent else "digest queued; sending deferred")
     return 0
@@ -340,9 +333,6 @@ def _case_json(row: Any) -> dict[str, Any]:
 
 
 def cmd_case(args: argparse.Namespace) -> int:
-    from sqlalchemy import select as sql_select
-
-    from daemon.db import cases
     from daemon.office import cases as cases_module
 
     cfg = _config(args)
@@ -351,10 +341,7 @@ def cmd_case(args: argparse.Namespace) -> int:
     actor = args.actor
     if args.action == "list":
         with reading(engine) as conn:
-            query = sql_select(cases).order_by(cases.c.id)
-            if args.status:
-                query = query.where(cases.c.status == args.status)
-            rows = [_case_json(r) for r in conn.execute(query).all()]
+            rows = [_case_json(r) for r in cases_module.listing(conn, args.status)]
         if args.json:
             print(json.dumps(rows, ensure_ascii=False, indent=1))
         for row in [] if args.json else rows:
@@ -373,28 +360,21 @@ def cmd_case(args: argparse.Namespace) -> int:
 
 def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, today: Any,
                  actor: str) -> int:
-    from sqlalchemy import select as sql_select
-
-    from daemon.db import case_events, cases
+    """One clerk's command on one case: parse, call `daemon.office.cases`, print."""
     from daemon.office import cases as cases_module
-    from daemon.office import letters
     from daemon.outbound.recipients import Allowed
 
-    allowed = Allowed.of(rules_module.load(cfg.rules.dir), cfg)
+    ruleset = rules_module.load(cfg.rules.dir)
+    allowed = Allowed.of(ruleset, cfg)
     with engine.begin() as conn:
-        case = conn.execute(sql_select(cases).where(cases.c.code == args.code)).first()
+        case = cases_module.find(conn, args.code)
         if case is None:
             print(f"no case {args.code}", file=sys.stderr)
             return 1
-        origin = conn.scalar(sql_select(messages.c.header_message_id)
-                             .where(messages.c.id == case.message_id)) if case.message_id \
-            else None
         if args.action == "show":
-            events = conn.execute(sql_select(case_events).where(case_events.c.case_id == case.id)
-                                  .order_by(case_events.c.id)).all()
             out = {**_case_json(case), "events": [
                 {"at": e.at.isoformat(), "event": e.event, "actor": e.actor,
-                 "detail": e.detail} for e in events]}
+                 "detail": e.detail} for e in cases_module.history(conn, case.id)]}
             print(json.dumps(out, ensure_ascii=False, indent=1) if args.json else "\n".join(
                 [f"{k}: {v}" for k, v in out.items() if k != "events"]
                 + [f"  {e['at'][:16]} {e['event']:22} {e['actor']}" for e in out["events"]]))
@@ -403,40 +383,27 @@ def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, toda
             if not args.items:
                 print("list every missing item with --items", file=sys.stderr)
                 return 1
-            cases_module.pause(conn, case.id, today, actor, args.items)
-            letters.supplement_request(conn, cfg, case, args.items, today, origin,
-                                       allowed=allowed)
+            cases_module.request_supplement(conn, cfg, case, args.items, today, actor,
+                                            allowed=allowed)
         elif args.action == "postpone":
-            if case.apology_sent_at is not None:
-                print("the apology with a new date was already sent once", file=sys.stderr)
+            try:
+                new_date = datetime.fromisoformat(args.to or "").date()
+            except ValueError:
+                print("give the new date with --to YYYY-MM-DD", file=sys.stderr)
                 return 1
-            if case.deadline is None or case.deadline < today:
-                print("the deadline has passed: the apology must go before it", file=sys.stderr)
+            if why := cases_module.postpone(conn, cfg, case, new_date, args.reason, today, actor,
+                                            allowed=allowed):
+                print(why, file=sys.stderr)
                 return 1
-            new_date = datetime.fromisoformat(args.to).date()
-            letters.apology(conn, cfg, case, new_date, args.reason, origin, allowed=allowed)
-            conn.execute(update(cases).where(cases.c.id == case.id).values(
-                deadline=new_date, apology_sent_at=datetime.now(UTC)))
-            cases_module.event(conn, case.id, "apology_sent", actor,
-                               {"new_date": new_date.isoformat(), "reason": args.reason})
         elif args.action == "assign":
-            ruleset = rules_module.load(cfg.rules.dir)
-            units = [ruleset.departments.get(d) for d in [args.lead, *args.cooperate]]
-            if not args.lead or None in units:
+            lead = ruleset.departments.get(args.lead or "")
+            cooperate = [ruleset.departments.get(d) for d in args.cooperate]
+            if lead is None or None in cooperate:
                 print("--lead and --cooperate take department ids of rules/people.yaml",
                       file=sys.stderr)
                 return 1
-            deadline = (cfg.calendar.work_calendar().add_working_days(today, args.days)
-                        if args.days else case.deadline)
-            conn.execute(update(cases).where(cases.c.id == case.id).values(
-                lead_department=args.lead, deadline=deadline))
-            cases_module.set_status(conn, case.id, "in_progress", actor)
-            cases_module.event(conn, case.id, "assigned", actor,
-                               {"lead": args.lead, "cooperate": args.cooperate,
-                                "deadline": str(deadline)})
-            letters.assignment(conn, cfg, case, [u.email for u in units if u],
-                               units[0].name if units[0] else "", deadline,
-                               datetime.now(UTC), allowed=allowed)
+            cases_module.assign(conn, cfg, case, lead, [u for u in cooperate if u], args.days,
+                                today, actor, allowed=allowed)
         elif args.action == "close":
             status = args.status or "done"
             if status not in cases_module.STATUSES:
@@ -446,7 +413,7 @@ def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, toda
             cases_module.set_status(conn, case.id, status, actor)
     if args.json:
         with reading(engine) as conn:
-            updated = conn.execute(sql_select(cases).where(cases.c.code == args.code)).one()
+            updated = cases_module.find(conn, args.code)
         print(json.dumps(_case_json(updated), ensure_ascii=False, indent=1))
     else:
         print(f"{args.code}: {args.action} done; emails go out with the running daemon")

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from daemon import faults
 from daemon.config import Config
-from daemon.db import cases, messages, new_id, reading, register_entries, utcnow
+from daemon.db import cases, messages, new_id, reading, utcnow
 from daemon.errors import BadMessage, PermanentError, SystemicFault
 from daemon.intake.store import MailStore
 from daemon.intake.workers import ReadPool, read_guarded
@@ -41,7 +41,8 @@ from daemon.models import (
     Understanding,
 )
 from daemon.office import cases as cases_module
-from daemon.office.register import DbCases, case_id_of, link_thread, register, trust_of
+from daemon.office import register as register_module
+from daemon.office.register import DbCases, case_id_of, register, trust_of
 from daemon.outbound import compose
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose, refusal
@@ -335,13 +336,12 @@ def register_mail(conn: Connection, cfg: Config, rules: RuleSet,
         cfg.calendar, calendar, received, procedure.days, slot.day
     ) if procedure and slot else None
     reg = register(conn, cfg.agency, stored.pk, item.mail, und, stored.stored_at, procedure,
-                   appointment, trust_of(und, item.mail, cfg.security.trusted_domains))
+                   appointment, trust_of(und, item.mail, cfg.security.trusted_domains),
+                   queue=str(slot) if slot else None)
     if reg.duplicate_of is not None:
         return Duplicate(reg.duplicate_of, reg.duplicate_why)
     assert reg.entry_id is not None and reg.number is not None  # a new entry, not a duplicate
     queue = str(slot) if slot and reg.case_id is not None else None
-    if reg.case_id is not None and queue is not None:
-        conn.execute(update(cases).where(cases.c.id == reg.case_id).values(queue=queue))
     log.info("mail.registered", extra={"mail": stored.pk, "book": reg.book,
                                        "number": reg.number, "year": reg.year})
     return Filed(reg.entry_id, reg.book, reg.number, reg.year, reg.case_id, reg.case_code,
@@ -352,13 +352,9 @@ def assign(conn: Connection, filed: Filed, decision: Decision) -> None:
     """A rule's `assign`: the lead department, cooperating ones and the deadline, on the
     register entry and on the case."""
     for assignment in (e for e in decision.effects if isinstance(e, Assignment)):
-        conn.execute(update(register_entries).where(register_entries.c.id == filed.entry_id)
-                     .values(lead_department=assignment.lead,
-                             cooperating=list(assignment.cooperate),
-                             deadline=assignment.deadline))
+        register_module.record_assignment(conn, filed.entry_id, assignment)
         if filed.case_id is not None:
-            conn.execute(update(cases).where(cases.c.id == filed.case_id).values(
-                lead_department=assignment.lead, deadline=assignment.deadline))
+            cases_module.set_handler(conn, filed.case_id, assignment.lead, assignment.deadline)
 
 
 @dataclass(frozen=True)
@@ -421,7 +417,7 @@ def queue_emails(conn: Connection, cfg: Config, rules: RuleSet, item: Ready,
         enqueue(conn, cfg, email=email, purpose=Purpose(action.action), recipients=action.to,
                 allowed=allowed, message_pk=item.stored.pk, answering=answering)
         if case_id is not None:
-            link_thread(conn, header_id, case_id)
+            cases_module.link_thread(conn, header_id, case_id)
             cases_module.event(conn, case_id, EVENT_OF_ACTION[action.action], "vanthu",
                                {"to": list(action.to)})
         queued += 1
@@ -431,11 +427,8 @@ def queue_emails(conn: Connection, cfg: Config, rules: RuleSet, item: Ready,
 def record_handover(conn: Connection, pk: int, actions: Sequence[Action]) -> None:
     """Register columns 7-8: who received the mail (every action but the acknowledgement),
     and when."""
-    handed = [a for action in actions if action.action != "acknowledge" for a in action.to]
-    if handed:
-        conn.execute(update(register_entries).where(
-            register_entries.c.message_id == pk).values(
-            recipients=list(dict.fromkeys(handed)), forwarded_at=utcnow()))
+    register_module.record_handover(conn, pk, [
+        a for action in actions if action.action != "acknowledge" for a in action.to])
 
 
 def _stranger_to_case(conn: Connection, und: Understanding, mail: ParsedMail) -> str | None:

@@ -3,19 +3,21 @@ missed, scheduled at the configured hours (a controllable clock, never sleeps)."
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import message_from_bytes, policy
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, func, select
 
+from daemon import config, health
 from daemon.cli import main
-from daemon.db import outbox
+from daemon.db import digests, outbox
 from daemon.office import digest
 from daemon.routing import rules as rules_module
 from daemon.service import Daemon
-from tests.conftest import CORPUS, Office
+from tests.conftest import CORPUS, RULES, Office
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -130,3 +132,44 @@ def test_digest_command_prints_and_sends(office: Office,
     received = office.smtp.messages()
     assert len(received) == 1 and sorted(received[0].rcpt_tos) == [
         "giamdoc.sxd@example.gov.vn", "vanphong@example.gov.vn"]
+
+
+def test_a_period_is_claimed_once(database: Engine) -> None:
+    """The first claim of a period queues its digest; another claim of the same period, by a
+    restart or a second daemon, queues nothing."""
+    cfg = config.load(None)
+    rules = rules_module.load(RULES)
+    to = ["giamdoc.sxd@example.gov.vn"]
+    email = digest.compose(cfg, digest.Digest("Báo cáo văn thư", "-", "<p>-</p>"), to,
+                           "2026-11-23T06:00", datetime(2026, 11, 23, 6, 0, tzinfo=VN))
+
+    first = digest.claim(database, cfg, rules, email, to, "2026-11-23T06:00")
+    again = digest.claim(database, cfg, rules, email, to, "2026-11-23T06:00")
+
+    assert first is email and again is None
+    with database.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(outbox)) == 1
+        assert conn.scalars(select(digests.c.period)).all() == ["2026-11-23T06:00"]
+
+
+@pytest.mark.parametrize(("fetched", "failed", "shown"), [
+    (None, None, True),  # never fetched: the error is all there is
+    (0, 1, True),  # failed after the last good fetch
+    (1, 0, False),  # a later fetch got past it
+    (1, None, False),  # an error of unknown time, with a good fetch since
+])
+def test_a_mailbox_error_counts_while_newer_than_the_last_fetch(
+        fetched: int | None, failed: int | None, shown: bool) -> None:
+    """`status` and the digest share one rule: a folder's last error is a problem only while
+    no successful fetch came after it."""
+    start = datetime(2026, 11, 23, 6, 0, tzinfo=VN)
+
+    def at(minutes: int | None) -> datetime | None:
+        return None if minutes is None else start + timedelta(minutes=minutes)
+
+    box = SimpleNamespace(last_error="LOGIN failed", last_fetch_at=at(fetched),
+                          last_error_at=at(failed))
+
+    assert health.mailbox_error(box) == ("LOGIN failed" if shown else None)
+    assert health.mailbox_error(SimpleNamespace(last_error=None, last_fetch_at=None,
+                                                last_error_at=None)) is None

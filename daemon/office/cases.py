@@ -1,8 +1,10 @@
 """Cases (hồ sơ): the appointment date, the append-only event log, supplements that stop and
-restart the clock, reminders and the apology for lateness.
+restart the clock, assignment, reminders, the apology for lateness and the result returned.
 
-The date arithmetic is pure; the rest runs inside the caller's transaction, so an event and
-the state change it records commit together.
+The only writer of `cases`, `case_events` and `case_threads`: every change of a case is made
+here with the event that records it, and the case letters are queued from here. The date
+arithmetic is pure; the rest runs inside the caller's transaction, so a change, its event and
+its letter commit together or not at all.
 """
 
 from __future__ import annotations
@@ -13,9 +15,22 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from daemon.config import CalendarConfig
-from daemon.db import case_events, cases, counters, next_number, utcnow
+from daemon.config import AgencyConfig, CalendarConfig, Config
+from daemon.db import (
+    case_events,
+    case_threads,
+    cases,
+    counters,
+    messages,
+    new_id,
+    next_number,
+    utcnow,
+)
+from daemon.models import Understanding
+from daemon.office import letters
 from daemon.office.calendar import WorkCalendar
+from daemon.outbound.recipients import Allowed
+from daemon.routing.rules import Department, Procedure
 
 # The national portal's statuses.
 STATUSES = ("received", "not_accepted", "in_progress", "supplements_requested",
@@ -97,19 +112,123 @@ def working_days_between(calendar: WorkCalendar, start: date, end: date) -> int:
 
 def event(conn: Connection, case_id: int, name: str, actor: str,
           detail: dict[str, Any] | None = None) -> None:
+    """Append one event to the case's history."""
     conn.execute(insert(case_events).values(case_id=case_id, at=utcnow(), event=name,
                                             actor=actor, detail=detail))
 
 
+def _update(conn: Connection, case_id: int, **values: Any) -> None:
+    conn.execute(update(cases).where(cases.c.id == case_id).values(**values))
+
+
+def open_case(conn: Connection, agency: AgencyConfig, message_pk: int,
+              understanding: Understanding, received_at: datetime,
+              procedure: Procedure | None = None, deadline: date | None = None,
+              queue: str | None = None) -> tuple[int, str]:
+    """Open a case for a dossier with a code in the configured format; `queue` is its queue
+    number and half-day slot when it has one."""
+    local = received_at.astimezone(agency.tz)
+    yymmdd = local.strftime("%y%m%d")
+    seq = next_number(conn, f"case:{yymmdd}")
+    code = agency.case_code_format.format(code=agency.code, yymmdd=yymmdd,
+                                          yyyy=local.year, seq=seq)
+    person = understanding.applicant
+    case_id = new_id(conn.execute(insert(cases).values(
+        code=code, opened_at=received_at, status="received",
+        applicant_name=person.name if person else None,
+        applicant_email=person.email if person else None,
+        applicant_phone=person.phone if person else None,
+        message_id=message_pk,
+        procedure=procedure.name if procedure else None,
+        procedure_id=procedure.id if procedure else None,
+        deadline=deadline,
+        queue=queue,
+    )))
+    event(conn, case_id, "received", "vanthu",
+          {"code": code, "deadline": deadline.isoformat() if deadline else None})
+    return case_id, code
+
+
+def link_thread(conn: Connection, header_message_id: str, case_id: int) -> None:
+    """Remember that a Message-ID belongs to a case, so replies to it join the case."""
+    exists = conn.scalar(select(case_threads.c.case_id).where(
+        case_threads.c.header_message_id == header_message_id))
+    if exists is None:
+        conn.execute(insert(case_threads).values(header_message_id=header_message_id,
+                                                 case_id=case_id))
+
+
+def find(conn: Connection, code: str) -> Any:
+    """The case row with this code, or None."""
+    return conn.execute(select(cases).where(cases.c.code == code)).first()
+
+
+def listing(conn: Connection, status: str | None = None) -> list[Any]:
+    """Every case (or those in `status`), oldest first."""
+    query = select(cases).order_by(cases.c.id)
+    if status:
+        query = query.where(cases.c.status == status)
+    return list(conn.execute(query).all())
+
+
+def history(conn: Connection, case_id: int) -> list[Any]:
+    """Every event of a case, oldest first."""
+    return list(conn.execute(select(case_events).where(case_events.c.case_id == case_id)
+                             .order_by(case_events.c.id)).all())
+
+
+def _origin(conn: Connection, case: Any) -> str | None:
+    """The Message-ID of the dossier's mail, which the case's letters thread to."""
+    if not case.message_id:
+        return None
+    found: str | None = conn.scalar(select(messages.c.header_message_id)
+                                    .where(messages.c.id == case.message_id))
+    return found
+
+
 def set_status(conn: Connection, case_id: int, status: str, actor: str, **values: Any) -> None:
-    conn.execute(update(cases).where(cases.c.id == case_id).values(status=status, **values))
+    """Move the case to a portal status (with the other columns that change with it), and
+    record it."""
+    _update(conn, case_id, status=status, **values)
     event(conn, case_id, "status", actor, {"status": status})
+
+
+def set_handler(conn: Connection, case_id: int, lead: str, deadline: date | None) -> None:
+    """A routing rule's assignment: the lead department and the deadline, no letter."""
+    _update(conn, case_id, lead_department=lead, deadline=deadline)
+
+
+def assign(conn: Connection, cfg: Config, case: Any, lead: Department,
+           cooperate: list[Department], days: int | None, today: date, actor: str,
+           allowed: Allowed | None = None) -> date | None:
+    """The clerk hands the case to a lead department (and cooperating ones), with a deadline
+    of `days` working days from today (else the case's own); the case is in progress and the
+    units get the assignment notice. Returns the deadline."""
+    deadline = (cfg.calendar.work_calendar().add_working_days(today, days)
+                if days else case.deadline)
+    set_handler(conn, case.id, lead.id, deadline)
+    set_status(conn, case.id, "in_progress", actor)
+    event(conn, case.id, "assigned", actor,
+          {"lead": lead.id, "cooperate": [u.id for u in cooperate], "deadline": str(deadline)})
+    header_id = letters.assignment(conn, cfg, case, [u.email for u in (lead, *cooperate)],
+                                   lead.name, deadline, utcnow(), allowed=allowed)
+    link_thread(conn, header_id, case.id)
+    return deadline
 
 
 def pause(conn: Connection, case_id: int, on: date, actor: str, items: list[str]) -> None:
     """Supplements requested: the clock stops today."""
     set_status(conn, case_id, "supplements_requested", actor, paused_at=on)
     event(conn, case_id, "supplement_requested", actor, {"items": items})
+
+
+def request_supplement(conn: Connection, cfg: Config, case: Any, items: list[str], on: date,
+                       actor: str, allowed: Allowed | None = None) -> None:
+    """Ask the applicant for every missing item in one letter; the clock stops today."""
+    pause(conn, case.id, on, actor, items)
+    header_id = letters.supplement_request(conn, cfg, case, items, on, _origin(conn, case),
+                                           allowed=allowed)
+    link_thread(conn, header_id, case.id)
 
 
 def resume(conn: Connection, case_id: int, on: date, calendar: WorkCalendar,
@@ -127,3 +246,42 @@ def resume(conn: Connection, case_id: int, on: date, calendar: WorkCalendar,
         deadline = calendar.add_working_days(deadline, stood) if stood else deadline
     set_status(conn, case_id, "in_progress", actor, paused_at=None, deadline=deadline)
     return deadline  # type: ignore[no-any-return]
+
+
+def cannot_postpone(case: Any, today: date) -> str | None:
+    """Why the apology with a new date may not go (it goes once per case, and only before the
+    deadline passes), or None when it may."""
+    if case.apology_sent_at is not None:
+        return "the apology with a new date was already sent once"
+    if case.deadline is None or case.deadline < today:
+        return "the deadline has passed: the apology must go before it"
+    return None
+
+
+def postpone(conn: Connection, cfg: Config, case: Any, new_date: date, reason: str,
+             today: date, actor: str, allowed: Allowed | None = None) -> str | None:
+    """Send the applicant the apology with a new date, which becomes the deadline. Returns
+    why it may not go (nothing is done), or None."""
+    if why := cannot_postpone(case, today):
+        return why
+    header_id = letters.apology(conn, cfg, case, new_date, reason, _origin(conn, case),
+                                allowed=allowed)
+    link_thread(conn, header_id, case.id)
+    _update(conn, case.id, deadline=new_date, apology_sent_at=utcnow())
+    event(conn, case.id, "apology_sent", actor,
+          {"new_date": new_date.isoformat(), "reason": reason})
+    return None
+
+
+def remind(conn: Connection, cfg: Config, case: Any, to: list[str], left: int,
+           today: date) -> None:
+    """Remind the handler that the deadline is `left` working days away."""
+    header_id = letters.reminder(conn, cfg, case, to, left, today)
+    link_thread(conn, header_id, case.id)
+    event(conn, case.id, "reminder_sent", "vanthu", {"to": to, "working_days_left": left})
+
+
+def record_result(conn: Connection, case_id: int, to: str, outgoing: str, file: str) -> None:
+    """The signed result was queued for the applicant: the case is returned."""
+    _update(conn, case_id, status="result_returned")
+    event(conn, case_id, "result_sent", "vanthu", {"to": to, "outgoing": outgoing, "file": file})

@@ -1,7 +1,8 @@
 """The digest: a Vietnamese report to the leaders at fixed hours (default 06:00, 12:00, 18:00).
 
-A period is sent once: it is claimed by inserting its key in the `digests` table in the same
-transaction as its outbox row, so a restart or a second daemon finds it taken. At start the
+A period is sent once: `claim` inserts its key in the `digests` table in the same transaction
+as its outbox row, so a restart or a second daemon finds it taken (a digest sent by hand is
+claimed the same way, under a key of its own). At start the
 latest due period is sent if it was missed while the daemon was down. Building is read-only.
 """
 
@@ -16,12 +17,11 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, insert, select
 
+from daemon import health
 from daemon.config import Config
 from daemon.db import (
     cases,
-    checkpoints,
     digests,
-    health,
     messages,
     outbox,
     outgoing_entries,
@@ -113,8 +113,8 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
             .where(register_entries.c.deadline.is_not(None), register_entries.c.deadline <= today,
                    register_entries.c.case_id.is_(None))
             .order_by(register_entries.c.deadline)).all()
-        boxes = conn.execute(select(checkpoints)).all()
-        faults = conn.execute(select(health).order_by(health.c.component)).all()
+        boxes = health.mailboxes(conn)
+        faults = health.faults(conn)
         conn.rollback()
     sections: list[tuple[str, list[str]]] = []
     if faults:  # first: while it lasts, mail waits
@@ -178,9 +178,7 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
     for box in boxes:
         last = box.last_fetch_at.astimezone(tz).strftime("%H:%M %d/%m/%Y") \
             if box.last_fetch_at else "chưa lần nào"
-        error = f" · LỖI: {box.last_error}" if box.last_error and (
-            not box.last_fetch_at or (box.last_error_at and box.last_error_at > box.last_fetch_at)
-        ) else ""
+        error = f" · LỖI: {failing}" if (failing := health.mailbox_error(box)) else ""
         mailboxes.append(f"{box.mailbox}/{box.folder}: nhận thư lần cuối {last}{error}")
     sections.append(_section("Tình trạng hộp thư", mailboxes))
 
@@ -238,15 +236,26 @@ def send_due(engine: Engine, cfg: Config, rules: RuleSet, now: datetime) -> str 
              if last else previous_period(cfg, period))
     report = build(engine, cfg, rules, start, period)
     to = recipients(cfg, rules, period)
-    email = compose(cfg, report, to, key, period)
+    if claim(engine, cfg, rules, compose(cfg, report, to, key, period), to, key) is None:
+        return None  # another daemon claimed it meanwhile
+    return key
+
+
+def claim(engine: Engine, cfg: Config, rules: RuleSet, email: EmailMessage, to: list[str],
+          key: str, now: datetime | None = None) -> EmailMessage | None:
+    """Claim the digest period `key` and queue its email to `to`, in one transaction; None
+    (nothing queued) when the period was claimed before, by a restart or another daemon.
+
+    `now` is when it is queued (default: the clock), for a digest sent at once by hand.
+    """
     with engine.begin() as conn:
         if conn.scalar(select(digests.c.period).where(digests.c.period == key)):
-            return None  # another daemon claimed it meanwhile
-        conn.execute(insert(digests).values(period=key, sent_at=utcnow()))
+            return None
+        conn.execute(insert(digests).values(period=key, sent_at=now or utcnow()))
         if to:
             enqueue(conn, cfg, email=email, purpose=Purpose.DIGEST, recipients=to,
-                    allowed=Allowed.of(rules, cfg))
-    return key
+                    allowed=Allowed.of(rules, cfg), now=now)
+    return email
 
 
 def since_last(engine: Engine, cfg: Config, now: datetime) -> datetime:

@@ -1,9 +1,10 @@
 """Letters about a case, in Vietnamese: the request for supplements (Phiếu yêu cầu bổ sung,
 hoàn thiện hồ sơ), the apology with a new date (Văn bản xin lỗi và hẹn lại ngày trả kết quả),
 the deadline reminder to the handler, and the assignment notice. Each is queued in the outbox
-with the case event that caused it, in the caller's transaction. A letter the outbox refuses
-(a recipient that cannot be sent or may not be written to) raises RecipientRefused or
-EmailRefused, with the reason for the clerk; nothing is queued.
+in the caller's transaction and its Message-ID returned; `daemon.office.cases`, which sends
+them, records the case event and threads the Message-ID to the case in the same transaction.
+A letter the outbox refuses (a recipient that cannot be sent or may not be written to) raises
+RecipientRefused or EmailRefused, with the reason for the clerk; nothing is queued.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from sqlalchemy import Connection
 
 from daemon.config import Config
 from daemon.db import utcnow
-from daemon.office.register import link_thread
 from daemon.outbound.compose import envelope, render
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose
@@ -36,7 +36,6 @@ def _queue(conn: Connection, cfg: Config, case: Any, purpose: Purpose, to: list[
         allowed = Allowed.nobody() if purpose.answers else Allowed.load(cfg)
     enqueue(conn, cfg, email=msg, purpose=purpose, recipients=to, allowed=allowed,
             answering=Answering.of_record(conn, case_id=case.id) if purpose.answers else None)
-    link_thread(conn, header_id, case.id)
     return header_id
 
 

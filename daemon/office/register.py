@@ -1,14 +1,16 @@
-"""The incoming register (sổ đăng ký văn bản đến), the confidential register, and cases.
+"""The incoming register (sổ đăng ký văn bản đến) and the confidential register.
 
-Runs inside the caller's transaction. Numbers come from a counter row incremented in that
-transaction, so a rolled-back registration gives its number back and two writers are
-serialised by the row (PostgreSQL) or by BEGIN IMMEDIATE (SQLite): consecutive, no gap, no
-duplicate. A document seen before is linked to its first entry, never numbered twice.
+The only writer of `register_entries` (and of the attachments of registered mail). Runs inside
+the caller's transaction. Numbers come from a counter row incremented in that transaction, so
+a rolled-back registration gives its number back and two writers are serialised by the row
+(PostgreSQL) or by BEGIN IMMEDIATE (SQLite): consecutive, no gap, no duplicate. A document seen
+before is linked to its first entry, never numbered twice.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -24,9 +26,10 @@ from daemon.db import (
     new_id,
     next_number,
     register_entries,
+    utcnow,
 )
-from daemon.models import Kind, ParsedMail, Understanding
-from daemon.office.cases import event
+from daemon.models import Assignment, Kind, ParsedMail, Understanding
+from daemon.office.cases import link_thread, open_case
 from daemon.routing.rules import Procedure
 
 
@@ -108,37 +111,12 @@ def _duplicate(conn: Connection, message_pk: int, mail: ParsedMail, understandin
     return None, ""
 
 
-def open_case(conn: Connection, agency: AgencyConfig, message_pk: int,
-              understanding: Understanding, received_at: datetime,
-              procedure: Procedure | None = None,
-              deadline: date | None = None) -> tuple[int, str]:
-    """Open a case for a dossier with a code in the configured format (DOMAIN.md §2)."""
-    local = received_at.astimezone(agency.tz)
-    yymmdd = local.strftime("%y%m%d")
-    seq = next_number(conn, f"case:{yymmdd}")
-    code = agency.case_code_format.format(code=agency.code, yymmdd=yymmdd,
-                                          yyyy=local.year, seq=seq)
-    person = understanding.applicant
-    case_id: int = new_id(conn.execute(insert(cases).values(
-        code=code, opened_at=received_at, status="received",
-        applicant_name=person.name if person else None,
-        applicant_email=person.email if person else None,
-        applicant_phone=person.phone if person else None,
-        message_id=message_pk,
-        procedure=procedure.name if procedure else None,
-        procedure_id=procedure.id if procedure else None,
-        deadline=deadline,
-    )))
-    event(conn, case_id, "received", "vanthu",
-          {"code": code, "deadline": deadline.isoformat() if deadline else None})
-    return int(case_id), code
-
-
 def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: ParsedMail,
              understanding: Understanding, received_at: datetime,
              procedure: Procedure | None = None, deadline: date | None = None,
-             trust: Trust = Trust.UNPROVEN) -> Registration:
-    """Give a document or dossier its số đến (or link it to its first entry)."""
+             trust: Trust = Trust.UNPROVEN, queue: str | None = None) -> Registration:
+    """Give a document or dossier its số đến (or link it to its first entry); a dossier also
+    opens its case (`queue`: its queue number and half-day slot)."""
     for item in mail.attachments:
         conn.execute(insert(attachments).values(
             message_id=message_pk, name=item.name, content_type=item.content_type,
@@ -154,7 +132,7 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
     case_id = case_code = None
     if understanding.kind is Kind.DOSSIER:
         case_id, case_code = open_case(conn, agency, message_pk, understanding, received_at,
-                                       procedure, deadline)
+                                       procedure, deadline, queue)
         if mail.message_id:
             link_thread(conn, mail.message_id, case_id)
     number = next_number(conn, f"{book}:{year}")
@@ -172,13 +150,18 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
     return Registration(int(entry_id), book, year, number, case_id, case_code)
 
 
-def link_thread(conn: Connection, header_message_id: str, case_id: int) -> None:
-    """Remember that a Message-ID belongs to a case, so replies to it join the case."""
-    exists = conn.scalar(select(case_threads.c.case_id).where(
-        case_threads.c.header_message_id == header_message_id))
-    if exists is None:
-        conn.execute(insert(case_threads).values(header_message_id=header_message_id,
-                                                 case_id=case_id))
+def record_assignment(conn: Connection, entry_id: int, assignment: Assignment) -> None:
+    """The lead department (chủ trì), the cooperating ones (phối hợp) and the deadline."""
+    conn.execute(update(register_entries).where(register_entries.c.id == entry_id)
+                 .values(lead_department=assignment.lead, cooperating=list(assignment.cooperate),
+                         deadline=assignment.deadline))
+
+
+def record_handover(conn: Connection, message_pk: int, recipients: Sequence[str]) -> None:
+    """Columns 7-8 of the mail's entry, if it has one: who received it, and when."""
+    if recipients:
+        conn.execute(update(register_entries).where(register_entries.c.message_id == message_pk)
+                     .values(recipients=list(dict.fromkeys(recipients)), forwarded_at=utcnow()))
 
 
 def case_id_of(conn: Connection, code: str) -> int | None:

@@ -13,7 +13,6 @@ from sqlalchemy import Engine, insert, select
 from daemon.config import Config
 from daemon.db import cases, reading, reminders
 from daemon.office import cases as cases_module
-from daemon.office import letters
 from daemon.routing.route import resolve
 from daemon.routing.rules import RuleSet, Targets
 
@@ -43,9 +42,7 @@ def send_reminders(engine: Engine, cfg: Config, rules: RuleSet, today: date) -> 
                                                              reminders.c.day == today)):
                 continue
             conn.execute(insert(reminders).values(case_id=case.id, day=today))
-            letters.reminder(conn, cfg, case, to, left, today)
-            cases_module.event(conn, case.id, "reminder_sent", "vanthu",
-                               {"to": to, "working_days_left": left})
+            cases_module.remind(conn, cfg, case, to, left, today)
         log.info("case.reminded", extra={"case": case.code, "left": left})
         queued += 1
     return queued

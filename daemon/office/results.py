@@ -27,7 +27,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select
 
 from daemon.config import Config
 from daemon.db import (
@@ -41,7 +41,7 @@ from daemon.db import (
     utcnow,
 )
 from daemon.errors import ConfigError, EmailRefused, Problem
-from daemon.office.cases import event
+from daemon.office.cases import record_result
 from daemon.outbound.compose import message_id, result
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose
@@ -296,10 +296,7 @@ async def send_result(cfg: Config, engine: Engine, path: Path, case_code: str | 
                     recipients=[target.to], sent_at=now,
                     outbox_message_id=message_id(cfg, digest, "result")))
                 if target.case_id is not None:
-                    conn.execute(update(cases).where(cases.c.id == target.case_id)
-                                 .values(status="result_returned"))
-                    event(conn, target.case_id, "result_sent", "vanthu",
-                          {"to": target.to, "outgoing": f"{number}/{year}", "file": path.name})
+                    record_result(conn, target.case_id, target.to, f"{number}/{year}", path.name)
         except EmailRefused as err:  # the registered address cannot be written to
             return _reject(cfg, engine, path, f"the email cannot be sent: {err}",
                            f"không gửi được thư: {err}", move)
