@@ -15,7 +15,8 @@ from daemon.cli import main
 from daemon.errors import ConfigError
 from daemon.models import Address, Document, Kind, ParsedMail, Understanding
 from daemon.routing import rules as rules_module
-from daemon.routing.route import Facts, decide, evaluate
+from daemon.routing.conditions import When, parse
+from daemon.routing.route import Facts, decide
 from daemon.routing.rules import ActionSpec, Rule, RuleSet, Targets
 from tests.conftest import RULES
 
@@ -141,7 +142,7 @@ def test_safety_rules_override_a_hostile_rule_file() -> None:
     a machine."""
     ruleset = rules_module.load(RULES)
     hostile = RuleSet(ruleset.people, ruleset.departments, ruleset.absences, (
-        Rule("leak", {}, (ActionSpec("forward", Targets(addresses=("spy@evil.example",))),
+        Rule("leak", When(), (ActionSpec("forward", Targets(addresses=("spy@evil.example",))),
                           ActionSpec("acknowledge", Targets())), False, "x.yaml", 1),))
 
     secret = decide(_und(Kind.DOCUMENT, "Tối mật"), _mail(), hostile, _at(2026, 5, 1))
@@ -166,7 +167,8 @@ def test_evaluation_is_deterministic_ordered_and_stops(kinds: list[str], stops: 
     output."""
     ruleset = rules_module.load(RULES)
     rules = tuple(
-        Rule(f"r{i}", {"kind": k}, (ActionSpec("notify", Targets(addresses=(f"r{i}@x.vn",))),),
+        Rule(f"r{i}", parse({"kind": k}),
+             (ActionSpec("notify", Targets(addresses=(f"r{i}@x.vn",))),),
              stops[i], "t.yaml", i) for i, k in enumerate(kinds))
     rs = RuleSet(ruleset.people, ruleset.departments, (), rules)
     und = Understanding(kind=Kind(kind), why="", case_ref=None, document=None, applicant=None)
@@ -192,9 +194,9 @@ def test_conditions_explain_themselves() -> None:
                   attachment_names=(), attachment_types=(), at=_at(2026, 5, 4),
                   working_day=True)
 
-    matched, why = evaluate({"all": [{"kind": "document"}, {"urgent": True}],
-                             "sender_domain": "gov.vn", "subject": {"contains": "hoa toc"}},
-                            facts)
+    matched, why = parse({"all": [{"kind": "document"}, {"urgent": True}],
+                          "sender_domain": "gov.vn", "subject": {"contains": "hoa toc"}}
+                         ).check(facts)
 
     assert matched
     assert "✓ sender_domain=b.gov.vn" in why and "✓ urgent=True" in why
@@ -207,7 +209,7 @@ def test_director_away_without_stand_in_escalates_to_the_higher_authority() -> N
     away = rules_module.Absence("nguyen_van_an", _at(2026, 6, 1).date(), _at(2026, 6, 30).date(),
                                 "công tác", None)
     rs = RuleSet(ruleset.people, ruleset.departments, (away,), (
-        Rule("giam-doc", {}, (ActionSpec("forward", Targets(roles=("giam_doc",))),), False,
+        Rule("giam-doc", When(), (ActionSpec("forward", Targets(roles=("giam_doc",))),), False,
              "x.yaml", 1),), higher_authority=("vanphong@ubnd.example.gov.vn",))
 
     decision = decide(_und(Kind.DOCUMENT), _mail(), rs, _at(2026, 6, 10))

@@ -6,8 +6,7 @@ rule. The safety rules at the end are applied whatever the rule files say.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -27,7 +26,6 @@ from daemon.models import (
 from daemon.office.calendar import WorkCalendar
 from daemon.routing.rules import (
     ESCALATION,
-    TEXT_CONDITIONS,
     ActionSpec,
     Person,
     Procedure,
@@ -56,6 +54,8 @@ class Facts:
     at: datetime  # when the mail arrived, in the agency's time zone
     working_day: bool
     procedure: str = ""  # the catalogue's id, for a dossier
+    _folded: dict[str, str] = field(default_factory=dict, init=False, repr=False,
+                                    compare=False)
 
     @property
     def urgent(self) -> bool:
@@ -68,6 +68,12 @@ class Facts:
     @property
     def attachment_name(self) -> str:
         return "\n".join(self.attachment_names)
+
+    def folded(self, text: str) -> str:
+        """`text` folded without accents: once per mail, however many conditions read it."""
+        if text not in self._folded:
+            self._folded[text] = fold(text, accents=False)
+        return self._folded[text]
 
     @classmethod
     def of(cls, understanding: Understanding, mail: ParsedMail, at: datetime,
@@ -104,80 +110,6 @@ def match_procedure(procedures: tuple[Procedure, ...], mail: ParsedMail) -> Proc
             if key in text and (best is None or len(key) > best[0]):
                 best = (len(key), procedure)
     return best[1] if best else None
-
-
-def _text_matches(value: Any, text: str) -> bool:
-    if isinstance(value, dict):
-        if "regex" in value and not re.search(str(value["regex"]), text, re.I):
-            return False
-        return not ("contains" in value and fold(str(value["contains"]), accents=False)
-                    not in fold(text, accents=False))
-    values = [value] if isinstance(value, str) else list(value)
-    return any(fold(v, accents=False) in fold(text, accents=False) for v in values)
-
-
-def _type_matches(wanted: list[str], names: tuple[str, ...], types: tuple[str, ...]) -> bool:
-    """`pdf` matches a name ending .pdf; `application/pdf` matches the MIME type."""
-    for want in (w.lower().lstrip(".") for w in wanted):
-        if "/" in want and want in types:
-            return True
-        if any(name.lower().endswith("." + want) for name in names):
-            return True
-    return False
-
-
-def _in_hours(span: str, at: datetime) -> bool:
-    start, _, end = span.partition("-")
-    now = at.strftime("%H:%M")
-    return start <= now < end if start <= end else (now >= start or now < end)
-
-
-def evaluate(when: dict[str, Any], facts: Facts) -> tuple[bool, str]:
-    """Whether every condition in `when` holds, and each condition's outcome as the reason."""
-    reasons: list[str] = []
-    result = True
-    for key, value in when.items():
-        listed = [value] if isinstance(value, str) else list(value) \
-            if isinstance(value, list) else []
-        if key == "all":
-            outcomes = [evaluate(c, facts) for c in value]
-            ok = all(o for o, _ in outcomes)
-            why = "all(" + "; ".join(w for _, w in outcomes) + ")"
-        elif key == "any":
-            outcomes = [evaluate(c, facts) for c in value]
-            ok = any(o for o, _ in outcomes)
-            why = "any(" + "; ".join(w for _, w in outcomes) + ")"
-        elif key == "not":
-            inner, inner_why = evaluate(value, facts)
-            ok, why = not inner, f"not({inner_why})"
-        elif key in ("urgent", "confidential", "working_day"):
-            actual = getattr(facts, key)
-            ok, why = actual == value, f"{key}={actual}"
-        elif key in ("kind", "type", "urgency", "procedure"):
-            actual = getattr(facts, key)
-            ok = fold(actual) in {fold(a) for a in listed}
-            why = f"{key}={actual or 'none'}"
-        elif key == "sender":
-            ok = facts.sender in {a.lower() for a in listed}
-            why = f"sender={facts.sender}"
-        elif key == "sender_domain":
-            domain = facts.sender.rpartition("@")[2]
-            ok = any(domain == d.lower() or domain.endswith("." + d.lower()) for d in listed)
-            why = f"sender_domain={domain}"
-        elif key == "attachment_type":
-            ok = _type_matches(listed, facts.attachment_names, facts.attachment_types)
-            why = f"attachment types {', '.join(facts.attachment_types) or 'none'}"
-        elif key == "hours":
-            ok = _in_hours(str(value), facts.at)
-            why = f"arrived {facts.at:%H:%M}"
-        elif key in TEXT_CONDITIONS:
-            ok = _text_matches(value, getattr(facts, key))
-            why = f"{key} {'matches' if ok else 'does not match'} {value!r}"
-        else:  # validated at load; unreachable for a loaded RuleSet
-            ok, why = False, f"unknown condition {key}"
-        reasons.append(("✓ " if ok else "✗ ") + why)
-        result = result and ok
-    return result, "; ".join(reasons) or "no condition: always"
 
 
 def _absence(rules: RuleSet, person: str, on: date) -> Any:
@@ -254,7 +186,7 @@ def decide(understanding: Understanding, mail: ParsedMail, rules: RuleSet, at: d
         if stopped_by:
             traces.append(RuleTrace(rule.id, False, f"not evaluated: stopped by {stopped_by}"))
             continue
-        matched, why = evaluate(rule.when, facts)
+        matched, why = rule.when.check(facts)
         traces.append(RuleTrace(rule.id, matched, why))
         if matched:
             specs.extend(rule.then)

@@ -15,11 +15,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from daemon.config import address_problem, as_date, name_problem, normal_name
 from daemon.errors import ConfigError, Problem
-from daemon.models import Kind
+from daemon.routing import ruleyaml
+from daemon.routing.conditions import Place, When
+from daemon.routing.ruleyaml import Node, line_of, strings
 
 ROLES = ("giam_doc", "pho_giam_doc", "chanh_van_phong", "van_thu", "truong_phong")
 # Who takes over when nobody in a role is present (DOMAIN: a Deputy's work goes to the Director).
@@ -28,38 +28,6 @@ _ID = re.compile(r"^[a-z0-9_\-]+$")
 # Keys people write for what vanthu calls otherwise: the hint goes with "unknown key".
 _HINTS = {"start": "from", "end": "to", "until": "to", "standin": "stand_in",
           "stand-in": "stand_in", "mail": "email", "role": "roles"}
-
-
-class _Node(dict[str, Any]):
-    """A YAML mapping that remembers the line it started on and the line of each key."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.line = 0
-        self.key_lines: dict[str, int] = {}
-
-
-class _Loader(yaml.SafeLoader):
-    """yaml.safe_load with line numbers on every mapping; nothing but plain data is built.
-    A key written twice in one mapping (YAML keeps the last silently) is remembered."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.duplicates: list[tuple[str, int]] = []
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Node:
-    mapping = _Node({str(k): v for k, v in loader.construct_mapping(node, deep=True).items()})
-    mapping.line = node.start_mark.line + 1
-    for key_node, _ in node.value:
-        key = str(loader.construct_object(key_node, deep=True))
-        if key in mapping.key_lines:
-            loader.duplicates.append((key, key_node.start_mark.line + 1))
-        mapping.key_lines[key] = key_node.start_mark.line + 1
-    return mapping
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 @dataclass(frozen=True)
@@ -116,7 +84,7 @@ class ActionSpec:
 @dataclass(frozen=True)
 class Rule:
     id: str
-    when: dict[str, Any]
+    when: When
     then: tuple[ActionSpec, ...]
     stop: bool
     file: str
@@ -144,13 +112,7 @@ class RuleSet:
     procedures: tuple[Procedure, ...] = ()
 
 
-CONDITIONS = {"kind", "type", "urgent", "urgency", "confidential", "issuer", "sender",
-              "procedure",
-              "sender_domain", "subject", "body", "text", "attachment_name", "attachment_type",
-              "working_day", "hours", "all", "any", "not"}
-TEXT_CONDITIONS = {"subject", "body", "text", "issuer", "attachment_name"}
 ACTIONS = {"forward", "acknowledge", "notify", "assign", "tag", "move", "quarantine"}
-URGENCY_LEVELS = ("Hỏa tốc", "Thượng khẩn", "Khẩn")
 _TARGET_KEYS = {"roles", "people", "departments", "addresses"}
 _ACTION_KEYS = {
     "forward": _TARGET_KEYS, "notify": _TARGET_KEYS,
@@ -169,19 +131,16 @@ class _Checker:
 
     def error(self, file: str, node: Any, message: str, key: str | None = None) -> None:
         """A problem at `node`'s `key` when that line is known, else at the node."""
-        line = None
-        if isinstance(node, _Node):
-            line = node.key_lines.get(key, node.line) if key else node.line
-        self.problems.append(Problem(file, line, message))
+        self.problems.append(Problem(file, line_of(node, key), message))
 
-    def keys(self, file: str, node: _Node, allowed: set[str], what: str) -> None:
+    def keys(self, file: str, node: Node, allowed: set[str], what: str) -> None:
         for key in node:
             if key not in allowed:
                 hint = _HINTS.get(key)
                 hint_text = f" (did you mean {hint!r}?)" if hint in allowed else ""
                 self.error(file, node, f"unknown key {key!r} in {what}{hint_text}", key)
 
-    def name(self, file: str, node: _Node, default: str, what: str) -> str:
+    def name(self, file: str, node: Node, default: str, what: str) -> str:
         """The `name` of a person, department or procedure: one line of text, NFC."""
         value = node.get("name", default)
         if not isinstance(value, str):
@@ -192,58 +151,27 @@ class _Checker:
             return default
         return normal_name(value)
 
-    def email(self, file: str, node: _Node, what: str) -> str:
+    def email(self, file: str, node: Node, what: str) -> str:
         value = node.get("email")
         problem = address_problem(value) if isinstance(value, str) else "missing or not text"
         if problem:
             self.error(file, node, f"{what} has no valid email: {problem}", "email")
         return str(value or "").lower()
 
-    def strings(self, file: str, node: _Node, key: str, what: str) -> tuple[str, ...]:
+    def strings(self, file: str, node: Node, key: str, what: str) -> tuple[str, ...]:
         value = node.get(key, [])
-        found = _strings(value)
+        found = strings(value)
         if found is None:
             self.error(file, node, f"{what}: {key} takes a string or a list of strings", key)
         return found or ()
 
 
-def _load_yaml(path: Path, checker: _Checker) -> Any:
-    try:
-        loader = _Loader(path.read_text(encoding="utf-8"))
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        checker.problems.append(Problem(str(path), mark.line + 1 if mark else None,
-                                        f"not valid YAML: {getattr(err, 'problem', err)}"))
-        return None
-    except OSError as err:
-        checker.problems.append(Problem(str(path), None, f"cannot read: {err.strerror}"))
-        return None
-    except UnicodeDecodeError:
-        checker.problems.append(Problem(str(path), None, "not UTF-8 text"))
-        return None
-    for key, line in loader.duplicates:
-        checker.problems.append(Problem(str(path), line, f"key {key!r} written twice"))
-    return data
-
-
-def _list(file: str, data: _Node, key: str, c: _Checker) -> list[Any]:
+def _list(file: str, data: Node, key: str, c: _Checker) -> list[Any]:
     value = data.get(key) or []
     if not isinstance(value, list):
         c.error(file, data, f"{key} must be a list", key)
         return []
     return value
-
-
-def _strings(value: Any) -> tuple[str, ...] | None:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    return None
 
 
 def _people(file: str, data: Any, c: _Checker) -> tuple[dict[str, Person],
@@ -252,13 +180,13 @@ def _people(file: str, data: Any, c: _Checker) -> tuple[dict[str, Person],
     people: dict[str, Person] = {}
     departments: dict[str, Department] = {}
     absences: list[Absence] = []
-    if not isinstance(data, _Node):
+    if not isinstance(data, Node):
         c.error(file, data, "must be a mapping with people, departments, absences")
         c.people_known = False
         return people, departments, absences, ()
     c.keys(file, data, {"people", "departments", "absences", "higher_authority"}, "people file")
     for node in _list(file, data, "people", c):
-        if not isinstance(node, _Node):
+        if not isinstance(node, Node):
             c.error(file, data, "each person must be a mapping", "people")
             continue
         c.keys(file, node, {"id", "name", "email", "roles", "note"}, "person")
@@ -276,7 +204,7 @@ def _people(file: str, data: Any, c: _Checker) -> tuple[dict[str, Person],
                         "roles")
         people[pid] = Person(pid, c.name(file, node, pid, f"person {pid!r}"), email, roles)
     for node in _list(file, data, "departments", c):
-        if not isinstance(node, _Node):
+        if not isinstance(node, Node):
             c.error(file, data, "each department must be a mapping", "departments")
             continue
         c.keys(file, node, {"id", "name", "email", "head", "note"}, "department")
@@ -293,7 +221,7 @@ def _people(file: str, data: Any, c: _Checker) -> tuple[dict[str, Person],
         departments[did] = Department(did, c.name(file, node, did, f"department {did!r}"),
                                       email, head)
     for node in _list(file, data, "absences", c):
-        if not isinstance(node, _Node):
+        if not isinstance(node, Node):
             c.error(file, data, "each absence must be a mapping", "absences")
             continue
         c.keys(file, node, {"person", "from", "to", "reason", "stand_in"}, "absence")
@@ -342,19 +270,19 @@ def _people(file: str, data: Any, c: _Checker) -> tuple[dict[str, Person],
 
 
 def _procedures(file: str, data: Any, c: _Checker) -> tuple[Procedure, ...]:
-    if not isinstance(data, _Node) or not isinstance(data.get("procedures"), list):
+    if not isinstance(data, Node) or not isinstance(data.get("procedures"), list):
         c.error(file, data, "the catalogue needs a 'procedures:' list")
         return ()
     c.keys(file, data, {"procedures"}, "procedure catalogue")
     found: list[Procedure] = []
     seen: set[str] = set()
     for node in data["procedures"]:
-        if not isinstance(node, _Node):
+        if not isinstance(node, Node):
             c.error(file, data, "each procedure must be a mapping", "procedures")
             continue
         c.keys(file, node, {"id", "name", "keywords", "days", "documents", "note"}, "procedure")
         pid, days = str(node.get("id", "")), node.get("days")
-        keywords = _strings(node.get("keywords", []))
+        keywords = strings(node.get("keywords", []))
         if not _ID.match(pid):
             c.error(file, node, f"procedure id {pid!r} must be lower-case letters, digits, _ or "
                                 "-", "id")
@@ -372,53 +300,12 @@ def _procedures(file: str, data: Any, c: _Checker) -> tuple[Procedure, ...]:
     return tuple(found)
 
 
-def _check_condition(file: str, node: Any, c: _Checker) -> None:
-    if not isinstance(node, _Node):
-        c.error(file, node, "a condition must be a mapping")
-        return
-    c.keys(file, node, CONDITIONS, "condition")
-    for key, value in node.items():
-        if key in ("all", "any"):
-            if not isinstance(value, list):
-                c.error(file, node, f"{key} takes a list of conditions", key)
-                continue
-            for item in value:
-                _check_condition(file, item, c)
-        elif key == "not":
-            _check_condition(file, value, c)
-        elif key == "kind":
-            for kind in _strings(value) or ("?",):
-                if kind not in {k.value for k in Kind}:
-                    c.error(file, node, f"unknown kind {kind!r}", key)
-        elif key in ("urgent", "confidential", "working_day"):
-            if not isinstance(value, bool):
-                c.error(file, node, f"{key} takes true or false", key)
-        elif key == "urgency":
-            for level in _strings(value) or ("?",):
-                if level not in URGENCY_LEVELS:
-                    c.error(file, node, f"unknown urgency {level!r} "
-                                        f"(known: {', '.join(URGENCY_LEVELS)})", key)
-        elif key == "hours":
-            if not (isinstance(value, str) and re.fullmatch(
-                    r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", value)):
-                c.error(file, node, "hours takes 'HH:MM-HH:MM'", key)
-        elif key in TEXT_CONDITIONS and isinstance(value, _Node):
-            c.keys(file, value, {"contains", "regex"}, key)
-            if "regex" in value:
-                try:
-                    re.compile(str(value["regex"]))
-                except re.error as err:
-                    c.error(file, value, f"bad regex {value['regex']!r}: {err}", "regex")
-        elif _strings(value) is None:
-            c.error(file, node, f"{key} takes a string or a list of strings", key)
-
-
-def _targets(file: str, node: _Node, c: _Checker, people: dict[str, Person],
+def _targets(file: str, node: Node, c: _Checker, people: dict[str, Person],
              departments: dict[str, Department]) -> Targets:
-    roles = _strings(node.get("roles", [])) or ()
-    who = _strings(node.get("people", [])) or ()
-    units = _strings(node.get("departments", [])) or ()
-    addresses = _strings(node.get("addresses", [])) or ()
+    roles = strings(node.get("roles", [])) or ()
+    who = strings(node.get("people", [])) or ()
+    units = strings(node.get("departments", [])) or ()
+    addresses = strings(node.get("addresses", [])) or ()
     for role in roles:
         if role not in ROLES:
             c.error(file, node, f"unknown role {role!r}", "roles")
@@ -434,7 +321,7 @@ def _targets(file: str, node: _Node, c: _Checker, people: dict[str, Person],
     return Targets(roles, who, units, tuple(a.lower() for a in addresses))
 
 
-def _action(file: str, name: str, spec: _Node, c: _Checker, people: dict[str, Person],
+def _action(file: str, name: str, spec: Node, c: _Checker, people: dict[str, Person],
             departments: dict[str, Department]) -> ActionSpec:
     """Validate one action's own fields and build it."""
     c.keys(file, spec, _ACTION_KEYS[name], f"{name} action")
@@ -447,7 +334,7 @@ def _action(file: str, name: str, spec: _Node, c: _Checker, people: dict[str, Pe
         return ActionSpec(name, Targets(sender=True), template=str(spec.get("template", "")))
     if name == "assign":
         lead = spec.get("lead")
-        cooperate = _strings(spec.get("cooperate", [])) or ()
+        cooperate = strings(spec.get("cooperate", [])) or ()
         days = spec.get("deadline_days")
         for unit in (lead, *cooperate):
             if unit not in departments and c.people_known:
@@ -458,7 +345,7 @@ def _action(file: str, name: str, spec: _Node, c: _Checker, people: dict[str, Pe
             days = None
         return ActionSpec(name, lead=str(lead), cooperate=cooperate, deadline_days=days)
     if name == "tag":
-        tags = _strings(spec.get("tags", []))
+        tags = strings(spec.get("tags", []))
         if not tags:
             c.error(file, spec, "tag needs tags: a list of words")
         return ActionSpec(name, tags=tags or ())
@@ -486,7 +373,7 @@ def load(directory: Path) -> RuleSet:
         raise ConfigError([Problem(str(directory), None, "the rules folder does not exist")])
     if people_file.exists():
         before = len(c.problems)
-        data = _load_yaml(people_file, c)
+        data = ruleyaml.read(people_file, c.problems)
         if data is None and len(c.problems) > before:  # not YAML: said once, not twice
             c.people_known = False
         else:
@@ -499,25 +386,25 @@ def load(directory: Path) -> RuleSet:
     catalogue_known = True
     if catalogue.exists():
         before = len(c.problems)
-        data = _load_yaml(catalogue, c)
+        data = ruleyaml.read(catalogue, c.problems)
         catalogue_known = not (data is None and len(c.problems) > before)
         procedures = _procedures(str(catalogue), data, c) if catalogue_known else ()
-    known_procedures = {p.id for p in procedures}
+    known_procedures = frozenset(p.id for p in procedures) if catalogue_known else None
     rules: list[Rule] = []
     seen: dict[str, str] = {}
     for path in sorted(directory.glob("*.yaml")):
         if path.name in ("people.yaml", "procedures.yaml") or path.name.startswith("."):
             continue
-        data = _load_yaml(path, c)
+        data = ruleyaml.read(path, c.problems)
         if data is None:
             continue
         file = str(path)
-        if not isinstance(data, _Node) or not isinstance(data.get("rules"), list):
+        if not isinstance(data, Node) or not isinstance(data.get("rules"), list):
             c.error(file, data, "a rules file must have a 'rules:' list")
             continue
         c.keys(file, data, {"rules"}, "rules file")
         for node in data["rules"]:
-            if not isinstance(node, _Node):
+            if not isinstance(node, Node):
                 c.error(file, data, "each rule must be a mapping", "rules")
                 continue
             c.keys(file, node, {"id", "description", "when", "then", "stop"}, "rule")
@@ -528,55 +415,41 @@ def load(directory: Path) -> RuleSet:
             if rid in seen:
                 c.error(file, node, f"rule id {rid!r} already used at {seen[rid]}", "id")
             seen[rid] = f"{file}:{node.line}"
-            when = node.get("when", _Node())
-            if isinstance(when, _Node):
-                _check_condition(file, when, c)
-            else:
+            when = When()
+            if not isinstance(node.get("when", Node()), Node):
                 c.error(file, node, "when takes a mapping of conditions", "when")
-                when = _Node()
-            for pid in _procedure_ids(when):
-                if pid not in known_procedures and catalogue_known:
-                    c.error(file, when, f"unknown procedure {pid!r} (rules/procedures.yaml)")
+            elif "when" in node:
+                when = When.build(node["when"], Place(file, node, "when", c.problems,
+                                                      known_procedures))
             actions: list[ActionSpec] = []
             then = node.get("then") or []
             if not isinstance(then, list):
                 c.error(file, node, "then takes a list of actions", "then")
                 then = []
             for item in then:
-                if not isinstance(item, _Node) or len(item) != 1:
-                    c.error(file, item if isinstance(item, _Node) else node,
+                if not isinstance(item, Node) or len(item) != 1:
+                    c.error(file, item if isinstance(item, Node) else node,
                             "each action is a mapping with one key: " + ", ".join(sorted(ACTIONS)),
-                            None if isinstance(item, _Node) else "then")
+                            None if isinstance(item, Node) else "then")
                     continue
                 (name, spec), = item.items()
                 if name not in ACTIONS:
                     c.error(file, item, f"unknown action {name!r}")
                     continue
                 if spec is None:
-                    spec = _Node()
+                    spec = Node()
                     spec.line = item.line
-                if not isinstance(spec, _Node):
+                if not isinstance(spec, Node):
                     c.error(file, item, f"{name} takes a mapping of its fields")
                     continue
                 actions.append(_action(file, name, spec, c, people, departments))
             stop = node.get("stop", False)
             if not isinstance(stop, bool):
                 c.error(file, node, "stop takes true or false", "stop")
-            if rules and rules[-1].stop and not rules[-1].when:
+            if rules and rules[-1].stop and not rules[-1].when.conditions:
                 c.error(file, node, f"rule {rid!r} can never run: rule {rules[-1].id!r} "
                                     "above it stops every mail")
-            rules.append(Rule(rid, dict(when), tuple(actions), stop is True, file, node.line))
+            rules.append(Rule(rid, when, tuple(actions), stop is True, file, node.line))
     if c.problems:
         raise ConfigError(c.problems)
     return RuleSet(people, departments, tuple(absences), tuple(rules), higher, procedures)
-
-
-def _procedure_ids(when: Any) -> list[str]:
-    if not isinstance(when, dict):
-        return []
-    found = list(_strings(when.get("procedure", [])) or ())
-    for key in ("all", "any"):
-        items = when.get(key)
-        for item in items if isinstance(items, list) else []:
-            found += _procedure_ids(item)
-    return found + _procedure_ids(when.get("not"))
