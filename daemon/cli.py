@@ -33,7 +33,7 @@ from daemon.db import (
     upgrade,
 )
 from daemon.errors import EX_CONFIG, ConfigError, EmailRefused
-from daemon.models import State
+from daemon.models import CaseStatus, State
 from daemon.routing import rules as rules_module
 
 
@@ -335,13 +335,18 @@ def _case_json(row: Any) -> dict[str, Any]:
 def cmd_case(args: argparse.Namespace) -> int:
     from daemon.office import cases as cases_module
 
+    try:
+        status = CaseStatus(args.status) if args.status else None
+    except ValueError:
+        print(f"--status must be one of {', '.join(CaseStatus)}", file=sys.stderr)
+        return 1
     cfg = _config(args)
     engine = _engine(cfg)
     today = datetime.now(cfg.agency.tz).date()
     actor = args.actor
     if args.action == "list":
         with reading(engine) as conn:
-            rows = [_case_json(r) for r in cases_module.listing(conn, args.status)]
+            rows = [_case_json(r) for r in cases_module.listing(conn, status)]
         if args.json:
             print(json.dumps(rows, ensure_ascii=False, indent=1))
         for row in [] if args.json else rows:
@@ -352,14 +357,14 @@ def cmd_case(args: argparse.Namespace) -> int:
         print("a case code is needed", file=sys.stderr)
         return 1
     try:
-        return _case_action(args, cfg, engine, today, actor)
+        return _case_action(args, cfg, engine, today, actor, status or CaseStatus.DONE)
     except EmailRefused as err:
         print(f"không gửi được thư, không có thay đổi nào: {err}", file=sys.stderr)
         return 1
 
 
 def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, today: Any,
-                 actor: str) -> int:
+                 actor: str, status: CaseStatus) -> int:
     """One clerk's command on one case: parse, call `daemon.office.cases`, print."""
     from daemon.office import cases as cases_module
     from daemon.outbound.recipients import Allowed
@@ -405,11 +410,6 @@ def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, toda
             cases_module.assign(conn, cfg, case, lead, [u for u in cooperate if u], args.days,
                                 today, actor, allowed=allowed)
         elif args.action == "close":
-            status = args.status or "done"
-            if status not in cases_module.STATUSES:
-                print(f"status must be one of {', '.join(cases_module.STATUSES)}",
-                      file=sys.stderr)
-                return 1
             cases_module.set_status(conn, case.id, status, actor)
     if args.json:
         with reading(engine) as conn:

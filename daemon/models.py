@@ -30,6 +30,20 @@ class Kind(enum.StrEnum):
     OTHER = "other"
 
 
+class CaseStatus(enum.StrEnum):
+    """Where a case (hồ sơ) stands, in the national public-service portal's statuses."""
+
+    RECEIVED = "received"
+    NOT_ACCEPTED = "not_accepted"
+    IN_PROGRESS = "in_progress"
+    SUPPLEMENTS_REQUESTED = "supplements_requested"  # the clock stands still
+    FINANCIAL_OBLIGATION = "financial_obligation"
+    WITHDRAWN = "withdrawn"
+    STOPPED = "stopped"
+    DONE = "done"
+    RESULT_RETURNED = "result_returned"
+
+
 class OutboxState(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"

@@ -42,7 +42,8 @@ from daemon.models import (
 )
 from daemon.office import cases as cases_module
 from daemon.office import register as register_module
-from daemon.office.register import DbCases, case_id_of, register, trust_of
+from daemon.office.cases import CaseEvent
+from daemon.office.register import Book, DbCases, case_id_of, register, trust_of
 from daemon.outbound import compose
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose, refusal
@@ -57,8 +58,9 @@ _in_canary: contextvars.ContextVar[bool] = contextvars.ContextVar("in_canary", d
 log.addFilter(lambda record: not _in_canary.get())
 
 REGISTERED_KINDS = (Kind.DOCUMENT, Kind.DOSSIER)
-EVENT_OF_ACTION = {"acknowledge": "acknowledged", "forward": "forwarded", "notify": "notified",
-                   "assign": "assigned"}
+EVENT_OF_ACTION = {Purpose.ACKNOWLEDGE: CaseEvent.ACKNOWLEDGED,
+                   Purpose.FORWARD: CaseEvent.FORWARDED, Purpose.NOTIFY: CaseEvent.NOTIFIED,
+                   Purpose.ASSIGN: CaseEvent.ASSIGNED}
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,7 @@ class Filed:
     a dossier its case, procedure, appointment date and queue slot."""
 
     entry_id: int
-    book: str
+    book: Book
     number: int
     year: int
     case_id: int | None = None
@@ -404,9 +406,10 @@ def queue_emails(conn: Connection, cfg: Config, rules: RuleSet, item: Ready,
     answering = Answering.of_mail(item.mail, item.understanding, item.stored.stored_at)
     queued = 0
     for action in actions:
+        purpose = Purpose(action.action)
         # Whether a sender is acknowledged is the recipient policy's: authenticated, not spam,
         # within the daily reply limits (daemon/outbound/recipients.py).
-        if action.action == "acknowledge" and (why := refusal(
+        if purpose is Purpose.ACKNOWLEDGE and (why := refusal(
                 conn, cfg, purpose=Purpose.ACKNOWLEDGE, address=action.to[0], allowed=allowed,
                 answering=answering)):
             log.info("ack.skipped", extra={"mail": item.stored.pk, "why": why})
@@ -414,11 +417,11 @@ def queue_emails(conn: Connection, cfg: Config, rules: RuleSet, item: Ready,
         email = compose.COMPOSERS[action.action](cfg, ctx, action, item.mail,
                                                  item.understanding)
         header_id = str(email["Message-ID"])
-        enqueue(conn, cfg, email=email, purpose=Purpose(action.action), recipients=action.to,
+        enqueue(conn, cfg, email=email, purpose=purpose, recipients=action.to,
                 allowed=allowed, message_pk=item.stored.pk, answering=answering)
         if case_id is not None:
             cases_module.link_thread(conn, header_id, case_id)
-            cases_module.event(conn, case_id, EVENT_OF_ACTION[action.action], "vanthu",
+            cases_module.event(conn, case_id, EVENT_OF_ACTION[purpose], "vanthu",
                                {"to": list(action.to)})
         queued += 1
     return queued
@@ -428,7 +431,7 @@ def record_handover(conn: Connection, pk: int, actions: Sequence[Action]) -> Non
     """Register columns 7-8: who received the mail (every action but the acknowledgement),
     and when."""
     register_module.record_handover(conn, pk, [
-        a for action in actions if action.action != "acknowledge" for a in action.to])
+        a for action in actions if action.action != Purpose.ACKNOWLEDGE for a in action.to])
 
 
 def _stranger_to_case(conn: Connection, und: Understanding, mail: ParsedMail) -> str | None:
@@ -457,9 +460,9 @@ def _to_handler(conn: Connection, rules: RuleSet, case_id: int,
         return actions
     out = []
     for action in actions:
-        if action.action == "forward" and unit.email not in action.to:
-            action = Action("forward", (*action.to, unit.email), action.note)
+        if action.action == Purpose.FORWARD and unit.email not in action.to:
+            action = Action(Purpose.FORWARD, (*action.to, unit.email), action.note)
         out.append(action)
-    if not any(a.action == "forward" for a in out):
-        out.append(Action("forward", (unit.email,), f"chuyển {unit.name} đang giải quyết"))
+    if not any(a.action == Purpose.FORWARD for a in out):
+        out.append(Action(Purpose.FORWARD, (unit.email,), f"chuyển {unit.name} đang giải quyết"))
     return out

@@ -3,21 +3,28 @@ and letters; `daemon.office.register` writes the register; nothing else in the d
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import Connection, func, select, update
 
+from daemon.cli import main
 from daemon.db import case_events, case_threads, cases, messages, outbox, register_entries
-from daemon.models import Assignment
+from daemon.models import Assignment, CaseStatus
 from daemon.office import cases as cases_module
 from daemon.office import register as register_module
+from daemon.office.cases import CaseEvent
 from daemon.outbound.recipients import Allowed
 from daemon.routing.rules import Department
+from tests.conftest import AUTHSERV_ID, RULES
+from tests.test_inspect import AGENCY_CONFIG
 from tests.test_trust_pipeline import FORM, Desk, _mail
 
 APPLICANT = "an.nguyen@gmail.com"
@@ -74,7 +81,7 @@ def test_postpone_sends_one_apology_before_the_deadline(tmp_path: Path) -> None:
 
     assert first is None and second == "the apology with a new date was already sent once"
     assert case.deadline == new_date and case.apology_sent_at is not None
-    assert events.count("apology_sent") == 1
+    assert events.count(CaseEvent.APOLOGY_SENT) == 1
     assert len(apologies) == 1 and str(apologies[0]["To"]) == APPLICANT
     assert str(apologies[0]["In-Reply-To"]) == "<ho-so-1@gmail.com>" and threaded
 
@@ -116,9 +123,9 @@ def test_assign_hands_the_case_to_its_units(tmp_path: Path) -> None:
         threaded = _threaded(conn, notices[0])
 
     assert deadline == desk.cfg.calendar.work_calendar().add_working_days(TODAY, 5)
-    assert (case.status, case.lead_department, case.deadline) == ("in_progress", "qlxd",
-                                                                   deadline)
-    assert events[-2:] == ["status", "assigned"]
+    assert (case.status, case.lead_department, case.deadline) == (CaseStatus.IN_PROGRESS,
+                                                                   "qlxd", deadline)
+    assert events[-2:] == [CaseEvent.STATUS, CaseEvent.ASSIGNED]
     assert sorted(str(notices[0]["To"]).split(", ")) == [QLXD.email, VAN_PHONG.email]
     assert threaded
 
@@ -132,8 +139,8 @@ def test_request_supplement_stops_the_clock_with_one_letter(tmp_path: Path) -> N
                                         TODAY, "clerk", allowed=Allowed.nobody())
         case, events, requests = _case(conn), _events(conn), _letters(conn, "supplement")
 
-    assert (case.status, case.paused_at) == ("supplements_requested", TODAY)
-    assert events[-2:] == ["status", "supplement_requested"]
+    assert (case.status, case.paused_at) == (CaseStatus.SUPPLEMENTS_REQUESTED, TODAY)
+    assert events[-2:] == [CaseEvent.STATUS, CaseEvent.SUPPLEMENT_REQUESTED]
     assert len(requests) == 1 and str(requests[0]["To"]) == APPLICANT
     text = requests[0].get_body(("plain",)).get_content()
     assert "1. Bản vẽ" in text and "2. Sổ đỏ" in text
@@ -161,7 +168,7 @@ def test_remind_queues_the_reminder_with_its_event(tmp_path: Path) -> None:
         events, reminders = _events(conn), _letters(conn, "reminder")
         detail = conn.scalar(select(case_events.c.detail).order_by(case_events.c.id.desc()))
 
-    assert events[-1] == "reminder_sent" and detail == {"to": [QLXD.email],
+    assert events[-1] == CaseEvent.REMINDER_SENT and detail == {"to": [QLXD.email],
                                                          "working_days_left": 2}
     assert len(reminders) == 1 and str(reminders[0]["To"]) == QLXD.email
 
@@ -175,8 +182,8 @@ def test_record_result_returns_the_case(tmp_path: Path) -> None:
         cases_module.record_result(conn, _case(conn).id, APPLICANT, "1/2026", "ket qua.pdf")
         case, events = _case(conn), _events(conn)
 
-    assert case.status == "result_returned"
-    assert events == [*before, "result_sent"]
+    assert case.status == CaseStatus.RESULT_RETURNED
+    assert events == [*before, CaseEvent.RESULT_SENT]
 
 
 def test_register_records_assignment_and_handover_on_the_entry(tmp_path: Path) -> None:
@@ -202,6 +209,35 @@ def test_register_records_assignment_and_handover_on_the_entry(tmp_path: Path) -
     assert entry.recipients == ["a@x.vn", "b@x.vn"] and entry.forwarded_at is not None
     with desk.engine.connect() as conn:
         assert conn.scalar(select(messages.c.case_id)) is not None
+
+
+def test_the_case_commands_parse_call_and_print(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`case close` takes a portal status (done by default) and names the valid ones when
+    given another; `case postpone` prints the rule's refusal; `case list` filters by status."""
+    desk = _desk_with_case(tmp_path, deadline=datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+                           - timedelta(days=1))
+    path = tmp_path / "config.toml"
+    path.write_text(AGENCY_CONFIG.format(authserv_id=AUTHSERV_ID, rules=RULES)
+                    + f'\n[storage]\ndata_dir = "{tmp_path}"\n', encoding="utf-8")
+    config = ["--config", str(path)]
+    with desk.engine.connect() as conn:
+        code = str(conn.scalar(select(cases.c.code)))
+    capsys.readouterr()
+
+    bogus = main(["case", "close", code, "--status", "bogus", *config])
+    bogus_err = capsys.readouterr().err
+    late = main(["case", "postpone", code, "--to", "2027-01-05", *config])
+    late_err = capsys.readouterr().err
+    closed = main(["case", "close", code, *config])
+    capsys.readouterr()
+    listed = main(["case", "list", "--status", "done", "--json", *config])
+    rows = json.loads(capsys.readouterr().out)
+
+    assert bogus == 1 and "done" in bogus_err and "result_returned" in bogus_err
+    assert late == 1 and "the deadline has passed" in late_err
+    assert (closed, listed) == (0, 0)
+    assert [(r["code"], r["status"]) for r in rows] == [(code, CaseStatus.DONE)]
 
 
 WRITES = re.compile(r"\b(insert|update|delete)\((\w+)\)")

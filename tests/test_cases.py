@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from daemon.cli import main
 from daemon.config import CalendarConfig
 from daemon.db import case_events, cases, register_entries
+from daemon.models import CaseStatus
 from daemon.office import cases as cases_module
 from daemon.office.calendar import WorkCalendar
 from daemon.office.reminders import send_reminders
@@ -79,6 +80,11 @@ def test_appointment_dates(received: datetime, days: int, settings: dict[str, in
     config = CalendarConfig(**settings)  # type: ignore[arg-type]
 
     assert cases_module.appointment(config, CAL, received.replace(tzinfo=VN), days) == expected
+
+
+def test_every_status_has_its_vietnamese_name() -> None:
+    """Each portal status has the name `case list` and the printed registers show."""
+    assert set(cases_module.STATUS_NAMES) == set(CaseStatus)
 
 
 def _case(office: Office) -> object:

@@ -11,7 +11,9 @@ from sqlalchemy import Connection, select, update
 
 from daemon.db import case_events, cases, messages, outbox, register_entries
 from daemon.intake.workers import read_guarded
-from daemon.models import Action, Assignment, Hold, Kind, State
+from daemon.models import Action, Assignment, CaseStatus, Hold, Kind, State
+from daemon.office.cases import CaseEvent
+from daemon.office.register import Book
 from daemon.pipeline import (
     Duplicate,
     Failed,
@@ -135,7 +137,7 @@ def test_register_mail_numbers_a_document_once(tmp_path: Path) -> None:
         duplicate = register_mail(conn, desk.cfg, desk.rules, again)
         nothing = register_mail(conn, desk.cfg, desk.rules, spam)
 
-    assert isinstance(filed, Filed) and (filed.book, filed.number) == ("incoming", 1)
+    assert isinstance(filed, Filed) and (filed.book, filed.number) == (Book.INCOMING, 1)
     assert filed.case_id is None and filed.queue is None
     assert duplicate == Duplicate(filed.entry_id, "same issuer, number, symbol and date")
     assert nothing is None
@@ -183,7 +185,8 @@ def test_join_case_restarts_the_clock_and_forwards_to_the_handler(tmp_path: Path
     desk.receive(_mail(*DOSSIER, attachment=FORM))
     desk.process()
     with desk.engine.begin() as conn:
-        conn.execute(update(cases).values(status="supplements_requested", lead_department="qlxd",
+        conn.execute(update(cases).values(status=CaseStatus.SUPPLEMENTS_REQUESTED,
+                                          lead_department="qlxd",
                                           paused_at=date.today() - timedelta(days=1)))
         code = str(conn.scalar(select(cases.c.code)))
     reply = _ready(desk, _mail(DOSSIER[0], f"[{code}] Bổ sung hồ sơ", "Xin gửi bổ sung."))
@@ -195,7 +198,7 @@ def test_join_case_restarts_the_clock_and_forwards_to_the_handler(tmp_path: Path
     assert joined is not None and joined.code == code and joined.case_id is not None
     forwards = [a for a in joined.actions if a.action == "forward"]
     assert any("qlxd.sxd@example.gov.vn" in a.to for a in forwards)
-    assert status == "in_progress"
+    assert status == CaseStatus.IN_PROGRESS
 
 
 def test_join_case_ignores_a_mail_that_is_no_reply(tmp_path: Path) -> None:
@@ -221,7 +224,7 @@ def test_context_tells_the_entry_or_the_case(tmp_path: Path) -> None:
     reply = context(item, None, Joined(1, "CODE-1", ()))
 
     assert (registered.book, registered.number, registered.case_code, registered.queue) == (
-        "incoming", 1, filed.case_code, filed.queue)
+        Book.INCOMING, 1, filed.case_code, filed.queue)
     assert registered.sha256 == item.stored.sha256
     assert (reply.book, reply.number, reply.case_code) == (None, None, "CODE-1")
 
@@ -255,7 +258,7 @@ def test_queue_emails_in_a_case_records_each_email_as_an_event(tmp_path: Path) -
                      filed.case_id, actions)
         events = conn.scalars(select(case_events.c.event).order_by(case_events.c.id)).all()
 
-    assert events == ["received", "forwarded"]
+    assert events == [CaseEvent.RECEIVED, CaseEvent.FORWARDED]
 
 
 def test_record_handover_fills_columns_7_and_8(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ its letter commit together or not at all.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -26,21 +27,39 @@ from daemon.db import (
     next_number,
     utcnow,
 )
-from daemon.models import Understanding
+from daemon.models import CaseStatus, Understanding
 from daemon.office import letters
 from daemon.office.calendar import WorkCalendar
 from daemon.outbound.recipients import Allowed
 from daemon.routing.rules import Department, Procedure
 
-# The national portal's statuses.
-STATUSES = ("received", "not_accepted", "in_progress", "supplements_requested",
-            "financial_obligation", "withdrawn", "stopped", "done", "result_returned")
+# The portal's statuses, as the clerk reads them.
 STATUS_NAMES = {
-    "received": "Đã tiếp nhận", "not_accepted": "Không tiếp nhận",
-    "in_progress": "Đang giải quyết", "supplements_requested": "Yêu cầu bổ sung",
-    "financial_obligation": "Chờ thực hiện nghĩa vụ tài chính", "withdrawn": "Rút hồ sơ",
-    "stopped": "Dừng xử lý", "done": "Đã giải quyết xong", "result_returned": "Đã trả kết quả",
+    CaseStatus.RECEIVED: "Đã tiếp nhận", CaseStatus.NOT_ACCEPTED: "Không tiếp nhận",
+    CaseStatus.IN_PROGRESS: "Đang giải quyết",
+    CaseStatus.SUPPLEMENTS_REQUESTED: "Yêu cầu bổ sung",
+    CaseStatus.FINANCIAL_OBLIGATION: "Chờ thực hiện nghĩa vụ tài chính",
+    CaseStatus.WITHDRAWN: "Rút hồ sơ", CaseStatus.STOPPED: "Dừng xử lý",
+    CaseStatus.DONE: "Đã giải quyết xong", CaseStatus.RESULT_RETURNED: "Đã trả kết quả",
 }
+# The statuses whose deadline runs: reminded before it, listed in the digest when due.
+OPEN = (CaseStatus.RECEIVED, CaseStatus.IN_PROGRESS)
+
+
+class CaseEvent(enum.StrEnum):
+    """What a case's history records (the `event` of `case_events`)."""
+
+    RECEIVED = "received"
+    STATUS = "status"  # moved to another portal status
+    ASSIGNED = "assigned"
+    ACKNOWLEDGED = "acknowledged"  # an email of the pipeline about the case's mail
+    FORWARDED = "forwarded"
+    NOTIFIED = "notified"
+    SUPPLEMENT_REQUESTED = "supplement_requested"
+    SUPPLEMENT_RECEIVED = "supplement_received"
+    APOLOGY_SENT = "apology_sent"
+    REMINDER_SENT = "reminder_sent"
+    RESULT_SENT = "result_sent"
 
 
 def start_day(settings: CalendarConfig, calendar: WorkCalendar, received: datetime) -> date:
@@ -110,7 +129,7 @@ def working_days_between(calendar: WorkCalendar, start: date, end: date) -> int:
     return count
 
 
-def event(conn: Connection, case_id: int, name: str, actor: str,
+def event(conn: Connection, case_id: int, name: CaseEvent, actor: str,
           detail: dict[str, Any] | None = None) -> None:
     """Append one event to the case's history."""
     conn.execute(insert(case_events).values(case_id=case_id, at=utcnow(), event=name,
@@ -134,7 +153,7 @@ def open_case(conn: Connection, agency: AgencyConfig, message_pk: int,
                                           yyyy=local.year, seq=seq)
     person = understanding.applicant
     case_id = new_id(conn.execute(insert(cases).values(
-        code=code, opened_at=received_at, status="received",
+        code=code, opened_at=received_at, status=CaseStatus.RECEIVED,
         applicant_name=person.name if person else None,
         applicant_email=person.email if person else None,
         applicant_phone=person.phone if person else None,
@@ -144,7 +163,7 @@ def open_case(conn: Connection, agency: AgencyConfig, message_pk: int,
         deadline=deadline,
         queue=queue,
     )))
-    event(conn, case_id, "received", "vanthu",
+    event(conn, case_id, CaseEvent.RECEIVED, "vanthu",
           {"code": code, "deadline": deadline.isoformat() if deadline else None})
     return case_id, code
 
@@ -163,7 +182,7 @@ def find(conn: Connection, code: str) -> Any:
     return conn.execute(select(cases).where(cases.c.code == code)).first()
 
 
-def listing(conn: Connection, status: str | None = None) -> list[Any]:
+def listing(conn: Connection, status: CaseStatus | None = None) -> list[Any]:
     """Every case (or those in `status`), oldest first."""
     query = select(cases).order_by(cases.c.id)
     if status:
@@ -186,11 +205,12 @@ def _origin(conn: Connection, case: Any) -> str | None:
     return found
 
 
-def set_status(conn: Connection, case_id: int, status: str, actor: str, **values: Any) -> None:
+def set_status(conn: Connection, case_id: int, status: CaseStatus, actor: str,
+               **values: Any) -> None:
     """Move the case to a portal status (with the other columns that change with it), and
     record it."""
     _update(conn, case_id, status=status, **values)
-    event(conn, case_id, "status", actor, {"status": status})
+    event(conn, case_id, CaseEvent.STATUS, actor, {"status": status})
 
 
 def set_handler(conn: Connection, case_id: int, lead: str, deadline: date | None) -> None:
@@ -207,8 +227,8 @@ def assign(conn: Connection, cfg: Config, case: Any, lead: Department,
     deadline = (cfg.calendar.work_calendar().add_working_days(today, days)
                 if days else case.deadline)
     set_handler(conn, case.id, lead.id, deadline)
-    set_status(conn, case.id, "in_progress", actor)
-    event(conn, case.id, "assigned", actor,
+    set_status(conn, case.id, CaseStatus.IN_PROGRESS, actor)
+    event(conn, case.id, CaseEvent.ASSIGNED, actor,
           {"lead": lead.id, "cooperate": [u.id for u in cooperate], "deadline": str(deadline)})
     header_id = letters.assignment(conn, cfg, case, [u.email for u in (lead, *cooperate)],
                                    lead.name, deadline, utcnow(), allowed=allowed)
@@ -218,8 +238,8 @@ def assign(conn: Connection, cfg: Config, case: Any, lead: Department,
 
 def pause(conn: Connection, case_id: int, on: date, actor: str, items: list[str]) -> None:
     """Supplements requested: the clock stops today."""
-    set_status(conn, case_id, "supplements_requested", actor, paused_at=on)
-    event(conn, case_id, "supplement_requested", actor, {"items": items})
+    set_status(conn, case_id, CaseStatus.SUPPLEMENTS_REQUESTED, actor, paused_at=on)
+    event(conn, case_id, CaseEvent.SUPPLEMENT_REQUESTED, actor, {"items": items})
 
 
 def request_supplement(conn: Connection, cfg: Config, case: Any, items: list[str], on: date,
@@ -237,14 +257,14 @@ def resume(conn: Connection, case_id: int, on: date, calendar: WorkCalendar,
     still. Returns the new deadline (None when the case was not waiting)."""
     row = conn.execute(select(cases.c.status, cases.c.paused_at, cases.c.deadline)
                        .where(cases.c.id == case_id)).one()
-    event(conn, case_id, "supplement_received", actor)
-    if row.status != "supplements_requested" or row.paused_at is None:
+    event(conn, case_id, CaseEvent.SUPPLEMENT_RECEIVED, actor)
+    if row.status != CaseStatus.SUPPLEMENTS_REQUESTED or row.paused_at is None:
         return None
     deadline = row.deadline
     if deadline is not None:
         stood = working_days_between(calendar, row.paused_at, on)
         deadline = calendar.add_working_days(deadline, stood) if stood else deadline
-    set_status(conn, case_id, "in_progress", actor, paused_at=None, deadline=deadline)
+    set_status(conn, case_id, CaseStatus.IN_PROGRESS, actor, paused_at=None, deadline=deadline)
     return deadline  # type: ignore[no-any-return]
 
 
@@ -268,7 +288,7 @@ def postpone(conn: Connection, cfg: Config, case: Any, new_date: date, reason: s
                                 allowed=allowed)
     link_thread(conn, header_id, case.id)
     _update(conn, case.id, deadline=new_date, apology_sent_at=utcnow())
-    event(conn, case.id, "apology_sent", actor,
+    event(conn, case.id, CaseEvent.APOLOGY_SENT, actor,
           {"new_date": new_date.isoformat(), "reason": reason})
     return None
 
@@ -278,10 +298,12 @@ def remind(conn: Connection, cfg: Config, case: Any, to: list[str], left: int,
     """Remind the handler that the deadline is `left` working days away."""
     header_id = letters.reminder(conn, cfg, case, to, left, today)
     link_thread(conn, header_id, case.id)
-    event(conn, case.id, "reminder_sent", "vanthu", {"to": to, "working_days_left": left})
+    event(conn, case.id, CaseEvent.REMINDER_SENT, "vanthu",
+          {"to": to, "working_days_left": left})
 
 
 def record_result(conn: Connection, case_id: int, to: str, outgoing: str, file: str) -> None:
     """The signed result was queued for the applicant: the case is returned."""
-    _update(conn, case_id, status="result_returned")
-    event(conn, case_id, "result_sent", "vanthu", {"to": to, "outgoing": outgoing, "file": file})
+    _update(conn, case_id, status=CaseStatus.RESULT_RETURNED)
+    event(conn, case_id, CaseEvent.RESULT_SENT, "vanthu",
+          {"to": to, "outgoing": outgoing, "file": file})

@@ -31,6 +31,8 @@ from daemon.db import (
     utcnow,
 )
 from daemon.models import OutboxState, State
+from daemon.office.cases import OPEN
+from daemon.office.register import Book
 from daemon.outbound.compose import envelope
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Purpose
@@ -105,7 +107,7 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
             select(cases.c.code, cases.c.deadline, cases.c.lead_department,
                    cases.c.applicant_name)
             .where(cases.c.deadline.is_not(None), cases.c.deadline <= today,
-                   cases.c.status.in_(("received", "in_progress")))
+                   cases.c.status.in_(OPEN))
             .order_by(cases.c.deadline)).all()
         due_documents = conn.execute(
             select(register_entries.c.number, register_entries.c.year,
@@ -129,11 +131,11 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
 
     def line(entry: Any) -> str:
         doc = entry.document or {}
-        book = "MẬT " if entry.book == "confidential" else ""
+        book = "MẬT " if entry.book == Book.CONFIDENTIAL else ""
         number = f"{book}số đến {entry.number}/{entry.year}"
         symbol = f"{doc.get('number') or '...'}/{doc.get('symbol')}" if doc.get("symbol") \
             else ""
-        summary = "" if entry.book == "confidential" else (doc.get("summary") or "")
+        summary = "" if entry.book == Book.CONFIDENTIAL else (doc.get("summary") or "")
         urgency = f"[{doc['urgency'].upper()}] " if doc.get("urgency") else ""
         who = doc.get("issuer") or entry.sender
         forwarded = f" → {', '.join(entry.recipients)}" if entry.recipients else ""
@@ -145,7 +147,7 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         """Hỏa tốc, Thượng khẩn, Khẩn first (in that order), then confidential, then the rest."""
         doc = entry.document or {}
         levels = {"Hỏa tốc": 0, "Thượng khẩn": 1, "Khẩn": 2}
-        return levels.get(doc.get("urgency") or "", 3 if entry.book == "confidential" else 4)
+        return levels.get(doc.get("urgency") or "", 3 if entry.book == Book.CONFIDENTIAL else 4)
 
     sections.append(_section("Văn bản, hồ sơ đã vào sổ (khẩn và mật trước)",
                              [line(e) for e in sorted(arrived, key=weight)]))

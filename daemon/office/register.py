@@ -33,10 +33,18 @@ from daemon.office.cases import link_thread, open_case
 from daemon.routing.rules import Procedure
 
 
+class Book(enum.StrEnum):
+    """The registers (sổ) of the agency; a register entry is in one of the first two."""
+
+    INCOMING = "incoming"  # sổ đăng ký văn bản đến, documents and dossiers
+    CONFIDENTIAL = "confidential"  # documents marked Mật, Tối mật or Tuyệt mật
+    OUTGOING = "outgoing"  # sổ văn bản đi: the signed results sent (office/results.py)
+
+
 @dataclass(frozen=True)
 class Registration:
     entry_id: int | None
-    book: str
+    book: Book
     year: int
     number: int | None
     case_id: int | None
@@ -121,7 +129,7 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
         conn.execute(insert(attachments).values(
             message_id=message_pk, name=item.name, content_type=item.content_type,
             size=item.size, sha256=item.sha256))
-    book = "confidential" if understanding.confidential else "incoming"
+    book = Book.CONFIDENTIAL if understanding.confidential else Book.INCOMING
     year = received_at.astimezone(agency.tz).year
     key = doc_key(understanding)
     first, why = _duplicate(conn, message_pk, mail, understanding, key, trust)

@@ -18,14 +18,11 @@ from daemon.routing.rules import RuleSet, Targets
 
 log = logging.getLogger("vanthu.reminders")
 
-OPEN = ("received", "in_progress")
-
-
 def send_reminders(engine: Engine, cfg: Config, rules: RuleSet, today: date) -> int:
     """Queue today's reminders; return how many."""
     calendar = cfg.calendar.work_calendar()
     with reading(engine) as conn:
-        due = conn.execute(select(cases).where(cases.c.status.in_(OPEN),
+        due = conn.execute(select(cases).where(cases.c.status.in_(cases_module.OPEN),
                                                cases.c.deadline.is_not(None),
                                                cases.c.deadline >= today)).all()
     queued = 0

@@ -42,6 +42,7 @@ from daemon.db import (
 )
 from daemon.errors import ConfigError, EmailRefused, Problem
 from daemon.office.cases import record_result
+from daemon.office.register import Book
 from daemon.outbound.compose import message_id, result
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose
@@ -155,7 +156,7 @@ def match(conn: Connection, cfg: Config, file_name: str, case_code: str | None) 
                              .where(messages.c.id == case.message_id)) if case.message_id \
             else None
         return Target(case.applicant_email, case.id, case.code, entry.id if entry else None,
-                      origin or None, bool(entry and entry.book == "confidential"),
+                      origin or None, bool(entry and entry.book == Book.CONFIDENTIAL),
                       tuple(n for n in (case.code, case.applicant_name) if n))
     if number := _REGISTER_NUMBER.search(file_name):
         row = conn.execute(
@@ -165,7 +166,7 @@ def match(conn: Connection, cfg: Config, file_name: str, case_code: str | None) 
             .join(messages, messages.c.id == register_entries.c.message_id)
             .where(register_entries.c.number == int(number.group(1)),
                    register_entries.c.year == int(number.group(2)),
-                   register_entries.c.book == "incoming")).first()
+                   register_entries.c.book == Book.INCOMING)).first()
         if row is None or not row.sender_email:
             return None
         document = row.document or {}
