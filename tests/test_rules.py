@@ -17,7 +17,7 @@ from daemon.models import Address, Document, Kind, ParsedMail, Understanding
 from daemon.routing import rules as rules_module
 from daemon.routing.conditions import When, parse
 from daemon.routing.route import Facts, decide
-from daemon.routing.rules import ActionSpec, Rule, RuleSet, Targets
+from daemon.routing.rules import Acknowledge, Forward, Notify, Rule, RuleSet, Targets
 from tests.conftest import RULES
 
 
@@ -142,8 +142,8 @@ def test_safety_rules_override_a_hostile_rule_file() -> None:
     a machine."""
     ruleset = rules_module.load(RULES)
     hostile = RuleSet(ruleset.people, ruleset.departments, ruleset.absences, (
-        Rule("leak", When(), (ActionSpec("forward", Targets(addresses=("spy@evil.example",))),
-                          ActionSpec("acknowledge", Targets())), False, "x.yaml", 1),))
+        Rule("leak", When(), (Forward(Targets(addresses=("spy@evil.example",))),
+                              Acknowledge()), False, "x.yaml", 1),))
 
     secret = decide(_und(Kind.DOCUMENT, "Tối mật"), _mail(), hostile, _at(2026, 5, 1))
     auto = decide(_und(Kind.AUTO), _mail(), hostile, _at(2026, 5, 1))
@@ -168,7 +168,7 @@ def test_evaluation_is_deterministic_ordered_and_stops(kinds: list[str], stops: 
     ruleset = rules_module.load(RULES)
     rules = tuple(
         Rule(f"r{i}", parse({"kind": k}),
-             (ActionSpec("notify", Targets(addresses=(f"r{i}@x.vn",))),),
+             (Notify(Targets(addresses=(f"r{i}@x.vn",))),),
              stops[i], "t.yaml", i) for i, k in enumerate(kinds))
     rs = RuleSet(ruleset.people, ruleset.departments, (), rules)
     und = Understanding(kind=Kind(kind), why="", case_ref=None, document=None, applicant=None)
@@ -209,7 +209,7 @@ def test_director_away_without_stand_in_escalates_to_the_higher_authority() -> N
     away = rules_module.Absence("nguyen_van_an", _at(2026, 6, 1).date(), _at(2026, 6, 30).date(),
                                 "công tác", None)
     rs = RuleSet(ruleset.people, ruleset.departments, (away,), (
-        Rule("giam-doc", When(), (ActionSpec("forward", Targets(roles=("giam_doc",))),), False,
+        Rule("giam-doc", When(), (Forward(Targets(roles=("giam_doc",))),), False,
              "x.yaml", 1),), higher_authority=("vanphong@ubnd.example.gov.vn",))
 
     decision = decide(_und(Kind.DOCUMENT), _mail(), rs, _at(2026, 6, 10))

@@ -30,6 +30,17 @@ from daemon.models import (
 from daemon.office.calendar import WorkCalendar
 from daemon.routing import rules as rules_module
 from daemon.routing.route import decide
+from daemon.routing.rules import (
+    Acknowledge,
+    ActionKind,
+    Assign,
+    Forward,
+    MoveTo,
+    Notify,
+    Quarantine,
+    Tag,
+    Targets,
+)
 from tests.conftest import AUTHSERV_ID, CORPUS, RULES, Office, corpus_labels
 from tests.test_inspect import AGENCY_CONFIG
 
@@ -118,6 +129,34 @@ rules:
     held = decide(_doc(), ParsedMail(**{**_mail().__dict__, "subject": "Kiểm tra"}), ruleset,
                   friday_before_tet)
     assert Hold("thư cần kiểm tra") in held.effects and not held.actions
+
+
+def test_each_action_kind_loads_as_its_own_type(tmp_path: Path) -> None:
+    """Every `then:` key is read into the frozen dataclass of its kind, with typed fields;
+    an unknown one is named."""
+    ruleset = _rules(tmp_path, """
+rules:
+  - id: moi-loai
+    then:
+      - forward: {roles: [giam_doc]}
+      - acknowledge: {template: document}
+      - notify: {people: [nguyen_van_an]}
+      - assign: {lead: qlxd, cooperate: [van_phong], deadline_days: 5}
+      - tag: {tags: [khan]}
+      - move: {folder: "Văn bản đến"}
+      - quarantine: {reason: "cần kiểm tra"}
+""")
+
+    then = ruleset.rules[0].then
+
+    assert then == (Forward(Targets(roles=("giam_doc",))), Acknowledge("document"),
+                    Notify(Targets(people=("nguyen_van_an",))),
+                    Assign("qlxd", ("van_phong",), 5), Tag(("khan",)), MoveTo("Văn bản đến"),
+                    Quarantine("cần kiểm tra"))
+    assert [action.kind for action in then] == list(ActionKind)
+    with pytest.raises(ConfigError, match=r"10-test.yaml:5: unknown action 'archive'"):
+        _rules(tmp_path, "rules:\n  - id: x\n    then:\n      - tag: {tags: [a]}\n"
+                         "      - archive: {}\n")
 
 
 def test_new_actions_are_validated(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, assert_never
 
 from daemon.models import (
     Action,
@@ -26,10 +26,18 @@ from daemon.models import (
 from daemon.office.calendar import WorkCalendar
 from daemon.routing.rules import (
     ESCALATION,
+    Acknowledge,
+    ActionKind,
     ActionSpec,
+    Assign,
+    Forward,
+    MoveTo,
+    Notify,
     Person,
     Procedure,
+    Quarantine,
     RuleSet,
+    Tag,
     Targets,
 )
 from daemon.textnorm import fold
@@ -196,32 +204,30 @@ def decide(understanding: Understanding, mail: ParsedMail, rules: RuleSet, at: d
     actions: list[Action] = []
     effects: list[Effect] = []
     for spec in specs:
-        if spec.action == "assign" and spec.lead:
-            deadline = (calendar.add_working_days(on, spec.deadline_days)
-                        if spec.deadline_days else None)
-            effects.append(Assignment(spec.lead, spec.cooperate, deadline))
-            units = [rules.departments[d] for d in (spec.lead, *spec.cooperate)]
-            note = f"Đơn vị chủ trì: {units[0].name}"
-            if spec.cooperate:
-                note += "; đơn vị phối hợp: " + ", ".join(u.name for u in units[1:])
-            if deadline:
-                note += f"; hạn giải quyết: {deadline:%d/%m/%Y}"
-            actions.append(Action("assign", tuple(dict.fromkeys(u.email for u in units)), note))
-            continue
-        if spec.action == "tag":
-            effects.append(Tagging(spec.tags))
-            continue
-        if spec.action == "move":
-            effects.append(Move(spec.folder))
-            continue
-        if spec.action == "quarantine":
-            effects.append(Hold(spec.reason))
-            continue
-        # An acknowledgement always goes to the sender, whatever a rule file wrote.
-        targets = Targets(sender=True) if spec.action == "acknowledge" else spec.targets
-        to, notes = resolve(rules, targets, on, mail.sender.email)
-        if to:
-            actions.append(Action(spec.action, tuple(to), "; ".join(notes)))
+        match spec:
+            case Assign(lead=lead, cooperate=cooperate, deadline_days=days):
+                deadline = calendar.add_working_days(on, days) if days else None
+                effects.append(Assignment(lead, cooperate, deadline))
+                units = [rules.departments[d] for d in (lead, *cooperate)]
+                note = f"Đơn vị chủ trì: {units[0].name}"
+                if cooperate:
+                    note += "; đơn vị phối hợp: " + ", ".join(u.name for u in units[1:])
+                if deadline:
+                    note += f"; hạn giải quyết: {deadline:%d/%m/%Y}"
+                actions.append(Action(spec.kind.value,
+                                      tuple(dict.fromkeys(u.email for u in units)), note))
+            case Tag(tags=tags):
+                effects.append(Tagging(tags))
+            case MoveTo(folder=folder):
+                effects.append(Move(folder))
+            case Quarantine(reason=reason):
+                effects.append(Hold(reason))
+            case Forward() | Notify() | Acknowledge():
+                to, notes = resolve(rules, spec.targets, on, mail.sender.email)
+                if to:
+                    actions.append(Action(spec.kind.value, tuple(to), "; ".join(notes)))
+            case _:
+                assert_never(spec)
     if any(isinstance(e, Hold) for e in effects):
         actions = []  # a rule held the mail for a human: nothing leaves
     return Decision(tuple(traces), tuple(apply_safety(actions, understanding, mail,
@@ -231,20 +237,22 @@ def decide(understanding: Understanding, mail: ParsedMail, rules: RuleSet, at: d
 
 def apply_safety(actions: list[Action], understanding: Understanding, mail: ParsedMail,
                  own_addresses: frozenset[str]) -> list[Action]:
-    """The rules no rule file can override (DESIGN invariants 5 and 6)."""
+    """The rules no rule file can override: a quarantined mail sends nothing, machines and
+    ourselves are never answered, a confidential document is only announced."""
     if understanding.quarantine:
         return []  # held for a human: nothing leaves
     safe: list[Action] = []
     for action in actions:
-        if action.action == "acknowledge":
+        if action.action == ActionKind.ACKNOWLEDGE:
             if (understanding.kind in NO_AUTO_REPLY or mail.sender.email in own_addresses
                     or not mail.sender.email or mail.header("auto-submitted").lower()
                     not in ("", "no")):
                 continue  # RFC 3834: never answer machines, lists or ourselves
-            action = Action("acknowledge", (mail.sender.email,), action.note)
-        if understanding.confidential and action.action in ("forward", "assign"):
+            action = Action(ActionKind.ACKNOWLEDGE.value, (mail.sender.email,), action.note)
+        if understanding.confidential and action.action in (ActionKind.FORWARD,
+                                                            ActionKind.ASSIGN):
             # A confidential document never travels by email: a notice without content.
-            action = Action("notify", action.to, action.note)
+            action = Action(ActionKind.NOTIFY.value, action.to, action.note)
         safe.append(action)
     merged: dict[str, Action] = {}
     for action in safe:  # one mail per action kind, recipients merged in order

@@ -9,11 +9,12 @@ reading the files.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, assert_never
 
 from daemon.config import address_problem, as_date, name_problem, normal_name
 from daemon.errors import ConfigError, Problem
@@ -22,7 +23,7 @@ from daemon.routing.conditions import Place, When
 from daemon.routing.ruleyaml import Node, line_of, strings
 
 ROLES = ("giam_doc", "pho_giam_doc", "chanh_van_phong", "van_thu", "truong_phong")
-# Who takes over when nobody in a role is present (DOMAIN: a Deputy's work goes to the Director).
+# Who takes over when nobody in a role is present: a Deputy's work goes to the Director.
 ESCALATION = {"pho_giam_doc": "giam_doc", "chanh_van_phong": "pho_giam_doc"}
 _ID = re.compile(r"^[a-z0-9_\-]+$")
 # Keys people write for what vanthu calls otherwise: the hint goes with "unknown key".
@@ -66,19 +67,85 @@ class Targets:
     sender: bool = False  # the mail's sender (acknowledgements)
 
 
-@dataclass(frozen=True)
-class ActionSpec:
-    """One action of a rule, with the fields of its kind (the others stay empty)."""
+class ActionKind(enum.StrEnum):
+    """What a rule's action does: the key it is written with in `then:`."""
 
-    action: str  # forward | acknowledge | notify | assign | tag | move | quarantine
-    targets: Targets = Targets()
-    template: str = ""  # acknowledge
-    lead: str | None = None  # assign: the department in charge (chủ trì)
-    cooperate: tuple[str, ...] = ()  # assign: cooperating departments (phối hợp)
-    deadline_days: int | None = None  # assign: working days to handle it
-    tags: tuple[str, ...] = ()  # tag
-    folder: str = ""  # move: the IMAP folder
-    reason: str = ""  # quarantine
+    FORWARD = "forward"
+    ACKNOWLEDGE = "acknowledge"
+    NOTIFY = "notify"
+    ASSIGN = "assign"
+    TAG = "tag"
+    MOVE = "move"
+    QUARANTINE = "quarantine"
+
+
+# Each action kind is its own type, with its own fields; `targets` is whom it names (empty for
+# the actions that email nobody by name).
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Send the mail on (a content-free notice instead when it is confidential)."""
+
+    kind: ClassVar[ActionKind] = ActionKind.FORWARD
+    targets: Targets
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Tell the targets that the mail arrived, without its content."""
+
+    kind: ClassVar[ActionKind] = ActionKind.NOTIFY
+    targets: Targets
+
+
+@dataclass(frozen=True)
+class Acknowledge:
+    """Acknowledge receipt: always to the sender, whatever a rule file wrote."""
+
+    kind: ClassVar[ActionKind] = ActionKind.ACKNOWLEDGE
+    targets: ClassVar[Targets] = Targets(sender=True)
+    template: str = ""
+
+
+@dataclass(frozen=True)
+class Assign:
+    """Give the mail to a lead department (chủ trì), with cooperating ones (phối hợp) and a
+    deadline in working days."""
+
+    kind: ClassVar[ActionKind] = ActionKind.ASSIGN
+    targets: ClassVar[Targets] = Targets()
+    lead: str
+    cooperate: tuple[str, ...] = ()
+    deadline_days: int | None = None
+
+
+@dataclass(frozen=True)
+class Tag:
+    kind: ClassVar[ActionKind] = ActionKind.TAG
+    targets: ClassVar[Targets] = Targets()
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MoveTo:
+    """Move the mail to this IMAP folder once it is routed."""
+
+    kind: ClassVar[ActionKind] = ActionKind.MOVE
+    targets: ClassVar[Targets] = Targets()
+    folder: str
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """Hold the mail for the clerk, with this reason; nothing leaves."""
+
+    kind: ClassVar[ActionKind] = ActionKind.QUARANTINE
+    targets: ClassVar[Targets] = Targets()
+    reason: str
+
+
+ActionSpec = Forward | Notify | Acknowledge | Assign | Tag | MoveTo | Quarantine
 
 
 @dataclass(frozen=True)
@@ -112,13 +179,12 @@ class RuleSet:
     procedures: tuple[Procedure, ...] = ()
 
 
-ACTIONS = {"forward", "acknowledge", "notify", "assign", "tag", "move", "quarantine"}
 _TARGET_KEYS = {"roles", "people", "departments", "addresses"}
 _ACTION_KEYS = {
-    "forward": _TARGET_KEYS, "notify": _TARGET_KEYS,
-    "acknowledge": {"template"},
-    "assign": {"lead", "cooperate", "deadline_days"},
-    "tag": {"tags"}, "move": {"folder"}, "quarantine": {"reason"},
+    ActionKind.FORWARD: _TARGET_KEYS, ActionKind.NOTIFY: _TARGET_KEYS,
+    ActionKind.ACKNOWLEDGE: {"template"},
+    ActionKind.ASSIGN: {"lead", "cooperate", "deadline_days"},
+    ActionKind.TAG: {"tags"}, ActionKind.MOVE: {"folder"}, ActionKind.QUARANTINE: {"reason"},
 }
 
 
@@ -321,43 +387,47 @@ def _targets(file: str, node: Node, c: _Checker, people: dict[str, Person],
     return Targets(roles, who, units, tuple(a.lower() for a in addresses))
 
 
-def _action(file: str, name: str, spec: Node, c: _Checker, people: dict[str, Person],
+def _action(file: str, kind: ActionKind, spec: Node, c: _Checker, people: dict[str, Person],
             departments: dict[str, Department]) -> ActionSpec:
     """Validate one action's own fields and build it."""
-    c.keys(file, spec, _ACTION_KEYS[name], f"{name} action")
-    if name in ("forward", "notify"):
-        targets = _targets(file, spec, c, people, departments)
-        if not (targets.roles or targets.people or targets.departments or targets.addresses):
-            c.error(file, spec, f"{name} needs roles, people, departments or addresses")
-        return ActionSpec(name, targets)
-    if name == "acknowledge":
-        return ActionSpec(name, Targets(sender=True), template=str(spec.get("template", "")))
-    if name == "assign":
-        lead = spec.get("lead")
-        cooperate = strings(spec.get("cooperate", [])) or ()
-        days = spec.get("deadline_days")
-        for unit in (lead, *cooperate):
-            if unit not in departments and c.people_known:
-                c.error(file, spec, f"unknown department {unit!r}")
-        if days is not None and (not isinstance(days, int) or isinstance(days, bool)
-                                 or days < 1):
-            c.error(file, spec, "deadline_days takes a positive whole number")
-            days = None
-        return ActionSpec(name, lead=str(lead), cooperate=cooperate, deadline_days=days)
-    if name == "tag":
-        tags = strings(spec.get("tags", []))
-        if not tags:
-            c.error(file, spec, "tag needs tags: a list of words")
-        return ActionSpec(name, tags=tags or ())
-    if name == "move":
-        folder = spec.get("folder")
-        if not isinstance(folder, str) or not folder:
-            c.error(file, spec, "move needs folder: the IMAP folder name")
-        return ActionSpec(name, folder=str(folder or ""))
-    reason = spec.get("reason")
-    if not isinstance(reason, str) or not reason:
-        c.error(file, spec, "quarantine needs reason: words for the clerk")
-    return ActionSpec(name, reason=str(reason or ""))
+    c.keys(file, spec, _ACTION_KEYS[kind], f"{kind} action")
+    match kind:
+        case ActionKind.FORWARD | ActionKind.NOTIFY:
+            targets = _targets(file, spec, c, people, departments)
+            if not (targets.roles or targets.people or targets.departments
+                    or targets.addresses):
+                c.error(file, spec, f"{kind} needs roles, people, departments or addresses")
+            return Forward(targets) if kind is ActionKind.FORWARD else Notify(targets)
+        case ActionKind.ACKNOWLEDGE:
+            return Acknowledge(template=str(spec.get("template", "")))
+        case ActionKind.ASSIGN:
+            lead = spec.get("lead")
+            cooperate = strings(spec.get("cooperate", [])) or ()
+            days = spec.get("deadline_days")
+            for unit in (lead, *cooperate):
+                if unit not in departments and c.people_known:
+                    c.error(file, spec, f"unknown department {unit!r}")
+            if days is not None and (not isinstance(days, int) or isinstance(days, bool)
+                                     or days < 1):
+                c.error(file, spec, "deadline_days takes a positive whole number")
+                days = None
+            return Assign(str(lead), cooperate, days)
+        case ActionKind.TAG:
+            tags = strings(spec.get("tags", []))
+            if not tags:
+                c.error(file, spec, "tag needs tags: a list of words")
+            return Tag(tags or ())
+        case ActionKind.MOVE:
+            folder = spec.get("folder")
+            if not isinstance(folder, str) or not folder:
+                c.error(file, spec, "move needs folder: the IMAP folder name")
+            return MoveTo(str(folder or ""))
+        case ActionKind.QUARANTINE:
+            reason = spec.get("reason")
+            if not isinstance(reason, str) or not reason:
+                c.error(file, spec, "quarantine needs reason: words for the clerk")
+            return Quarantine(str(reason or ""))
+    assert_never(kind)
 
 
 def load(directory: Path) -> RuleSet:
@@ -429,11 +499,14 @@ def load(directory: Path) -> RuleSet:
             for item in then:
                 if not isinstance(item, Node) or len(item) != 1:
                     c.error(file, item if isinstance(item, Node) else node,
-                            "each action is a mapping with one key: " + ", ".join(sorted(ACTIONS)),
+                            "each action is a mapping with one key: "
+                            + ", ".join(sorted(ActionKind)),
                             None if isinstance(item, Node) else "then")
                     continue
                 (name, spec), = item.items()
-                if name not in ACTIONS:
+                try:
+                    kind = ActionKind(name)
+                except ValueError:
                     c.error(file, item, f"unknown action {name!r}")
                     continue
                 if spec is None:
@@ -442,7 +515,7 @@ def load(directory: Path) -> RuleSet:
                 if not isinstance(spec, Node):
                     c.error(file, item, f"{name} takes a mapping of its fields")
                     continue
-                actions.append(_action(file, name, spec, c, people, departments))
+                actions.append(_action(file, kind, spec, c, people, departments))
             stop = node.get("stop", False)
             if not isinstance(stop, bool):
                 c.error(file, node, "stop takes true or false", "stop")

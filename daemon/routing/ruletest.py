@@ -21,10 +21,12 @@ from daemon.intake.store import MailStore
 from daemon.models import Decision, Hold
 from daemon.office.register import DbCases
 from daemon.routing.route import decide
-from daemon.routing.rules import RuleSet
+from daemon.routing.rules import ActionKind, RuleSet
 from daemon.understand import NoCases, understand
 
-EMAIL_ACTIONS = ("forward", "acknowledge", "notify", "assign")
+# The actions that become emails, in the order results are printed.
+EMAIL_ACTIONS: tuple[str, ...] = tuple(kind.value for kind in (
+    ActionKind.FORWARD, ActionKind.ACKNOWLEDGE, ActionKind.NOTIFY, ActionKind.ASSIGN))
 
 
 @dataclass(frozen=True)
