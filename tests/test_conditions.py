@@ -16,7 +16,7 @@ import pytest
 from daemon.errors import ConfigError
 from daemon.routing import conditions
 from daemon.routing import rules as rules_module
-from daemon.routing.conditions import CONDITIONS, Condition, parse
+from daemon.routing.conditions import CONDITIONS, Body, Condition, parse
 from daemon.routing.route import Facts
 from tests.conftest import RULES
 
@@ -182,3 +182,68 @@ def test_a_loaded_rule_holds_typed_conditions(tmp_path: Path) -> None:
     assert [type(c).__name__ for c in when.conditions] == ["KindIs", "AnyOf"]
     assert when.check(FACTS) == (True, "✓ kind=document; ✓ any(✓ urgent=True; ✗ subject "
                                        "does not match {'regex': '^khẩn'})")
+
+
+def test_a_catastrophic_regex_runs_in_linear_time() -> None:
+    """`(a+)+$`, which backtracks exponentially in Python's engine on 'a'*34 + 'b', compiles
+    for RE2 and is evaluated (and fails to match) without backtracking."""
+    condition = parse({"body": {"regex": "(a+)+$"}})
+    hostile = replace(FACTS, body="a" * 34 + "b")
+
+    matched, why = condition.check(hostile)
+
+    body = condition.conditions[0]
+    assert isinstance(body, Body) and type(body.pattern).__module__ == "re2"
+    assert (matched, why) == (False, "✗ body does not match {'regex': '(a+)+$'}")
+    assert condition.check(replace(FACTS, body="a" * 100_000))[0]
+
+
+@pytest.mark.parametrize(("regex", "detail"), [
+    ("(a)\\1", "invalid escape sequence: \\1"),
+    ("(?=x)", "invalid perl operator: (?="),
+    ("(?<!x)y", "invalid perl operator: (?<!"),
+])
+def test_a_regex_that_needs_backtracking_is_refused_at_its_line(tmp_path: Path, regex: str,
+                                                                detail: str) -> None:
+    """A backreference or lookaround is refused at load, at the line of its `regex`, saying
+    that rule regexes run in linear time."""
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, f"""rules:
+  - id: lui
+    when:
+      subject:
+        regex: '{regex}'
+    then: []
+""")
+
+    assert [str(p) for p in caught.value.problems] == [
+        f"{tmp_path / '10-test.yaml'}:5: regex {regex!r} cannot run in linear time ({detail}): "
+        "rule regexes run on RE2, which has no backreferences and no lookaround"]
+
+
+def test_yaml_aliases_are_refused_so_a_billion_laughs_cannot_explode(tmp_path: Path) -> None:
+    """A rule file of nested aliases (each level ten of the one before) is refused at the
+    first alias, before anything is built from it."""
+    levels = ["  - &l0 {kind: spam}\n"] + [
+        f"  - &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n" for i in range(1, 10)]
+    text = "anchors:\n" + "".join(levels) + "rules:\n  - id: cuoi\n    when: {any: *l9}\n"
+
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, text)
+
+    assert [str(p) for p in caught.value.problems] == [
+        f"{tmp_path / '10-test.yaml'}:3: an alias (*l0) is not allowed in rule files: "
+        "write the value out"]
+
+
+def test_nesting_past_the_bound_is_refused_at_its_line(tmp_path: Path) -> None:
+    """A `not:` nested deeper than the reader allows is refused at the line where the bound
+    is crossed, not with a RecursionError."""
+    text = "rules:\n  - id: sau\n    when:\n" + "".join(
+        "      " + "  " * i + "not:\n" for i in range(60)) + "      " + "  " * 60 + "kind: spam\n"
+
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, text)
+
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].message == "nested deeper than 50 levels"

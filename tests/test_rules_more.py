@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from sqlalchemy import func, select
 
 from daemon.cli import main
@@ -29,6 +30,7 @@ from daemon.models import (
 )
 from daemon.office.calendar import WorkCalendar
 from daemon.routing import rules as rules_module
+from daemon.routing import ruleyaml
 from daemon.routing.route import decide
 from daemon.routing.rules import (
     Acknowledge,
@@ -206,6 +208,16 @@ def test_rules_test_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert main(["rules", "test", str(tmp_path), "--config", str(config)]) == 1
 
     assert "FAIL wrong.yaml#1 008.eml" in capsys.readouterr().out
+
+
+def test_rule_expectations_refuse_yaml_aliases(tmp_path: Path) -> None:
+    """An expectations file for `rules test` is read without aliases too: a billion laughs
+    there is refused at its first alias."""
+    laughs = tmp_path / "laughs.yaml"
+    laughs.write_text("a: &a [x, x]\nb: &b [*a, *a]\ncases: [*b]\n", encoding="utf-8")
+
+    with pytest.raises(yaml.YAMLError, match=r"alias \(\*a\) is not allowed"):
+        ruleyaml.safe_load(laughs.read_text(encoding="utf-8"))
 
 
 def _office_rules(office: Office, absence_to: date | None) -> Path:

@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy import Engine, select
 
 from daemon.config import Config
@@ -20,6 +19,7 @@ from daemon.errors import BadMessage
 from daemon.intake.store import MailStore
 from daemon.models import Decision, Hold
 from daemon.office.register import DbCases
+from daemon.routing import ruleyaml
 from daemon.routing.route import decide
 from daemon.routing.rules import ActionKind, RuleSet
 from daemon.understand import NoCases, understand
@@ -55,7 +55,7 @@ def _decide(cfg: Config, rules: RuleSet, raw: bytes, at: datetime,
 def run_expectations(cfg: Config, rules: RuleSet, directory: Path) -> Iterator[Outcome]:
     """Check every case of every YAML file in `directory`."""
     for file in sorted(directory.glob("*.yaml")):
-        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        data = ruleyaml.safe_load(file.read_text(encoding="utf-8")) or {}
         for i, case in enumerate(data.get("cases") or []):
             mail_path = (file.parent / str(case.get("mail", ""))).resolve()
             name = f"{file.name}#{i + 1} {mail_path.name}"

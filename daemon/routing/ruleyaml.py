@@ -1,5 +1,9 @@
 """The YAML of the rule files, read as plain data with the line of every mapping and key, so
 every problem can be reported as `file:line: message`. Pure but for reading the file.
+
+Reading is bounded by the file's size: YAML aliases (`*name`) are refused, so a few lines of
+nested aliases (a "billion laughs") cannot stand for a tree that checking would walk for
+hours, and nesting deeper than MAX_DEPTH is refused before Python's recursion gives out.
 """
 
 from __future__ import annotations
@@ -21,9 +25,50 @@ class Node(dict[str, Any]):
         self.key_lines: dict[str, int] = {}
 
 
-class _Loader(yaml.SafeLoader):
-    """yaml.safe_load with line numbers on every mapping; nothing but plain data is built.
-    A key written twice in one mapping (YAML keeps the last silently) is remembered."""
+MAX_DEPTH = 50  # levels of nested lists and mappings; real rule files use under ten
+
+
+class Refused(yaml.MarkedYAMLError):
+    """Valid YAML that a rule file may not use (an alias, too deep a nesting)."""
+
+
+class _Bounded(yaml.SafeLoader):
+    """yaml.safe_load without aliases and with bounded nesting."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            # types-pyyaml leaves Parser.peek_event unannotated; it returns the next Event.
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise Refused(None, None, f"an alias (*{event.anchor}) is not allowed in rule files: "
+                          "write the value out", event.start_mark)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise Refused(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                              event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def safe_load(text: str) -> Any:
+    """yaml.safe_load of a rule-related file (e.g. rule expectations), refusing aliases and
+    deep nesting with a yaml.YAMLError."""
+    loader = _Bounded(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+class _Loader(_Bounded):
+    """Plain data with line numbers on every mapping. A key written twice in one mapping
+    (YAML keeps the last silently) is remembered."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -53,6 +98,10 @@ def read(path: Path, problems: list[Problem]) -> Any:
             data = loader.get_single_data()
         finally:
             loader.dispose()
+    except Refused as err:
+        mark = err.problem_mark
+        problems.append(Problem(str(path), mark.line + 1 if mark else None, str(err.problem)))
+        return None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problems.append(Problem(str(path), mark.line + 1 if mark else None,
