@@ -2,8 +2,8 @@
 (the `holidays` package, country VN, computed on the Vietnamese lunar calendar), plus the
 Saturdays the government swaps into working days, plus the agency's own overrides.
 
-Pure. Deadline counting (DOMAIN.md §3): the day of receipt is not counted; a deadline never
-lands on a rest day.
+Pure. Deadline counting as the law has it: the day of receipt is not counted; a deadline
+never lands on a rest day.
 """
 
 from __future__ import annotations

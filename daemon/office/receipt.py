@@ -20,7 +20,8 @@ FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 
 @dataclass(frozen=True)
 class ReceiptFields:
-    """Decree 118/2025 receipt slip fields (DOMAIN.md §2)."""
+    """The fields of the receipt slip of Decree 118/2025/NĐ-CP (Giấy tiếp nhận hồ sơ và hẹn
+    trả kết quả)."""
 
     agency: str
     result_place: str

@@ -108,7 +108,7 @@ async def verify(data: bytes, roots: list[Any]) -> Verdict:
                            f"chữ ký số thứ {index}: chứng thư số không thuộc tổ chức chứng "
                            "thực tin cậy", signer)
         # bottom_line is True even with bytes appended after signing: coverage must be
-        # checked on its own (TECH-NOTES).
+        # checked on its own.
         if index == len(signatures) and status.coverage != SignatureCoverageLevel.ENTIRE_FILE:
             return Verdict(False, "content was added after the last signature (an incremental "
                                   "update not covered by any signature)",

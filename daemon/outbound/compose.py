@@ -4,7 +4,7 @@ one envelope every email of vanthu (digest and letters too) is built on.
 
 Pure: the same inputs give the same bytes but for the Date header. The Message-ID is derived
 from the stored mail's sha256 and the action, so a transaction replayed after a crash
-produces the same Message-ID and receivers can drop a duplicate (DESIGN invariant 3).
+produces the same Message-ID and receivers can drop a duplicate.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
 
 def notify(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
            und: Understanding) -> EmailMessage:
-    """A notice without content: for confidential documents (DESIGN invariant 5)."""
+    """A notice without content: a confidential document never travels by email."""
     secrecy = und.document.confidentiality if und.document else "Mật"
     tag = URGENCY_TAG.get(und.document.urgency or "", "") if und.document else ""
     prefix = f"[Số đến {ctx.number}/{ctx.year}] " if ctx.number else ""

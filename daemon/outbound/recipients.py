@@ -191,14 +191,13 @@ def _reply_limit(conn: Connection, cfg: Config, address: str,
     day = _day(cfg, answering)
     to_sender = conn.scalar(select(func.count()).select_from(outbox).where(
         outbox.c.ack_key == reply_key(cfg, address, answering))) or 0
-    per_sender = (int(getattr(cfg.limits, "replies_per_sender_per_day", 5))
-                  if answering.kind in REGISTERED else 1)
+    per_sender = cfg.limits.replies_per_sender_per_day if answering.kind in REGISTERED else 1
     if to_sender >= per_sender:
         return f"already {to_sender} automatic replies to this sender today (limit {per_sender})"
     domain = address.rpartition("@")[2].lower()
     to_domain = conn.scalar(select(func.count()).select_from(outbox).where(
         outbox.c.ack_key.like(f"%@{_escape_like(domain)}|{day}", escape="\\"))) or 0
-    per_domain = int(getattr(cfg.limits, "replies_per_domain_per_day", 50))
+    per_domain = cfg.limits.replies_per_domain_per_day
     if to_domain >= per_domain:
         return f"already {to_domain} automatic replies to {domain} today (limit {per_domain})"
     return None

@@ -78,10 +78,9 @@ def read(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None) -> Rea
 
 def dkim_check(cfg: Config) -> DkimCheck | None:
     """What `read` needs to verify DKIM itself, when `[security] verify_dkim` asks for it."""
-    if not getattr(cfg.security, "verify_dkim", False):
+    if not cfg.security.verify_dkim:
         return None
-    return DkimCheck(timeout=float(getattr(cfg.security, "dns_timeout_seconds",
-                                           trust.DNS_TIMEOUT)))
+    return DkimCheck(timeout=trust.DNS_TIMEOUT)
 
 
 def verdict(reading: Reading, cfg: Config) -> Verdict:
@@ -89,7 +88,7 @@ def verdict(reading: Reading, cfg: Config) -> Verdict:
     own DKIM check when the reading carries one."""
     domain = _domain(reading.mail.sender.email)
     found = trust.from_headers(reading.auth_results, domain, cfg.security.authserv_id,
-                               int(getattr(cfg.security, "authres_headers", 1)))
+                               cfg.security.authres_headers)
     if reading.dkim is None:
         return found
     return trust.combine(trust.from_dkim(reading.dkim, domain), found)
