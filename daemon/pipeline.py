@@ -22,7 +22,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from daemon import faults
 from daemon.config import Config
 from daemon.db import cases, messages, new_id, reading, utcnow
 from daemon.errors import BadMessage, PermanentError, SystemicFault
@@ -172,7 +171,6 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
             shunt(conn, cfg, item)
     if fault is not None:
         raise SystemicFault(fault)
-    faults.crashpoint("after_register")
     return len(work)
 
 

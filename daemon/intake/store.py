@@ -19,7 +19,6 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from daemon import faults
 from daemon.db import checkpoints, locations, messages, new_id, reading, utcnow
 from daemon.errors import StoreError
 from daemon.models import State
@@ -128,9 +127,7 @@ def store_batch(
 
     Returns the ids of messages new to vanthu (a copy seen before only gains a location).
     """
-    faults.crashpoint("after_fetch")
     hashes = store.write_many([f.raw for f in batch])
-    faults.crashpoint("after_file")
     now = utcnow()
     new_ids: list[int] = []
     with engine.begin() as conn:
@@ -152,7 +149,6 @@ def store_batch(
             _add_location(conn, message_pk, mailbox, folder, uidvalidity, fetched.uid)
         if batch:
             _move_checkpoint(conn, mailbox, folder, uidvalidity, max(f.uid for f in batch))
-    faults.crashpoint("after_commit")
     return new_ids
 
 

@@ -21,7 +21,6 @@ from typing import Any
 import aiosmtplib
 from sqlalchemy import Engine, func, select, update
 
-from daemon import faults
 from daemon.config import SmtpConfig
 from daemon.db import database_errors, messages, outbox, reading, utcnow
 from daemon.errors import EmailRefused, SendDeferred, SendRejected
@@ -228,7 +227,6 @@ class Sender:
         if not attempt.delivered:  # the server took nobody: every refusal is the reason
             attempt.error = "; ".join(f"{a}: {why}" for a, why in refusals.items())
             return attempt
-        faults.crashpoint("after_send")
         for address, why in refusals.items():
             if isinstance(why, SendDeferred):
                 attempt.error = f"{address}: {why}"
@@ -258,7 +256,6 @@ class Sender:
         sent = 0
         try:
             for row in rows:
-                faults.crashpoint("before_send")
                 attempt = await self._attempt(client, row)
                 if self._record(row, attempt) is OutboxState.SENT:
                     sent += 1
