@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from daemon import config, pipeline
+from daemon import config
 from daemon.db import make_engine, messages, upgrade
 from daemon.errors import RecipientRefused
 from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import State
-from daemon.outbound import compose
+from daemon.outbound import compose, outbox
 from daemon.pipeline import process_pending
 from daemon.routing import rules as rules_module
 from tests.conftest import AUTHSERV_ID, CORPUS, RULES
@@ -68,14 +68,14 @@ def test_an_email_that_can_never_be_sent_quarantines_its_mail_at_once(
     store_batch(engine, store, mailbox="m", folder="INBOX", uidvalidity=1, batch=[
         Fetched(1, (CORPUS / "008.eml").read_bytes()),
         Fetched(2, (CORPUS / "017.eml").read_bytes())])
-    real_enqueue = pipeline.enqueue
+    real_enqueue = outbox.enqueue
 
     def refusing(conn: object, cfg: object, **kwargs: object) -> int:
         if "402/TB-SNV" in str(kwargs["email"]["Subject"]):  # type: ignore[index]
             raise RecipientRefused("giamdoc@x", "not ASCII")
         return real_enqueue(conn, cfg, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "enqueue", refusing)
+    monkeypatch.setattr("daemon.pipeline.enqueue", refusing)
 
     process_pending(engine, cfg, store, rules_module.load(RULES))
 

@@ -72,7 +72,8 @@ class PickySink(SmtpSink):
 
 @pytest.fixture()
 def picky() -> Iterator[PickySink]:
-    sink = PickySink().start()
+    sink = PickySink()
+    sink.start()
     yield sink
     sink.stop()
 
@@ -85,7 +86,7 @@ def _row(engine: object) -> object:
 def test_accepted_mail_is_marked_sent(tmp_path: Path, smtp: SmtpSink) -> None:
     """After the server's 250 the row is sent and the server holds the very bytes."""
     engine = _queue(tmp_path)
-    sender = Sender(engine, SmtpConfig(port=smtp.port))  # type: ignore[arg-type]
+    sender = Sender(engine, SmtpConfig(port=smtp.port))
 
     assert asyncio.run(sender.drain()) == 1
 
@@ -96,7 +97,7 @@ def test_accepted_mail_is_marked_sent(tmp_path: Path, smtp: SmtpSink) -> None:
 def test_temporary_failure_is_retried_later(tmp_path: Path, smtp: SmtpSink) -> None:
     """A 4xx keeps the row pending with a later attempt time; it goes once the server is back."""
     engine = _queue(tmp_path)
-    sender = Sender(engine, SmtpConfig(port=smtp.port))  # type: ignore[arg-type]
+    sender = Sender(engine, SmtpConfig(port=smtp.port))
     smtp.reply = "451 4.3.0 try again later"
 
     assert asyncio.run(sender.drain()) == 0
@@ -106,7 +107,7 @@ def test_temporary_failure_is_retried_later(tmp_path: Path, smtp: SmtpSink) -> N
     assert row.next_attempt_at > datetime.now(UTC)  # type: ignore[attr-defined]
     assert "451" in row.last_error  # type: ignore[attr-defined]
     smtp.reply = None
-    with engine.begin() as conn:  # type: ignore[attr-defined]
+    with engine.begin() as conn:
         conn.execute(update(outbox).values(next_attempt_at=datetime.now(UTC)))
     assert asyncio.run(sender.drain()) == 1
     assert len(smtp.messages()) == 1
@@ -115,7 +116,7 @@ def test_temporary_failure_is_retried_later(tmp_path: Path, smtp: SmtpSink) -> N
 def test_permanent_failure_is_marked_failed(tmp_path: Path, smtp: SmtpSink) -> None:
     """A 5xx marks the row failed with the server's words, never retried."""
     engine = _queue(tmp_path)
-    sender = Sender(engine, SmtpConfig(port=smtp.port))  # type: ignore[arg-type]
+    sender = Sender(engine, SmtpConfig(port=smtp.port))
     smtp.reply = "550 5.1.1 no such user"
 
     asyncio.run(sender.drain())
@@ -129,7 +130,7 @@ def test_unreachable_server_defers(tmp_path: Path) -> None:
     """No server listening: the row stays pending for a retry, its attempts untouched (the
     outage is not the row's fault), the error shown."""
     engine = _queue(tmp_path)
-    sender = Sender(engine, SmtpConfig(port=1, timeout_seconds=2))  # type: ignore[arg-type]
+    sender = Sender(engine, SmtpConfig(port=1, timeout_seconds=2))
 
     asyncio.run(sender.drain())
 
