@@ -13,7 +13,7 @@ import pypdf
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, update
 
 from daemon.cli import main
 from daemon.config import CalendarConfig
@@ -206,13 +206,10 @@ def test_reminder_before_the_deadline_and_one_apology(office: Office,
     assert "apology_sent" in [e["event"] for e in shown["events"]]
 
 
-def test_intake_capacity_moves_dossiers_to_the_next_half_day(tmp_path: object) -> None:
+def test_intake_capacity_moves_dossiers_to_the_next_half_day(database: Engine) -> None:
     """With a capacity of two per half-day the third dossier of a morning gets the afternoon,
     and the fifth the next working morning, each with its queue number."""
-    from daemon.db import make_engine, upgrade
-
-    engine = make_engine(f"sqlite:///{tmp_path}/slots.db")
-    upgrade(engine)
+    engine = database
     settings = CalendarConfig(capacity_per_half_day=2)
     friday_morning = datetime(2026, 5, 8, 9, 0, tzinfo=VN)
 

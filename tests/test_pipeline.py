@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from daemon import config
-from daemon.db import make_engine, messages, upgrade
+from daemon.db import messages
 from daemon.errors import RecipientRefused
 from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import State
@@ -19,15 +19,14 @@ from daemon.routing import rules as rules_module
 from tests.conftest import AUTHSERV_ID, CORPUS, RULES
 
 
-def test_a_failing_mail_is_shunted_and_the_batch_goes_on(tmp_path: Path,
+def test_a_failing_mail_is_shunted_and_the_batch_goes_on(tmp_path: Path, database: Engine,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Composing one mail's forward raises every time: after max_attempts it is quarantined
     with the error; the other mail is routed at the first pass."""
     cfg = config.parse({"storage": {"data_dir": str(tmp_path)},
                         "security": {"authserv_id": AUTHSERV_ID}},
                        file="t", text="", base=tmp_path)
-    engine = make_engine(cfg.storage.url)
-    upgrade(engine)
+    engine = database  # the file cfg.storage.url names: data_dir/vanthu.db
     store = MailStore(cfg.storage.data_dir)
     checkpoint(engine, "m", "INBOX", 1)
     store_batch(engine, store, mailbox="m", folder="INBOX", uidvalidity=1, batch=[
@@ -55,14 +54,13 @@ def test_a_failing_mail_is_shunted_and_the_batch_goes_on(tmp_path: Path,
 
 
 def test_an_email_that_can_never_be_sent_quarantines_its_mail_at_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, database: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A permanent refusal while queueing one mail's emails quarantines that mail on the
     first pass (no retries, no pause of the pipeline); the other mail is routed."""
     cfg = config.parse({"storage": {"data_dir": str(tmp_path)},
                         "security": {"authserv_id": AUTHSERV_ID}},
                        file="t", text="", base=tmp_path)
-    engine = make_engine(cfg.storage.url)
-    upgrade(engine)
+    engine = database  # the file cfg.storage.url names: data_dir/vanthu.db
     store = MailStore(cfg.storage.data_dir)
     checkpoint(engine, "m", "INBOX", 1)
     store_batch(engine, store, mailbox="m", folder="INBOX", uidvalidity=1, batch=[

@@ -12,10 +12,10 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from daemon import config
-from daemon.db import make_engine, messages, outbox, upgrade
+from daemon.db import messages, outbox
 from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import Kind, State
 from daemon.pipeline import process_pending
@@ -414,14 +414,13 @@ def test_authenticated_own_address_is_not_held() -> None:
     assert und.kind is Kind.OTHER and not und.quarantine
 
 
-def test_forged_identity_goes_nowhere_in_the_pipeline(tmp_path: Path) -> None:
+def test_forged_identity_goes_nowhere_in_the_pipeline(tmp_path: Path, database: Engine) -> None:
     """Through the real pipeline a document whose From hides a gov.vn address in its encoded
     name is quarantined with the reason, and no email at all is queued for it."""
     cfg = config.parse({"storage": {"data_dir": str(tmp_path)},
                         "security": {"authserv_id": AUTHSERV_ID}},
                        file="t", text="", base=tmp_path)
-    engine = make_engine(cfg.storage.url)
-    upgrade(engine)
+    engine = database  # the file cfg.storage.url names: data_dir/vanthu.db
     store = MailStore(cfg.storage.data_dir)
     checkpoint(engine, "m", "INBOX", 1)
     name = base64.b64encode(b"ubnd@tayninh.gov.vn").decode()

@@ -17,7 +17,6 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -329,14 +328,3 @@ async def scan_inbox(cfg: Config, engine: Engine) -> int:
             continue
         handled += 1
     return handled
-
-
-def since(engine: Engine, start: datetime) -> tuple[list[Any], list[Any]]:
-    """Results queued and results refused since `start`, for the digest."""
-    with reading(engine) as conn:
-        sent = conn.execute(select(outgoing_entries).where(
-            outgoing_entries.c.sent_at >= start).order_by(outgoing_entries.c.id)).all()
-        refused = conn.execute(select(rejected_results).where(
-            rejected_results.c.rejected_at >= start).order_by(rejected_results.c.id)).all()
-        conn.rollback()
-    return list(sent), list(refused)
