@@ -72,6 +72,12 @@ class Attachment:
     text: str = ""
     defects: tuple[str, ...] = ()
     withheld: str | None = None  # why it must never be forwarded (active content, bad name…)
+    # Every piece of text read in it, by where it was found: ("body", …), ("header1.xml", …),
+    # ("hoso.zip/to-trinh.pdf", …); the confidentiality scan reads them all.
+    pieces: tuple[tuple[str, str], ...] = ()
+    # What in it could not be read, and why (a scan without text, an encrypted or unknown
+    # archive, a file past a limit): it might carry a mark no one has seen.
+    unread: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,9 @@ class ParsedMail:
     # What is doubtful about `sender` as the strict parser of the raw From/Sender headers saw
     # it (two From, an address in the display name, a source route…); any holds the mail.
     sender_problems: tuple[str, ...] = ()
+    # Message-IDs of the mails carried inside this one (message/rfc822 parts and the
+    # text/rfc822-headers of bounces): an answer that quotes vanthu's own mail back.
+    carried_ids: tuple[str, ...] = ()
 
     def header(self, name: str) -> str:
         """The first value of header `name`, or ''."""

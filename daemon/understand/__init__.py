@@ -13,7 +13,8 @@ from typing import Protocol
 from daemon.config import Config, LimitsConfig
 from daemon.models import Document, Kind, ParsedMail, Understanding
 from daemon.understand import extract, trust
-from daemon.understand.classify import Signals, applicant, classify
+from daemon.understand.applicant import applicant
+from daemon.understand.classify import Signals, classify
 from daemon.understand.identity import raw_headers
 from daemon.understand.parse import parse
 from daemon.understand.trust import DkimCheck, DkimResult, Verdict

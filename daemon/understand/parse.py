@@ -86,6 +86,23 @@ def _payload(part: dict[str, Any]) -> tuple[bytes, str | None]:
         return b"", f"attachment {part.get('filename')!r} has invalid base64: {err}"
 
 
+_MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
+
+
+def _ids(value: str) -> list[str]:
+    return _MESSAGE_ID.findall(value[:1000])[:5]
+
+
+def _header_ids(part: Message) -> list[str]:
+    """The Message-ID in a text/rfc822-headers part (what a bounce quotes of the mail)."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return []
+    head = payload[:64 * 1024].decode("ascii", "replace")
+    found = re.search(r"(?im)^message-id:[ \t]*([^\r\n]{1,1000})", head)
+    return _ids(found.group(1)) if found else []
+
+
 @dataclass
 class _Tree:
     """What one walk of a whole mail found: how many parts and their types, the forwarded
@@ -96,6 +113,7 @@ class _Tree:
     content_types: list[str] = field(default_factory=list)
     forwarded: dict[int, list[tuple[str, Message]]] = field(default_factory=dict)
     defects: list[str] = field(default_factory=list)
+    carried_ids: list[str] = field(default_factory=list)
 
 
 def _walk(message: Message, limits: LimitsConfig) -> _Tree:
@@ -111,6 +129,8 @@ def _walk(message: Message, limits: LimitsConfig) -> _Tree:
         tree.parts += 1
         if len(tree.content_types) < limits.max_parts:
             tree.content_types.append(part.get_content_type())
+        if part.get_content_type() == "text/rfc822-headers" and len(tree.carried_ids) < 50:
+            tree.carried_ids.extend(_header_ids(part))
         payload = part.get_payload() if part.is_multipart() else None
         children = [c for c in payload if isinstance(c, Message)] if isinstance(
             payload, list) else []
@@ -121,6 +141,8 @@ def _walk(message: Message, limits: LimitsConfig) -> _Tree:
             cut = True
         elif part.get_content_type() == "message/rfc822" and part is not message:
             inner = children[0]
+            if len(tree.carried_ids) < 50:
+                tree.carried_ids.extend(_ids(str(inner.get("message-id") or "")))
             name, _ = safe_name(_decode_header(str(part.get_filename() or "")))
             tree.forwarded.setdefault(id(mail), []).append((name, inner))
             part.set_payload([])
@@ -245,4 +267,5 @@ def parse(raw: bytes, limits: LimitsConfig) -> ParsedMail:
         content_types=tuple(tree.content_types),
         defects=tuple(defects),
         sender_problems=sender.problems,
+        carried_ids=tuple(dict.fromkeys(tree.carried_ids)),
     )
