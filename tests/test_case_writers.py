@@ -24,8 +24,9 @@ from daemon.office.cases import CaseEvent
 from daemon.outbound.recipients import Allowed
 from daemon.routing.rules import Department
 from tests.conftest import AUTHSERV_ID, RULES
+from tests.desk import FORM, Desk
+from tests.desk import mail as _mail
 from tests.test_inspect import AGENCY_CONFIG
-from tests.test_trust_pipeline import FORM, Desk, _mail
 
 APPLICANT = "an.nguyen@gmail.com"
 TODAY = date(2026, 11, 23)

@@ -33,7 +33,8 @@ from daemon.pipeline import (
     shunt,
     think,
 )
-from tests.test_trust_pipeline import DOCUMENT, FORM, Desk, _mail
+from tests.desk import DOCUMENT, FORM, Desk
+from tests.desk import mail as _mail
 
 DOSSIER = ("an.nguyen@gmail.com", "Hồ sơ xin cấp giấy phép xây dựng",
            "Tôi tên là Nguyễn Văn An, xin nộp hồ sơ đề nghị cấp giấy phép xây dựng nhà ở "
