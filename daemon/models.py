@@ -183,6 +183,13 @@ class Understanding:
     # Doubts about the sender shown to people on the forward and in the digest (e.g. the
     # issuer printed in the document does not match the sender's domain), in Vietnamese.
     trust_notes: tuple[str, ...] = ()
+    # A confidentiality mark found anywhere in the mail (the subject, the body, any piece of
+    # any attachment) and where, in Vietnamese; and why a mail without a mark may still be
+    # confidential (a scan no one could read on an official mail): it is then announced
+    # without content, like a marked one, and the clerk decides.
+    secrecy: str | None = None
+    secrecy_where: str = ""
+    secrecy_doubts: tuple[str, ...] = ()
 
     @property
     def quarantine(self) -> bool:
@@ -190,7 +197,13 @@ class Understanding:
 
     @property
     def confidential(self) -> bool:
-        return bool(self.document and self.document.confidentiality)
+        """Marked Mật, Tối mật or Tuyệt mật, wherever the mark was."""
+        return bool(self.secrecy or (self.document and self.document.confidentiality))
+
+    @property
+    def withhold_content(self) -> bool:
+        """Its content must never travel by email: marked, or possibly confidential."""
+        return self.confidential or bool(self.secrecy_doubts)
 
     @property
     def urgent(self) -> bool:
@@ -206,6 +219,8 @@ class Understanding:
             "safety": {"quarantine": self.quarantine, "reasons": list(self.quarantine_reasons)},
             "authenticated": self.authenticated,
             "trust_notes": list(self.trust_notes),
+            "secrecy": {"level": self.secrecy, "where": self.secrecy_where,
+                        "doubts": list(self.secrecy_doubts)},
             "defects": list(self.defects),
         }
 

@@ -32,7 +32,7 @@ from daemon.db import (
 )
 from daemon.models import OutboxState, State
 from daemon.office.cases import OPEN
-from daemon.office.register import Book
+from daemon.office.register import DOUBT_NOTE, Book
 from daemon.outbound.compose import envelope
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Purpose
@@ -135,7 +135,8 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         number = f"{book}số đến {entry.number}/{entry.year}"
         symbol = f"{doc.get('number') or '...'}/{doc.get('symbol')}" if doc.get("symbol") \
             else ""
-        summary = "" if entry.book == Book.CONFIDENTIAL else (doc.get("summary") or "")
+        hidden = entry.book == Book.CONFIDENTIAL or (entry.note or "").startswith(DOUBT_NOTE)
+        summary = "" if hidden else (doc.get("summary") or "")
         urgency = f"[{doc['urgency'].upper()}] " if doc.get("urgency") else ""
         who = doc.get("issuer") or entry.sender
         forwarded = f" → {', '.join(entry.recipients)}" if entry.recipients else ""

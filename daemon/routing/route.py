@@ -235,10 +235,19 @@ def decide(understanding: Understanding, mail: ParsedMail, rules: RuleSet, at: d
                     facts.procedure or None)
 
 
+def announced(action: Action, understanding: Understanding) -> Action:
+    """A forward or assignment of a mail whose content must not travel by email (marked
+    confidential, or possibly so) becomes a notice without content to the same people."""
+    if understanding.withhold_content and action.action in (ActionKind.FORWARD,
+                                                            ActionKind.ASSIGN):
+        return Action(ActionKind.NOTIFY.value, action.to, action.note)
+    return action
+
+
 def apply_safety(actions: list[Action], understanding: Understanding, mail: ParsedMail,
                  own_addresses: frozenset[str]) -> list[Action]:
     """The rules no rule file can override: a quarantined mail sends nothing, machines and
-    ourselves are never answered, a confidential document is only announced."""
+    ourselves are never answered, a confidential document is only announced (`announced`)."""
     if understanding.quarantine:
         return []  # held for a human: nothing leaves
     safe: list[Action] = []
@@ -249,13 +258,16 @@ def apply_safety(actions: list[Action], understanding: Understanding, mail: Pars
                     not in ("", "no")):
                 continue  # RFC 3834: never answer machines, lists or ourselves
             action = Action(ActionKind.ACKNOWLEDGE.value, (mail.sender.email,), action.note)
-        if understanding.confidential and action.action in (ActionKind.FORWARD,
-                                                            ActionKind.ASSIGN):
-            # A confidential document never travels by email: a notice without content.
-            action = Action(ActionKind.NOTIFY.value, action.to, action.note)
+        action = announced(action, understanding)
         safe.append(action)
+    return merge(safe)
+
+
+def merge(actions: list[Action]) -> list[Action]:
+    """One email per action kind (its Message-ID is the mail's hash and the kind): the
+    recipients and notes of several actions of a kind merged, in order."""
     merged: dict[str, Action] = {}
-    for action in safe:  # one mail per action kind, recipients merged in order
+    for action in actions:
         if action.action in merged:
             old = merged[action.action]
             to = old.to + tuple(a for a in action.to if a not in old.to)
