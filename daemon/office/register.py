@@ -25,6 +25,7 @@ from daemon.db import (
     messages,
     new_id,
     next_number,
+    outbox,
     register_entries,
     utcnow,
 )
@@ -119,6 +120,18 @@ def _duplicate(conn: Connection, message_pk: int, mail: ParsedMail, understandin
     return None, ""
 
 
+# Opens the register's note of a mail that may be confidential: the digest shows no summary.
+DOUBT_NOTE = "Chưa xác định độ mật"
+
+
+def notes(understanding: Understanding) -> list[str]:
+    """The register's column 10 for a mail: doubts about its sender and its secrecy."""
+    found = list(understanding.trust_notes)
+    if understanding.secrecy_doubts:
+        found.insert(0, f"{DOUBT_NOTE} ({'; '.join(understanding.secrecy_doubts)})")
+    return found
+
+
 def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: ParsedMail,
              understanding: Understanding, received_at: datetime,
              procedure: Procedure | None = None, deadline: date | None = None,
@@ -151,9 +164,9 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
         kind=understanding.kind.value,
         document=understanding.document.as_json() if understanding.document else None,
         doc_key=key, case_id=case_id, deadline=deadline,
-        # Column 10 (Ghi chú): doubts about the sender, e.g. the issuer printed in the document
-        # against the domain it came from.
-        note="; ".join(understanding.trust_notes) or None,
+        # Column 10 (Ghi chú): doubts about the sender (the issuer printed in the document
+        # against the domain it came from) and about its secrecy (a part no one could read).
+        note="; ".join(notes(understanding)) or None,
     )))
     return Registration(int(entry_id), book, year, number, case_id, case_code)
 
@@ -189,3 +202,7 @@ class DbCases:
         return self.conn.scalar(select(cases.c.code).join(
             case_threads, and_(case_threads.c.case_id == cases.c.id))
             .where(case_threads.c.header_message_id == message_id))
+
+    def is_our_message(self, message_id: str) -> bool:
+        return self.conn.scalar(select(outbox.c.id).where(
+            outbox.c.header_message_id == message_id).limit(1)) is not None
