@@ -139,6 +139,16 @@ class LimitsConfig:
     # parts deeper than this are not read (a defect says so).
     max_depth: int = 10
     pdf_max_pages: int = 1  # pages read for text: the header is on page one
+    # Attachments are inspected before they may be forwarded: PDF objects visited at most,
+    # PDF pages and characters read for the confidentiality scan, and archives (ZIP, DOCX …)
+    # opened at most this many levels deep, with this many entries and this many bytes
+    # actually decompressed in all; past any of them the attachment is withheld.
+    pdf_max_objects: int = 200_000
+    pdf_scan_pages: int = 20
+    scan_chars: int = 500_000
+    archive_depth: int = 3
+    archive_entries: int = 1000
+    archive_bytes: int = 100 * 1024 * 1024
     max_attempts: int = 3  # a message failing this often is quarantined (the "shunt")
     parse_seconds: int = 60  # a mail taking longer to read is quarantined
     worker_memory_mb: int = 2048  # address-space cap of each parsing worker process

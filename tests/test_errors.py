@@ -326,18 +326,21 @@ def _corrupt(data: bytes) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize(("damage", "error"), [
-    (_encrypted, "RuntimeError"), (_unknown_method, "NotImplementedError"),
-    (_corrupt, "zlib.error")])
-def test_a_damaged_docx_is_a_defect_not_an_exception(damage: Callable[[bytes], bytes],
-                                                     error: str) -> None:
-    """An encrypted entry, an unknown compression method or corrupt data in a DOCX is the
-    attachment's defect, never an exception that would make the whole mail unreadable."""
-    text, defects = attachments.read("don.docx", "application/octet-stream", damage(_docx()),
-                                     LimitsConfig())
+@pytest.mark.parametrize(("damage", "reason"), [
+    (_encrypted, "không kiểm tra được: tệp nén có mật khẩu"),
+    (_unknown_method, "không kiểm tra được: phương thức nén 99 không hỗ trợ"),
+    (_corrupt, "tệp nén hỏng, không kiểm tra được (zlib.error)")])
+def test_a_damaged_docx_is_withheld_not_an_exception(damage: Callable[[bytes], bytes],
+                                                      reason: str) -> None:
+    """An encrypted entry, an unknown compression method or corrupt data in a DOCX withholds
+    the attachment with the reason, never an exception that would make the whole mail
+    unreadable."""
+    reading = attachments.read("don.docx", "application/octet-stream", damage(_docx()),
+                               LimitsConfig())
 
-    assert text == ""
-    assert defects == [f"DOCX 'don.docx' unreadable: {error}"]
+    assert reading.text == ""
+    assert reading.withheld == reason
+    assert reading.defects == (f"attachment 'don.docx' withheld: {reason}",)
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -1,131 +1,230 @@
-"""Text out of attachments (PDF, DOCX, plain text) and the defects that make one unsafe.
+"""One attachment read and judged: its text, every piece of text in it (for the
+confidentiality scan), what in it could not be read, and whether it must be withheld from the
+forward to the agency's leaders (with the reason, in Vietnamese).
 
-Bounded: PDFs are read for the first pages only and pypdf's own decompression limits apply;
-archives are listed, never extracted; a DOCX is read only when its XML is of sane size.
-This is the boundary of the file readers: every failure of pypdf or zipfile becomes a defect
-string ("… unreadable: KeyError"), never an exception; only running out of memory goes on,
-to make the whole mail a BadMessage in `workers.read_guarded`.
+The judgement runs in layers, each in its own module:
+- `filetype`: the name, the declared content type and the magic bytes against the policy
+  table (an allowlist: programs, scripts, macro documents, shortcuts, disk images, web pages,
+  polyglots and files whose bytes contradict their name are withheld);
+- `pdfscan`: a PDF's objects parsed for scripts, actions and embedded files;
+- `archives`: ZIP (and DOCX/XLSX/ODT, which are ZIPs), gzip, bzip2, xz and tar opened
+  recursively, every entry judged like an attachment of its own, within `[limits]`
+  `archive_depth`, `archive_entries` and `archive_bytes` counted on the bytes actually
+  decompressed, never on the sizes an archive declares.
+What cannot be checked (an encrypted archive, a PDF pypdf cannot read, a limit reached) is
+withheld too: the raw mail stays in the store for the clerk, the forward names the file.
+
+This is the boundary of the file readers: every failure of pypdf, zipfile or a decompressor
+becomes a reason or a defect, never an exception; only running out of memory goes on, to make
+the whole mail a BadMessage in `workers.read_guarded`.
 """
 
 from __future__ import annotations
 
-import io
-import logging
 import re
-import struct
-import zipfile
-import zlib
-
-import pypdf
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from daemon.config import LimitsConfig
 from daemon.textnorm import nfc
-from daemon.understand import legacy
-
-logging.getLogger("pypdf").setLevel(logging.CRITICAL)  # it warns about every odd PDF
-
-ACTIVE_CONTENT = "active content"  # prefix of the defect that quarantines an attachment
-_PDF_ACTIVE = re.compile(rb"/(JavaScript|JS|Launch|EmbeddedFile|RichMedia)\b")
-UNSAFE_MARKS = (ACTIVE_CONTENT, "path traversal", "decompression bomb", "invalid base64")
-_ZIP_MAX_RATIO = 100  # a real scan compresses 1-3x; a ratio past this is a bomb
-_XML_TAG = re.compile(r"<[^>]+>")
-# What zipfile raises on a broken or hostile archive, besides BadZipFile: an encrypted entry
-# (RuntimeError), an unknown compression method (NotImplementedError), corrupt deflate data
-# (zlib.error), a truncated file (EOFError), a malformed header (struct.error, ValueError), a
-# missing member (KeyError).
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError,
-               zlib.error, EOFError, struct.error, OSError, ValueError, KeyError)
+from daemon.understand import archives, filetype, legacy, pdfscan
 
 
-def _unreadable(kind: str, name: str, err: Exception) -> str:
-    """The defect of a file its reader failed on, naming the error (`zlib.error`, `KeyError`)."""
-    module = type(err).__module__.partition(".")[0]
-    what = type(err).__name__ if module == "builtins" else f"{module}.{type(err).__name__}"
-    return f"{kind} {name!r} unreadable: {what}"
+@dataclass(frozen=True)
+class AttachmentReading:
+    """What reading one attachment found. `text` is what the document header is read from
+    (a PDF's first `pdf_max_pages` pages, a DOCX's body); `pieces` is every text read in it,
+    labelled by where ("body", "header1.xml", "hoso.zip/to-trinh.pdf"); `unread` says what
+    could not be read and why; `withheld` why it must never be forwarded (None: it may be)."""
+
+    text: str
+    pieces: tuple[tuple[str, str], ...] = ()
+    unread: tuple[str, ...] = ()
+    defects: tuple[str, ...] = ()
+    withheld: str | None = None
 
 
-def is_unsafe(defect: str) -> bool:
-    """Whether a defect means the attachment must never be forwarded as it is."""
-    return any(mark in defect for mark in UNSAFE_MARKS)
+@dataclass
+class Inspection:
+    """The state of one attachment's inspection, shared by every file nested in it: what was
+    found so far and what is left of the limits."""
+
+    limits: LimitsConfig
+    name: str = ""  # the attachment's, as shown
+    entries_left: int = 0
+    bytes_left: int = 0
+    chars_left: int = 0
+    pieces: list[tuple[str, str]] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.entries_left = self.limits.archive_entries
+        self.bytes_left = self.limits.archive_bytes
+        self.chars_left = self.limits.scan_chars
+
+    def withhold(self, where: str, why: str) -> None:
+        """Record a reason to withhold; `where` is the path of a nested file ("" at the top)."""
+        where = where.removeprefix(f"{self.name}/")
+        reason = f"chứa {where}: {why}" if where else why
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    def cannot_read(self, file: File, what: str) -> None:
+        """Note what in the attachment could not be read: "image, a possible scan" or, for a
+        file inside it, "hoso.zip/anh.jpg: image, a possible scan"."""
+        self.unread.append(f"{file.path}: {what}" if file.path else what)
+
+    def piece(self, label: str, text: str) -> None:
+        """Keep a piece of text for the confidentiality scan, within `scan_chars` in all."""
+        text, font = legacy.to_unicode(nfc(text))
+        if font:
+            self.defects.append(f"{label!r} typed in the legacy {font.upper()} encoding; "
+                                "converted")
+        if not text.strip():
+            return
+        if len(text) > self.chars_left:
+            self.unread.append(f"{label}: text past {self.limits.scan_chars} characters "
+                               "(limits.scan_chars)")
+            text = text[: self.chars_left]
+        self.chars_left -= len(text)
+        if text:
+            self.pieces.append((label, text))
 
 
-def read(
-    name: str, content_type: str, payload: bytes, limits: LimitsConfig
-) -> tuple[str, list[str]]:
-    """Return the text of one attachment (NFC, legacy fonts converted) and its defects."""
-    text, defects = _read(name, content_type, payload, limits)
-    text, legacy_font = legacy.to_unicode(text)
-    if legacy_font:
-        defects.append(f"{name!r} typed in the legacy {legacy_font.upper()} encoding; converted")
-    return text, defects
+@dataclass(frozen=True)
+class File:
+    """One file being inspected: the attachment itself (`path` "" and depth 0) or a file
+    inside it ("hoso.zip/ho-so/don.pdf" at the depth of its archive nesting)."""
+
+    name: str  # as given, judged with its invisible characters
+    content_type: str
+    data: bytes
+    path: str = ""
+    depth: int = 0
+    shown: str = ""  # the attachment's name as shown, which begins the paths inside it
+
+    def label(self, part: str = "body") -> str:
+        """Where a piece of text was found: "body" or "header1.xml" in the attachment itself,
+        "hoso.zip/don.docx" or "hoso.zip/don.docx/header1.xml" in a file inside it."""
+        if not self.path:
+            return part
+        return self.path if part == "body" else f"{self.path}/{part}"
 
 
-def _read(
-    name: str, content_type: str, payload: bytes, limits: LimitsConfig
-) -> tuple[str, list[str]]:
-    lower = name.lower()
-    if content_type == "application/pdf" or lower.endswith(".pdf") or payload[:5] == b"%PDF-":
-        return _pdf(name, payload, limits)
-    if lower.endswith(".docx") or "wordprocessingml" in content_type:
-        return _docx(name, payload, limits)
-    if lower.endswith(".zip") or "zip" in content_type:
-        return "", _zip(name, payload, limits)
-    if content_type.startswith("text/") and len(payload) < 1_000_000:
-        return nfc(payload.decode("utf-8", "replace")), []
-    return "", []
-
-
-def _pdf(name: str, payload: bytes, limits: LimitsConfig) -> tuple[str, list[str]]:
-    defects: list[str] = []
-    if match := _PDF_ACTIVE.search(payload):
-        defects.append(f"{ACTIVE_CONTENT}: PDF {name!r} contains /{match.group(1).decode()}")
+def read(name: str, content_type: str, payload: bytes, limits: LimitsConfig,
+         raw_name: str | None = None) -> AttachmentReading:
+    """Read and judge one attachment. `name` is the name shown; `raw_name` the name as the
+    mail gave it (judged with its invisible characters), `name` when not given."""
+    inspection = Inspection(limits)
+    text = ""
     try:
-        reader = pypdf.PdfReader(io.BytesIO(payload))
-        pages = [page.extract_text() or "" for page in reader.pages[: limits.pdf_max_pages]]
-    except MemoryError:
-        raise  # past the worker's memory cap: the mail, not this attachment, is the problem
-    except Exception as err:  # pypdf's boundary: on a hostile PDF it raises anything at all
-        defects.append(_unreadable("PDF", name, err))
-        return "", defects
-    text = nfc("\n".join(pages))
-    if not text.strip():
-        defects.append(f"PDF {name!r} has no text layer (a scan); not read")
-    return text, defects
+        inspection.name = name
+        text = inspect(File(raw_name if raw_name is not None else name, content_type,
+                            payload, shown=name), inspection)
+    except archives.LimitReached as limit:
+        inspection.withhold("", limit.reason)
+        inspection.unread.append(f"not read past limits.{limit.key}")
+    text, font = legacy.to_unicode(nfc(text))
+    defects = list(inspection.defects)
+    if font:
+        defects.append(f"{name!r} typed in the legacy {font.upper()} encoding; converted")
+    reasons = inspection.reasons
+    if len(reasons) > 3:
+        reasons = [*reasons[:3], f"và {len(reasons) - 3} lý do khác"]
+    withheld = "; ".join(reasons)[:600] or None
+    if withheld:
+        defects.append(f"attachment {name!r} withheld: {withheld}")
+    return AttachmentReading(text=text, pieces=tuple(inspection.pieces),
+                             unread=tuple(dict.fromkeys(inspection.unread)),
+                             defects=tuple(defects), withheld=withheld)
 
 
-def _docx(name: str, payload: bytes, limits: LimitsConfig) -> tuple[str, list[str]]:
-    try:
-        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-            info = archive.getinfo("word/document.xml")
-            if info.file_size > limits.max_attachment_bytes or (
-                info.compress_size and info.file_size / info.compress_size > _ZIP_MAX_RATIO
-            ):
-                return "", [f"DOCX {name!r} expands too far; not read"]
-            xml = archive.read(info).decode("utf-8", "replace")
-    except _ZIP_ERRORS as err:
-        return "", [_unreadable("DOCX", name, err)]
-    xml = re.sub(r"</w:p>", "\n", xml)
-    xml = re.sub(r"<w:(tab|br)\b[^>]*/>", " ", xml)
-    text = _XML_TAG.sub("", xml)
-    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
-    return nfc(text.replace("&amp;", "&")), []
+def inspect(file: File, inspection: Inspection) -> str:
+    """Judge one file (the attachment or a file inside it), keep its pieces of text, and
+    return its header text (for the attachment itself: what the document header is read
+    from)."""
+    verdict = filetype.judge(file.name, file.content_type, file.data)
+    if verdict.withheld:
+        inspection.withhold(file.path, verdict.withheld)
+        inspection.cannot_read(file, f"withheld, not read ({verdict.withheld})")
+        return ""
+    reader = _READERS.get(verdict.kind)
+    if reader is None:
+        inspection.cannot_read(file, "format not read")
+        return ""
+    return reader(file, verdict.kind, inspection)
 
 
-def _zip(name: str, payload: bytes, limits: LimitsConfig) -> list[str]:
-    """List an archive without extracting it: flag bombs and entries with unsafe names."""
-    defects: list[str] = []
-    try:
-        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-            entries = archive.infolist()
-    except _ZIP_ERRORS as err:
-        return [_unreadable("archive", name, err)]
-    total = sum(e.file_size for e in entries)
-    packed = sum(e.compress_size for e in entries) or 1
-    if total > limits.max_attachment_bytes * 10 or total / packed > _ZIP_MAX_RATIO:
-        defects.append(
-            f"archive {name!r} would expand to {total} bytes (ratio {total // packed}): "
-            "a decompression bomb; not extracted")
-    for entry in entries[:1000]:
-        if entry.filename.startswith(("/", "\\")) or ".." in re.split(r"[\\/]", entry.filename):
-            defects.append(f"archive {name!r} entry tries path traversal: {entry.filename[:120]!r}")
-    return defects
+def _pdf(file: File, kind: str, inspection: Inspection) -> str:
+    limits = inspection.limits
+    pages = max(limits.pdf_max_pages, limits.pdf_scan_pages)
+    scan = pdfscan.scan(file.data, limits.pdf_max_objects, pages)
+    if scan.unchecked:
+        inspection.withhold(file.path, f"không kiểm tra được: {scan.unchecked}")
+        inspection.cannot_read(file, f"PDF not read ({scan.unchecked})")
+        return ""
+    if scan.active:
+        inspection.withhold(file.path, "PDF có nội dung tự chạy: " + ", ".join(scan.active))
+    whole = "\n".join(scan.pages)
+    inspection.piece(file.label(), whole)
+    if not whole.strip():
+        inspection.cannot_read(file, "PDF has no text layer (a scan)")
+        inspection.defects.append(f"PDF {file.path or file.shown or file.name!r} has no text "
+                                  "layer (a scan); not read")
+    elif scan.page_count > len(scan.pages):
+        inspection.cannot_read(file, f"PDF pages after {len(scan.pages)} of {scan.page_count} "
+                                     "not read (limits.pdf_scan_pages)")
+    return "\n".join(scan.pages[: limits.pdf_max_pages])
+
+
+def _text(file: File, kind: str, inspection: Inspection) -> str:
+    data = file.data
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = data.decode("utf-16", "replace")
+    else:
+        text = data.decode("utf-8", "replace")
+    if file.name.casefold().rstrip(". ").endswith(".csv") and _DDE.search(text):
+        inspection.withhold(file.path, "bảng CSV có công thức gọi chương trình (DDE)")
+    inspection.piece(file.label(), text)
+    return text
+
+
+# A spreadsheet cell that runs a program when the CSV is opened in Excel: =cmd|' /C calc'!A0
+_DDE = re.compile(r"(^|[,;\t])\s*\"?[=+\-@]\s*\w+(\.\w+)?\s*\|[^\n]*!", re.M)
+
+
+def _xml(file: File, kind: str, inspection: Inspection) -> str:
+    if why := filetype.markup_active(file.data):
+        inspection.withhold(file.path, why)
+    text = archives.xml_text(file.data.decode("utf-8", "replace"))
+    inspection.piece(file.label(), text)
+    return text
+
+
+def _ole(file: File, kind: str, inspection: Inspection) -> str:
+    if why := filetype.ole_active(file.data):
+        inspection.withhold(file.path, why)
+    inspection.cannot_read(file, "Office 97-2003 document, text not read")
+    return ""
+
+
+def _image(file: File, kind: str, inspection: Inspection) -> str:
+    inspection.cannot_read(file, "image, a possible scan, not read")
+    return ""
+
+
+def _nothing(file: File, kind: str, inspection: Inspection) -> str:
+    return ""
+
+
+def _archive(file: File, kind: str, inspection: Inspection) -> str:
+    return archives.open_archive(file, kind, inspection, inspect)
+
+
+_READERS: dict[str, Callable[[File, str, Inspection], str]] = {
+    "pdf": _pdf, "text": _text, "xml": _xml, "ole": _ole, "image": _image,
+    "signature": _nothing, "zip": _archive, "ooxml": _archive, "odf": _archive,
+    "gzip": _archive, "bzip2": _archive, "xz": _archive, "tar": _archive,
+}

@@ -190,25 +190,28 @@ def _contents(message: Message, limits: LimitsConfig, tree: _Tree) -> tuple[Any,
         content_type = str(part.get("mail_content_type") or "application/octet-stream").lower()
         if content_type == "message/rfc822":
             continue  # a forwarded mail: read below, from its own MIME tree
-        name, defect = safe_name(str(part.get("filename") or ""))
+        raw_name = str(part.get("filename") or "")
+        name, defect = safe_name(raw_name)
         if defect:
             defects.append(defect)
         payload, error = _payload(part)
         if error:
             defects.append(error)
         if name.startswith("<") and name.endswith(">") and content_type.startswith("image/"):
-            name = f"image{len(found) + 1}.{content_type.split('/')[-1]}"  # inline, unnamed
-        if len(payload) > limits.max_attachment_bytes:
-            defects.append(f"attachment {name!r} larger than the limit; not read")
-            text, more = "", list[str]()
+            name = raw_name = f"image{len(found) + 1}.{content_type.split('/')[-1]}"  # inline
+        if error or len(payload) > limits.max_attachment_bytes:
+            why = ("nội dung mã hóa base64 hỏng, không kiểm tra được" if error else
+                   f"tệp lớn hơn giới hạn kiểm tra ({limits.max_attachment_bytes} byte)")
+            reading = attachment_text.AttachmentReading(
+                text="", unread=(f"not read: {error or 'larger than max_attachment_bytes'}",),
+                defects=(f"attachment {name!r} withheld: {why}",), withheld=why)
         else:
-            text, more = attachment_text.read(name, content_type, payload, limits)
-        all_defects = tuple(more) + ((defect,) if defect else ())
+            reading = attachment_text.read(name, content_type, payload, limits, raw_name)
         found.append(Attachment(
             name=name, content_type=content_type, size=len(payload),
-            sha256=hashlib.sha256(payload).hexdigest(), payload=payload, text=text,
-            defects=all_defects,
-            withheld=next((d for d in all_defects if attachment_text.is_unsafe(d)), None),
+            sha256=hashlib.sha256(payload).hexdigest(), payload=payload, text=reading.text,
+            defects=reading.defects + ((defect,) if defect else ()),
+            withheld=reading.withheld, pieces=reading.pieces, unread=reading.unread,
         ))
 
     for name, inner in tree.forwarded.get(id(message), []):
