@@ -17,9 +17,10 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -33,8 +34,11 @@ from daemon.db import (
     upgrade,
 )
 from daemon.errors import EX_CONFIG, ConfigError, EmailRefused
-from daemon.models import CaseStatus, State
+from daemon.models import Attachment, CaseStatus, State
 from daemon.routing import rules as rules_module
+
+if TYPE_CHECKING:
+    from daemon.office.release import StoredMail
 
 
 def _config(args: argparse.Namespace) -> config.Config:
@@ -132,7 +136,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     with reading(engine) as conn:
         rows = conn.execute(query).all()
     entries = [{
-        "book": r.book, "year": r.year, "number": r.number,
+        "book": r.book, "year": r.year, "number": r.number, "mail_id": r.message_id,
         "received_at": r.received_at.isoformat(), "message_id": r.header_message_id,
         "sender": r.sender, "kind": r.kind, "document": r.document, "case": r.code,
         "recipients": r.recipients,
@@ -147,7 +151,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         doc = e["document"] or {}
         number = f"{doc.get('number') or ''}/{doc.get('symbol') or ''}" if doc else e["case"]
         print(f"{e['book'][:4]} {e['number']:>5}  {r.received_at.astimezone(tz):%d/%m/%Y %H:%M}"
-              f"  {number or '':24} {(doc.get('summary') or r.sender)[:70]}")
+              f"  {number or '':24} {(doc.get('summary') or r.sender)[:70]}  (thư #{r.message_id})")
     return 0
 
 
@@ -239,6 +243,86 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         for item in items:
             print(f"{item['id']:>6}  {item['stored_at'][:16]}  {item['sender'][:40]:40}  "
                   f"{item['reason']}")
+    return 0
+
+
+def cmd_attachments(args: argparse.Namespace) -> int:
+    """A stored mail's attachments: list them, save one (--save N --to DIR), or release a
+    withheld one to those the mail was forwarded to (--release N --actor NAME)."""
+    from daemon.office import release as release_module
+
+    cfg = _config(args)
+    engine = _engine(cfg)
+    try:
+        if args.release is not None:
+            return _release_attachment(args, cfg, engine)
+        mail = release_module.load(engine, args.id)
+        found = release_module.attachments(cfg, mail)
+        if args.save is not None:
+            item = release_module.pick(found, args.save, mail.pk)
+            path = release_module.save(item, pk=mail.pk, index=args.save,
+                                       directory=Path(args.to))
+            print(json.dumps({"index": args.save, "name": item.name, "sha256": item.sha256,
+                              "saved_to": str(path)}, ensure_ascii=False, indent=1)
+                  if args.json else f"Đã lưu tệp {args.save} ({item.name}) vào {path} "
+                  "(chỉ chủ sở hữu được đọc).")
+            return 0
+        _print_attachments(args, cfg, mail, found)
+        return 0
+    except release_module.Refused as err:
+        print(f"Không thực hiện: {err.vi}\nNot done: {err.en}", file=sys.stderr)
+        return 1
+
+
+def _print_attachments(args: argparse.Namespace, cfg: config.Config, mail: StoredMail,
+                       found: Sequence[Attachment]) -> None:
+    rows = [{"index": i, "name": a.name, "content_type": a.content_type, "size": a.size,
+             "sha256": a.sha256, "withheld": a.withheld,
+             "released_at": at.isoformat() if (at := mail.released_at(cfg, a)) else None}
+            for i, a in enumerate(found, 1)]
+    if args.json:
+        print(json.dumps({"id": mail.pk, "subject": mail.subject, "sender": mail.sender,
+                          "confidential": mail.confidential,
+                          "forwarded_to": list(mail.recipients), "attachments": rows},
+                         ensure_ascii=False, indent=1))
+        return
+    print(f"Thư số {mail.pk}: {mail.subject or '(không có tiêu đề)'} — {mail.sender}")
+    if mail.confidential:
+        print("Văn bản mật: tệp đính kèm không bao giờ được gửi qua thư điện tử.")
+    if not rows:
+        print("Thư không có tệp đính kèm.")
+        return
+    print(f"{'STT':>3}  {'Kích thước (byte)':>17}  {'SHA-256':64}  Tên tệp")
+    for index, item in enumerate(found, 1):
+        size = f"{item.size:,}".replace(",", ".")
+        print(f"{index:>3}  {size:>17}  {item.sha256:64}  {item.name}")
+        if item.withheld:
+            print(f"{'':5}Đã giữ lại, không chuyển tiếp vì: {item.withheld}")
+        if at := mail.released_at(cfg, item):
+            print(f"{'':5}Đã chuyển bổ sung lúc {at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y}")
+    print(f"Lưu một tệp để kiểm tra: vanthu attachments {mail.pk} --save STT --to THƯ_MỤC; "
+          f"chuyển tệp đã kiểm tra: vanthu attachments {mail.pk} --release STT --actor TÊN")
+
+
+def _release_attachment(args: argparse.Namespace, cfg: config.Config, engine: Any) -> int:
+    from daemon.office import release as release_module
+    from daemon.outbound.recipients import Allowed
+
+    allowed = Allowed.of(rules_module.load(cfg.rules.dir), cfg)
+    done = release_module.release(engine, cfg, allowed, pk=args.id, index=args.release,
+                                  actor=args.actor, now=datetime.now(UTC))
+    when = f"{done.at.astimezone(cfg.agency.tz):%H:%M ngày %d/%m/%Y}"
+    if args.json:
+        print(json.dumps({"index": done.index, "name": done.item.name,
+                          "sha256": done.item.sha256, "to": list(done.to),
+                          "queued_at": done.at.isoformat(), "already": done.again},
+                         ensure_ascii=False, indent=1))
+    elif done.again:
+        print(f"Tệp {done.index} ({done.item.name}) đã được chuyển bổ sung lúc {when}; "
+              "không gửi lại.")
+    else:
+        print(f"Đã xếp thư chuyển bổ sung tệp {done.index} ({done.item.name}) cho "
+              f"{', '.join(done.to)}; thư đi cùng daemon đang chạy.")
     return 0
 
 
@@ -518,6 +602,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("quarantine", cmd_quarantine, "mail held for a human")
     p.add_argument("action", choices=["list"])
     p.add_argument("--json", action="store_true")
+    p = command("attachments", cmd_attachments,
+                "a stored mail's attachments: list, save one, release a withheld one")
+    p.add_argument("id", type=int, help="the mail's id (quarantine list, register list)")
+    p.add_argument("--json", action="store_true")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--save", type=int, metavar="N", help="write attachment N to --to DIR")
+    what.add_argument("--release", type=int, metavar="N",
+                      help="send withheld attachment N to those the mail was forwarded to")
+    p.add_argument("--to", default=".", metavar="DIR", help="--save: the folder (default: .)")
+    p.add_argument("--actor", default=os.environ.get("USER", "clerk"),
+                   help="--release: who checked the file and lets it go")
     p = command("db", cmd_db, "database schema")
     p.add_argument("action", choices=["upgrade"])
     return parser

@@ -437,6 +437,13 @@ def every_kind(conn: Connection, cfg: config.Config, allowed: Allowed, subject: 
     letters.reminder(conn, cfg, case, [CHIEF], 2, WHEN.date(), allowed=allowed)
     letters.assignment(conn, cfg, case, ["qlxd.sxd@example.gov.vn"], name, WHEN.date(), WHEN,
                        allowed=allowed)
+    withheld = Attachment(f"{name}.pdf", "application/pdf", 8, "e" * 64, b"%PDF-1.4",
+                          withheld="active content: PDF contains /JavaScript")
+    email = compose.release(cfg, ctx, item=withheld, to=(DIRECTOR, CHIEF), subject=subject,
+                            in_reply_to=compose.message_id(cfg, ctx.sha256, "forward"),
+                            actor=name, released_at=WHEN)
+    enqueue(conn, cfg, email=email, purpose=Purpose.RELEASE, recipients=[DIRECTOR, CHIEF],
+            allowed=allowed)
 
 
 def replace_case(case: Any, **values: Any) -> Any:

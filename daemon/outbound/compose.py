@@ -21,7 +21,7 @@ from email.utils import format_datetime
 
 from daemon.config import Config
 from daemon.errors import EmailRefused, RecipientRefused
-from daemon.models import Action, Document, Kind, ParsedMail, Understanding
+from daemon.models import Action, Attachment, Document, Kind, ParsedMail, Understanding
 from daemon.office import receipt
 from daemon.office.receipt import ReceiptFields
 from daemon.outbound.recipients import Purpose, mailbox_problem
@@ -220,10 +220,45 @@ def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     msg.set_content(text)
     msg.add_alternative(markup, subtype="html")
     for item in kept:
-        maintype, _, subtype = item.content_type.partition("/")
-        if not subtype or maintype == "multipart":
-            maintype, subtype = "application", "octet-stream"
-        msg.add_attachment(item.payload, maintype=maintype, subtype=subtype, filename=item.name)
+        _attach(msg, item)
+    return msg
+
+
+def _attach(msg: EmailMessage, item: Attachment) -> None:
+    """Add one of the mail's attachments as it came, under its sanitised name."""
+    maintype, _, subtype = item.content_type.partition("/")
+    if not subtype or maintype == "multipart":
+        maintype, subtype = "application", "octet-stream"
+    msg.add_attachment(item.payload, maintype=maintype, subtype=subtype, filename=item.name)
+
+
+def release_id(cfg: Config, mail_sha256: str, attachment_sha256: str) -> str:
+    """The Message-ID of the release of one attachment of one mail: the same every time, so
+    the outbox (unique on it) never holds the same release twice."""
+    return message_id(cfg, mail_sha256, f"release.{attachment_sha256[:32]}")
+
+
+def release(cfg: Config, ctx: Context, *, item: Attachment, to: Sequence[str], subject: str,
+            in_reply_to: str | None, actor: str, released_at: datetime) -> EmailMessage:
+    """A withheld attachment the clerk has checked and lets go, to everyone the mail was
+    forwarded to: the forward's subject, threaded to it, with that one attachment."""
+    msg = envelope(cfg, purpose=Purpose.RELEASE, to=to, subject=subject, date=released_at,
+                   message_id=release_id(cfg, ctx.sha256, item.sha256),
+                   in_reply_to=in_reply_to)
+    when = f"{released_at.astimezone(cfg.agency.tz):%H:%M ngày %d/%m/%Y}"
+    intro = [f"Văn thư chuyển bổ sung tệp đính kèm đã kiểm tra: {item.name} (đã giữ lại vì: "
+             f"{item.withheld}; {actor} cho phép chuyển lúc {when})."]
+    rows = [("Ngày đến", f"{ctx.received_at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y}")]
+    if reg := _register_line(ctx):
+        rows.append(("Đăng ký", reg))
+    rows += [("Tệp đính kèm", item.name), ("Kích thước", f"{item.size} byte"),
+             ("SHA-256", item.sha256)]
+    outro = ["Tệp này đã bị giữ lại khi chuyển văn bản; văn thư đã kiểm tra và cho phép "
+             "chuyển. Đề nghị đồng chí chỉ mở tệp nếu cần cho công việc."]
+    text, markup = render("Phiếu chuyển bổ sung tệp đính kèm", intro, rows, outro)
+    msg.set_content(text)
+    msg.add_alternative(markup, subtype="html")
+    _attach(msg, item)
     return msg
 
 

@@ -42,6 +42,9 @@ class Purpose(enum.StrEnum):
     RESULT = "result"  # the signed result of a case
     SUPPLEMENT = "supplement"  # the request for supplements to an applicant
     APOLOGY = "apology"  # the apology with a new date to an applicant
+    # A withheld attachment the clerk checked and let go, to whom the mail was forwarded:
+    # internal only, like the forward itself (not an answer).
+    RELEASE = "release"
 
     @property
     def answers(self) -> bool:
