@@ -176,6 +176,9 @@ class SecurityConfig:
 class ResultsConfig:
     inbox_dir: Path = Path("data/results")
     trust_roots: tuple[str, ...] = ()
+    # A larger file in the results folder is refused unread: a result is a few pages, and the
+    # email that carries it must stay within what mail servers accept.
+    max_pdf_bytes: int = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -1027,10 +1030,11 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
     )
 
     t = r.table(data, ("results",))
-    t.unknown({"inbox_dir", "trust_roots"})
+    t.unknown({"inbox_dir", "trust_roots", "max_pdf_bytes"})
     results = ResultsConfig(
         inbox_dir=base / t.take("inbox_dir", str, str(storage.data_dir / "results"), _not_empty),
         trust_roots=tuple(str(base / x) for x in t.strings("trust_roots", (), _not_empty)),
+        max_pdf_bytes=t.take("max_pdf_bytes", int, ResultsConfig.max_pdf_bytes, _positive),
     )
 
     t = r.table(data, ("digest",))
