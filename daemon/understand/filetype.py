@@ -152,8 +152,9 @@ def judged_name(name: str) -> str:
 
 
 def _extension(name: str) -> str:
-    stem, dot, ext = name.rpartition(".")
-    return ext if dot and stem.strip(" .") else ""
+    """The last extension; Windows gives ".exe" (nothing before the dot) one too."""
+    _, dot, ext = name.rpartition(".")
+    return ext if dot else ""
 
 
 def judge_name(name: str) -> Verdict:

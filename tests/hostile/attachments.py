@@ -328,11 +328,11 @@ ATTACKS = [
     _attack("7z", "an archive format vanthu cannot open", "ho-so.7z",
             lambda: b"7z\xbc\xaf\x27\x1c\x00\x04" + bytes(40), "application/x-7z-compressed"),
     _attack("encrypted-zip", "a ZIP with a password", "ho-so.zip",
-            lambda: _encrypted(zipped([("don.pdf", pdf())])), "application/zip"),
+            lambda: encrypted(zipped([("don.pdf", pdf())])), "application/zip"),
 ]
 
 
-def _encrypted(archive: bytes) -> bytes:
+def encrypted(archive: bytes) -> bytes:
     """`archive` with its entries flagged encrypted (what vanthu cannot look into)."""
     out = bytearray(archive)
     for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
