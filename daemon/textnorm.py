@@ -6,6 +6,8 @@ Pure functions. Matching compares *folded* text: NFC, lower case, one tone place
 
 from __future__ import annotations
 
+import binascii
+import codecs
 import re
 import unicodedata
 
@@ -74,3 +76,85 @@ def header_safe(text: str, limit: int = 300) -> str:
     become one space; at most `limit` characters."""
     text = _BREAKS.sub(" ", _BIDI.sub("", _SURROGATES.sub("\ufffd", text)))
     return collapse_spaces(text)[:limit].rstrip()
+
+
+# An RFC 2047 encoded word: =?charset?B|Q?text?=. Neither the charset nor the text may hold
+# "?" or white space, so looking for one from any "=?" stops at the next "?": finding every
+# word is linear. (The standard library's pattern reads the text lazily up to the next "?=";
+# on a line of unclosed words each one reads to the line's end: quadratic, and so is the way
+# it joins words.)
+_ENCODED_WORD = re.compile(r"=\?([^?\s]{1,64})\?([bBqQ])\?([^?\s]*)\?=")
+_Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _word_bytes(encoding: str, text: str) -> bytes | None:
+    """The bytes of one encoded word's text, or None when they cannot be decoded."""
+    if not text.isascii():
+        return None
+    data = text.encode("ascii")
+    if encoding in "qQ":
+        return _Q_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), data.replace(b"_", b" "))
+    try:
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4))  # padding may be missing
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _charset(name: str) -> str | None:
+    """The Python codec of an encoded word's charset (RFC 2231 language suffix dropped)."""
+    try:
+        codec = codecs.lookup(name.partition("*")[0]).name
+        b"a".decode(codec, "replace")  # a text encoding, not bytes to bytes (zlib, base64 …)
+    except (LookupError, ValueError):
+        return None
+    return codec
+
+
+def decode_words(value: str) -> str:
+    """A header value with its RFC 2047 encoded words decoded, in one pass.
+
+    As mail programs read it: white space between two encoded words is dropped, adjacent
+    words in the same charset are joined before decoding (a letter split across two words
+    survives), an encoded word touching plain text is set apart by a space, and a word that
+    cannot be decoded (unknown charset, bad base64) stays as written. Bytes that are not
+    valid in their charset become U+FFFD. Line breaks of a folded value are left in place
+    (`header_safe` makes the value one line).
+    """
+    out: list[str] = []
+    pending: list[bytes] = []  # the bytes of adjacent encoded words in `codec`
+    codec: str | None = None
+
+    def flush() -> None:
+        if pending:
+            out.append(b"".join(pending).decode(codec or "ascii", "replace"))
+            pending.clear()
+
+    end = 0
+    after_word = False  # the last thing written was an encoded word
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[end:match.start()]
+        data = _word_bytes(match.group(2), match.group(3))
+        found = _charset(match.group(1))
+        if data is None or found is None:
+            flush()
+            out.append(between + match.group(0))
+            end, after_word = match.end(), False
+            continue
+        if not (after_word and between.isspace()) and between:
+            flush()
+            if after_word and not between[0].isspace():
+                out.append(" ")
+            out.append(between)
+            if not between[-1].isspace():
+                out.append(" ")
+        elif found != codec:
+            flush()
+        pending.append(data)
+        codec = found
+        end, after_word = match.end(), True
+    flush()
+    rest = value[end:]
+    if after_word and rest and not rest[0].isspace():
+        out.append(" ")
+    out.append(rest)
+    return "".join(out)

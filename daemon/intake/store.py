@@ -9,12 +9,10 @@ that cannot write (disk full, read-only) raises StoreError before anything is co
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -22,7 +20,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from daemon.db import checkpoints, locations, messages, new_id, reading, utcnow
 from daemon.errors import StoreError
 from daemon.models import State
-from daemon.textnorm import header_safe, nfc
+from daemon.textnorm import decode_words, header_safe, nfc
 
 
 @dataclass(frozen=True)
@@ -90,28 +88,44 @@ class MailStore:
         return hashes
 
 
+# The display columns of a message row (Message-ID, Subject, From) are read in the fetch
+# thread, before any worker sees the mail: only this much of the mail's start is looked at
+# for its header, and only this much of one header's value is decoded. Both bounds are far
+# above what an honest mail needs for a 500-character column; the parser reads the whole
+# mail later, in a worker.
+HEADER_SCAN = 256 * 1024
+VALUE_SCAN = 8 * 1024
+COLUMN = 500  # characters of a display column
+
+
 def _header_field(raw: bytes, name: bytes) -> str:
-    """A cheap look at one header, for the row's display columns (the parser runs later)."""
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    """A cheap look at one header, for the row's display columns (the parser runs later):
+    linear in at most `HEADER_SCAN` bytes, whatever the mail holds."""
+    head = raw[:HEADER_SCAN]
+    head = head.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     lines = head.replace(b"\r\n", b"\n").split(b"\n")
+    wanted = name.lower() + b":"
     for i, line in enumerate(lines):
-        if line[: len(name) + 1].lower() == name.lower() + b":":
-            value = line[len(name) + 1 :]
-            for cont in lines[i + 1 :]:
-                if cont[:1] in (b" ", b"\t"):
-                    value += cont
-                else:
-                    break
-            return _decoded(value.decode("ascii", "replace"))[:500]
+        if line[: len(wanted)].lower() == wanted:
+            return _decoded(_unfolded(lines, i, len(wanted)))
     return ""
 
 
+def _unfolded(lines: list[bytes], at: int, skip: int) -> str:
+    """The value of the header on line `at` and its continuation lines, at most
+    `VALUE_SCAN` bytes of it (a list joined once: no copy per line)."""
+    parts = [lines[at][skip: skip + VALUE_SCAN]]
+    size = len(parts[0])
+    for line in lines[at + 1:]:
+        if size >= VALUE_SCAN or line[:1] not in (b" ", b"\t"):
+            break
+        parts.append(line[: VALUE_SCAN - size])
+        size += len(parts[-1])
+    return b"".join(parts).decode("ascii", "replace")
+
+
 def _decoded(value: str) -> str:
-    try:
-        text = str(make_header(decode_header(value)))
-    except (UnicodeError, LookupError, ValueError, binascii.Error):
-        text = value
-    return header_safe(nfc(text), 500)
+    return header_safe(nfc(decode_words(value)), COLUMN)
 
 
 def store_batch(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from daemon.config import Config, LimitsConfig
-from daemon.models import Document, Kind, ParsedMail, Understanding
+from daemon.models import Applicant, Document, Kind, ParsedMail, Understanding
 from daemon.understand import extract, trust
 from daemon.understand.applicant import applicant
 from daemon.understand.classify import Signals, classify
@@ -63,6 +63,8 @@ class Reading:
     document: Document | None
     auth_results: tuple[str, ...] = ()
     dkim: tuple[DkimResult, ...] | None = None
+    # Who sent it, should it be a dossier: read here, in the worker, as it reads all the text.
+    applicant: Applicant | None = None
 
 
 def read(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None) -> Reading:
@@ -74,7 +76,8 @@ def read(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None) -> Rea
     document = extract.best([*candidates, extract.from_text(mail.body, "body")])
     found = raw_headers(raw, frozenset({"authentication-results"}))
     return Reading(mail, document, found.get("authentication-results"),
-                   trust.check_dkim(raw, dkim) if dkim is not None else None)
+                   trust.check_dkim(raw, dkim) if dkim is not None else None,
+                   applicant=applicant(mail))
 
 
 def dkim_check(cfg: Config) -> DkimCheck | None:
@@ -144,7 +147,7 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
         why=why,
         case_ref=case_ref if kind is Kind.REPLY else None,
         document=document if kind in (Kind.DOCUMENT,) else None,
-        applicant=applicant(mail) if kind is Kind.DOSSIER else None,
+        applicant=(reading.applicant or applicant(mail)) if kind is Kind.DOSSIER else None,
         quarantine_reasons=tuple(reasons),
         defects=mail.defects + tuple(d for a in mail.attachments for d in a.defects),
         authenticated=auth,
