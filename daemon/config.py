@@ -139,10 +139,11 @@ class LimitsConfig:
     # parts deeper than this are not read (a defect says so).
     max_depth: int = 10
     pdf_max_pages: int = 1  # pages read for text: the header is on page one
-    # Attachments are inspected before they may be forwarded: PDF objects visited at most,
-    # PDF pages and characters read for the confidentiality scan, and archives (ZIP, DOCX …)
-    # opened at most this many levels deep, with this many entries and this many bytes
-    # actually decompressed in all; past any of them the attachment is withheld.
+    # Attachments are inspected before they may be forwarded, each within these budgets
+    # (shared by every file inside one attachment): PDF objects visited, PDF pages and
+    # characters read for the confidentiality scan, archives (ZIP, DOCX …) opened this many
+    # levels deep, entries and bytes actually decompressed. Past the object, depth, entry or
+    # byte budget the attachment is withheld; past pages or characters, the rest is unread.
     pdf_max_objects: int = 200_000
     pdf_scan_pages: int = 20
     scan_chars: int = 500_000

@@ -326,8 +326,18 @@ def test_the_pdf_object_budget_edge() -> None:
     short = read("a.pdf", data, limits=replace(LIMITS, pdf_max_objects=enough - 1))
 
     assert enough > 20
-    assert short.withheld == (f"không kiểm tra được: PDF có hơn {enough - 1} đối tượng "
-                              "(giới hạn pdf_max_objects)")
+    assert short.withheld == (f"PDF có hơn {enough - 1} đối tượng (giới hạn pdf_max_objects)")
+
+
+def test_the_pdf_object_budget_is_shared_by_the_pdfs_of_an_archive() -> None:
+    data = pdf(extra=[b"<< /A [1 2 3] >>"] * 20)
+    enough = next(n for n in range(1, 500)
+                  if allowed(read("a.pdf", data, limits=replace(LIMITS, pdf_max_objects=n))))
+    two = zipped([("a.pdf", data), ("b.pdf", data)])
+
+    assert allowed(read("ho-so.zip", two, limits=replace(LIMITS, pdf_max_objects=2 * enough)))
+    assert read("ho-so.zip", two, limits=replace(LIMITS, pdf_max_objects=2 * enough - 1)
+                ).withheld == f"PDF có hơn {2 * enough - 1} đối tượng (giới hạn pdf_max_objects)"
 
 
 def test_pdf_pieces_reach_past_the_header_pages() -> None:
@@ -700,3 +710,14 @@ def test_the_corpus_attachments_are_withheld_only_where_labelled() -> None:
             refused |= {a.name for a in mail.attachments if a.name.endswith(".zip")}
         withheld = {a.name for a in mail.attachments if a.withheld}
         assert withheld == refused, (label["file"], withheld, refused)
+
+
+def test_the_pdf_page_budget_is_shared_by_the_pdfs_of_an_archive() -> None:
+    three = pdf(pages=3)
+    data = zipped([("a.pdf", three), ("b.pdf", three)])
+
+    reading = read("ho-so.zip", data, limits=small(pdf_max_pages=1, pdf_scan_pages=4))
+
+    assert [text.count("UBND") for _, text in reading.pieces] == [3, 1]
+    assert reading.unread == (
+        "ho-so.zip/b.pdf: PDF pages after 1 of 3 not read (limits.pdf_scan_pages)",)

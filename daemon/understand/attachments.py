@@ -54,6 +54,8 @@ class Inspection:
     entries_left: int = 0
     bytes_left: int = 0
     chars_left: int = 0
+    objects_left: int = 0
+    pages_left: int = 0
     pieces: list[tuple[str, str]] = field(default_factory=list)
     unread: list[str] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
@@ -63,6 +65,8 @@ class Inspection:
         self.entries_left = self.limits.archive_entries
         self.bytes_left = self.limits.archive_bytes
         self.chars_left = self.limits.scan_chars
+        self.objects_left = self.limits.pdf_max_objects
+        self.pages_left = max(self.limits.pdf_max_pages, self.limits.pdf_scan_pages)
 
     def withhold(self, where: str, why: str) -> None:
         """Record a reason to withhold; `where` is the path of a nested file ("" at the top)."""
@@ -159,8 +163,12 @@ def inspect(file: File, inspection: Inspection) -> str:
 
 def _pdf(file: File, kind: str, inspection: Inspection) -> str:
     limits = inspection.limits
-    pages = max(limits.pdf_max_pages, limits.pdf_scan_pages)
-    scan = pdfscan.scan(file.data, limits.pdf_max_objects, pages)
+    scan = pdfscan.scan(file.data, inspection.objects_left, inspection.pages_left)
+    inspection.objects_left -= scan.visited
+    inspection.pages_left -= len(scan.pages)
+    if inspection.objects_left < 0:
+        raise archives.LimitReached("pdf_max_objects", "PDF có hơn "
+                                    f"{limits.pdf_max_objects} đối tượng")
     if scan.unchecked:
         inspection.withhold(file.path, f"không kiểm tra được: {scan.unchecked}")
         inspection.cannot_read(file, f"PDF not read ({scan.unchecked})")
@@ -169,11 +177,11 @@ def _pdf(file: File, kind: str, inspection: Inspection) -> str:
         inspection.withhold(file.path, "PDF có nội dung tự chạy: " + ", ".join(scan.active))
     whole = "\n".join(scan.pages)
     inspection.piece(file.label(), whole)
-    if not whole.strip():
+    if scan.pages and not whole.strip():
         inspection.cannot_read(file, "PDF has no text layer (a scan)")
         inspection.defects.append(f"PDF {file.path or file.shown or file.name!r} has no text "
                                   "layer (a scan); not read")
-    elif scan.page_count > len(scan.pages):
+    if scan.page_count > len(scan.pages):
         inspection.cannot_read(file, f"PDF pages after {len(scan.pages)} of {scan.page_count} "
                                      "not read (limits.pdf_scan_pages)")
     return "\n".join(scan.pages[: limits.pdf_max_pages])

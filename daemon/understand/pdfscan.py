@@ -3,7 +3,8 @@
 pypdf reads the file (names with `#xx` escapes come out decoded, objects inside compressed
 object streams are read like any other). Every indirect object the cross-reference tables
 name is visited, and every dictionary inside it, up to `[limits] pdf_max_objects` values:
-what an attacker hides in an unreferenced or deeply nested object is still seen. A PDF this
+what an attacker hides in an unreferenced or deeply nested object is still seen (the budget is
+shared by every PDF of one attachment, so a ZIP of PDFs costs no more). A PDF this
 bounded parse cannot finish, or that pypdf cannot read, is reported as not checked (and is
 withheld by the caller): what could not be checked is not forwarded.
 
@@ -56,6 +57,7 @@ class Scan:
     pages: list[str] = field(default_factory=list)
     page_count: int = 0
     unchecked: str | None = None
+    visited: int = 0  # values visited: what the parse cost, against the caller's budget
 
 
 class _Budget(Exception):
@@ -79,7 +81,8 @@ def scan(data: bytes, max_objects: int, text_pages: int) -> Scan:
     except MemoryError:
         raise  # past the worker's memory cap: the mail, not this attachment, is the problem
     except _Budget:
-        result.unchecked = f"PDF có hơn {max_objects} đối tượng (giới hạn pdf_max_objects)"
+        result.visited = max_objects + 1
+        result.unchecked = f"PDF có hơn {max_objects} đối tượng"
     except RecursionError:
         result.unchecked = "PDF lồng đối tượng quá sâu"
     except Exception as err:  # pypdf's boundary: on a hostile PDF it raises anything at all
@@ -98,7 +101,6 @@ def _object_ids(reader: pypdf.PdfReader) -> list[tuple[int, int]]:
 def _walk(reader: pypdf.PdfReader, max_objects: int, result: Scan) -> None:
     """Visit the trailer and every indirect object, and every value nested inside each, without
     following references (each referenced object is visited once, by its own id)."""
-    visited = 0
     roots: list[PdfObject] = [reader.trailer]
     ids = _object_ids(reader)
     if len(ids) > max_objects:
@@ -111,8 +113,8 @@ def _walk(reader: pypdf.PdfReader, max_objects: int, result: Scan) -> None:
         stack: list[PdfObject] = [root]
         while stack:
             value = stack.pop()
-            visited += 1
-            if visited > max_objects:
+            result.visited += 1
+            if result.visited > max_objects:
                 raise _Budget
             if isinstance(value, DictionaryObject):
                 _check(value, result)
