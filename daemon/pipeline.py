@@ -401,7 +401,8 @@ def queue_emails(conn: Connection, cfg: Config, rules: RuleSet, item: Ready,
     """Compose and queue the email of each action; in a case, thread it and record the event.
     Return how many were queued."""
     allowed = Allowed.of(rules, cfg)
-    answering = Answering.of_mail(item.mail, item.understanding, item.stored.stored_at)
+    answering = Answering.of_mail(item.mail, item.understanding, item.stored.stored_at,
+                                  case_id=case_id)
     queued = 0
     for action in actions:
         purpose = Purpose(action.action)

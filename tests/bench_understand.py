@@ -40,6 +40,9 @@ class Cases:
     def case_of_message_id(self, message_id: str) -> str | None:
         return self.threads.get(message_id)
 
+    def is_our_message(self, message_id: str) -> bool:
+        return False
+
 
 def same(field: str, want: Any, got: Any) -> bool:
     if isinstance(want, str) and isinstance(got, str):

@@ -28,6 +28,9 @@ class CorpusCases:
     def case_of_message_id(self, message_id: str) -> str | None:
         return self.threads.get(message_id)
 
+    def is_our_message(self, message_id: str) -> bool:
+        return False
+
 
 CFG = config.parse({"security": {"authserv_id": AUTHSERV_ID}}, file="test", text="",
                    base=Path("."))

@@ -3,13 +3,15 @@ is queued (daemon/outbox.py) and asked beforehand by the pipeline whether to ack
 
 Internal mail goes only to addresses the rules name. An outside address receives only an
 answer, and only when the mail or case answered vouches for it. Pure, but for the count of
-today's automatic replies, read in the caller's transaction (so a crash changes nothing).
+today's automatic replies, read in the caller's transaction (so a crash changes nothing), and
+the log line of an acknowledgement a daily limit suppresses (`reply.suppressed`).
 """
 
 from __future__ import annotations
 
 import email.policy
 import enum
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from daemon.config import Config
-from daemon.db import cases, messages, outbox, register_entries, utcnow
+from daemon.db import case_threads, cases, messages, outbox, register_entries, utcnow
 from daemon.models import Kind, ParsedMail, Understanding
 from daemon.routing.rules import RuleSet
 
@@ -28,6 +30,8 @@ NEVER_ANSWERED = frozenset({Kind.AUTO, Kind.BOUNCE, Kind.BULK, Kind.SPAM})
 # day, up to the configured limits; any other automatic reply goes once per sender a day,
 # which also breaks a loop with a responder that marks nothing.
 REGISTERED = frozenset({Kind.DOCUMENT, Kind.DOSSIER})
+
+log = logging.getLogger("vanthu.recipients")
 
 
 class Purpose(enum.StrEnum):
@@ -101,12 +105,13 @@ class Answering:
     kind: Kind | None = None
     registered: tuple[str, ...] = ()
     received_at: datetime | None = None  # the day automatic replies are counted on
+    case_id: int | None = None  # the case answered: one automatic email a day per case
 
     @classmethod
     def of_mail(cls, mail: ParsedMail, understanding: Understanding,
-                received_at: datetime) -> Answering:
+                received_at: datetime, case_id: int | None = None) -> Answering:
         return cls(sender=mail.sender.email.lower(), authenticated=understanding.authenticated,
-                   kind=understanding.kind, received_at=received_at)
+                   kind=understanding.kind, received_at=received_at, case_id=case_id)
 
     @classmethod
     def of_record(cls, conn: Connection, *, case_id: int | None = None,
@@ -141,7 +146,8 @@ class Answering:
                 verdict = (row.understanding or {}).get("authenticated")
                 kind = Kind(row.kind) if row.kind in {k.value for k in Kind} else None
         return cls(authenticated=verdict if isinstance(verdict, bool) else None, kind=kind,
-                   registered=tuple(dict.fromkeys(a.lower() for a in registered if a)))
+                   registered=tuple(dict.fromkeys(a.lower() for a in registered if a)),
+                   case_id=case_id)
 
 
 def mailbox_problem(address: object) -> str | None:
@@ -206,13 +212,52 @@ def _reply_limit(conn: Connection, cfg: Config, address: str,
     return None
 
 
+# The emails to an applicant about a case that vanthu writes by itself or on a clerk's one
+# command; each counts towards the one automatic email a day per case.
+CASE_LETTERS = ("acknowledge", "supplement", "apology")
+
+
+def _case_limit(conn: Connection, cfg: Config, address: str,
+                answering: Answering) -> str | None:
+    """One automatic email a day to a sender about one case: a responder answering each of
+    our emails in a case gets one acknowledgement, not one per round. Counts what was queued
+    for the case (threaded to it) to this address on the local day of the mail answered."""
+    if answering.case_id is None:
+        return None
+    day = _day(cfg, answering)
+    found = conn.execute(
+        select(outbox.c.action, outbox.c.recipients, outbox.c.ack_key, outbox.c.created_at)
+        .join(case_threads, case_threads.c.header_message_id == outbox.c.header_message_id)
+        .where(case_threads.c.case_id == answering.case_id,
+               outbox.c.action.in_(CASE_LETTERS))).all()
+    for row in found:
+        row_day = (row.ack_key.rpartition("|")[2] if row.ack_key
+                   else row.created_at.astimezone(cfg.agency.tz).date().isoformat())
+        if row_day == day and address in {str(r).lower() for r in row.recipients}:
+            return f"already an automatic email ({row.action}) to this sender for this case today"
+    return None
+
+
+def _suppressed(conn: Connection, cfg: Config, address: str,
+                answering: Answering) -> str | None:
+    """Why an acknowledgement to `address` is over a daily limit (per case, per sender, per
+    domain), logged for the clerk as `reply.suppressed`; None when it may go."""
+    why = _case_limit(conn, cfg, address, answering) or _reply_limit(conn, cfg, address,
+                                                                      answering)
+    if why is not None:
+        log.info("reply.suppressed", extra={"to": address, "case_id": answering.case_id,
+                                            "why": why})
+    return why
+
+
 def refusal(conn: Connection, cfg: Config, *, purpose: Purpose, address: str, allowed: Allowed,
             answering: Answering | None = None) -> str | None:
     """Why `address` may not receive an email for `purpose`, or None: the recipient policy.
 
     - every recipient is one bare ASCII mailbox;
     - an acknowledgement goes only to the authenticated sender of the mail it answers, never
-      to mail that looks like spam or a machine, within the daily reply limits;
+      to mail that looks like spam or a machine, within the daily reply limits (one a day
+      per case answered);
     - a result, supplement request or apology goes to the agency's own recipients, to an
       address on record for the case (the applicant, the registered sender), or to the
       authenticated sender of the mail answered;
@@ -229,7 +274,7 @@ def refusal(conn: Connection, cfg: Config, *, purpose: Purpose, address: str, al
         if answering.authenticated is not True:
             return ("the sender is not authenticated" if answering.authenticated is False
                     else "the sender's authentication is unknown")
-        return _reply_limit(conn, cfg, address, answering)
+        return _suppressed(conn, cfg, address, answering)
     if address in allowed:
         return None
     if not purpose.answers or answering is None:

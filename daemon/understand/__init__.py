@@ -14,7 +14,7 @@ from daemon.config import Config, LimitsConfig
 from daemon.models import Applicant, Document, Kind, ParsedMail, Understanding
 from daemon.understand import extract, trust
 from daemon.understand.applicant import applicant
-from daemon.understand.classify import Signals, classify
+from daemon.understand.classify import Signals, classify, made_by_vanthu, own_trail
 from daemon.understand.identity import raw_headers
 from daemon.understand.parse import parse
 from daemon.understand.trust import DkimCheck, DkimResult, Verdict
@@ -27,6 +27,10 @@ class CaseLookup(Protocol):
 
     def case_of_message_id(self, message_id: str) -> str | None: ...
 
+    def is_our_message(self, message_id: str) -> bool:
+        """Whether vanthu itself sent an email with this Message-ID."""
+        ...
+
 
 class NoCases:
     """No database: a well-formed case code in the subject is taken at its word."""
@@ -36,6 +40,9 @@ class NoCases:
 
     def case_of_message_id(self, message_id: str) -> str | None:
         return None
+
+    def is_our_message(self, message_id: str) -> bool:
+        return False  # vanthu's own Message-IDs are still known by their form (classify)
 
 
 def _domain(address: str) -> str:
@@ -117,8 +124,10 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
     auth = proof.authenticated
     address = mail.sender.email
     own_mail = bool(address) and address in own
+    returned, answers = own_trail(mail, lambda i: cases.is_our_message(i) or made_by_vanthu(
+        i, cfg.agency.message_id_domain), own)
     signals = Signals(case_ref=case_ref, case_why=case_why, own_mail=own_mail,
-                      authenticated=auth)
+                      authenticated=auth, returned=returned, answers=answers)
     kind, why = classify(mail, signals, document)
 
     reasons: list[str] = []
