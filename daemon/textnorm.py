@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import functools
 import re
 import unicodedata
 
@@ -100,6 +101,7 @@ def _word_bytes(encoding: str, text: str) -> bytes | None:
         return None
 
 
+@functools.lru_cache(maxsize=64)
 def _charset(name: str) -> str | None:
     """The Python codec of an encoded word's charset (RFC 2231 language suffix dropped)."""
     try:
