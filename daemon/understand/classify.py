@@ -129,11 +129,20 @@ def _values(mail: ParsedMail, name: str) -> tuple[str, ...]:
 
 def keyword(value: str) -> str:
     """The keyword of a structured header value, lower case: comments and parameters dropped
-    ('Auto-Replied (vacation); owner="x"' -> 'auto-replied'); an unclosed comment ends it."""
-    previous = None
-    while previous != value:  # innermost comments first, so nested ones go too
-        previous, value = value, re.sub(r"\([^()]*\)", " ", value)
-    return value.split("(", 1)[0].split(";", 1)[0].strip().lower()
+    ('Auto-Replied (vacation); owner="x"' -> 'auto-replied'); an unclosed comment ends it.
+    One pass, however deeply a hostile value nests its comments."""
+    kept: list[str] = []
+    depth = 0
+    for char in value:
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            if char == ";":
+                break
+            kept.append(char)
+    return "".join(kept).strip().lower()
 
 
 def _null_return_path(mail: ParsedMail) -> bool:
