@@ -46,7 +46,7 @@ from daemon.office.register import Book, DbCases, case_id_of, register, trust_of
 from daemon.outbound import compose
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose, refusal
-from daemon.routing.route import decide
+from daemon.routing.route import announced, decide, merge
 from daemon.routing.rules import Procedure, RuleSet
 from daemon.understand import Reading, dkim_check, judge
 
@@ -404,7 +404,9 @@ def queue_emails(conn: Connection, cfg: Config, rules: RuleSet, item: Ready,
     answering = Answering.of_mail(item.mail, item.understanding, item.stored.stored_at,
                                   case_id=case_id)
     queued = 0
-    for action in actions:
+    # Last gate before composing, after every step that adds recipients (the case's handler):
+    # confidential content leaves only as a notice.
+    for action in merge([announced(a, item.understanding) for a in actions]):
         purpose = Purpose(action.action)
         # Whether a sender is acknowledged is the recipient policy's: authenticated, not spam,
         # within the daily reply limits (daemon/outbound/recipients.py).

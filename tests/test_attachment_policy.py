@@ -238,7 +238,7 @@ def test_an_old_office_document_without_code_is_allowed_and_unread() -> None:
     reading = read("cong-van.doc", data)
 
     assert allowed(reading)
-    assert reading.unread == ("Office 97-2003 document, text not read",)
+    assert reading.unread == ("tài liệu Office 97-2003, chưa đọc được chữ",)
 
 
 # --- PDFs -------------------------------------------------------------------------------------
@@ -351,7 +351,7 @@ def test_pdf_pieces_reach_past_the_header_pages() -> None:
 
     assert reading.text.count("TOI MAT") == 1
     assert reading.pieces[0][1].count("TOI MAT") == 2
-    assert reading.unread == ("PDF pages after 2 of 3 not read (limits.pdf_scan_pages)",)
+    assert reading.unread == ("các trang sau trang 2/3 chưa đọc (limits.pdf_scan_pages)",)
     assert whole.pieces[0][1].count("TOI MAT") == 3 and whole.unread == ()
 
 
@@ -359,7 +359,7 @@ def test_a_scanned_pdf_is_unread() -> None:
     reading = read("cong-van.pdf", pdf(text=b"q 1 0 0 1 0 0 cm Q"), "application/pdf")
 
     assert allowed(reading)
-    assert reading.unread == ("PDF has no text layer (a scan)",)
+    assert reading.unread == ("PDF không có lớp chữ (bản quét)",)
 
 
 # --- archives ---------------------------------------------------------------------------------
@@ -376,7 +376,7 @@ def test_archive_depth_edge() -> None:
     assert allowed(at_limit)
     assert at_limit.pieces == (("ho-so.zip/lop1.zip/lop0.zip/don.txt", "don de nghi"),)
     assert past.withheld == "tệp nén lồng nhau quá 3 lớp (giới hạn archive_depth)"
-    assert past.unread == ("not read past limits.archive_depth",)
+    assert past.unread == ("phần còn lại chưa đọc (vượt limits.archive_depth)",)
 
 
 def test_archive_entries_edge() -> None:
@@ -492,7 +492,7 @@ def test_an_encrypted_archive_is_withheld_and_unread() -> None:
     reading = read("ho-so.zip", encrypted(zipped([("don.pdf", pdf())])))
 
     assert reading.withheld == "không kiểm tra được: tệp nén có mật khẩu"
-    assert reading.unread == ("archive encrypted",)
+    assert reading.unread == ("tệp nén có mật khẩu",)
 
 
 @pytest.mark.parametrize(("name", "data"), [
@@ -665,7 +665,7 @@ def test_files_inside_archives_give_labelled_pieces_and_unread() -> None:
         ("hoso.zip/ho-so/don.docx", "Đơn đề nghị\n"),
         ("hoso.zip/ho-so/don.docx/header1.xml", "MẬT\n"),
         ("hoso.zip/ho-so/ghi-chu.txt", "Ghi chú"))
-    assert reading.unread == ("hoso.zip/ho-so/anh.jpg: image, a possible scan, not read",)
+    assert reading.unread == ("hoso.zip/ho-so/anh.jpg: ảnh, có thể là bản quét, chưa đọc",)
 
 
 def test_pieces_stop_at_scan_chars() -> None:
@@ -674,11 +674,11 @@ def test_pieces_stop_at_scan_chars() -> None:
     reading = read("ho-so.zip", data, limits=small(scan_chars=100))
 
     assert reading.pieces == (("ho-so.zip/a.txt", "a" * 60), ("ho-so.zip/b.txt", "b" * 40))
-    assert reading.unread == ("ho-so.zip/b.txt: text past 100 characters (limits.scan_chars)",)
+    assert reading.unread == ("ho-so.zip/b.txt: phần chữ sau 100 ký tự chưa đọc (limits.scan_chars)",)
 
 
 def test_an_image_is_unread() -> None:
-    assert read("anh.jpg", JPEG).unread == ("image, a possible scan, not read",)
+    assert read("anh.jpg", JPEG).unread == ("ảnh, có thể là bản quét, chưa đọc",)
 
 
 # --- every reason, and the shipped corpus -----------------------------------------------------
@@ -720,4 +720,4 @@ def test_the_pdf_page_budget_is_shared_by_the_pdfs_of_an_archive() -> None:
 
     assert [text.count("UBND") for _, text in reading.pieces] == [3, 1]
     assert reading.unread == (
-        "ho-so.zip/b.pdf: PDF pages after 1 of 3 not read (limits.pdf_scan_pages)",)
+        "ho-so.zip/b.pdf: các trang sau trang 1/3 chưa đọc (limits.pdf_scan_pages)",)

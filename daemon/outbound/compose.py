@@ -180,7 +180,11 @@ def _register_line(ctx: Context) -> str:
 
 def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
             und: Understanding) -> EmailMessage:
-    """The forward to leaders: cover note, then the document's attachments (never unsafe ones)."""
+    """The forward to leaders: cover note, then the document's attachments (never unsafe ones).
+    Never for a mail whose content must not travel by email: that is a bug upstream."""
+    if und.withhold_content:
+        raise EmailRefused("a confidential or possibly confidential mail is never forwarded "
+                           "with its content; only a notice goes out")
     tag = URGENCY_TAG.get(und.document.urgency or "", "") if und.document else ""
     prefix = "[Giao xử lý] " if action.action == "assign" else ""
     prefix += f"[Số đến {ctx.number}/{ctx.year}] " if ctx.number else ""
@@ -264,22 +268,33 @@ def release(cfg: Config, ctx: Context, *, item: Attachment, to: Sequence[str], s
 
 def notify(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
            und: Understanding) -> EmailMessage:
-    """A notice without content: a confidential document never travels by email."""
-    secrecy = und.document.confidentiality if und.document else "Mật"
+    """A notice without content: a confidential document never travels by email, nor does a
+    mail that may be one (part of it could not be read); the clerk holds the original."""
     tag = URGENCY_TAG.get(und.document.urgency or "", "") if und.document else ""
     prefix = f"[Số đến {ctx.number}/{ctx.year}] " if ctx.number else ""
     prefix += f"[{tag}] " if tag else ""
-    msg = _envelope(cfg, ctx, action, f"{prefix}Thông báo có văn bản {secrecy} đến")
-    intro = [f"Văn thư đã nhận một văn bản độ mật «{secrecy}». Theo quy định, văn bản mật "
-             "không được gửi qua thư điện tử; đề nghị đồng chí nhận văn bản tại Văn thư."]
+    if und.confidential:
+        level = und.secrecy or "Mật"
+        subject = f"{prefix}Thông báo có văn bản {level} đến"
+        intro = [f"Văn thư đã nhận một văn bản độ mật «{level}». Theo quy định, văn bản mật "
+                 "không được gửi qua thư điện tử; đề nghị đồng chí nhận văn bản tại Văn thư."]
+    else:
+        subject = f"{prefix}Thông báo có văn bản đến (Văn thư đang kiểm tra độ mật)"
+        intro = ["Văn thư đã nhận một văn bản có phần không đọc được tự động, nên chưa xác định "
+                 "được văn bản có phải là văn bản mật hay không. Nội dung chưa được chuyển qua "
+                 "thư điện tử; Văn thư sẽ kiểm tra và chuyển theo quy định."]
+    msg = _envelope(cfg, ctx, action, subject)
     if action.note:
         intro.append(f"Ghi chú: {action.note}.")
     rows = [("Ngày đến", f"{ctx.received_at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y}")]
     if reg := _register_line(ctx):
         rows.append(("Đăng ký", reg))
     rows += [(k, v) for k, v in _doc_lines(und.document, with_summary=False)
-             if k in ("Cơ quan ban hành", "Độ khẩn", "Độ mật")]
-    text, markup = render("Thông báo văn bản mật", intro, rows, [])
+             if k in ("Cơ quan ban hành", "Độ khẩn")]
+    if und.confidential:
+        rows.append(("Độ mật", und.secrecy or "Mật"))
+    title = "Thông báo văn bản mật" if und.confidential else "Thông báo văn bản đến"
+    text, markup = render(title, intro, rows, [])
     msg.set_content(text)
     msg.add_alternative(markup, subtype="html")
     return msg

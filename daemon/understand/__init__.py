@@ -7,16 +7,17 @@ but the `CaseLookup` it is given, so `vanthu inspect` and the pipeline run the v
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from daemon.config import Config, LimitsConfig
 from daemon.models import Applicant, Document, Kind, ParsedMail, Understanding
-from daemon.understand import extract, trust
+from daemon.understand import extract, secrecy, trust
 from daemon.understand.applicant import applicant
 from daemon.understand.classify import Signals, classify, made_by_vanthu, own_trail
 from daemon.understand.identity import raw_headers
 from daemon.understand.parse import parse
+from daemon.understand.secrecy import Finding
 from daemon.understand.trust import DkimCheck, DkimResult, Verdict
 
 
@@ -70,6 +71,8 @@ class Reading:
     document: Document | None
     auth_results: tuple[str, ...] = ()
     dkim: tuple[DkimResult, ...] | None = None
+    # The highest confidentiality mark, wherever it is in the mail.
+    secrecy: Finding = field(default_factory=Finding)
     # Who sent it, should it be a dossier: read here, in the worker, as it reads all the text.
     applicant: Applicant | None = None
 
@@ -79,12 +82,16 @@ def read(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None) -> Rea
     signatures too (DNS lookups with a timeout). Picklable in and out, so it can run in a
     worker process. Raises BadMessage when the mail cannot be parsed at all."""
     mail = parse(raw, limits)
-    candidates = [extract.from_text(a.text, a.name) for a in mail.attachments if a.text]
+    # Every text of every attachment may be the document: its first pages, a page further on,
+    # a file inside an archive ("ho-so.zip/cong-van.pdf").
+    candidates = [extract.from_text(text, a.name if label == "body" else label)
+                  for a in mail.attachments
+                  for label, text in (a.pieces or (("body", a.text),)) if text]
     document = extract.best([*candidates, extract.from_text(mail.body, "body")])
     found = raw_headers(raw, frozenset({"authentication-results"}))
     return Reading(mail, document, found.get("authentication-results"),
                    trust.check_dkim(raw, dkim) if dkim is not None else None,
-                   applicant=applicant(mail))
+                   secrecy.find(mail), applicant=applicant(mail))
 
 
 def dkim_check(cfg: Config) -> DkimCheck | None:
@@ -151,6 +158,17 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
         if others:
             notes.append(f"Địa chỉ trả lời (Reply-To) thuộc tên miền khác ({', '.join(others)}) "
                          f"với địa chỉ gửi ({domain})")
+    mark = reading.secrecy
+    if document is not None and mark.level and secrecy.highest(
+            mark.level, document.confidentiality) != document.confidentiality:
+        document = replace(document, confidentiality=mark.level, filled_from=(
+            *document.filled_from, ("confidentiality", mark.where)))
+    # What could not be read may hide a mark only where an official document may be: a
+    # document, or anything from a trusted or the agency's own domain. A citizen's scans are
+    # the ordinary content of a dossier, not a doubt.
+    official = kind is Kind.DOCUMENT or claims_trusted or claims_own
+    level = secrecy.highest(mark.level, document.confidentiality if document else None)
+    doubts = mark.doubts + (secrecy.doubts(mail) if official else ())
     return Understanding(
         kind=kind,
         why=why,
@@ -161,6 +179,9 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
         defects=mail.defects + tuple(d for a in mail.attachments for d in a.defects),
         authenticated=auth,
         trust_notes=tuple(notes),
+        secrecy=level,
+        secrecy_where=mark.where or (document.source if document and level else ""),
+        secrecy_doubts=doubts if not level else (),
     )
 
 

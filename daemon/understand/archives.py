@@ -142,7 +142,7 @@ def _walk_zip(file: File, kind: str, inspection: Inspection, inspect: Inspect) -
                 continue
             if cannot := _cannot_read(info):
                 inspection.withhold(file.path, f"không kiểm tra được: {cannot[1]}")
-                inspection.cannot_read(file, f"archive {cannot[0]}")
+                inspection.cannot_read(file, cannot[1])
                 return ""
             try:
                 with archive.open(info) as stream:
@@ -247,7 +247,7 @@ def _office_text(file: File, office: str, texts: dict[str, str],
         else:
             inspection.piece(file.label(part.rpartition("/")[2]), text)
     if office and not texts:
-        inspection.cannot_read(file, "Office document without readable text")
+        inspection.cannot_read(file, "tài liệu Office không có chữ đọc được")
     return body
 
 

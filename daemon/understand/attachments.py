@@ -89,7 +89,7 @@ class Inspection:
         if not text.strip():
             return
         if len(text) > self.chars_left:
-            self.unread.append(f"{label}: text past {self.limits.scan_chars} characters "
+            self.unread.append(f"{label}: phần chữ sau {self.limits.scan_chars} ký tự chưa đọc "
                                "(limits.scan_chars)")
             text = text[: self.chars_left]
         self.chars_left -= len(text)
@@ -129,7 +129,7 @@ def read(name: str, content_type: str, payload: bytes, limits: LimitsConfig,
                             payload, shown=name), inspection)
     except archives.LimitReached as limit:
         inspection.withhold("", limit.reason)
-        inspection.unread.append(f"not read past limits.{limit.key}")
+        inspection.unread.append(f"phần còn lại chưa đọc (vượt limits.{limit.key})")
     text, font = legacy.to_unicode(nfc(text))
     defects = list(inspection.defects)
     if font:
@@ -152,11 +152,11 @@ def inspect(file: File, inspection: Inspection) -> str:
     verdict = filetype.judge(file.name, file.content_type, file.data)
     if verdict.withheld:
         inspection.withhold(file.path, verdict.withheld)
-        inspection.cannot_read(file, f"withheld, not read ({verdict.withheld})")
+        inspection.cannot_read(file, f"bị giữ lại, không đọc ({verdict.withheld})")
         return ""
     reader = _READERS.get(verdict.kind)
     if reader is None:
-        inspection.cannot_read(file, "format not read")
+        inspection.cannot_read(file, "định dạng không đọc được")
         return ""
     return reader(file, verdict.kind, inspection)
 
@@ -171,19 +171,19 @@ def _pdf(file: File, kind: str, inspection: Inspection) -> str:
                                     f"{limits.pdf_max_objects} đối tượng")
     if scan.unchecked:
         inspection.withhold(file.path, f"không kiểm tra được: {scan.unchecked}")
-        inspection.cannot_read(file, f"PDF not read ({scan.unchecked})")
+        inspection.cannot_read(file, f"không đọc được PDF ({scan.unchecked})")
         return ""
     if scan.active:
         inspection.withhold(file.path, "PDF có nội dung tự chạy: " + ", ".join(scan.active))
     whole = "\n".join(scan.pages)
     inspection.piece(file.label(), whole)
     if scan.pages and not whole.strip():
-        inspection.cannot_read(file, "PDF has no text layer (a scan)")
+        inspection.cannot_read(file, "PDF không có lớp chữ (bản quét)")
         inspection.defects.append(f"PDF {file.path or file.shown or file.name!r} has no text "
                                   "layer (a scan); not read")
     if scan.page_count > len(scan.pages):
-        inspection.cannot_read(file, f"PDF pages after {len(scan.pages)} of {scan.page_count} "
-                                     "not read (limits.pdf_scan_pages)")
+        inspection.cannot_read(file, f"các trang sau trang {len(scan.pages)}/{scan.page_count} "
+                                     "chưa đọc (limits.pdf_scan_pages)")
     return "\n".join(scan.pages[: limits.pdf_max_pages])
 
 
@@ -214,12 +214,12 @@ def _xml(file: File, kind: str, inspection: Inspection) -> str:
 def _ole(file: File, kind: str, inspection: Inspection) -> str:
     if why := filetype.ole_active(file.data):
         inspection.withhold(file.path, why)
-    inspection.cannot_read(file, "Office 97-2003 document, text not read")
+    inspection.cannot_read(file, "tài liệu Office 97-2003, chưa đọc được chữ")
     return ""
 
 
 def _image(file: File, kind: str, inspection: Inspection) -> str:
-    inspection.cannot_read(file, "image, a possible scan, not read")
+    inspection.cannot_read(file, "ảnh, có thể là bản quét, chưa đọc")
     return ""
 
 

@@ -236,7 +236,7 @@ def _contents(message: Message, limits: LimitsConfig, tree: _Tree) -> tuple[Any,
             why = ("nội dung mã hóa base64 hỏng, không kiểm tra được" if error else
                    f"tệp lớn hơn giới hạn kiểm tra ({limits.max_attachment_bytes} byte)")
             reading = attachment_text.AttachmentReading(
-                text="", unread=(f"not read: {error or 'larger than max_attachment_bytes'}",),
+                text="", unread=(f"chưa đọc: {why}",),
                 defects=(f"attachment {name!r} withheld: {why}",), withheld=why)
         else:
             reading = attachment_text.read(name, content_type, payload, limits, raw_name)

@@ -182,7 +182,7 @@ def doubts(mail: ParsedMail) -> tuple[str, ...]:
     document: any of it could bear a mark no one has seen."""
     found: list[str] = []
     for item in mail.attachments:
-        if item.content_type.startswith("image/") and item.size < _LOGO_BYTES:
-            continue
+        if item.withheld or (item.content_type.startswith("image/") and item.size < _LOGO_BYTES):
+            continue  # a withheld file never travels by email; a logo is no page
         found += [f"tệp {item.name}: {why}" for why in item.unread]
     return tuple(found)
