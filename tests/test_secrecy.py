@@ -177,3 +177,25 @@ def _case_code(desk: Desk) -> str:
     from daemon.db import cases
     with desk.engine.connect() as conn:
         return str(conn.scalar(select(cases.c.code)))
+
+
+def test_a_supplement_to_a_confidential_case_is_confidential_without_a_mark(
+        tmp_path: Path) -> None:
+    """The dossier was marked, so its case sits in the confidential register: the applicant's
+    later supplement, unmarked, is announced to the handler as confidential too."""
+    desk = Desk(tmp_path)
+    desk.receive(plain_mail("an.nguyen@gmail.com", "Hồ sơ xin cấp giấy phép xây dựng (MẬT)",
+                            "Tôi tên là Nguyễn Văn An, xin nộp hồ sơ đề nghị cấp giấy phép xây "
+                            "dựng nhà ở riêng lẻ.", attachment=FORM,
+                            message_id="<ho-so-mat@gmail.com>"))
+    desk.process()
+    (entry,) = desk.entries()
+    assert entry.book == "confidential"  # type: ignore[attr-defined]
+    code = _case_code(desk)
+    outcome = run(desk, mail(f"Re: [{code}] Bổ sung hồ sơ", f"Tôi gửi bổ sung: {SECRET}.",
+                             [("bo-sung.pdf", "application/pdf", pdf("Bản vẽ mặt bằng"))],
+                             sender="an.nguyen@gmail.com"))
+    assert outcome.row.kind == "reply", outcome.row.last_error
+    assert "forward" not in outcome.purposes() and "notify" in outcome.purposes()
+    assert SECRET not in outcome.text("notify")
+    assert "Mật" in str(outcome.sent("notify")[0]["Subject"])

@@ -31,6 +31,9 @@ class CorpusCases:
     def is_our_message(self, message_id: str) -> bool:
         return False
 
+    def case_secrecy(self, code: str) -> str | None:
+        return None
+
 
 CFG = config.parse({"security": {"authserv_id": AUTHSERV_ID}}, file="test", text="",
                    base=Path("."))

@@ -206,3 +206,12 @@ class DbCases:
     def is_our_message(self, message_id: str) -> bool:
         return self.conn.scalar(select(outbox.c.id).where(
             outbox.c.header_message_id == message_id).limit(1)) is not None
+
+    def case_secrecy(self, code: str) -> str | None:
+        entry = self.conn.execute(
+            select(register_entries.c.book, register_entries.c.document)
+            .join(cases, cases.c.id == register_entries.c.case_id)
+            .where(cases.c.code == code)).first()
+        if entry is None or entry.book != Book.CONFIDENTIAL:
+            return None
+        return str((entry.document or {}).get("confidentiality") or "Mật")

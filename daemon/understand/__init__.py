@@ -32,6 +32,11 @@ class CaseLookup(Protocol):
         """Whether vanthu itself sent an email with this Message-ID."""
         ...
 
+    def case_secrecy(self, code: str) -> str | None:
+        """The confidentiality level of a case's registered dossier (None: not confidential):
+        every later mail in the case carries it too."""
+        ...
+
 
 class NoCases:
     """No database: a well-formed case code in the subject is taken at its word."""
@@ -44,6 +49,9 @@ class NoCases:
 
     def is_our_message(self, message_id: str) -> bool:
         return False  # vanthu's own Message-IDs are still known by their form (classify)
+
+    def case_secrecy(self, code: str) -> str | None:
+        return None
 
 
 def _domain(address: str) -> str:
@@ -159,6 +167,10 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
             notes.append(f"Địa chỉ trả lời (Reply-To) thuộc tên miền khác ({', '.join(others)}) "
                          f"với địa chỉ gửi ({domain})")
     mark = reading.secrecy
+    # A supplement to a confidential case is as confidential as the case, marked or not.
+    inherited = cases.case_secrecy(case_ref) if kind is Kind.REPLY and case_ref else None
+    if inherited and secrecy.highest(inherited, mark.level) == inherited:
+        mark = replace(mark, level=inherited, where=f"hồ sơ {case_ref}")
     if document is not None and mark.level and secrecy.highest(
             mark.level, document.confidentiality) != document.confidentiality:
         document = replace(document, confidentiality=mark.level, filled_from=(
