@@ -107,6 +107,7 @@ class ParsedMail:
     # Message-IDs of the mails carried inside this one (message/rfc822 parts and the
     # text/rfc822-headers of bounces): an answer that quotes vanthu's own mail back.
     carried_ids: tuple[str, ...] = ()
+    carried_subjects: tuple[str, ...] = ()  # the subjects of the mails forwarded inside it
 
     def header(self, name: str) -> str:
         """The first value of header `name`, or ''."""

@@ -674,7 +674,8 @@ def test_pieces_stop_at_scan_chars() -> None:
     reading = read("ho-so.zip", data, limits=small(scan_chars=100))
 
     assert reading.pieces == (("ho-so.zip/a.txt", "a" * 60), ("ho-so.zip/b.txt", "b" * 40))
-    assert reading.unread == ("ho-so.zip/b.txt: phần chữ sau 100 ký tự chưa đọc (limits.scan_chars)",)
+    assert reading.unread == (
+        "ho-so.zip/b.txt: phần chữ sau 100 ký tự chưa đọc (limits.scan_chars)",)
 
 
 def test_an_image_is_unread() -> None:

@@ -338,3 +338,43 @@ def test_the_header_readers_never_raise_on_arbitrary_bytes(raw: bytes) -> None:
     for name in (b"Subject", b"From", b"Message-ID"):
         assert len(_header_field(raw, name)) <= COLUMN
     raw_headers(raw)
+
+
+class CountingCases(NoCases):
+    """A case lookup that counts the Message-IDs it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def case_of_message_id(self, message_id: str) -> str | None:
+        self.asked.append(message_id)
+        return None
+
+
+def test_a_references_header_of_50000_ids_costs_a_dozen_lookups(tmp_path: Path) -> None:
+    """Threading looks up the first and the last Message-IDs of the thread only: a hostile
+    References header cannot make the main process ask the database 50,000 times."""
+    ids = " ".join(f"<id{i}@spam.example>" for i in range(50_000))
+    raw = mail("dan@gmail.com", "Hỏi", "Xin hỏi.").replace(
+        b"Subject:", f"In-Reply-To: <first@spam.example>\r\nReferences: {ids}\r\nSubject:"
+        .encode(), 1)
+    cases = CountingCases()
+
+    _, took = timed(lambda: judge(read(raw, _cfg(tmp_path).limits), _cfg(tmp_path), cases))
+
+    assert took < BOUND
+    assert 0 < len(cases.asked) <= 12
+    assert "<first@spam.example>" in cases.asked
+
+
+def test_forty_thousand_headers_are_collected_in_one_pass(tmp_path: Path) -> None:
+    """Many distinct and repeated header names: each value is kept, in order, in linear
+    time (a lookup per name over all headers would be quadratic)."""
+    extra = "".join(f"X-H{i % 20000}: v{i}\r\n" for i in range(40_000))
+    raw = mail("dan@gmail.com", "Hỏi", "Xin hỏi.").replace(b"Subject:", extra.encode()
+                                                         + b"Subject:", 1)
+
+    reading, took = timed(lambda: read(raw, _cfg(tmp_path).limits))
+
+    assert took < BOUND * 3
+    assert reading.mail.headers["x-h5"] == ("v5", "v20005")

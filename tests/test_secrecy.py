@@ -199,3 +199,25 @@ def test_a_supplement_to_a_confidential_case_is_confidential_without_a_mark(
     assert "forward" not in outcome.purposes() and "notify" in outcome.purposes()
     assert SECRET not in outcome.text("notify")
     assert "Mật" in str(outcome.sent("notify")[0]["Subject"])
+
+
+@pytest.mark.parametrize("name,level,doubted", [
+    ("QĐ 15 - Tối mật.pdf", "Tối mật", False), ("Tuyệt mật_Quyết định.docx", "Tuyệt mật", False),
+    ("CV_1234_TOI_MAT.pdf", None, True), ("MAT.pdf", None, True),
+    ("Ban ve mat cat bo sung.pdf", None, False), ("Matbang.pdf", None, False),
+    ("bao-cao-mat-do-dan-so.xlsx", None, False),
+])
+def test_a_file_name_marks_with_accents_and_only_raises_a_doubt_without(
+        name: str, level: str | None, doubted: bool) -> None:
+    reading = understand(mail("Công văn", document(where="none")), AGENCY, NoCases())[0]
+    finding = find(replace(reading, attachments=(_attachment(name, "nội dung"),)))
+    assert finding.level == level
+    assert any(name in d for d in finding.doubts) is doubted
+
+
+def test_a_subject_that_speaks_of_a_secret_paper_is_a_doubt() -> None:
+    reading = understand(mail("Gửi văn bản mật theo yêu cầu", "Kính gửi Văn thư."), AGENCY,
+                         NoCases())[0]
+    finding = find(reading)
+    assert finding.level is None
+    assert finding.doubts == ("tiêu đề thư nhắc đến «văn bản mật»",)

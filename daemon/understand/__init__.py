@@ -58,12 +58,18 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
+THREAD_LOOKUPS = 12  # Message-IDs of In-Reply-To/References looked up, at most
+
+
 def _case_signal(mail: ParsedMail, cfg: Config, cases: CaseLookup) -> tuple[str | None, str]:
     for match in re.finditer(rf"\b({cfg.agency.case_ref_pattern})\b", mail.subject):
         if cases.case_exists(match.group(1)):
             return match.group(1), f"case code {match.group(1)} in the subject"
-    thread = [mail.header("in-reply-to"), *mail.headers.get("references", ())]
-    for message_id in re.findall(r"<[^<>\s]+>", " ".join(thread)):
+    thread = [mail.header("in-reply-to"), *mail.headers.get("references", ())[:3]]
+    ids = list(dict.fromkeys(re.findall(r"<[^<>\s]{1,250}>", " ".join(thread))))
+    # A thread is known by its first mails and its last ones; a hostile References with
+    # thousands of ids costs a dozen lookups, not thousands.
+    for message_id in ids[:THREAD_LOOKUPS // 2] + ids[-(THREAD_LOOKUPS // 2):]:
         if code := cases.case_of_message_id(message_id):
             return code, f"In-Reply-To/References {message_id} belongs to case {code}"
     return None, ""

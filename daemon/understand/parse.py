@@ -147,6 +147,7 @@ class _Tree:
     forwarded: dict[int, list[tuple[str, Message]]] = field(default_factory=dict)
     defects: list[str] = field(default_factory=list)
     carried_ids: list[str] = field(default_factory=list)
+    carried_subjects: list[str] = field(default_factory=list)
 
 
 def _walk(message: Message, limits: LimitsConfig) -> _Tree:
@@ -176,6 +177,8 @@ def _walk(message: Message, limits: LimitsConfig) -> _Tree:
             inner = children[0]
             if len(tree.carried_ids) < 50:
                 tree.carried_ids.extend(_ids(str(inner.get("message-id") or "")))
+                tree.carried_subjects.append(
+                    header_safe(_decode_header(str(inner.get("subject") or "")), 500))
             name, _ = safe_name(_decode_header(str(part.get_filename() or "")))
             tree.forwarded.setdefault(id(mail), []).append((name, inner))
             part.set_payload([])
@@ -278,10 +281,12 @@ def parse(raw: bytes, limits: LimitsConfig) -> ParsedMail:
     # Decoded values are for reading (auto-submitted, list headers, threading), never for
     # addresses; each is one line without controls, so none can reach a stored value or an
     # outgoing header with a line break in it.
-    headers: dict[str, tuple[str, ...]] = {}
-    for name in {k.lower() for k in message}:
-        headers[name] = tuple(header_safe(_decode_header(str(v)), MAX_VALUE)
-                              for v in message.get_all(name, []))
+    collected: dict[str, list[str]] = {}
+    for name, value in message.items():  # one pass: get_all per name is quadratic
+        collected.setdefault(name.lower(), []).append(
+            header_safe(_decode_header(str(value)), MAX_VALUE))
+    headers: dict[str, tuple[str, ...]] = {
+        name: tuple(values) for name, values in collected.items()}
 
     date = mail.date if isinstance(mail.date, datetime) else None
     if date is not None and date.tzinfo is None:
@@ -304,4 +309,5 @@ def parse(raw: bytes, limits: LimitsConfig) -> ParsedMail:
         defects=tuple(defects),
         sender_problems=sender.problems,
         carried_ids=tuple(dict.fromkeys(tree.carried_ids)),
+        carried_subjects=tuple(s for s in dict.fromkeys(tree.carried_subjects) if s),
     )

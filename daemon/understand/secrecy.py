@@ -49,6 +49,8 @@ _NOT_AFTER = {"khẩu", "mã", "ong", "thiết", "độ", "báo", "thám", "danh
 _SUBJECT_HINT = re.compile(r"(văn\s+bản|tài\s+liệu|công\s+văn|hồ\s+sơ)\s+(tối\s+|tuyệt\s+)?mật\b",
                            re.I)
 
+_NAME_BREAK = re.compile(r"[_.\-+]+")  # a file name's word separators, as field breaks
+
 MAX_SCAN_CHARS = 5_000_000  # per piece of text: past this, the rest is a doubt, not scanned
 
 
@@ -163,9 +165,23 @@ def find(mail: ParsedMail) -> Finding:
         if level and (best is None or _RANK[level] < _RANK[best[0]]):
             best = (level, where)
 
-    subject_level, hint = _subject_level(mail.subject)
-    consider(subject_level, "tiêu đề thư")
-    hints = [hint] if hint else []
+    hints: list[str] = []
+    subjects = [("tiêu đề thư", mail.subject)] + [
+        ("tiêu đề thư được chuyển tiếp", subject) for subject in mail.carried_subjects]
+    for where, subject in subjects:
+        subject_level, hint = _subject_level(subject)
+        consider(subject_level, where)
+        hints += [hint] if hint else []
+    for item in mail.attachments:
+        # A file name is a subject of sorts: "QĐ 15 - Tối mật.pdf"; typed without accents
+        # ("BC_TOI_MAT.pdf") it is only a doubt: "MAT" may be an abbreviation.
+        stem = item.name.rpartition(".")[0] or item.name
+        name_level = highest(marks_in(_NAME_BREAK.sub(" ", stem)),  # "BC_TOI_MAT"
+                             marks_in(_NAME_BREAK.sub("  ", stem)))  # "Tuyệt mật_Quyết định"
+        if name_level and "ậ" in item.name.lower():
+            consider(name_level, f"tên tệp {item.name}")
+        elif name_level:
+            hints.append(f"tên tệp {item.name} có thể ghi độ mật «{name_level}»")
     texts = [("nội dung thư", mail.body)] + [
         (item.name if label == "body" else f"{item.name} ({label})", text)
         for item in mail.attachments for label, text in item.pieces or (("body", item.text),)]

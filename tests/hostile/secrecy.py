@@ -179,6 +179,28 @@ def _family() -> list[Attack]:
     return found
 
 
+def _forwarded_marked_mail() -> bytes:
+    """A colleague forwards, as an attached mail, a document whose only mark was the
+    original mail's subject."""
+    inner = EmailMessage(policy=SMTP)
+    inner["From"] = "vanphong@tayninh.gov.vn"
+    inner["To"] = "lanhdao@tayninh.gov.vn"
+    inner["Subject"] = "[TỐI MẬT] Công văn 1234/UBND-NC"
+    inner["Message-ID"] = "<inner-1234@tayninh.gov.vn>"
+    inner.set_content(document(where="none"))
+    outer = EmailMessage(policy=SMTP)
+    outer["Authentication-Results"] = (f"{AUTHSERV_ID}; dkim=pass header.d=tayninh.gov.vn; "
+                                       "dmarc=pass header.from=tayninh.gov.vn")
+    outer["From"] = SENDER
+    outer["To"] = "vanthu.sxd@tayninh.gov.vn"
+    outer["Subject"] = "Fwd: Công văn 1234/UBND-NC"
+    outer["Date"] = "Tue, 10 Nov 2026 09:00:00 +0700"
+    outer["Message-ID"] = "<outer-1234@tayninh.gov.vn>"
+    outer.set_content("Chuyển Văn thư Sở để xử lý.")
+    outer.add_attachment(inner)
+    return outer.as_bytes()
+
+
 def _docx_page_header() -> bytes:
     return mail("Công văn 1234/UBND-NC", COVER, [(
         "1234-UBND-NC.docx",
@@ -196,6 +218,18 @@ ATTACKS: list[Attack] = [
            "notice without content",
            partial(mail, "Công văn 1234/UBND-NC (Tối mật)", document(where="none")),
            announced_only),
+    Attack("secret-in-file-name", "the mark only in the attachment's name 'QĐ 1234 - Tối mật.pdf'",
+           "notice without content",
+           partial(mail, "Công văn 1234/UBND-NC", COVER, [(
+               "QĐ 1234 - Tối mật.pdf", "application/pdf", pdf(document(where="none")))]),
+           announced_only),
+    Attack("secret-ascii-file-name", "the mark typed without accents in a name, 'CV_TOI_MAT.pdf'",
+           "possibly confidential: notice without content",
+           partial(mail, "Công văn 1234/UBND-NC", COVER, [(
+               "CV_1234_TOI_MAT.pdf", "application/pdf", pdf(document(where="none")))]),
+           announced_only),
+    Attack("secret-forwarded-mail-subject", "a forwarded mail whose own subject was '[TỐI MẬT]'",
+           "notice without content", _forwarded_marked_mail, announced_only),
     Attack("secret-docx-page-header", "mark only in the DOCX page header (header1.xml)",
            "notice without content", _docx_page_header, announced_only),
     Attack("secret-pdf-page-three", "mark and content on page 3 of a PDF, cover pages first",
