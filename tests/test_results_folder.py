@@ -23,12 +23,22 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import select, update
+from sqlalchemy import insert, select
 
 from daemon import config
 from daemon.config import Config, ResultsConfig
-from daemon.db import cases, outbox, outgoing_entries, rejected_results
+from daemon.db import (
+    cases,
+    messages,
+    new_id,
+    outbox,
+    outgoing_entries,
+    register_entries,
+    rejected_results,
+    utcnow,
+)
 from daemon.errors import ConfigError
+from daemon.models import CaseStatus, Kind, State
 from daemon.office import results
 from tests.conftest import CORPUS
 from tests.desk import Desk
@@ -73,19 +83,38 @@ class Office:
         return path
 
 
+CODE = "000.00.00.H00-261126-0001"
+
+
+def _open_case(desk: Desk) -> None:
+    """The case the test PDFs answer, as the pipeline records an authenticated dossier: its
+    mail, the case (applicant named as in the PDFs) and its incoming register entry. Written
+    directly, so these tests do not depend on reading a mail."""
+    now = utcnow()
+    with desk.engine.begin() as conn:
+        mail = new_id(conn.execute(insert(messages).values(
+            sha256="1" * 64, size=1, mailbox="m", stored_at=now, state=State.DONE,
+            updated_at=now, header_message_id="<dossier@kientrucnamviet.vn>",
+            kind=Kind.DOSSIER, understanding={"authenticated": True})))
+        case = new_id(conn.execute(insert(cases).values(
+            code=CODE, opened_at=now, status=CaseStatus.RECEIVED, applicant_name=PDF_APPLICANT,
+            applicant_email="tuan.pm@kientrucnamviet.vn", message_id=mail)))
+        conn.execute(insert(register_entries).values(
+            book="incoming", year=2026, number=1, message_id=mail, received_at=now,
+            sender="tuan.pm@kientrucnamviet.vn", sender_email="tuan.pm@kientrucnamviet.vn",
+            trust=2, kind=Kind.DOSSIER, case_id=case))
+
+
 def _office(tmp_path: Path, max_pdf_bytes: int = ResultsConfig.max_pdf_bytes) -> Office:
     desk = Desk(tmp_path / "desk")
-    desk.receive((CORPUS / "017.eml").read_bytes())
-    desk.process()
-    with desk.engine.begin() as conn:
-        code = conn.scalar(select(cases.c.code))
-        conn.execute(update(cases).values(applicant_name=PDF_APPLICANT))
+    _open_case(desk)
+    code = CODE
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     cfg = dataclasses.replace(desk.cfg, results=ResultsConfig(
         inbox_dir=inbox, trust_roots=(str(OUTBOUND / "trust_root.pem"),),
         max_pdf_bytes=max_pdf_bytes))
-    return Office(desk, cfg, inbox, str(code))
+    return Office(desk, cfg, inbox, code)
 
 
 @pytest.fixture

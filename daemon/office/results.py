@@ -279,7 +279,7 @@ class Refused(Exception):
 def _hidden_or_control(char: str) -> bool:
     """Control characters and line breaks, and the invisible formatting characters (the
     right-to-left override that shows "gpj.pdf" as "fdp.jpg", zero-width ones)."""
-    return unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cf", "Cs") or char == "/"
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cf", "Cs")
 
 
 def name_problem(raw: bytes) -> Refusal | None:
@@ -320,7 +320,7 @@ def safe_name(raw: bytes) -> str:
     """The name a badly named entry gets in rejected/: its visible characters kept, the others
     replaced by "_", no leading dash or dot, the .pdf extension kept, at most MAX_NAME_BYTES
     bytes."""
-    text = "".join("_" if c == "\ufffd" or _hidden_or_control(c) else c
+    text = "".join("_" if c in "\ufffd/" or _hidden_or_control(c) else c
                    for c in raw.decode("utf-8", "replace"))
     suffix = text[-4:] if text.lower().endswith(".pdf") else ""
     stem = text[:len(text) - len(suffix)].lstrip("-.") or "_"
@@ -342,14 +342,16 @@ _NOT_A_FILE = {
 }
 
 
-def kind_problem(mode: int) -> Refusal | None:
-    """Why an entry of this mode (from lstat or fstat) is not taken, or None for a regular
-    file."""
-    if stat.S_ISREG(mode):
-        return None
+def _not_a_file(mode: int) -> Refusal:
     en, vi = _NOT_A_FILE.get(stat.S_IFMT(mode), ("not a regular file",
                                                  "không phải tệp thông thường"))
     return Refusal(en, vi)
+
+
+def kind_problem(mode: int) -> Refusal | None:
+    """Why an entry of this mode (from lstat or fstat) is not taken, or None for a regular
+    file."""
+    return None if stat.S_ISREG(mode) else _not_a_file(mode)
 
 
 def _megabytes(size: int) -> str:
@@ -377,7 +379,7 @@ def read_pdf(path: bytes, limit: int, follow_symlinks: bool = False) -> bytes:
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.ENXIO):  # a symbolic link; a socket
             mode = stat.S_IFLNK if err.errno == errno.ELOOP else stat.S_IFSOCK
-            raise Refused(kind_problem(mode) or Refusal("", ""), not_a_file=True) from err
+            raise Refused(_not_a_file(mode), not_a_file=True) from err
         raise
     try:
         info = os.fstat(fd)
@@ -600,19 +602,17 @@ def _queue(conn: Connection, cfg: Config, target: Target, name: str, data: bytes
 def _record(cfg: Config, engine: Engine, name: str, data: bytes, digest: str,
             verdict: Verdict, text: str, case_code: str | None) -> Outcome:
     """Match a verified PDF and queue it, in one transaction; or refuse it."""
-    queued = None
     try:
         with engine.begin() as conn:
             target = match(conn, cfg, name, case_code)
             refusal = _not_for(cfg, target, text)
-            if target is not None and refusal is None:
+            if refusal is None and target is not None:  # (no refusal means a target)
                 queued = _queue(conn, cfg, target, name, data, digest, verdict.signer, text)
     except EmailRefused as err:  # the registered address cannot be written to
         refusal = Refusal(f"the email cannot be sent: {err}", f"không gửi được thư: {err}")
-    if queued is None:
-        return _refuse(engine, name, refusal or Refusal("not sent", "không gửi"))
-    log.info("result.queued", extra={"file": name, "to": target.to if target else None,
-                                     "outgoing": queued})
+    if refusal is not None or target is None:
+        return _refuse(engine, name, refusal or Refusal("no target", "không có nơi nhận"))
+    log.info("result.queued", extra={"file": name, "to": target.to, "outgoing": queued})
     return Outcome(True, "sent", "đã gửi", queued)
 
 
@@ -725,6 +725,12 @@ async def _take(cfg: Config, engine: Engine, path: bytes, raw: bytes) -> int:
         except Refused as err:  # swapped for a link or a pipe since lstat; or too large
             event = "result.skipped" if err.not_a_file else "result.rejected"
             outcome = await asyncio.to_thread(_refuse, engine, name, err.refusal, event)
+        except FileNotFoundError:  # gone since lstat
+            return 0
+        except OSError as err:  # unreadable (permissions): the clerk sees why in rejected/
+            outcome = await asyncio.to_thread(
+                _refuse, engine, name, Refusal(f"the file cannot be read: {err.strerror}",
+                                               f"không đọc được tệp: {err.strerror}"))
         else:
             outcome = await _send(cfg, engine, name, data, None)
     try:
