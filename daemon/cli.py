@@ -639,5 +639,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         if err.filename is None:  # not a file's trouble: a bug, shown with its traceback
             raise
-        print(f"vanthu {args.command}: {err.filename}: {err.strerror}", file=sys.stderr)
+        name = os.fsdecode(err.filename)  # a path opened as bytes names itself in bytes
+        print(f"vanthu {args.command}: {name}: {err.strerror}", file=sys.stderr)
         return 1

