@@ -97,6 +97,11 @@ class BadMessage(PermanentError):
     """A mail vanthu cannot process; it is quarantined with this reason."""
 
 
+class DamagedMail(BadMessage):
+    """The stored copy of a mail no longer has the sha256 it was stored under: a damaged or
+    replaced file is never read as if it were the mail that arrived."""
+
+
 class SendRejected(PermanentError):
     """The SMTP server refused the message for good (5xx)."""
 

@@ -126,11 +126,13 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
         conn.rollback()
     if not rows:
         return 0
-    raws: list[bytes | OSError] = []
+    raws: list[bytes | OSError | BadMessage] = []
     for row in rows:
         try:
             raws.append(store.read(row.sha256))
         except OSError as err:  # retried; a lasting fault of the store trips the canary
+            raws.append(err)
+        except BadMessage as err:  # a damaged copy: the mail is quarantined with the reason
             raws.append(err)
     readable = [raw for raw in raws if isinstance(raw, bytes)]
     found: list[Reading | BadMessage | Exception | None] = []
@@ -140,7 +142,7 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
         found.extend(read_guarded(raw, cfg.limits, dkim_check(cfg)) for raw in readable)
     results = iter(found)
     readings: list[Reading | BadMessage | Exception | None] = [
-        raw if isinstance(raw, OSError) else next(results) for raw in raws]
+        raw if isinstance(raw, Exception) else next(results) for raw in raws]
     with reading(engine) as conn:
         work = [think(cfg, rules, conn, Stored(row.id, row.sha256, row.stored_at, row.attempts),
                       reading)

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from daemon.db import checkpoints, locations, messages, new_id, reading, utcnow
-from daemon.errors import StoreError
+from daemon.errors import DamagedMail, StoreError
 from daemon.models import State
 from daemon.textnorm import decode_words, header_safe, nfc
 
@@ -52,7 +52,14 @@ class MailStore:
         return self.root / sha256[:2] / f"{sha256}.eml"
 
     def read(self, sha256: str) -> bytes:
-        return self.path(sha256).read_bytes()
+        """The stored bytes, verified: raise DamagedMail when they no longer hash to `sha256`
+        (a damaged disk, a replaced file), OSError when they cannot be read."""
+        data = self.path(sha256).read_bytes()
+        if (actual := hashlib.sha256(data).hexdigest()) != sha256:
+            raise DamagedMail(f"the stored copy of the mail is damaged: its sha256 is now "
+                              f"{actual[:16]}…, not {sha256[:16]}… as stored; fetch it again "
+                              "from the mailbox")
+        return data
 
     def write_many(self, blobs: Sequence[bytes]) -> list[str]:
         """Write each blob durably (temp file, fsync, rename, fsync of the directory); raise
