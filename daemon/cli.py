@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from daemon import __version__, config, log
 from daemon.db import (
     make_engine,
+    make_reader,
     messages,
     outbox,
     reading,
@@ -105,14 +106,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _engine(cfg: config.Config) -> Any:
+    """The database for a command that writes: created or upgraded as needed."""
     engine = make_engine(cfg.storage.url)
     upgrade(engine)
     return engine
 
 
+def _reader(cfg: config.Config) -> Any:
+    """The database for a command that only looks: never created, upgraded or written, and a
+    lock is reported within seconds instead of waited out."""
+    return make_reader(cfg.storage.url)
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    engine = _engine(cfg)
+    engine = _reader(cfg)
     year = args.year or datetime.now(cfg.agency.tz).year
     if args.action == "export":
         from daemon.office import export
@@ -183,7 +191,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from daemon.outbound import outbox as outbox_module
 
     cfg = _config(args)
-    engine = _engine(cfg)
+    engine = _reader(cfg)
     now = datetime.now(UTC)
     with reading(engine) as conn:
         states = {str(k): int(v) for k, v in conn.execute(
@@ -229,7 +237,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    engine = _engine(cfg)
+    engine = _reader(cfg)
     with reading(engine) as conn:
         rows = conn.execute(select(messages.c.id, messages.c.stored_at, messages.c.sender,
                                    messages.c.subject, messages.c.last_error)
@@ -252,7 +260,7 @@ def cmd_attachments(args: argparse.Namespace) -> int:
     from daemon.office import release as release_module
 
     cfg = _config(args)
-    engine = _engine(cfg)
+    engine = _engine(cfg) if args.release is not None else _reader(cfg)
     try:
         if args.release is not None:
             return _release_attachment(args, cfg, engine)
@@ -387,7 +395,7 @@ def cmd_digest(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     ruleset = rules_module.load(cfg.rules.dir)
-    engine = _engine(cfg)
+    engine = _engine(cfg) if args.send else _reader(cfg)
     now = datetime.now(UTC)
     report = digest.build(engine, cfg, ruleset, digest.since_last(engine, cfg, now), now)
     if not args.send:
@@ -425,7 +433,7 @@ def cmd_case(args: argparse.Namespace) -> int:
         print(f"--status must be one of {', '.join(CaseStatus)}", file=sys.stderr)
         return 1
     cfg = _config(args)
-    engine = _engine(cfg)
+    engine = _reader(cfg) if args.action in ("list", "show") else _engine(cfg)
     today = datetime.now(cfg.agency.tz).date()
     actor = args.actor
     if args.action == "list":
@@ -512,7 +520,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     start = datetime.fromisoformat(args.start).date() if args.start else today.replace(
         month=1, day=1)
     end = datetime.fromisoformat(args.end).date() if args.end else today
-    report = export.stats(_engine(cfg), cfg, start, end)
+    report = export.stats(_reader(cfg), cfg, start, end)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))
         return 0

@@ -407,6 +407,58 @@ def make_engine(url: str, busy_seconds: float = 30.0) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+READER_BUSY_SECONDS = 3.0  # how long a read-only command waits for a lock before saying so
+
+
+def make_reader(url: str, busy_seconds: float = READER_BUSY_SECONDS) -> Engine:
+    """An engine for commands that only look (status, lists, exports): it never creates the
+    database, never upgrades or writes it (SQLite's `query_only`), starts only deferred
+    transactions (which never wait for the daemon's writers under WAL) and waits at most
+    `busy_seconds` for a lock. A schema older than this vanthu is a DatabaseError naming
+    `vanthu db upgrade`."""
+    where = make_url(url).render_as_string(hide_password=True)
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and not Path(database).exists():
+            raise DatabaseError(f"no database at {database} yet: the daemon creates it when it "
+                                "starts (or run `vanthu db upgrade`)")
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": busy_seconds})
+
+        @event.listens_for(engine, "connect")
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
+            cursor.execute("PRAGMA query_only=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    with database_errors(f"database {where}"):
+        _check_schema(engine, where)
+    return engine
+
+
+def _check_schema(engine: Engine, where: str) -> None:
+    with engine.connect() as conn:
+        present = inspect(conn)
+        tables = set(present.get_table_names())
+        missing = [name for name in metadata.tables if name not in tables]
+        for name, table in metadata.tables.items():
+            if name in tables:
+                have = {c["name"] for c in present.get_columns(name)}
+                missing += [f"{name}.{c.name}" for c in table.columns if c.name not in have]
+        conn.rollback()
+    if missing:
+        raise DatabaseError(f"the database {where} was made by an older vanthu (missing "
+                            f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}): "
+                            "run `vanthu db upgrade`")
+
+
 def upgrade(engine: Engine) -> None:
     """Create the schema where it is missing, and add the nullable columns a database made by an
     earlier build lacks (ALTER TABLE … ADD COLUMN keeps every row). Renames, type changes and

@@ -124,6 +124,7 @@ def test_digest_command_prints_and_sends(office: Office,
     """`vanthu digest --dry-run` prints the Vietnamese digest; `--send` delivers it now."""
     _enable(office)
     config = str(office.config_path)
+    assert main(["db", "upgrade", "--config", config]) == 0  # the daemon never ran here
 
     assert main(["digest", "--dry-run", "--config", config]) == 0
     assert "Báo cáo văn thư" in capsys.readouterr().out

@@ -388,15 +388,27 @@ def test_status_on_a_database_that_cannot_be_opened_says_so_in_one_line(tmp_path
     assert done.stdout == ""
 
 
-def test_status_on_a_data_folder_that_is_a_file_says_so_in_one_line(tmp_path: Path) -> None:
+def test_a_data_folder_that_is_a_file_says_so_in_one_line(tmp_path: Path) -> None:
     """A data folder that cannot be created (a file is in its place): exit 1, one line."""
     (tmp_path / "data").write_text("not a folder", encoding="utf-8")
 
+    done = _vanthu(tmp_path, "db", "upgrade")
+
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"vanthu db: cannot create the database's folder {tmp_path / 'data'}: File exists"]
+
+
+def test_status_before_any_database_exists_creates_nothing(tmp_path: Path) -> None:
+    """`vanthu status` only looks: with no database yet it says so in one line and leaves
+    no database (nor its folder) behind."""
     done = _vanthu(tmp_path, "status")
 
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
-        f"vanthu status: cannot create the database's folder {tmp_path / 'data'}: File exists"]
+        f"vanthu status: no database at {tmp_path / 'data' / 'vanthu.db'} yet: the daemon "
+        "creates it when it starts (or run `vanthu db upgrade`)"]
+    assert not (tmp_path / "data").exists()
 
 
 def test_send_result_of_a_missing_file_says_so_in_one_line(tmp_path: Path) -> None:
