@@ -126,7 +126,7 @@ protocol imap {{
         self._write_config()
         self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.conf)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # generous: a loaded machine starts it slowly
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.imap_port), timeout=0.2):

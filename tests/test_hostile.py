@@ -16,6 +16,7 @@ from daemon.errors import BadMessage
 from daemon.intake.workers import ReadPool, read_guarded
 from daemon.understand import Reading, read
 from daemon.understand.legacy import TCVN3, VNI, detect, to_unicode
+from tests.hostile.attachments import plain_pdf
 
 LIMITS = LimitsConfig()
 
@@ -55,17 +56,7 @@ def pdf_bomb(expanded: int) -> bytes:
                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>",
                b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream
                + b"\nendstream"]
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1, xref)
-    return out
+    return plain_pdf(objects)
 
 
 def test_thousands_of_parts_are_read_up_to_the_limit() -> None:

@@ -38,6 +38,8 @@ GAPS = st.sampled_from(["  ", "   ", "\t", "      ", " | ", " - "])
     ("Độ mật: Tối mật", "Tối mật"), ("Mức độ mật: MẬT", "Mật"), ("Độ mật - Tuyệt mật", "Tuyệt mật"),
     ("UBND TỈNH TÂY NINH          MẬT", "Mật"), ("UBND TỈNH TÂY NINH TỐI MẬT", "Tối mật"),
     ("MẬT     CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", "Mật"),
+    ("TỈNH TÂY NINH MẬT CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", "Mật"),
+    ("SỞ TÀI CHÍNH TỐI MẬT Độc lập - Tự do - Hạnh phúc", "Tối mật"),
 ])
 def test_a_mark_is_found_in_every_usual_form(line: str, level: str) -> None:
     assert marks_in(f"Số: 12/UBND-NC\n{line}\nKính gửi: Sở Xây dựng") == level

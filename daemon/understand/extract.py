@@ -72,7 +72,7 @@ _FIXED_CASE = {
 }
 
 
-def _without_motto(line: str) -> str:
+def without_motto(line: str) -> str:
     for pattern in _MOTTO:
         line = pattern.sub(" ", line)
     return collapse_spaces(line.replace("_", " "))
@@ -172,7 +172,7 @@ def from_text(text: str, source: str) -> Document | None:
     """Extract a Document from the text of one document; None when it has no `Số:` header."""
     lines = [nfc(line.rstrip()) for line in text.splitlines()]
     numbered = next(((i, m) for i, line in enumerate(lines[:60])
-                     if (m := _NUMBER_LINE.match(_without_motto(line)))), None)
+                     if (m := _NUMBER_LINE.match(without_motto(line)))), None)
     if numbered is None:
         return None
     at, match = numbered
@@ -182,7 +182,7 @@ def from_text(text: str, source: str) -> Document | None:
     block: list[str] = []
     urgency = secrecy = None
     for line in lines[:at]:
-        clean = _without_motto(line)
+        clean = without_motto(line)
         if (mark := _mark(clean, URGENCY)) or (mark := _mark(clean, SECRECY)):
             urgency = mark if mark in dict(URGENCY).values() else urgency
             secrecy = mark if mark in dict(SECRECY).values() else secrecy
@@ -196,10 +196,10 @@ def from_text(text: str, source: str) -> Document | None:
     summary_lines: list[str] = []
     in_summary = False
     is_vv = False
-    rest_of_number_line = _without_motto(lines[at])[match.end():]
+    rest_of_number_line = without_motto(lines[at])[match.end():]
     tail = [rest_of_number_line, *lines[at + 1 : at + 30]]
     for raw_line in tail:
-        line = _without_motto(raw_line)
+        line = without_motto(raw_line)
         indented = raw_line[:2].isspace() and raw_line.strip() != ""
         if mark := _mark(line, URGENCY):
             urgency = urgency or mark
@@ -252,7 +252,7 @@ def from_text(text: str, source: str) -> Document | None:
     if doc_date is None and place is None:
         # Some PDFs put the right column (motto, place and date) before the left one.
         for line in lines[:at]:
-            line = _without_motto(line)
+            line = without_motto(line)
             if (date_match := _DATE.search(line)) and (
                     found_place := _PLACE_DATE.search(line[: date_match.end()])):
                 place = " ".join(w for w in found_place.group("place").split()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from daemon.models import ParsedMail
 from daemon.textnorm import fold, nfc
+from daemon.understand.extract import without_motto
 
 # Levels, highest first. The key is the mark folded and without spaces.
 LEVELS = (("tuyệtmật", "Tuyệt mật"), ("tốimật", "Tối mật"), ("mật", "Mật"))
@@ -120,7 +121,8 @@ def marks_in(text: str) -> str | None:
             continue  # neither "mật" nor "mat" can be here: many lines end at this test
         line = _squeeze_spaced(raw.strip())
         found = [_level(f) for f in _FIELD_BREAK.split(line)]
-        found.append(_heading_level(line))
+        # A table's row is one line of text: the motto beside the stamp must not hide it.
+        found.append(_heading_level(without_motto(line)))
         for label in _LABEL.finditer(line):
             found.append(_level(label.group("level")))
         for name in found:

@@ -48,10 +48,12 @@ def pdf(catalog: bytes = b"", page: bytes = b"", extra: Iterable[bytes] = (),
         objects.append(b"<< /Length %d >>\nstream\n" % len(text) + text + b"\nendstream")
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     objects += list(extra)
-    return _packed(objects) if packed else _plain(objects)
+    return _packed(objects) if packed else plain_pdf(objects)
 
 
-def _plain(objects: list[bytes]) -> bytes:
+def plain_pdf(objects: list[bytes]) -> bytes:
+    """A PDF of these objects (numbered from 1, the first the catalog) with a classic
+    cross-reference table."""
     out = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"
     offsets = []
     for number, body in enumerate(objects, 1):

@@ -201,6 +201,26 @@ def _forwarded_marked_mail() -> bytes:
     return outer.as_bytes()
 
 
+def _html_table_header() -> bytes:
+    """An HTML-only mail laid out as the paper is: issuer, stamp and motto in one table row,
+    which becomes one line of text."""
+    rows = document(where="none").split("\n")
+    header = ("<table><tr><td>ỦY BAN NHÂN DÂN<br>TỈNH TÂY NINH</td><td><b>MẬT</b></td>"
+              "<td>CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM<br>Độc lập - Tự do - Hạnh phúc</td></tr>"
+              "</table>")
+    body = header + "".join(f"<p>{line}</p>" for line in rows[4:])
+    msg = EmailMessage(policy=SMTP)
+    msg["Authentication-Results"] = (f"{AUTHSERV_ID}; dkim=pass header.d=tayninh.gov.vn; "
+                                     "dmarc=pass header.from=tayninh.gov.vn")
+    msg["From"] = SENDER
+    msg["To"] = "vanthu.sxd@tayninh.gov.vn"
+    msg["Subject"] = "Công văn 1234/UBND-NC"
+    msg["Date"] = "Tue, 10 Nov 2026 09:00:00 +0700"
+    msg["Message-ID"] = "<html-table-1234@tayninh.gov.vn>"
+    msg.set_content(body, subtype="html")
+    return msg.as_bytes()
+
+
 def _docx_page_header() -> bytes:
     return mail("Công văn 1234/UBND-NC", COVER, [(
         "1234-UBND-NC.docx",
@@ -230,6 +250,8 @@ ATTACKS: list[Attack] = [
            announced_only),
     Attack("secret-forwarded-mail-subject", "a forwarded mail whose own subject was '[TỐI MẬT]'",
            "notice without content", _forwarded_marked_mail, announced_only),
+    Attack("secret-html-table-row", "an HTML mail with issuer, stamp and motto in one table row",
+           "notice without content", _html_table_header, announced_only),
     Attack("secret-docx-page-header", "mark only in the DOCX page header (header1.xml)",
            "notice without content", _docx_page_header, announced_only),
     Attack("secret-pdf-page-three", "mark and content on page 3 of a PDF, cover pages first",
