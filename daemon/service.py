@@ -205,22 +205,28 @@ class Daemon:
                 log.exception("results.scan_failed")
             await self._wait(asyncio.Event(), RESULTS_CHECK_SECONDS)
 
-    def _rules_stamp(self) -> tuple[tuple[str, float], ...]:
+    def _rules_stamp(self) -> tuple[tuple[str, int, int], ...]:
         directory = Path(self.cfg.rules.dir)
         try:
-            return tuple(sorted((p.name, p.stat().st_mtime) for p in directory.glob("*.yaml")))
+            return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                                for p in directory.glob("*.yaml")))
         except OSError:
             return ()
 
     async def _watch_rules(self) -> None:
-        """Reload the rules when a rule file changes, as SIGHUP does."""
-        stamp = self._rules_stamp()
+        """Reload the rules when a rule file changes, as SIGHUP does. A change is loaded only
+        once the files have looked the same for one whole interval, so a file caught half
+        written by an editor (or a copy in progress) is never taken for the new rules."""
+        loaded = self._rules_stamp()
+        seen = loaded
         while not self.stopping.is_set():
             await self._wait(asyncio.Event(), RULES_CHECK_SECONDS)
             current = self._rules_stamp()
-            if current != stamp:
-                stamp = current
+            if current != seen:
+                seen = current  # still changing: look again next time
                 log.info("rules.changed")
+            elif current != loaded:
+                loaded = current
                 self.reload_rules()
 
     async def _watchdog(self) -> None:

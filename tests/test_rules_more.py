@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from datetime import date, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -45,6 +46,7 @@ from daemon.routing.rules import (
     Tag,
     Targets,
 )
+from daemon.service import RULES_CHECK_SECONDS
 from tests.conftest import AUTHSERV_ID, CORPUS, RULES, Office, corpus_labels
 from tests.test_inspect import AGENCY_CONFIG
 
@@ -398,18 +400,24 @@ def test_rules_reload_when_a_file_changes(office: Office) -> None:
                 "\n  - id: them-mot-quy-tac\n    when: {kind: spam}\n"
                 "    then:\n      - tag: {tags: [spam]}\n"))
 
+            touched = time.monotonic()
+
             def reloaded() -> bool:
-                """Whether the new rules run; if not yet, touch the file again: the watcher
-                may have taken its first look only after the edit."""
+                """Whether the new rules run; if not yet, touch the file again now and then:
+                the watcher may have taken its first look only after the edit. (Touching on
+                every poll would keep the files changing, and a changing set is not loaded.)"""
+                nonlocal touched
                 if running.daemon.rules is not before:
                     return True
-                edit(routing.read_text(encoding="utf-8"))
+                if time.monotonic() - touched > 3 * RULES_CHECK_SECONDS:
+                    edit(routing.read_text(encoding="utf-8"))
+                    touched = time.monotonic()
                 return False
 
-            wait_for(reloaded, timeout=30)
+            wait_for(reloaded, timeout=120)
             good = running.daemon.rules
             edit("rules:\n  - id: hong\n    when: {kind: nope}\n")
-            wait_for(lambda: "rules.rejected" in handler.events, timeout=30)
+            wait_for(lambda: "rules.rejected" in handler.events, timeout=120)
 
             assert running.daemon.rules is good
     finally:
@@ -443,3 +451,18 @@ def test_procedure_condition_uses_the_catalogue(tmp_path: Path) -> None:
         "rules:\n  - id: x\n    when: {procedure: nope}\n    then: []\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="unknown procedure 'nope'"):
         rules_module.load(tmp_path)
+
+
+def test_an_emptied_rules_file_is_refused(tmp_path: Path) -> None:
+    """A rules file emptied by mistake (or caught while an editor rewrites it) would silently
+    drop its rules; it is refused with its name instead."""
+    directory = tmp_path / "rules"
+    shutil.copytree(Path(__file__).parent.parent / "rules", directory)
+    (directory / "10-routing.yaml").write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        rules_module.load(directory)
+    assert any(p.file.endswith("10-routing.yaml") and "empty" in p.message
+               for p in caught.value.problems)
+    (directory / "10-routing.yaml").write_text("# chỉ có chú thích\n", encoding="utf-8")
+    with pytest.raises(ConfigError):
+        rules_module.load(directory)

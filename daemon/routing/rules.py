@@ -465,10 +465,14 @@ def load(directory: Path) -> RuleSet:
     for path in sorted(directory.glob("*.yaml")):
         if path.name in ("people.yaml", "procedures.yaml") or path.name.startswith("."):
             continue
+        before = len(c.problems)
         data = ruleyaml.read(path, c.problems)
-        if data is None:
-            continue
         file = str(path)
+        if data is None:
+            if len(c.problems) == before:  # empty: an emptied file must not drop its rules
+                c.problems.append(Problem(file, None, "the file is empty: give it a 'rules:' "
+                                                      "list or remove it"))
+            continue
         if not isinstance(data, Node) or not isinstance(data.get("rules"), list):
             c.error(file, data, "a rules file must have a 'rules:' list")
             continue
