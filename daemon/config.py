@@ -105,6 +105,7 @@ class MailboxConfig:
     batch_size: int = 50
     ca_file: str | None = None  # a CA bundle for a private or self-signed server certificate
     tls_verify: bool = True
+    timeout_seconds: float = 60.0  # each socket operation (connect, a command, a fetch)
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,11 @@ class SmtpConfig:
     from_: str = "vanthu@localhost"  # as written: an address or a whole mailbox
     ca_file: str | None = None
     tls_verify: bool = True
-    timeout_seconds: float = 60.0
+    timeout_seconds: float = 60.0  # each socket operation (connect, a command, DATA)
     max_attempts: int = 10
+    # A row still not sent this long after it was queued fails (reported in status and the
+    # digest) instead of waiting for its remaining attempts.
+    max_age_hours: float = 48.0
     # `from` parsed as one RFC 5322 mailbox: the display name (any Unicode) and the ASCII
     # addr-spec that goes into the SMTP envelope and the From header.
     from_name: str = ""
@@ -183,6 +187,15 @@ class ResultsConfig:
 
 
 @dataclass(frozen=True)
+class StatusConfig:
+    """When `vanthu status` calls the system unhealthy (exit 1)."""
+
+    smtp_failing_minutes: float = 30.0  # the SMTP server has failed every try for this long
+    outbox_overdue_minutes: float = 15.0  # an email tried and still waiting after this long
+    min_free_mb: int = 200  # free space left on the data folder's (or database's) disk
+
+
+@dataclass(frozen=True)
 class DigestConfig:
     times: tuple[str, ...] = ("06:00", "12:00", "18:00")
     to: tuple[str, ...] = ("chanh_van_phong",)
@@ -221,6 +234,7 @@ class Config:
     results: ResultsConfig
     digest: DigestConfig
     calendar: CalendarConfig = CalendarConfig()
+    status: StatusConfig = StatusConfig()
 
     @property
     def own_addresses(self) -> frozenset[str]:
@@ -882,7 +896,7 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
     """Every section, each wrong value reported and replaced by its default."""
     root = r.table(data, ())
     root.unknown({"agency", "storage", "mailboxes", "smtp", "rules", "limits", "security",
-                  "results", "digest", "calendar"})
+                  "results", "digest", "calendar", "status"})
 
     t = r.table(data, ("agency",), required=required)
     t.unknown({"name", "code", "timezone", "addresses", "case_code_format", "case_ref_pattern",
@@ -934,7 +948,7 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
         t = _Table(r, ("mailboxes", i), box)
         t.unknown({"name", "host", "port", "security", "username", "password", "password_file",
                    "password_env", "password_credential", "folders", "after", "keyword", "idle",
-                   "poll_seconds", "batch_size", "ca_file", "tls_verify"})
+                   "poll_seconds", "batch_size", "ca_file", "tls_verify", "timeout_seconds"})
         t.require("host", "username")
         security = t.take("security", str, "tls", _security)
         password = t.secret(required=True)
@@ -966,12 +980,13 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
             batch_size=t.take("batch_size", int, 50, _positive),
             ca_file=str(base / ca_file) if ca_file else None,
             tls_verify=t.take("tls_verify", bool, True),
+            timeout_seconds=t.take("timeout_seconds", float, 60.0, _positive),
         ))
 
     t = r.table(data, ("smtp",), required=required)
     t.unknown({"host", "port", "security", "username", "password", "password_file",
                "password_env", "password_credential", "from", "ca_file", "tls_verify",
-               "timeout_seconds", "max_attempts"})
+               "timeout_seconds", "max_attempts", "max_age_hours"})
     if required and t.data:
         t.require("from")
     security = t.take("security", str, "none", _security)
@@ -1000,6 +1015,7 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
         tls_verify=t.take("tls_verify", bool, True),
         timeout_seconds=t.take("timeout_seconds", float, 60.0, _positive),
         max_attempts=t.take("max_attempts", int, 10, _positive),
+        max_age_hours=t.take("max_age_hours", float, 48.0, _positive),
     )
 
     t = r.table(data, ("rules",))
@@ -1070,6 +1086,16 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
                               t.take("remind_days", int, 2, _positive),
                               t.take("capacity_per_half_day", int, 0, _not_negative))
 
+    t = r.table(data, ("status",))
+    t.unknown({"smtp_failing_minutes", "outbox_overdue_minutes", "min_free_mb"})
+    status = StatusConfig(
+        smtp_failing_minutes=t.take("smtp_failing_minutes", float,
+                                    StatusConfig.smtp_failing_minutes, _positive),
+        outbox_overdue_minutes=t.take("outbox_overdue_minutes", float,
+                                      StatusConfig.outbox_overdue_minutes, _positive),
+        min_free_mb=t.take("min_free_mb", int, StatusConfig.min_free_mb, _not_negative),
+    )
+
     return Config(path=path, agency=agency, storage=storage, mailboxes=tuple(mailboxes),
                   smtp=smtp, rules=rules, limits=limits, security=security_cfg,
-                  results=results, digest=digest, calendar=calendar)
+                  results=results, digest=digest, calendar=calendar, status=status)

@@ -104,7 +104,10 @@ messages = Table(
     Column("header_message_id", Text, nullable=False, default=""),
     Column("subject", Text, nullable=False, default=""),
     Column("sender", Text, nullable=False, default=""),
-    Column("stored_at", UTCDateTime, nullable=False),
+    Column("stored_at", UTCDateTime, nullable=False),  # when vanthu fetched and stored it
+    # When the agency's mail server accepted it (IMAP INTERNALDATE): the legal time of receipt.
+    # NULL for rows of an earlier build and for mail that did not come from IMAP.
+    Column("received_at", UTCDateTime),
     Column("state", String(20), nullable=False, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text),
@@ -253,6 +256,24 @@ outbox = Table(
     # a retry goes only to the others, and status reports the refusals.
     Column("delivered", JSON(none_as_null=True)),
     Column("refused", JSON(none_as_null=True)),
+    # The daemon sending the row now (daemon.leases.Owner), until claim_expires_at: several
+    # daemons on one database never send one row at the same time.
+    Column("claimed_by", String(300)),
+    Column("claim_expires_at", UTCDateTime),
+    # SMTP transactions begun, counted durably before each one starts: a begun try with no
+    # recorded outcome (a crash after the server's 250) may have delivered the email.
+    Column("tries_begun", Integer),
+)
+
+# Named leases held by one daemon at a time: "mailbox:NAME" (who watches a mailbox) and any
+# other work that must run in one place. A lease is held until expires_at unless renewed; a
+# holder on this machine whose process is gone loses it at once (daemon.leases).
+leases = Table(
+    "leases", metadata,
+    Column("name", String(300), primary_key=True),
+    Column("owner", String(300), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
 )
 
 
