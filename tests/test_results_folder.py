@@ -49,6 +49,16 @@ PDF_APPLICANT = "Bùi Văn Toàn"
 GATE_SECONDS = 120.0  # how long a gated worker waits for the event loop's tick
 
 
+class ScanClock:
+    """The monotonic clock the scans measure settling with, moved by the test by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclasses.dataclass
 class Office:
     """A desk whose case can receive the signed test result, and its results folder."""
@@ -57,9 +67,10 @@ class Office:
     cfg: Config
     inbox: Path
     code: str
+    clock: ScanClock = dataclasses.field(default_factory=ScanClock)
 
     def scan(self) -> int:
-        return asyncio.run(results.scan_inbox(self.cfg, self.desk.engine))
+        return asyncio.run(results.scan_inbox(self.cfg, self.desk.engine, self.clock))
 
     def queued(self) -> list[str]:
         """The file names of the results queued for sending."""
@@ -124,11 +135,11 @@ def office(tmp_path: Path) -> Iterator[Office]:
     built.desk.engine.dispose()
 
 
-def _settle(folder: Path) -> None:
-    """Age every entry of `folder` past the settling time (links themselves, not targets)."""
-    old = time.time() - 10 * results.SETTLE_SECONDS - 60
-    for raw in os.listdir(os.fsencode(folder)):
-        os.utime(os.path.join(os.fsencode(folder), raw), (old, old), follow_symlinks=False)
+def _settle(office: Office) -> None:
+    """Let every entry of the results folder stand still past the settling time: a scan sees
+    them (and takes none, they are new to it), then the scans' clock moves on."""
+    assert office.scan() == 0
+    office.clock.now += results.SETTLE_SECONDS
 
 
 def _events(caplog: pytest.LogCaptureFixture, *names: str) -> list[logging.LogRecord]:
@@ -217,7 +228,7 @@ def test_a_bad_entry_is_set_aside_once_and_the_valid_result_still_goes(
     elsewhere.mkdir()
     make(office, elsewhere)
     office.drop_valid()
-    _settle(office.inbox)
+    _settle(office)
     caplog.set_level(logging.INFO, logger="vanthu.results")
 
     first = office.scan()
@@ -257,7 +268,7 @@ def test_the_size_limit_is_exact(tmp_path: Path, spare: int) -> None:
     """A PDF of exactly `max_pdf_bytes` is sent; one byte less of limit and it is refused."""
     office = _office(tmp_path, max_pdf_bytes=VALID.stat().st_size + spare)
     office.drop_valid()
-    _settle(office.inbox)
+    _settle(office)
 
     assert office.scan() == 1
 
@@ -271,12 +282,51 @@ def test_the_size_limit_is_exact(tmp_path: Path, spare: int) -> None:
 
 
 def test_young_files_wait_until_settled(office: Office) -> None:
-    """A file still being copied in (modified moments ago) is left for a later scan."""
+    """A file is taken only once it has looked the same for the settling time by the scans'
+    monotonic clock: not at first sight, not a moment too early."""
     office.drop_valid()
 
     assert office.scan() == 0 and office.queued() == []
-    _settle(office.inbox)
+    assert office.scan() == 0
+    office.clock.now += results.SETTLE_SECONDS / 2
+    assert office.scan() == 0 and office.queued() == []
+    office.clock.now += results.SETTLE_SECONDS / 2
     assert office.scan() == 1 and office.queued() == [office.valid_name()]
+
+
+@pytest.mark.parametrize("wall_clock_step", [-86_400.0, -60.0, 60.0, 86_400.0])
+def test_settling_ignores_the_wall_clock(office: Office, wall_clock_step: float) -> None:
+    """The file's modification time as a stepped wall clock would stamp it (a day or a
+    minute behind or ahead of now) changes nothing: an mtime in the future no longer holds
+    the file back, an old mtime no longer lets it through at first sight."""
+    office.drop_valid()
+    path = office.inbox / office.valid_name()
+    stamp = time.time() + wall_clock_step
+    os.utime(path, (stamp, stamp))
+
+    assert office.scan() == 0
+    office.clock.now += results.SETTLE_SECONDS
+    assert office.scan() == 1 and office.queued() == [office.valid_name()]
+
+
+def test_a_file_still_growing_waits_whatever_its_mtime(office: Office) -> None:
+    """A copy in progress with an old mtime (a copier that sets the original's times early):
+    each change starts the count again, so the file is taken only after it stood still."""
+    name = office.valid_name()
+    data = VALID.read_bytes()
+    path = office.inbox / name
+    old = time.time() - 3600
+    for end in (len(data) // 3, 2 * len(data) // 3):
+        path.write_bytes(data[:end])
+        os.utime(path, (old, old))
+        assert office.scan() == 0
+        office.clock.now += results.SETTLE_SECONDS  # the copier is slow: a long pause
+    path.write_bytes(data)
+    os.utime(path, (old, old))
+
+    assert office.scan() == 0 and office.queued() == []
+    office.clock.now += results.SETTLE_SECONDS
+    assert office.scan() == 1 and office.queued() == [name]
 
 
 def _gated_worker(gate: Path, pipe: PipeEnd) -> None:
@@ -302,10 +352,11 @@ def test_the_event_loop_keeps_serving_while_a_pdf_is_verified(
     gate.mkdir()
     monkeypatch.setattr(results, "_WORKER", functools.partial(_gated_worker, gate))
     office.drop_valid()
-    _settle(office.inbox)
+    _settle(office)
 
     async def scenario() -> tuple[int, bool]:
-        scan = asyncio.create_task(results.scan_inbox(office.cfg, office.desk.engine))
+        scan = asyncio.create_task(results.scan_inbox(office.cfg, office.desk.engine,
+                                                        office.clock))
         ticked_during_scan = False
         while not scan.done():
             if (gate / "started").exists() and not (gate / "ticked").exists():
@@ -338,7 +389,7 @@ def test_a_hanging_verification_is_killed_and_the_pdf_refused(
     monkeypatch.setattr(results, "VERIFY_SECONDS", 1.0)
     monkeypatch.setattr(results, "_WORKER", functools.partial(_hanging_worker, gate))
     office.drop_valid()
-    _settle(office.inbox)
+    _settle(office)
 
     assert office.scan() == 1
 
@@ -350,7 +401,7 @@ def test_a_hanging_verification_is_killed_and_the_pdf_refused(
 
     monkeypatch.setattr(results, "_WORKER", _dying_worker)
     shutil.copy(VALID, office.inbox / f"{office.code}.pdf")
-    _settle(office.inbox)
+    _settle(office)
     assert office.scan() == 1
     reason = (office.inbox / "rejected" / f"{office.code}.pdf.reason.txt").read_text()
     assert "stopped without an answer (exit code 3)" in reason
@@ -365,10 +416,11 @@ def test_a_cancelled_scan_kills_its_worker(
     gate.mkdir()
     monkeypatch.setattr(results, "_WORKER", functools.partial(_hanging_worker, gate))
     office.drop_valid()
-    _settle(office.inbox)
+    _settle(office)
 
     async def scenario() -> None:
-        scan = asyncio.create_task(results.scan_inbox(office.cfg, office.desk.engine))
+        scan = asyncio.create_task(results.scan_inbox(office.cfg, office.desk.engine,
+                                                        office.clock))
         while not (gate / "pid").exists():
             await asyncio.sleep(0.01)
         scan.cancel()
@@ -392,7 +444,7 @@ def test_a_planted_reason_file_is_never_written_through(office: Office,
     rejected.mkdir()
     os.symlink(target, rejected / f"{office.code}.pdf.reason.txt")
     shutil.copy(OUTBOUND / "result_03.pdf", office.inbox / f"{office.code}.pdf")  # unsigned
-    _settle(office.inbox)
+    _settle(office)
 
     assert office.scan() == 1
 
@@ -408,7 +460,7 @@ def test_an_entry_that_cannot_be_moved_is_reported_once(
     (office.inbox / "rejected").write_text("in the way")
     os.mkfifo(office.inbox / "a.pdf")
     office.drop_valid()
-    _settle(office.inbox)
+    _settle(office)
     caplog.set_level(logging.INFO, logger="vanthu.results")
 
     assert office.scan() == 2

@@ -88,7 +88,10 @@ log = logging.getLogger("vanthu.results")
 for _noisy in ("pyhanko", "pyhanko_certvalidator"):  # they log tracebacks for every refusal
     logging.getLogger(_noisy).setLevel(logging.CRITICAL)
 
-SETTLE_SECONDS = 2.0  # a file younger than this may still be being copied in
+# A file must have stood still (same size, times and inode) this long, by the monotonic clock,
+# before it is taken: it may still be being copied in. Not its mtime's age: a step of the wall
+# clock would then hold a file back (the clock set back) or take one half copied (set forward).
+SETTLE_SECONDS = 2.0
 VERIFY_SECONDS = 120.0  # a PDF whose verification takes longer is refused (its worker killed)
 # Longer names are refused: this leaves room for " (2)" and ".reason.txt" within the 255 bytes
 # a file name may have.
@@ -700,8 +703,33 @@ async def send_result(cfg: Config, engine: Engine, path: Path, case_code: str | 
 # reported once, then left alone until they change or the daemon restarts.
 _unmovable: set[tuple[bytes, int, int, int]] = set()
 
+Clock = Callable[[], float]
+# Each entry of a results folder as last seen: what it looked like (device, inode, size,
+# mtime, ctime) and since when it has looked so, by the scan's monotonic clock.
+_settling: dict[bytes, tuple[tuple[int, ...], float]] = {}
 
-async def _take(cfg: Config, engine: Engine, path: bytes, raw: bytes) -> int:
+
+def _settled(path: bytes, info: os.stat_result, clock: Clock) -> bool:
+    """Whether the entry at `path` has looked the same for SETTLE_SECONDS of `clock`: the
+    first scan that sees it (or sees it changed) starts the count, a later one takes it."""
+    looks = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    now = clock()
+    seen = _settling.get(path)
+    if seen is None or seen[0] != looks:
+        _settling[path] = (looks, now)
+        return False
+    return now - seen[1] >= SETTLE_SECONDS
+
+
+def _forget_gone(folder: bytes, names: list[bytes]) -> None:
+    """Drop what was remembered of entries of `folder` no longer in it."""
+    present = {os.path.join(folder, raw) for raw in names}
+    for path in [p for p in _settling if os.path.dirname(p) == folder and p not in present]:
+        del _settling[path]
+
+
+async def _take(cfg: Config, engine: Engine, path: bytes, raw: bytes,
+                clock: Clock = time.monotonic) -> int:
     """Handle one entry of the results folder: 1 when it was handled, 0 when it waits (still
     settling, or already reported)."""
     try:
@@ -709,7 +737,7 @@ async def _take(cfg: Config, engine: Engine, path: bytes, raw: bytes) -> int:
     except FileNotFoundError:  # gone since the listing
         return 0
     key = (raw, info.st_dev, info.st_ino, info.st_mtime_ns)
-    if key in _unmovable or time.time() - info.st_mtime < SETTLE_SECONDS:
+    if key in _unmovable or not _settled(path, info, clock):
         return 0
     original = None
     if problem := name_problem(raw) or kind_problem(info.st_mode):
@@ -743,22 +771,25 @@ async def _take(cfg: Config, engine: Engine, path: bytes, raw: bytes) -> int:
     return 1
 
 
-async def scan_inbox(cfg: Config, engine: Engine) -> int:
+async def scan_inbox(cfg: Config, engine: Engine, clock: Clock = time.monotonic) -> int:
     """Handle every settled PDF in the results folder; return how many were handled.
 
-    Names are listed as bytes, so a name that is not UTF-8 is seen (and set aside) rather
+    A PDF is settled once it looked the same for SETTLE_SECONDS of `clock` (the monotonic
+    clock; a test gives its own), so it is taken at the earliest by the second scan that sees
+    it. Names are listed as bytes, so a name that is not UTF-8 is seen (and set aside) rather
     than breaking the listing; one entry's failure is logged and the scan goes on."""
     folder = os.fsencode(cfg.results.inbox_dir)
     try:
         names = sorted(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return 0
+    _forget_gone(folder, names)
     handled = 0
     for raw in names:
         if raw.startswith(b".") or not raw.lower().endswith(b".pdf"):
             continue  # hidden files (copies in progress), sent/, rejected/, reason files
         try:
-            handled += await _take(cfg, engine, os.path.join(folder, raw), raw)
+            handled += await _take(cfg, engine, os.path.join(folder, raw), raw, clock)
         except Exception:  # bulkhead: a busy database or a full disk must not stop the others
             log.exception("result.failed", extra={"file": shown(raw)})
     return handled
