@@ -149,12 +149,16 @@ class Daemon:
             return False
 
     async def _sender_loop(self) -> None:
+        """Drain the outbox until stopping. The drain stops between emails by itself and cuts
+        the SMTP transaction in hand (daemon.outbound.send), so a stop never waits for a
+        crawling server. Waits are asyncio timeouts: the monotonic clock."""
         while not self.stopping.is_set():
             try:
-                sent = await self.sender.drain()
-            except Exception:  # bulkhead
+                sent = await self.sender.drain(stopping=self.stopping)
+            except Exception:  # bulkhead; an outcome not written waits in the sender's memory
                 log.exception("outbox.drain_failed")
-                sent = 0
+                await self._wait(asyncio.Event(), 15.0)  # not woken early: the database is ill
+                continue
             if not sent:
                 await self._wait(self.wake_sender, 15.0)
 

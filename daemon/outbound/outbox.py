@@ -117,7 +117,7 @@ def enqueue(conn: Connection, cfg: Config, *, email: EmailMessage, purpose: Purp
     now = now or utcnow()
     row = new_id(conn.execute(insert(outbox).values(
         header_message_id=header_id, message_id=message_pk, action=purpose.value,
-        recipients=wanted, raw=raw, state=OutboxState.PENDING, attempts=0,
+        recipients=wanted, raw=raw, state=OutboxState.PENDING, attempts=0, tries_begun=0,
         # Counts automatic replies per sender and per domain a day (daemon/outbound/recipients.py).
         ack_key=reply_key(cfg, wanted[0], answering)
         if purpose is Purpose.ACKNOWLEDGE and answering is not None else None,

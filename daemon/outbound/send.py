@@ -1,28 +1,78 @@
-"""Drain the outbox over SMTP. A row is marked sent only after the server's 250.
+"""Drain the outbox over SMTP: every email at least once, at most twice, whatever fails.
 
-A crash between the 250 and the commit sends that one message again on restart: SMTP cannot
-be exactly-once, and the stable Message-ID lets receivers drop the copy. Whatever goes wrong
-while sending one row is that row's failure, recorded on it, never the drain's: 4xx and
+SMTP cannot be exactly-once: when the connection dies after the message went out and before
+the server's answer, or the daemon dies after the 250 and before the row is written, nobody
+knows whether the email arrived. Sending it again is right once (the stable Message-ID lets
+receivers drop the copy) and wrong forever. So every SMTP transaction of a row is counted on
+the row, durably, before it begins, and two counters tell what is known:
+
+    tries_begun  transactions begun, incremented in the committed transaction that claims the
+                 row, before the first byte goes to the server (NULL on rows made before this
+                 column: read as `attempts`);
+    attempts     tries whose outcome is known and written: the server answered (250, 4xx,
+                 5xx), or the connection failed before the message was sent, or the row could
+                 not be sent at all (an address that can never be sent also takes a claim and
+                 counts as a try begun and ended);
+    doubts       = tries_begun - attempts: tries that may have delivered the email without
+                 anybody knowing, i.e. the daemon died during one (SIGKILL after the 250), or
+                 the connection was lost or timed out after DATA began and before its answer
+                 (written as an error that leaves `attempts` alone), or the daemon stopped
+                 while waiting for that answer.
+
+A try begins only while doubts < 2, and a recipient the server took with a 250 is never sent
+again: so each recipient gets at most two copies. A row with two doubts fails ("in doubt:
+may have been delivered; check before resending"), which `vanthu status` shows.
+
+The claim: in one write transaction (BEGIN IMMEDIATE on SQLite; SELECT … FOR UPDATE SKIP
+LOCKED on PostgreSQL) the next due, pending row whose claim is free (daemon.leases.free) gets
+claimed_by = this daemon, claim_expires_at = now + `claim_seconds` and tries_begun + 1; if
+that write fails (disk full, database locked) nothing is sent. The claim outlives the
+transaction, which is cut at `transaction_seconds`, so another daemon on the same database
+never sends the row at the same time. The outcome (attempts, delivered, refused, state,
+last_error) is written with the claim cleared. When that write fails, the outcome stays in
+memory and is written before anything else is sent; until it can be, the drain raises
+DatabaseError and sends nothing (a "sent" that cannot be written never causes a resend).
+
+Whatever goes wrong while sending one row is that row's failure, never the drain's: 4xx and
 dropped connections are retried with exponential backoff up to `[smtp] max_attempts`, then
-the row fails for a human; a 5xx or an address that can never be sent fails it at once.
-A recipient refused for good is recorded on the row, and a retry goes only to the others.
+the row fails; a 5xx or an address that can never be sent fails it at once; a row not sent
+`[smtp] max_age_hours` after it was queued fails. A recipient refused for good is recorded on
+the row, and a retry goes only to the others. The SMTP server's own trouble (no connection,
+every try of a drain deferred) is the health fault "smtp", cleared by the next delivery.
+
+Clock: `next_attempt_at` is wall-clock time (what a restarted daemon reads); one further in
+the future than the longest backoff plus an hour can only come from a clock stepped back,
+and is due now. Waits inside the process are asyncio timeouts, i.e. the monotonic clock.
+
 `_open` and `_transmit` are the boundary of the SMTP server: what aiosmtplib, the socket and
 TLS raise leaves them as SendDeferred, SendRejected or EmailRefused.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiosmtplib
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, or_, select, update
 
+from daemon import leases
 from daemon.config import SmtpConfig
-from daemon.db import database_errors, messages, outbox, reading, utcnow
+from daemon.db import (
+    clear_fault,
+    database_errors,
+    messages,
+    outbox,
+    reading,
+    report_fault,
+    utcnow,
+)
 from daemon.errors import EmailRefused, SendDeferred, SendRejected
 from daemon.models import OutboxState, State
 from daemon.outbound.recipients import mailbox_problem
@@ -34,6 +84,26 @@ _CONNECTION_LOST = (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError,
 # Why a recipient did not get a message: refused for good (5xx) or for now.
 Refusal = SendRejected | SendDeferred
 
+LONGEST_BACKOFF = timedelta(hours=6)
+# A retry time further ahead than the longest backoff by this much was set before the clock
+# was stepped back: it is due now.
+CLOCK_STEP_MARGIN = timedelta(hours=1)
+# Tries that may have delivered without an answer: at the second the row fails.
+MAX_DOUBTS = 2
+CANDIDATES = 20  # rows looked at per claim (some may be claimed by other daemons)
+FAULT = "smtp"  # the health component of the SMTP server's own trouble
+
+
+def transaction_seconds(cfg: SmtpConfig) -> float:
+    """The longest one row's SMTP transaction may take (MAIL, RCPT, DATA, the message and
+    the answer, each bounded by the socket timeout), after which it is cut."""
+    return 4 * cfg.timeout_seconds
+
+
+def claim_seconds(cfg: SmtpConfig) -> float:
+    """How long a claim holds: longer than connecting and one whole transaction."""
+    return transaction_seconds(cfg) + cfg.timeout_seconds + 60
+
 
 def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=ca_file)
@@ -41,6 +111,24 @@ def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+class _Client(aiosmtplib.SMTP):
+    """aiosmtplib's client, knowing whether the transaction in hand is in doubt: DATA began
+    and no answer came (a lost connection, a timeout or a stop from then on may leave the
+    message delivered)."""
+
+    in_doubt = False
+
+    async def data(self, message: str | bytes, /, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        self.in_doubt = True
+        try:
+            response = await super().data(message, **kwargs)
+        except aiosmtplib.SMTPResponseException:
+            self.in_doubt = False  # the server answered: not delivered
+            raise
+        self.in_doubt = False
+        return response
 
 
 def _reply(code: int, message: str) -> Refusal:
@@ -59,15 +147,18 @@ async def _reset(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-async def _transmit(client: aiosmtplib.SMTP, sender: str, targets: list[str],
-                    raw: bytes) -> dict[str, Refusal]:
-    """Send one message on an open connection; return the recipients it did not reach, each
-    with why (all of them: nobody got it). Raises SendRejected (a 5xx to MAIL FROM or DATA),
-    SendDeferred (a 4xx there, a dropped connection, any other SMTP trouble) or EmailRefused
-    (aiosmtplib will not send an address or the bytes). Afterwards the connection is either
-    clean for the next message or closed."""
+async def _transmit(client: _Client, sender: str, targets: list[str], raw: bytes,
+                    deadline: float) -> dict[str, Refusal]:
+    """Send one message on an open connection within `deadline` seconds; return the
+    recipients it did not reach, each with why (all of them: nobody got it). Raises
+    SendRejected (a 5xx to MAIL FROM or DATA), SendDeferred (a 4xx there, a dropped
+    connection, a timeout, any other SMTP trouble) or EmailRefused (aiosmtplib will not send
+    an address or the bytes). Afterwards the connection is either clean for the next message
+    or closed; `client.in_doubt` says whether the message may have arrived all the same."""
+    client.in_doubt = False
     try:
-        errors, _ = await client.sendmail(sender, targets, raw)
+        async with asyncio.timeout(deadline):
+            errors, _ = await client.sendmail(sender, targets, raw)
     except aiosmtplib.SMTPRecipientsRefused as err:
         return {r.recipient: _reply(r.code, r.message) for r in err.recipients}
     except aiosmtplib.SMTPResponseException as err:  # MAIL FROM or DATA refused
@@ -87,7 +178,17 @@ async def _transmit(client: aiosmtplib.SMTP, sender: str, targets: list[str],
 
 def backoff(attempts: int) -> timedelta:
     """1, 2, 4 … minutes, at most 6 hours between tries."""
-    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 360))
+    return min(timedelta(minutes=2 ** min(max(attempts - 1, 0), 20)), LONGEST_BACKOFF)
+
+
+def _due(now: datetime) -> Any:
+    """Retry time reached, or set before the clock was stepped back."""
+    return or_(outbox.c.next_attempt_at <= now,
+               outbox.c.next_attempt_at > now + LONGEST_BACKOFF + CLOCK_STEP_MARGIN)
+
+
+def _begun(row: Any) -> int:
+    return int(row.attempts if row.tries_begun is None else row.tries_begun)
 
 
 @dataclass
@@ -99,6 +200,23 @@ class Attempt:
     error: str | None = None  # the reason the others were not sent this time
     permanent: bool = False  # the row can never be sent: fail it now
     connection_lost: bool = False
+    doubtful: bool = False  # may have been delivered: the try stays counted as a doubt
+
+
+@dataclass
+class _Drained:
+    """What one drain saw of the SMTP server."""
+
+    sent: int = 0
+    delivered: bool = False  # the server took a message: it works
+    answered: bool = False  # a try ended otherwise than deferred
+    deferred: str | None = None  # the last deferral
+
+
+_COLUMNS = (outbox.c.id, outbox.c.recipients, outbox.c.raw, outbox.c.attempts,
+            outbox.c.tries_begun, outbox.c.message_id, outbox.c.header_message_id,
+            outbox.c.delivered, outbox.c.refused, outbox.c.state, outbox.c.created_at,
+            outbox.c.claimed_by, outbox.c.claim_expires_at, outbox.c.last_error)
 
 
 class Sender:
@@ -107,13 +225,16 @@ class Sender:
     def __init__(self, engine: Engine, cfg: SmtpConfig) -> None:
         self.engine = engine
         self.cfg = cfg
+        # Outcomes of tries that could not be written yet, by row id: written before anything
+        # else is sent, and their rows are never sent again meanwhile.
+        self.unwritten: dict[int, Attempt] = {}
 
-    async def _open(self) -> aiosmtplib.SMTP:
+    async def _open(self) -> _Client:
         """A connected (and logged-in) client; SendDeferred when there is none to be had."""
-        client: aiosmtplib.SMTP | None = None
+        client: _Client | None = None
         try:
             context = tls_context(self.cfg.ca_file, self.cfg.tls_verify)
-            client = aiosmtplib.SMTP(
+            client = _Client(
                 hostname=self.cfg.host, port=self.cfg.port, timeout=self.cfg.timeout_seconds,
                 use_tls=self.cfg.security == "tls",
                 # Explicit: never "STARTTLS if offered", which an attacker can strip.
@@ -129,68 +250,224 @@ class Sender:
             raise SendDeferred(f"connect: {err}") from err
         return client
 
-    def _due(self, limit: int, only: str | None = None) -> list[Any]:
-        query = (select(outbox.c.id, outbox.c.recipients, outbox.c.raw, outbox.c.attempts,
-                        outbox.c.message_id, outbox.c.header_message_id, outbox.c.delivered,
-                        outbox.c.refused)
+    # --- the database side: claims and outcomes -------------------------------------------
+
+    def _candidates(self, now: datetime, only: str | None, skip: Iterable[int]) -> Any:
+        """Pending rows to look at, oldest first: due, past the maximum age, or in doubt."""
+        too_old = outbox.c.created_at < now - timedelta(hours=self.cfg.max_age_hours)
+        doubts = func.coalesce(outbox.c.tries_begun, outbox.c.attempts) - outbox.c.attempts
+        query = (select(*_COLUMNS)
                  .where(outbox.c.state == OutboxState.PENDING,
-                        outbox.c.next_attempt_at <= utcnow())
-                 .order_by(outbox.c.id).limit(limit))
+                        or_(_due(now), too_old, doubts >= MAX_DOUBTS))
+                 .order_by(outbox.c.id).limit(CANDIDATES))
+        if skip := [*skip, *self.unwritten]:
+            query = query.where(outbox.c.id.not_in(skip))
         if only is not None:
             query = query.where(outbox.c.header_message_id == only)
-        with reading(self.engine) as conn:
-            rows = conn.execute(query).all()
-            conn.rollback()
-        return list(rows)
+        return query
 
-    def _record(self, row: Any, attempt: Attempt) -> OutboxState:
-        """Write what the attempt did on the row; return the row's new state."""
+    def _claimable(self, row: Any, now: datetime) -> bool:
+        if leases.free(row.claimed_by, row.claim_expires_at, now):
+            return True
+        # An expiry further ahead than any claim lasts was set before a clock step back.
+        return bool(row.claim_expires_at > now + 2 * timedelta(seconds=claim_seconds(self.cfg)))
+
+    def _waiting(self, only: str | None) -> bool:
+        """Whether a row may be claimed now (a read: nothing is written when nothing is due)."""
         now = utcnow()
-        delivered = [*(row.delivered or []), *attempt.delivered]
-        refused = {**(row.refused or {}), **attempt.refused}
-        left = [r for r in _targets(row) if r not in delivered and r not in refused]
-        attempts = row.attempts + 1
-        values: dict[str, Any] = {"attempts": attempts, "delivered": delivered or None,
-                                  "refused": refused or None, "last_error": attempt.error}
-        if left and not attempt.permanent and attempts < self.cfg.max_attempts:
-            state = OutboxState.PENDING
-            values["next_attempt_at"] = now + backoff(attempts)
-            log.warning("outbox.deferred", extra={"outbox": row.id, "error": attempt.error,
-                                                  "attempts": attempts})
-        else:
-            if left:  # given up: the others got it, these never will
-                why = attempt.error if attempt.permanent else (
-                    f"gave up after {attempts} attempts: {attempt.error}")
-                values["last_error"] = why
-                if delivered:
-                    refused |= dict.fromkeys(left, why)
-                    values["refused"] = refused
-            state = OutboxState.SENT if delivered else OutboxState.FAILED
-            if state is OutboxState.SENT:
-                values["sent_at"] = now
-                if refused:
-                    values["last_error"] = "; ".join(f"{a}: {w}" for a, w in refused.items())
-                    log.warning("outbox.partly_refused", extra={
-                        "outbox": row.id, "refused": sorted(refused)})
-            else:
-                values["last_error"] = values["last_error"] or "; ".join(
-                    f"{a}: {w}" for a, w in refused.items())
-                log.error("outbox.failed", extra={"outbox": row.id,
-                                                  "error": values["last_error"]})
-        values["state"] = state
+        with reading(self.engine) as conn:
+            rows = conn.execute(self._candidates(now, only, ())).all()
+        return any(self._claimable(row, now) for row in rows)
+
+    def _hopeless(self, row: Any, now: datetime, attempts: int | None = None,
+                  error: str | None = None) -> str | None:
+        """Why the row must fail without another try (its doubts, its age), or None.
+        `attempts` and `error`: the row's after a try just made."""
+        attempts = row.attempts if attempts is None else attempts
+        error = row.last_error if error is None else error
+        doubts = _begun(row) - attempts
+        if doubts >= MAX_DOUBTS:
+            return (f"in doubt: {doubts} tries may have delivered it without the server's "
+                    f"answer being recorded; check with the recipients before resending "
+                    f"(last error: {error})")
+        if row.created_at < now - timedelta(hours=self.cfg.max_age_hours):
+            return (f"not sent within {self.cfg.max_age_hours:g} hours of being queued "
+                    f"({attempts} attempts; last error: {error})")
+        return None
+
+    def _claim(self, only: str | None, skip: Iterable[int]) -> Any | None:
+        """Claim the next row to send (committed before returning it) and count the try it is
+        about to get; rows that must fail without a try are failed on the way. None when no
+        row is left for this daemon."""
+        now = utcnow()
         with self.engine.begin() as conn:
-            conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
-            if state is not OutboxState.PENDING and row.message_id is not None:
-                pending = conn.scalar(select(func.count()).select_from(outbox).where(
-                    outbox.c.message_id == row.message_id,
-                    outbox.c.state == OutboxState.PENDING))
-                if not pending:
-                    conn.execute(update(messages).where(
-                        messages.c.id == row.message_id, messages.c.state == State.ROUTED,
-                    ).values(state=State.DONE, updated_at=now))
+            rows = conn.execute(self._candidates(now, only, skip)
+                                .with_for_update(skip_locked=True)).all()
+            for row in rows:
+                if not self._claimable(row, now):
+                    continue
+                if why := self._hopeless(row, now):
+                    self._give_up(conn, row, why, now)
+                    continue
+                conn.execute(update(outbox).where(outbox.c.id == row.id).values(
+                    claimed_by=str(leases.me()),
+                    claim_expires_at=now + timedelta(seconds=claim_seconds(self.cfg)),
+                    tries_begun=_begun(row) + 1))
+                return row
+        return None
+
+    def _give_up(self, conn: Connection, row: Any, why: str, now: datetime) -> None:
+        """Fail a row that gets no more tries: those who got it keep it (the row is sent,
+        the others are recorded as refused), else the row fails."""
+        delivered = list(row.delivered or [])
+        refused = dict(row.refused or {})
+        left = [r for r in _targets(row) if r not in delivered and r not in refused]
+        values = self._final(delivered, refused, left, why, now)
+        conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
+        self._settle_message(conn, row.message_id, now)
+        log.error("outbox.failed", extra={"outbox": row.id, "error": values["last_error"]})
+
+    @staticmethod
+    def _final(delivered: list[str], refused: dict[str, str], left: list[str], why: str | None,
+               now: datetime) -> dict[str, Any]:
+        """The values that end a row: sent when somebody got it, else failed."""
+        if left and delivered:
+            refused = refused | dict.fromkeys(left, why or "not sent")
+        values: dict[str, Any] = {"delivered": delivered or None, "refused": refused or None,
+                                  "last_error": why}
+        if delivered:
+            values.update(state=OutboxState.SENT, sent_at=now)
+            if refused:
+                values["last_error"] = "; ".join(f"{a}: {w}" for a, w in refused.items())
+        else:
+            values["state"] = OutboxState.FAILED
+            values["last_error"] = why or "; ".join(f"{a}: {w}" for a, w in refused.items())
+        return values
+
+    @staticmethod
+    def _settle_message(conn: Connection, message_id: int | None, now: datetime) -> None:
+        """The mail whose emails are all sent or failed is done."""
+        if message_id is None:
+            return
+        pending = conn.scalar(select(func.count()).select_from(outbox).where(
+            outbox.c.message_id == message_id, outbox.c.state == OutboxState.PENDING))
+        if not pending:
+            conn.execute(update(messages).where(
+                messages.c.id == message_id, messages.c.state == State.ROUTED,
+            ).values(state=State.DONE, updated_at=now))
+
+    def _unclaim(self, row_id: int) -> None:
+        """Give back a claim whose try never reached DATA: it was not a try after all."""
+        with self.engine.begin() as conn:
+            conn.execute(update(outbox).where(
+                outbox.c.id == row_id, outbox.c.claimed_by == str(leases.me()),
+                outbox.c.tries_begun > outbox.c.attempts,
+            ).values(claimed_by=None, claim_expires_at=None,
+                     tries_begun=outbox.c.tries_begun - 1))
+
+    def _record(self, row_id: int, attempt: Attempt) -> OutboxState:
+        """Write what the attempt did on the row (as it is now) and clear the claim; return
+        the row's new state."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(*_COLUMNS).where(outbox.c.id == row_id)
+                               .with_for_update()).one()
+            values = self._outcome(row, attempt, now)
+            conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+            state = OutboxState(values.get("state", row.state))
+            if state is not OutboxState.PENDING:
+                self._settle_message(conn, row.message_id, now)
+        extra = {"outbox": row_id, "error": values.get("last_error"),
+                 "attempts": values["attempts"]}
+        if state is OutboxState.PENDING:
+            log.warning("outbox.deferred", extra=extra)
+        elif state is OutboxState.FAILED:
+            log.error("outbox.failed", extra=extra)
+        elif values.get("refused"):
+            log.warning("outbox.partly_refused", extra={
+                "outbox": row_id, "refused": sorted(values["refused"])})
         return state
 
-    async def _attempt(self, client: aiosmtplib.SMTP, row: Any) -> Attempt:
+    def _outcome(self, row: Any, attempt: Attempt, now: datetime) -> dict[str, Any]:
+        delivered = list(dict.fromkeys([*(row.delivered or []), *attempt.delivered]))
+        refused = {**(row.refused or {}), **attempt.refused}
+        left = [r for r in _targets(row) if r not in delivered and r not in refused]
+        begun = _begun(row)
+        # A doubtful try stays counted in tries_begun only: it is a doubt, not an attempt.
+        attempts = row.attempts + (0 if attempt.doubtful else 1)
+        mine = row.claimed_by == str(leases.me())
+        values: dict[str, Any] = {
+            "attempts": attempts, "tries_begun": max(begun, attempts),
+            "delivered": delivered or None, "refused": refused or None,
+            "last_error": attempt.error,
+            "claimed_by": None if mine else row.claimed_by,
+            "claim_expires_at": None if mine else row.claim_expires_at}
+        if row.state != OutboxState.PENDING:  # settled meanwhile (by hand, or a claim lost)
+            return values
+        why: str | None = None
+        if left:
+            if attempt.permanent:
+                why = attempt.error
+            elif attempts >= self.cfg.max_attempts and begun - attempts < MAX_DOUBTS:
+                why = f"gave up after {attempts} attempts: {attempt.error}"
+            else:
+                why = self._hopeless(row, now, attempts, attempt.error)
+            if why is None:
+                values.update(state=OutboxState.PENDING,
+                              next_attempt_at=now + backoff(max(begun, 1)))
+                return values
+        values.update(self._final(delivered, refused, left, why, now))
+        return values
+
+    def _write(self, row_id: int, attempt: Attempt) -> OutboxState:
+        """Record an outcome, or keep it in memory for the next drain and raise."""
+        try:
+            state = self._record(row_id, attempt)
+        except BaseException:
+            self.unwritten[row_id] = attempt
+            log.error("outbox.outcome_unwritten", extra={
+                "outbox": row_id, "delivered": attempt.delivered, "error": attempt.error})
+            raise
+        self.unwritten.pop(row_id, None)
+        return state
+
+    def _write_unwritten(self) -> None:
+        """Write the outcomes kept in memory; raise (so nothing is sent) while one cannot be."""
+        for row_id, attempt in list(self.unwritten.items()):
+            self._write(row_id, attempt)
+            log.info("outbox.outcome_written", extra={"outbox": row_id})
+
+    def _defer_all(self, only: str | None, error: str) -> None:
+        """No connection: the due rows wait like after a first retry, their attempts kept
+        (the outage is not theirs). Rows claimed by another daemon are left to it."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(*_COLUMNS).where(
+                outbox.c.state == OutboxState.PENDING, _due(now),
+                *([outbox.c.header_message_id == only] if only is not None else []))).all()
+            ids = [r.id for r in rows if self._claimable(r, now)]
+            if ids:
+                conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(
+                    last_error=error, next_attempt_at=now + backoff(1)))
+        log.warning("outbox.deferred", extra={"error": error, "rows": len(ids)})
+
+    def _health(self, seen: _Drained, cannot_connect: str | None) -> None:
+        """Tell `status` about the SMTP server: failing (no connection, every try of this
+        drain deferred) or working again (it took a message)."""
+        problem = cannot_connect or (
+            f"every email deferred: {seen.deferred}"
+            if seen.deferred and not seen.delivered and not seen.answered else None)
+        try:
+            if problem:
+                report_fault(self.engine, FAULT, problem)
+            elif seen.delivered and clear_fault(self.engine, FAULT):
+                log.info("smtp.recovered")
+        except Exception:  # the database may be failing too: the outcomes matter more
+            log.exception("health.unrecorded")
+
+    # --- the SMTP side ----------------------------------------------------------------------
+
+    async def _attempt(self, client: _Client, row: Any) -> Attempt:
         """Try one row on an open connection. Never raises: every outcome is an Attempt."""
         attempt = Attempt()
         done = {*(row.delivered or []), *(row.refused or {})}
@@ -205,7 +482,8 @@ class Sender:
                 or None
             return attempt
         try:
-            refusals = await _transmit(client, self.cfg.from_address, targets, row.raw)
+            refusals = await _transmit(client, self.cfg.from_address, targets, row.raw,
+                                       transaction_seconds(self.cfg))
         except (SendRejected, EmailRefused) as err:
             attempt.error, attempt.permanent = str(err), True
             attempt.connection_lost = not client.is_connected
@@ -213,10 +491,12 @@ class Sender:
         except SendDeferred as err:
             attempt.error = str(err)
             attempt.connection_lost = not client.is_connected
+            attempt.doubtful = client.in_doubt
             return attempt
         except Exception as err:  # bulkhead: any other failure is this row's, recorded on it
             log.exception("outbox.send_error", extra={"outbox": row.id})
             attempt.error = f"{type(err).__name__}: {err}"
+            attempt.doubtful = client.in_doubt
             await _reset(client)
             attempt.connection_lost = not client.is_connected
             return attempt
@@ -232,44 +512,100 @@ class Sender:
                 attempt.error = f"{address}: {why}"
         return attempt
 
-    async def drain(self, limit: int = 50, only: str | None = None) -> int:
-        """Send what is due (or only the row with Message-ID `only`); return how many rows
-        were sent (to at least one recipient). Raises DatabaseError when the outbox cannot be
-        read or written: an email sent but not yet marked goes again (same Message-ID)."""
-        with database_errors("outbox"):
-            return await self._drain(limit, only)
+    async def _try(self, client: _Client, row: Any,
+                   stopping: asyncio.Event | None) -> Attempt | None:
+        """`_attempt`, cut short when the daemon stops: at once before DATA (None: the try
+        never began), else after one more socket timeout for the server's answer (a doubt)."""
+        task = asyncio.ensure_future(self._attempt(client, row))
+        if stopping is None:
+            return await task
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and client.in_doubt:
+                await asyncio.wait({task}, timeout=self.cfg.timeout_seconds)
+            if not task.done():
+                doubtful = client.in_doubt
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                client.close()
+                if not doubtful:
+                    return None
+                log.warning("outbox.stopped_in_doubt", extra={"outbox": row.id})
+                return Attempt(error="stopped while waiting for the server's answer to the "
+                               "message: may have been delivered", connection_lost=True,
+                               doubtful=True)
+            return task.result()
+        finally:
+            stop.cancel()
 
-    async def _drain(self, limit: int, only: str | None) -> int:
-        rows = self._due(limit, only)
-        if not rows:
+    async def drain(self, limit: int = 50, only: str | None = None,
+                    stopping: asyncio.Event | None = None) -> int:
+        """Send what is due (or only the row with Message-ID `only`); return how many rows
+        were sent (to at least one recipient). `stopping` set ends the drain between rows
+        (and cuts the row in hand, see `_try`). Raises DatabaseError when the outbox cannot
+        be read or written: then nothing more is sent, and an outcome not yet written is
+        kept to be written first."""
+        with database_errors("outbox"):
+            return await self._drain(limit, only, stopping)
+
+    async def _drain(self, limit: int, only: str | None, stopping: asyncio.Event | None) -> int:
+        if self.unwritten:
+            await asyncio.to_thread(self._write_unwritten)
+        if not await asyncio.to_thread(self._waiting, only):
             return 0
+        seen = _Drained()
+        client: _Client | None = None
+        tried: list[int] = []
         try:
-            client = await self._open()
-        except SendDeferred as err:
-            # Not the rows' fault: they keep their attempts, and wait like a first retry.
-            log.warning("outbox.deferred", extra={"error": str(err), "rows": len(rows)})
-            with self.engine.begin() as conn:
-                conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
-                             .values(last_error=str(err),
-                                     next_attempt_at=utcnow() + backoff(1)))
-            return 0
-        sent = 0
-        try:
-            for row in rows:
-                attempt = await self._attempt(client, row)
-                if self._record(row, attempt) is OutboxState.SENT:
-                    sent += 1
+            while len(tried) < limit and not (stopping and stopping.is_set()):
+                row = await asyncio.to_thread(self._claim, only, tried)
+                if row is None:
+                    break
+                tried.append(row.id)
+                if client is None:
+                    try:
+                        client = await self._open()
+                    except SendDeferred as err:
+                        await asyncio.to_thread(self._unclaim, row.id)
+                        await asyncio.to_thread(self._defer_all, only, str(err))
+                        await asyncio.to_thread(self._health, seen, str(err))
+                        return 0
+                attempt = await self._try(client, row, stopping)
+                if attempt is None:  # stopped before DATA
+                    await asyncio.to_thread(self._unclaim, row.id)
+                    break
+                self._saw(seen, attempt)
+                if await asyncio.to_thread(self._write, row.id, attempt) is OutboxState.SENT:
+                    seen.sent += 1
                     log.info("outbox.sent", extra={"outbox": row.id,
                                                    "message_id": row.header_message_id})
                 if attempt.connection_lost or not client.is_connected:
                     break
         finally:
-            if client.is_connected:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                    client.close()
-        return sent
+            if client is not None:
+                await self._close(client, stopping)
+        await asyncio.to_thread(self._health, seen, None)
+        return seen.sent
+
+    @staticmethod
+    def _saw(seen: _Drained, attempt: Attempt) -> None:
+        if attempt.delivered:
+            seen.delivered = True
+        elif attempt.permanent:
+            seen.answered = True
+        else:
+            seen.deferred = attempt.error
+
+    @staticmethod
+    async def _close(client: _Client, stopping: asyncio.Event | None) -> None:
+        if client.is_connected and not (stopping and stopping.is_set()):
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()
+        client.close()
 
 
 def _targets(row: Any) -> list[str]:

@@ -1,0 +1,515 @@
+"""The outbox under fire, against a real (misbehaving) SMTP server on loopback and a real SQLite
+file: every email at least once and at most twice, whatever fails, counted at the server.
+
+`FaultySmtp` answers 421, 451, 550 for chosen recipients, hangs or resets after DATA, or
+crawls (each answer late); the database refuses writes right after the server's 250 (locked
+by another connection, or a full disk); the daemon is stopped in the middle of a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, select, update
+
+from daemon.config import SmtpConfig
+from daemon.db import health, make_engine, outbox, upgrade
+from daemon.errors import DatabaseError
+from daemon.models import OutboxState
+from daemon.outbound.send import Sender
+from tests.conftest import ROOT, RULES
+from tests.servers import Dovecot, SmtpSink, free_port, local_config
+
+
+def _raw(n: int) -> bytes:
+    return (f"From: vanthu@x.gov.vn\r\nTo: a@x.gov.vn\r\nSubject: =?utf-8?q?C=C3=B4ng_v=C4=83n?="
+            f" {n}\r\nMessage-ID: <{n}.forward@x.gov.vn>\r\n\r\nKính gửi {n}\r\n").encode()
+
+
+@dataclass
+class FaultySmtp:
+    """An SMTP server on loopback (asyncio, on its own thread) that misbehaves on purpose.
+
+    `delay`: seconds before each answer (a crawling server). `after_data`: what follows the
+    message's final dot: "answer" (after `delay`), "hang" (never answer), "reset" (close the
+    connection), or a reply such as "451 4.3.0 later". `rcpt`: replies to RCPT per address.
+    `mail`: a reply to MAIL FROM. `on_data`: called (on the server's thread) when a message
+    is complete, before anything is answered. `received` holds every message the server got
+    whole, answered or not: what a receiver may have delivered.
+    """
+
+    delay: float = 0.0
+    after_data: str = "answer"
+    rcpt: dict[str, str] = field(default_factory=dict)
+    mail: str | None = None
+    on_data: Callable[[], None] | None = None
+    port: int = field(default_factory=free_port)
+    received: list[bytes] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def start(self) -> FaultySmtp:
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def serve() -> None:
+            self.server = await asyncio.start_server(self._session, "127.0.0.1", self.port)
+            ready.set()
+
+        self.thread = threading.Thread(target=self._run, args=(serve,), daemon=True)
+        self.thread.start()
+        assert ready.wait(30)
+        return self
+
+    def _run(self, serve: Callable[[], Any]) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(serve())
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self.server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
+
+    def _note(self, command: str) -> None:
+        with self.changed:
+            self.commands.append(command)
+            self.changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[FaultySmtp], bool], timeout: float = 60) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: predicate(self), timeout), self.commands[-5:]
+
+    def copies(self) -> Counter[str]:
+        with self.changed:
+            return Counter(str(message_from_bytes(m, policy=policy.default)["Message-ID"])
+                           for m in self.received)
+
+    async def _answer(self, writer: asyncio.StreamWriter, line: str) -> None:
+        await asyncio.sleep(self.delay)
+        writer.write(line.encode() + b"\r\n")
+        await writer.drain()
+
+    async def _session(self, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._answer(writer, "220 faulty.localhost ESMTP")
+            while line := await reader.readline():
+                verb = line.decode("ascii", "replace").strip()
+                self._note(verb.split(" ")[0].upper())
+                upper = verb.upper()
+                if upper.startswith(("EHLO", "HELO")):
+                    await self._answer(writer, "250 faulty.localhost")
+                elif upper.startswith("MAIL"):
+                    await self._answer(writer, self.mail or "250 OK")
+                elif upper.startswith("RCPT"):
+                    address = verb.partition("<")[2].rstrip(">")
+                    await self._answer(writer, self.rcpt.get(address, "250 OK"))
+                elif upper == "DATA":
+                    await self._answer(writer, "354 go ahead")
+                    data = b""
+                    while (chunk := await reader.readline()) not in (b".\r\n", b""):
+                        data += chunk
+                    with self.changed:
+                        self.received.append(data)
+                        self.commands.append("DOT")
+                        self.changed.notify_all()
+                    if self.on_data is not None:
+                        self.on_data()
+                    if self.after_data == "hang":
+                        await reader.read()  # until the client gives up
+                        return
+                    if self.after_data == "reset":
+                        writer.transport.abort()
+                        return
+                    await self._answer(writer, "250 accepted" if self.after_data == "answer"
+                                       else self.after_data)
+                elif upper == "QUIT":
+                    await self._answer(writer, "221 bye")
+                    return
+                else:  # RSET, NOOP
+                    await self._answer(writer, "250 OK")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture()
+def faulty() -> Iterator[FaultySmtp]:
+    server = FaultySmtp().start()
+    yield server
+    server.stop()
+
+
+def _queue(engine: Engine, count: int, recipients: list[str] | None = None) -> None:
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        for n in range(1, count + 1):
+            conn.execute(insert(outbox).values(
+                header_message_id=f"<{n}.forward@x.gov.vn>", action="forward",
+                recipients=recipients or ["a@x.gov.vn"], raw=_raw(n),
+                state=OutboxState.PENDING, attempts=0, tries_begun=0, next_attempt_at=now,
+                created_at=now))
+
+
+def _engine(path: Path, busy_seconds: float = 30.0) -> Engine:
+    engine = make_engine(f"sqlite:///{path}", busy_seconds=busy_seconds)
+    upgrade(engine)
+    return engine
+
+
+def _rows(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(outbox).order_by(outbox.c.id)).all())
+
+
+def _due_now(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(outbox).values(next_attempt_at=datetime.now(UTC)))
+
+
+def _drain(sender: Sender, **kwargs: Any) -> int:
+    return asyncio.run(sender.drain(**kwargs))
+
+
+@pytest.mark.parametrize("fault", ["hang", "reset"])
+def test_lost_answer_after_data_sends_at_most_twice(tmp_path: Path, faulty: FaultySmtp,
+                                                    fault: str) -> None:
+    """A server that takes the message and never answers (hangs, or resets the connection):
+    each such try is a doubt; after two the row fails "in doubt" and is never sent again,
+    however long the fault lasts; status can tell (last_error)."""
+    engine = _engine(tmp_path / "out.db")
+    _queue(engine, 1)
+    faulty.after_data = fault
+    sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=1.0))
+
+    for _ in range(5):
+        assert _drain(sender) == 0
+        _due_now(engine)
+
+    assert faulty.copies() == {"<1.forward@x.gov.vn>": 2}
+    row = _rows(engine)[0]
+    assert row.state == OutboxState.FAILED and row.last_error.startswith("in doubt: 2 tries")
+    assert (row.attempts, row.tries_begun, row.claimed_by) == (0, 2, None)
+
+
+def test_one_lost_answer_then_a_working_server_is_sent(tmp_path: Path,
+                                                       faulty: FaultySmtp) -> None:
+    """One doubt, then the server answers: the row is sent; two copies at most."""
+    engine = _engine(tmp_path / "out.db")
+    _queue(engine, 1)
+    faulty.after_data = "reset"
+    sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=5.0))
+    assert _drain(sender) == 0
+    faulty.after_data = "answer"
+    _due_now(engine)
+
+    assert _drain(sender) == 1
+
+    assert faulty.copies() == {"<1.forward@x.gov.vn>": 2}
+    row = _rows(engine)[0]
+    assert row.state == OutboxState.SENT and (row.attempts, row.tries_begun) == (1, 2)
+
+
+@pytest.mark.parametrize(("where", "reply"), [("mail", "421 4.3.2 shutting down"),
+                                              ("after_data", "451 4.3.0 later")])
+def test_answered_4xx_is_an_attempt_not_a_doubt(tmp_path: Path, faulty: FaultySmtp,
+                                                where: str, reply: str) -> None:
+    """A 421 to MAIL or a 451 after the message: the server said no, so the try is an
+    attempt (counted against max_attempts), the SMTP server is reported failing, and the
+    row fails after max_attempts, never sent more than the tries the server refused."""
+    engine = _engine(tmp_path / "out.db")
+    _queue(engine, 1)
+    setattr(faulty, where, reply)
+    sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=5.0, max_attempts=3))
+
+    for _ in range(4):
+        _drain(sender)
+        _due_now(engine)
+
+    row = _rows(engine)[0]
+    assert row.state == OutboxState.FAILED and (row.attempts, row.tries_begun) == (3, 3)
+    assert "gave up after 3 attempts" in row.last_error and reply[:3] in row.last_error
+    with engine.connect() as conn:
+        fault = conn.execute(select(health).where(health.c.component == "smtp")).one()
+    assert reply[:3] in fault.problem
+
+
+def test_one_recipient_refused_for_good_is_recorded(tmp_path: Path, faulty: FaultySmtp) -> None:
+    """550 for the Director, 250 for the others: sent once to the others, the refusal on the
+    row per recipient; the server is not "failing"."""
+    engine = _engine(tmp_path / "out.db")
+    director = "giamdoc.sxd@x.gov.vn"
+    _queue(engine, 1, ["a@x.gov.vn", director, "b@x.gov.vn"])
+    faulty.rcpt = {director: "550 5.1.1 mailbox unavailable"}
+    sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=5.0))
+
+    assert _drain(sender) == 1
+
+    row = _rows(engine)[0]
+    assert row.state == OutboxState.SENT and row.delivered == ["a@x.gov.vn", "b@x.gov.vn"]
+    assert list(row.refused) == [director] and row.refused[director].startswith("550")
+    assert faulty.copies() == {"<1.forward@x.gov.vn>": 1}
+    with engine.connect() as conn:
+        assert conn.execute(select(health)).all() == []
+
+
+class _Locker:
+    """Another connection holding the database's write lock (BEGIN EXCLUSIVE) from the moment
+    the server has the message until released: "sent" cannot be written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+
+    def __call__(self) -> None:
+        if self.conn is None:
+            self.conn = sqlite3.connect(self.path, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        if self.conn is not None:
+            self.conn.rollback()
+            self.conn.close()
+
+
+class _Filler:
+    """A tiny tmpfs holding the database, filled to the last byte once the server has the
+    message: the disk is full when "sent" is written."""
+
+    def __init__(self, mount: Path) -> None:
+        self.file = mount / "filler"
+        self.filled = False
+
+    def __call__(self) -> None:
+        if self.filled:
+            return
+        self.filled = True
+        with contextlib.suppress(OSError), open(self.file, "wb", buffering=0) as f:
+            while True:
+                f.write(b"\0" * 4096)
+
+    def release(self) -> None:
+        self.file.unlink(missing_ok=True)
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("drains_during_fault", [1, 4])
+@pytest.mark.parametrize("kind", ["locked", "disk_full"])
+def test_sent_that_cannot_be_written_is_never_resent(tmp_path: Path, faulty: FaultySmtp,
+                                                     kind: str, drains_during_fault: int,
+                                                     request: pytest.FixtureRequest) -> None:
+    """Right after the server has the message the database refuses writes (locked by another
+    process's transaction, or a full disk). The drain raises DatabaseError and keeps the
+    outcome; the drains during the fault send nothing, whatever its length; once writable, the
+    outcome is written first and the rest goes. Every email arrives exactly once."""
+    folder = request.getfixturevalue("small_disk") if kind == "disk_full" else tmp_path
+    path = folder / "out.db"
+    engine = _engine(path, busy_seconds=0.5)
+    _queue(engine, 3)
+    fault: _Locker | _Filler = _Locker(path) if kind == "locked" else _Filler(folder)
+    faulty.on_data = fault
+    sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=5.0))
+
+    for _ in range(drains_during_fault):
+        with pytest.raises(DatabaseError):
+            _drain(sender)
+    assert faulty.copies() == {"<1.forward@x.gov.vn>": 1}
+    assert list(sender.unwritten) == [1]
+
+    fault.release()
+    faulty.on_data = None
+    assert _drain(sender) == 2  # the kept outcome first (row 1), then rows 2 and 3
+
+    assert sender.unwritten == {}
+    assert faulty.copies() == {f"<{n}.forward@x.gov.vn>": 1 for n in (1, 2, 3)}
+    rows = _rows(engine)
+    assert all(r.state == OutboxState.SENT and (r.attempts, r.tries_begun) == (1, 1)
+               and r.claimed_by is None for r in rows)
+    engine.dispose()
+
+
+# A child that drains with a SIGKILL right after the server's 250, wrapping the sender from
+# outside as tests.crashing does to the daemon (without importing the daemon: a quicker life).
+_CRASH_AFTER_SEND = """
+import asyncio, os, signal, sys
+from daemon.config import SmtpConfig
+from daemon.db import make_engine
+from daemon.outbound.send import Sender
+
+attempt = Sender._attempt
+
+async def dying(*args, **kwargs):
+    tried = await attempt(*args, **kwargs)
+    if tried.delivered:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return tried
+
+Sender._attempt = dying
+asyncio.run(Sender(make_engine(sys.argv[1]), SmtpConfig(port=int(sys.argv[2]))).drain())
+"""
+
+
+def test_killed_after_the_250_three_times_sends_at_most_twice(tmp_path: Path,
+                                                              smtp: SmtpSink) -> None:
+    """SIGKILL right after the server's 250, three lives in a row, then a normal drain: the
+    email arrives twice at most; the third life finds two doubts and fails the row instead."""
+    path = tmp_path / "out.db"
+    engine = _engine(path)
+    _queue(engine, 1)
+    lives = [subprocess.run([sys.executable, "-c", _CRASH_AFTER_SEND, f"sqlite:///{path}",
+                             str(smtp.port)], cwd=ROOT, capture_output=True, timeout=120)
+             for _ in range(3)]
+    assert _drain(Sender(engine, SmtpConfig(port=smtp.port))) == 0
+
+    assert [life.returncode for life in lives[:2]] == [-signal.SIGKILL] * 2, lives[0].stderr
+    assert lives[2].returncode == 0, lives[2].stderr  # nothing was sent: nothing to die after
+    assert len(smtp.messages()) == 2
+    row = _rows(engine)[0]
+    assert row.state == OutboxState.FAILED and "in doubt: 2 tries" in row.last_error
+    assert (row.attempts, row.tries_begun) == (0, 2)
+
+
+def test_stop_cuts_a_crawling_transaction_before_data(tmp_path: Path,
+                                                      faulty: FaultySmtp) -> None:
+    """Stopped while a crawling server takes its time over RCPT: the drain returns without
+    waiting for it, the try is given back (never began: nothing was sent) and the row waits,
+    unclaimed, for the next start."""
+    engine = _engine(tmp_path / "out.db")
+    _queue(engine, 5)
+    faulty.delay = 0.5
+    sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=30.0))
+
+    async def run() -> int:
+        stopping = asyncio.Event()
+        drain = asyncio.ensure_future(sender.drain(stopping=stopping))
+        await asyncio.to_thread(faulty.wait_for, lambda s: "RCPT" in s.commands)
+        stopping.set()
+        return await asyncio.wait_for(drain, 60)
+
+    assert asyncio.run(run()) == 0
+
+    assert faulty.copies() == {}
+    assert all((r.state, r.attempts, r.tries_begun, r.claimed_by)
+               == (OutboxState.PENDING, 0, 0, None) for r in _rows(engine))
+
+
+def test_stop_waiting_for_an_answer_that_never_comes_is_a_doubt(tmp_path: Path,
+                                                                faulty: FaultySmtp) -> None:
+    """Stopped after the message went out to a server that never answers: the drain waits one
+    socket timeout for the answer, then gives up and records a doubt (the email may have
+    arrived): the next start may send it once more, never a third time."""
+    engine = _engine(tmp_path / "out.db")
+    _queue(engine, 2)
+    faulty.after_data = "hang"
+    sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=2.0))
+
+    async def run() -> int:
+        stopping = asyncio.Event()
+        drain = asyncio.ensure_future(sender.drain(stopping=stopping))
+        await asyncio.to_thread(faulty.wait_for, lambda s: "DOT" in s.commands)
+        stopping.set()
+        return await asyncio.wait_for(drain, 60)
+
+    assert asyncio.run(run()) == 0
+
+    first, second = _rows(engine)
+    assert (first.state, first.attempts, first.tries_begun) == (OutboxState.PENDING, 0, 1)
+    assert "stopped while waiting" in first.last_error and first.claimed_by is None
+    assert (second.attempts, second.tries_begun) == (0, 0)
+    assert faulty.copies() == {"<1.forward@x.gov.vn>": 1}
+
+
+def _write_rows(path: Path, count: int) -> None:
+    engine = _engine(path)
+    _queue(engine, count)
+    engine.dispose()
+
+
+def test_sigterm_with_a_crawling_server_exits_soon_and_sends_at_most_twice(
+        tmp_path: Path, dovecot: Dovecot, faulty: FaultySmtp, smtp: SmtpSink) -> None:
+    """The real daemon, 20 emails queued, an SMTP server answering every line after a second
+    (the whole queue would take minutes): SIGTERM while it sends. The daemon exits cleanly
+    long before systemd's 90 s TimeoutStopSec, every row is consistent (sent, or pending with
+    at most one doubt), and a later drain delivers every email, none more than twice."""
+    dovecot.add_user("crawl", "pw-crawl")
+    faulty.delay = 1.0
+    config = tmp_path / "config.toml"
+    config.write_text(local_config(
+        tmp_path, dovecot, SmtpSink(port=faulty.port), user="crawl", password="pw-crawl",
+        rules_dir=RULES, extra="\n[digest]\nto = []\n").replace(
+            'from = "vanthu.sxd@tayninh.gov.vn"',
+            'from = "vanthu.sxd@tayninh.gov.vn"\ntimeout_seconds = 5'), encoding="utf-8")
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_rows(data / "vanthu.db", 20)
+
+    daemon = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--config", str(config)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        faulty.wait_for(lambda s: s.commands.count("RCPT") >= 2, timeout=90)
+        daemon.send_signal(signal.SIGTERM)
+        asked = time.monotonic()
+        output, _ = daemon.communicate(timeout=85)
+        took = time.monotonic() - asked
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert daemon.returncode == 0, output[-3000:]
+    assert took < 45, f"the stop took {took:.0f} s"  # 20 emails at this pace: over 100 s
+
+    engine = _engine(data / "vanthu.db")
+    for row in _rows(engine):
+        assert row.claimed_by is None
+        doubts = row.tries_begun - row.attempts
+        assert (row.state, doubts) in {(OutboxState.SENT, 0), (OutboxState.SENT, 1),
+                                       (OutboxState.PENDING, 0), (OutboxState.PENDING, 1)}
+    _due_now(engine)
+    while _drain(Sender(engine, SmtpConfig(port=smtp.port))):
+        pass
+    copies = faulty.copies() + Counter(
+        str(message_from_bytes(m.data, policy=policy.default)["Message-ID"])
+        for m in smtp.messages())
+    assert {f"<{n}.forward@x.gov.vn>" for n in range(1, 21)} == set(copies)
+    assert max(copies.values()) <= 2
+    assert all(r.state == OutboxState.SENT for r in _rows(engine))
+    engine.dispose()
+    shutil.rmtree(data, ignore_errors=True)
