@@ -68,8 +68,11 @@ class Stored:
 
     pk: int
     sha256: str
-    stored_at: datetime
+    stored_at: datetime  # when vanthu fetched it
     attempts: int
+    # When the agency's server accepted it (IMAP INTERNALDATE; the fetch time for rows that
+    # have none): the legal time of receipt, used by the register, the case and its deadline.
+    received_at: datetime
 
 
 @dataclass(frozen=True)
@@ -104,12 +107,28 @@ def think(cfg: Config, rules: RuleSet, conn: Connection, stored: Stored,
     try:
         und = judge(reading, cfg, DbCases(conn))
         own = cfg.own_addresses
-        decision = decide(und, reading.mail, rules, stored.stored_at.astimezone(cfg.agency.tz),
+        decision = decide(und, reading.mail, rules, stored.received_at.astimezone(cfg.agency.tz),
                           own, cfg.calendar.work_calendar())
     except Exception as err:  # bulkhead: one message's failure must not stop the others
         log.exception("pipeline.failed", extra={"mail": stored.pk})
         return Failed(stored, f"{type(err).__name__}: {err}")
     return Ready(stored, reading.mail, und, decision)
+
+
+class Groups:
+    """How many mails the next transaction of the pipeline takes. A life of the daemon starts
+    with one mail, so even a daemon killed a few seconds after each start (a crash loop)
+    registers something in each life; each group that commits doubles the next, up to
+    `largest`, so a normal run keeps the throughput of group commit."""
+
+    def __init__(self, largest: int = 100) -> None:
+        self.largest = largest
+        self.size = 1
+
+    def done(self, count: int) -> None:
+        """A group of `count` mails was committed."""
+        if count:
+            self.size = min(self.size * 2, self.largest)
 
 
 def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
@@ -120,7 +139,9 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
     """
     with reading(engine) as conn:
         rows = conn.execute(
-            select(messages.c.id, messages.c.sha256, messages.c.stored_at, messages.c.attempts)
+            select(messages.c.id, messages.c.sha256, messages.c.stored_at, messages.c.attempts,
+                   func.coalesce(messages.c.received_at, messages.c.stored_at)
+                   .label("received_at"))
             .where(messages.c.state == State.STORED).order_by(messages.c.id).limit(limit)
         ).all()
         conn.rollback()
@@ -144,7 +165,8 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
     readings: list[Reading | BadMessage | Exception | None] = [
         raw if isinstance(raw, Exception) else next(results) for raw in raws]
     with reading(engine) as conn:
-        work = [think(cfg, rules, conn, Stored(row.id, row.sha256, row.stored_at, row.attempts),
+        work = [think(cfg, rules, conn, Stored(row.id, row.sha256, row.stored_at, row.attempts,
+                                               row.received_at),
                       reading)
                 for row, reading in zip(rows, readings, strict=True) if reading is not None]
         conn.rollback()
@@ -173,6 +195,7 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
             shunt(conn, cfg, item)
     if fault is not None:
         raise SystemicFault(fault)
+    log.info("pipeline.committed", extra={"mails": len(work)})
     return len(work)
 
 
@@ -209,7 +232,7 @@ def _canary_apply(conn: Connection, cfg: Config, rules: RuleSet, sample: Reading
         pk = new_id(conn.execute(insert(messages).values(
             sha256=f"canary-{now.timestamp()}", size=0, mailbox="", state=State.STORED,
             stored_at=now, updated_at=now, attempts=0)))
-        item = think(cfg, rules, conn, Stored(pk, "0" * 64, now, 0), sample)
+        item = think(cfg, rules, conn, Stored(pk, "0" * 64, now, 0, now), sample)
         if isinstance(item, Ready):
             apply(conn, cfg, rules, item)
         savepoint.rollback()
@@ -331,13 +354,13 @@ def register_mail(conn: Connection, cfg: Config, rules: RuleSet,
         return None
     calendar = cfg.calendar.work_calendar()
     procedure = next((p for p in rules.procedures if p.id == item.decision.procedure), None)
-    received = stored.stored_at.astimezone(cfg.agency.tz)
+    received = stored.received_at.astimezone(cfg.agency.tz)
     slot = cases_module.take_slot(conn, cfg.calendar, calendar, received) \
         if und.kind is Kind.DOSSIER else None
     appointment = cases_module.appointment(
         cfg.calendar, calendar, received, procedure.days, slot.day
     ) if procedure and slot else None
-    reg = register(conn, cfg.agency, stored.pk, item.mail, und, stored.stored_at, procedure,
+    reg = register(conn, cfg.agency, stored.pk, item.mail, und, stored.received_at, procedure,
                    appointment, trust_of(und, item.mail, cfg.security.trusted_domains),
                    queue=str(slot) if slot else None)
     if reg.duplicate_of is not None:
@@ -379,7 +402,7 @@ def join_case(conn: Connection, cfg: Config, rules: RuleSet, item: Ready) -> Joi
     case_id = case_id_of(conn, und.case_ref)
     if case_id is not None:
         cases_module.resume(conn, case_id,
-                            item.stored.stored_at.astimezone(cfg.agency.tz).date(),
+                            item.stored.received_at.astimezone(cfg.agency.tz).date(),
                             cfg.calendar.work_calendar(), item.mail.sender.email)
         actions = _to_handler(conn, rules, case_id, actions)
     return Joined(case_id, und.case_ref, tuple(actions))
@@ -389,9 +412,9 @@ def context(item: Ready, filed: Filed | None, joined: Joined | None) -> compose.
     """What the emails of a mail say about it: its register entry (a dossier's case,
     appointment and slot too), or the case it replies in."""
     if filed is None:
-        return compose.Context(sha256=item.stored.sha256, received_at=item.stored.stored_at,
+        return compose.Context(sha256=item.stored.sha256, received_at=item.stored.received_at,
                                case_code=joined.code if joined else None)
-    return compose.Context(sha256=item.stored.sha256, received_at=item.stored.stored_at,
+    return compose.Context(sha256=item.stored.sha256, received_at=item.stored.received_at,
                            book=filed.book, number=filed.number, year=filed.year,
                            case_code=filed.case_code, procedure=filed.procedure,
                            appointment=filed.appointment, queue=filed.queue)

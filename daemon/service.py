@@ -24,12 +24,12 @@ from daemon import selfcheck
 from daemon.config import Config
 from daemon.db import clear_fault, make_engine, report_fault, upgrade
 from daemon.errors import ConfigError, SystemicFault
-from daemon.intake.fetch import FolderWatcher
+from daemon.intake.fetch import FolderWatcher, MailboxLease, keep_leases
 from daemon.intake.store import MailStore
 from daemon.intake.workers import ReadPool
 from daemon.office import digest, reminders, results
 from daemon.outbound.send import Sender
-from daemon.pipeline import process_pending
+from daemon.pipeline import Groups, process_pending
 from daemon.routing import rules as rules_module
 from daemon.routing.rules import RuleSet
 from daemon.understand import dkim_check
@@ -61,8 +61,13 @@ class Daemon:
         # composed with the configured identity or templates, a trust root that does not
         # load): a configuration error with every problem (exit 78, systemd does not restart),
         # rather than every mail quarantined one by one in production.
+        # The workers start first: they import the readers while the checks and the rest of
+        # the start run, so they do not delay the first registration (a short life counts).
+        self.pool = ReadPool(cfg.limits, dkim_check(cfg))
+        self.pool.start()
         problems = selfcheck.prove(cfg, ruleset)
         if problems:
+            self.pool.close()
             raise ConfigError(problems)
         for note in selfcheck.notes(cfg):
             log.warning("config.note", extra={"note": note})
@@ -72,7 +77,6 @@ class Daemon:
         upgrade(self.engine)
         self.store = MailStore(cfg.storage.data_dir)
         self.sender = Sender(self.engine, cfg.smtp)
-        self.pool = ReadPool(cfg.limits, dkim_check(cfg))
         self.stopping = asyncio.Event()
         self.wake_pipeline = asyncio.Event()
         self.wake_sender = asyncio.Event()
@@ -106,10 +110,12 @@ class Daemon:
 
     async def _pipeline_loop(self) -> None:
         paused = 0.0  # seconds of the current pause; 0 while the pipeline is healthy
+        groups = Groups()  # one mail first, then more: each short life registers something
         while not self.stopping.is_set():
             try:
                 done = await asyncio.to_thread(process_pending, self.engine, self.cfg,
-                                               self.store, self.rules, self.pool)
+                                               self.store, self.rules, self.pool, groups.size)
+                groups.done(done)
             except SystemicFault as err:
                 # Not the mails' fault: keep them stored, say why, try again later by itself.
                 paused = min(max(paused * 2, self.PAUSE_FIRST), self.PAUSE_MAX)
@@ -256,23 +262,30 @@ class Daemon:
             loop.call_soon_threadsafe(self.wake_pipeline.set)
 
         threads = []
-        for mailbox in self.cfg.mailboxes:
+        # One daemon fetches each mailbox (a lease); another on the same database stands by.
+        held = [MailboxLease(self.engine, mailbox.name) for mailbox in self.cfg.mailboxes]
+        for lease in held:
+            await asyncio.to_thread(lease.renew)
+        keeper = threading.Thread(target=keep_leases, args=(held, self.stop_threads),
+                                  daemon=True, name="leases")
+        keeper.start()
+        for mailbox, lease in zip(self.cfg.mailboxes, held, strict=True):
             for folder in mailbox.folders:
                 watcher = FolderWatcher(mailbox, folder, self.engine, self.store,
                                         self.cfg.limits.max_message_bytes, stored,
-                                        self.stop_threads)
+                                        self.stop_threads, lease)
                 self.watchers.append(watcher)
                 thread = threading.Thread(target=watcher.run, daemon=True,
                                           name=f"imap:{mailbox.name}:{folder}")
                 thread.start()
                 threads.append(thread)
-        await asyncio.to_thread(self.pool.start)
+        # The pipeline first: the jobs below must not delay the first registration.
+        tasks = [asyncio.create_task(self._pipeline_loop())]
         scheduler = self._scheduler()
         scheduler.start()
         await self._digest_job()  # a period missed while we were down is sent now
         await self._reminder_job()
-        tasks = [asyncio.create_task(self._pipeline_loop()),
-                 asyncio.create_task(self._sender_loop()),
+        tasks += [asyncio.create_task(self._sender_loop()),
                  asyncio.create_task(self._watchdog()),
                  asyncio.create_task(self._watch_rules()),
                  asyncio.create_task(self._results_loop())]
@@ -292,6 +305,7 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         for thread in threads:
             await asyncio.to_thread(thread.join, 5.0)
+        await asyncio.to_thread(keeper.join, 10.0)  # gives the leases up
         self.pool.close()
         self.engine.dispose()
         log.info("daemon.stopped")

@@ -48,7 +48,8 @@ def _ready(desk: Desk, raw: bytes) -> Ready:
         row = conn.execute(select(messages).order_by(messages.c.id.desc())).first()
         assert row is not None
         item = think(desk.cfg, desk.rules, conn,
-                     Stored(row.id, row.sha256, row.stored_at, row.attempts),
+                     Stored(row.id, row.sha256, row.stored_at, row.attempts,
+                            row.received_at or row.stored_at),
                      read_guarded(raw, desk.cfg.limits))
     assert isinstance(item, Ready), item
     return item

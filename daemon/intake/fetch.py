@@ -4,7 +4,11 @@ One thread and one connection per watched folder (IMAPClient is not thread-safe,
 watches the selected folder only). Every new mail is fetched with BODY.PEEK[] in batches and
 handed to `store_batch`, which commits the raw bytes and the checkpoint together; the flag or
 move on the server comes after that commit. Killed anywhere, the watcher restarts from the
-last committed checkpoint and loses nothing; a UIDVALIDITY change refetches and dedupes.
+last committed checkpoint and loses nothing; a UIDVALIDITY change refetches and dedupes. The
+folder is selected again at each IDLE renewal and each poll, so a folder deleted and created
+again is noticed then even when the server keeps the session open.
+Several daemons may share one database: the `MailboxLease` lets one of them fetch a mailbox,
+the others stand by and take over when it stops.
 `Imap` is the boundary of the IMAP server: what imapclient, imaplib, the socket and TLS raise
 leaves it as a MailboxError.
 """
@@ -15,16 +19,18 @@ import imaplib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete
 
+from daemon import leases
 from daemon.config import MailboxConfig
-from daemon.db import clear_fault, database_errors, report_fault
+from daemon.db import clear_fault, database_errors, health, report_fault, utcnow
 from daemon.errors import (
     DatabaseError,
     MailboxAuthError,
@@ -95,9 +101,10 @@ def connect(cfg: MailboxConfig) -> Iterator[Imap]:
     try:
         context = tls_context(cfg.ca_file, cfg.tls_verify)
         client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.security == "tls",
-                            ssl_context=context, timeout=60)
+                            ssl_context=context, timeout=cfg.timeout_seconds)
     except _IMAP_ERRORS as err:
         raise MailboxError(f"connect to {where}: {err}") from err
+    client.normalise_times = False  # INTERNALDATE with the server's offset, not naive local
     try:
         if cfg.security == "starttls":
             client.starttls(context)
@@ -119,8 +126,9 @@ class FolderWatcher:
 
     def __init__(self, mailbox: MailboxConfig, folder: str, engine: Engine, store: MailStore,
                  max_message_bytes: int, on_stored: Callable[[], None],
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, lease: MailboxLease | None = None) -> None:
         self.cfg = mailbox
+        self.lease = lease  # None: this daemon fetches the mailbox without asking
         self.folder = folder
         self.engine = engine
         self.store = store
@@ -130,6 +138,7 @@ class FolderWatcher:
         # Set when routed mail may have a rule's `move` to carry out here: ends the wait.
         self.nudge = threading.Event()
         self.caught_up = False  # the current session completed a catch-up
+        self.progressed = False  # the current session stored at least one batch
         self.ctx = {"mailbox": mailbox.name, "folder": folder}
         # The store's fault, recorded for `vanthu status` under this folder's name. True at
         # start: a fault recorded before a restart is cleared by the first batch stored.
@@ -140,7 +149,11 @@ class FolderWatcher:
         """Thread body: sessions with reconnect and exponential backoff, until stopped."""
         delay = 1.0
         while not self.stop.is_set():
-            self.caught_up = False
+            if not self._may_fetch():
+                assert self.lease is not None
+                self.lease.held.wait(1.0)  # another daemon fetches; look again
+                continue
+            self.caught_up = self.progressed = False
             try:
                 with database_errors(f"mailbox {self.cfg.name}/{self.folder}"), \
                         connect(self.cfg) as client:
@@ -151,8 +164,9 @@ class FolderWatcher:
             except Exception as err:  # bulkhead: this folder's loop must outlive any error
                 log.exception("mailbox.failed", extra={**self.ctx, "retry_in": delay})
                 self._record(record_fetch, self.engine, self.cfg.name, self.folder, str(err))
-            # Back off more each time, unless the last session did catch up first.
-            delay = 1.0 if self.caught_up else delay
+            # Back off more each time, unless the last session did catch up or store mail:
+            # a connection that fails after each batch still moves the mail along.
+            delay = 1.0 if self.caught_up or self.progressed else delay
             self.stop.wait(delay)
             delay = min(delay * 2, 300.0)
 
@@ -188,9 +202,16 @@ class FolderWatcher:
                 log.info("store.recovered", extra=self.ctx)
             self.store_fault = False
 
+    def _may_fetch(self) -> bool:
+        """Whether this daemon may fetch the mailbox now (it holds the mailbox's lease)."""
+        return self.lease is None or self.lease.mine()
+
+    def _select(self, client: Imap) -> int:
+        """Select the folder; return its UIDVALIDITY."""
+        return int(client.select_folder(self.folder)[b"UIDVALIDITY"])
+
     def _session(self, client: Imap) -> None:
-        selected = client.select_folder(self.folder)
-        uidvalidity = int(selected[b"UIDVALIDITY"])
+        uidvalidity = self._select(client)
         idle = self.cfg.idle and client.has_capability("IDLE")
         self.catch_up(client, uidvalidity)
         self.caught_up = True
@@ -206,11 +227,21 @@ class FolderWatcher:
             self.nudge.clear()
             if self.stop.is_set():
                 return
-            current = int(client.folder_status(self.folder, ["UIDVALIDITY"])[b"UIDVALIDITY"]) \
-                if not idle else uidvalidity
-            if current != uidvalidity:
-                raise MailboxError("UIDVALIDITY changed; reconnecting to refetch")
+            if not self._may_fetch():
+                log.warning("mailbox.lease_lost", extra=self.ctx)
+                return
+            uidvalidity = self._recheck(client, uidvalidity)
             self.catch_up(client, uidvalidity)
+
+    def _recheck(self, client: Imap, uidvalidity: int) -> int:
+        """Select the folder again and return its UIDVALIDITY now. A folder deleted and created
+        again under the same name has a new one: its mails are then taken as at the start of
+        a session (the checkpoint starts over; mails already stored only gain a location)."""
+        current = self._select(client)
+        if current != uidvalidity:
+            log.warning("mailbox.uidvalidity_changed",
+                        extra={**self.ctx, "old": uidvalidity, "new": current})
+        return current
 
     def _news(self, client: Imap) -> bool:
         """A NOOP just before IDLE: a mail that arrived since our last search shows as EXISTS.
@@ -223,13 +254,17 @@ class FolderWatcher:
         client.idle()
         started = time.monotonic()
         try:
-            while (not self.stop.is_set() and not self.nudge.is_set()
+            while (not self.stop.is_set() and not self.nudge.is_set() and self._may_fetch()
                    and time.monotonic() - started < IDLE_RENEW_SECONDS):
                 tick = time.monotonic()
                 responses = client.idle_check(timeout=IDLE_TICK_SECONDS)
                 if any(r[0] == b"BYE" for r in responses if r):
                     raise MailboxError("server said BYE during IDLE")
                 if any(len(r) > 1 and r[1] in (b"EXISTS", b"EXPUNGE") for r in responses):
+                    return
+                if any(r[0] == b"NO" for r in responses if r):
+                    # A warning about the selected folder (Dovecot says this when the folder
+                    # is deleted): look at it again now rather than at the renewal.
                     return
                 if not responses and time.monotonic() - tick < IDLE_TICK_SECONDS / 10:
                     # An instant empty answer means the socket hit EOF (IMAPClient swallows
@@ -264,6 +299,7 @@ class FolderWatcher:
             ids = store_batch(self.engine, self.store, mailbox=self.cfg.name,
                               folder=self.folder, uidvalidity=uidvalidity, batch=fetched)
             new += len(ids)
+            self.progressed = True
             log.info("mail.stored", extra={**self.ctx, "count": len(fetched), "new": len(ids),
                                            "last_uid": batch[-1]})
             self._store_works()
@@ -313,12 +349,15 @@ class FolderWatcher:
         small = [u for u in uids if sizes.get(u, 0) <= self.max_message_bytes]
         large = [u for u in uids if u not in small]
         out: dict[int, Fetched] = {}
+        # INTERNALDATE, with the mail: when the server accepted it, the legal time of receipt.
         if small:
-            for uid, data in client.fetch(small, ["BODY.PEEK[]"]).items():
-                out[uid] = Fetched(uid, bytes(data[b"BODY[]"]))
+            for uid, data in client.fetch(small, ["BODY.PEEK[]", "INTERNALDATE"]).items():
+                out[uid] = Fetched(uid, bytes(data[b"BODY[]"]),
+                                   internaldate=_internaldate(data))
         if large:  # too large to take: keep the header, quarantine with the reason
-            for uid, data in client.fetch(large, ["BODY.PEEK[HEADER]"]).items():
-                out[uid] = Fetched(uid, bytes(data[b"BODY[HEADER]"]), too_large=sizes[uid])
+            for uid, data in client.fetch(large, ["BODY.PEEK[HEADER]", "INTERNALDATE"]).items():
+                out[uid] = Fetched(uid, bytes(data[b"BODY[HEADER]"]), too_large=sizes[uid],
+                                   internaldate=_internaldate(data))
         missing = [u for u in uids if u not in out]
         if missing:  # expunged between SEARCH and FETCH: gone, nothing to store
             log.info("mail.vanished", extra={**self.ctx, "uids": missing})
@@ -341,3 +380,108 @@ class FolderWatcher:
         except MailboxRefused as err:
             log.warning("mailbox.after_failed", extra={**self.ctx, "error": str(err)})
 
+
+
+def _internaldate(data: dict[bytes, Any]) -> datetime | None:
+    """The INTERNALDATE of a FETCH answer (timezone-aware), None when absent or unreadable."""
+    value = data.get(b"INTERNALDATE")
+    return value if isinstance(value, datetime) and value.tzinfo is not None else None
+
+
+class MailboxLease:
+    """Which daemon fetches a mailbox, when several share one database: the holder of the
+    lease "mailbox:NAME" (daemon.leases). The service renews it every `RENEW_SECONDS` for
+    `HOLD_SECONDS`; a daemon that cannot take it does not fetch the mailbox, records why for
+    `vanthu status`, and tries again at each renewal, so it takes over when the holder stops
+    (at once when the holder was a process of this machine that died).
+
+    The holder stops fetching `RENEW_SECONDS` before its lease could expire unrenewed (a
+    database it cannot write), so two daemons never fetch the same mailbox at once; and if
+    they ever did, the store's sha256 key would still keep each mail once.
+    """
+
+    RENEW_SECONDS = 30.0
+    HOLD_SECONDS = 90.0
+
+    def __init__(self, engine: Engine, mailbox: str) -> None:
+        self.engine = engine
+        self.mailbox = mailbox
+        self.name = f"mailbox:{mailbox}"
+        self.held = threading.Event()  # set while this daemon holds the lease
+        self._valid_until = 0.0  # time.monotonic() up to which the lease is surely ours
+        self._holder: str | None = None  # the other daemon that holds it, as last seen
+
+    def mine(self) -> bool:
+        return self.held.is_set() and time.monotonic() < self._valid_until
+
+    def renew(self) -> bool:
+        """Take or renew the lease; return whether this daemon holds it now."""
+        started = time.monotonic()
+        try:
+            with self.engine.begin() as conn:
+                holder = leases.acquire(conn, self.name, self.HOLD_SECONDS)
+        except Exception:  # bulkhead: a busy database; the lease runs out if it lasts
+            log.exception("mailbox.lease_failed", extra={"mailbox": self.mailbox})
+            if not self.mine():
+                self.held.clear()
+            return self.mine()
+        if holder is None:
+            self._valid_until = started + self.HOLD_SECONDS - self.RENEW_SECONDS
+            if not self.held.is_set():
+                log.info("mailbox.lease_taken", extra={"mailbox": self.mailbox})
+                self._holder = None
+                self.held.set()
+                self._clear_fault(stale_only=False)
+            else:
+                self._clear_fault(stale_only=True)
+            return True
+        self.held.clear()
+        self._valid_until = 0.0
+        if holder != self._holder:
+            log.warning("mailbox.held_elsewhere", extra={"mailbox": self.mailbox,
+                                                         "owner": holder})
+            self._holder = holder
+        self._record(report_fault, self.engine, self.name,
+                     f"mailbox {self.mailbox} is fetched by another vanthu daemon ({holder}) "
+                     "on the same database; this one does not fetch it and takes over when "
+                     "that one stops")
+        return False
+
+    def _clear_fault(self, stale_only: bool) -> None:
+        """Forget the note of a standby daemon: at once when this daemon takes the lease, and
+        when the note has not been renewed for two periods (that standby is gone)."""
+        if not stale_only:
+            self._record(clear_fault, self.engine, self.name)
+        else:
+            self._record(self._forget_stale)
+
+    def _forget_stale(self) -> None:
+        before = utcnow() - timedelta(seconds=2 * self.RENEW_SECONDS + 5)
+        with self.engine.begin() as conn:
+            conn.execute(delete(health).where(health.c.component == self.name,
+                                              health.c.updated_at < before))
+
+    def _record(self, write: Callable[..., object], *args: Any) -> None:
+        try:
+            write(*args)
+        except Exception:  # bulkhead: the database may be the trouble; the log has it
+            log.exception("mailbox.record_failed", extra={"mailbox": self.mailbox})
+
+    def release(self) -> None:
+        """Give the lease up (at a clean stop), so a standby daemon takes over at once."""
+        self.held.clear()
+        self._valid_until = 0.0
+        try:
+            with self.engine.begin() as conn:
+                leases.release(conn, self.name)
+        except Exception:  # it expires by itself
+            log.exception("mailbox.lease_failed", extra={"mailbox": self.mailbox})
+
+
+def keep_leases(held: Sequence[MailboxLease], stop: threading.Event) -> None:
+    """Thread body: renew every lease each `RENEW_SECONDS` until `stop`, then give them up."""
+    while not stop.wait(MailboxLease.RENEW_SECONDS):
+        for lease in held:
+            lease.renew()
+    for lease in held:
+        lease.release()

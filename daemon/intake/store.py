@@ -10,9 +10,11 @@ that cannot write (disk full, read-only) raises StoreError before anything is co
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -22,6 +24,8 @@ from daemon.errors import DamagedMail, StoreError
 from daemon.models import State
 from daemon.textnorm import decode_words, header_safe, nfc
 
+log = logging.getLogger("vanthu.store")
+
 
 @dataclass(frozen=True)
 class Fetched:
@@ -30,6 +34,8 @@ class Fetched:
     uid: int
     raw: bytes
     too_large: int | None = None  # the real size, when only the header was fetched
+    # When the server accepted the mail (IMAP INTERNALDATE, timezone-aware), if it said.
+    internaldate: datetime | None = None
 
 
 def _store_error(doing: str, err: OSError) -> StoreError:
@@ -135,6 +141,25 @@ def _decoded(value: str) -> str:
     return header_safe(nfc(decode_words(value)), COLUMN)
 
 
+# An INTERNALDATE later than this past the fetch time, or before EARLIEST, is not the time a
+# server accepted the mail (a wrong server clock, a mail copied in with a made-up date).
+FUTURE_SLACK = timedelta(minutes=5)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def received_time(fetched: Fetched, stored_at: datetime, ctx: dict[str, object]) -> datetime:
+    """The legal time of receipt of a mail: the server's INTERNALDATE, or the fetch time
+    `stored_at` (logged) when the server gave none or an absurd one."""
+    date = fetched.internaldate
+    if (date is not None and date.tzinfo is not None
+            and EARLIEST <= date <= stored_at + FUTURE_SLACK):
+        return date.astimezone(UTC)
+    log.warning("mail.internaldate_ignored", extra={
+        **ctx, "uid": fetched.uid, "internaldate": date.isoformat() if date else None,
+        "using": "stored_at"})
+    return stored_at
+
+
 def store_batch(
     engine: Engine,
     store: MailStore,
@@ -150,6 +175,7 @@ def store_batch(
     """
     hashes = store.write_many([f.raw for f in batch])
     now = utcnow()
+    where: dict[str, object] = {"mailbox": mailbox, "folder": folder}
     new_ids: list[int] = []
     with engine.begin() as conn:
         for fetched, digest in zip(batch, hashes, strict=True):
@@ -164,7 +190,8 @@ def store_batch(
                     header_message_id=_header_field(fetched.raw, b"Message-ID"),
                     subject=_header_field(fetched.raw, b"Subject"),
                     sender=_header_field(fetched.raw, b"From"),
-                    stored_at=now, state=state, attempts=0, last_error=error, updated_at=now,
+                    stored_at=now, received_at=received_time(fetched, now, where),
+                    state=state, attempts=0, last_error=error, updated_at=now,
                 )))
                 new_ids.append(message_pk)
             _add_location(conn, message_pk, mailbox, folder, uidvalidity, fetched.uid)
