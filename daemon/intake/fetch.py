@@ -154,19 +154,24 @@ class FolderWatcher:
                 self.lease.held.wait(1.0)  # another daemon fetches; look again
                 continue
             self.caught_up = self.progressed = False
+            failure: Exception | None = None
             try:
                 with database_errors(f"mailbox {self.cfg.name}/{self.folder}"), \
                         connect(self.cfg) as client:
                     log.info("mailbox.connected", extra=self.ctx)
                     self._session(client)
-            except TransientError as err:
-                self._report(err, delay)
             except Exception as err:  # bulkhead: this folder's loop must outlive any error
-                log.exception("mailbox.failed", extra={**self.ctx, "retry_in": delay})
-                self._record(record_fetch, self.engine, self.cfg.name, self.folder, str(err))
+                failure = err
             # Back off more each time, unless the last session did catch up or store mail:
             # a connection that fails after each batch still moves the mail along.
             delay = 1.0 if self.caught_up or self.progressed else delay
+            if isinstance(failure, TransientError):
+                self._report(failure, delay)
+            elif failure is not None:
+                log.error("mailbox.failed", exc_info=failure,
+                          extra={**self.ctx, "retry_in": delay})
+                self._record(record_fetch, self.engine, self.cfg.name, self.folder,
+                             str(failure))
             self.stop.wait(delay)
             delay = min(delay * 2, 300.0)
 
