@@ -199,7 +199,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         out_states = {str(k): int(v) for k, v in conn.execute(
             select(outbox.c.state, func.count()).group_by(outbox.c.state)).all()}
         boxes = health_module.mailboxes(conn)
-        sending = outbox_module.health(conn, now)
+        sending = outbox_module.health(conn, now, cfg.status.outbox_overdue_minutes)
         faults = health_module.faults(conn)
     from daemon.office import digest as digest_module
 

@@ -602,11 +602,58 @@ def test_status_is_unhealthy_with_the_cause(tmp_path: Path,
 
 
 def test_health_reads_nothing_wrong_from_a_quiet_outbox(engine: Engine) -> None:
-    """Rows never tried, or sent, are no problem."""
+    """Rows just queued, or sent, are no problem."""
     with engine.begin() as conn:
         raw_row(conn, ["a@example.gov.vn"], 1)
+        raw_row(conn, ["b@example.gov.vn"], 2)
+        conn.execute(update(outbox).where(outbox.c.id == 2).values(
+            state=OutboxState.SENT, attempts=1, tries_begun=1, delivered=["b@example.gov.vn"]))
 
     with engine.connect() as conn:
-        found = health(conn, utcnow() + timedelta(days=1))
+        found = health(conn, utcnow() + timedelta(minutes=14))
 
-    assert found.problems == [] and found.pending == []
+    assert found.problems == [] and found.pending == [] and found.stuck == []
+
+
+@pytest.mark.parametrize("minutes", [5.0, 15.0, 90.0])
+def test_health_overdue_after_the_configured_minutes(engine: Engine, minutes: float) -> None:
+    """A row pending longer than [status] outbox_overdue_minutes is overdue, tried or not (an
+    email nobody tried for that long has nobody sending it); not a moment before."""
+    with engine.begin() as conn:
+        raw_row(conn, ["a@example.gov.vn"], 1)
+        created = conn.execute(select(outbox.c.created_at)).scalar_one()
+
+    with engine.connect() as conn:
+        before = health(conn, created + timedelta(minutes=minutes - 0.5), minutes)
+        after = health(conn, created + timedelta(minutes=minutes + 0.5), minutes)
+
+    assert before.stuck == [] and before.problems == []
+    assert [r["id"] for r in after.stuck] == [1]
+    assert after.problems == [f"1 outgoing email(s) waiting more than {minutes:g} minutes since "
+                              f"{created.isoformat()}; last error: None"]
+
+
+def test_health_names_rows_in_doubt_and_refusals_of_pending_rows(engine: Engine) -> None:
+    """A row failed with tries that may have delivered it is named apart (check before
+    resending); a recipient refused for good on a row still pending for the others is
+    reported per recipient at once."""
+    director = DIRECTOR
+    with engine.begin() as conn:
+        raw_row(conn, ["a@example.gov.vn"], 1)
+        raw_row(conn, ["b@example.gov.vn", director], 2)
+        conn.execute(update(outbox).where(outbox.c.id == 1).values(
+            state=OutboxState.FAILED, attempts=0, tries_begun=2,
+            last_error="in doubt: 2 tries may have delivered it"))
+        conn.execute(update(outbox).where(outbox.c.id == 2).values(
+            attempts=1, tries_begun=1, refused={director: "550 5.1.1 no such user"},
+            last_error="b@example.gov.vn: 451 4.2.0 later"))
+
+    with engine.connect() as conn:
+        found = health(conn, utcnow())
+
+    assert [(r["id"], r["doubts"]) for r in found.in_doubt] == [(1, 2)]
+    assert any("may have been delivered" in p and "<1.old@sxd.example.gov.vn>" in p
+               for p in found.problems)
+    assert [r["id"] for r in found.refused] == [2]
+    assert f"{director}: 550 5.1.1 no such user" in found.problems[-1]
+    assert found.as_json()["in_doubt"][0]["message_id"] == "<1.old@sxd.example.gov.vn>"

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from daemon.config import Config
+from daemon.config import Config, StatusConfig
 from daemon.db import new_id, outbox, utcnow
 from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import OutboxState
@@ -31,10 +31,6 @@ ONCE = ("From", "To", "Subject", "Date", "Message-ID", "X-Vanthu-Action")
 AT_MOST_ONCE = ("Auto-Submitted", "Reply-To", "In-Reply-To", "References")
 # Never stored in a row: the same bytes go to every recipient.
 NEVER = ("Bcc", "Resent-Bcc", "Cc")
-
-# A pending row that was tried and still waits after this long makes `vanthu status` unhealthy.
-STUCK_AFTER = timedelta(minutes=15)
-
 
 # Headers set raw (RFC 2047-encoded by compose) go out exactly as made: refolding one would
 # run it through the modern parser and folder, which mangle encoded display names.
@@ -129,13 +125,18 @@ def enqueue(conn: Connection, cfg: Config, *, email: EmailMessage, purpose: Purp
 
 @dataclass(frozen=True)
 class Health:
-    """What `vanthu status` says about the outbox: rows failed, rows stuck, refusals."""
+    """What `vanthu status` says about the outbox: rows failed (for good, too old, or in doubt),
+    rows overdue, recipients refused."""
 
     failed: list[dict[str, Any]] = field(default_factory=list)  # newest first
     failed_count: int = 0
     pending: list[dict[str, Any]] = field(default_factory=list)  # tried, with their last error
-    stuck: list[dict[str, Any]] = field(default_factory=list)  # tried and waiting too long
+    stuck: list[dict[str, Any]] = field(default_factory=list)  # pending past the overdue time
+    # Recipients refused for good on rows that others got (sent) or still wait for (pending).
     refused: list[dict[str, Any]] = field(default_factory=list)
+    # Failed because tries may have delivered them unconfirmed: someone must check, not resend.
+    in_doubt: list[dict[str, Any]] = field(default_factory=list)
+    overdue_minutes: float = StatusConfig.outbox_overdue_minutes
 
     @property
     def problems(self) -> list[str]:
@@ -146,10 +147,14 @@ class Health:
             out.append(f"{self.failed_count} outgoing email(s) failed; last: "
                        f"{last['action']} to {', '.join(last['recipients'])}: "
                        f"{last['last_error']}")
+        if self.in_doubt:
+            out.append(f"{len(self.in_doubt)} failed outgoing email(s) may have been delivered "
+                       "(tries without the server's answer): check with the recipients before "
+                       "resending: " + ", ".join(r["message_id"] for r in self.in_doubt))
         if self.stuck:
             oldest = self.stuck[0]
             out.append(f"{len(self.stuck)} outgoing email(s) waiting more than "
-                       f"{int(STUCK_AFTER.total_seconds() // 60)} minutes since "
+                       f"{self.overdue_minutes:g} minutes since "
                        f"{oldest['created_at']}; last error: {oldest['last_error']}")
         for row in self.refused:
             out.append(f"recipients refused for {row['action']} {row['message_id']}: "
@@ -158,31 +163,43 @@ class Health:
 
     def as_json(self) -> dict[str, Any]:
         return {"failed": self.failed, "failed_count": self.failed_count,
-                "pending": self.pending, "stuck": self.stuck, "refused": self.refused}
+                "pending": self.pending, "stuck": self.stuck, "refused": self.refused,
+                "in_doubt": self.in_doubt}
 
 
-def health(conn: Connection, now: datetime, limit: int = 20) -> Health:
-    """Read the outbox's troubles (at most `limit` rows of each), oldest first."""
+def health(conn: Connection, now: datetime,
+           overdue_minutes: float = StatusConfig.outbox_overdue_minutes,
+           limit: int = 20) -> Health:
+    """Read the outbox's troubles (at most `limit` rows of each), oldest first. A row pending
+    for more than `overdue_minutes` ([status] outbox_overdue_minutes) is overdue, tried or not
+    (untried that long, nobody is sending)."""
+    begun = func.coalesce(outbox.c.tries_begun, outbox.c.attempts)
+
     def rows(*where: Any, newest: bool = False) -> list[dict[str, Any]]:
         found = conn.execute(
             select(outbox.c.id, outbox.c.header_message_id, outbox.c.action,
                    outbox.c.recipients, outbox.c.attempts, outbox.c.last_error,
-                   outbox.c.created_at, outbox.c.next_attempt_at, outbox.c.refused)
+                   outbox.c.created_at, outbox.c.next_attempt_at, outbox.c.refused,
+                   outbox.c.delivered, (begun - outbox.c.attempts).label("doubts"))
             .where(*where).order_by(outbox.c.id.desc() if newest else outbox.c.id)
             .limit(limit)).all()
         return [{"id": r.id, "message_id": r.header_message_id, "action": r.action,
                  "recipients": list(r.recipients), "attempts": r.attempts,
                  "last_error": r.last_error, "created_at": r.created_at.isoformat(),
                  "next_attempt_at": r.next_attempt_at.isoformat(),
-                 "refused": dict(r.refused or {})} for r in found]
+                 "refused": dict(r.refused or {}), "delivered": list(r.delivered or []),
+                 "doubts": int(r.doubts or 0)} for r in found]
 
-    tried = (outbox.c.attempts >= 1) | outbox.c.last_error.is_not(None)
+    pending = outbox.c.state == OutboxState.PENDING
+    tried = (outbox.c.attempts >= 1) | outbox.c.last_error.is_not(None) | (begun >= 1)
     failed = outbox.c.state == OutboxState.FAILED
     return Health(
         failed=rows(failed, newest=True),
         failed_count=int(conn.scalar(select(func.count()).select_from(outbox).where(failed))
                          or 0),
-        pending=rows(outbox.c.state == OutboxState.PENDING, tried),
-        stuck=rows(outbox.c.state == OutboxState.PENDING, tried,
-                   outbox.c.created_at < now - STUCK_AFTER),
-        refused=rows(outbox.c.state == OutboxState.SENT, outbox.c.refused.is_not(None)))
+        pending=rows(pending, tried),
+        stuck=rows(pending, outbox.c.created_at < now - timedelta(minutes=overdue_minutes)),
+        refused=rows(outbox.c.state.in_([OutboxState.SENT, OutboxState.PENDING]),
+                     outbox.c.refused.is_not(None)),
+        in_doubt=rows(failed, begun - outbox.c.attempts >= 1, newest=True),
+        overdue_minutes=overdue_minutes)
