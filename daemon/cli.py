@@ -39,6 +39,7 @@ from daemon.models import Attachment, CaseStatus, State
 from daemon.routing import rules as rules_module
 
 if TYPE_CHECKING:
+    from daemon.health import Verdict
     from daemon.office.release import StoredMail
 
 
@@ -187,11 +188,21 @@ def _status_line(key: str, value: Any) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 1 naming each cause when something is wrong (health.assess decides); warnings are
+    shown and leave the exit code 0. A database that cannot be read is one line on stderr, and
+    a full or read-only disk found meanwhile is named after it."""
     from daemon import health as health_module
+    from daemon.errors import DatabaseError
     from daemon.outbound import outbox as outbox_module
 
     cfg = _config(args)
-    engine = _reader(cfg)
+    try:
+        engine = _reader(cfg)
+    except DatabaseError as err:
+        print(" ".join(f"vanthu status: {err}".split()), file=sys.stderr)
+        for cause in health_module.disks(cfg):
+            print(f"vanthu status: {cause.key}: {cause.vi}", file=sys.stderr)
+        return 1
     now = datetime.now(UTC)
     with reading(engine) as conn:
         states = {str(k): int(v) for k, v in conn.execute(
@@ -201,6 +212,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         boxes = health_module.mailboxes(conn)
         sending = outbox_module.health(conn, now, cfg.status.outbox_overdue_minutes)
         faults = health_module.faults(conn)
+        verdict = health_module.assess(conn, cfg, now)
+    engine.dispose()  # nothing of the database stays open (a caller may unmount its disk)
     from daemon.office import digest as digest_module
 
     upcoming = [digest_module.latest_period(cfg, now + timedelta(hours=h))
@@ -224,15 +237,31 @@ def cmd_status(args: argparse.Namespace) -> int:
         "faults": [{"component": f.component, "problem": f.problem,
                     "since": f.since.isoformat()} for f in faults],
     }
-    problems = [*sending.problems, *(f"{f.component}: {f.problem}" for f in faults), *(
-        f"mailbox {b.mailbox}/{b.folder}: {error}" for b in boxes
-        if (error := health_module.mailbox_error(b)))]
-    unhealthy = bool(problems)
-    report["problems"] = problems
-    report["healthy"] = not unhealthy
-    print(json.dumps(report, ensure_ascii=False, indent=1) if args.json
-          else "\n".join(_status_line(k, v) for k, v in report.items()))
-    return 1 if unhealthy else 0
+    report["problems"] = [c.en for c in verdict.problems]
+    if args.json:
+        report |= {"causes": [c.as_json() for c in verdict.problems],
+                   "warnings": [c.as_json() for c in verdict.warnings],
+                   "healthy": verdict.healthy}
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+    else:
+        print("\n".join(_status_line(k, v) for k, v in report.items() if k != "problems"))
+        print(_status_verdict(verdict))
+    return 0 if verdict.healthy else 1
+
+
+def _status_verdict(verdict: Verdict) -> str:
+    """The end of `vanthu status` for people: each problem and warning in Vietnamese with its
+    key (what --json calls it), then the verdict."""
+    lines = []
+    if verdict.problems:
+        lines.append("problems:")
+        lines += [f"  - {c.vi} [{c.key}]" for c in verdict.problems]
+    if verdict.warnings:
+        lines.append("warnings:")
+        lines += [f"  - {c.vi} [{c.key}]" for c in verdict.warnings]
+    lines.append("Tình trạng: TỐT" if verdict.healthy else
+                 f"Tình trạng: CÓ {len(verdict.problems)} VẤN ĐỀ CẦN XỬ LÝ")
+    return "\n".join(lines)
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:

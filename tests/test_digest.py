@@ -3,23 +3,36 @@ missed, scheduled at the configured hours (a controllable clock, never sleeps)."
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import dataclasses
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes, policy
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 
 from daemon import config, health
 from daemon.cli import main
-from daemon.db import digests, outbox
+from daemon.config import DigestConfig, StatusConfig, StorageConfig
+from daemon.db import cases, digests, make_engine, outbox, reminders, upgrade
+from daemon.db import health as health_table
+from daemon.models import CaseStatus, OutboxState
 from daemon.office import digest
+from daemon.office.reminders import send_reminders
 from daemon.routing import rules as rules_module
 from daemon.service import Daemon
 from tests.conftest import CORPUS, RULES, Office
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
+DIRECTOR = "giamdoc.sxd@example.gov.vn"
+T = TypeVar("T")
 
 
 def _enable(office: Office, times: str = '["06:00", "12:00", "18:00"]') -> None:
@@ -174,3 +187,155 @@ def test_a_mailbox_error_counts_while_newer_than_the_last_fetch(
     assert health.mailbox_error(box) == ("LOGIN failed" if shown else None)
     assert health.mailbox_error(SimpleNamespace(last_error=None, last_fetch_at=None,
                                                 last_error_at=None)) is None
+
+
+# -- Outgoing trouble and faults in the digest ---------------------------------------------
+
+
+def _outbox_row(n: int, *, created: datetime, **values: Any) -> Any:
+    return insert(outbox).values(**{
+        "header_message_id": f"<{n}.digest@sxd.example.gov.vn>", "action": "forward",
+        "recipients": [DIRECTOR], "raw": b"Subject: x\r\n\r\nx\r\n",
+        "state": OutboxState.PENDING, "attempts": 0, "next_attempt_at": created,
+        "created_at": created, **values})
+
+
+def test_the_digest_names_failed_emails_refused_recipients_and_faults(
+        database: Engine, tmp_path: Path) -> None:
+    """The Chief of Office reads, in Vietnamese and local time: the email that failed, the one
+    that may have arrived unconfirmed (do not resend blindly), the Director's copy the server
+    refused while the others got theirs, SMTP failing and the disk running low; the faults
+    come first, and the HTML stays a plain list a phone shows at its width."""
+    cfg = dataclasses.replace(config.load(None), storage=StorageConfig(data_dir=tmp_path),
+                              status=StatusConfig(min_free_mb=2**40))  # more than any disk
+    rules = rules_module.load(RULES)
+    start = datetime(2026, 11, 23, 6, 0, tzinfo=VN)
+    end = datetime(2026, 11, 23, 12, 0, tzinfo=VN)
+    at = datetime(2026, 11, 23, 8, 30, tzinfo=VN).astimezone(UTC)
+    others = ["vanphong.sxd@example.gov.vn", "qlxd.sxd@example.gov.vn"]
+    with database.begin() as conn:
+        conn.execute(_outbox_row(1, created=at, state=OutboxState.FAILED, attempts=10,
+                                 tries_begun=10, last_error="550 5.7.1 Thư bị từ chối"))
+        conn.execute(_outbox_row(2, created=at, state=OutboxState.FAILED, attempts=0,
+                                 tries_begun=2, action="result",
+                                 last_error="không có trả lời sau DATA"))
+        conn.execute(_outbox_row(3, created=at, state=OutboxState.SENT, attempts=1,
+                                 recipients=[DIRECTOR, *others], delivered=others,
+                                 sent_at=at + timedelta(minutes=1),
+                                 refused={DIRECTOR: "550 5.1.1 Hộp thư không tồn tại"}))
+        conn.execute(_outbox_row(4, created=start - timedelta(days=3), state=OutboxState.SENT,
+                                 sent_at=start - timedelta(days=3),
+                                 refused={"cu@example.gov.vn": "550 đã báo kỳ trước"}))
+        conn.execute(insert(health_table).values(
+            component="smtp", problem="421 4.3.2 Đang bảo trì", since=at,
+            updated_at=at))
+
+    report = digest.build(database, cfg, rules, start, end)
+
+    lines = report.text.splitlines()
+    assert lines[3] == "SỰ CỐ: VĂN THƯ ĐIỆN TỬ CẦN ĐƯỢC KIỂM TRA"
+    trouble = lines[4:lines.index("", 4)]
+    assert any(line.startswith("- Ổ đĩa chứa kho thư") for line in trouble)
+    assert any("Máy chủ gửi thư (SMTP) lỗi liên tục từ 08:30 23/11/2026" in line
+               and "421 4.3.2 Đang bảo trì" in line for line in trouble)
+    failed = _section_lines(report.text, "THƯ KHÔNG GỬI ĐƯỢC")
+    assert failed == [
+        f"- Thư chuyển văn bản → {DIRECTOR} (tạo lúc 08:30 23/11/2026): 550 5.7.1 Thư bị từ "
+        "chối",
+        f"- Thư trả kết quả → {DIRECTOR} (tạo lúc 08:30 23/11/2026): không có trả lời sau "
+        "DATA · CÓ THỂ ĐÃ ĐẾN NƠI (máy chủ không xác nhận): hỏi lại người nhận trước khi gửi "
+        "lại"]
+    refused = _section_lines(report.text, "NGƯỜI NHẬN BỊ MÁY CHỦ THƯ TỪ CHỐI")
+    assert refused == [f"- {DIRECTOR}: thư chuyển văn bản lúc 08:31 23/11/2026 · 550 5.1.1 "
+                       "Hộp thư không tồn tại"]  # not the refusal of an earlier period
+    assert f"<li>{DIRECTOR}: thư chuyển văn bản lúc 08:31" in report.html
+    assert "<table" not in report.html and "width" not in report.html
+
+
+def _section_lines(text: str, title: str) -> list[str]:
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(title)) + 1
+    return lines[first:lines.index("", first)]
+
+
+# -- Once per period across daemons -----------------------------------------------------------
+
+
+def _together(engines: list[Engine], job: Callable[[Engine], T]) -> list[T]:
+    """Run `job` on each engine in its own thread, released at the same moment."""
+    barrier = threading.Barrier(len(engines))
+
+    def run(engine: Engine) -> T:
+        barrier.wait(timeout=60)
+        return job(engine)
+
+    with ThreadPoolExecutor(len(engines)) as pool:
+        return list(pool.map(run, engines))
+
+
+def _digest_at(cfg: config.Config, rules: rules_module.RuleSet, moment: datetime,
+               engine: Engine) -> str | None:
+    return digest.send_due(engine, cfg, rules, moment)
+
+
+def _remind_on(cfg: config.Config, rules: rules_module.RuleSet, day: date,
+               engine: Engine) -> int:
+    return send_reminders(engine, cfg, rules, day)
+
+
+def test_two_daemons_queue_one_digest_per_period(tmp_path: Path) -> None:
+    """Two daemons (two engines, two threads, one SQLite file) asking for each of six periods
+    at the same moment: each period is queued once, by one of them."""
+    path = tmp_path / "vanthu.db"
+    engines = [make_engine(f"sqlite:///{path}") for _ in range(2)]
+    upgrade(engines[0])
+    cfg = dataclasses.replace(config.load(None), storage=StorageConfig(data_dir=tmp_path),
+                              digest=DigestConfig(to=("giam_doc",)))
+    rules = rules_module.load(RULES)
+    try:
+        for day in (23, 24):
+            for hour in (6, 12, 18):
+                moment = datetime(2026, 11, day, hour, 0, 20, tzinfo=VN)
+                keys = _together(engines, functools.partial(_digest_at, cfg, rules, moment))
+                assert sorted(keys, key=str) == [f"2026-11-{day}T{hour:02d}:00", None]
+        with engines[0].connect() as conn:
+            periods = list(conn.scalars(select(digests.c.period)))
+            rows = list(conn.scalars(select(outbox.c.header_message_id)
+                                     .where(outbox.c.action == "digest")))
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert len(periods) == len(set(periods)) == 6
+    assert len(rows) == len(set(rows)) == 6
+
+
+def test_two_daemons_send_one_reminder_per_case_per_day(tmp_path: Path) -> None:
+    """Three open cases due within the reminder days, two daemons running the reminder job at
+    the same moment on each of two days: one reminder per case per day, and the two jobs'
+    counts add up to exactly that."""
+    path = tmp_path / "vanthu.db"
+    engines = [make_engine(f"sqlite:///{path}") for _ in range(2)]
+    upgrade(engines[0])
+    cfg = dataclasses.replace(config.load(None), storage=StorageConfig(data_dir=tmp_path))
+    rules = rules_module.load(RULES)
+    monday, tuesday = date(2026, 11, 23), date(2026, 11, 24)
+    with engines[0].begin() as conn:
+        for n, name in enumerate(["Nguyễn Thị Hoà", "Trần Văn Đức", "Lê Thị Ngọc Ánh"], 1):
+            conn.execute(insert(cases).values(
+                code=f"000.00.22.H56-261120-000{n}", opened_at=datetime.now(UTC),
+                status=CaseStatus.IN_PROGRESS, applicant_name=name,
+                applicant_email=f"nguoi{n}@example.com",
+                procedure="Cấp giấy phép xây dựng", lead_department="qlxd",
+                deadline=date(2026, 11, 25)))
+    try:
+        counts = [_together(engines, functools.partial(_remind_on, cfg, rules, day))
+                  for day in (monday, tuesday)]
+        with engines[0].connect() as conn:
+            claimed = conn.execute(select(reminders.c.case_id, reminders.c.day)).all()
+            sent = conn.scalar(select(func.count()).select_from(outbox)
+                               .where(outbox.c.action == "reminder"))
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert [sum(c) for c in counts] == [3, 3]
+    assert len(claimed) == len(set(claimed)) == 6 and sent == 6

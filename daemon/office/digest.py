@@ -15,7 +15,7 @@ from datetime import datetime, time, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, select
+from sqlalchemy import Engine, and_, func, insert, or_, select
 
 from daemon import health
 from daemon.config import Config
@@ -75,9 +75,6 @@ class Digest:
     html: str
 
 
-FAULT_NAMES = {"pipeline": "Xử lý thư đến"}
-
-
 def _section(title: str, lines: list[str]) -> tuple[str, list[str]]:
     return title, lines or ["(không có)"]
 
@@ -98,8 +95,19 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
             outgoing_entries.c.sent_at >= start, outgoing_entries.c.sent_at < end)).all()
         refused = conn.execute(select(rejected_results).where(
             rejected_results.c.rejected_at >= start, rejected_results.c.rejected_at < end)).all()
-        failed = conn.execute(select(outbox.c.action, outbox.c.recipients, outbox.c.last_error)
-                              .where(outbox.c.state == OutboxState.FAILED)).all()
+        begun = func.coalesce(outbox.c.tries_begun, outbox.c.attempts)
+        failed = conn.execute(select(outbox.c.action, outbox.c.recipients, outbox.c.last_error,
+                                     outbox.c.created_at,
+                                     (begun - outbox.c.attempts).label("doubts"))
+                              .where(outbox.c.state == OutboxState.FAILED)
+                              .order_by(outbox.c.id)).all()
+        # Recipients the server refused for good while the others got the email (or wait):
+        # each is a copy someone did not receive, reported in the period it was queued or sent.
+        refusals = conn.execute(
+            select(outbox.c.action, outbox.c.refused, outbox.c.created_at, outbox.c.sent_at)
+            .where(outbox.c.refused.is_not(None), outbox.c.created_at < end,
+                   or_(outbox.c.created_at >= start, outbox.c.sent_at >= start))
+            .order_by(outbox.c.id)).all()
         held = conn.execute(select(messages.c.id, messages.c.sender, messages.c.subject,
                                    messages.c.last_error)
                             .where(messages.c.state == State.QUARANTINED)).all()
@@ -119,11 +127,11 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         faults = health.faults(conn)
         conn.rollback()
     sections: list[tuple[str, list[str]]] = []
-    if faults:  # first: while it lasts, mail waits
-        sections.append(_section("SỰ CỐ: văn thư điện tử đang tạm dừng xử lý thư", [
-            f"{FAULT_NAMES.get(f.component, f.component)} từ "
-            f"{f.since.astimezone(tz):%H:%M %d/%m/%Y}: {f.problem}. Thư vẫn được lưu đủ và "
-            "sẽ được xử lý tiếp khi sự cố hết." for f in faults]))
+    found = health.fault_causes(cfg, faults, end)
+    trouble = [*health.disks(cfg), *found.problems, *found.warnings]
+    if trouble:  # first: while it lasts, mail waits or does not go out
+        sections.append(_section("SỰ CỐ: văn thư điện tử cần được kiểm tra",
+                                 [c.vi for c in trouble]))
 
     counts = [f"{KIND_NAMES.get(k or 'other', k)}: {n}" for k, n in sorted(
         kinds.items(), key=lambda kv: -kv[1])]
@@ -157,8 +165,18 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         for r in results_sent]))
     sections.append(_section("Kết quả bị từ chối (không gửi)", [
         f"{r.file_name}: {r.reason}" for r in refused]))
+    def action(name: str) -> str:
+        return health.ACTION_NAMES.get(name, name)
+
     sections.append(_section("Thư không gửi được", [
-        f"{r.action} → {', '.join(r.recipients)}: {r.last_error}" for r in failed]))
+        f"Thư {action(r.action)} → {', '.join(r.recipients)} (tạo lúc "
+        f"{r.created_at.astimezone(tz):%H:%M %d/%m/%Y}): {r.last_error}"
+        + (" · CÓ THỂ ĐÃ ĐẾN NƠI (máy chủ không xác nhận): hỏi lại người nhận trước khi gửi lại"
+           if (r.doubts or 0) >= 1 else "") for r in failed]))
+    sections.append(_section("Người nhận bị máy chủ thư từ chối (không nhận được bản sao)", [
+        f"{address}: thư {action(r.action)} lúc "
+        f"{(r.sent_at or r.created_at).astimezone(tz):%H:%M %d/%m/%Y} · {why}"
+        for r in refusals for address, why in dict(r.refused).items()]))
     sections.append(_section("Thư đang giữ lại chờ văn thư xem (cách ly)", [
         f"#{r.id} {r.sender} · {r.subject}: {r.last_error}" for r in held]))
     def when(deadline: Any) -> str:
