@@ -120,6 +120,8 @@ def test_scheduler_fires_at_the_configured_hours(office: Office) -> None:
     _enable(office, '["06:00", "12:00", "18:00"]')
     cfg = office.cfg
     daemon = Daemon(cfg, rules_module.load(cfg.rules.dir))
+    daemon.pool.close()  # its readers start with it; only the schedule is looked at here
+    daemon.engine.dispose()
     scheduler = daemon._scheduler()
     now = datetime(2026, 11, 23, 7, 0, tzinfo=VN)
 
