@@ -116,6 +116,7 @@ class FaultySmtp:
 
     async def _session(self, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter) -> None:
+        self._note("CONNECT")
         try:
             await self._answer(writer, "220 faulty.localhost ESMTP")
             while line := await reader.readline():
@@ -431,6 +432,27 @@ def test_stop_cuts_a_crawling_transaction_before_data(tmp_path: Path,
                == (OutboxState.PENDING, 0, 0, None) for r in _rows(engine))
 
 
+def test_stop_while_connecting_to_a_crawling_server(tmp_path: Path, faulty: FaultySmtp) -> None:
+    """Stopped while a server takes its time over the greeting: the drain returns at once,
+    the row unclaimed and its try given back."""
+    engine = _engine(tmp_path / "out.db")
+    _queue(engine, 1)
+    faulty.delay = 45.0
+    sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=60.0))
+
+    async def run() -> int:
+        stopping = asyncio.Event()
+        drain = asyncio.ensure_future(sender.drain(stopping=stopping))
+        await asyncio.to_thread(faulty.wait_for, lambda s: "CONNECT" in s.commands)
+        stopping.set()
+        return await asyncio.wait_for(drain, 30)  # the greeting alone would take 45 s
+
+    assert asyncio.run(run()) == 0
+    row = _rows(engine)[0]
+    assert (row.state, row.attempts, row.tries_begun, row.claimed_by, row.last_error) == (
+        OutboxState.PENDING, 0, 0, None, None)
+
+
 def test_stop_waiting_for_an_answer_that_never_comes_is_a_doubt(tmp_path: Path,
                                                                 faulty: FaultySmtp) -> None:
     """Stopped after the message went out to a server that never answers: the drain waits one
@@ -465,12 +487,12 @@ def _write_rows(path: Path, count: int) -> None:
 
 def test_sigterm_with_a_crawling_server_exits_soon_and_sends_at_most_twice(
         tmp_path: Path, dovecot: Dovecot, faulty: FaultySmtp, smtp: SmtpSink) -> None:
-    """The real daemon, 20 emails queued, an SMTP server answering every line after a second
-    (the whole queue would take minutes): SIGTERM while it sends. The daemon exits cleanly
+    """The real daemon, 40 emails queued, an SMTP server answering every line after half a
+    second (the whole queue would take minutes): SIGTERM while it sends. The daemon exits cleanly
     long before systemd's 90 s TimeoutStopSec, every row is consistent (sent, or pending with
     at most one doubt), and a later drain delivers every email, none more than twice."""
     dovecot.add_user("crawl", "pw-crawl")
-    faulty.delay = 1.0
+    faulty.delay = 0.5
     config = tmp_path / "config.toml"
     config.write_text(local_config(
         tmp_path, dovecot, SmtpSink(port=faulty.port), user="crawl", password="pw-crawl",
@@ -479,7 +501,7 @@ def test_sigterm_with_a_crawling_server_exits_soon_and_sends_at_most_twice(
             'from = "vanthu.sxd@tayninh.gov.vn"\ntimeout_seconds = 5'), encoding="utf-8")
     data = tmp_path / "data"
     data.mkdir()
-    _write_rows(data / "vanthu.db", 20)
+    _write_rows(data / "vanthu.db", 40)
 
     daemon = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--config", str(config)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -494,7 +516,8 @@ def test_sigterm_with_a_crawling_server_exits_soon_and_sends_at_most_twice(
             daemon.kill()
             daemon.wait()
     assert daemon.returncode == 0, output[-3000:]
-    assert took < 45, f"the stop took {took:.0f} s"  # 20 emails at this pace: over 100 s
+    print(f"stop took {took:.1f} s")
+    assert took < 45, f"the stop took {took:.0f} s"  # 40 emails at this pace: over 80 s
 
     engine = _engine(data / "vanthu.db")
     for row in _rows(engine):
@@ -508,7 +531,7 @@ def test_sigterm_with_a_crawling_server_exits_soon_and_sends_at_most_twice(
     copies = faulty.copies() + Counter(
         str(message_from_bytes(m.data, policy=policy.default)["Message-ID"])
         for m in smtp.messages())
-    assert {f"<{n}.forward@x.gov.vn>" for n in range(1, 21)} == set(copies)
+    assert {f"<{n}.forward@x.gov.vn>" for n in range(1, 41)} == set(copies)
     assert max(copies.values()) <= 2
     assert all(r.state == OutboxState.SENT for r in _rows(engine))
     engine.dispose()

@@ -51,10 +51,9 @@ TLS raise leaves them as SendDeferred, SendRejected or EmailRefused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -100,9 +99,15 @@ def transaction_seconds(cfg: SmtpConfig) -> float:
     return 4 * cfg.timeout_seconds
 
 
+def connect_seconds(cfg: SmtpConfig) -> float:
+    """The longest connecting may take (connect, greeting, EHLO, STARTTLS, EHLO, AUTH)."""
+    return 6 * cfg.timeout_seconds
+
+
 def claim_seconds(cfg: SmtpConfig) -> float:
-    """How long a claim holds: longer than connecting and one whole transaction."""
-    return transaction_seconds(cfg) + cfg.timeout_seconds + 60
+    """How long a claim holds: longer than connecting and one whole transaction (the claim is
+    taken before the connection is opened for the first row of a drain)."""
+    return connect_seconds(cfg) + transaction_seconds(cfg) + 60
 
 
 def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
@@ -229,26 +234,33 @@ class Sender:
         # else is sent, and their rows are never sent again meanwhile.
         self.unwritten: dict[int, Attempt] = {}
 
-    async def _open(self) -> _Client:
-        """A connected (and logged-in) client; SendDeferred when there is none to be had."""
-        client: _Client | None = None
+    def _client(self) -> _Client:
+        """A client for the server, not connected yet; SendDeferred when none can be made."""
         try:
-            context = tls_context(self.cfg.ca_file, self.cfg.tls_verify)
-            client = _Client(
+            return _Client(
                 hostname=self.cfg.host, port=self.cfg.port, timeout=self.cfg.timeout_seconds,
                 use_tls=self.cfg.security == "tls",
                 # Explicit: never "STARTTLS if offered", which an attacker can strip.
                 start_tls=self.cfg.security == "starttls",
-                tls_context=context, local_hostname="vanthu.localdomain",
+                tls_context=tls_context(self.cfg.ca_file, self.cfg.tls_verify),
+                local_hostname="vanthu.localdomain",
             )
-            await client.connect()
-            if self.cfg.username and self.cfg.password:
-                await client.login(self.cfg.username, self.cfg.password.reveal())
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
-            if client is not None:
-                client.close()
+        except (aiosmtplib.SMTPException, OSError) as err:
             raise SendDeferred(f"connect: {err}") from err
-        return client
+
+    async def _open(self, client: _Client) -> None:
+        """Connect (and log in) `client`; SendDeferred when that cannot be done."""
+        try:
+            async with asyncio.timeout(connect_seconds(self.cfg)):
+                await client.connect()
+                if self.cfg.username and self.cfg.password:
+                    await client.login(self.cfg.username, self.cfg.password.reveal())
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
+            client.close()
+            raise SendDeferred(f"connect: {str(err) or type(err).__name__}") from err
+        except asyncio.CancelledError:  # the daemon stops
+            client.close()
+            raise
 
     # --- the database side: claims and outcomes -------------------------------------------
 
@@ -527,9 +539,10 @@ class Sender:
             if not task.done():
                 doubtful = client.in_doubt
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                client.close()
+                client.close()  # a cancellation can be lost inside the library
+                await asyncio.wait({task})  # never raises: a cancellation of the drain goes on
+                if not task.cancelled():  # it ended all the same: its outcome stands
+                    return task.result()
                 if not doubtful:
                     return None
                 log.warning("outbox.stopped_in_doubt", extra={"outbox": row.id})
@@ -566,7 +579,12 @@ class Sender:
                 tried.append(row.id)
                 if client is None:
                     try:
-                        client = await self._open()
+                        client = self._client()
+                        opening = asyncio.ensure_future(self._open(client))
+                        if not await _unless_stopped(opening, stopping, client.close):
+                            await asyncio.to_thread(self._unclaim, row.id)
+                            break
+                        opening.result()
                     except SendDeferred as err:
                         await asyncio.to_thread(self._unclaim, row.id)
                         await asyncio.to_thread(self._defer_all, only, str(err))
@@ -606,6 +624,26 @@ class Sender:
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 client.close()
         client.close()
+
+
+async def _unless_stopped(task: asyncio.Future[Any], stopping: asyncio.Event | None,
+                          close: Callable[[], None]) -> bool:
+    """Wait for `task`; when the daemon stops first, cancel it, `close` its connection (a
+    cancellation can be lost inside the library; a closed socket cannot) and return False."""
+    if stopping is None:
+        await asyncio.wait({task})
+        return True
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if task.done():
+        return True
+    task.cancel()
+    close()
+    await asyncio.wait({task})  # never raises: a cancellation of the drain itself goes on
+    return False
 
 
 def _targets(row: Any) -> list[str]:
