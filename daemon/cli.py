@@ -283,6 +283,39 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_refetch(args: argparse.Namespace) -> int:
+    """Fetch a mail's IMAP copy again (its stored copy damaged or lost), check it is the same
+    mail, write it again, and put it back to be processed if it was quarantined for that."""
+    from daemon.intake.fetch import RefetchRefused, refetch
+    from daemon.intake.store import MailStore
+
+    cfg = _config(args)
+    engine = _engine(cfg)
+    try:
+        done = refetch(cfg.mailboxes, engine, MailStore(cfg.storage.data_dir), args.id)
+    except RefetchRefused as err:
+        if args.json:
+            print(json.dumps({"mail_id": args.id, "refetched": False, "reasons": err.reasons},
+                             ensure_ascii=False, indent=1))
+        else:
+            print(f"Không lấy lại được thư #{args.id}:", file=sys.stderr)
+            for reason in err.reasons:
+                print(f"  - {reason}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps({"mail_id": done.mail_id, "refetched": True, "mailbox": done.mailbox,
+                          "folder": done.folder, "uid": done.uid, "requeued": done.requeued},
+                         ensure_ascii=False, indent=1))
+    else:
+        print(f"Đã lấy lại thư #{done.mail_id} từ {done.mailbox}/{done.folder} (UID {done.uid}) "
+              "và ghi lại bản lưu; đã kiểm tra đúng mã sha256.")
+        print("Thư được đưa lại vào hàng xử lý." if done.requeued else
+              "Thư không ở trong khu cách ly vì bản lưu hỏng: trạng thái giữ nguyên.")
+    return 0
+
+
 def cmd_attachments(args: argparse.Namespace) -> int:
     """A stored mail's attachments: list them, save one (--save N --to DIR), or release a
     withheld one to those the mail was forwarded to (--release N --actor NAME)."""
@@ -638,6 +671,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = command("quarantine", cmd_quarantine, "mail held for a human")
     p.add_argument("action", choices=["list"])
+    p.add_argument("--json", action="store_true")
+    p = command("refetch", cmd_refetch,
+                "fetch a mail again from the mailbox (its stored copy damaged or lost)")
+    p.add_argument("id", type=int, help="the mail's id (quarantine list, register list)")
     p.add_argument("--json", action="store_true")
     p = command("attachments", cmd_attachments,
                 "a stored mail's attachments: list, save one, release a withheld one")

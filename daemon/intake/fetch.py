@@ -15,22 +15,32 @@ leaves it as a MailboxError.
 
 from __future__ import annotations
 
+import hashlib
 import imaplib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, or_, select, update
 
 from daemon import leases
 from daemon.config import MailboxConfig
-from daemon.db import clear_fault, database_errors, health, report_fault, utcnow
+from daemon.db import (
+    clear_fault,
+    database_errors,
+    health,
+    locations,
+    messages,
+    report_fault,
+    utcnow,
+)
 from daemon.errors import (
     DatabaseError,
     MailboxAuthError,
@@ -38,8 +48,10 @@ from daemon.errors import (
     MailboxRefused,
     StoreError,
     TransientError,
+    VanthuError,
 )
 from daemon.intake.store import (
+    DAMAGED,
     Fetched,
     MailStore,
     checkpoint,
@@ -48,6 +60,7 @@ from daemon.intake.store import (
     record_fetch,
     store_batch,
 )
+from daemon.models import State
 from daemon.outbound.send import tls_context
 
 log = logging.getLogger("vanthu.fetch")
@@ -490,3 +503,89 @@ def keep_leases(held: Sequence[MailboxLease], stop: threading.Event) -> None:
             lease.renew()
     for lease in held:
         lease.release()
+
+
+@dataclass(frozen=True)
+class Refetched:
+    """What `refetch` did: where the copy came from, and whether the mail was put back to be
+    processed (it had been quarantined because its stored copy was damaged or missing)."""
+
+    mail_id: int
+    mailbox: str
+    folder: str
+    uid: int
+    requeued: bool
+
+
+class RefetchRefused(VanthuError):
+    """The server's copy cannot be taken: why, for the clerk (in Vietnamese), one reason per
+    place the mail was seen."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__("; ".join(reasons))
+
+
+def refetch(mailboxes: Sequence[MailboxConfig], engine: Engine, store: MailStore,
+            mail_id: int) -> Refetched:
+    """Fetch mail `mail_id` again from the folder it was stored from, check that it is the
+    same mail (its sha256), write the stored copy again and put the mail back to be processed
+    if it was quarantined for a damaged or missing copy. Raises RefetchRefused with every
+    reason when no location gives the mail back (a folder recreated: other UIDVALIDITY; the
+    UID gone; other bytes)."""
+    with engine.connect() as conn:
+        mail = conn.execute(select(messages.c.sha256, messages.c.state, messages.c.last_error)
+                            .where(messages.c.id == mail_id)).first()
+        places = conn.execute(select(locations).where(locations.c.message_id == mail_id)
+                              .order_by(locations.c.id.desc())).all()
+    if mail is None:
+        raise RefetchRefused([f"không có thư #{mail_id}"])
+    configured = {m.name: m for m in mailboxes}
+    reasons: list[str] = []
+    for place in places:
+        where = f"{place.mailbox}/{place.folder} UID {place.uid}"
+        cfg = configured.get(place.mailbox)
+        if cfg is None:
+            reasons.append(f"{where}: hộp thư {place.mailbox} không còn trong cấu hình")
+            continue
+        try:
+            raw = _fetch_one(cfg, place.folder, int(place.uidvalidity), int(place.uid))
+        except MailboxError as err:
+            reasons.append(f"{where}: không lấy được thư từ máy chủ ({err})")
+            continue
+        except RefetchRefused as err:
+            reasons.append(f"{where}: {err}")
+            continue
+        if hashlib.sha256(raw).hexdigest() != mail.sha256:
+            reasons.append(f"{where}: bản trên máy chủ không phải thư đã lưu (sha256 khác)")
+            continue
+        store.rewrite(raw)
+        return Refetched(mail_id, place.mailbox, place.folder, int(place.uid),
+                         _requeue(engine, mail_id))
+    raise RefetchRefused(reasons or [f"thư #{mail_id} không có vị trí IMAP nào đã biết"])
+
+
+def _fetch_one(cfg: MailboxConfig, folder: str, uidvalidity: int, uid: int) -> bytes:
+    """The bytes of one UID, read-only (no flag changes), if the folder is still the one the
+    UID was given in."""
+    with connect(cfg) as client:
+        current = int(client.select_folder(folder, readonly=True)[b"UIDVALIDITY"])
+        if current != uidvalidity:
+            raise RefetchRefused([f"thư mục đã được tạo lại (UIDVALIDITY nay là {current}, không "
+                                  f"phải {uidvalidity}): UID có thể chỉ một thư khác"])
+        found = client.fetch([uid], ["BODY.PEEK[]"]).get(uid)
+    if not found or b"BODY[]" not in found:
+        raise RefetchRefused(["thư không còn trong thư mục (đã bị xoá hoặc chuyển đi)"])
+    return bytes(found[b"BODY[]"])
+
+
+def _requeue(engine: Engine, mail_id: int) -> bool:
+    """Put back to `stored` a mail quarantined because its stored copy was damaged or could
+    not be read; True when it was."""
+    with engine.begin() as conn:
+        changed = conn.execute(update(messages).where(
+            messages.c.id == mail_id, messages.c.state == State.QUARANTINED,
+            or_(messages.c.last_error.startswith(DAMAGED),
+                messages.c.last_error.startswith("FileNotFoundError")),
+        ).values(state=State.STORED, attempts=0, last_error=None, updated_at=utcnow()))
+    return bool(changed.rowcount)

@@ -38,6 +38,11 @@ class Fetched:
     internaldate: datetime | None = None
 
 
+# How the reason of a mail quarantined because its stored copy is damaged begins: `vanthu
+# refetch` puts such a mail back to be processed once the copy is whole again.
+DAMAGED = "the stored copy of the mail is damaged"
+
+
 def _store_error(doing: str, err: OSError) -> StoreError:
     return StoreError(f"{doing}: {err.strerror or err}")
 
@@ -62,7 +67,7 @@ class MailStore:
         (a damaged disk, a replaced file), OSError when they cannot be read."""
         data = self.path(sha256).read_bytes()
         if (actual := hashlib.sha256(data).hexdigest()) != sha256:
-            raise DamagedMail(f"the stored copy of the mail is damaged: its sha256 is now "
+            raise DamagedMail(f"{DAMAGED}: its sha256 is now "
                               f"{actual[:16]}…, not {sha256[:16]}… as stored; fetch it again "
                               "from the mailbox")
         return data
@@ -75,14 +80,22 @@ class MailStore:
         except OSError as err:
             raise _store_error(f"cannot write mail to {self.root}", err) from err
 
-    def _write_many(self, blobs: Sequence[bytes]) -> list[str]:
+    def rewrite(self, blob: bytes) -> str:
+        """Write `blob` again over its stored copy, whatever that copy holds now (a damaged
+        file), durably and atomically: the old file stays until the new one is complete."""
+        try:
+            return self._write_many([blob], replace=True)[0]
+        except OSError as err:
+            raise _store_error(f"cannot write mail to {self.root}", err) from err
+
+    def _write_many(self, blobs: Sequence[bytes], replace: bool = False) -> list[str]:
         hashes: list[str] = []
         dirs: set[Path] = set()
         for blob in blobs:
             digest = hashlib.sha256(blob).hexdigest()
             hashes.append(digest)
             target = self.path(digest)
-            if target.exists():
+            if target.exists() and not replace:
                 continue
             target.parent.mkdir(exist_ok=True)
             temp = self.tmp / f"{digest}.{os.getpid()}.tmp"
