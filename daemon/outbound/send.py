@@ -7,7 +7,7 @@ receivers drop the copy) and wrong forever. So every SMTP transaction of a row i
 the row, durably, before it begins, and two counters tell what is known:
 
     tries_begun  transactions begun, incremented in the committed transaction that claims the
-                 row, before the first byte goes to the server (NULL on rows made before this
+                 row, before its MAIL FROM goes to the server (NULL on rows made before this
                  column: read as `attempts`);
     attempts     tries whose outcome is known and written: the server answered (250, 4xx,
                  5xx), or the connection failed before the message was sent, or the row could
@@ -23,22 +23,25 @@ A try begins only while doubts < 2, and a recipient the server took with a 250 i
 again: so each recipient gets at most two copies. A row with two doubts fails ("in doubt:
 may have been delivered; check before resending"), which `vanthu status` shows.
 
-The claim: in one write transaction (BEGIN IMMEDIATE on SQLite; SELECT … FOR UPDATE SKIP
-LOCKED on PostgreSQL) the next due, pending row whose claim is free (daemon.leases.free) gets
-claimed_by = this daemon, claim_expires_at = now + `claim_seconds` and tries_begun + 1; if
-that write fails (disk full, database locked) nothing is sent. The claim outlives the
-transaction, which is cut at `transaction_seconds`, so another daemon on the same database
-never sends the row at the same time. The outcome (attempts, delivered, refused, state,
-last_error) is written with the claim cleared. When that write fails, the outcome stays in
-memory and is written before anything else is sent; until it can be, the drain raises
-DatabaseError and sends nothing (a "sent" that cannot be written never causes a resend).
+The claim: on an open connection, in one write transaction (BEGIN IMMEDIATE on SQLite;
+SELECT … FOR UPDATE SKIP LOCKED on PostgreSQL) the next due, pending row whose claim is free
+(daemon.leases.free) gets claimed_by = this daemon, claim_expires_at = now + `claim_seconds`
+and tries_begun + 1; if that write fails (disk full, database locked) nothing is sent. The
+claim outlives the transaction, which is cut at `transaction_seconds`, so another daemon on
+the same database never sends the row at the same time. The outcome (attempts, delivered,
+refused, state, last_error) is written with the claim cleared. When that write fails, the
+outcome stays in memory and is written before anything else is sent; until it can be, the
+drain raises DatabaseError and sends nothing (a "sent" that cannot be written never causes a
+resend). A try cut by SIGTERM before DATA gives its claim and its count back (`_unclaim`):
+nothing can have been delivered.
 
 Whatever goes wrong while sending one row is that row's failure, never the drain's: 4xx and
 dropped connections are retried with exponential backoff up to `[smtp] max_attempts`, then
 the row fails; a 5xx or an address that can never be sent fails it at once; a row not sent
-`[smtp] max_age_hours` after it was queued fails. A recipient refused for good is recorded on
-the row, and a retry goes only to the others. The SMTP server's own trouble (no connection,
-every try of a drain deferred) is the health fault "smtp", cleared by the next delivery.
+`[smtp] max_age_hours` after it was queued fails, also while the server is out of reach. A
+recipient refused for good is recorded on the row, and a retry goes only to the others. The
+SMTP server's own trouble (no connection, every try of a drain deferred) is the health fault
+"smtp", cleared by the next delivery.
 
 Clock: `next_attempt_at` is wall-clock time (what a restarted daemon reads); one further in
 the future than the longest backoff plus an hour can only come from a clock stepped back,
@@ -105,9 +108,9 @@ def connect_seconds(cfg: SmtpConfig) -> float:
 
 
 def claim_seconds(cfg: SmtpConfig) -> float:
-    """How long a claim holds: longer than connecting and one whole transaction (the claim is
-    taken before the connection is opened for the first row of a drain)."""
-    return connect_seconds(cfg) + transaction_seconds(cfg) + 60
+    """How long a claim holds: longer than one whole transaction (claims are taken on an open
+    connection)."""
+    return transaction_seconds(cfg) + 60
 
 
 def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
@@ -284,12 +287,24 @@ class Sender:
         # An expiry further ahead than any claim lasts was set before a clock step back.
         return bool(row.claim_expires_at > now + 2 * timedelta(seconds=claim_seconds(self.cfg)))
 
-    def _waiting(self, only: str | None) -> bool:
-        """Whether a row may be claimed now (a read: nothing is written when nothing is due)."""
+    def _waiting(self, only: str | None) -> tuple[bool, bool]:
+        """Whether rows this daemon may claim now are there to send, and to fail without a
+        try (a read: nothing is written when nothing is due)."""
         now = utcnow()
         with reading(self.engine) as conn:
-            rows = conn.execute(self._candidates(now, only, ())).all()
-        return any(self._claimable(row, now) for row in rows)
+            rows = [r for r in conn.execute(self._candidates(now, only, ())).all()
+                    if self._claimable(r, now)]
+        hopeless = [self._hopeless(r, now) is not None for r in rows]
+        return not all(hopeless), any(hopeless)
+
+    def _fail_hopeless(self, only: str | None) -> None:
+        """Fail the rows that get no more tries, even while the server is out of reach."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for row in conn.execute(self._candidates(now, only, ())
+                                    .with_for_update(skip_locked=True)).all():
+                if self._claimable(row, now) and (why := self._hopeless(row, now)):
+                    self._give_up(conn, row, why, now)
 
     def _hopeless(self, row: Any, now: datetime, attempts: int | None = None,
                   error: str | None = None) -> str | None:
@@ -383,7 +398,10 @@ class Sender:
         now = utcnow()
         with self.engine.begin() as conn:
             row = conn.execute(select(*_COLUMNS).where(outbox.c.id == row_id)
-                               .with_for_update()).one()
+                               .with_for_update()).first()
+            if row is None:  # removed meanwhile (by hand): nothing left to record
+                log.warning("outbox.row_gone", extra={"outbox": row_id})
+                return OutboxState.SENT if attempt.delivered else OutboxState.FAILED
             values = self._outcome(row, attempt, now)
             conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
             state = OutboxState(values.get("state", row.state))
@@ -454,10 +472,11 @@ class Sender:
         (the outage is not theirs). Rows claimed by another daemon are left to it."""
         now = utcnow()
         with self.engine.begin() as conn:
-            rows = conn.execute(select(*_COLUMNS).where(
+            rows = conn.execute(select(outbox.c.id, outbox.c.claimed_by,
+                                       outbox.c.claim_expires_at).where(
                 outbox.c.state == OutboxState.PENDING, _due(now),
                 *([outbox.c.header_message_id == only] if only is not None else []))).all()
-            ids = [r.id for r in rows if self._claimable(r, now)]
+            ids = [r.id for r in rows if self._claimable(r, now)]  # others' are theirs
             if ids:
                 conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(
                     last_error=error, next_attempt_at=now + backoff(1)))
@@ -538,9 +557,7 @@ class Sender:
                 await asyncio.wait({task}, timeout=self.cfg.timeout_seconds)
             if not task.done():
                 doubtful = client.in_doubt
-                task.cancel()
-                client.close()  # a cancellation can be lost inside the library
-                await asyncio.wait({task})  # never raises: a cancellation of the drain goes on
+                await _cancel(task, client.close)
                 if not task.cancelled():  # it ended all the same: its outcome stands
                     return task.result()
                 if not doubtful:
@@ -566,10 +583,24 @@ class Sender:
     async def _drain(self, limit: int, only: str | None, stopping: asyncio.Event | None) -> int:
         if self.unwritten:
             await asyncio.to_thread(self._write_unwritten)
-        if not await asyncio.to_thread(self._waiting, only):
+        sendable, hopeless = await asyncio.to_thread(self._waiting, only)
+        if hopeless:
+            await asyncio.to_thread(self._fail_hopeless, only)
+        if not sendable or (stopping and stopping.is_set()):
             return 0
         seen = _Drained()
-        client: _Client | None = None
+        # Connected before the first claim: a crash between a claim and its DATA counts as a
+        # doubt, so that window is kept to the envelope's few commands.
+        try:
+            client = self._client()
+            opening = asyncio.ensure_future(self._open(client))
+            if not await _unless_stopped(opening, stopping, client.close):
+                return 0
+            opening.result()
+        except SendDeferred as err:
+            await asyncio.to_thread(self._defer_all, only, str(err))
+            await asyncio.to_thread(self._health, seen, str(err))
+            return 0
         tried: list[int] = []
         try:
             while len(tried) < limit and not (stopping and stopping.is_set()):
@@ -577,19 +608,6 @@ class Sender:
                 if row is None:
                     break
                 tried.append(row.id)
-                if client is None:
-                    try:
-                        client = self._client()
-                        opening = asyncio.ensure_future(self._open(client))
-                        if not await _unless_stopped(opening, stopping, client.close):
-                            await asyncio.to_thread(self._unclaim, row.id)
-                            break
-                        opening.result()
-                    except SendDeferred as err:
-                        await asyncio.to_thread(self._unclaim, row.id)
-                        await asyncio.to_thread(self._defer_all, only, str(err))
-                        await asyncio.to_thread(self._health, seen, str(err))
-                        return 0
                 attempt = await self._try(client, row, stopping)
                 if attempt is None:  # stopped before DATA
                     await asyncio.to_thread(self._unclaim, row.id)
@@ -602,8 +620,7 @@ class Sender:
                 if attempt.connection_lost or not client.is_connected:
                     break
         finally:
-            if client is not None:
-                await self._close(client, stopping)
+            await self._close(client, stopping)
         await asyncio.to_thread(self._health, seen, None)
         return seen.sent
 
@@ -640,10 +657,19 @@ async def _unless_stopped(task: asyncio.Future[Any], stopping: asyncio.Event | N
         stop.cancel()
     if task.done():
         return True
-    task.cancel()
-    close()
-    await asyncio.wait({task})  # never raises: a cancellation of the drain itself goes on
+    await _cancel(task, close)
     return False
+
+
+async def _cancel(task: asyncio.Future[Any], close: Callable[[], None]) -> None:
+    """Cancel `task` and close its connection, again until it has ended: a cancellation can
+    be lost inside the library (asyncio.wait_for in Python 3.11 drops one that arrives as the
+    inner operation completes) and a socket still being opened cannot be closed yet. Never
+    raises: a cancellation of the drain itself goes on."""
+    while not task.done():
+        task.cancel()
+        close()
+        await asyncio.wait({task}, timeout=0.1)
 
 
 def _targets(row: Any) -> list[str]:
