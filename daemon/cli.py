@@ -137,7 +137,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         print(f"{register.title} năm {year}: {len(register.rows)} dòng → {output}")
         return 0
     from daemon.db import cases
-    query = (select(register_entries, messages.c.header_message_id, cases.c.code)
+    query = (select(register_entries, messages.c.header_message_id, messages.c.stored_at,
+                    cases.c.code)
              .join(messages, messages.c.id == register_entries.c.message_id)
              .outerjoin(cases, cases.c.id == register_entries.c.case_id)
              .where(register_entries.c.year == year)
@@ -146,7 +147,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         rows = conn.execute(query).all()
     entries = [{
         "book": r.book, "year": r.year, "number": r.number, "mail_id": r.message_id,
-        "received_at": r.received_at.isoformat(), "message_id": r.header_message_id,
+        "received_at": r.received_at.isoformat(), "stored_at": r.stored_at.isoformat(),
+        "message_id": r.header_message_id,
         "sender": r.sender, "kind": r.kind, "document": r.document, "case": r.code,
         "recipients": r.recipients,
         "forwarded_at": r.forwarded_at.isoformat() if r.forwarded_at else None,
@@ -159,8 +161,12 @@ def cmd_register(args: argparse.Namespace) -> int:
     for e, r in zip(entries, rows, strict=True):
         doc = e["document"] or {}
         number = f"{doc.get('number') or ''}/{doc.get('symbol') or ''}" if doc else e["case"]
+        # The server's time of receipt; the fetch time too when vanthu took the mail later.
+        late = (f" (lấy về {r.stored_at.astimezone(tz):%d/%m/%Y %H:%M})"
+                if r.stored_at - r.received_at > timedelta(minutes=5) else "")
         print(f"{e['book'][:4]} {e['number']:>5}  {r.received_at.astimezone(tz):%d/%m/%Y %H:%M}"
-              f"  {number or '':24} {(doc.get('summary') or r.sender)[:70]}  (thư #{r.message_id})")
+              f"  {number or '':24} {(doc.get('summary') or r.sender)[:70]}  (thư #{r.message_id})"
+              f"{late}")
     return 0
 
 

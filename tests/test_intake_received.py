@@ -5,6 +5,7 @@ beside it. An INTERNALDATE that cannot be a time of receipt falls back to the fe
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes, policy
@@ -15,11 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from daemon.cli import main
 from daemon.db import cases, messages, register_entries
 from daemon.intake.store import Fetched, received_time
 from daemon.office import cases as cases_module
 from daemon.routing import rules as rules_module
 from tests.conftest import CORPUS, Office
+from tests.test_intake_crashloop import document
 
 DOSSIER = CORPUS / "017.eml"  # a dossier: a case, a procedure, an appointment, a receipt
 
@@ -45,20 +48,28 @@ def receipt_text(office: Office) -> str:
     raise AssertionError("no acknowledgement was sent")
 
 
-def test_a_dossier_received_on_friday_is_dated_friday(office: Office) -> None:
+def test_a_dossier_received_on_friday_is_dated_friday(
+        office: Office, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Beside it, a document whose INTERNALDATE is before 2000 (Dovecot keeps a date in the
+    past as given; one in the future it replaces by its own time, so that case is proved on
+    `received_time` below) is dated by its fetch time, with a log line saying so."""
     friday = last_friday_at_three(office)
     client = office.imap()
     client.append("INBOX", DOSSIER.read_bytes(), msg_time=friday)
+    client.append("INBOX", document(1, "old"), msg_time=datetime(1995, 3, 1, 9, 0, tzinfo=UTC))
     client.logout()
     started = datetime.now(UTC)
 
-    office.run_daemon(until=lambda: office.settled(1))
+    with caplog.at_level(logging.WARNING, logger="vanthu.store"):
+        office.run_daemon(until=lambda: office.settled(2))
 
     cfg = office.cfg
     engine = office.engine()
     with engine.connect() as conn:
-        mail = conn.execute(select(messages)).one()
-        entry = conn.execute(select(register_entries)).one()
+        mail, old = conn.execute(select(messages).order_by(messages.c.id)).all()
+        entry, old_entry = conn.execute(select(register_entries)
+                                        .order_by(register_entries.c.message_id)).all()
         case = conn.execute(select(cases)).one()
     engine.dispose()
     assert mail.received_at == friday.astimezone(UTC)
@@ -75,28 +86,21 @@ def test_a_dossier_received_on_friday_is_dated_friday(office: Office) -> None:
     assert f"15 giờ 00 phút, ngày {friday:%d/%m/%Y}" in slip
     assert f"ngày {case.deadline:%d/%m/%Y}" in slip
 
+    assert old.received_at == old.stored_at >= started
+    assert old_entry.received_at == old.stored_at
+    ignored = [r for r in caplog.records if r.getMessage() == "mail.internaldate_ignored"]
+    assert [getattr(r, "internaldate", "")[:4] for r in ignored] == ["1995"]
 
-def test_an_internaldate_before_2000_falls_back_to_the_fetch_time(
-        office: Office, caplog: pytest.LogCaptureFixture) -> None:
-    """(Dovecot takes a date in the past as given; one in the future it replaces by its own
-    time, so that case is proved on `received_time` below.)"""
-    when = datetime(1995, 3, 1, 9, 0, tzinfo=UTC)
-    client = office.imap()
-    client.append("INBOX", DOSSIER.read_bytes(), msg_time=when)
-    client.logout()
-    started = datetime.now(UTC)
-
-    with caplog.at_level(logging.WARNING, logger="vanthu.store"):
-        office.run_daemon(until=lambda: office.settled(1))
-
-    engine = office.engine()
-    with engine.connect() as conn:
-        mail = conn.execute(select(messages)).one()
-        entry = conn.execute(select(register_entries)).one()
-    engine.dispose()
-    assert mail.received_at == mail.stored_at >= started
-    assert entry.received_at == mail.stored_at
-    assert any(r.getMessage() == "mail.internaldate_ignored" for r in caplog.records)
+    # The register shows both: the server's time of receipt, and when vanthu took the mail.
+    year = ["--year", str(friday.year), "--config", str(office.config_path)]
+    assert main(["register", "list", "--json", *year]) == 0
+    listed = {e["mail_id"]: e for e in json.loads(capsys.readouterr().out)}
+    assert listed[mail.id]["received_at"] == friday.astimezone(UTC).isoformat()
+    assert listed[mail.id]["stored_at"] == mail.stored_at.isoformat()
+    assert main(["register", "list", *year]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if f"(thư #{mail.id})" in x)
+    assert f"{friday:%d/%m/%Y} 15:00" in line
+    assert f"(lấy về {mail.stored_at.astimezone(cfg.agency.tz):%d/%m/%Y %H:%M})" in line
 
 
 FETCHED_AT = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)  # a Monday morning
