@@ -59,6 +59,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import aiosmtplib
@@ -221,7 +222,8 @@ class _Drained:
     deferred: str | None = None  # the last deferral
 
 
-_COLUMNS = (outbox.c.id, outbox.c.recipients, outbox.c.raw, outbox.c.attempts,
+# Everything but the bytes, which are read for the one row claimed (they may be megabytes).
+_COLUMNS = (outbox.c.id, outbox.c.recipients, outbox.c.attempts,
             outbox.c.tries_begun, outbox.c.message_id, outbox.c.header_message_id,
             outbox.c.delivered, outbox.c.refused, outbox.c.state, outbox.c.created_at,
             outbox.c.claimed_by, outbox.c.claim_expires_at, outbox.c.last_error)
@@ -340,7 +342,8 @@ class Sender:
                     claimed_by=str(leases.me()),
                     claim_expires_at=now + timedelta(seconds=claim_seconds(self.cfg)),
                     tries_begun=_begun(row) + 1))
-                return row
+                raw = conn.execute(select(outbox.c.raw).where(outbox.c.id == row.id)).scalar()
+                return SimpleNamespace(**row._mapping, raw=raw)
         return None
 
     def _give_up(self, conn: Connection, row: Any, why: str, now: datetime) -> None:
