@@ -106,7 +106,8 @@ class Daemon:
                                         return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
-        event.clear()
+        if event is not self.stopping:  # a stop, once asked, is never forgotten
+            event.clear()
 
     async def _pipeline_loop(self) -> None:
         paused = 0.0  # seconds of the current pause; 0 while the pipeline is healthy
@@ -121,7 +122,7 @@ class Daemon:
                 paused = min(max(paused * 2, self.PAUSE_FIRST), self.PAUSE_MAX)
                 log.error("pipeline.paused", extra={"cause": str(err), "retry_in": paused})
                 await asyncio.to_thread(self._record_fault, str(err))
-                await self._wait(self.stopping, paused)
+                await self._wait(asyncio.Event(), paused)
                 continue
             except Exception:  # bulkhead: the loop must survive a database hiccup
                 log.exception("pipeline.batch_failed")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+from typing import cast
 
 from daemon.db import messages, register_entries
+from daemon.service import Daemon
 from tests.conftest import CORPUS, ROOT, Office, corpus_labels, wait_for
 
 
@@ -74,3 +77,24 @@ def test_sighup_with_broken_rules_keeps_the_running_set(office: Office, tmp_path
     rejected = [json.loads(line) for line in output.splitlines()
                 if line.startswith("{") and '"rules.rejected"' in line]
     assert rejected and "10-routing.yaml:3: unknown kind 'nope'" in rejected[0]["problem"]
+
+
+def test_a_stop_is_never_forgotten_by_a_wait() -> None:
+    """A loop that waits on the stop event itself (the paused pipeline did) must not clear it:
+    a SIGTERM arriving during that wait would be lost, and systemd would SIGKILL the daemon."""
+
+    class Loops:
+        stopping: asyncio.Event
+
+    async def scenario() -> bool:
+        loops = Loops()
+        loops.stopping = asyncio.Event()
+        loops.stopping.set()
+        daemon = cast(Daemon, loops)  # only its stop event is used by _wait
+        await Daemon._wait(daemon, loops.stopping, 0.01)
+        other = asyncio.Event()
+        other.set()
+        await Daemon._wait(daemon, other, 0.01)
+        return loops.stopping.is_set() and not other.is_set()
+
+    assert asyncio.run(scenario())
