@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
 import threading
 from contextlib import suppress
 
@@ -15,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from daemon.db import checkpoints, health, locations, messages
-from daemon.intake import fetch
+from daemon.intake import fetch, store
 from tests.conftest import Office, wait_for
 from tests.test_intake_crashloop import document
 from tests.test_watch import Running
@@ -160,14 +161,14 @@ def test_backoff_stays_short_while_each_session_stores_mail(
         "poll_seconds = 1\n", "poll_seconds = 1\nbatch_size = 1\n")
     office.config_path.write_text(text)
     office.deliver(*[document(i, "bo") for i in range(5)])
-    real = fetch.store_batch
+    real = store.store_batch
 
     def store_then_drop(*args: object, **kwargs: object) -> list[int]:
         ids = real(*args, **kwargs)  # type: ignore[arg-type]
         office.dovecot.kick(office.user)  # the session ends before its catch-up is done
         return ids
 
-    monkeypatch.setattr(fetch, "store_batch", store_then_drop)
+    monkeypatch.setattr("daemon.intake.fetch.store_batch", store_then_drop)
     with caplog.at_level(logging.INFO, logger="vanthu.fetch"), Running(office):
         wait_for(lambda: stored(office) == 5, timeout=60)
     waits = [getattr(r, "retry_in", None) for r in caplog.records
@@ -210,3 +211,39 @@ def test_a_store_that_cannot_write_is_a_store_fault(office: Office,
         temp.unlink()
         temp.mkdir()
         wait_for(lambda: stored(office) == 1 and store_fault(office) is None, timeout=60)
+
+
+def test_a_full_disk_is_a_store_fault(office: Office) -> None:
+    """The store on a full file system (a 256 KB tmpfs filled up; the database elsewhere):
+    a store fault, not a mailbox error; the mail is stored once there is room again."""
+    data = office.cfg.storage.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(data)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        text = office.config_path.read_text()
+        office.config_path.write_text(text.replace(
+            f"data_dir = \"{data}\"",
+            f"data_dir = \"{data}\"\ndatabase_url = \"sqlite:///{office.dir / 'vanthu.db'}\""))
+        filler = data / "filler"
+        with Running(office):
+            wait_for(lambda: office.count(checkpoints) == 1)
+            with suppress(OSError), open(filler, "wb") as out:
+                while True:
+                    out.write(b"\0" * 4096)
+                    out.flush()
+            office.deliver(document(8, "full"))
+
+            wait_for(lambda: store_fault(office) is not None)
+            assert office.count(messages) == 0
+            engine = office.engine()
+            with engine.connect() as conn:
+                assert conn.scalar(select(checkpoints.c.last_error)) is None
+            engine.dispose()
+
+            filler.unlink()
+            wait_for(lambda: stored(office) == 1 and store_fault(office) is None, timeout=60)
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
