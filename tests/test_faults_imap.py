@@ -1,11 +1,13 @@
 """The fault suite, IMAP side (issue 12, item 9): the fault proxy between vanthu and Dovecot
 cuts, stalls, resets or accepts-and-closes the connection in the middle of the fetching.
 
-The mails are fetched in small batches (batch_size = 5) so the fault lands while most of them
-are still on the server; the fault lasts until the daemon has noticed it (it came back to the
-proxy at least twice, or for a stall its socket timed out and it came back once), then the
-link is healed and every invariant must hold: each mail stored once with its location, each
-document registered once, numbers 1..n, every email at least once and at most twice.
+For accept-close the session in progress is cut first, so that the watcher meets a server
+that accepts and closes each new connection. The mails are fetched in small batches
+(batch_size = 5) so the fault lands while most of them are still on the server; the fault
+lasts until the daemon has noticed it (it came back to the proxy at least twice, or for a
+stall its socket timed out and it came back once), then the link is healed and every
+invariant must hold: each mail stored once with its location, each document registered
+once, numbers 1..n, every email at least once and at most twice.
 The cases run at once (tests/faults/scenarios.py); each test reports its own.
 """
 
@@ -50,6 +52,8 @@ def link_fault(dovecot: Dovecot, directory: Path, mode: str) -> str:
         proc = rig.start()
         rig.database()
         wait_for(lambda: stored(rig) >= 1, 120, "the first mails stored")
+        if mode == "accept-close":  # the live session ends first, then every new one at once
+            proxy.set_mode("cut")
         proxy.set_mode(mode)
         before = stored(rig)
         faulted = time.monotonic()

@@ -58,21 +58,14 @@ def read_only(path: Path) -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Fill the file system of `directory` to the last byte; return the filler to delete."""
     filler = directory / "filler.bin"
-    chunk = b"\0" * 65536
-    with open(filler, "wb") as handle:
-        try:
-            while True:
-                handle.write(chunk)
-                handle.flush()
-        except OSError as err:
-            if err.errno != errno.ENOSPC:
-                raise
-        try:  # the last partial chunk
-            while True:
-                handle.write(b"\0" * 512)
-                handle.flush()
-        except OSError:
-            pass
+    with open(filler, "wb", buffering=0) as handle:  # unbuffered: nothing left to flush
+        for size in (1 << 20, 65536, 4096, 512):
+            try:
+                while True:
+                    handle.write(b"\0" * size)
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
     return filler
 
 

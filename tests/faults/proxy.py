@@ -35,7 +35,7 @@ def _rst(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: kept in a set
 class _Link:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter | None = None

@@ -132,6 +132,7 @@ class Rig:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     orphans: int = 0  # processes found alive in a daemon's group after it was killed
     left_after_stop: int = 0  # the same after a SIGTERM stop
+    log_paths: dict[int, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.user:
@@ -214,7 +215,8 @@ class Rig:
         if crash_at:
             env["VANTHU_CRASH_AT"] = crash_at
             module = "tests.crashing"
-        log = open(self.dir / f"{log_name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        path = self.dir / f"{log_name}-{len(self.procs)}.log"
+        log = open(path, "wb")  # noqa: SIM115
         # A session of its own, as systemd gives the unit a control group: what the daemon
         # leaves behind when killed (its worker processes) is found by the group and ended.
         proc = subprocess.Popen([sys.executable, "-m", module, "run", "--config",
@@ -222,7 +224,14 @@ class Rig:
                                 stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.procs.append(proc)
+        self.log_paths[proc.pid] = path
         return proc
+
+    def logging(self, proc: subprocess.Popen[bytes]) -> bool:
+        """Whether the daemon has written its first log line (its imports are behind it: they
+        take seconds, and a kill before them tests nothing of vanthu's)."""
+        path = self.log_paths[proc.pid]
+        return path.exists() and path.stat().st_size > 0
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> float:
         """SIGTERM and wait for the exit; return how long the stop took."""

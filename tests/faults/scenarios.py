@@ -37,6 +37,17 @@ def register(name: str, function: Callable[..., str], **arguments: Any) -> str:
     return name
 
 
+def _with_logs(case: Case, dovecot: Dovecot, directory: Path) -> str:
+    """Run `case`; a failure carries the end of the daemon's logs (pytest removes old temporary
+    directories, so the logs may be gone by the time someone looks)."""
+    try:
+        return case(dovecot, directory)
+    except Exception as err:
+        logs = "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-2500:]
+                         for p in sorted(directory.glob("*.log"))[-3:])
+        raise AssertionError(f"{err}\n{logs}") from err
+
+
 class _Runner:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -52,7 +63,8 @@ class _Runner:
             self.pool = ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="fault")
             for name in todo:
                 directory = factory.mktemp(re.sub(r"[^a-z0-9]+", "-", name.lower()))
-                self.futures[name] = self.pool.submit(CASES[name], dovecot, directory)
+                self.futures[name] = self.pool.submit(_with_logs, CASES[name], dovecot,
+                                                      directory)
             self.pool.shutdown(wait=False)
 
     def result(self, name: str) -> str:
@@ -68,7 +80,7 @@ def selected(request: pytest.FixtureRequest) -> list[str]:
     for item in request.session.items:
         callspec = getattr(item, "callspec", None)
         module = getattr(getattr(item, "module", None), "__name__", "")
-        if callspec is not None and module.startswith("tests.test_faults_") \
+        if callspec is not None and module.rpartition(".")[2].startswith("test_faults_") \
                 and "case" in callspec.params:
             names.append(str(callspec.params["case"]))
     return names
