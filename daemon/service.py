@@ -61,13 +61,8 @@ class Daemon:
         # composed with the configured identity or templates, a trust root that does not
         # load): a configuration error with every problem (exit 78, systemd does not restart),
         # rather than every mail quarantined one by one in production.
-        # The workers start first: they import the readers while the checks and the rest of
-        # the start run, so they do not delay the first registration (a short life counts).
-        self.pool = ReadPool(cfg.limits, dkim_check(cfg))
-        self.pool.start()
         problems = selfcheck.prove(cfg, ruleset)
         if problems:
-            self.pool.close()
             raise ConfigError(problems)
         for note in selfcheck.notes(cfg):
             log.warning("config.note", extra={"note": note})
@@ -77,6 +72,7 @@ class Daemon:
         upgrade(self.engine)
         self.store = MailStore(cfg.storage.data_dir)
         self.sender = Sender(self.engine, cfg.smtp)
+        self.pool = ReadPool(cfg.limits, dkim_check(cfg))
         self.stopping = asyncio.Event()
         self.wake_pipeline = asyncio.Event()
         self.wake_sender = asyncio.Event()
@@ -261,6 +257,10 @@ class Daemon:
 
         def stored() -> None:
             loop.call_soon_threadsafe(self.wake_pipeline.set)
+
+        # The workers start first, in the background: the fork server imports the readers
+        # while the rest of the start runs, so they hardly delay the first registration.
+        self.pool.start()
 
         threads = []
         # One daemon fetches each mailbox (a lease); another on the same database stands by.
