@@ -455,6 +455,41 @@ def test_killed_after_the_250_three_times_sends_at_most_twice(tmp_path: Path,
     assert (row.attempts, row.tries_begun) == (0, 2)
 
 
+_CRASH_BEFORE_DATA = """
+import asyncio, os, signal, sys
+from daemon.config import SmtpConfig
+from daemon.db import make_engine
+from daemon.outbound.send import Sender
+
+def dying(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+Sender._count_try = dying
+asyncio.run(Sender(make_engine(sys.argv[1]), SmtpConfig(port=int(sys.argv[2]))).drain())
+"""
+
+
+def test_killed_before_data_three_times_is_no_doubt(tmp_path: Path, smtp: SmtpSink) -> None:
+    """SIGKILL after the claim and the envelope, before DATA, three lives in a row: nothing can
+    have been delivered, so none of them is a doubt; the next drain sends the email once and
+    the row is sent (a crash storm must not fail emails that never went out)."""
+    path = tmp_path / "out.db"
+    engine = _engine(path)
+    _queue(engine, 1)
+    lives = [subprocess.run([sys.executable, "-c", _CRASH_BEFORE_DATA, f"sqlite:///{path}",
+                             str(smtp.port)], cwd=ROOT, capture_output=True, timeout=120)
+             for _ in range(3)]
+    assert [life.returncode for life in lives] == [-signal.SIGKILL] * 3, lives[0].stderr
+    assert smtp.messages() == []
+    row = _rows(engine)[0]
+    assert row.state == OutboxState.PENDING and (row.tries_begun or 0) == 0
+
+    assert _drain(Sender(engine, SmtpConfig(port=smtp.port))) == 1
+    assert len(smtp.messages()) == 1
+    row = _rows(engine)[0]
+    assert row.state == OutboxState.SENT and (row.attempts, row.tries_begun) == (1, 1)
+
+
 def test_stop_cuts_a_crawling_transaction_before_data(tmp_path: Path,
                                                       faulty: FaultySmtp) -> None:
     """Stopped while a crawling server takes its time over RCPT: the drain returns without

@@ -6,9 +6,11 @@ knows whether the email arrived. Sending it again is right once (the stable Mess
 receivers drop the copy) and wrong forever. So every SMTP transaction of a row is counted on
 the row, durably, before it begins, and two counters tell what is known:
 
-    tries_begun  transactions begun, incremented in the committed transaction that claims the
-                 row, before its MAIL FROM goes to the server (NULL on rows made before this
-                 column: read as `attempts`);
+    tries_begun  tries counted: a try is counted in a committed write after the server took
+                 the envelope (MAIL FROM, RCPT TO) and before the DATA command goes out, or
+                 with its outcome when it ended before DATA. A try cut before DATA (a crash,
+                 a stop) counts nothing: a server delivers only after the message's final
+                 dot. NULL on rows made before this column: read as `attempts`;
     attempts     tries whose outcome is known and written: the server answered (250, 4xx,
                  5xx), or the connection failed before the message was sent, or the row could
                  not be sent at all (an address that can never be sent also takes a claim and
@@ -25,15 +27,16 @@ may have been delivered; check before resending"), which `vanthu status` shows.
 
 The claim: on an open connection, in one write transaction (BEGIN IMMEDIATE on SQLite;
 SELECT … FOR UPDATE SKIP LOCKED on PostgreSQL) the next due, pending row whose claim is free
-(daemon.leases.free) gets claimed_by = this daemon, claim_expires_at = now + `claim_seconds`
-and tries_begun + 1; if that write fails (disk full, database locked) nothing is sent. The
+(daemon.leases.free) gets claimed_by = this daemon and claim_expires_at = now +
+`claim_seconds`; if that write fails (disk full, database locked) nothing is sent, and if the
+count before DATA cannot be written the envelope is reset and the try ends deferred. The
 claim outlives the transaction, which is cut at `transaction_seconds`, so another daemon on
 the same database never sends the row at the same time. The outcome (attempts, delivered,
 refused, state, last_error) is written with the claim cleared. When that write fails, the
 outcome stays in memory and is written before anything else is sent; until it can be, the
 drain raises DatabaseError and sends nothing (a "sent" that cannot be written never causes a
-resend). A try cut by SIGTERM before DATA gives its claim and its count back (`_unclaim`):
-nothing can have been delivered.
+resend). A try cut by SIGTERM before DATA gives its claim back (`_unclaim`): nothing can have
+been delivered.
 
 Whatever goes wrong while sending one row is that row's failure, never the drain's: 4xx and
 dropped connections are retried with exponential backoff up to `[smtp] max_attempts`, then
@@ -56,7 +59,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -76,7 +79,7 @@ from daemon.db import (
     report_fault,
     utcnow,
 )
-from daemon.errors import EmailRefused, SendDeferred, SendRejected
+from daemon.errors import DatabaseError, EmailRefused, SendDeferred, SendRejected
 from daemon.models import OutboxState, State
 from daemon.outbound.recipients import mailbox_problem
 
@@ -125,11 +128,17 @@ def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
 class _Client(aiosmtplib.SMTP):
     """aiosmtplib's client, knowing whether the transaction in hand is in doubt: DATA began
     and no answer came (a lost connection, a timeout or a stop from then on may leave the
-    message delivered)."""
+    message delivered). `before_data`, when set, runs before the DATA command (it counts the
+    try durably) and may raise SendDeferred to end the transaction there."""
 
     in_doubt = False
+    data_begun = False
+    before_data: Callable[[], Awaitable[None]] | None = None
 
     async def data(self, message: str | bytes, /, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        if self.before_data is not None:
+            await self.before_data()
+        self.data_begun = True
         self.in_doubt = True
         try:
             response = await super().data(message, **kwargs)
@@ -164,10 +173,13 @@ async def _transmit(client: _Client, sender: str, targets: list[str], raw: bytes
     connection, a timeout, any other SMTP trouble) or EmailRefused (aiosmtplib will not send
     an address or the bytes). Afterwards the connection is either clean for the next message
     or closed; `client.in_doubt` says whether the message may have arrived all the same."""
-    client.in_doubt = False
+    client.in_doubt = client.data_begun = False
     try:
         async with asyncio.timeout(deadline):
             errors, _ = await client.sendmail(sender, targets, raw)
+    except SendDeferred:  # the try could not be counted before DATA: nothing was sent
+        await _reset(client)
+        raise
     except aiosmtplib.SMTPRecipientsRefused as err:
         return {r.recipient: _reply(r.code, r.message) for r in err.recipients}
     except aiosmtplib.SMTPResponseException as err:  # MAIL FROM or DATA refused
@@ -210,6 +222,7 @@ class Attempt:
     permanent: bool = False  # the row can never be sent: fail it now
     connection_lost: bool = False
     doubtful: bool = False  # may have been delivered: the try stays counted as a doubt
+    data_begun: bool = False  # the try was counted in tries_begun before DATA
 
 
 @dataclass
@@ -340,8 +353,7 @@ class Sender:
                     continue
                 conn.execute(update(outbox).where(outbox.c.id == row.id).values(
                     claimed_by=str(leases.me()),
-                    claim_expires_at=now + timedelta(seconds=claim_seconds(self.cfg)),
-                    tries_begun=_begun(row) + 1))
+                    claim_expires_at=now + timedelta(seconds=claim_seconds(self.cfg))))
                 raw = conn.execute(select(outbox.c.raw).where(outbox.c.id == row.id)).scalar()
                 return SimpleNamespace(**row._mapping, raw=raw)
         return None
@@ -391,9 +403,22 @@ class Sender:
         with self.engine.begin() as conn:
             conn.execute(update(outbox).where(
                 outbox.c.id == row_id, outbox.c.claimed_by == str(leases.me()),
-                outbox.c.tries_begun > outbox.c.attempts,
-            ).values(claimed_by=None, claim_expires_at=None,
-                     tries_begun=outbox.c.tries_begun - 1))
+            ).values(claimed_by=None, claim_expires_at=None))
+
+    def _count_try(self, row_id: int) -> None:
+        """Count the try about to send DATA, durably; SendDeferred (nothing is sent) when that
+        cannot be written or the claim is no longer this daemon's."""
+        try:
+            with database_errors("outbox"), self.engine.begin() as conn:
+                counted = conn.execute(update(outbox).where(
+                    outbox.c.id == row_id, outbox.c.claimed_by == str(leases.me()),
+                    outbox.c.state == OutboxState.PENDING,
+                ).values(tries_begun=func.coalesce(outbox.c.tries_begun, outbox.c.attempts)
+                         + 1)).rowcount
+        except DatabaseError as err:
+            raise SendDeferred(f"the try could not be recorded before DATA: {err}") from err
+        if not counted:
+            raise SendDeferred("the claim on the row was lost before DATA")
 
     def _record(self, row_id: int, attempt: Attempt) -> OutboxState:
         """Write what the attempt did on the row (as it is now) and clear the claim; return
@@ -425,8 +450,10 @@ class Sender:
         delivered = list(dict.fromkeys([*(row.delivered or []), *attempt.delivered]))
         refused = {**(row.refused or {}), **attempt.refused}
         left = [r for r in _targets(row) if r not in delivered and r not in refused]
-        begun = _begun(row)
-        # A doubtful try stays counted in tries_begun only: it is a doubt, not an attempt.
+        # A try that reached DATA was counted in tries_begun then; one that ended before is
+        # counted now, with its outcome. A doubtful try stays counted in tries_begun only: it
+        # is a doubt, not an attempt.
+        begun = _begun(row) + (0 if attempt.data_begun else 1)
         attempts = row.attempts + (0 if attempt.doubtful else 1)
         mine = row.claimed_by == str(leases.me())
         values: dict[str, Any] = {
@@ -515,6 +542,15 @@ class Sender:
             attempt.error = "; ".join(f"{a}: {why}" for a, why in attempt.refused.items()) \
                 or None
             return attempt
+        client.before_data = lambda: asyncio.to_thread(self._count_try, row.id)
+        try:
+            return await self._transmit_row(client, row, targets, attempt)
+        finally:
+            attempt.data_begun = client.data_begun
+            client.before_data = None
+
+    async def _transmit_row(self, client: _Client, row: Any, targets: list[str],
+                            attempt: Attempt) -> Attempt:
         try:
             refusals = await _transmit(client, self.cfg.from_address, targets, row.raw,
                                        transaction_seconds(self.cfg))
@@ -568,7 +604,7 @@ class Sender:
                 log.warning("outbox.stopped_in_doubt", extra={"outbox": row.id})
                 return Attempt(error="stopped while waiting for the server's answer to the "
                                "message: may have been delivered", connection_lost=True,
-                               doubtful=True)
+                               doubtful=True, data_begun=True)
             return task.result()
         finally:
             stop.cancel()
