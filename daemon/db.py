@@ -217,6 +217,9 @@ register_entries = Table(
     Column("number", Integer, nullable=False),
     Column("message_id", ForeignKey("messages.id"), nullable=False, unique=True),
     Column("received_at", UTCDateTime, nullable=False),
+    # When vanthu wrote the entry: a mail the server took on Friday and vanthu fetched on
+    # Monday is in Monday's digest. NULL on rows of an earlier build (read as received_at).
+    Column("registered_at", UTCDateTime),
     Column("sender", Text, nullable=False),  # for people: "Name <address>"
     # The sender's address from the strict parse of From: the only one vanthu writes back to.
     Column("sender_email", Text),

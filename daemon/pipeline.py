@@ -413,9 +413,11 @@ def context(item: Ready, filed: Filed | None, joined: Joined | None) -> compose.
     appointment and slot too), or the case it replies in."""
     if filed is None:
         return compose.Context(sha256=item.stored.sha256, received_at=item.stored.received_at,
+                               stored_at=item.stored.stored_at,
                                case_code=joined.code if joined else None)
     return compose.Context(sha256=item.stored.sha256, received_at=item.stored.received_at,
-                           book=filed.book, number=filed.number, year=filed.year,
+                           stored_at=item.stored.stored_at, book=filed.book,
+                           number=filed.number, year=filed.year,
                            case_code=filed.case_code, procedure=filed.procedure,
                            appointment=filed.appointment, queue=filed.queue)
 

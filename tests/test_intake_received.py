@@ -10,6 +10,7 @@ import logging
 from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
 
 import pytest
 from hypothesis import given
@@ -20,6 +21,7 @@ from daemon.cli import main
 from daemon.db import cases, messages, register_entries
 from daemon.intake.store import Fetched, received_time
 from daemon.office import cases as cases_module
+from daemon.office import digest
 from daemon.routing import rules as rules_module
 from tests.conftest import CORPUS, Office
 from tests.test_intake_crashloop import document
@@ -85,6 +87,20 @@ def test_a_dossier_received_on_friday_is_dated_friday(
     slip = receipt_text(office)
     assert f"15 giờ 00 phút, ngày {friday:%d/%m/%Y}" in slip
     assert f"ngày {case.deadline:%d/%m/%Y}" in slip
+
+    # The emails it caused are dated when vanthu took the mail (a forward made on Monday of a
+    # Friday mail is not filed out of sight among Friday's mail) ...
+    for received in office.smtp.messages():
+        sent = message_from_bytes(received.data, policy=policy.default)
+        assert parsedate_to_datetime(str(sent["Date"])) >= started.replace(microsecond=0)
+    # ... and the entries are in the digest of the period they were written in, not in one
+    # of Friday's digests, long sent.
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    report = digest.build(office.engine(), cfg, rules_module.load(cfg.rules.dir), started, now)
+    assert "2 văn bản, hồ sơ vào sổ" in report.text
+    friday_window = digest.build(office.engine(), cfg, rules_module.load(cfg.rules.dir),
+                                 friday - timedelta(hours=1), friday + timedelta(hours=6))
+    assert "0 văn bản, hồ sơ vào sổ" in friday_window.text
 
     assert old.received_at == old.stored_at >= started
     assert old_entry.received_at == old.stored_at

@@ -84,12 +84,14 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
     """What happened between `start` and `end`, and what needs attention now."""
     tz = cfg.agency.tz
     today = end.astimezone(tz).date()
+    # Entries by when they were written, not when the server took the mail: a Friday mail
+    # fetched on Monday is in Monday's digest, not in a window already sent.
+    registered = func.coalesce(register_entries.c.registered_at, register_entries.c.received_at)
     with reading(engine) as conn:
         kinds = Counter(conn.scalars(select(messages.c.kind).where(
             messages.c.stored_at >= start, messages.c.stored_at < end)))
         arrived = conn.execute(
-            select(register_entries).where(register_entries.c.received_at >= start,
-                                           register_entries.c.received_at < end)
+            select(register_entries).where(registered >= start, registered < end)
             .order_by(register_entries.c.book, register_entries.c.number)).all()
         results_sent = conn.execute(select(outgoing_entries).where(
             outgoing_entries.c.sent_at >= start, outgoing_entries.c.sent_at < end)).all()

@@ -159,6 +159,7 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
     number = next_number(conn, f"{book}:{year}")
     entry_id = new_id(conn.execute(insert(register_entries).values(
         book=book, year=year, number=number, message_id=message_pk, received_at=received_at,
+        registered_at=utcnow(),
         sender=f"{mail.sender.name} <{mail.sender.email}>".strip(),
         sender_email=mail.sender.email or None, trust=int(trust),
         kind=understanding.kind.value,

@@ -100,14 +100,16 @@ class Released:
 def find(conn: Connection, pk: int) -> StoredMail:
     """The stored mail with id `pk`, with its forwards and releases; Refused if there is none."""
     row = conn.execute(select(messages.c.sha256, messages.c.subject, messages.c.sender,
-                              messages.c.stored_at, messages.c.understanding)
+                              messages.c.stored_at, messages.c.received_at,
+                              messages.c.understanding)
                        .where(messages.c.id == pk)).first()
     if row is None:
         raise Refused(f"không có thư số {pk}.", f"no stored mail with id {pk}.")
     entry = conn.execute(select(register_entries.c.book, register_entries.c.number,
                                 register_entries.c.year)
                          .where(register_entries.c.message_id == pk)).first()
-    context = compose.Context(sha256=row.sha256, received_at=row.stored_at,
+    context = compose.Context(sha256=row.sha256, received_at=row.received_at or row.stored_at,
+                              stored_at=row.stored_at,
                               book=entry.book if entry else None,
                               number=entry.number if entry else None,
                               year=entry.year if entry else None)

@@ -45,7 +45,7 @@ class Context:
     """What a composed mail says about the registration."""
 
     sha256: str
-    received_at: datetime
+    received_at: datetime  # when the agency's server took the mail (its legal time)
     book: str | None = None
     number: int | None = None
     year: int | None = None
@@ -53,6 +53,10 @@ class Context:
     procedure: Procedure | None = None
     appointment: date | None = None
     queue: str | None = None  # the dossier's queue number and half-day slot
+    # When vanthu fetched the mail: the Date of the emails it causes (a forward made on Monday
+    # of a mail taken on Friday is dated Monday, so it is not filed out of sight). None: the
+    # received time.
+    stored_at: datetime | None = None
 
 
 def message_id(cfg: Config, sha256: str, action: str) -> str:
@@ -167,7 +171,8 @@ def _envelope(cfg: Config, ctx: Context, action: Action, subject: str,
               in_reply_to: str | None = None) -> EmailMessage:
     """The envelope of an email caused by a stored mail, its Message-ID from the mail's hash."""
     return envelope(cfg, purpose=Purpose(action.action), to=action.to, subject=subject,
-                    date=ctx.received_at, message_id=message_id(cfg, ctx.sha256, action.action),
+                    date=ctx.stored_at or ctx.received_at,
+                    message_id=message_id(cfg, ctx.sha256, action.action),
                     in_reply_to=in_reply_to)
 
 
