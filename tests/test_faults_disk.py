@@ -131,10 +131,9 @@ def store_read_only(dovecot: Dovecot, directory: Path) -> str:
 
 def database_locked_by_another_process(dovecot: Dovecot, directory: Path) -> str:
     """Another process holds `BEGIN EXCLUSIVE` from between the first email's data and its
-    250, for 35 s (past the daemon's 30 s lock wait): no email goes more than twice; all is
-    done afterwards; `vanthu status` answers within seconds, without a traceback, unhealthy
-    with a cause (under WAL an exclusive lock stops writers, not readers, so status can still
-    read: the cause it names is the lock or the emails waiting behind it)."""
+    250, for 35 s (past the daemon's 30 s lock wait): no email goes more than twice and all
+    is done afterwards. `vanthu status`, asked once the daemon's wait has run out, answers
+    within seconds, without a traceback, and is unhealthy."""
     with FaultySmtp() as smtp, Rig(dovecot, directory, smtp.port, extra=STATUS) as rig:
         holders: list[LockHolder] = []
 
@@ -148,8 +147,8 @@ def database_locked_by_another_process(dovecot: Dovecot, directory: Path) -> str
         try:
             wait_for(lambda: bool(holders), 120, "the first email reached the server")
             locked = time.monotonic()
-            during = rig.status()
-            time.sleep(max(0.0, FAULT_SECONDS - (time.monotonic() - locked)))  # the fault lasts
+            time.sleep(max(0.0, FAULT_SECONDS - 3 - (time.monotonic() - locked)))
+            during = rig.status()  # the fault lasts
         finally:
             for holder in holders:
                 holder.release()
@@ -162,8 +161,28 @@ def database_locked_by_another_process(dovecot: Dovecot, directory: Path) -> str
         line = figures.line("database locked 35 s", status=during.code,
                             status_s=f"{during.seconds:.1f}", recover_s=f"{recovered:.1f}")
         assert during.seconds < 15, f"status took {during.seconds:.0f} s with the lock held"
-        assert during.code == 1 and during.names("lock", "outbox_overdue"), during.output
         assert "Traceback" not in during.output, during.output
+        assert during.code == 1, during.output
+        return line
+
+
+def status_names_a_locked_database(dovecot: Dovecot, directory: Path) -> str:
+    """With the database held by another process's `BEGIN EXCLUSIVE`, status answers within
+    seconds and says the database is locked: the daemon can write nothing (not even its own
+    fault), so only status can tell. (Under WAL the readers still read, so a status that only
+    reads sees an old, healthy-looking picture.)"""
+    with FaultySmtp() as smtp, Rig(dovecot, directory, smtp.port, extra=STATUS) as rig:
+        rig.deliver(documents(1, "status-locked"))
+        proc = rig.start()
+        engine = rig.database()
+        wait_for(lambda: settled(engine, 1), 120, "the mail done")
+        with LockHolder(rig.data_dir / "vanthu.db"):
+            during = rig.status()
+        rig.stop(proc)
+        line = f"FAULT-TABLE | {'status with the database locked':34} | status={during.code} " \
+               f"status_s={during.seconds:.1f}"
+        assert during.seconds < 15, f"status took {during.seconds:.0f} s with the lock held"
+        assert during.code == 1 and during.names("lock", "khóa"), during.output
         return line
 
 
@@ -206,6 +225,7 @@ DISK = [register("disk full while mail arrives", disk_full_while_mail_arrives),
         register("disk full while sent is recorded", disk_full_while_sent_is_recorded)]
 READ_ONLY = register("store read-only", store_read_only)
 LOCKED = register("database locked 35 s", database_locked_by_another_process)
+STATUS_LOCKED = register("status with the database locked", status_names_a_locked_database)
 DAMAGED = register("damaged raw files", damaged_raw_files_are_quarantined)
 
 
@@ -221,7 +241,8 @@ def test_store_read_only(request: pytest.FixtureRequest, dovecot: Dovecot,
     outcome(request, dovecot, tmp_path_factory, case)
 
 
-@pytest.mark.parametrize("case", [LOCKED])
+@pytest.mark.parametrize("case", [LOCKED, pytest.param(STATUS_LOCKED, marks=pytest.mark.xfail(
+    strict=True, reason="waiting for helper C (item 4): status says the database is locked"))])
 def test_database_locked_by_another_process(request: pytest.FixtureRequest, dovecot: Dovecot,
                                             tmp_path_factory: pytest.TempPathFactory,
                                             case: str) -> None:

@@ -1,5 +1,6 @@
 """The fault suite, SMTP side (issue 12, item 9): a server that answers 421 at the greeting,
-451 to RCPT or DATA, 550 for one chosen recipient, hangs or resets after DATA, or crawls.
+451 to RCPT or DATA, 550 for one chosen recipient, hangs or resets after DATA, or crawls; and
+the fault proxy on the link to it (cut or stalled after the data, accept-and-close).
 
 Each case lets the real daemon (a subprocess) meet the fault, looks at `vanthu status` while
 the fault lasts, ends the fault, lets the daemon finish, and then checks the invariants from
@@ -18,6 +19,7 @@ import pytest
 
 from tests.faults.invariants import check, settled
 from tests.faults.mails import documents
+from tests.faults.proxy import FaultProxy
 from tests.faults.rig import Rig, Status, wait_for
 from tests.faults.scenarios import outcome, register
 from tests.faults.smtp import FaultySmtp
@@ -139,12 +141,39 @@ def crawling(dovecot: Dovecot, directory: Path) -> str:
                             finish_s=f"{took:.1f}")
 
 
+def link_fault(dovecot: Dovecot, directory: Path, mode: str) -> str:
+    """The fault proxy between vanthu and the SMTP server: `accept-close` from the start (no
+    session at all), or `cut` / `stall` the moment the first message's data has arrived (its
+    answer never reaches vanthu, so it may be a copy). Once the link is healed everything is
+    sent, at most twice."""
+    with FaultySmtp() as smtp, FaultProxy(smtp.port) as proxy, \
+            Rig(dovecot, directory, proxy.port, extra=STATUS) as rig:
+        if mode == "accept-close":
+            proxy.set_mode(mode)
+        else:
+            smtp.on_data = lambda _: proxy.set_mode(mode) if proxy.mode == "pass" else None
+        rig.deliver(documents(2, f"smtp-link-{mode}"))
+        proc = rig.start()
+        rig.database()
+        wait_for(lambda: rig.tried() >= 1, 180, f"an email tried through the {mode}")
+        during = status_during_fault(rig)
+        smtp.on_data = None
+        proxy.set_mode("pass")
+        took = recover(rig, smtp, 2)
+        rig.stop(proc)
+        figures = check(rig.engine(), smtp, mails=2, registered=2, in_doubt_ok=True)
+        assert during.code == 1 and during.names("smtp"), during.output
+        return figures.line(f"smtp proxy {mode}", status=during.code, recover_s=f"{took:.1f}",
+                            connections=proxy.accepted)
+
+
 REFUSED = [register(f"smtp {m}", refused_for_now, mode=m)
            for m in ("421-greeting", "451-rcpt", "451-data")]
 LOST = [register(f"smtp {m}", lost_after_data, mode=m)
         for m in ("hang-after-data", "reset-after-data")]
 ONE_REFUSED = register("smtp 550 one recipient", one_refused_for_good)
 CRAWL = register("smtp crawl + SIGTERM", crawling)
+LINK = [register(f"smtp link {m}", link_fault, mode=m) for m in ("cut", "stall", "accept-close")]
 
 
 @pytest.mark.parametrize("case", REFUSED)
@@ -170,4 +199,11 @@ def test_a_server_lost_after_data(request: pytest.FixtureRequest, dovecot: Dovec
 def test_a_crawling_server_and_sigterm(request: pytest.FixtureRequest, dovecot: Dovecot,
                                        tmp_path_factory: pytest.TempPathFactory,
                                        case: str) -> None:
+    outcome(request, dovecot, tmp_path_factory, case)
+
+
+@pytest.mark.parametrize("case", LINK)
+def test_a_faulty_link_to_the_smtp_server(request: pytest.FixtureRequest, dovecot: Dovecot,
+                                          tmp_path_factory: pytest.TempPathFactory,
+                                          case: str) -> None:
     outcome(request, dovecot, tmp_path_factory, case)
