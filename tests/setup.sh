@@ -4,7 +4,10 @@
 #    loopback), openssl (its throwaway certificate), python3-venv (to hold uv),
 #    fonts-dejavu-core (Vietnamese glyphs for the PDFs vanthu prints), poppler-utils (the
 #    tests render a printed register page to check it);
-#  - uv in .tools/, then the project's environment from uv.lock (.venv/).
+#  - uv in .tools/, then the project's environment from uv.lock (.venv/), compiled to
+#    bytecode with vanthu's own modules: a Python started where .pyc files cannot be written
+#    (PYTHONDONTWRITEBYTECODE, a read-only install) would otherwise compile every module at
+#    every start, about 4 s of the daemon's start on 2 cores instead of about 1 s.
 # Needs root or sudo only when a Debian package is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +35,5 @@ if [ ! -x .tools/bin/uv ]; then
   python3 -m venv .tools
   .tools/bin/pip install --quiet --disable-pip-version-check uv
 fi
-.tools/bin/uv sync --frozen --quiet
+.tools/bin/uv sync --frozen --quiet --compile-bytecode
+.venv/bin/python -m compileall -q -j 0 daemon tests >/dev/null
