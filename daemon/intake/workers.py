@@ -40,8 +40,32 @@ Reader = Callable[[bytes, LimitsConfig], Reading | BadMessage]
 _started: SimpleQueue[tuple[int, float]] | None = None
 
 
-def _init_worker(memory_mb: int, started: SimpleQueue[tuple[int, float]]) -> None:
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (field 22 of /proc/PID/stat), None when it is gone or a
+    zombie (killed, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in (b"Z", b"X") else fields[19].decode()
+
+
+def _watch_daemon(pid: int, started: str | None) -> None:
+    """End this worker when the daemon that made the pool is gone. A daemon killed with SIGKILL
+    outside systemd's control group would otherwise leave its workers (and through them the
+    fork server) alive: each worker holds the pool's queue open for the others, and a busy one
+    runs on until its mail is done, so every restart of a crash loop would add a pool."""
+    while _process_start(pid) == started:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _init_worker(memory_mb: int, started: SimpleQueue[tuple[int, float]],
+                 daemon: int, daemon_started: str | None) -> None:
     global _started
+    threading.Thread(target=_watch_daemon, args=(daemon, daemon_started), daemon=True,
+                     name="watch-daemon").start()
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     logging.getLogger().handlers[:] = []  # the parent logs; a worker only returns results
@@ -101,7 +125,8 @@ class ReadPool:
                 self._started = context.SimpleQueue()
                 self._pool = context.Pool(self.size, initializer=_init_worker,
                                           initargs=(self.limits.worker_memory_mb,
-                                                    self._started))
+                                                    self._started, os.getpid(),
+                                                    _process_start(os.getpid())))
             return self._pool
 
     def _wait(self, task_id: int, task: AsyncResult[Any], started: dict[int, float]) -> bool:
