@@ -220,6 +220,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         faults = health_module.faults(conn)
         verdict = health_module.assess(conn, cfg, now)
     engine.dispose()  # nothing of the database stays open (a caller may unmount its disk)
+    if locked := health_module.write_locked(cfg):
+        verdict.problems.insert(0, locked)
     from daemon.office import digest as digest_module
 
     upcoming = [digest_module.latest_period(cfg, now + timedelta(hours=h))

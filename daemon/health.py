@@ -12,6 +12,7 @@ mailbox another daemon is fetching).
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -282,6 +283,42 @@ def outbox_causes(cfg: Config, sending: Health) -> list[Cause]:
                 {"address": address, "reply": why, "id": row["id"],
                  "message_id": row["message_id"], "action": row["action"]}))
     return found
+
+
+WRITE_LOCK_SECONDS = 5.0  # longer than any write transaction of a healthy daemon
+
+
+def write_locked(cfg: Config, seconds: float = WRITE_LOCK_SECONDS) -> Cause | None:
+    """Whether nobody can write the SQLite database: another process has held its write lock
+    for `seconds`. Under WAL a reader still sees the last committed picture, healthy-looking,
+    while the daemon can record nothing, not even its own fault; only this look tells. It takes
+    the write lock (BEGIN IMMEDIATE) and gives it back at once (ROLLBACK): nothing is written.
+    None on another database, or when the file cannot be opened for writing at all (the disk
+    checks name that)."""
+    url = make_url(cfg.storage.url)
+    if not url.drivername.startswith("sqlite") or not url.database \
+            or url.database == ":memory:" or not Path(url.database).exists():
+        return None
+    try:
+        probe = sqlite3.connect(f"file:{Path(url.database).resolve()}?mode=rw", uri=True,
+                                timeout=seconds, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+    except sqlite3.OperationalError as err:
+        if getattr(err, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_BUSY,
+                                                               sqlite3.SQLITE_LOCKED):
+            return None
+        return Cause("database_locked",
+                     f"Cơ sở dữ liệu ({url.database}) bị một tiến trình khác khóa ghi quá "
+                     f"{seconds:g} giây: văn thư điện tử không ghi được thư, sổ hay thư đi nào.",
+                     f"database {url.database} locked for writing by another process for "
+                     f"more than {seconds:g} s", {"path": url.database})
+    finally:
+        probe.close()
+    return None
 
 
 def assess(conn: Connection, cfg: Config, now: datetime) -> Verdict:

@@ -241,8 +241,7 @@ def test_store_read_only(request: pytest.FixtureRequest, dovecot: Dovecot,
     outcome(request, dovecot, tmp_path_factory, case)
 
 
-@pytest.mark.parametrize("case", [LOCKED, pytest.param(STATUS_LOCKED, marks=pytest.mark.xfail(
-    strict=True, reason="waiting for helper C (item 4): status says the database is locked"))])
+@pytest.mark.parametrize("case", [LOCKED, STATUS_LOCKED])
 def test_database_locked_by_another_process(request: pytest.FixtureRequest, dovecot: Dovecot,
                                             tmp_path_factory: pytest.TempPathFactory,
                                             case: str) -> None:

@@ -426,3 +426,31 @@ def test_every_cause_at_once_is_named_each(site: Site,
     assert {c["cause"] for c in report["causes"]} == {
         "read_only", "smtp_failing", "outbox_overdue", "outbox_failed"}
     assert "Tình trạng: CÓ 4 VẤN ĐỀ" in text
+
+
+# -- The database locked for writing -------------------------------------------------------
+
+
+def test_a_database_locked_for_writing_is_named(site: Site,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Another process holds the write lock: under WAL a reader still sees a healthy picture,
+    so status takes the write lock itself and gives it back (nothing written); held longer
+    than WRITE_LOCK_SECONDS, the database is named locked. Released, all is well again."""
+    with subprocess.Popen([sys.executable, "-c", f"""
+import sqlite3
+db = sqlite3.connect({str(site.database)!r}, isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+input()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as locker:
+        assert locker.stdout is not None and locker.stdin is not None
+        assert locker.stdout.readline().strip() == "locked"
+        code, report, text = site.status(capsys)
+        locker.stdin.write("\n")
+        locker.stdin.flush()
+    assert code == 1
+    assert causes(report, "database_locked")[0]["path"] == str(site.database)
+    assert "bị một tiến trình khác khóa ghi" in text
+
+    code, report, _ = site.status(capsys)
+    assert code == 0 and not causes(report, "database_locked")
