@@ -289,7 +289,7 @@ class Daemon:
         tasks += [asyncio.create_task(self._sender_loop()),
                  asyncio.create_task(self._watchdog()),
                  asyncio.create_task(self._watch_rules()),
-                 asyncio.create_task(self._results_loop())]
+                 results_loop := asyncio.create_task(self._results_loop())]
         sd_notify("READY=1")
         log.info("daemon.started", extra={"mailboxes": len(self.cfg.mailboxes),
                                           "watchers": len(threads)})
@@ -303,6 +303,10 @@ class Daemon:
         self.stop_threads.set()
         for watcher in self.watchers:
             watcher.nudge.set()
+        # A result being verified is dropped (its worker killed): verifying may take up to
+        # VERIFY_SECONDS, past systemd's stop timeout, and the file is taken again at the next
+        # start (a result is sent once whatever happens: it is known by its sha256).
+        results_loop.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for thread in threads:
             await asyncio.to_thread(thread.join, 5.0)

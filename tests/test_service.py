@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import cast
 
+import pytest
+
 from daemon.db import messages, register_entries
+from daemon.office import results
 from daemon.service import Daemon
 from tests.conftest import CORPUS, ROOT, Office, corpus_labels, wait_for
 
@@ -98,3 +104,33 @@ def test_a_stop_is_never_forgotten_by_a_wait() -> None:
         return loops.stopping.is_set() and not other.is_set()
 
     assert asyncio.run(scenario())
+
+
+def test_a_stop_does_not_wait_for_a_result_being_verified(
+        office: Office, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signed result whose verification hangs (its worker may take VERIFY_SECONDS, here an
+    hour) does not hold the daemon's stop: its worker is killed and the file stays for the
+    next start. (Running's exit waits 30 s for the daemon, then fails.)"""
+    from tests.test_results_folder import VALID, _hanging_worker
+    from tests.test_watch import Running
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    monkeypatch.setattr(results, "VERIFY_SECONDS", 3600.0)
+    monkeypatch.setattr(results, "_WORKER", functools.partial(_hanging_worker, gate))
+    inbox = office.cfg.results.inbox_dir
+    inbox.mkdir(parents=True, exist_ok=True)
+    shutil.copy(VALID, inbox / "ket-qua.pdf")
+    with Running(office):
+        wait_for(lambda: (gate / "pid").exists(), timeout=120)
+    worker = int((gate / "pid").read_text())
+    wait_for(lambda: not _running(worker), timeout=60)
+    assert (inbox / "ket-qua.pdf").exists()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
