@@ -1,17 +1,20 @@
 """Benchmark: how well vanthu understands a labelled folder of mail (prints figures only).
 
-    uv run python tests/bench_understand.py [FOLDER]
+    uv run python tests/bench_understand.py [FOLDER | --generated]
 
 FOLDER (default ../shared/corpus) holds *.eml and a labels.json of the corpus's shape, and
-optionally a context.json with the cases that exist before the mails (for replies). Prints
-kind accuracy per kind, a confusion table, exact-match accuracy per document field (after
-NFC; numbers compared without leading zeros), applicant accuracy, and mails per second.
+optionally a context.json with the cases that exist before the mails (for replies).
+`--generated` first writes the generated evaluation set (tests/generated/make.py, default
+count and seed) into a temporary folder and scores that. Prints kind accuracy per kind, a
+confusion table, exact-match accuracy per document field (after NFC; numbers compared without
+leading zeros), applicant accuracy, mails per second, and the traps of the mails read wrong.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 import unicodedata
 from collections import Counter, defaultdict
@@ -56,7 +59,16 @@ def same(field: str, want: Any, got: Any) -> bool:
 
 
 def main() -> int:
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "corpus"
+    if sys.argv[1:] == ["--generated"]:
+        from tests.generated.make import generate
+
+        with tempfile.TemporaryDirectory() as tmp:
+            generate(Path(tmp))
+            return score(Path(tmp))
+    return score(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "corpus")
+
+
+def score(folder: Path) -> int:
     labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
     context_file = folder / "context.json"
     context = json.loads(context_file.read_text(encoding="utf-8")) if context_file.exists() \
@@ -72,6 +84,7 @@ def main() -> int:
     applicants: list[bool] = []
     cases_ok: list[bool] = []
     crashes: list[str] = []
+    wrong_by_trap: Counter[str] = Counter()
     started = time.perf_counter()
     for label in labels:
         raw = (folder / label["file"]).read_bytes()
@@ -85,14 +98,19 @@ def main() -> int:
         if got_kind in (label.get("kind_also_ok") or []):
             got_kind = label["kind"]
         confusion[(label["kind"], got_kind)] += 1
-        cases_ok.append(und.case_ref == label.get("case_ref"))
+        verdicts = [got_kind == label["kind"], und.case_ref == label.get("case_ref")]
+        cases_ok.append(verdicts[-1])
         if label.get("document"):
             got = und.document.as_json() if und.document else {}
             for name in FIELDS:
                 fields[name].append(same(name, label["document"].get(name), got.get(name)))
+                verdicts.append(fields[name][-1])
         if label.get("applicant"):
             applicants.append(bool(und.applicant) and
                               und.applicant.as_json() == label["applicant"])  # type: ignore[union-attr]
+            verdicts.append(applicants[-1])
+        if not all(verdicts):
+            wrong_by_trap.update(label.get("traps") or ["(none)"])
     elapsed = time.perf_counter() - started
 
     kinds = sorted({k for pair in confusion for k in pair})
@@ -121,6 +139,10 @@ def main() -> int:
               f"{100 * sum(applicants) / len(applicants):6.1f}%")
     print(f"  {'case_ref':16} {sum(cases_ok):3}/{len(cases_ok):<3} "
           f"{100 * sum(cases_ok) / max(len(cases_ok), 1):6.1f}%")
+    if wrong_by_trap:
+        print("\ntraps of the mails read wrong (any field or kind), most frequent first")
+        for trap, n in wrong_by_trap.most_common(20):
+            print(f"  {trap:32} {n:4}")
     for crash in crashes:
         print("CRASH", crash)
     return 0
