@@ -108,6 +108,8 @@ class ParsedMail:
     # text/rfc822-headers of bounces): an answer that quotes vanthu's own mail back.
     carried_ids: tuple[str, ...] = ()
     carried_subjects: tuple[str, ...] = ()  # the subjects of the mails forwarded inside it
+    # (visible text, href) of the <a href> links of the HTML body parts, for phishing checks.
+    links: tuple[tuple[str, str], ...] = ()
 
     def header(self, name: str) -> str:
         """The first value of header `name`, or ''."""

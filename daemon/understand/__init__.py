@@ -7,14 +7,22 @@ but the `CaseLookup` it is given, so `vanthu inspect` and the pipeline run the v
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from daemon.config import Config, LimitsConfig
 from daemon.models import Applicant, Document, Kind, ParsedMail, Understanding
-from daemon.understand import extract, secrecy, trust
+from daemon.textnorm import header_safe
+from daemon.understand import extract, lookalike, secrecy, trust
 from daemon.understand.applicant import applicant
-from daemon.understand.classify import Signals, classify, made_by_vanthu, own_trail
+from daemon.understand.classify import (
+    Signals,
+    classify,
+    made_by_vanthu,
+    own_trail,
+    thread_ids,
+)
 from daemon.understand.identity import raw_headers
 from daemon.understand.parse import parse
 from daemon.understand.secrecy import Finding
@@ -58,21 +66,86 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
-THREAD_LOOKUPS = 12  # Message-IDs of In-Reply-To/References looked up, at most
+THREAD_LOOKUPS = 100  # Message-IDs of In-Reply-To/References looked up, at most
+CODE_LOOKUPS = 5  # case codes of a forwarded or quoted text looked up, at most
+QUOTED_TEXT = 64 * 1024  # characters of the body searched for quoted or forwarded text
+# Where a forwarded or quoted mail begins in a body, as mail programs write it (Gmail,
+# Outlook, Thunderbird, Apple Mail, Zimbra, in English and Vietnamese).
+_FORWARD_MARK = re.compile(
+    r"^[ \t>]*(?:-{2,}[ \t]*(?:forwarded message|original message|thư chuyển tiếp|"
+    r"thư được chuyển tiếp|tin nhắn gốc|thư gốc|nội dung thư gốc)|begin forwarded message|"
+    r"(?:from|từ|người gửi)[ \t]*:.{0,300}$\n^[ \t>]*(?:sent|date|ngày|gửi lúc|đã gửi)[ \t]*:|"
+    r"(?:on|vào)\b[^\n]{0,300}\b(?:wrote|đã viết|viết)[ \t]*:)", re.I | re.M)
+
+
+def quoted_text(body: str) -> str:
+    """The parts of `body` that repeat an earlier mail: lines quoted with ">" and everything
+    from the first forward or reply header on ("---------- Forwarded message ---------",
+    "Vào … đã viết:", "From: … / Sent: …"). Linear; looks at `QUOTED_TEXT` characters."""
+    text = body[:QUOTED_TEXT]
+    mark = _FORWARD_MARK.search(text)
+    head = text[:mark.start()] if mark else text
+    quoted = [line for line in head.splitlines() if line.lstrip().startswith(">")]
+    return "\n".join([*quoted, text[mark.start():] if mark else ""])
 
 
 def _case_signal(mail: ParsedMail, cfg: Config, cases: CaseLookup) -> tuple[str | None, str]:
-    for match in re.finditer(rf"\b({cfg.agency.case_ref_pattern})\b", mail.subject):
+    """The case a mail belongs to, and why: a case code in its subject; any Message-ID of its
+    In-Reply-To or References that belongs to a case; a case code in the subject of a mail
+    forwarded inside it, or in the quoted or forwarded text of its body. Only a case that
+    exists counts. Bounded: `THREAD_LOOKUPS` ids (the first and the last ones of a hostile
+    References), `CODE_LOOKUPS` codes of quoted text."""
+    code_re = re.compile(rf"\b({cfg.agency.case_ref_pattern})\b")
+    for match in code_re.finditer(mail.subject):
         if cases.case_exists(match.group(1)):
             return match.group(1), f"case code {match.group(1)} in the subject"
-    thread = [mail.header("in-reply-to"), *mail.headers.get("references", ())[:3]]
-    ids = list(dict.fromkeys(re.findall(r"<[^<>\s]{1,250}>", " ".join(thread))))
-    # A thread is known by its first mails and its last ones; a hostile References with
-    # thousands of ids costs a dozen lookups, not thousands.
-    for message_id in ids[:THREAD_LOOKUPS // 2] + ids[-(THREAD_LOOKUPS // 2):]:
+    # In-Reply-To names the mail answered; References every mail of the thread, of which
+    # only one, anywhere, may be known (a program that trims References keeps the first).
+    ids = list(dict.fromkeys(
+        [i for v in mail.headers.get("in-reply-to", ())[:3] for i in thread_ids(v)]
+        + [i for v in mail.headers.get("references", ())[:3] for i in thread_ids(v, 1000)]))
+    half = THREAD_LOOKUPS // 2
+    chosen = ids if len(ids) <= THREAD_LOOKUPS else ids[:half] + ids[-half:]
+    for message_id in chosen:
         if code := cases.case_of_message_id(message_id):
             return code, f"In-Reply-To/References {message_id} belongs to case {code}"
+    tried = 0
+    for where, text in (*(("the subject of a forwarded mail", s) for s in mail.carried_subjects),
+                        ("the quoted or forwarded text of the body", quoted_text(mail.body))):
+        for match in code_re.finditer(text):
+            if tried >= CODE_LOOKUPS:
+                return None, ""
+            tried += 1
+            if cases.case_exists(match.group(1)):
+                return match.group(1), f"case code {match.group(1)} in {where}"
     return None, ""
+
+
+_IMPERSONATION = ("sender domain", "Reply-To domain")
+
+
+def phishing_signals(mail: ParsedMail, protected: Collection[str]) -> tuple[str | None,
+                                                                            str | None]:
+    """(phishing, link_mismatch) for `Signals`: why the mail is phishing — its sender's or
+    Reply-To's domain, or a link's host, imitates one of the `protected` domains, or a link
+    shows a protected domain and leads elsewhere — and the first other link whose text shows
+    one site and that leads to another (one spam signal)."""
+    for label, address in (("sender", mail.sender.email),
+                           *(("Reply-To", a.email) for a in mail.reply_to[:5])):
+        if found := lookalike.lookalike(_domain(address), protected):
+            return (f"{label} domain imitates {found.target}: {found.why}", None)
+    for _, href in mail.links[:lookalike.MAX_LINKS]:
+        host = lookalike.host_of(href)
+        if host and (found := lookalike.lookalike(host, protected)):
+            return (f"link to a domain imitating {found.target}: {found.why}", None)
+    other = None
+    for bad in lookalike.mismatches(mail.links):
+        if trust.in_domains(bad.shown, protected) or lookalike.lookalike(bad.shown, protected):
+            return (f"link shows {bad.shown} but leads to {header_safe(bad.target, 120)}",
+                    None)
+        other = other or (f"link shows {header_safe(bad.shown, 120)} but leads to "
+                          f"{header_safe(bad.target, 120)}")
+    return None, other
 
 
 @dataclass(frozen=True)
@@ -147,15 +220,22 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
     own_mail = bool(address) and address in own
     returned, answers = own_trail(mail, lambda i: cases.is_our_message(i) or made_by_vanthu(
         i, cfg.agency.message_id_domain), own)
+    own_domains = {_domain(a) for a in own if "@" in a}
+    phishing, link_mismatch = phishing_signals(
+        mail, (*cfg.security.trusted_domains, *sorted(own_domains)))
     signals = Signals(case_ref=case_ref, case_why=case_why, own_mail=own_mail,
-                      authenticated=auth, returned=returned, answers=answers)
+                      authenticated=auth, returned=returned, answers=answers,
+                      phishing=phishing, link_mismatch=link_mismatch)
     kind, why = classify(mail, signals, document)
 
     reasons: list[str] = []
+    if phishing and phishing.startswith(_IMPERSONATION):
+        # A sender imitating the state is held for the clerk with the reason; phishing by its
+        # links alone is spam like any other (never answered, registered or forwarded).
+        reasons.append(f"phishing: {phishing}")
     if mail.sender_problems:
         reasons.append("sender identity is doubtful: " + "; ".join(mail.sender_problems))
     domain = _domain(address)
-    own_domains = {_domain(a) for a in own if "@" in a}
     claims_trusted = trust.in_domains(domain, cfg.security.trusted_domains)
     claims_own = trust.in_domains(domain, own_domains)
     if auth is not True and ((kind in _ACTED_ON and (claims_trusted or claims_own))
@@ -172,6 +252,11 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
         if others:
             notes.append(f"Địa chỉ trả lời (Reply-To) thuộc tên miền khác ({', '.join(others)}) "
                          f"với địa chỉ gửi ({domain})")
+    if link_mismatch and kind is not Kind.SPAM:
+        # One such link alone is a doubt for the reader, not a verdict: newsletters and mail
+        # programs rewrite links through their trackers.
+        notes.append(f"Thư có liên kết hiển thị một địa chỉ nhưng dẫn tới trang khác "
+                     f"({link_mismatch})")
     mark = reading.secrecy
     # A supplement to a confidential case is as confidential as the case, marked or not.
     inherited = cases.case_secrecy(case_ref) if kind is Kind.REPLY and case_ref else None

@@ -74,6 +74,9 @@ _DOSSIER_WORDS = (
     "thủ tục",
 )
 _MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
+# One id in a thread header: bracketed (with any white space or doubled brackets inside), or
+# bare "left@right" between white space and commas.
+_ID_PIECE = re.compile(r"<++([^<>]{1,300})>++|([^\s<>,;]{1,250}@[^\s<>,;]{1,250})")
 _THREAD_IDS = 20  # Message-IDs of In-Reply-To and the end of References looked up
 
 
@@ -91,6 +94,12 @@ class Signals:
     # The Message-ID of our email this mail answers (In-Reply-To/References), or None. An
     # answer alone is a person's reply; it only makes a weak machine mark count.
     answers: str | None = None
+    # Why this mail is phishing whatever else it looks like: a sender, Reply-To or link domain
+    # imitating a protected one, a link showing a protected domain and leading elsewhere.
+    phishing: str | None = None
+    # A link whose text shows one site and that leads to another: one spam signal, not a
+    # verdict by itself (newsletters and trackers rewrite links too).
+    link_mismatch: str | None = None
 
 
 def made_by_vanthu(message_id: str, domain: str) -> bool:
@@ -143,6 +152,42 @@ def keyword(value: str) -> str:
                 break
             kept.append(char)
     return "".join(kept).strip().lower()
+
+
+def thread_ids(value: str, limit: int = 200) -> list[str]:
+    """The Message-IDs of an In-Reply-To or References value, as "<left@right>": comments
+    dropped (an In-Reply-To often adds '(message from X of date)' or a quoted phrase), white
+    space inside the brackets removed, doubled brackets undone, and bare "left@right" ids of
+    careless programs bracketed. Linear; at most `limit` ids, without repeats."""
+    kept: list[str] = []
+    depth = 0
+    quoted = inside = False
+    for char in value[:64 * 1024]:
+        if quoted:
+            if char == '"':
+                quoted = False
+            continue
+        if inside or (depth == 0 and char == "<"):
+            inside = char != ">"
+            kept.append(char)
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            if char == '"':
+                quoted = True
+            else:
+                kept.append(char)
+    text = "".join(kept)
+    ids: list[str] = []
+    for match in _ID_PIECE.finditer(text):
+        inner = re.sub(r"\s+", "", match.group(1) or match.group(2) or "").strip("<>")
+        if "@" in inner and 3 <= len(inner) <= 250:
+            ids.append(f"<{inner}>")
+        if len(ids) >= limit:
+            break
+    return list(dict.fromkeys(ids))
 
 
 def _null_return_path(mail: ParsedMail) -> bool:
@@ -227,6 +272,8 @@ def _spam(mail: ParsedMail, signals: Signals, document: Document | None) -> str 
     if _SUSPICIOUS_TLD.search(mail.body) or _SUSPICIOUS_TLD.search(" ".join(mail.headers.get(
             "x-original-url", ()))):
         hits.append("link to a throw-away domain")
+    if signals.link_mismatch:
+        hits.append(signals.link_mismatch)
     if any(ord(c) > 0x1F000 for c in mail.subject):
         hits.append("emoji in subject")
     if signals.authenticated is False and not credible(document):
@@ -241,6 +288,9 @@ def classify(
 ) -> tuple[Kind, str]:
     """Return the kind of `mail` and the reason, e.g. (AUTO, 'Auto-Submitted: auto-replied')."""
     checks: list[tuple[Kind, Callable[[], str | None]]] = [
+        # Phishing comes before machine mail: a forged bounce or list mail from a look-alike
+        # domain is still phishing, and spam is never answered either (no loop).
+        (Kind.SPAM, lambda: signals.phishing),
         (Kind.BOUNCE, lambda: _bounce(mail, signals)),
         (Kind.AUTO, lambda: signals.returned),
         (Kind.AUTO, lambda: _answering_machine(mail, signals)),

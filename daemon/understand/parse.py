@@ -32,6 +32,8 @@ from daemon.textnorm import decode_words, header_safe, nfc, visible
 from daemon.understand import attachments as attachment_text
 from daemon.understand import legacy
 from daemon.understand.identity import MAX_VALUE, RawHeaders, addresses, identity, raw_headers
+from daemon.understand.lookalike import MAX_LINKS
+from daemon.understand.lookalike import links as html_links
 
 # mail-parser logs every part type it does not know (e.g. text/rfc822-headers) at ERROR.
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
@@ -310,4 +312,6 @@ def parse(raw: bytes, limits: LimitsConfig) -> ParsedMail:
         sender_problems=sender.problems,
         carried_ids=tuple(dict.fromkeys(tree.carried_ids)),
         carried_subjects=tuple(s for s in dict.fromkeys(tree.carried_subjects) if s),
+        links=tuple(link for h in mail.text_html[: limits.max_parts]
+                    for link in html_links(nfc(h)))[:MAX_LINKS],
     )
