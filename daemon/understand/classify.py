@@ -73,7 +73,6 @@ _DOSSIER_WORDS = (
     "hồ sơ", "đơn đề nghị", "xin cấp", "đề nghị cấp", "cấp lại", "giấy phép", "chứng chỉ",
     "thủ tục",
 )
-_MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
 # One id in a thread header: bracketed (with any white space or doubled brackets inside), or
 # bare "left@right" between white space and commas.
 _ID_PIECE = re.compile(r"<++([^<>]{1,300})>++|([^\s<>,;]{1,250}@[^\s<>,;]{1,250})")
@@ -126,7 +125,7 @@ def own_trail(mail: ParsedMail, is_ours: Callable[[str], bool],
                      if any(a in v.lower() for a in own)), None)
         returned = f"X-Loop names our own address ({loop})" if loop else None
     thread = [*_values(mail, "in-reply-to")[:1], *_values(mail, "references")]
-    ids = [i for value in thread for i in _MESSAGE_ID.findall(value[:4000])]
+    ids = [i for value in thread for i in thread_ids(value[:4000])]
     answered = next((i for i in ids[:2] + ids[-_THREAD_IDS:] if is_ours(i)), None)
     return returned, answered
 
