@@ -128,7 +128,9 @@ class Gen:
         """(name as in an issuer, kind word, ascii slug) for a province before or after 2025."""
         if self.rnd.random() < 0.12:
             # The shapes that break place lines: a hyphen inside the name, a "TP." prefix.
-            name = self.pick(["Bà Rịa - Vũng Tàu", "Hồ Chí Minh", "Thừa Thiên Huế"])
+            # Units merged in 2025 appear only on older documents.
+            name = self.pick(["Bà Rịa - Vũng Tàu", "Hồ Chí Minh", "Thừa Thiên Huế"]
+                             if old else ["Hồ Chí Minh"])
             return name, "thành phố" if name == "Hồ Chí Minh" else "tỉnh", slug(name)
         if old:
             pool = self.provinces["before_2025"]
@@ -150,6 +152,8 @@ class Gen:
         family = self.rnd.choice(["ministry", "ministry", "unit", "dept", "dept", "dept",
                                   "ubnd", "commune", "oldcity", "police", "court", "procuracy",
                                   "body", "public", "party", "vpubnd"])
+        if family == "oldcity" and not old:
+            family = "ubnd"  # district-level cities were abolished on 1 July 2025
         dom = f"{s}.gov.vn"
         if family == "ministry":
             pool = self.agencies["ministries"] + (self.agencies["ministries_before_2025"]
@@ -217,7 +221,8 @@ class Gen:
     def document_text(self, iss: Issuer, traps: list[str]) -> tuple[Page, dict[str, Any]]:
         r = self.rnd
         old = "old" in traps
-        year = r.choice([2019, 2022, 2024, 2025]) if old else 2026
+        # Older documents predate the 2025 mergers (Thừa Thiên Huế was a province until 2024).
+        year = r.choice([2019, 2021, 2023, 2024]) if old else 2026
         date = dt.date(year, r.randint(1, 12), r.randint(1, 28))
         cong_van = r.random() < 0.35
         tname, tabbr = ("Công văn", "") if cong_van else self.pick(types_for(iss))
@@ -324,7 +329,7 @@ class Gen:
     def document(self) -> Mail:
         r = self.rnd
         traps: list[str] = []
-        old = r.random() < 0.2
+        old = r.random() < 0.25
         if old:
             traps.append("old")
         iss = self.issuer(old)
@@ -484,10 +489,11 @@ class Gen:
 
     def bounce(self) -> Mail:
         r = self.rnd
-        traps = ["multipart-report"]
+        traps = ["multipart-report", "body-8bit"]
         boundary = f"dsn{self.serial}"
         to = f"nguoinhan{r.randint(1, 99)}@example.vn"
-        report = (f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        report = (f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                  "Content-Transfer-Encoding: 8bit\r\n\r\n"
                   f"Thư không gửi được tới {to}: hộp thư không tồn tại.\r\n"
                   f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
                   f"Reporting-MTA: dns; {AUTHSERV}\r\n\r\nFinal-Recipient: rfc822; {to}\r\n"
