@@ -10,7 +10,9 @@ A domain is a look-alike when it is not one of the protected domains nor below o
   mapped to them, Vietnamese and other diacritics dropped, 0 read as o), it is or imitates a
   protected domain ("gоv.vn" with a Cyrillic о, "xn--gv-...", "gơv.vn").
 A real subdomain ("sxd.tayninh.gov.vn") is never a look-alike: gov.vn is handed out by the
-state registry (VNNIC) only. Every function is pure and linear in its input, which is capped.
+state registry (VNNIC) only; but one with a label outside ASCII ("xn--nghan-2ua.gov.vn",
+"nghéan.gov.vn") is, since no state domain is written with such letters.
+Every function is pure and linear in its input, which is capped.
 """
 
 from __future__ import annotations
@@ -125,20 +127,23 @@ def lookalike(domain: str, protected: Iterable[str]) -> Lookalike | None:
     if not shown:
         return None
     targets = [t for t in dict.fromkeys(to_unicode(d) for d in protected) if t.count(".") >= 1]
-    if any(_within(shown, t) for t in targets):
-        return None
-    seen = skeleton(shown)
-    tokens = [t for t in _SPLIT.split(seen) if t]
     foreign = sorted(s for s in _scripts(shown) if s != "LATIN")
     latin_only = not foreign
-    # Vietnamese letters (Latin with diacritics or đ) count as disguise too: no state domain
-    # is written with them.
+    # Letters outside ASCII (Vietnamese ones with diacritics or đ included) are a disguise
+    # even below a protected domain: no state domain is written with them.
     disguised = not shown.isascii()
+    how = ("letters of another script (" + ", ".join(foreign) + ")" if not latin_only
+           else "letters with diacritics")
+    if inside := next((t for t in targets if _within(shown, t)), None):
+        if not disguised:
+            return None
+        return Lookalike(shown, inside, f"{_show(domain, shown)} is written with {how}; "
+                                        f"no domain of {inside} is")
+    seen = skeleton(shown)
+    tokens = [t for t in _SPLIT.split(seen) if t]
     for target in targets:
         wanted = [t for t in _SPLIT.split(skeleton(target)) if t]
         if disguised and _within(seen, skeleton(target)):
-            how = ("letters of another script (" + ", ".join(foreign) + ")" if not latin_only
-                   else "letters with diacritics")
             mixed = " mixed with Latin" if foreign and "LATIN" in _scripts(shown) else ""
             return Lookalike(shown, target, f"{_show(domain, shown)} reads as "
                                             f"{_show(seen)} but is written with {how}{mixed}")
