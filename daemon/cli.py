@@ -602,6 +602,38 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calendar(args: argparse.Namespace) -> int:
+    """The working calendar of one year: with --json every day, else the days that are not
+    ordinary (weekdays off, weekend days worked, proposed holidays) and the totals."""
+    calendar = _config(args).calendar.work_calendar()
+    if not 1 <= args.year <= 9998:
+        print(f"vanthu calendar: {args.year}: not a year", file=sys.stderr)
+        return 2
+    days = list(calendar.year(args.year))
+    if args.json:
+        print(json.dumps([d.as_json() for d in days], ensure_ascii=False, indent=1))
+        return 0
+    from daemon.office.calendar import announced
+
+    state = "đã công bố" if announced(args.year) else \
+        "DỰ KIẾN (chưa có quyết định chính thức về ngày nghỉ; có thể thay đổi)"
+    print(f"Lịch làm việc năm {args.year}: {state}")
+    for d in days:
+        weekend = d.day.weekday() >= 5
+        if d.working == weekend or "đề xuất" in d.reason:  # a weekday off, a weekend worked
+            what = "làm việc" if d.working else "nghỉ"
+            mark = " (dự kiến)" if d.provisional and "dự kiến" not in d.reason else ""
+            source = f" — {d.source}" if d.source else ""
+            print(f"  {_WEEKDAYS[d.day.weekday()]} {d.day:%d/%m/%Y}: {what}{mark}: "
+                  f"{d.reason}{source}")
+    working = sum(d.working for d in days)
+    print(f"Tổng: {working} ngày làm việc, {len(days) - working} ngày nghỉ")
+    return 0
+
+
+_WEEKDAYS = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ nhật")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     # The demo and its throwaway mail servers live beside the tests, not in the product: an
     # office server installs vanthu without them (and without aiosmtpd).
@@ -674,6 +706,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("stats", cmd_stats, "dossiers received and returned, on time or late")
     p.add_argument("--from", dest="start", help="YYYY-MM-DD (default: 1 January)")
     p.add_argument("--to", dest="end", help="YYYY-MM-DD (default: today)")
+    p.add_argument("--json", action="store_true")
+    p = command("calendar", cmd_calendar, "working days and days off of a year")
+    p.add_argument("action", choices=["show"])
+    p.add_argument("year", type=int)
     p.add_argument("--json", action="store_true")
     p = command("status", cmd_status, "health of mailboxes, backlog, outbox")
     p.add_argument("--json", action="store_true")

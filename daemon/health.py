@@ -321,6 +321,25 @@ def write_locked(cfg: Config, seconds: float = WRITE_LOCK_SECONDS) -> Cause | No
     return None
 
 
+def calendar_causes(cfg: Config, now: datetime) -> list[Cause]:
+    """In December, a warning when next year's days off are not announced yet: deadlines
+    that run into it are counted on the law's estimate (Tết, the day next to 2/9 and any
+    swapped Saturday may still change). Cleared by adding the year to holidays_vn.yaml, or
+    the agency's own [calendar] days."""
+    from daemon.office import calendar
+
+    local = now.astimezone(cfg.agency.tz)
+    year = local.year + 1
+    if local.month != 12 or calendar.announced(year):
+        return []
+    return [Cause("calendar_provisional",
+                  f"Lịch nghỉ lễ, Tết năm {year} chưa được cập nhật theo quyết định chính thức: "
+                  f"hạn xử lý rơi vào năm {year} đang tính theo lịch dự kiến (vanthu calendar "
+                  f"show {year}).",
+                  f"the days off of {year} are not announced yet: deadlines in {year} are "
+                  "counted on a provisional calendar", {"year": year})]
+
+
 def assess(conn: Connection, cfg: Config, now: datetime) -> Verdict:
     """Everything `vanthu status` judges, from one read snapshot and a look at the disks."""
     from daemon.outbound import outbox as outbox_module
@@ -330,4 +349,4 @@ def assess(conn: Connection, cfg: Config, now: datetime) -> Verdict:
     return Verdict(
         [*disks(cfg), *faults_found.problems, *outbox_causes(cfg, sending),
          *mailbox_causes(mailboxes(conn))],
-        faults_found.warnings)
+        [*faults_found.warnings, *calendar_causes(cfg, now)])

@@ -254,6 +254,23 @@ def test_the_digest_names_failed_emails_refused_recipients_and_faults(
     assert "<table" not in report.html and "width" not in report.html
 
 
+def test_the_december_digest_warns_that_next_years_days_off_are_not_announced(
+        database: Engine, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(config.load(None), storage=StorageConfig(data_dir=tmp_path))
+    rules = rules_module.load(RULES)
+
+    def trouble(day: date) -> list[str]:
+        start = datetime.combine(day, datetime.min.time(), VN).replace(hour=6)
+        report = digest.build(database, cfg, rules, start, start + timedelta(hours=6))
+        if not report.text.splitlines()[3].startswith("SỰ CỐ"):
+            return []
+        return _section_lines(report.text, "SỰ CỐ")
+
+    [line] = trouble(date(2026, 12, 1))
+    assert "Lịch nghỉ lễ, Tết năm 2027 chưa được cập nhật" in line
+    assert trouble(date(2026, 11, 30)) == []
+
+
 def _section_lines(text: str, title: str) -> list[str]:
     lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith(title)) + 1

@@ -130,7 +130,8 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         conn.rollback()
     sections: list[tuple[str, list[str]]] = []
     found = health.fault_causes(cfg, faults, end)
-    trouble = [*health.disks(cfg), *found.problems, *found.warnings]
+    trouble = [*health.disks(cfg), *found.problems, *found.warnings,
+               *health.calendar_causes(cfg, end)]
     if trouble:  # first: while it lasts, mail waits or does not go out
         sections.append(_section("SỰ CỐ: văn thư điện tử cần được kiểm tra",
                                  [c.vi for c in trouble]))
