@@ -54,5 +54,7 @@ def setup(level: str = "INFO", json_output: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("imapclient", "aiosmtplib", "apscheduler", "mail.log", "aiosmtpd"):
+    # fontTools logs ~75 INFO lines ("glyf subsetted", …) for every PDF fpdf2 writes.
+    for noisy in ("imapclient", "aiosmtplib", "apscheduler", "mail.log", "aiosmtpd", "fontTools",
+                  "fpdf"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
