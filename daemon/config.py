@@ -654,8 +654,11 @@ def case_code_problem(fmt: str, code: str) -> str | None:
     return None
 
 
-def _hhmm(value: str) -> bool:
-    return re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value) is not None
+def hhmm(value: object) -> bool:
+    """A time of day written HH:MM in ASCII digits (a full-width or other script digit is
+    not one: the times are compared as text)."""
+    return isinstance(value, str) and \
+        re.fullmatch(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]", value) is not None
 
 
 def _toml_error_line(err: tomllib.TOMLDecodeError) -> tuple[int | None, str]:
@@ -1057,7 +1060,7 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
     t = r.table(data, ("digest",))
     t.unknown({"times", "to"})
     times = t.strings("times", DigestConfig.times,
-                      lambda v: None if _hhmm(v) else f"{v!r} is not HH:MM")
+                      lambda v: None if hhmm(v) else f"{v!r} is not HH:MM")
     for moment in sorted({m for m in times if times.count(m) > 1}):
         t.error("times", f"{moment} is listed twice")
 
@@ -1079,7 +1082,7 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
     days_off, working_days = t.dates("days_off"), t.dates("working_days")
     for day in sorted(set(days_off) & set(working_days)):
         t.error("working_days", f"{day} is also in days_off")
-    cutoff = t.take("cutoff", str, "16:00", lambda v: None if _hhmm(v) else "must be HH:MM")
+    cutoff = t.take("cutoff", str, "16:00", lambda v: None if hhmm(v) else "must be HH:MM")
     weekday = t.take("result_weekday", int, -1,
                      lambda v: None if 0 <= v <= 6 else "must be 0 (Monday) to 6 (Sunday)")
     calendar = CalendarConfig(days_off, working_days, cutoff, None if weekday < 0 else weekday,

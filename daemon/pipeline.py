@@ -15,7 +15,7 @@ import contextvars
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -355,10 +355,12 @@ def register_mail(conn: Connection, cfg: Config, rules: RuleSet,
     calendar = cfg.calendar.work_calendar()
     procedure = next((p for p in rules.procedures if p.id == item.decision.procedure), None)
     received = stored.received_at.astimezone(cfg.agency.tz)
-    slot = cases_module.take_slot(conn, cfg.calendar, calendar, received) \
+    settings = replace(cfg.calendar, cutoff=procedure.cutoff) \
+        if procedure and procedure.cutoff else cfg.calendar  # the procedure's own cut-off
+    slot = cases_module.take_slot(conn, settings, calendar, received) \
         if und.kind is Kind.DOSSIER else None
     appointment = cases_module.appointment(
-        cfg.calendar, calendar, received, procedure.days, slot.day
+        settings, calendar, received, procedure.days, slot.day
     ) if procedure and slot else None
     reg = register(conn, cfg.agency, stored.pk, item.mail, und, stored.received_at, procedure,
                    appointment, trust_of(und, item.mail, cfg.security.trusted_domains),

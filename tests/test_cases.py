@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from datetime import date, datetime, timedelta
 from email import message_from_bytes, policy
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pypdf
@@ -15,15 +17,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, update
 
+from daemon import config
 from daemon.cli import main
 from daemon.config import CalendarConfig
 from daemon.db import case_events, cases, register_entries
+from daemon.errors import ConfigError
 from daemon.models import CaseStatus
 from daemon.office import cases as cases_module
 from daemon.office.calendar import WorkCalendar
 from daemon.office.reminders import send_reminders
 from daemon.routing import rules as rules_module
-from tests.conftest import CORPUS, Office
+from tests.conftest import CORPUS, RULES, Office
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 CAL = WorkCalendar()
@@ -121,6 +125,59 @@ def test_dossier_gets_a_receipt_with_code_and_appointment(office: Office) -> Non
     pdf = next(receipt.iter_attachments())  # type: ignore[attr-defined]
     pdf_text = pypdf.PdfReader(io.BytesIO(pdf.get_content())).pages[0].extract_text()
     assert case.code in pdf_text and "GIẤY TIẾP NHẬN HỒ SƠ" in pdf_text  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("cutoff,counted_from", [("15:00", date(2026, 11, 20)),
+                                                  (None, date(2026, 11, 19))])
+def test_a_procedure_has_its_own_cut_off_hour(office: Office, cutoff: str | None,
+                                              counted_from: date) -> None:
+    """A dossier received at 15:30 on Thursday 19/11/2026: with its procedure's cut-off at
+    15:00 it counts from Friday (the next working day); with none, the agency's 16:00
+    counts it from Thursday (the day of receipt is never counted itself)."""
+    rules = office.dir / "rules"
+    shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("tests"))
+    catalogue = (rules / "procedures.yaml").read_text(encoding="utf-8")
+    if cutoff:
+        catalogue = catalogue.replace("    keywords: [\"chứng chỉ hành nghề\", \"cchn\"]\n",
+                                      "    keywords: [\"chứng chỉ hành nghề\", \"cchn\"]\n"
+                                      f"    cutoff: \"{cutoff}\"\n")
+        assert f'cutoff: "{cutoff}"' in catalogue
+    (rules / "procedures.yaml").write_text(catalogue, encoding="utf-8")
+    office.config_path.write_text(office.config_path.read_text().replace(
+        f'dir = "{RULES}"', f'dir = "{rules}"'))
+    received = datetime(2026, 11, 19, 15, 30, tzinfo=VN)
+    client = office.imap()
+    client.append("INBOX", (CORPUS / "017.eml").read_bytes(), msg_time=received)
+    client.logout()
+
+    office.run_daemon(until=lambda: office.settled(1))
+
+    case = _case(office)
+    assert case.procedure == "Cấp chứng chỉ hành nghề hoạt động xây dựng"  # type: ignore[attr-defined]
+    assert case.deadline == CAL.add_working_days(counted_from, 20)  # type: ignore[attr-defined]
+
+
+WRONG_TIMES = ["25:00", "3pm", "15h00", "", "1500", "15:00:00", "１５:００", "1５:00", "7:30"]
+
+
+@pytest.mark.parametrize("bad", WRONG_TIMES)
+def test_a_wrong_agency_cut_off_is_named(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.parse({"calendar": {"cutoff": bad}}, file="config.toml", text="",
+                     base=tmp_path)
+    assert any("cutoff" in str(p) for p in caught.value.problems)
+
+
+@pytest.mark.parametrize("bad", WRONG_TIMES)
+def test_a_wrong_procedure_cut_off_is_named(tmp_path: Path, bad: str) -> None:
+    shutil.copytree(RULES, tmp_path / "rules", ignore=shutil.ignore_patterns("tests"))
+    path = tmp_path / "rules" / "procedures.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "    days: 20\n", f"    days: 20\n    cutoff: \"{bad}\"\n", 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        rules_module.load(tmp_path / "rules")
+    assert any("cutoff takes a time" in str(p) and "procedures.yaml:" in str(p)
+               for p in caught.value.problems)
 
 
 def test_supplement_request_stops_the_clock_and_the_supplement_restarts_it(

@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar, assert_never
 
-from daemon.config import address_problem, as_date, name_problem, normal_name
+from daemon.config import address_problem, as_date, hhmm, name_problem, normal_name
 from daemon.errors import ConfigError, Problem
 from daemon.routing import ruleyaml
 from daemon.routing.conditions import Place, When
@@ -167,6 +167,7 @@ class Procedure:
     keywords: tuple[str, ...]
     days: int  # legal processing time, in working days
     documents: tuple[str, ...]
+    cutoff: str | None = None  # HH:MM: its own cut-off hour, instead of [calendar] cutoff
 
 
 @dataclass(frozen=True)
@@ -346,7 +347,8 @@ def _procedures(file: str, data: Any, c: _Checker) -> tuple[Procedure, ...]:
         if not isinstance(node, Node):
             c.error(file, data, "each procedure must be a mapping", "procedures")
             continue
-        c.keys(file, node, {"id", "name", "keywords", "days", "documents", "note"}, "procedure")
+        c.keys(file, node, {"id", "name", "keywords", "days", "documents", "note", "cutoff"},
+               "procedure")
         pid, days = str(node.get("id", "")), node.get("days")
         keywords = strings(node.get("keywords", []))
         if not _ID.match(pid):
@@ -361,8 +363,13 @@ def _procedures(file: str, data: Any, c: _Checker) -> tuple[Procedure, ...]:
             c.error(file, node, f"procedure {pid!r}: days takes a positive whole number", "days")
             days = 1
         documents = c.strings(file, node, "documents", f"procedure {pid!r}")
+        cutoff = node.get("cutoff")
+        if cutoff is not None and not hhmm(cutoff):
+            c.error(file, node, f"procedure {pid!r}: cutoff takes a time \"HH:MM\" "
+                                "(e.g. \"15:00\")", "cutoff")
+            cutoff = None
         found.append(Procedure(pid, c.name(file, node, pid, f"procedure {pid!r}"),
-                               keywords or (), days, documents))
+                               keywords or (), days, documents, cutoff))
     return tuple(found)
 
 
