@@ -14,7 +14,7 @@ from typing import Protocol
 from daemon.config import Config, LimitsConfig
 from daemon.models import Applicant, Document, Kind, ParsedMail, Understanding
 from daemon.textnorm import header_safe
-from daemon.understand import extract, lookalike, secrecy, trust
+from daemon.understand import extract, lookalike, scams, secrecy, trust
 from daemon.understand.applicant import applicant
 from daemon.understand.classify import (
     Signals,
@@ -223,9 +223,11 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
     own_domains = {_domain(a) for a in own if "@" in a}
     phishing, link_mismatch = phishing_signals(
         mail, (*cfg.security.trusted_domains, *sorted(own_domains)))
+    scam = scams.check(mail, (*cfg.security.trusted_domains, *own_domains), auth)
     signals = Signals(case_ref=case_ref, case_why=case_why, own_mail=own_mail,
                       authenticated=auth, returned=returned, answers=answers,
-                      phishing=phishing, link_mismatch=link_mismatch)
+                      phishing=phishing, link_mismatch=link_mismatch, scam=scam.verdict,
+                      scam_hints=scam.hints)
     kind, why = classify(mail, signals, document)
 
     reasons: list[str] = []
@@ -233,6 +235,8 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
         # A sender imitating the state is held for the clerk with the reason; phishing by its
         # links alone is spam like any other (never answered, registered or forwarded).
         reasons.append(f"phishing: {phishing}")
+    if kind is Kind.SPAM and scam.verdict and why == scam.verdict:
+        reasons.append(f"thư lừa đảo hoặc có mã độc: {scam.verdict}")
     if mail.sender_problems:
         reasons.append("sender identity is doubtful: " + "; ".join(mail.sender_problems))
     domain = _domain(address)

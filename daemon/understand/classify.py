@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from daemon.models import Document, Kind, ParsedMail
 from daemon.textnorm import fold
+from daemon.understand import scams
 
 _AUTO_SUBJECT = re.compile(
     r"^\s*(auto(matic)?\s*(reply|response)|out of (the )?office|autoreply|vắng mặt|"
@@ -68,7 +69,6 @@ _SPAM_WORDS = (
     "đăng nhập để", "mật khẩu sẽ hết hạn", "bấm vào đây", "click here", "verify your account",
     "100%", "zalo", "casino", "nhận thưởng",
 )
-_SUSPICIOUS_TLD = re.compile(r"https?://[^\s/\"'>]+\.(top|click|xyz|icu|buzz|live|cn|ru)\b", re.I)
 _DOSSIER_WORDS = (
     "hồ sơ", "đơn đề nghị", "xin cấp", "đề nghị cấp", "cấp lại", "giấy phép", "chứng chỉ",
     "thủ tục",
@@ -99,6 +99,10 @@ class Signals:
     # A link whose text shows one site and that leads to another: one spam signal, not a
     # verdict by itself (newsletters and trackers rewrite links too).
     link_mismatch: str | None = None
+    # Why the mail is a scam or carries malware (a disguised or runnable attachment, a known
+    # scam family), in Vietnamese; and weaker signs of it, one spam signal each (`scams`).
+    scam: str | None = None
+    scam_hints: tuple[str, ...] = ()
 
 
 def made_by_vanthu(message_id: str, domain: str) -> bool:
@@ -268,9 +272,10 @@ def _spam(mail: ParsedMail, signals: Signals, document: Document | None) -> str 
         return "X-Spam-Flag: YES"
     text = fold(f"{mail.subject}\n{mail.body}")
     hits = [w for w in _SPAM_WORDS if w in text]
-    if _SUSPICIOUS_TLD.search(mail.body) or _SUSPICIOUS_TLD.search(" ".join(mail.headers.get(
-            "x-original-url", ()))):
+    links = f"{mail.body[:64 * 1024]} {' '.join(mail.headers.get('x-original-url', ()))}"
+    if any(scams.throwaway(host) for host in scams.hosts_in(links)):
         hits.append("link to a throw-away domain")
+    hits.extend(signals.scam_hints)
     if signals.link_mismatch:
         hits.append(signals.link_mismatch)
     if any(ord(c) > 0x1F000 for c in mail.subject):
@@ -290,6 +295,7 @@ def classify(
         # Phishing comes before machine mail: a forged bounce or list mail from a look-alike
         # domain is still phishing, and spam is never answered either (no loop).
         (Kind.SPAM, lambda: signals.phishing),
+        (Kind.SPAM, lambda: signals.scam),
         (Kind.BOUNCE, lambda: _bounce(mail, signals)),
         (Kind.AUTO, lambda: signals.returned),
         (Kind.AUTO, lambda: _answering_machine(mail, signals)),

@@ -127,6 +127,7 @@ _FAMILY: dict[str, frozenset[str] | str] = {
     ct: family for cts, family in _CONTENT_TYPE_FAMILY for ct in cts.split()}
 
 _BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+BIDI_NAME = "tên tệp chứa ký tự đảo chiều chữ (ngụy trang đuôi tệp)"
 _TRAVERSAL = re.compile(r"(^|[\\/])\.\.([\\/]|$)|^[\\/]|^[a-zA-Z]:")
 _TRAILING = " .\t\u00a0\u3000"
 
@@ -160,7 +161,7 @@ def _extension(name: str) -> str:
 def judge_name(name: str) -> Verdict:
     """The verdict on a file's name alone (its kind by extension), before its bytes are read."""
     if _BIDI.search(name):
-        return Verdict("", "tên tệp chứa ký tự đảo chiều chữ (ngụy trang đuôi tệp)")
+        return Verdict("", BIDI_NAME)
     if _TRAVERSAL.search(nfc(name).strip()):
         return Verdict("", "tên tệp chứa đường dẫn thư mục (có thể ghi đè tệp khác)")
     judged = judged_name(name)
