@@ -273,7 +273,42 @@ def _status_verdict(verdict: Verdict) -> str:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
+    """Mail held for the clerk: list, show one, release one (the clerk vouches for it), drop
+    one (with a reason)."""
+    from daemon.office import quarantine
+    from daemon.office.release import Refused
+
     cfg = _config(args)
+    if args.action == "list":
+        return _quarantine_list(args, cfg)
+    if args.id is None:
+        print(f"vanthu quarantine {args.action}: give the mail's id (quarantine list)",
+              file=sys.stderr)
+        return 2
+    try:
+        if args.action == "show":
+            held = quarantine.show(_reader(cfg), cfg, args.id)
+            print(json.dumps(held.as_json(), ensure_ascii=False, indent=1) if args.json
+                  else _held_text(cfg, held))
+            return 0
+        act = quarantine.release if args.action == "release" else quarantine.drop
+        decision = act(_engine(cfg), args.id, actor=args.actor, reason=args.reason or "",
+                       now=datetime.now(UTC))
+    except Refused as err:
+        print(f"Không thực hiện: {err.vi}\nNot done: {err.en}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"id": args.id, **decision}, ensure_ascii=False, indent=1))
+    elif args.action == "release":
+        print(f"Đã cho thư số {args.id} đi tiếp (người quyết định: {decision['by']}); "
+              "daemon đang chạy sẽ xử lý lại thư trong vài giây, không giữ lại nữa.")
+    else:
+        print(f"Đã loại bỏ thư số {args.id} (người quyết định: {decision['by']}; lý do: "
+              f"{decision['reason']}).")
+    return 0
+
+
+def _quarantine_list(args: argparse.Namespace, cfg: config.Config) -> int:
     engine = _reader(cfg)
     with reading(engine) as conn:
         rows = conn.execute(select(messages.c.id, messages.c.stored_at, messages.c.sender,
@@ -289,6 +324,40 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             print(f"{item['id']:>6}  {item['stored_at'][:16]}  {item['sender'][:40]:40}  "
                   f"{item['reason']}")
     return 0
+
+
+def _held_text(cfg: config.Config, held: Any) -> str:
+    from daemon.office.digest import KIND_NAMES
+
+    mail = held.mail
+    state = {"quarantined": "đang giữ lại chờ văn thư xem", "dropped": "đã loại bỏ",
+             "stored": "đã cho đi tiếp, chờ xử lý"}.get(held.state, held.state)
+    proven = {True: "đã xác thực (DMARC/DKIM)", False: "KHÔNG xác thực được",
+              None: "không có kết quả xác thực"}[held.authenticated]
+    lines = [f"Thư số {mail.pk}: {state}",
+             f"Nhận lúc: {mail.context.received_at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y}",
+             f"Người gửi: {mail.sender} — {proven}",
+             f"Tiêu đề: {mail.subject or '(không có tiêu đề)'}",
+             f"Loại thư (vanthu nhận định): {KIND_NAMES.get(held.kind or '', 'chưa rõ')}",
+             f"Lý do giữ lại: {held.reasons or '(không ghi)'}"]
+    lines += [f"Lưu ý: {note}" for note in held.trust_notes]
+    if held.clerk:
+        lines.append(f"Quyết định của văn thư: {held.clerk['action']} bởi {held.clerk['by']} "
+                     f"lúc {held.clerk['at'][:16]}: {held.clerk['reason']}")
+    lines.append(f"Tệp đính kèm: {len(held.attachments)}")
+    for index, (name, size, withheld) in enumerate(held.attachments, 1):
+        lines.append(f"  {index}. {name} ({size:,} byte)".replace(",", ".")
+                     + (f" — giữ lại: {withheld}" if withheld else ""))
+    if held.text_withheld:
+        lines.append(f"Nội dung: {held.text_withheld}")
+    else:
+        lines.append(f"Nội dung ({len(held.text)} dòng đầu):")
+        lines += [f"  | {line}" for line in held.text]
+    if held.state == "quarantined":
+        lines.append(f"Cho đi tiếp: vanthu quarantine release {mail.pk} --actor TÊN "
+                     "--reason \"LÝ DO\"; loại bỏ: vanthu quarantine drop "
+                     f"{mail.pk} --actor TÊN --reason \"LÝ DO\"")
+    return "\n".join(lines)
 
 
 def cmd_refetch(args: argparse.Namespace) -> int:
@@ -713,9 +782,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = command("status", cmd_status, "health of mailboxes, backlog, outbox")
     p.add_argument("--json", action="store_true")
-    p = command("quarantine", cmd_quarantine, "mail held for a human")
-    p.add_argument("action", choices=["list"])
+    p = command("quarantine", cmd_quarantine,
+                "mail held for a human: list, show, release (vouch for it) or drop it")
+    p.add_argument("action", choices=["list", "show", "release", "drop"])
+    p.add_argument("id", type=int, nargs="?", help="the mail's id (quarantine list)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--actor", default=os.environ.get("USER", ""),
+                   help="release/drop: who decides (kept with the mail)")
+    p.add_argument("--reason", help="release/drop: why, in Vietnamese (required)")
     p = command("refetch", cmd_refetch,
                 "fetch a mail again from the mailbox (its stored copy damaged or lost)")
     p.add_argument("id", type=int, help="the mail's id (quarantine list, register list)")

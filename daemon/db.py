@@ -119,6 +119,8 @@ messages = Table(
     Column("tags", JSON),
     # A rule's `move` action: the IMAP folder to move the mail to; cleared once moved.
     Column("move_to", String(500)),
+    # The clerk's decision on a held mail: {"action": "release"|"drop", "by", "at", "reason"}.
+    Column("clerk", JSON),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 Index("ix_messages_header_message_id", messages.c.header_message_id)

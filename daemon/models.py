@@ -15,6 +15,7 @@ class State(enum.StrEnum):
     ROUTED = "routed"  # understood, registered and routed: its outbox rows exist
     DONE = "done"
     QUARANTINED = "quarantined"
+    DROPPED = "dropped"  # held, then closed by the clerk without handling (messages.clerk)
 
 
 class Kind(enum.StrEnum):

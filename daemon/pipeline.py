@@ -40,6 +40,7 @@ from daemon.models import (
     Understanding,
 )
 from daemon.office import cases as cases_module
+from daemon.office import quarantine
 from daemon.office import register as register_module
 from daemon.office.cases import CaseEvent
 from daemon.office.register import Book, DbCases, case_id_of, register, trust_of
@@ -48,7 +49,7 @@ from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose, refusal
 from daemon.routing.route import announced, decide, merge
 from daemon.routing.rules import Procedure, RuleSet
-from daemon.understand import Reading, dkim_check, judge
+from daemon.understand import Reading, answered_ids, dkim_check, judge
 
 log = logging.getLogger("vanthu.pipeline")
 
@@ -106,6 +107,8 @@ def think(cfg: Config, rules: RuleSet, conn: Connection, stored: Stored,
         return Failed(stored, f"{type(reading).__name__}: {reading}")
     try:
         und = judge(reading, cfg, DbCases(conn))
+        if und.quarantine and (clerk := quarantine.released(conn, stored.pk)):
+            und = vouched(und, clerk, cfg)
         own = cfg.own_addresses
         decision = decide(und, reading.mail, rules, stored.received_at.astimezone(cfg.agency.tz),
                           own, cfg.calendar.work_calendar())
@@ -113,6 +116,16 @@ def think(cfg: Config, rules: RuleSet, conn: Connection, stored: Stored,
         log.exception("pipeline.failed", extra={"mail": stored.pk})
         return Failed(stored, f"{type(err).__name__}: {err}")
     return Ready(stored, reading.mail, und, decision)
+
+
+def vouched(und: Understanding, clerk: dict[str, Any], cfg: Config) -> Understanding:
+    """A held mail the clerk released (`vanthu quarantine release`): no longer held, and the
+    doubt it was held for, with who lifted it and why, goes on to everyone it reaches."""
+    at = datetime.fromisoformat(clerk["at"]).astimezone(cfg.agency.tz)
+    note = (f"Thư từng bị giữ lại ({'; '.join(und.quarantine_reasons)}); văn thư "
+            f"{clerk['by']} đã kiểm tra và cho đi tiếp lúc {at:%H:%M %d/%m/%Y}: "
+            f"{clerk['reason']}")
+    return replace(und, quarantine_reasons=(), trust_notes=(*und.trust_notes, note))
 
 
 class Groups:
@@ -164,23 +177,31 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
     results = iter(found)
     readings: list[Reading | BadMessage | Exception | None] = [
         raw if isinstance(raw, Exception) else next(results) for raw in raws]
+    read_of = {row.id: found for row, found in zip(rows, readings, strict=True)
+               if found is not None}
     with reading(engine) as conn:
         work = [think(cfg, rules, conn, Stored(row.id, row.sha256, row.stored_at, row.attempts,
                                                row.received_at),
-                      reading)
-                for row, reading in zip(rows, readings, strict=True) if reading is not None]
+                      read_of[row.id])
+                for row in rows if row.id in read_of]
         conn.rollback()
     fault: str | None = None
     with engine.begin() as conn:
-        for item in work:
+        recorded = False
+        for item in thread_order(work):
             # Another daemon may have taken it meanwhile: only move it from `stored`.
             state = conn.scalar(select(messages.c.state).where(messages.c.id == item.stored.pk))
             if state != State.STORED:
                 continue
+            if recorded and isinstance(item, Ready) and item.understanding.kind in _MAY_JOIN:
+                # Judged before the earlier mails of this batch were recorded: a reply to a
+                # dossier of the same batch finds its case only now.
+                item = think(cfg, rules, conn, item.stored, read_of[item.stored.pk])
             if isinstance(item, Ready):
                 try:
                     with conn.begin_nested():
                         apply(conn, cfg, rules, item)
+                    recorded = True
                     continue
                 except Exception as err:  # bulkhead: this mail's savepoint is rolled back alone
                     log.exception("pipeline.apply_failed", extra={"mail": item.stored.pk})
@@ -197,6 +218,29 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
         raise SystemicFault(fault)
     log.info("pipeline.committed", extra={"mails": len(work)})
     return len(work)
+
+
+# Kinds a mail judged outside any case may leave once its thread is found (a reply).
+_MAY_JOIN = frozenset({Kind.DOCUMENT, Kind.DOSSIER, Kind.OTHER})
+
+
+def thread_order(work: Sequence[Work]) -> list[Work]:
+    """The batch in the order it arrived, except that a mail comes after the mails of the same
+    batch it answers (In-Reply-To/References): a reply fetched with its dossier, even before
+    it, then joins the dossier's case. Mails of a cycle of answers keep their order."""
+    position = {item.mail.message_id: at for at, item in enumerate(work)
+                if isinstance(item, Ready) and item.mail.message_id}
+    answers = [{position[i] for i in answered_ids(item.mail) if i in position} - {at}
+               if isinstance(item, Ready) else set() for at, item in enumerate(work)]
+    order: list[int] = []
+    placed: set[int] = set()
+    pending = list(range(len(work)))
+    while pending:
+        first = next((at for at in pending if answers[at] <= placed), pending[0])
+        pending.remove(first)
+        order.append(first)
+        placed.add(first)
+    return [work[at] for at in order]
 
 
 CANARY = Path(__file__).parent / "samples" / "017.eml"  # a dossier: receipt, PDF, case, forward
@@ -318,6 +362,10 @@ def hold(conn: Connection, item: Ready) -> list[str]:
     if not reasons and und.kind is Kind.REPLY and und.case_ref and (
             stranger := _stranger_to_case(conn, und, item.mail)):
         reasons.append(stranger)
+    if reasons and (clerk := quarantine.released(conn, item.stored.pk)):
+        log.warning("mail.hold_lifted", extra={"mail": item.stored.pk, "actor": clerk["by"],
+                                               "held_for": reasons[0]})
+        return []  # the clerk looked at it and vouched for it: `vanthu quarantine release`
     return reasons
 
 

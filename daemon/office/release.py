@@ -144,8 +144,13 @@ def load(engine: Engine, pk: int) -> StoredMail:
 
 
 def attachments(cfg: Config, mail: StoredMail) -> tuple[Attachment, ...]:
-    """The mail's attachments, read again from the store in one worker process (the daemon's
-    `[limits]`: parse_seconds, worker_memory_mb); Refused when it cannot be read."""
+    """The mail's attachments, read again from the store (see `read_again`)."""
+    return read_again(cfg, mail).mail.attachments
+
+
+def read_again(cfg: Config, mail: StoredMail) -> Reading:
+    """The mail read again from the store in one worker process (the daemon's `[limits]`:
+    parse_seconds, worker_memory_mb); Refused when it cannot be read."""
     try:
         raw = MailStore(cfg.storage.data_dir).read(mail.sha256)
     except OSError as err:
@@ -162,7 +167,7 @@ def attachments(cfg: Config, mail: StoredMail) -> tuple[Attachment, ...]:
         why = str(result) if result is not None else "not read"
         raise Refused(f"không đọc được thư {mail.pk}: {why}.",
                       f"mail {mail.pk} cannot be read: {why}.")
-    return result.mail.attachments
+    return result
 
 
 def pick(found: Sequence[Attachment], index: int, pk: int) -> Attachment:
