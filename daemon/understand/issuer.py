@@ -244,8 +244,9 @@ def _trailing_head(words: list[str]) -> Head | None:
 # ----- writing a body's name -----------------------------------------------------------------
 
 def _title(words: list[str]) -> str:
-    """A proper name: each syllable capitalised ("PHAN RANG - THÁP CHÀM")."""
-    return " ".join(w[:1].upper() + w[1:].lower() for w in words)
+    """A proper name: each syllable capitalised ("PHAN RANG - THÁP CHÀM"), Roman numerals kept."""
+    return " ".join(w if re.fullmatch(r"[IVXL]+", w) else w[:1].upper() + w[1:].lower()
+                    for w in words)
 
 
 def _known_at(keys: list[str], i: int, table: dict[tuple[str, ...], str]) -> tuple[str, int]:
@@ -371,7 +372,10 @@ def issuer_of(block: list[str]) -> str | None:
         return _capitalised(unit.place.text())
     if len(bodies) == 1:
         return _capitalised(_full(unit))
-    return _capitalised(_with_parent(unit, bodies[-2]))
+    parent = bodies[-2]
+    if parent.place is None:  # "UBND TỈNH X / SỞ Y TẾ / TRUNG TÂM …": the Sở is of tỉnh X
+        parent.place = next((b.place for b in reversed(bodies[:-2]) if b.place), None)
+    return _capitalised(_with_parent(unit, parent))
 
 
 def _capitalised(name: str) -> str:
