@@ -1,116 +1,531 @@
-"""Who sent a dossier: a company or a person's name, the sender address, a phone number.
+"""Who applies in a dossier mail: a company's or a person's name, an email address, a phone.
 
-Pure functions over a ParsedMail's text, linear in its length whatever it holds: each text
-is read once for its name cues and once for the places where a company name may start, and
-every cue then looks up the next company name instead of searching the rest of the text
-again (20,000 repetitions of "tên tổ chức" would otherwise mean 20,000 searches).
+The sender is not always the applicant. A one-stop unit (Trung tâm Phục vụ hành chính công,
+Bộ phận Một cửa, the post office) forwards a citizen's dossier: the applicant, their email
+and phone are the ones the body names, never the unit's. A company's staff send for the
+company: the applicant is the company, reached at the sender's address. A relative or an
+authorised person sends for someone: the applicant is the one they act for.
+
+The name is read from cues, strongest first: acting for someone ("thay mặt", "nộp hộ", "được
+… ủy quyền"), an applicant's field ("Người nộp hồ sơ:", "Họ và tên:", "Tên tổ chức:"), an
+organisation that is the subject of the mail ("Công ty … gửi hồ sơ"), "công ty chúng tôi",
+"hồ sơ … của ông …", the sender introducing themselves ("Tôi tên là …"), then the same in
+the attachments, the signature, and the sender's display name.
+
+Pure and linear in the text whatever it holds: each cue is found by one pass of a pattern
+and read by looking at most a line's first characters after it; texts are capped.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 import re
+from itertools import islice
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 from daemon.models import Applicant, ParsedMail
 from daemon.textnorm import fold
 
-_PHONE = re.compile(r"(?<![\d/])(?:\+84|0084|0)[\s.\-]?(?:\d[\s.\-]?){8,10}(?!\d)")
-_NAME_CUES = re.compile(
-    r"(?:tôi\s+tên\s+là|tên\s+tôi\s+là|tôi\s+là|em\s+là|họ\s+và\s+tên|họ\s+tên|tên\s+tổ\s+chức|"
-    r"tên\s+doanh\s+nghiệp|người\s+đề\s+nghị|tôi|em)\s*[:：]?\s*", re.I)
-# Where a company name may start, and the name itself: "Công ty", an optional form, then the
-# shortest 2 to 80 characters followed by punctuation, a line end, the end of the text or a
-# salutation. The check of what follows reads the spaces after the name possessively, and
-# those spaces are a single one (see `_flat`): trying 80 name lengths costs 80 short looks.
-_COMPANY_START = re.compile(r"\bCông\s+ty", re.I)
-_COMPANY = re.compile(
-    r"\b(Công\s+ty\s+(?:TNHH|CP|cổ\s+phần|trách\s+nhiệm\s+hữu\s+hạn)?[^,.;:()\n]{2,80}?)"
-    r"(?=[^\S\n]*+(?:[(,.;:\n]|$)|[^\S\n]++(?:kính|xin|gửi|trân|đề)\b)", re.I)
+WORDS_FILE = Path(__file__).with_name("applicant_words.yaml")
+MAX_TEXT = 64 * 1024  # characters of each text read: a dossier names its applicant early
+MAX_ATTACHMENTS = 12  # attachment texts read
+MAX_CUES = 300  # cues of one kind read in one text
+MAX_NUMBERS = 500  # digit runs of one text looked at for a phone
+_NAME_SPAN = 120  # characters after a cue where a name may be read
+
+
+def _load_words() -> dict[str, tuple[str, ...]]:
+    with WORDS_FILE.open(encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    return {key: tuple(str(word) for word in words) for key, words in data.items()}
+
+
+_WORDS = _load_words()
+
+
+def _alternation(words: tuple[str, ...]) -> str:
+    """A regex alternation of `words`, longest first, spaces as the single space of `_flat`."""
+    return "|".join(re.escape(w).replace("\\ ", " ") for w in sorted(words, key=len,
+                                                                      reverse=True))
+
+
+_ORG_FORM = re.compile(rf"(?:{_alternation(_WORDS['organisation_forms'])})\b", re.I)
+_LEAD = re.compile(rf"(?:(?:{_alternation(_WORDS['before_a_name'])})\b\.?[ ,]*){{0,8}}", re.I)
+_NOT_A_NAME_START = frozenset(fold(w) for w in _WORDS["not_a_name_start"])
+_FAMILY_NAMES = frozenset(fold(w) for w in _WORDS["family_names"])
+_INTERMEDIARIES = tuple(fold(w, accents=False) for w in _WORDS["intermediaries"])
+_INTERMEDIARY_BOXES = re.compile(
+    rf"(?:{_alternation(_WORDS['intermediary_mailboxes'])})", re.I)
+_INTERMEDIARY_DOMAINS = _WORDS["intermediary_domains"]
+
+# Words that end a person's name: the labels and verbs written right after it.
+_AFTER_A_NAME = frozenset({
+    "sđt", "đt", "đtdđ", "dđ", "email", "e-mail", "điện", "số", "sinh", "cccd", "cmnd", "mst",
+    "tel", "fax", "zalo", "địa", "giám", "phòng", "xin", "kính", "gửi", "nộp", "đề", "trân",
+    "mobile", "phone", "hotline", "ngày", "tại", "chức", "hiện", "thường", "nơi", "mã"})
+# Lower-case words that end an organisation's name: verbs and linking words a name never has
+# ("Công ty TNHH An Phát gửi hồ sơ", "thay mặt Hợp tác xã Tân Tiến xin …").
+_AFTER_AN_ORG = frozenset({
+    "gửi", "kính", "xin", "nộp", "đề", "trân", "chuyển", "có", "đã", "đang", "sẽ", "được",
+    "bị", "là", "tại", "theo", "về", "cho", "của", "do", "với", "hiện", "thì", "mà", "nên",
+    "vì", "để", "trong", "từ", "đến", "ở", "chúng", "tôi", "em", "này", "đó", "đây", "cam",
+    "báo", "đăng", "gồm", "kèm", "trụ", "địa", "mã", "thay", "đại", "ủy", "ký", "nay",
+    "chịu", "như", "sau", "trước", "muốn", "cần", "thực", "trình"})
+# What an organisation that is the subject of a sentence does next ("Công ty … (MST …) kính
+# gửi hồ sơ", "Hợp tác xã … xin đề nghị").
+_ORG_ACTS = re.compile(
+    r" ?(?:\([^()\n]{0,80}\))?,? ?(?:xin|kính|gửi|nộp|đề nghị|trân trọng|chuyển|có|cam kết|"
+    r"báo cáo|đăng ký|trình)\b", re.I)
+
+# Cues, each found by one pass over a text. Labels of people who are not the applicant (the
+# unit's officer, the legal representative, the contact) are matched with the applicant's
+# labels so that their words are never read as one ("Người được ủy quyền: …").
+_LABELS = re.compile(
+    r"\b(?:(?P<other>người (?:được ủy quyền|đại diện(?: theo pháp luật)?|liên hệ|tiếp nhận|"
+    r"nhận|ký|hướng dẫn|xử lý)|cán bộ(?: tiếp nhận)?|chuyên viên|công chức|giám đốc)"
+    r"|(?:(?:họ (?:và )?tên|tên) )?(?:người (?:nộp(?: hồ sơ)?|đề nghị|yêu cầu|làm đơn|"
+    r"đứng tên|ủy quyền)|chủ (?:đầu tư|hộ|hồ sơ|sở hữu|cơ sở))"
+    r"|họ (?:và )?tên|tên (?:tổ chức(?:, cá nhân)?|doanh nghiệp|đơn vị|cơ sở|công ty|"
+    r"hợp tác xã|hộ kinh doanh)"
+    r"|(?:tổ chức|doanh nghiệp|đơn vị|cá nhân|công dân)(?: (?:đề nghị|nộp hồ sơ|yêu cầu|nộp))?"
+    r"|applicant|full name)"
+    r"(?: \([^()\n]{0,60}\))? ?[:：] ?\n? ?", re.I)
+_ACTS = re.compile(
+    r"\b(?:thay mặt(?: cho)?|(?<!người )đại diện (?:cho|của)|nộp (?:hồ sơ )?(?:hộ|giúp|giùm|"
+    r"dùm|thay(?: cho)?)|(?:theo|có) (?:giấy )?ủy quyền của|(?P<by>(?<!người )được)) ", re.I)
+_AUTHORISED = re.compile(r" ?(?:\([^()\n]{0,60}\) ?)?(?:ủy quyền|uỷ quyền)\b", re.I)
+_SELF = re.compile(
+    r"\b(?:(?:tôi|em|cháu|mình) tên là|tên (?:tôi|em|cháu|mình) là|(?:tôi|em|cháu|mình) "
+    r"(?:là|tên)|(?P<bare>tôi|em))(?: ?[:：,] ?| )", re.I)
+_OF = re.compile(r"\bhồ sơ\b[^\n.;,:]{0,80}?\bcủa ", re.I)
+_OURS = re.compile(r"\b(?:công ty|doanh nghiệp|đơn vị|hợp tác xã|htx)(?: của)? chúng tôi\b",
+                   re.I)
+# Where a signature begins: the closing words of a letter, or "--".
+_SIGN_OFF = re.compile(r"\b(?:trân trọng|kính thư|thân ái|xin cảm ơn|cảm ơn|best regards|"
+                       r"regards)\b|^-- ?$", re.I | re.M)
 _SPACES = re.compile(r"[^\S\n]+")
+_TOKEN = re.compile(r"\S+")
+_LINE = re.compile(r"[^\n]+")
+
+# Ranks of the name cues, the smallest wins. Cues in the body come before the same cues in
+# an attachment; the signature and the display name are the last resorts.
+_ACT, _SUBJECT, _LABEL, _OURS_RANK, _OF_PERSON, _SELF_RANK, _BARE = range(7)
+_IN_ATTACHMENT = 10
+# Last: an organisation a dossier is "of" may be the one that certified a paper in it.
+_SIGNATURE_ORG, _SIGNATURE_PERSON, _OF_ORG = 30, 31, 32
 
 
 def _flat(text: str) -> str:
-    """`text` with every run of spaces and tabs (not line ends) made one space: names are
-    read word by word, and no regex then meets a long run of spaces."""
-    return _SPACES.sub(" ", text)
+    """`text` with every run of spaces and tabs (not line ends) made one space, capped."""
+    return _SPACES.sub(" ", text)[:MAX_TEXT]
+
+
+def _line_window(text: str, start: int) -> tuple[int, int]:
+    """From `start` to the end of its line, at most `_NAME_SPAN` characters."""
+    limit = min(len(text), start + _NAME_SPAN)
+    end = text.find("\n", start, limit)
+    return start, limit if end < 0 else end
+
+
+# --- names ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Name:
+    text: str
+    start: int
+    end: int
+    organisation: bool
+
+
+def _read_org(text: str, position: int) -> _Name | None:
+    """The organisation whose name begins at `position` ("Công ty TNHH Xây dựng An Phát"):
+    its legal form, then words up to punctuation, a line end or a verb."""
+    form = _ORG_FORM.match(text, position)
+    if form is None:
+        return None
+    words = [form.group(0)]
+    end = form.end()
+    capitalised = form.group(0)[0].isupper()
+    tokens = list(_TOKEN.finditer(text, *_line_window(text, form.end())))[:16]
+    for i, token in enumerate(tokens):
+        word = token.group(0)
+        if word[0] in "(-–—" or (word.islower() and word in _AFTER_AN_ORG):
+            break
+        if word == "và" and i + 1 < len(tokens) and tokens[i + 1].group(0)[0].islower():
+            break
+        stripped = word.rstrip(",.;:)")
+        if stripped:
+            words.append(stripped)
+            end = token.start() + len(stripped)
+            capitalised = capitalised or stripped[0].isupper()
+        if stripped != word:
+            break
+    if len(words) < 2 or not capitalised:
+        return None
+    return _Name(" ".join(words), position, end, True)
+
+
+def _is_name_word(word: str) -> bool:
+    return word[0].isupper() and all(c.isalpha() or c in "'’-" for c in word)
+
+
+def _read_person(text: str, position: int, strict: bool) -> _Name | None:
+    """A person's name at `position`, after any title or kinship word ("ông", "mẹ tôi là
+    bà"): two to seven capitalised words. `strict` (a weak cue with no title before the
+    name): the first word must be a family name."""
+    lead = _LEAD.match(text, position)
+    start = lead.end() if lead else position
+    strict = strict and start == position
+    words: list[str] = []
+    end = start
+    for token in _TOKEN.finditer(text, *_line_window(text, start)):
+        word = token.group(0)
+        stripped = word.rstrip(",.;:)!?")
+        if not stripped or not _is_name_word(stripped) or fold(stripped) in _AFTER_A_NAME:
+            break
+        words.append(stripped)
+        end = token.start() + len(stripped)
+        if stripped != word or len(words) == 7:
+            break
+    if len(words) < 2 or fold(words[0]) in _NOT_A_NAME_START:
+        return None
+    if strict and fold(words[0]) not in _FAMILY_NAMES and not words[0].startswith("H'"):
+        return None
+    if all(w.isupper() for w in words) and any(len(w) > 1 for w in words):
+        words = [w.capitalize() for w in words]  # "NGUYỄN VĂN AN", as forms ask
+    return _Name(" ".join(words), start, end, False)
+
+
+def _read_name(text: str, position: int, strict: bool) -> _Name | None:
+    """An organisation or a person named at `position` (after any title)."""
+    lead = _LEAD.match(text, position)
+    return _read_org(text, lead.end() if lead else position) or _read_person(
+        text, position, strict)
 
 
 @dataclass(frozen=True)
-class _Companies:
-    """The company names of one text, by where they start, to find the first one at or
-    after any position with a binary search."""
+class _Found:
+    rank: int
+    name: _Name
+    text: int  # index of the text it was read in
 
-    starts: list[int]
-    names: list[str]
 
-    @classmethod
-    def of(cls, text: str) -> _Companies:
-        starts: list[int] = []
-        names: list[str] = []
-        for candidate in _COMPANY_START.finditer(text):
-            if found := _COMPANY.match(text, candidate.start()):
-                starts.append(found.start())
-                names.append(" ".join(found.group(1).split()))
-        return cls(starts, names)
+class _Organisations:
+    """The organisations named in one text, by where they begin."""
 
-    def first_from(self, position: int) -> tuple[int, str] | None:
-        """The first company name starting at or after `position`."""
+    def __init__(self, text: str) -> None:
+        self.names = [n for m in islice(_ORG_FORM.finditer(text), MAX_CUES)
+                      if (n := _read_org(text, m.start()))]
+        self.starts = [n.start for n in self.names]
+
+    def nearest(self, position: int) -> _Name | None:
+        """The last organisation named before `position`, else the first one after it."""
         i = bisect.bisect_left(self.starts, position)
-        return (self.starts[i], self.names[i]) if i < len(self.starts) else None
+        if i > 0:
+            return self.names[i - 1]
+        return self.names[0] if self.names else None
 
 
-def _clean_name(candidate: str) -> str | None:
-    words: list[str] = []
-    for word in candidate.split():
-        word = word.strip(",.;:()")
-        if not word or not (word[0].isupper() or word.isupper()):
-            break
-        words.append(word)
-        if len(words) == 6:
-            break
-    return " ".join(words) if len(words) >= 2 else None
+def _as_subject(text: str, org: _Name) -> bool:
+    """Whether `org` begins a line or a sentence and acts ("Công ty … gửi hồ sơ")."""
+    before = text[max(0, org.start - 2):org.start]
+    at_start = org.start == 0 or before.endswith("\n") or (
+        len(before) == 2 and before[1] == " " and before[0] in ".!?:,")
+    return at_start and _ORG_ACTS.match(text, org.end) is not None
 
 
-def _cues(texts: list[str]) -> Iterator[tuple[int, re.Match[str]]]:
-    """Every name cue, text by text (the index of its text, the cue)."""
-    for index, text in enumerate(texts):
-        for cue in _NAME_CUES.finditer(text):
-            yield index, cue
+@dataclass(frozen=True)
+class _Text:
+    """One text of a mail: where it is (`shift`: 0 in the body, `_IN_ATTACHMENT` in an
+    attachment) and whether a forwarding unit speaks in it (its own words name no one)."""
+
+    text: str
+    shift: int
+    units_words: bool = False
 
 
-def _name(texts: list[str]) -> str | None:
-    """The applicant's name: a company named before any cue in the body, else the first cue
-    followed by a name (a company after "tên tổ chức", capitalised words after the others)."""
-    companies = [_Companies.of(text) for text in texts]
-    company = companies[0].first_from(0)
-    cues = _cues(texts)
-    first = next(cues, None)
-    if company and (first is None or company[0] < first[1].start()):
-        return company[1]
-    if first is None:
-        return None
-    for index, cue in itertools.chain([first], cues):
-        if fold(cue.group(0)).startswith("tên tổ chức") and (
-                found := companies[index].first_from(cue.start())):
-            return found[1]
-        if name := _clean_name(texts[index][cue.end(): cue.end() + 80].split("\n")[0]):
-            return name
+def _cues(item: _Text, index: int) -> Iterator[_Found]:
+    """Every applicant's name a cue of the text points at. A forwarding unit's own words
+    ("tôi", "chúng tôi", its signature) never name the applicant."""
+    text, shift = item.text, item.shift
+    for cue in islice(_ACTS.finditer(text), MAX_CUES):
+        name = _read_name(text, cue.end(), strict=False)
+        if name and (not cue.group("by") or _AUTHORISED.match(text, name.end)):
+            yield _Found(_ACT + shift, name, index)
+    for cue in islice(_LABELS.finditer(text), MAX_CUES):
+        if not cue.group("other") and (name := _read_name(text, cue.end(), strict=False)):
+            yield _Found(_LABEL + shift, name, index)
+    organisations = _Organisations(text)
+    for org in organisations.names:
+        if _as_subject(text, org):
+            yield _Found(_SUBJECT + shift, org, index)
+    for cue in islice(_OF.finditer(text), MAX_CUES):
+        if name := _read_name(text, cue.end(), strict=True):
+            yield (_Found(_OF_ORG, name, index) if name.organisation
+                   else _Found(_OF_PERSON + shift, name, index))
+    if item.units_words:
+        return
+    for cue in islice(_OURS.finditer(text), MAX_CUES):
+        if ours := organisations.nearest(cue.start()):
+            yield _Found(_OURS_RANK + shift, ours, index)
+    for cue in islice(_SELF.finditer(text), MAX_CUES):
+        bare = cue.group("bare") is not None
+        if name := _read_person(text, cue.end(), strict=bare):
+            yield _Found((_BARE if bare else _SELF_RANK) + shift, name, index)
+
+
+def _signature(body: str) -> Iterator[_Found]:
+    """An organisation or a person signing the body: the lines after its last closing words,
+    else its last four lines."""
+    offset = max(0, len(body) - 4000)
+    marks = list(_SIGN_OFF.finditer(body, offset))
+    lines = [(m.start(), m.group(0)) for m in
+             _LINE.finditer(body, marks[-1].end() if marks else offset)]
+    for start, line in lines if marks else lines[-4:]:
+        org = next((n for m in _ORG_FORM.finditer(line) if (n := _read_org(line, m.start()))),
+                   None)
+        name = org or _read_person(line, 0, strict=True)
+        if name:
+            yield _Found(_SIGNATURE_ORG if org else _SIGNATURE_PERSON,
+                         _Name(name.text, start + name.start, start + name.end, bool(org)), 0)
+
+
+def _best_name(texts: list[_Text], forwarder: bool) -> _Found | None:
+    best: _Found | None = None
+    found = [f for i, t in enumerate(texts) for f in _cues(t, i)]
+    if not forwarder:
+        found.extend(_signature(texts[0].text))
+    for item in found:
+        if best is None or (item.rank, item.text, item.name.start) < (
+                best.rank, best.text, best.name.start):
+            best = item
+    return best
+
+
+# --- who sent it ---------------------------------------------------------------------------
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def _in_domains(domain: str, domains: tuple[str, ...]) -> bool:
+    return any(domain == d or domain.endswith("." + d) for d in domains)
+
+
+def is_forwarder(mail: ParsedMail) -> bool:
+    """Whether the sender is a one-stop unit forwarding someone's dossier: named so in its
+    display name or the opening of the body, or writing from such a unit's mailbox on a
+    state or postal domain."""
+    named = fold(mail.sender.name, accents=False)
+    if any(unit in named for unit in _INTERMEDIARIES):
+        return True
+    address = mail.sender.email
+    if not _in_domains(_domain(address), _INTERMEDIARY_DOMAINS):
+        return False
+    local = fold(address.partition("@")[0], accents=False)
+    opening = fold(mail.body[:400], accents=False)
+    return bool(_INTERMEDIARY_BOXES.search(local)) or any(
+        unit in opening for unit in _INTERMEDIARIES)
+
+
+# What a forwarding unit writes about itself on the line of a number or an address: its
+# officer, itself, its hotline ("Cán bộ tiếp nhận: … - ĐT: …", "Tôi là …, cán bộ …").
+_UNITS_OWN = re.compile(
+    r"\b(?:cán bộ|chuyên viên|công chức|người (?:tiếp nhận|hướng dẫn|xử lý)|tôi|chúng tôi|"
+    r"trung tâm|bộ phận|một cửa|bưu điện|đường dây nóng|hotline)\b", re.I)
+
+
+def _units_own(item: _Text, position: int, since: int) -> bool:
+    """Whether the line before `position` (from `since` on, the end of the applicant's name
+    when it is on that line) speaks of the forwarding unit itself."""
+    if not item.units_words:
+        return False
+    text = item.text
+    start = text.rfind("\n", max(0, position - _NAME_SPAN), position) + 1
+    start = max(start, since) if since <= position else start
+    return _UNITS_OWN.search(text, start, position) is not None
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where the applicant's name was read: which text, its start and its end."""
+
+    text: int
+    start: int
+    end: int
+
+    def since(self, index: int) -> int:
+        return self.end if index == self.text else 0
+
+    def before(self, index: int, position: int) -> bool:
+        return (index, position) < (self.text, self.start)
+
+
+# --- email addresses -----------------------------------------------------------------------
+
+_EMAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9\-]{1,63}"
+                    r"(?:\.[A-Za-z0-9\-]{1,63}){1,8}")
+_EMAIL_LABEL = re.compile(r"(?:e-?mail|thư điện tử|hộp thư|mail|gmail)\b[^@\n]{0,12}$", re.I)
+_FORWARDED_FROM = re.compile(r"^[> ]*(?:from|từ|người gửi) ?: ?[^\n@]{0,100}?<?(?P<address>"
+                             + _EMAIL.pattern + ")", re.I | re.M)
+# Where a mail forwarded inside a body begins (Gmail, Outlook, Thunderbird, Apple Mail, in
+# English and Vietnamese).
+_FORWARDED = re.compile(
+    r"^[> ]*(?:-{2,} ?(?:forwarded message|original message|thư chuyển tiếp|thư được chuyển "
+    r"tiếp|tin nhắn gốc|thư gốc)|begin forwarded message|(?:from|từ|người gửi) ?: ?"
+    r"[^\n@]{0,100}@)", re.I | re.M)
+
+
+def _applicant_email(texts: list[_Text], sender: str, where: _Where | None) -> str | None:
+    """For a forwarded dossier: the applicant's own address the body gives (labelled ones
+    first, the first after the applicant's name first), or the sender of a mail forwarded
+    inside it; never one of the forwarding unit's domain or on its own lines."""
+    own = _domain(sender)
+    labelled: list[tuple[int, int, str]] = []
+    others: list[tuple[int, int, str]] = []
+    for index, item in enumerate(texts):
+        since = where.since(index) if where else 0
+        for count, match in enumerate(_EMAIL.finditer(item.text)):
+            address = match.group(0).rstrip(".-")
+            if count > 200 or _domain(address) == own or _units_own(item, match.start(),
+                                                                    since):
+                continue
+            ranked = (1 if where is None or where.before(index, match.start()) else 0,
+                      index, address)
+            window = item.text[max(0, match.start() - 40):match.start()]
+            if _EMAIL_LABEL.search(window):
+                labelled.append(ranked)
+            elif not _in_domains(_domain(address), ("gov.vn",)):
+                others.append(ranked)  # an agency copied in is not the applicant
+    for group in (labelled, others):
+        if group:
+            return min(group)[2]
     return None
 
 
+# --- phone numbers -------------------------------------------------------------------------
+
+# A run of digits as phone numbers are written: groups joined by one space, dot or dash, an
+# area code in brackets, "+84", "(+84)", "+84 (0)".
+_DIGITS = re.compile(r"(?<![\w+.\-/])(?:\( ?\+?|\+ ?)?\d+(?:(?: ?\(0\) ?|\) ?|[ .\-])\d+)*")
+_GROUP = re.compile(r"\d+")
+# The last label before a number says what it is: a phone, or an identity, tax, account or
+# file number that has a phone's shape (a 10-digit tax code beginning with 0).
+_NUMBER_LABEL = re.compile(
+    r"\b(?:(?P<phone>số điện thoại|điện thoại|đtdđ|sđt|đt|dđ|di động|tel|phone|mobile|hotline|"
+    r"zalo|liên hệ|lh|số máy|gọi)|(?P<other>mst|mã số|msdn|định danh|cccd|cmnd|căn cước|"
+    r"chứng minh|hộ chiếu|passport|tài khoản|stk|số tk|fax|giấy phép|biên nhận|số hồ sơ|"
+    r"mã hồ sơ|thửa|tờ bản đồ|giấy chứng nhận|gcn|mã))\b", re.I)
+
+
+def _national(digits: str, international: bool) -> str | None:
+    """`digits` in the national form (0 and 9 or 10 digits) if they are a Vietnamese phone
+    number: a mobile (03, 05, 07, 08, 09 and 8 digits) or a landline (02 and 9 digits)."""
+    if digits.startswith("0084"):
+        digits, international = digits[2:], True
+    if digits.startswith("84") and (international or len(digits) in (11, 12)):
+        digits = "0" + digits[2:]
+    elif international:
+        return None
+    if len(digits) == 10 and digits[1] in "35789":
+        return digits
+    if len(digits) == 11 and digits[1] == "2":
+        return digits
+    return None
+
+
+def _phone_of_run(run: str) -> str | None:
+    """The phone number a run of digits is, or begins with ("0912 345 678 2 bản")."""
+    international = "+" in run or run.startswith("(84")
+    cleaned = run.replace("(0)", "")
+    groups = _GROUP.findall(cleaned)
+    digits = ""
+    for group in groups:
+        digits += group
+        if len(digits) > 14:  # "0084" and 10 digits at most
+            break
+        if phone := _national(digits, international):
+            return phone
+    return None
+
+
+@dataclass(frozen=True)
+class _Phone:
+    number: str
+    labelled: bool
+    text: int
+    start: int
+
+
+def _phones(item: _Text, index: int, since: int) -> Iterator[_Phone]:
+    text = item.text
+    for count, run in enumerate(_DIGITS.finditer(text)):
+        if count >= MAX_NUMBERS:
+            return
+        if not (number := _phone_of_run(run.group(0))):
+            continue
+        line_start = text.rfind("\n", max(0, run.start() - 40), run.start()) + 1
+        window = text[max(line_start, run.start() - 40):run.start()]
+        labels = list(_NUMBER_LABEL.finditer(window))
+        phone_label = any(label.group("phone") for label in labels)
+        if labels and (last := labels[-1]).group("other") and not (
+                phone_label and fold(last.group(0)) == "fax"):  # "ĐT/Fax: …" is a phone
+            continue
+        if _units_own(item, run.start(), since):
+            continue
+        yield _Phone(number, phone_label, index, run.start())
+
+
+def _phone(texts: list[_Text], where: _Where | None) -> str | None:
+    """The applicant's phone: a labelled number before an unlabelled one, the first after
+    the applicant's name before any other, the body before the attachments."""
+    best: tuple[tuple[bool, bool, int, int], str] | None = None
+    for index, item in enumerate(texts):
+        for phone in _phones(item, index, where.since(index) if where else 0):
+            far = where is None or where.before(index, phone.start)
+            key = (not phone.labelled, far, index, phone.start)
+            if key[:2] == (False, False):
+                return phone.number  # the first labelled number after the name: the best
+            if best is None or key < best[0]:
+                best = (key, phone.number)
+    return best[1] if best else None
+
+
+def _texts(mail: ParsedMail, forwarder: bool) -> list[_Text]:
+    """The texts of a mail in the order they are read: the body (a forwarding unit's own
+    words, then the mail it forwards, if any), then the attachments."""
+    body = _flat(mail.body)
+    forms = [_Text(_flat(a.text), _IN_ATTACHMENT) for a in mail.attachments[:MAX_ATTACHMENTS]
+             if a.text]
+    mark = _FORWARDED.search(body) if forwarder else None
+    if mark is None:
+        return [_Text(body, 0, forwarder), *forms]
+    return [_Text(body[:mark.start()], 0, True), _Text(body[mark.start():], 0), *forms]
+
+
+def _forwarded_sender(body: str, own: str) -> str | None:
+    """The sender of the mail a forwarding unit forwards, unless it is one of the unit's."""
+    found = _FORWARDED_FROM.search(body)
+    return found.group("address") if found and _domain(found.group("address")) != own \
+        else None
+
+
 def applicant(mail: ParsedMail) -> Applicant:
-    """Who sent a dossier: a company or a person's name, the sender address, a phone number."""
-    texts = [_flat(mail.body), *(_flat(a.text) for a in mail.attachments if a.text)]
-    name = _name(texts) or mail.sender.name or None
-    phone = None
-    if match := _PHONE.search(mail.body):
-        digits = re.sub(r"\D", "", match.group(0))
-        if digits.startswith("84"):
-            digits = "0" + digits[2:]
-        elif digits.startswith("0084"):
-            digits = "0" + digits[4:]
-        phone = digits
-    return Applicant(name=name, email=mail.sender.email or None, phone=phone)
+    """Who applies in a dossier mail: its name, email address and phone number."""
+    forwarder = is_forwarder(mail)
+    texts = _texts(mail, forwarder)
+    found = _best_name(texts, forwarder)
+    where = _Where(found.text, found.name.start, found.name.end) if found else None
+    if forwarder:
+        body = "".join(t.text for t in texts if not t.shift)
+        email = _applicant_email(texts, mail.sender.email, where) or _forwarded_sender(
+            body, _domain(mail.sender.email))
+        name = found.name.text if found else None
+    else:
+        email = mail.sender.email or None
+        name = found.name.text if found else (mail.sender.name or None)
+    return Applicant(name=name, email=email, phone=_phone(texts, where))
