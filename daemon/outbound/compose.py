@@ -26,7 +26,7 @@ from daemon.office import receipt
 from daemon.office.receipt import ReceiptFields
 from daemon.outbound.recipients import Purpose, mailbox_problem
 from daemon.routing.rules import Procedure
-from daemon.textnorm import header_safe, nfc
+from daemon.textnorm import fold, header_safe, nfc
 
 URGENCY_TAG = {"Hỏa tốc": "HỎA TỐC", "Thượng khẩn": "THƯỢNG KHẨN", "Khẩn": "KHẨN"}
 
@@ -59,6 +59,21 @@ class Context:
     stored_at: datetime | None = None
 
 
+_LEADING_MARK = re.compile(r"^\s*[\[(]?\s*(?P<mark>[^\W\d_]+(?:\s+[^\W\d_]+)?)\s*"
+                           r"(?:[\])]\s*[:\-–—]?|[:\-–—])\s*")
+
+
+def tagged(subject: str, tag: str) -> str:
+    """`[TAG] subject`, without the same mark twice: a subject that already opens with it
+    ("THƯỢNG KHẨN: …", "[Khẩn] …", "(Hỏa tốc) - …") keeps only the bracketed tag."""
+    if not tag:
+        return subject
+    found = _LEADING_MARK.match(subject)
+    if found and fold(found.group("mark"), accents=False) == fold(tag, accents=False):
+        subject = subject[found.end():]
+    return f"[{tag}] {subject}"
+
+
 def message_id(cfg: Config, sha256: str, action: str) -> str:
     return f"<{sha256[:32]}.{action}@{cfg.agency.message_id_domain}>"
 
@@ -78,15 +93,31 @@ def _doc_lines(doc: Document | None, with_summary: bool) -> list[tuple[str, str]
     return [(k, v) for k, v in lines if v]
 
 
+# Read on phones: the page takes the screen's width, each field is its own line (a two-column
+# table squeezes long values into a narrow column), and text keeps its line breaks.
+_HEAD = ("<!DOCTYPE html><html lang='vi'><head><meta charset='utf-8'><meta name='viewport' "
+         "content='width=device-width, initial-scale=1'></head>"
+         "<body style='font-family:sans-serif;line-height:1.45;max-width:42em;margin:0 auto;"
+         "padding:8px;overflow-wrap:anywhere'>")
+
+
+def paragraphs(text: str) -> str:
+    """Plain text as HTML paragraphs: a blank line separates paragraphs, a line break stays
+    a line break, everything escaped."""
+    blocks = [b.strip("\n") for b in re.split(r"\n(?:[ \t]*\n)+", text.strip())]
+    return "".join("<p>" + "<br>".join(html.escape(line) for line in b.splitlines()) + "</p>"
+                   for b in blocks if b.strip())
+
+
 def render(title: str, intro: list[str], rows: list[tuple[str, str]],
             outro: list[str]) -> tuple[str, str]:
     text = "\n".join([title, "", *intro, "", *(f"- {k}: {v}" for k, v in rows), "", *outro])
-    cells = "".join(f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                    for k, v in rows)
-    body = "".join(f"<p>{html.escape(p)}</p>" for p in intro)
-    tail = "".join(f"<p>{html.escape(p)}</p>" for p in outro)
-    markup = (f"<!DOCTYPE html><html lang='vi'><body><h3>{html.escape(title)}</h3>{body}"
-              f"<table>{cells}</table>{tail}</body></html>")
+    fields = "".join(f"<p style='margin:0 0 6px'><b>{html.escape(k)}:</b> "
+                     f"{html.escape(v)}</p>" for k, v in rows)
+    body = "".join(paragraphs(p) for p in intro)
+    tail = "".join(paragraphs(p) for p in outro)
+    markup = (f"{_HEAD}<h3>{html.escape(title)}</h3>{body}<div>{fields}</div>{tail}"
+              "</body></html>")
     return nfc(text), nfc(markup)
 
 
@@ -195,9 +226,7 @@ def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     prefix += f"[Số đến {ctx.number}/{ctx.year}] " if ctx.number else ""
     if ctx.case_code:
         prefix += f"[{ctx.case_code}] "
-    if tag:
-        prefix += f"[{tag}] "
-    msg = _envelope(cfg, ctx, action, prefix + (mail.subject or "(không có tiêu đề)"))
+    msg = _envelope(cfg, ctx, action, prefix + tagged(mail.subject or "(không có tiêu đề)", tag))
     kind_name = {Kind.DOCUMENT: "văn bản đến", Kind.DOSSIER: "hồ sơ",
                  Kind.REPLY: "thư trả lời trong hồ sơ"}.get(und.kind, "thư")
     intro = [f"Văn thư kính chuyển {kind_name} nhận qua thư điện tử."]
@@ -208,7 +237,8 @@ def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
         rows.append(("Đăng ký", reg))
     if ctx.case_code:
         rows.append(("Mã hồ sơ", ctx.case_code))
-    rows.append(("Nơi gửi", f"{mail.sender.name} <{mail.sender.email}>".strip()))
+    rows.append(("Nơi gửi", f"{mail.sender.name} <{mail.sender.email}>" if mail.sender.name
+                 else mail.sender.email))
     rows += [("Lưu ý", note) for note in und.trust_notes]  # e.g. issuer vs sender domain
     rows += _doc_lines(und.document, with_summary=True)
     if und.applicant:
