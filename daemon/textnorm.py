@@ -16,7 +16,9 @@ import unicodedata
 # new style on the first ("hòa", "thủy"). Both are correct Vietnamese; for matching we move
 # the mark to the first vowel when the cluster ends the syllable.
 _TONES = "\u0300\u0301\u0303\u0309\u0323"  # grave, acute, tilde, hook above, dot below
-_OLD_TONE = re.compile(rf"([oOuU])([aAeEyY])([{_TONES}])(?![a-zA-Z])")
+# Not after q ("quả", "quý": qu is a consonant), and only when nothing follows the mark but
+# the end of the syllable (not another mark: "thuận" is u + ậ, no cluster at all).
+_OLD_TONE = re.compile(rf"(?<![qQ])([oOuU])([aAeEyY])([{_TONES}])(?![a-zA-Z\u0300-\u036f])")
 
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u202f\u205f\u3000]+")
 

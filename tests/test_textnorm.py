@@ -33,6 +33,26 @@ def test_old_and_new_tone_placement_are_equal() -> None:
     assert fold("ỦY BAN") == fold("Uỷ ban")
 
 
+def test_fold_never_moves_a_mark_out_of_its_syllable() -> None:
+    """Only the oa/oe/uy clusters at the end of a syllable move their mark; 'thuận' (u + ậ)
+    and the qu of 'quả', 'quý' keep theirs: folded text stays correct Vietnamese."""
+    words = ["thuận", "kỹ thuật", "quả", "quý", "quỹ", "quảng", "khoảng", "thuyết", "hoằng",
+             "nguyễn", "huệ", "quyết", "khuyến"]
+    assert [fold(w) for w in words] == words
+    assert [fold(w.upper()) for w in words] == words
+    assert fold("Thuỵ Khuê, hoà, khoẻ, tuỳ") == "thụy khuê, hòa, khỏe, tùy"
+
+
+@given(VIETNAMESE)
+def test_folding_keeps_the_letters_and_their_marks(text: str) -> None:
+    """Folding only lowers case, moves a tone within its cluster and squeezes spaces: the
+    same letters, the same marks."""
+    def marks(value: str) -> list[str]:
+        return sorted(unicodedata.normalize("NFD", value.lower()).replace(" ", ""))
+
+    assert marks(fold(text)) == marks(text)
+
+
 def test_accentless_fold_matches_stamps() -> None:
     """Without accents, THƯỢNG KHẨN and THUONG KHAN fold alike, and đ becomes d."""
     assert fold("THƯỢNG KHẨN", accents=False) == fold("THUONG KHAN", accents=False)
