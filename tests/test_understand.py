@@ -133,7 +133,7 @@ def test_right_column_first_and_legal_document_year() -> None:
     assert doc is not None
     assert (doc.number, doc.symbol, doc.type) == ("45", "2026/QĐ-UBND", "Quyết định")
     assert doc.place == "TP. Hồ Chí Minh" and str(doc.date) == "2026-01-05"
-    assert doc.issuer == "Ủy ban nhân dân thành phố Hồ Chí Minh"
+    assert doc.issuer == "Ủy ban nhân dân Thành phố Hồ Chí Minh"  # written so by the decree
     assert doc.summary == "Ban hành Quy định về quản lý trật tự xây dựng"
 
 
