@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -111,7 +112,7 @@ def test_missed_period_is_sent_on_start_and_reports_the_day(office: Office) -> N
     assert urgent < secret < ordinary
     assert "Phương án bảo vệ công trình quốc phòng" not in text
     assert "THƯ ĐANG GIỮ LẠI" in text and "failed authentication" in text
-    assert "agency/INBOX: nhận thư lần cuối" in text
+    assert "agency/INBOX: nhận thư bình thường, lần cuối" in text
     assert "<h3>Văn bản, hồ sơ đã vào sổ" in report.html
 
 
@@ -251,7 +252,8 @@ def test_the_digest_names_failed_emails_refused_recipients_and_faults(
     assert refused == [f"- {DIRECTOR}: thư chuyển văn bản lúc 08:31 23/11/2026 · 550 5.1.1 "
                        "Hộp thư không tồn tại"]  # not the refusal of an earlier period
     assert f"<li>{DIRECTOR}: thư chuyển văn bản lúc 08:31" in report.html
-    assert "<table" not in report.html and "width" not in report.html
+    assert "<table" not in report.html and "width=device-width" in report.html
+    assert not re.search(r"(?<!max-)width:\s*\d", report.html)  # no fixed width
 
 
 def test_the_december_digest_warns_that_next_years_days_off_are_not_announced(
@@ -274,7 +276,7 @@ def test_the_december_digest_warns_that_next_years_days_off_are_not_announced(
 def _section_lines(text: str, title: str) -> list[str]:
     lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith(title)) + 1
-    return lines[first:lines.index("", first)]
+    return lines[first:next((i for i in range(first, len(lines)) if not lines[i]), len(lines))]
 
 
 # -- Once per period across daemons -----------------------------------------------------------
@@ -358,3 +360,32 @@ def test_two_daemons_send_one_reminder_per_case_per_day(tmp_path: Path) -> None:
             engine.dispose()
     assert [sum(c) for c in counts] == [3, 3]
     assert len(claimed) == len(set(claimed)) == 6 and sent == 6
+
+
+def test_the_digest_names_people_shows_dossiers_and_urgent_apart(tmp_path: Path) -> None:
+    """On a phone: the urgent document in its own section first, a dossier with its case code
+    and procedure, the leaders by name and title instead of addresses, and no empty section."""
+    from tests.desk import DOCUMENT, Desk
+    from tests.desk import mail as desk_mail
+
+    desk = Desk(tmp_path)
+    urgent = DOCUMENT.replace("Số: 1000/UBND-KT", "HỎA TỐC\nSố: 1000/UBND-KT")
+    desk.receive(desk_mail("vanthu@tayninh.gov.vn", "Công văn 1000/UBND-KT", urgent),
+                 (CORPUS / "017.eml").read_bytes())
+    desk.process()
+    with desk.engine.connect() as conn:
+        code = conn.scalar(select(cases.c.code))
+    start = datetime.now(UTC) - timedelta(hours=1)
+
+    report = digest.build(desk.engine, desk.cfg, desk.rules, start,
+                          datetime.now(UTC) + timedelta(minutes=1))
+
+    assert ", 1 KHẨN" in report.subject
+    [first] = _section_lines(report.text, "VĂN BẢN KHẨN")
+    assert first.startswith("- [HỎA TỐC] số đến 1/")
+    assert "Nguyễn Văn An (Giám đốc)" in first and "giamdoc.sxd@" not in first
+    [dossier] = _section_lines(report.text, "VĂN BẢN, HỒ SƠ ĐÃ VÀO SỔ")
+    assert f"hồ sơ {code} · Cấp chứng chỉ hành nghề hoạt động xây dựng · hẹn trả" in dossier
+    titles = [line for line in report.text.splitlines() if line.isupper()]
+    assert "KẾT QUẢ ĐÃ GỬI" not in titles and "(không có)" not in report.text
+    assert "THƯ KHÔNG GỬI ĐƯỢC" not in report.text

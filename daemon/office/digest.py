@@ -33,7 +33,7 @@ from daemon.db import (
 from daemon.models import OutboxState, State
 from daemon.office.cases import OPEN
 from daemon.office.register import DOUBT_NOTE, Book
-from daemon.outbound.compose import envelope
+from daemon.outbound.compose import PAGE_HEAD, envelope
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Purpose
 from daemon.routing.route import resolve
@@ -75,8 +75,24 @@ class Digest:
     html: str
 
 
+ROLE_NAMES = {"giam_doc": "Giám đốc", "pho_giam_doc": "Phó Giám đốc",
+              "chanh_van_phong": "Chánh Văn phòng", "van_thu": "Văn thư",
+              "truong_phong": "Trưởng phòng"}
+URGENCY_ORDER = {"Hỏa tốc": 0, "Thượng khẩn": 1, "Khẩn": 2}
+
+
 def _section(title: str, lines: list[str]) -> tuple[str, list[str]]:
-    return title, lines or ["(không có)"]
+    return title, lines
+
+
+def names(rules: RuleSet) -> dict[str, str]:
+    """Address -> how people know its owner: 'Nguyễn Văn An (Giám đốc)', 'Phòng Quản lý xây
+    dựng'."""
+    known = {d.email.lower(): d.name for d in rules.departments.values()}
+    for person in rules.people.values():
+        roles = ", ".join(ROLE_NAMES.get(r, r) for r in person.roles)
+        known[person.email.lower()] = f"{person.name} ({roles})" if roles else person.name
+    return known
 
 
 def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
@@ -138,7 +154,17 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
 
     counts = [f"{KIND_NAMES.get(k or 'other', k)}: {n}" for k, n in sorted(
         kinds.items(), key=lambda kv: -kv[1])]
-    sections.append(_section("Thư nhận được", counts))
+    sections.append(_section("Thư nhận được", counts or ["Không có thư mới trong kỳ."]))
+
+    case_of = {}
+    if ids := {e.case_id for e in arrived if e.case_id is not None}:
+        with reading(engine) as conn:
+            case_of = {c.id: c for c in conn.execute(
+                select(cases.c.id, cases.c.code, cases.c.procedure.label("procedure_name"),
+                       cases.c.deadline)
+                .where(cases.c.id.in_(ids))).all()}
+            conn.rollback()
+    known = names(rules)
 
     def line(entry: Any) -> str:
         doc = entry.document or {}
@@ -150,19 +176,27 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         summary = "" if hidden else (doc.get("summary") or "")
         urgency = f"[{doc['urgency'].upper()}] " if doc.get("urgency") else ""
         who = doc.get("issuer") or entry.sender
-        forwarded = f" → {', '.join(entry.recipients)}" if entry.recipients else ""
+        case = case_of.get(entry.case_id)
+        dossier = (f"hồ sơ {case.code} · {case.procedure_name or 'chưa xác định thủ tục'}"
+                   + (f" · hẹn trả {case.deadline:%d/%m/%Y}" if case.deadline else "")
+                   ) if case else ""
+        to = ", ".join(known.get(a.lower(), a) for a in entry.recipients or [])
+        forwarded = f" → {to}" if to else ""
         doubt = f" · LƯU Ý: {entry.note}" if entry.note else ""
-        return nfc(f"{urgency}{number} · {who} · {symbol} · {summary}{forwarded}{doubt}"
-                   .replace(" ·  · ", " · ").strip(" ·"))
+        parts = [f"{urgency}{number}", dossier, who, symbol, summary]
+        return nfc(" · ".join(p for p in parts if p) + forwarded + doubt)
 
     def weight(entry: Any) -> int:
         """Hỏa tốc, Thượng khẩn, Khẩn first (in that order), then confidential, then the rest."""
         doc = entry.document or {}
-        levels = {"Hỏa tốc": 0, "Thượng khẩn": 1, "Khẩn": 2}
-        return levels.get(doc.get("urgency") or "", 3 if entry.book == Book.CONFIDENTIAL else 4)
+        return URGENCY_ORDER.get(doc.get("urgency") or "",
+                                 3 if entry.book == Book.CONFIDENTIAL else 4)
 
-    sections.append(_section("Văn bản, hồ sơ đã vào sổ (khẩn và mật trước)",
-                             [line(e) for e in sorted(arrived, key=weight)]))
+    ordered = sorted(arrived, key=weight)
+    urgent = [e for e in ordered if weight(e) < 3]
+    sections.append(_section("VĂN BẢN KHẨN: cần xử lý ngay", [line(e) for e in urgent]))
+    sections.append(_section("Văn bản, hồ sơ đã vào sổ",
+                             [line(e) for e in ordered if weight(e) >= 3]))
     sections.append(_section("Kết quả đã gửi", [
         f"số đi {r.number}/{r.year} · {r.file_name} → {', '.join(r.recipients)}"
         for r in results_sent]))
@@ -198,27 +232,36 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         absences.append(f"{person.name} vắng ({absence.reason}) đến hết "
                         f"{absence.end:%d/%m/%Y}: {'; '.join(notes)}")
     sections.append(_section("Lãnh đạo vắng mặt và người nhận thay", absences))
-    mailboxes = []
+    mailboxes, broken = [], False
     for box in boxes:
         last = box.last_fetch_at.astimezone(tz).strftime("%H:%M %d/%m/%Y") \
             if box.last_fetch_at else "chưa lần nào"
-        error = f" · LỖI: {failing}" if (failing := health.mailbox_error(box)) else ""
+        failing = health.mailbox_error(box)
+        broken = broken or bool(failing) or box.last_fetch_at is None
+        error = f" · LỖI: {failing}" if failing else ""
         mailboxes.append(f"{box.mailbox}/{box.folder}: nhận thư lần cuối {last}{error}")
+    if mailboxes and not broken:  # all well: one line, not one per folder
+        newest = max(b.last_fetch_at for b in boxes).astimezone(tz)
+        which = f"{boxes[0].mailbox}/{boxes[0].folder}" if len(boxes) == 1 else \
+            f"Cả {len(boxes)} hộp thư"
+        mailboxes = [f"{which}: nhận thư bình thường, lần cuối {newest:%H:%M %d/%m/%Y}"]
     sections.append(_section("Tình trạng hộp thư", mailboxes))
 
     window = (f"từ {start.astimezone(tz):%H:%M %d/%m/%Y} "
               f"đến {end.astimezone(tz):%H:%M %d/%m/%Y}")
     subject = (f"Báo cáo văn thư {end.astimezone(tz):%H:%M %d/%m/%Y}: "
-               f"{len(arrived)} văn bản, hồ sơ vào sổ")
+               f"{len(arrived)} văn bản, hồ sơ vào sổ"
+               + (f", {len(urgent)} KHẨN" if urgent else ""))
     text = [subject, window, ""]
     markup = [f"<h2>{html.escape(subject)}</h2><p>{html.escape(window)}</p>"]
     for title, items in sections:
+        if not items:  # an empty section is left out: the report is read on phones
+            continue
         text += [title.upper(), *(f"- {i}" for i in items), ""]
         markup.append(f"<h3>{html.escape(title)}</h3><ul>"
                       + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
     return Digest(nfc(subject), nfc("\n".join(text)),
-                  nfc("<!DOCTYPE html><html lang='vi'><body>" + "".join(markup)
-                      + "</body></html>"))
+                  nfc(PAGE_HEAD + "".join(markup) + "</body></html>"))
 
 
 def recipients(cfg: Config, rules: RuleSet, on: datetime) -> list[str]:

@@ -95,7 +95,7 @@ def _doc_lines(doc: Document | None, with_summary: bool) -> list[tuple[str, str]
 
 # Read on phones: the page takes the screen's width, each field is its own line (a two-column
 # table squeezes long values into a narrow column), and text keeps its line breaks.
-_HEAD = ("<!DOCTYPE html><html lang='vi'><head><meta charset='utf-8'><meta name='viewport' "
+PAGE_HEAD = ("<!DOCTYPE html><html lang='vi'><head><meta charset='utf-8'><meta name='viewport' "
          "content='width=device-width, initial-scale=1'></head>"
          "<body style='font-family:sans-serif;line-height:1.45;max-width:42em;margin:0 auto;"
          "padding:8px;overflow-wrap:anywhere'>")
@@ -116,7 +116,7 @@ def render(title: str, intro: list[str], rows: list[tuple[str, str]],
                      f"{html.escape(v)}</p>" for k, v in rows)
     body = "".join(paragraphs(p) for p in intro)
     tail = "".join(paragraphs(p) for p in outro)
-    markup = (f"{_HEAD}<h3>{html.escape(title)}</h3>{body}<div>{fields}</div>{tail}"
+    markup = (f"{PAGE_HEAD}<h3>{html.escape(title)}</h3>{body}<div>{fields}</div>{tail}"
               "</body></html>")
     return nfc(text), nfc(markup)
 
