@@ -89,6 +89,14 @@ def quoted_text(body: str) -> str:
     return "\n".join([*quoted, text[mark.start():] if mark else ""])
 
 
+def answered_ids(mail: ParsedMail) -> list[str]:
+    """The Message-IDs of the mails `mail` answers: its In-Reply-To, then its References, in
+    order and without repeats (at most 200 + 1000)."""
+    return list(dict.fromkeys(
+        [i for v in mail.headers.get("in-reply-to", ())[:3] for i in thread_ids(v)]
+        + [i for v in mail.headers.get("references", ())[:3] for i in thread_ids(v, 1000)]))
+
+
 def _case_signal(mail: ParsedMail, cfg: Config, cases: CaseLookup) -> tuple[str | None, str]:
     """The case a mail belongs to, and why: a case code in its subject; any Message-ID of its
     In-Reply-To or References that belongs to a case; a case code in the subject of a mail
@@ -101,9 +109,7 @@ def _case_signal(mail: ParsedMail, cfg: Config, cases: CaseLookup) -> tuple[str 
             return match.group(1), f"case code {match.group(1)} in the subject"
     # In-Reply-To names the mail answered; References every mail of the thread, of which
     # only one, anywhere, may be known (a program that trims References keeps the first).
-    ids = list(dict.fromkeys(
-        [i for v in mail.headers.get("in-reply-to", ())[:3] for i in thread_ids(v)]
-        + [i for v in mail.headers.get("references", ())[:3] for i in thread_ids(v, 1000)]))
+    ids = answered_ids(mail)
     half = THREAD_LOOKUPS // 2
     chosen = ids if len(ids) <= THREAD_LOOKUPS else ids[:half] + ids[-half:]
     for message_id in chosen:
