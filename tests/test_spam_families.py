@@ -240,6 +240,15 @@ def test_impersonation_of_the_state_is_a_scam(sender: str, subject: str, body: s
     assert_scam(understood(mail(sender, subject, body)))
 
 
+def test_a_forged_state_sender_is_judged_like_anyone() -> None:
+    """gov.vn in From that failed our server's DMARC check is not the state's mail."""
+    raw = mail("thongbao@gdt.gov.vn", "Thông báo khóa mã số thuế",
+               "Doanh nghiệp sẽ bị khóa mã số thuế. Cài đặt ứng dụng thuế tại "
+               "https://etax-capnhat.top/app ngay lập tức.",
+               (("HuongDan.exe", "application/octet-stream", MZ),), auth=False)
+    assert_scam(understood(raw), "HuongDan.exe")
+
+
 # ------------------------------------------------------------------ what is never spam
 
 _PROVIDERS = st.sampled_from(["noreply@vnpt-invoice.com.vn", "hoadon@meinvoice.vn",

@@ -113,10 +113,12 @@ class _Found:
 def check(mail: ParsedMail, official_domains: Collection[str],
           authenticated: bool | None) -> ScamCheck:
     """Judge `mail`. `official_domains`: the trusted and the agency's own domains, whose mail
-    is never judged by its topic nor by an attachment that is only dangerous."""
+    (unless it failed authentication) is never judged by its topic nor by an attachment that
+    is only dangerous."""
     data = load()
     sender = mail.sender.email.rpartition("@")[2].lower()
-    official = trust.in_domains(sender, official_domains)
+    # A trusted domain that failed authentication is forged: its mail is judged as anyone's.
+    official = trust.in_domains(sender, official_domains) and authenticated is not False
     text = fold(f"{mail.subject}\n{mail.body[:MAX_TEXT]}", accents=False)
     found = _Found()
     for attachment in mail.attachments[:MAX_ATTACHMENTS]:
