@@ -99,15 +99,17 @@ Work = Failed | Ready
 
 
 def think(cfg: Config, rules: RuleSet, conn: Connection, stored: Stored,
-          reading: Reading | BadMessage | Exception) -> Work:
-    """Understand and route one read mail (no writes): Ready, or Failed with the reason."""
+          reading: Reading | BadMessage | Exception,
+          clerk: dict[str, Any] | None = None) -> Work:
+    """Understand and route one read mail (no writes): Ready, or Failed with the reason.
+    `clerk`: a release to assume (what `quarantine show` says would happen)."""
     if isinstance(reading, BadMessage):
         return Failed(stored, str(reading), permanent=True)
     if isinstance(reading, Exception):
         return Failed(stored, f"{type(reading).__name__}: {reading}")
     try:
         und = judge(reading, cfg, DbCases(conn))
-        if und.quarantine and (clerk := quarantine.released(conn, stored.pk)):
+        if und.quarantine and (clerk := clerk or quarantine.released(conn, stored.pk)):
             und = vouched(und, clerk, cfg)
         own = cfg.own_addresses
         decision = decide(und, reading.mail, rules, stored.received_at.astimezone(cfg.agency.tz),
@@ -122,10 +124,18 @@ def vouched(und: Understanding, clerk: dict[str, Any], cfg: Config) -> Understan
     """A held mail the clerk released (`vanthu quarantine release`): no longer held, and the
     doubt it was held for, with who lifted it and why, goes on to everyone it reaches."""
     at = datetime.fromisoformat(clerk["at"]).astimezone(cfg.agency.tz)
+    kind = Kind(clerk["as"]) if clerk.get("as") in {k.value for k in Kind} else und.kind
+    said = f", xác định là {KIND_NAMES_VI.get(kind.value, kind.value)}," \
+        if kind is not und.kind else ""
     note = (f"Thư từng bị giữ lại ({'; '.join(und.quarantine_reasons)}); văn thư "
-            f"{clerk['by']} đã kiểm tra và cho đi tiếp lúc {at:%H:%M %d/%m/%Y}: "
-            f"{clerk['reason']}")
-    return replace(und, quarantine_reasons=(), trust_notes=(*und.trust_notes, note))
+            f"{clerk['by']} đã kiểm tra{said} và cho đi tiếp lúc "
+            f"{at:%H:%M %d/%m/%Y}: {clerk['reason']}")
+    return replace(und, kind=kind, quarantine_reasons=(),
+                   trust_notes=(*und.trust_notes, note))
+
+
+KIND_NAMES_VI = {"document": "văn bản đến", "dossier": "hồ sơ", "reply": "thư trả lời hồ sơ",
+                 "other": "thư khác"}
 
 
 class Groups:

@@ -197,3 +197,35 @@ def test_release_on_the_real_servers(office: Office, tmp_path: Path) -> None:
         sent = conn.execute(select(outbox.c.state).where(outbox.c.message_id == pk)).all()
     engine.dispose()
     assert entries == [1] and sent
+
+
+def test_show_says_what_a_release_would_do_and_writes_nothing(tmp_path: Path) -> None:
+    desk = Desk(tmp_path)
+    pk = _held_document(desk)
+
+    held = quarantine.show(desk.engine, desk.cfg, pk, desk.rules)
+
+    actions = dict(held.would)
+    assert "forward" in actions and "giamdoc.sxd@example.gov.vn" in actions["forward"]
+    assert held.as_json()["if_released"]["actions"][0]["action"] in ("forward", "acknowledge")
+    [row] = desk.rows()
+    assert row.state == State.QUARANTINED and desk.emails_for(pk) == []  # type: ignore[attr-defined]
+    assert desk.entries() == []
+
+
+def test_release_as_another_kind(tmp_path: Path) -> None:
+    """The clerk says what the mail is: released as 'other', it is not registered as a
+    document, and the note on its way says who decided so."""
+    desk = Desk(tmp_path)
+    pk = _held_document(desk)
+    with pytest.raises(Refused, match="kind must be one of"):
+        quarantine.release(desk.engine, pk, actor=CLERK, reason=WHY, now=NOW, as_kind="spam")
+
+    quarantine.release(desk.engine, pk, actor=CLERK, reason=WHY, now=NOW, as_kind="other")
+    desk.process()
+
+    [row] = desk.rows()
+    assert row.kind == "other" and row.clerk["as"] == "other"  # type: ignore[attr-defined]
+    assert desk.entries() == []
+    notes = row.understanding["trust_notes"]  # type: ignore[attr-defined]
+    assert any("xác định là thư khác" in n and CLERK in n for n in notes)

@@ -29,7 +29,9 @@ from daemon.config import Config
 from daemon.db import messages, reading
 from daemon.models import State
 from daemon.office.release import Refused, StoredMail, find, read_again
+from daemon.routing.rules import RuleSet
 from daemon.textnorm import nfc
+from daemon.understand import Reading
 
 log = logging.getLogger("vanthu.quarantine")
 
@@ -54,6 +56,9 @@ class Held:
     attachments: tuple[tuple[str, int, str], ...]  # name, size, why withheld ("" if not)
     text: tuple[str, ...]  # the first lines of the text; empty when withheld
     text_withheld: str  # why the text is not shown ("" when it is)
+    # What a release would do now: (action, recipients) of the routing, or why it cannot say.
+    would: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    would_fail: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.mail.pk, "state": self.state, "sender": self.mail.sender,
@@ -64,7 +69,10 @@ class Held:
                 "clerk": self.clerk,
                 "attachments": [{"name": n, "size": s, "withheld": w or None}
                                 for n, s, w in self.attachments],
-                "text": list(self.text), "text_withheld": self.text_withheld or None}
+                "text": list(self.text), "text_withheld": self.text_withheld or None,
+                "if_released": {"actions": [{"action": a, "to": list(to)}
+                                            for a, to in self.would],
+                                "error": self.would_fail or None}}
 
 
 def clean(text: str, limit: int) -> str:
@@ -73,15 +81,22 @@ def clean(text: str, limit: int) -> str:
     return nfc(_CONTROL.sub("", _BREAKS.sub(" ", text)))[:limit]
 
 
-def show(engine: Engine, cfg: Config, pk: int) -> Held:
+def show(engine: Engine, cfg: Config, pk: int, rules: RuleSet | None = None,
+         as_kind: str | None = None) -> Held:
+    """The held mail `pk`; with `rules`, also what releasing it (`as_kind`) would do now."""
     with reading(engine) as conn:
         mail = find(conn, pk)
         row = conn.execute(select(messages.c.state, messages.c.last_error, messages.c.kind,
-                                  messages.c.understanding, messages.c.clerk)
+                                  messages.c.understanding, messages.c.clerk,
+                                  messages.c.attempts)
                            .where(messages.c.id == pk)).one()
     und = row.understanding if isinstance(row.understanding, dict) else {}
     secrecy = und.get("secrecy") or {}
     found = read_again(cfg, mail)
+    would: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    would_fail = ""
+    if rules is not None:
+        would, would_fail = _would(engine, cfg, rules, mail, row.attempts, found, as_kind)
     attachments = tuple((clean(a.name, 200), a.size, a.withheld or "")
                         for a in found.mail.attachments)
     withheld = ""
@@ -92,17 +107,37 @@ def show(engine: Engine, cfg: Config, pk: int) -> Held:
         clean(line, 300) for line in found.mail.body.splitlines()[:BODY_LINES])
     return Held(mail, row.state, clean(row.last_error or "", 2000), row.kind,
                 und.get("authenticated"), tuple(und.get("trust_notes") or ()),
-                row.clerk, attachments, lines, withheld)
+                row.clerk, attachments, lines, withheld, would, would_fail)
+
+
+def _would(engine: Engine, cfg: Config, rules: RuleSet, mail: StoredMail, attempts: int,
+           found: Reading, as_kind: str | None
+           ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], str]:
+    """The routing of the mail as if released now: read-only, nothing is written or sent."""
+    from daemon.pipeline import Failed, Stored, think  # the pipeline imports this module
+
+    assumed = {"action": "release", "by": "?", "at": datetime.now(cfg.agency.tz).isoformat(),
+               "reason": "?", **({"as": as_kind} if as_kind else {})}
+    stored = Stored(mail.pk, mail.sha256, mail.context.stored_at or mail.context.received_at,
+                    attempts,
+                    mail.context.received_at)
+    with reading(engine) as conn:
+        item = think(cfg, rules, conn, stored, found, clerk=assumed)
+        conn.rollback()
+    if isinstance(item, Failed):
+        return (), item.error
+    return tuple((a.action, a.to) for a in item.decision.actions), ""
 
 
 def _decide(engine: Engine, pk: int, action: str, actor: str, reason: str, now: datetime,
-            values: dict[str, Any]) -> dict[str, Any]:
+            values: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     actor, reason = clean(actor.strip(), ACTOR_MAX), clean(reason.strip(), REASON_MAX)
     if not actor:
         raise Refused("cần tên người quyết định (--actor).", "--actor is required.")
     if not reason:
         raise Refused("cần nêu lý do (--reason).", "--reason is required.")
-    decision = {"action": action, "by": actor, "at": now.isoformat(), "reason": reason}
+    decision = {"action": action, "by": actor, "at": now.isoformat(), "reason": reason,
+                **(extra or {})}
     with engine.begin() as conn:
         _held(conn, pk)
         done = conn.execute(update(messages)
@@ -124,11 +159,19 @@ def _held(conn: Connection, pk: int) -> None:
                       f"mail {pk} is not held (state: {state}).")
 
 
-def release(engine: Engine, pk: int, *, actor: str, reason: str,
-            now: datetime) -> dict[str, Any]:
-    """Send a held mail back to the pipeline with the hold lifted (see the module's text)."""
+RELEASE_KINDS = ("document", "dossier", "reply", "other")  # what a clerk may say a mail is
+
+
+def release(engine: Engine, pk: int, *, actor: str, reason: str, now: datetime,
+            as_kind: str | None = None) -> dict[str, Any]:
+    """Send a held mail back to the pipeline with the hold lifted (see the module's text);
+    `as_kind`: the clerk says what it is (a genuine document taken for spam)."""
+    if as_kind is not None and as_kind not in RELEASE_KINDS:
+        raise Refused(f"loại thư không hợp lệ: {as_kind} (chọn: {', '.join(RELEASE_KINDS)}).",
+                      f"kind must be one of {', '.join(RELEASE_KINDS)}: {as_kind}")
     return _decide(engine, pk, "release", actor, reason, now,
-                   {"state": State.STORED, "attempts": 0, "last_error": None})
+                   {"state": State.STORED, "attempts": 0, "last_error": None},
+                   {"as": as_kind} if as_kind else {})
 
 
 def drop(engine: Engine, pk: int, *, actor: str, reason: str, now: datetime) -> dict[str, Any]:
