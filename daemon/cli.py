@@ -287,13 +287,18 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.action == "show":
-            held = quarantine.show(_reader(cfg), cfg, args.id)
+            rules = rules_module.load(cfg.rules.dir)
+            held = quarantine.show(_reader(cfg), cfg, args.id, rules, args.as_kind)
             print(json.dumps(held.as_json(), ensure_ascii=False, indent=1) if args.json
-                  else _held_text(cfg, held))
+                  else _held_text(cfg, held, rules))
             return 0
-        act = quarantine.release if args.action == "release" else quarantine.drop
-        decision = act(_engine(cfg), args.id, actor=args.actor, reason=args.reason or "",
-                       now=datetime.now(UTC))
+        if args.action == "release":
+            decision = quarantine.release(_engine(cfg), args.id, actor=args.actor,
+                                          reason=args.reason or "", now=datetime.now(UTC),
+                                          as_kind=args.as_kind)
+        else:
+            decision = quarantine.drop(_engine(cfg), args.id, actor=args.actor,
+                                       reason=args.reason or "", now=datetime.now(UTC))
     except Refused as err:
         print(f"Không thực hiện: {err.vi}\nNot done: {err.en}", file=sys.stderr)
         return 1
@@ -326,9 +331,11 @@ def _quarantine_list(args: argparse.Namespace, cfg: config.Config) -> int:
     return 0
 
 
-def _held_text(cfg: config.Config, held: Any) -> str:
-    from daemon.office.digest import KIND_NAMES
+def _held_text(cfg: config.Config, held: Any, rules: rules_module.RuleSet) -> str:
+    from daemon.health import ACTION_NAMES
+    from daemon.office.digest import KIND_NAMES, names
 
+    known = names(rules)
     mail = held.mail
     state = {"quarantined": "đang giữ lại chờ văn thư xem", "dropped": "đã loại bỏ",
              "stored": "đã cho đi tiếp, chờ xử lý"}.get(held.state, held.state)
@@ -354,6 +361,11 @@ def _held_text(cfg: config.Config, held: Any) -> str:
         lines.append(f"Nội dung ({len(held.text)} dòng đầu):")
         lines += [f"  | {line}" for line in held.text]
     if held.state == "quarantined":
+        lines.append("Nếu cho đi tiếp, văn thư điện tử sẽ:" if held.would else
+                     f"Nếu cho đi tiếp: {held.would_fail or 'không gửi thư nào'}.")
+        lines += [f"  - {ACTION_NAMES.get(action, action)} → "
+                  f"{', '.join(known.get(a.lower(), a) for a in to)}"
+                  for action, to in held.would]
         lines.append(f"Cho đi tiếp: vanthu quarantine release {mail.pk} --actor TÊN "
                      "--reason \"LÝ DO\"; loại bỏ: vanthu quarantine drop "
                      f"{mail.pk} --actor TÊN --reason \"LÝ DO\"")
@@ -790,6 +802,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actor", default=os.environ.get("USER", ""),
                    help="release/drop: who decides (kept with the mail)")
     p.add_argument("--reason", help="release/drop: why, in Vietnamese (required)")
+    p.add_argument("--as", dest="as_kind", choices=["document", "dossier", "reply", "other"],
+                   help="show/release: what the mail is, in the clerk's judgement")
     p = command("refetch", cmd_refetch,
                 "fetch a mail again from the mailbox (its stored copy damaged or lost)")
     p.add_argument("id", type=int, help="the mail's id (quarantine list, register list)")
