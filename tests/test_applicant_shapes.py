@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from daemon import config
 from daemon.models import Address, Attachment, ParsedMail
+from daemon.textnorm import strip_accents
 from daemon.understand import NoCases, understand
 from daemon.understand.applicant import applicant, is_forwarder
 from tests.conftest import AUTHSERV_ID
@@ -63,6 +64,7 @@ organisations = st.builds(lambda f, t, p: f"{f} {t} {p}", st.sampled_from(_FORMS
                                "Tôi là ông {}", "Em là chị {}", "Tôi {} xin gửi",
                                "Họ và tên: {}", "Họ tên : {}", "Họ và tên:\n{}",
                                "Người đề nghị: {}", "Người nộp hồ sơ: Bà {}",
+                               "Người nộp hồ sơ: Ông {}", "Công dân: KTS. {}",
                                "Họ và tên (viết chữ in hoa): {upper}", "Tôi tên là: {upper}"]),
        st.sampled_from(["", "Kính gửi Sở Xây dựng,\n", "Dạ em chào anh chị ạ.\n"]),
        st.sampled_from([", sinh năm 1985, xin nộp hồ sơ.", "\nĐịa chỉ: xã Tân Phú",
@@ -97,6 +99,41 @@ def test_a_citizens_name_beside_other_capitalised_words(body: str, name: str) ->
     assert _found("Hiển Thị", "dan@gmail.com", body)["name"] == name
 
 
+@settings(max_examples=100, deadline=None)
+@given(names, st.sampled_from([
+    "Kính gửi Sở,\nTôi tên là {name}, xin nộp hồ sơ cấp phép.\nSĐT: {phone}\nTrân trọng",
+    "Chào anh chị, em là {name}, em gửi hồ sơ ạ. Số điện thoại {phone}",
+    "Họ và tên: {name}\nĐiện thoại: {phone}",
+    "Tôi gửi hồ sơ.\nTrân trọng cảm ơn!\n{name} - ĐT {phone}"]))
+def test_a_mail_written_without_diacritics_is_read_alike(name: str, template: str) -> None:
+    """Many type Vietnamese without its marks: the cues are the same words."""
+    body = strip_accents(template.format(name=name, phone="0912.345.678"))
+    found = _found("Khong Phai", "dan@gmail.com", body)
+    assert found == {"name": strip_accents(name), "email": "dan@gmail.com",
+                     "phone": "0912345678"}
+
+
+def test_an_unaccented_company_and_unit_are_read_alike() -> None:
+    company = _found("Cty", "info@anphat.vn", "Cong ty TNHH Xay dung An Phat gui ho so de "
+                     "nghi cap phep. LH: 0274 3855 667")
+    assert company == {"name": "Cong ty TNHH Xay dung An Phat", "email": "info@anphat.vn",
+                       "phone": "02743855667"}
+    unit = _found("TTPVHCC", "tiepnhan@binhduong.gov.vn", "Trung tam Phuc vu hanh chinh cong "
+                  "chuyen ho so cua ong Le Van Tam, dien thoai 0905 111 222, email "
+                  "tamlv@gmail.com.")
+    assert unit == {"name": "Le Van Tam", "email": "tamlv@gmail.com", "phone": "0905111222"}
+
+
+@pytest.mark.parametrize("name", ["Chu Văn An", "La Văn Cầu", "Tô Văn Lâm", "Phương Thị Hoa",
+                                  "Mã Thị Liên", "Vũ Thị Hường", "Lê Văn Phong", "Ông Văn Tùng"])
+@pytest.mark.parametrize("template", ["Họ và tên: {}", "Tôi là {}, xin gửi hồ sơ.",
+                                      "Em gửi hồ sơ ạ.\nTrân trọng,\n{}"])
+def test_a_family_name_that_is_also_a_title_or_a_place_word(name: str, template: str) -> None:
+    """"Chu", "La", "Mã" are family names as "chú", "là", "má" are not; "Tô", "Vũ",
+    "Phương" are family names as "Tổ", "Vụ", "Phường" are not."""
+    assert _found("Hiển Thị", "dan@gmail.com", template.format(name))["name"] == name
+
+
 # --- the sender is not the applicant --------------------------------------------------------
 
 _UNITS = [("Trung tâm Phục vụ hành chính công tỉnh Gia Lai", "tiepnhan@gialai.gov.vn"),
@@ -106,7 +143,8 @@ _UNITS = [("Trung tâm Phục vụ hành chính công tỉnh Gia Lai", "tiepnhan
           ("Bưu điện tỉnh Nghệ An", "hcc.nghean@vnpost.vn"),
           ("Văn phòng", "tiepnhan.hcc@quangninh.gov.vn")]
 _NAME_FIELDS = ["Người nộp hồ sơ: {}", "Họ và tên người nộp: {}", "Công dân: {}",
-                "Tên tổ chức, cá nhân: {}", "Người đề nghị: Ông/Bà {}"]
+                "Tên tổ chức, cá nhân: {}", "Người đề nghị: Ông/Bà {}", "Ông/Bà: {}",
+                "Tên cá nhân/tổ chức: {}", "Chủ hồ sơ: {}"]
 _EMAIL_FIELDS = ["Email: {}", "E-mail : {}", "Thư điện tử: {}", "Địa chỉ thư điện tử: <{}>",
                  "Hộp thư: {}"]
 _PHONE_FIELDS = ["Điện thoại: {}", "ĐT: {}", "SĐT {}", "Số điện thoại liên hệ: {}",
@@ -195,7 +233,8 @@ def test_a_companys_staff_send_for_the_company(org: str, staff: str, template: s
     "Tôi là {agent}, theo giấy ủy quyền của ông {who}, xin nộp hồ sơ.",
     "Tôi {agent} nộp hồ sơ hộ ông {who}.",
     "Người được ủy quyền: {agent}\nNgười ủy quyền: {who}",
-    "Tôi là {agent}, thay mặt ông {who} gửi hồ sơ."]))
+    "Tôi là {agent}, thay mặt ông {who} gửi hồ sơ.",
+    "Em gửi hồ sơ giúp bà {who} ạ."]))
 def test_a_relative_or_an_agent_sends_for_the_applicant(agent: str, who: str,
                                                         template: str) -> None:
     found = _found(agent, "agent@gmail.com", template.format(agent=agent, who=who))

@@ -12,17 +12,22 @@ organisation that is the subject of the mail ("Công ty … gửi hồ sơ"), "c
 "hồ sơ … của ông …", the sender introducing themselves ("Tôi tên là …"), then the same in
 the attachments, the signature, and the sender's display name.
 
+Many write without diacritics ("Toi ten la Nguyen Van An, sdt 0912345678"): the cues are
+looked for in a copy of each text stripped of its accents, letter for letter, and the names
+read from the text as written.
+
 Pure and linear in the text whatever it holds: each cue is found by one pass of a pattern
-and read by looking at most a line's first characters after it; texts are capped.
+and read by looking at most a line's first characters after it; texts and cues are capped.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-from itertools import islice
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import yaml
@@ -47,29 +52,70 @@ def _load_words() -> dict[str, tuple[str, ...]]:
 _WORDS = _load_words()
 
 
+def _bare(text: str) -> str:
+    """`text` without its accents, letter for letter (same length: positions in one are
+    positions in the other): "Công ty" -> "Cong ty", "Đ" -> "D"."""
+    table: dict[int, str] = {}
+    for char in set(text):
+        if ord(char) > 127:
+            base = {"đ": "d", "Đ": "D"}.get(char) or unicodedata.normalize("NFD", char)[0]
+            if base != char:
+                table[ord(char)] = base
+    return text.translate(table)
+
+
+def _cue(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """A pattern written in Vietnamese, to be matched on `_bare` text."""
+    return re.compile(_bare(pattern), re.I | flags)
+
+
 def _alternation(words: tuple[str, ...]) -> str:
     """A regex alternation of `words`, longest first, spaces as the single space of `_flat`."""
     return "|".join(re.escape(w).replace("\\ ", " ") for w in sorted(words, key=len,
                                                                       reverse=True))
 
 
-_ORG_FORM = re.compile(rf"(?:{_alternation(_WORDS['organisation_forms'])})\b", re.I)
-_LEAD = re.compile(rf"(?:(?:{_alternation(_WORDS['before_a_name'])})\b\.?[ ,]*){{0,8}}", re.I)
-_NOT_A_NAME_START = frozenset(fold(w) for w in _WORDS["not_a_name_start"])
-_FAMILY_NAMES = frozenset(fold(w) for w in _WORDS["family_names"])
+_ORG_FORM = _cue(rf"(?:{_alternation(_WORDS['organisation_forms'])})\b")
+_FAMILY_NAMES = frozenset(_bare(fold(w)) for w in _WORDS["family_names"])
+_TITLES = frozenset(fold(w) for w in _WORDS["before_a_name"])
+_TITLES_BARE = frozenset(_bare(w) for w in _TITLES)  # for a line written without diacritics
+_TITLE_WORDS = max(len(w.split()) for w in _TITLES)
 _INTERMEDIARIES = tuple(fold(w, accents=False) for w in _WORDS["intermediaries"])
 _INTERMEDIARY_BOXES = re.compile(
     rf"(?:{_alternation(_WORDS['intermediary_mailboxes'])})", re.I)
 _INTERMEDIARY_DOMAINS = _WORDS["intermediary_domains"]
 
-# Words that end a person's name: the labels and verbs written right after it.
-_AFTER_A_NAME = frozenset({
-    "sđt", "đt", "đtdđ", "dđ", "email", "e-mail", "điện", "số", "sinh", "cccd", "cmnd", "mst",
+
+
+class _Words:
+    """A set of words, matched as written, or without accents when written so: `bare`, or
+    the words themselves without accents less the family names ("Tô" is not "Tổ")."""
+
+    def __init__(self, words: set[str] | tuple[str, ...], bare: set[str] | None = None
+                 ) -> None:
+        self.written = frozenset(fold(w) for w in words)
+        self.bare = frozenset(bare if bare is not None else
+                              {_bare(w) for w in self.written} - _FAMILY_NAMES)
+
+    def __contains__(self, word: object) -> bool:
+        if not isinstance(word, str):
+            return False
+        folded = fold(word)
+        return folded in self.written or (word.isascii() and folded in self.bare)
+
+
+_NOT_A_NAME_START = _Words(_WORDS["not_a_name_start"])
+# Words that end a person's name: the labels and verbs written right after it; without
+# accents only those that are no one's name ("Tai" may be Tài as well as tại).
+_AFTER_A_NAME = _Words({
+    "sđt", "đt", "đtdđ", "dđ", "email", "e-mail", "số", "sinh", "cccd", "cmnd", "mst",
     "tel", "fax", "zalo", "địa", "giám", "phòng", "xin", "kính", "gửi", "nộp", "đề", "trân",
-    "mobile", "phone", "hotline", "ngày", "tại", "chức", "hiện", "thường", "nơi", "mã"})
+    "mobile", "phone", "hotline", "ngày", "tại", "chức", "hiện", "thường", "nơi"},
+    bare={"sdt", "dt", "dtdd", "dd", "so", "cccd", "cmnd", "mst", "email", "e-mail", "tel",
+          "fax", "zalo", "mobile", "phone", "hotline", "gui", "nop", "xin", "dia", "ngay"})
 # Lower-case words that end an organisation's name: verbs and linking words a name never has
 # ("Công ty TNHH An Phát gửi hồ sơ", "thay mặt Hợp tác xã Tân Tiến xin …").
-_AFTER_AN_ORG = frozenset({
+_AFTER_AN_ORG = _Words({
     "gửi", "kính", "xin", "nộp", "đề", "trân", "chuyển", "có", "đã", "đang", "sẽ", "được",
     "bị", "là", "tại", "theo", "về", "cho", "của", "do", "với", "hiện", "thì", "mà", "nên",
     "vì", "để", "trong", "từ", "đến", "ở", "chúng", "tôi", "em", "này", "đó", "đây", "cam",
@@ -77,36 +123,36 @@ _AFTER_AN_ORG = frozenset({
     "chịu", "như", "sau", "trước", "muốn", "cần", "thực", "trình"})
 # What an organisation that is the subject of a sentence does next ("Công ty … (MST …) kính
 # gửi hồ sơ", "Hợp tác xã … xin đề nghị").
-_ORG_ACTS = re.compile(
+_ORG_ACTS = _cue(
     r" ?(?:\([^()\n]{0,80}\))?,? ?(?:xin|kính|gửi|nộp|đề nghị|trân trọng|chuyển|có|cam kết|"
-    r"báo cáo|đăng ký|trình)\b", re.I)
+    r"báo cáo|đăng ký|trình)\b")
 
 # Cues, each found by one pass over a text. Labels of people who are not the applicant (the
 # unit's officer, the legal representative, the contact) are matched with the applicant's
 # labels so that their words are never read as one ("Người được ủy quyền: …").
-_LABELS = re.compile(
+_LABELS = _cue(
     r"\b(?:(?P<other>người (?:được ủy quyền|đại diện(?: theo pháp luật)?|liên hệ|tiếp nhận|"
     r"nhận|ký|hướng dẫn|xử lý)|cán bộ(?: tiếp nhận)?|chuyên viên|công chức|giám đốc)"
     r"|(?:(?:họ (?:và )?tên|tên) )?(?:người (?:nộp(?: hồ sơ)?|đề nghị|yêu cầu|làm đơn|"
     r"đứng tên|ủy quyền)|chủ (?:đầu tư|hộ|hồ sơ|sở hữu|cơ sở))"
-    r"|họ (?:và )?tên|tên (?:tổ chức(?:, cá nhân)?|doanh nghiệp|đơn vị|cơ sở|công ty|"
-    r"hợp tác xã|hộ kinh doanh)"
+    r"|họ (?:và )?tên|tên (?:(?:tổ chức|cá nhân)(?: ?[,/] ?(?:tổ chức|cá nhân))?|doanh nghiệp|"
+    r"đơn vị|cơ sở|công ty|hợp tác xã|hộ kinh doanh)|ông ?(?:/ ?bà|\(bà\))"
     r"|(?:tổ chức|doanh nghiệp|đơn vị|cá nhân|công dân)(?: (?:đề nghị|nộp hồ sơ|yêu cầu|nộp))?"
     r"|applicant|full name)"
-    r"(?: \([^()\n]{0,60}\))? ?[:：] ?\n? ?", re.I)
-_ACTS = re.compile(
-    r"\b(?:thay mặt(?: cho)?|(?<!người )đại diện (?:cho|của)|nộp (?:hồ sơ )?(?:hộ|giúp|giùm|"
-    r"dùm|thay(?: cho)?)|(?:theo|có) (?:giấy )?ủy quyền của|(?P<by>(?<!người )được)) ", re.I)
-_AUTHORISED = re.compile(r" ?(?:\([^()\n]{0,60}\) ?)?(?:ủy quyền|uỷ quyền)\b", re.I)
-_SELF = re.compile(
+    r"(?: \([^()\n]{0,60}\))? ?[:：] ?\n? ?")
+_ACTS = _cue(
+    r"\b(?:thay mặt(?: cho)?|(?<!người )đại diện (?:cho|của)|(?:nộp|gửi|làm)(?: hồ sơ| thủ "
+    r"tục)? (?:hộ|giúp|giùm|dùm|thay(?: cho)?)|(?:theo|có) (?:giấy )?ủy quyền của|"
+    r"(?P<by>(?<!người )được)) ")
+_AUTHORISED = _cue(r" ?(?:\([^()\n]{0,60}\) ?)?ủy quyền\b")
+_SELF = _cue(
     r"\b(?:(?:tôi|em|cháu|mình) tên là|tên (?:tôi|em|cháu|mình) là|(?:tôi|em|cháu|mình) "
-    r"(?:là|tên)|(?P<bare>tôi|em))(?: ?[:：,] ?| )", re.I)
-_OF = re.compile(r"\bhồ sơ\b[^\n.;,:]{0,80}?\bcủa ", re.I)
-_OURS = re.compile(r"\b(?:công ty|doanh nghiệp|đơn vị|hợp tác xã|htx)(?: của)? chúng tôi\b",
-                   re.I)
+    r"(?:là|tên)|(?P<bare>tôi|em))(?: ?[:：,] ?| )")
+_OF = _cue(r"\bhồ sơ\b[^\n.;,:]{0,80}?\bcủa ")
+_OURS = _cue(r"\b(?:công ty|doanh nghiệp|đơn vị|hợp tác xã|htx)(?: của)? chúng tôi\b")
 # Where a signature begins: the closing words of a letter, or "--".
-_SIGN_OFF = re.compile(r"\b(?:trân trọng|kính thư|thân ái|xin cảm ơn|cảm ơn|best regards|"
-                       r"regards)\b|^-- ?$", re.I | re.M)
+_SIGN_OFF = _cue(r"\b(?:trân trọng|kính thư|thân ái|xin cảm ơn|cảm ơn|best regards|"
+                 r"regards)\b|^-- ?$", re.M)
 _SPACES = re.compile(r"[^\S\n]+")
 _TOKEN = re.compile(r"\S+")
 _LINE = re.compile(r"[^\n]+")
@@ -134,6 +180,22 @@ def _line_window(text: str, start: int) -> tuple[int, int]:
 # --- names ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class _Text:
+    """One text of a mail, as written and without accents (`bare`, where cues are looked
+    for); where it is (`shift`: 0 in the body, `_IN_ATTACHMENT` in an attachment); whether
+    a forwarding unit speaks in it (its own words name no one)."""
+
+    text: str
+    shift: int
+    units_words: bool = False
+    bare: str = ""
+
+    @classmethod
+    def of(cls, text: str, shift: int, units_words: bool = False) -> _Text:
+        return cls(text, shift, units_words, _bare(text))
+
+
+@dataclass(frozen=True)
 class _Name:
     text: str
     start: int
@@ -141,21 +203,22 @@ class _Name:
     organisation: bool
 
 
-def _read_org(text: str, position: int) -> _Name | None:
+def _read_org(item: _Text, position: int) -> _Name | None:
     """The organisation whose name begins at `position` ("Công ty TNHH Xây dựng An Phát"):
     its legal form, then words up to punctuation, a line end or a verb."""
-    form = _ORG_FORM.match(text, position)
+    form = _ORG_FORM.match(item.bare, position)
     if form is None:
         return None
-    words = [form.group(0)]
+    text = item.text
+    words = [text[form.start():form.end()]]
     end = form.end()
-    capitalised = form.group(0)[0].isupper()
+    capitalised = words[0][0].isupper()
     tokens = list(_TOKEN.finditer(text, *_line_window(text, form.end())))[:16]
     for i, token in enumerate(tokens):
         word = token.group(0)
         if word[0] in "(-–—" or (word.islower() and word in _AFTER_AN_ORG):
             break
-        if word == "và" and i + 1 < len(tokens) and tokens[i + 1].group(0)[0].islower():
+        if _bare(word) == "va" and i + 1 < len(tokens) and tokens[i + 1].group(0)[0].islower():
             break
         stripped = word.rstrip(",.;:)")
         if stripped:
@@ -173,38 +236,65 @@ def _is_name_word(word: str) -> bool:
     return word[0].isupper() and all(c.isalpha() or c in "'’-" for c in word)
 
 
-def _read_person(text: str, position: int, strict: bool) -> _Name | None:
-    """A person's name at `position`, after any title or kinship word ("ông", "mẹ tôi là
-    bà"): two to seven capitalised words. `strict` (a weak cue with no title before the
-    name): the first word must be a family name."""
-    lead = _LEAD.match(text, position)
-    start = lead.end() if lead else position
+def _title_at(tokens: list[re.Match[str]], i: int, titles: frozenset[str]) -> int:
+    """How many tokens from `i` on make a title ("ông", "kiến trúc sư", "Ông/Bà"), or 0.
+    A capitalised title that is also a family name ("Ông", or "Vo" for vợ and Võ) is one
+    only before another family name: "Ông Nguyễn Văn An", not "Ông Văn Tùng"."""
+    for n in range(min(_TITLE_WORDS, len(tokens) - i), 0, -1):
+        words = " ".join(t.group(0) for t in tokens[i:i + n]).strip(".,:()")
+        folded = fold(words)
+        if (_bare(folded) if titles is _TITLES_BARE else folded) not in titles:
+            continue
+        if n == 1 and words[:1].isupper() and _bare(folded) in _FAMILY_NAMES:
+            after = tokens[i + 1].group(0).strip(".,:()") if i + 1 < len(tokens) else ""
+            return 1 if _bare(fold(after)) in _FAMILY_NAMES else 0
+        return n
+    return 0
+
+
+def _after_titles(item: _Text, position: int) -> int:
+    """Where a name begins after any titles or kinship words at `position` ("ông", "mẹ tôi
+    là bà"), read without accents only on a line written without them ("ong", "ba")."""
+    start, end = _line_window(item.text, position)
+    titles = _TITLES_BARE if item.text[start:end].isascii() else _TITLES
+    tokens = list(islice(_TOKEN.finditer(item.text, start, end), 12))
+    i = 0
+    while i < len(tokens) and (n := _title_at(tokens, i, titles)):
+        i += n
+    return position if i == 0 else tokens[i].start() if i < len(tokens) else end
+
+
+def _read_person(item: _Text, position: int, strict: bool) -> _Name | None:
+    """A person's name at `position`, after any title or kinship word: two to seven
+    capitalised words. `strict` (a weak cue with no title before the name): the first word
+    must be a family name."""
+    text = item.text
+    start = _after_titles(item, position)
     strict = strict and start == position
     words: list[str] = []
     end = start
     for token in _TOKEN.finditer(text, *_line_window(text, start)):
         word = token.group(0)
         stripped = word.rstrip(",.;:)!?")
-        if not stripped or not _is_name_word(stripped) or fold(stripped) in _AFTER_A_NAME:
+        if not stripped or not _is_name_word(stripped) or stripped in _AFTER_A_NAME:
             break
         words.append(stripped)
         end = token.start() + len(stripped)
         if stripped != word or len(words) == 7:
             break
-    if len(words) < 2 or fold(words[0]) in _NOT_A_NAME_START:
+    if len(words) < 2 or words[0] in _NOT_A_NAME_START:
         return None
-    if strict and fold(words[0]) not in _FAMILY_NAMES and not words[0].startswith("H'"):
+    if strict and _bare(fold(words[0])) not in _FAMILY_NAMES and not words[0].startswith("H'"):
         return None
     if all(w.isupper() for w in words) and any(len(w) > 1 for w in words):
         words = [w.capitalize() for w in words]  # "NGUYỄN VĂN AN", as forms ask
     return _Name(" ".join(words), start, end, False)
 
 
-def _read_name(text: str, position: int, strict: bool) -> _Name | None:
+def _read_name(item: _Text, position: int, strict: bool) -> _Name | None:
     """An organisation or a person named at `position` (after any title)."""
-    lead = _LEAD.match(text, position)
-    return _read_org(text, lead.end() if lead else position) or _read_person(
-        text, position, strict)
+    return _read_org(item, _after_titles(item, position)) or _read_person(
+        item, position, strict)
 
 
 @dataclass(frozen=True)
@@ -217,9 +307,9 @@ class _Found:
 class _Organisations:
     """The organisations named in one text, by where they begin."""
 
-    def __init__(self, text: str) -> None:
-        self.names = [n for m in islice(_ORG_FORM.finditer(text), MAX_CUES)
-                      if (n := _read_org(text, m.start()))]
+    def __init__(self, item: _Text) -> None:
+        self.names = [n for m in islice(_ORG_FORM.finditer(item.bare), MAX_CUES)
+                      if (n := _read_org(item, m.start()))]
         self.starts = [n.start for n in self.names]
 
     def nearest(self, position: int) -> _Name | None:
@@ -230,75 +320,64 @@ class _Organisations:
         return self.names[0] if self.names else None
 
 
-def _as_subject(text: str, org: _Name) -> bool:
+def _as_subject(item: _Text, org: _Name) -> bool:
     """Whether `org` begins a line or a sentence and acts ("Công ty … gửi hồ sơ")."""
-    before = text[max(0, org.start - 2):org.start]
+    before = item.text[max(0, org.start - 2):org.start]
     at_start = org.start == 0 or before.endswith("\n") or (
         len(before) == 2 and before[1] == " " and before[0] in ".!?:,")
-    return at_start and _ORG_ACTS.match(text, org.end) is not None
-
-
-@dataclass(frozen=True)
-class _Text:
-    """One text of a mail: where it is (`shift`: 0 in the body, `_IN_ATTACHMENT` in an
-    attachment) and whether a forwarding unit speaks in it (its own words name no one)."""
-
-    text: str
-    shift: int
-    units_words: bool = False
+    return at_start and _ORG_ACTS.match(item.bare, org.end) is not None
 
 
 def _cues(item: _Text, index: int) -> Iterator[_Found]:
     """Every applicant's name a cue of the text points at. A forwarding unit's own words
     ("tôi", "chúng tôi", its signature) never name the applicant."""
-    text, shift = item.text, item.shift
-    for cue in islice(_ACTS.finditer(text), MAX_CUES):
-        name = _read_name(text, cue.end(), strict=False)
-        if name and (not cue.group("by") or _AUTHORISED.match(text, name.end)):
+    bare, shift = item.bare, item.shift
+    for cue in islice(_ACTS.finditer(bare), MAX_CUES):
+        name = _read_name(item, cue.end(), strict=False)
+        if name and (not cue.group("by") or _AUTHORISED.match(bare, name.end)):
             yield _Found(_ACT + shift, name, index)
-    for cue in islice(_LABELS.finditer(text), MAX_CUES):
-        if not cue.group("other") and (name := _read_name(text, cue.end(), strict=False)):
+    for cue in islice(_LABELS.finditer(bare), MAX_CUES):
+        if not cue.group("other") and (name := _read_name(item, cue.end(), strict=False)):
             yield _Found(_LABEL + shift, name, index)
-    organisations = _Organisations(text)
+    organisations = _Organisations(item)
     for org in organisations.names:
-        if _as_subject(text, org):
+        if _as_subject(item, org):
             yield _Found(_SUBJECT + shift, org, index)
-    for cue in islice(_OF.finditer(text), MAX_CUES):
-        if name := _read_name(text, cue.end(), strict=True):
+    for cue in islice(_OF.finditer(bare), MAX_CUES):
+        if name := _read_name(item, cue.end(), strict=True):
             yield (_Found(_OF_ORG, name, index) if name.organisation
                    else _Found(_OF_PERSON + shift, name, index))
     if item.units_words:
         return
-    for cue in islice(_OURS.finditer(text), MAX_CUES):
+    for cue in islice(_OURS.finditer(bare), MAX_CUES):
         if ours := organisations.nearest(cue.start()):
             yield _Found(_OURS_RANK + shift, ours, index)
-    for cue in islice(_SELF.finditer(text), MAX_CUES):
-        bare = cue.group("bare") is not None
-        if name := _read_person(text, cue.end(), strict=bare):
-            yield _Found((_BARE if bare else _SELF_RANK) + shift, name, index)
+    for cue in islice(_SELF.finditer(bare), MAX_CUES):
+        is_bare = cue.group("bare") is not None
+        if name := _read_person(item, cue.end(), strict=is_bare):
+            yield _Found((_BARE if is_bare else _SELF_RANK) + shift, name, index)
 
 
-def _signature(body: str) -> Iterator[_Found]:
+def _signature(body: _Text) -> Iterator[_Found]:
     """An organisation or a person signing the body: the lines after its last closing words,
     else its last four lines."""
-    offset = max(0, len(body) - 4000)
-    marks = list(_SIGN_OFF.finditer(body, offset))
-    lines = [(m.start(), m.group(0)) for m in
-             _LINE.finditer(body, marks[-1].end() if marks else offset)]
-    for start, line in lines if marks else lines[-4:]:
-        org = next((n for m in _ORG_FORM.finditer(line) if (n := _read_org(line, m.start()))),
-                   None)
-        name = org or _read_person(line, 0, strict=True)
-        if name:
-            yield _Found(_SIGNATURE_ORG if org else _SIGNATURE_PERSON,
-                         _Name(name.text, start + name.start, start + name.end, bool(org)), 0)
+    offset = max(0, len(body.text) - 4000)
+    marks = list(_SIGN_OFF.finditer(body.bare, offset))
+    lines = list(_LINE.finditer(body.text, marks[-1].end() if marks else offset))
+    for line in lines if marks else lines[-4:]:
+        org = next((n for m in _ORG_FORM.finditer(body.bare, line.start(), line.end())
+                    if (n := _read_org(body, m.start()))), None)
+        if org:
+            yield _Found(_SIGNATURE_ORG, org, 0)
+        elif person := _read_person(body, line.start(), strict=True):
+            yield _Found(_SIGNATURE_PERSON, person, 0)
 
 
 def _best_name(texts: list[_Text], forwarder: bool) -> _Found | None:
     best: _Found | None = None
     found = [f for i, t in enumerate(texts) for f in _cues(t, i)]
     if not forwarder:
-        found.extend(_signature(texts[0].text))
+        found.extend(_signature(texts[0]))
     for item in found:
         if best is None or (item.rank, item.text, item.name.start) < (
                 best.rank, best.text, best.name.start):
@@ -310,6 +389,15 @@ def _best_name(texts: list[_Text], forwarder: bool) -> _Found | None:
 
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
+
+
+def _same_body(domain: str, other: str) -> bool:
+    """Whether two domains are one body's: equal, or under the same province or ministry
+    domain of gov.vn ("hcc.gialai.gov.vn" and "gialai.gov.vn")."""
+    if domain == other:
+        return True
+    ours, theirs = domain.split("."), other.split(".")
+    return ours[-2:] == theirs[-2:] == ["gov", "vn"] and ours[-3:] == theirs[-3:]
 
 
 def _in_domains(domain: str, domains: tuple[str, ...]) -> bool:
@@ -369,15 +457,15 @@ class _Where:
 
 _EMAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9\-]{1,63}"
                     r"(?:\.[A-Za-z0-9\-]{1,63}){1,8}")
-_EMAIL_LABEL = re.compile(r"(?:e-?mail|thư điện tử|hộp thư|mail|gmail)\b[^@\n]{0,12}$", re.I)
-_FORWARDED_FROM = re.compile(r"^[> ]*(?:from|từ|người gửi) ?: ?[^\n@]{0,100}?<?(?P<address>"
-                             + _EMAIL.pattern + ")", re.I | re.M)
+_EMAIL_LABEL = _cue(r"(?:e-?mail|thư điện tử|hộp thư|mail|gmail)\b[^@\n]{0,12}$")
+_FORWARDED_FROM = _cue(r"^[> ]*(?:from|từ|người gửi) ?: ?[^\n@]{0,100}?<?(?P<address>"
+                       + _EMAIL.pattern + ")", re.M)
 # Where a mail forwarded inside a body begins (Gmail, Outlook, Thunderbird, Apple Mail, in
 # English and Vietnamese).
-_FORWARDED = re.compile(
+_FORWARDED = _cue(
     r"^[> ]*(?:-{2,} ?(?:forwarded message|original message|thư chuyển tiếp|thư được chuyển "
     r"tiếp|tin nhắn gốc|thư gốc)|begin forwarded message|(?:from|từ|người gửi) ?: ?"
-    r"[^\n@]{0,100}@)", re.I | re.M)
+    r"[^\n@]{0,100}@)", re.M)
 
 
 def _applicant_email(texts: list[_Text], sender: str, where: _Where | None) -> str | None:
@@ -391,12 +479,12 @@ def _applicant_email(texts: list[_Text], sender: str, where: _Where | None) -> s
         since = where.since(index) if where else 0
         for count, match in enumerate(_EMAIL.finditer(item.text)):
             address = match.group(0).rstrip(".-")
-            if count > 200 or _domain(address) == own or _units_own(item, match.start(),
-                                                                    since):
+            if count > 200 or _same_body(_domain(address), own) or _units_own(
+                    item, match.start(), since):
                 continue
             ranked = (1 if where is None or where.before(index, match.start()) else 0,
                       index, address)
-            window = item.text[max(0, match.start() - 40):match.start()]
+            window = item.bare[max(0, match.start() - 40):match.start()]
             if _EMAIL_LABEL.search(window):
                 labelled.append(ranked)
             elif not _in_domains(_domain(address), ("gov.vn",)):
@@ -415,11 +503,11 @@ _DIGITS = re.compile(r"(?<![\w+.\-/])(?:\( ?\+?|\+ ?)?\d+(?:(?: ?\(0\) ?|\) ?|[ 
 _GROUP = re.compile(r"\d+")
 # The last label before a number says what it is: a phone, or an identity, tax, account or
 # file number that has a phone's shape (a 10-digit tax code beginning with 0).
-_NUMBER_LABEL = re.compile(
+_NUMBER_LABEL = _cue(
     r"\b(?:(?P<phone>số điện thoại|điện thoại|đtdđ|sđt|đt|dđ|di động|tel|phone|mobile|hotline|"
     r"zalo|liên hệ|lh|số máy|gọi)|(?P<other>mst|mã số|msdn|định danh|cccd|cmnd|căn cước|"
     r"chứng minh|hộ chiếu|passport|tài khoản|stk|số tk|fax|giấy phép|biên nhận|số hồ sơ|"
-    r"mã hồ sơ|thửa|tờ bản đồ|giấy chứng nhận|gcn|mã))\b", re.I)
+    r"mã hồ sơ|thửa|tờ bản đồ|giấy chứng nhận|gcn|mã))\b")
 
 
 def _national(digits: str, international: bool) -> str | None:
@@ -469,11 +557,11 @@ def _phones(item: _Text, index: int, since: int) -> Iterator[_Phone]:
         if not (number := _phone_of_run(run.group(0))):
             continue
         line_start = text.rfind("\n", max(0, run.start() - 40), run.start()) + 1
-        window = text[max(line_start, run.start() - 40):run.start()]
+        window = item.bare[max(line_start, run.start() - 40):run.start()]
         labels = list(_NUMBER_LABEL.finditer(window))
         phone_label = any(label.group("phone") for label in labels)
         if labels and (last := labels[-1]).group("other") and not (
-                phone_label and fold(last.group(0)) == "fax"):  # "ĐT/Fax: …" is a phone
+                phone_label and last.group(0).lower() == "fax"):  # "ĐT/Fax: …" is a phone
             continue
         if _units_own(item, run.start(), since):
             continue
@@ -499,19 +587,20 @@ def _texts(mail: ParsedMail, forwarder: bool) -> list[_Text]:
     """The texts of a mail in the order they are read: the body (a forwarding unit's own
     words, then the mail it forwards, if any), then the attachments."""
     body = _flat(mail.body)
-    forms = [_Text(_flat(a.text), _IN_ATTACHMENT) for a in mail.attachments[:MAX_ATTACHMENTS]
-             if a.text]
-    mark = _FORWARDED.search(body) if forwarder else None
+    forms = [_Text.of(_flat(a.text), _IN_ATTACHMENT)
+             for a in mail.attachments[:MAX_ATTACHMENTS] if a.text]
+    mark = _FORWARDED.search(_bare(body)) if forwarder else None
     if mark is None:
-        return [_Text(body, 0, forwarder), *forms]
-    return [_Text(body[:mark.start()], 0, True), _Text(body[mark.start():], 0), *forms]
+        return [_Text.of(body, 0, forwarder), *forms]
+    return [_Text.of(body[:mark.start()], 0, True), _Text.of(body[mark.start():], 0), *forms]
 
 
 def _forwarded_sender(body: str, own: str) -> str | None:
     """The sender of the mail a forwarding unit forwards, unless it is one of the unit's."""
     found = _FORWARDED_FROM.search(body)
-    return found.group("address") if found and _domain(found.group("address")) != own \
-        else None
+    if found and not _same_body(_domain(found.group("address")), own):
+        return found.group("address")
+    return None
 
 
 def applicant(mail: ParsedMail) -> Applicant:
@@ -521,7 +610,7 @@ def applicant(mail: ParsedMail) -> Applicant:
     found = _best_name(texts, forwarder)
     where = _Where(found.text, found.name.start, found.name.end) if found else None
     if forwarder:
-        body = "".join(t.text for t in texts if not t.shift)
+        body = "".join(t.bare for t in texts if not t.shift)
         email = _applicant_email(texts, mail.sender.email, where) or _forwarded_sender(
             body, _domain(mail.sender.email))
         name = found.name.text if found else None
