@@ -121,52 +121,116 @@ def _reader(cfg: config.Config) -> Any:
 
 def cmd_register(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    engine = _reader(cfg)
     year = args.year or datetime.now(cfg.agency.tz).year
+    if args.action == "close":
+        return _register_close(cfg, year, args)
+    engine = _reader(cfg)
     if args.action == "export":
-        from daemon.office import export
+        return _register_export(cfg, engine, year, args)
+    return _register_list(cfg, engine, year, args.json)
 
-        ruleset = rules_module.load(cfg.rules.dir)
-        names = {p.email: p.name for p in ruleset.people.values()}
-        names |= {d.email: d.name for d in ruleset.departments.values()}
-        register = export.load(engine, cfg, args.book, year, names)
-        data = {"csv": export.to_csv, "xlsx": export.to_xlsx}.get(
-            args.format, lambda r: export.to_pdf(r, cfg))(register)
-        output = Path(args.output or f"so-{args.book}-{year}.{args.format}")
-        output.write_bytes(data)
-        print(f"{register.title} năm {year}: {len(register.rows)} dòng → {output}")
-        return 0
+
+def _register_export(cfg: config.Config, engine: Any, year: int,
+                     args: argparse.Namespace) -> int:
+    from daemon.office import export
+
+    ruleset = rules_module.load(cfg.rules.dir)
+    names = {p.email: p.name for p in ruleset.people.values()}
+    names |= {d.email: d.name for d in ruleset.departments.values()}
+    register = export.load(engine, cfg, args.book, year, names, parent=args.parent or "",
+                           volume=args.volume)
+    data = {"csv": export.to_csv, "xlsx": export.to_xlsx}.get(
+        args.format, lambda r: export.to_pdf(r, cfg))(register)
+    output = Path(args.output or f"so-{args.book}-{year}.{args.format}")
+    output.write_bytes(data)
+    print(f"{register.title} năm {year}: {len(register.rows)} dòng → {output}")
+    return 0
+
+
+def _register_close(cfg: config.Config, year: int, args: argparse.Namespace) -> int:
+    """Close the registers of a year that has ended (khóa sổ); closing again changes nothing."""
+    from daemon.office.closing import YearNotEnded, close_year
+    from daemon.office.export import NOUNS, TITLES
+
+    try:
+        closed = close_year(_engine(cfg), cfg.agency, year, args.actor or "văn thư",
+                            force=args.force)
+    except YearNotEnded as err:
+        print(f"vanthu: {err}", file=sys.stderr)
+        return 1
+    for closing, new in closed:
+        held = f"{closing.count} {NOUNS[closing.book]}"
+        if closing.first_number is not None:
+            held += f", từ số {closing.first_number} đến số {closing.last_number}"
+        when = closing.closed_at.astimezone(cfg.agency.tz)
+        state = "đã khóa sổ" if new else "đã được khóa sổ trước đó"
+        print(f"{TITLES[closing.book].capitalize()} năm {year}: {held}; {state} ngày "
+              f"{when:%d/%m/%Y %H:%M} bởi {closing.closed_by}")
+    return 0
+
+
+# The register list names its books in Vietnamese; the summary of a confidential entry (or one
+# that may be confidential) is never printed: its secrecy level is, instead.
+BOOK_NAMES = {"incoming": "Sổ đăng ký văn bản đến", "confidential": "Sổ đăng ký văn bản mật đến"}
+
+
+def _withheld(book: str, note: str | None, document: dict[str, Any] | None) -> str | None:
+    """The secrecy level shown instead of an entry's summary, or None when it may be shown."""
+    from daemon.office.export import level_name
+    from daemon.office.register import DOUBT_NOTE
+
+    if book == "confidential":
+        return level_name((document or {}).get("confidentiality")) or "Mật"
+    if note and note.startswith(DOUBT_NOTE):
+        return DOUBT_NOTE
+    return None
+
+
+def _register_list(cfg: config.Config, engine: Any, year: int, as_json: bool) -> int:
     from daemon.db import cases
     query = (select(register_entries, messages.c.header_message_id, messages.c.stored_at,
                     cases.c.code)
              .join(messages, messages.c.id == register_entries.c.message_id)
              .outerjoin(cases, cases.c.id == register_entries.c.case_id)
              .where(register_entries.c.year == year)
-             .order_by(register_entries.c.book, register_entries.c.number))
+             .order_by(register_entries.c.book.desc(), register_entries.c.number))
     with reading(engine) as conn:
         rows = conn.execute(query).all()
-    entries = [{
-        "book": r.book, "year": r.year, "number": r.number, "mail_id": r.message_id,
-        "received_at": r.received_at.isoformat(), "stored_at": r.stored_at.isoformat(),
-        "message_id": r.header_message_id,
-        "sender": r.sender, "kind": r.kind, "document": r.document, "case": r.code,
-        "recipients": r.recipients,
-        "forwarded_at": r.forwarded_at.isoformat() if r.forwarded_at else None,
-    } for r in rows]
-    if args.json:
+    entries = []
+    for r in rows:
+        level = _withheld(r.book, r.note, r.document)
+        document = dict(r.document) if r.document else None
+        if document is not None and level is not None:
+            document["summary"] = None
+        entries.append({
+            "book": r.book, "year": r.year, "number": r.number, "mail_id": r.message_id,
+            "received_at": r.received_at.isoformat(), "stored_at": r.stored_at.isoformat(),
+            "message_id": r.header_message_id,
+            "sender": r.sender, "kind": r.kind, "document": document, "case": r.code,
+            "summary_withheld": level is not None,
+            "recipients": r.recipients,
+            "forwarded_at": r.forwarded_at.isoformat() if r.forwarded_at else None,
+        })
+    if as_json:
         print(json.dumps(entries, ensure_ascii=False, indent=1))
         return 0
     tz = cfg.agency.tz
-    print(f"Sổ đăng ký văn bản đến năm {year}")
-    for e, r in zip(entries, rows, strict=True):
-        doc = e["document"] or {}
-        number = f"{doc.get('number') or ''}/{doc.get('symbol') or ''}" if doc else e["case"]
-        # The server's time of receipt; the fetch time too when vanthu took the mail later.
-        late = (f" (lấy về {r.stored_at.astimezone(tz):%d/%m/%Y %H:%M})"
-                if r.stored_at - r.received_at > timedelta(minutes=5) else "")
-        print(f"{e['book'][:4]} {e['number']:>5}  {r.received_at.astimezone(tz):%d/%m/%Y %H:%M}"
-              f"  {number or '':24} {(doc.get('summary') or r.sender)[:70]}  (thư #{r.message_id})"
-              f"{late}")
+    books = [b for b in BOOK_NAMES if any(r.book == b for r in rows)] or ["incoming"]
+    for book in books:
+        print(f"{BOOK_NAMES[book]} năm {year}")
+        for e, r in zip(entries, rows, strict=True):
+            if r.book != book:
+                continue
+            doc = e["document"] or {}
+            number = f"{doc.get('number') or ''}/{doc.get('symbol') or ''}" if doc else e["case"]
+            level = _withheld(r.book, r.note, r.document)
+            what = (doc.get("summary") or r.sender)[:70] if level is None else \
+                f"{'Độ mật: ' if book == 'confidential' else ''}{level} (trích yếu không hiển thị)"
+            # The server's time of receipt; the fetch time too when vanthu took the mail later.
+            late = (f" (lấy về {r.stored_at.astimezone(tz):%d/%m/%Y %H:%M})"
+                    if r.stored_at - r.received_at > timedelta(minutes=5) else "")
+            print(f"{e['number']:>5}  {r.received_at.astimezone(tz):%d/%m/%Y %H:%M}"
+                  f"  {number or '':24} {what}  (thư #{r.message_id}){late}")
     return 0
 
 
@@ -776,14 +840,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("send-result", cmd_send_result, "send a signed result PDF for a case")
     p.add_argument("pdf")
     p.add_argument("--case", help="the case code (default: read from the file name)")
-    p = command("register", cmd_register, "the registers: list or export")
-    p.add_argument("action", choices=["list", "export"])
+    p = command("register", cmd_register, "the registers: list, export or close a year")
+    p.add_argument("action", choices=["list", "export", "close"])
     p.add_argument("--year", type=int)
     p.add_argument("--json", action="store_true")
     p.add_argument("--book", choices=["incoming", "confidential", "outgoing", "cases"],
                    default="incoming", help="export: which register")
     p.add_argument("--format", choices=["xlsx", "csv", "pdf"], default="pdf")
     p.add_argument("--output", help="export: the file to write")
+    p.add_argument("--parent", help="export: the parent authority (cơ quan chủ quản), printed "
+                   "on the cover")
+    p.add_argument("--volume", type=int, default=1, help="export: the volume (quyển số)")
+    p.add_argument("--actor", default=os.environ.get("USER", ""),
+                   help="close: who closes the year (printed in the closing statement)")
+    p.add_argument("--force", action="store_true",
+                   help="close: close the current year before it has ended")
     p = command("stats", cmd_stats, "dossiers received and returned, on time or late")
     p.add_argument("--from", dest="start", help="YYYY-MM-DD (default: 1 January)")
     p.add_argument("--to", dest="end", help="YYYY-MM-DD (default: today)")

@@ -300,6 +300,22 @@ outgoing_entries = Table(
     UniqueConstraint("year", "number"),
 )
 
+# The year-end closing of a register (khóa sổ): who closed which book of which year, when, and
+# what it held then. One row per (book, year): closing again changes nothing. Entries numbered
+# later (a mail of that year fetched after the closing) are marked as added after it.
+register_closings = Table(
+    "register_closings", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("book", String(20)),
+    Column("year", Integer),
+    Column("closed_at", UTCDateTime),
+    Column("closed_by", Text),
+    Column("first_number", Integer),  # NULL for an empty book and for the case register
+    Column("last_number", Integer),
+    Column("count", Integer),
+    UniqueConstraint("book", "year"),
+)
+
 # Result PDFs refused, so the digest can report them.
 rejected_results = Table(
     "rejected_results", metadata,

@@ -81,7 +81,7 @@ def test_incoming_register_as_xlsx_csv_and_pdf(filled: Office, tmp_path: Path) -
 
     assert sheet["A1"].value == f"SỔ ĐĂNG KÝ VĂN BẢN ĐẾN NĂM {YEAR}"
     assert [c.value for c in sheet[2]][:3] == ["Ngày đến", "Số đến", "Tác giả"]
-    assert [sheet.cell(r, 2).value for r in range(3, sheet.max_row + 1)] == ["1", "2", "3"]
+    assert [sheet.cell(r, 2).value for r in range(3, sheet.max_row + 1)] == [1, 2, 3]
     assert rows[0][5] == "Tên loại và trích yếu nội dung" and len(rows) == 4
     assert any("57/TTr-UBND" in row[3] for row in rows)
     assert "SỔ ĐĂNG KÝ VĂN BẢN ĐẾN" in pdf.pages[0].extract_text()
@@ -90,14 +90,15 @@ def test_incoming_register_as_xlsx_csv_and_pdf(filled: Office, tmp_path: Path) -
     assert pdf.pages[0].mediabox.width > pdf.pages[0].mediabox.height  # landscape
 
 
-def test_confidential_register_keeps_the_content_off_paper(filled: Office,
-                                                           tmp_path: Path) -> None:
-    """The confidential register lists the document without its summary."""
+def test_confidential_register_is_the_controlled_copy(filled: Office, tmp_path: Path) -> None:
+    """The confidential register's own export (the clerk's controlled copy) holds the summary
+    and the secrecy level of the document."""
     rows = list(csv.reader(io.StringIO(
         _export(filled, tmp_path, "confidential", "csv").read_bytes().decode("utf-8-sig"))))
 
     assert len(rows) == 2 and rows[1][3] == "15/QĐ-BCH"
-    assert "Phương án" not in ",".join(rows[1])
+    assert rows[0][6] == "Độ mật" and rows[1][6] in ("Mật", "Tối mật", "Tuyệt mật")
+    assert "Phương án" in rows[1][5]
 
 
 def test_outgoing_and_case_registers(filled: Office, tmp_path: Path) -> None:
