@@ -6,6 +6,7 @@ year-end closing, once, and entries added after it."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from datetime import UTC, datetime
@@ -354,3 +355,21 @@ def test_sheet_names_are_valid_everywhere() -> None:
         register = export.Register(book, 2026, export.TITLES[book], export.HEADERS[book], [])
         name = export.sheet_name(register)
         assert len(name) <= 31 and not set(name) & set("[]:*?/\\") and name == nfc(name)
+
+
+def test_hostile_cells_stay_bounded(office: Path) -> None:
+    """A 20,000-character run with no space and no '/' becomes lines of the column's width,
+    in bounded time, and the register renders."""
+    engine = _engine(office)
+    _entry(engine, "incoming", 4, datetime(YEAR, 12, 1, tzinfo=UTC), {
+        "number": "1" * 5000, "symbol": "Đ" * 5000, "issuer": "X" * 20000,
+        "summary": "\u0301\x0b\x00\u202e" * 3000 + "a" * 20000})
+    engine.dispose()
+    pages = _pages(_export(office, "incoming", "pdf"))
+    sheet = load_workbook(_export(office, "incoming", "xlsx")).active
+    assert sheet is not None and len(sheet["F6"].value) <= 2000
+    assert not re.search("[\x00-\x1f\u202e]", sheet["F6"].value)
+
+    assert len(pages) >= 3 and "Trang 3/" in pages[2]
+    lines = export.wrap("x" * 20000, 30, len)
+    assert len(lines) == math.ceil(20000 / 30) and all(len(line) <= 30 for line in lines)

@@ -72,6 +72,8 @@ WIDTHS = {  # PDF column widths in mm, A4 landscape (277 mm between margins)
 DATE_COLUMN = {"incoming": 0, "confidential": 0, "outgoing": 7, "cases": 5}
 LATE_NOTE = "Vào sổ sau khi khóa sổ"
 CELL_CHARS = 2000  # a longer cell is cut: the register is not the document
+# Control characters (xlsx cannot hold them) and direction overrides, out of every cell.
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,7 @@ def _case_rows(conn: Any, cfg: Config, year: int) -> list[list[Cell]]:
 def _clean(cell: Cell) -> Cell:
     if not isinstance(cell, str):
         return cell
-    text = nfc(cell)
+    text = CONTROL.sub(" ", nfc(cell))
     return text if len(text) <= CELL_CHARS else text[:CELL_CHARS - 1].rstrip() + "…"
 
 
@@ -376,8 +378,9 @@ def _pieces(word: str, fits: Callable[[str], bool]) -> list[str]:
             out.append(current)
         current = part
         while not fits(current) and len(current) > 1:  # no place to wrap: cut at the edge
-            cut = max(1, next((i for i in range(len(current), 0, -1)
-                               if fits(current[:i])), 1))
+            cut = 1  # grown from the left: the work stays linear in the piece's length
+            while cut < len(current) and fits(current[:cut + 1]):
+                cut += 1
             out.append(current[:cut])
             current = current[cut:]
     return [*out, current] if current else out
