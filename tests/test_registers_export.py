@@ -373,3 +373,28 @@ def test_hostile_cells_stay_bounded(office: Path) -> None:
     assert len(pages) >= 3 and "Trang 3/" in pages[2]
     lines = export.wrap("x" * 20000, 30, len)
     assert len(lines) == math.ceil(20000 / 30) and all(len(line) <= 30 for line in lines)
+
+
+def test_a_closed_book_never_changes(tmp_path: Path) -> None:
+    """A mail received in a year whose book is closed goes to the next open year's book, its
+    note saying when it was received; the closed book keeps its count."""
+    from tests.desk import DOCUMENT, Desk
+    from tests.desk import mail as desk_mail
+
+    desk = Desk(tmp_path)
+    desk.receive(desk_mail("vanthu@tayninh.gov.vn", "Công văn 1", DOCUMENT))
+    desk.process()
+    year = datetime.now(desk.cfg.agency.tz).year
+    close_year(desk.engine, desk.cfg.agency, year, "Trần Thị Ánh", force=True)
+
+    desk.receive(desk_mail("vanthu@tayninh.gov.vn", "Công văn 2",
+                           DOCUMENT.replace("1000/UBND-KT", "1001/UBND-KT")))
+    desk.process()
+
+    first, late = desk.entries()
+    assert (first.year, first.number) == (year, 1)  # type: ignore[attr-defined]
+    assert (late.year, late.number) == (year + 1, 1)  # type: ignore[attr-defined]
+    assert f"sổ năm {year} đã khóa nên vào sổ năm {year + 1}" in late.note  # type: ignore[attr-defined]
+    with desk.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(register_entries).where(
+            register_entries.c.year == year)) == 1

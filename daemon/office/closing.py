@@ -2,9 +2,11 @@
 
 Once a calendar year has ended in the agency's time zone, the clerk closes its books: for each
 register, who closed it, when, and what it held (the first and last number and the count) are
-recorded once, in one transaction. A mail the server received in that year but vanthu fetched
-after the closing still takes the next number of that year (numbers follow the order of arrival
-within the year, without gaps); the exports mark it as entered after the closing.
+recorded once, in one transaction. A closed book never changes: a mail the server received in
+that year but vanthu fetched after the closing (a server down on 31 December) is registered in
+the next open year's book, its note saying when it was received (`open_year`). Should a row
+still reach a closed book (another build, a race on another database), the exports mark it as
+entered after the closing rather than hide it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ class Closing:
     first_number: int | None
     last_number: int | None
     count: int
+
+
+def open_year(conn: Connection, book: str, year: int) -> int:
+    """The first year from `year` on whose `book` is not closed: where a new entry goes."""
+    closed = set(conn.scalars(select(register_closings.c.year).where(
+        register_closings.c.book == book, register_closings.c.year >= year)))
+    while year in closed:
+        year += 1
+    return year
 
 
 def year_bounds(agency: AgencyConfig, year: int) -> tuple[datetime, datetime]:

@@ -31,6 +31,7 @@ from daemon.db import (
 )
 from daemon.models import Assignment, Kind, ParsedMail, Understanding
 from daemon.office.cases import link_thread, open_case
+from daemon.office.closing import open_year
 from daemon.routing.rules import Procedure
 
 
@@ -143,7 +144,8 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
             message_id=message_pk, name=item.name, content_type=item.content_type,
             size=item.size, sha256=item.sha256))
     book = Book.CONFIDENTIAL if understanding.confidential else Book.INCOMING
-    year = received_at.astimezone(agency.tz).year
+    received_year = received_at.astimezone(agency.tz).year
+    year = open_year(conn, book, received_year)  # a closed year's book never changes
     key = doc_key(understanding)
     first, why = _duplicate(conn, message_pk, mail, understanding, key, trust)
     if first is not None:
@@ -167,7 +169,9 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
         doc_key=key, case_id=case_id, deadline=deadline,
         # Column 10 (Ghi chú): doubts about the sender (the issuer printed in the document
         # against the domain it came from) and about its secrecy (a part no one could read).
-        note="; ".join(notes(understanding)) or None,
+        note="; ".join([*notes(understanding), *([
+            f"Nhận ngày {received_at.astimezone(agency.tz):%d/%m/%Y}; sổ năm {received_year} "
+            f"đã khóa nên vào sổ năm {year}"] if year != received_year else [])]) or None,
     )))
     return Registration(int(entry_id), book, year, number, case_id, case_code)
 

@@ -77,6 +77,7 @@ from daemon.db import (
 )
 from daemon.errors import ConfigError, EmailRefused, Problem
 from daemon.office.cases import record_result
+from daemon.office.closing import open_year
 from daemon.office.register import Book
 from daemon.outbound.compose import message_id, result
 from daemon.outbound.outbox import enqueue
@@ -578,7 +579,7 @@ def _queue(conn: Connection, cfg: Config, target: Target, name: str, data: bytes
            signer: str | None, text: str) -> str:
     """Queue the result's email and write the outgoing register; the outgoing number."""
     now = utcnow()
-    year = now.astimezone(cfg.agency.tz).year
+    year = open_year(conn, "outgoing", now.astimezone(cfg.agency.tz).year)
     number = next_number(conn, f"outgoing:{year}")
     document = extract.from_text(text, name)
     outgoing = (f"{document.number or number}/{document.symbol}"
