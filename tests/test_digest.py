@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, insert, select, update
 
 from daemon import config, health
 from daemon.cli import main
@@ -389,3 +389,28 @@ def test_the_digest_names_people_shows_dossiers_and_urgent_apart(tmp_path: Path)
     titles = [line for line in report.text.splitlines() if line.isupper()]
     assert "KẾT QUẢ ĐÃ GỬI" not in titles and "(không có)" not in report.text
     assert "THƯ KHÔNG GỬI ĐƯỢC" not in report.text
+
+
+def test_a_digest_before_the_mail_was_read_says_so_and_overdue_comes_first(
+        tmp_path: Path) -> None:
+    from tests.desk import DOCUMENT, Desk
+    from tests.desk import mail as desk_mail
+
+    desk = Desk(tmp_path)
+    desk.receive((CORPUS / "017.eml").read_bytes())
+    desk.process()
+    with desk.engine.begin() as conn:  # the dossier's deadline has passed
+        conn.execute(update(cases).values(deadline=date(2026, 1, 5)))
+    desk.receive(desk_mail("vanthu@tayninh.gov.vn", "Công văn", DOCUMENT))  # not read yet
+    now = datetime.now(UTC)
+
+    report = digest.build(desk.engine, desk.cfg, desk.rules, now - timedelta(hours=1),
+                          now + timedelta(minutes=1))
+
+    titles = [line for line in report.text.splitlines()[3:] if line and line.isupper()]
+    assert titles[:2] == ["THƯ CHƯA XỬ LÝ XONG KHI LẬP BÁO CÁO",
+                          "HẠN GIẢI QUYẾT HÔM NAY VÀ QUÁ HẠN"]
+    [waiting] = _section_lines(report.text, "THƯ CHƯA XỬ LÝ XONG")
+    assert waiting.startswith("- 1 thư đã nhận nhưng chưa được đọc")
+    [late] = _section_lines(report.text, "HẠN GIẢI QUYẾT")
+    assert late.startswith("- QUÁ HẠN 05/01/2026 · hồ sơ ")

@@ -106,6 +106,9 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
     with reading(engine) as conn:
         kinds = Counter(conn.scalars(select(messages.c.kind).where(
             messages.c.stored_at >= start, messages.c.stored_at < end)))
+        # Mail fetched but not processed yet (a digest due at start, before the pipeline ran).
+        waiting = conn.scalar(select(func.count()).select_from(messages).where(
+            messages.c.state == State.STORED, messages.c.stored_at < end)) or 0
         arrived = conn.execute(
             select(register_entries).where(registered >= start, registered < end)
             .order_by(register_entries.c.book, register_entries.c.number)).all()
@@ -152,6 +155,10 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         sections.append(_section("SỰ CỐ: văn thư điện tử cần được kiểm tra",
                                  [c.vi for c in trouble]))
 
+    if waiting:
+        sections.append(_section("Thư chưa xử lý xong khi lập báo cáo", [
+            f"{waiting} thư đã nhận nhưng chưa được đọc và vào sổ lúc lập báo cáo này; các thư "
+            "này sẽ có trong báo cáo sau."]))
     counts = [f"{KIND_NAMES.get(k or 'other', k)}: {n}" for k, n in sorted(
         kinds.items(), key=lambda kv: -kv[1])]
     sections.append(_section("Thư nhận được", counts or ["Không có thư mới trong kỳ."]))
@@ -247,6 +254,10 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         mailboxes = [f"{which}: nhận thư bình thường, lần cuối {newest:%H:%M %d/%m/%Y}"]
     sections.append(_section("Tình trạng hộp thư", mailboxes))
 
+    # What needs someone now comes first: faults, mail not yet read, deadlines, urgent mail.
+    first = ("SỰ CỐ", "Thư chưa xử lý", "Hạn giải quyết", "VĂN BẢN KHẨN")
+    sections.sort(key=lambda section: next(
+        (i for i, head in enumerate(first) if section[0].startswith(head)), len(first)))
     window = (f"từ {start.astimezone(tz):%H:%M %d/%m/%Y} "
               f"đến {end.astimezone(tz):%H:%M %d/%m/%Y}")
     subject = (f"Báo cáo văn thư {end.astimezone(tz):%H:%M %d/%m/%Y}: "
