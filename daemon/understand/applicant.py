@@ -86,7 +86,6 @@ _INTERMEDIARY_BOXES = re.compile(
 _INTERMEDIARY_DOMAINS = _WORDS["intermediary_domains"]
 
 
-
 class _Words:
     """A set of words, matched as written, or without accents when written so: `bare`, or
     the words themselves without accents less the family names ("Tô" is not "Tổ")."""
@@ -120,11 +119,11 @@ _AFTER_AN_ORG = _Words({
     "bị", "là", "tại", "theo", "về", "cho", "của", "do", "với", "hiện", "thì", "mà", "nên",
     "vì", "để", "trong", "từ", "đến", "ở", "chúng", "tôi", "em", "này", "đó", "đây", "cam",
     "báo", "đăng", "gồm", "kèm", "trụ", "địa", "mã", "thay", "đại", "ủy", "ký", "nay",
-    "chịu", "như", "sau", "trước", "muốn", "cần", "thực", "trình"})
+    "chịu", "như", "sau", "trước", "muốn", "cần", "thực", "trình", "ạ", "nhé", "nha"})
 # What an organisation that is the subject of a sentence does next ("Công ty … (MST …) kính
 # gửi hồ sơ", "Hợp tác xã … xin đề nghị").
 _ORG_ACTS = _cue(
-    r" ?(?:\([^()\n]{0,80}\))?,? ?(?:xin|kính|gửi|nộp|đề nghị|trân trọng|chuyển|có|cam kết|"
+    r" ?(?:\([^()\n]{0,80}\))?,? ?(?:xin|kính|gửi|nộp|đề nghị|trân trọng|chuyển|cam kết|"
     r"báo cáo|đăng ký|trình)\b")
 
 # Cues, each found by one pass over a text. Labels of people who are not the applicant (the
@@ -139,11 +138,13 @@ _LABELS = _cue(
     r"đơn vị|cơ sở|công ty|hợp tác xã|hộ kinh doanh)|ông ?(?:/ ?bà|\(bà\))"
     r"|(?:tổ chức|doanh nghiệp|đơn vị|cá nhân|công dân)(?: (?:đề nghị|nộp hồ sơ|yêu cầu|nộp))?"
     r"|applicant|full name)"
-    r"(?: \([^()\n]{0,60}\))? ?[:：] ?\n? ?")
+    r"(?: \([^()\n]{0,60}\))?(?: ?[:：|] ?\n? ?| ?\n ?)")  # a form's table: the value below
 _ACTS = _cue(
     r"\b(?:thay mặt(?: cho)?|(?<!người )đại diện (?:cho|của)|(?:nộp|gửi|làm)(?: hồ sơ| thủ "
-    r"tục)? (?:hộ|giúp|giùm|dùm|thay(?: cho)?)|(?:theo|có) (?:giấy )?ủy quyền của|"
-    r"(?P<by>(?<!người )được)) ")
+    r"tục)? (?:hộ(?! sơ)|giúp|giùm|dùm|thay(?: cho)?)|(?:theo|có) (?:giấy )?ủy quyền của|"
+    r"(?P<by>(?<!người )được)|(?P<for>(?:nộp|gửi|làm)(?: hồ sơ| thủ tục)? cho)) ")
+# "nộp hồ sơ cho" acts for a relative ("cho mẹ tôi là bà …"), not for an official it writes to.
+_KIN = _cue(r"\b(?:bố|mẹ|cha|má|con|vợ|chồng|nội|ngoại|ruột|gia đình)\b")
 _AUTHORISED = _cue(r" ?(?:\([^()\n]{0,60}\) ?)?ủy quyền\b")
 _SELF = _cue(
     r"\b(?:(?:tôi|em|cháu|mình) tên là|tên (?:tôi|em|cháu|mình) là|(?:tôi|em|cháu|mình) "
@@ -159,10 +160,9 @@ _LINE = re.compile(r"[^\n]+")
 
 # Ranks of the name cues, the smallest wins. Cues in the body come before the same cues in
 # an attachment; the signature and the display name are the last resorts.
-_ACT, _SUBJECT, _LABEL, _OURS_RANK, _OF_PERSON, _SELF_RANK, _BARE = range(7)
+_ACT, _SUBJECT, _LABEL, _OURS_RANK, _OF_RANK, _SELF_RANK, _BARE = range(7)
 _IN_ATTACHMENT = 10
-# Last: an organisation a dossier is "of" may be the one that certified a paper in it.
-_SIGNATURE_ORG, _SIGNATURE_PERSON, _OF_ORG = 30, 31, 32
+_SIGNATURE_ORG, _SIGNATURE_PERSON = 30, 31
 
 
 def _flat(text: str) -> str:
@@ -216,11 +216,11 @@ def _read_org(item: _Text, position: int) -> _Name | None:
     tokens = list(_TOKEN.finditer(text, *_line_window(text, form.end())))[:16]
     for i, token in enumerate(tokens):
         word = token.group(0)
-        if word[0] in "(-–—" or (word.islower() and word in _AFTER_AN_ORG):
+        stripped = word.rstrip(",.;:)!?")
+        if word[0] in "(-–—" or (stripped.islower() and stripped in _AFTER_AN_ORG):
             break
         if _bare(word) == "va" and i + 1 < len(tokens) and tokens[i + 1].group(0)[0].islower():
             break
-        stripped = word.rstrip(",.;:)")
         if stripped:
             words.append(stripped)
             end = token.start() + len(stripped)
@@ -239,15 +239,16 @@ def _is_name_word(word: str) -> bool:
 def _title_at(tokens: list[re.Match[str]], i: int, titles: frozenset[str]) -> int:
     """How many tokens from `i` on make a title ("ông", "kiến trúc sư", "Ông/Bà"), or 0.
     A capitalised title that is also a family name ("Ông", or "Vo" for vợ and Võ) is one
-    only before another family name: "Ông Nguyễn Văn An", not "Ông Văn Tùng"."""
+    only before another family name or title: "Ông Nguyễn Văn An", "Ông (bà) Lê Thị Hà",
+    not "Ông Văn Tùng"."""
     for n in range(min(_TITLE_WORDS, len(tokens) - i), 0, -1):
         words = " ".join(t.group(0) for t in tokens[i:i + n]).strip(".,:()")
         folded = fold(words)
         if (_bare(folded) if titles is _TITLES_BARE else folded) not in titles:
             continue
         if n == 1 and words[:1].isupper() and _bare(folded) in _FAMILY_NAMES:
-            after = tokens[i + 1].group(0).strip(".,:()") if i + 1 < len(tokens) else ""
-            return 1 if _bare(fold(after)) in _FAMILY_NAMES else 0
+            after = fold(tokens[i + 1].group(0).strip(".,:()")) if i + 1 < len(tokens) else ""
+            return 1 if _bare(after) in _FAMILY_NAMES or after in _TITLES else 0
         return n
     return 0
 
@@ -334,8 +335,12 @@ def _cues(item: _Text, index: int) -> Iterator[_Found]:
     bare, shift = item.bare, item.shift
     for cue in islice(_ACTS.finditer(bare), MAX_CUES):
         name = _read_name(item, cue.end(), strict=False)
-        if name and (not cue.group("by") or _AUTHORISED.match(bare, name.end)):
-            yield _Found(_ACT + shift, name, index)
+        if not name or (cue.group("by") and not _AUTHORISED.match(bare, name.end)):
+            continue
+        if cue.group("for") and not name.organisation and not _KIN.search(
+                bare, cue.end(), name.start):
+            continue
+        yield _Found(_ACT + shift, name, index)
     for cue in islice(_LABELS.finditer(bare), MAX_CUES):
         if not cue.group("other") and (name := _read_name(item, cue.end(), strict=False)):
             yield _Found(_LABEL + shift, name, index)
@@ -344,9 +349,12 @@ def _cues(item: _Text, index: int) -> Iterator[_Found]:
         if _as_subject(item, org):
             yield _Found(_SUBJECT + shift, org, index)
     for cue in islice(_OF.finditer(bare), MAX_CUES):
-        if name := _read_name(item, cue.end(), strict=True):
-            yield (_Found(_OF_ORG, name, index) if name.organisation
-                   else _Found(_OF_PERSON + shift, name, index))
+        # "hồ sơ thiết kế của Công ty …" names who drew the plans; "hồ sơ của Công ty …",
+        # or a forwarding unit's "hồ sơ (thủ tục …) của Công ty …", who applies.
+        name = _read_name(item, cue.end(), strict=True)
+        if name and (not name.organisation or item.units_words
+                     or cue.group(0).split()[2:3] == ["cua"]):
+            yield _Found(_OF_RANK + shift, name, index)
     if item.units_words:
         return
     for cue in islice(_OURS.finditer(bare), MAX_CUES):
@@ -359,12 +367,12 @@ def _cues(item: _Text, index: int) -> Iterator[_Found]:
 
 
 def _signature(body: _Text) -> Iterator[_Found]:
-    """An organisation or a person signing the body: the lines after its last closing words,
-    else its last four lines."""
+    """An organisation or a person signing the body: the six lines after its last closing
+    words, else its last four lines."""
     offset = max(0, len(body.text) - 4000)
     marks = list(_SIGN_OFF.finditer(body.bare, offset))
     lines = list(_LINE.finditer(body.text, marks[-1].end() if marks else offset))
-    for line in lines if marks else lines[-4:]:
+    for line in lines[:6] if marks else lines[-4:]:
         org = next((n for m in _ORG_FORM.finditer(body.bare, line.start(), line.end())
                     if (n := _read_org(body, m.start()))), None)
         if org:
@@ -477,10 +485,9 @@ def _applicant_email(texts: list[_Text], sender: str, where: _Where | None) -> s
     others: list[tuple[int, int, str]] = []
     for index, item in enumerate(texts):
         since = where.since(index) if where else 0
-        for count, match in enumerate(_EMAIL.finditer(item.text)):
+        for match in islice(_EMAIL.finditer(item.text), MAX_CUES):
             address = match.group(0).rstrip(".-")
-            if count > 200 or _same_body(_domain(address), own) or _units_own(
-                    item, match.start(), since):
+            if _same_body(_domain(address), own) or _units_own(item, match.start(), since):
                 continue
             ranked = (1 if where is None or where.before(index, match.start()) else 0,
                       index, address)
@@ -551,9 +558,7 @@ class _Phone:
 
 def _phones(item: _Text, index: int, since: int) -> Iterator[_Phone]:
     text = item.text
-    for count, run in enumerate(_DIGITS.finditer(text)):
-        if count >= MAX_NUMBERS:
-            return
+    for run in islice(_DIGITS.finditer(text), MAX_NUMBERS):
         if not (number := _phone_of_run(run.group(0))):
             continue
         line_start = text.rfind("\n", max(0, run.start() - 40), run.start()) + 1
