@@ -1,8 +1,7 @@
 """Every piece of work that depends on what a sender wrote is bounded: each pathological input
 an attacker would send, at a size where quadratic work takes minutes, finishes within a bound
 ten to a hundred times what linear code needs (so the verdict does not depend on the
-machine's speed); the rewritten patterns find exactly what the old ones found; and no reader
-raises on arbitrary text."""
+machine's speed); and no reader raises on arbitrary text."""
 
 from __future__ import annotations
 
@@ -194,8 +193,9 @@ def test_a_document_header_line_of_a_megabyte_is_read_in_linear_time(line: str) 
     (extract._NUMBER_LINE, "Số" + " " * 1_000_000),  # 4,000 spaces took 93 s
     (extract._DATE, " " * 1_000_000),
     (extract._DATE, "ngày" + " " * 1_000_000 + "x"),
-    (extract._PLACE_DATE, "a" * 1_000_000 + " ngày"),
-    (extract._PLACE_DATE, "Tây " * 250_000 + ". ngày"),
+    (extract._NUMBER_LINE, "  Số" * 250_000),
+    (extract._DATE, "ngày tháng " * 100_000),
+    (extract._GAP, "a " * 500_000),
 ])
 def test_each_document_pattern_is_linear_on_its_worst_run(pattern: re.Pattern[str],
                                                            text: str) -> None:
@@ -252,30 +252,6 @@ def test_a_hostile_dossier_is_judged_in_the_main_process_without_reading_its_tex
     understanding = judge(reading, cfg, NoCases())
 
     assert understanding.applicant == reading.applicant
-
-
-# --- the rewritten patterns find what the old ones found ---------------------------------
-
-_OLD_NUMBER_LINE = re.compile(
-    r"^\s*S[ốo]\s*[:.]?\s*(?P<number>\d*)\s*/\s*(?P<symbol>(?:\d{4}/)?[\w&.\-]+)", re.I)
-_OLD_DATE = re.compile(
-    r",?\s*ngày\s*(?P<d>\d{1,2})?\s*tháng\s*(?P<m>\d{1,2})?\s*năm\s*(?P<y>\d{4})?", re.I)
-_OLD_PLACE_DATE = re.compile(
-    r"(?P<place>(?:[^\W\d_]+\.?\s+){0,4}[^\W\d_]+)\s*,\s*ngày\b", re.I)
-_PIECES = ["Số", "số", "So", ":", ".", " ", "  ", "\t", "1", "12", "2026", "/", "UBND-KT",
-           "ngày", "Ngày", "tháng", "năm", ",", "Tây", "Ninh", "Hà", "Nội", "TP.", "x1", "_",
-           "-", "a", "\u00a0", "Đà", "ngàyx", "\n"]
-_short_lines = st.lists(st.sampled_from(_PIECES), max_size=14).map("".join)
-
-
-@settings(max_examples=500, deadline=None)
-@given(_short_lines)
-def test_the_linear_patterns_match_exactly_what_the_old_ones_matched(text: str) -> None:
-    for old, new, how in [(_OLD_NUMBER_LINE, extract._NUMBER_LINE, "match"),
-                          (_OLD_DATE, extract._DATE, "search"),
-                          (_OLD_PLACE_DATE, extract._PLACE_DATE, "search")]:
-        a, b = getattr(old, how)(text), getattr(new, how)(text)
-        assert (a and (a.span(), a.groupdict())) == (b and (b.span(), b.groupdict()))
 
 
 def _old_html(markup: str) -> str:
