@@ -187,6 +187,10 @@ def test_a_form_laid_out_as_a_table_gives_its_values_below_the_labels() -> None:
             "079080012345\nSố điện thoại\n0912 888 999")
     assert _found("X", "x@gmail.com", body) == {
         "name": "Trần Văn Bốn", "email": "x@gmail.com", "phone": "0912888999"}
+    company = ("Tên doanh nghiệp\nCông ty TNHH Đông Á\nMã số thuế\n0312345678\nĐiện thoại\n"
+               "028 3822 1234")
+    assert _found("Đông Á", "dong.a@gmail.com", "Gửi hồ sơ.", company) == {
+        "name": "Công ty TNHH Đông Á", "email": "dong.a@gmail.com", "phone": "02838221234"}
     staff = "DANH SÁCH NHÂN SỰ\nSTT\nHọ và tên\nChức danh\n1\nLê Quốc Bảo\nGiám đốc"
     assert _found("Minh Phát", "hc@minhphat.vn", "Gửi hồ sơ.", staff)["name"] == "Minh Phát"
 

@@ -556,14 +556,23 @@ class _Phone:
     start: int
 
 
+def _label_window(item: _Text, position: int) -> str:
+    """The 40 characters before `position` on its line, where a number's label is; for a
+    number alone at the start of its line (a form's table), the line above."""
+    start = max(0, position - 40)
+    line_start = item.text.rfind("\n", start, position) + 1
+    if line_start and not item.text[line_start:position].strip():
+        end = line_start - 1
+        return item.bare[max(item.text.rfind("\n", max(0, end - 40), end) + 1, end - 40):end]
+    return item.bare[max(line_start, start):position]
+
+
 def _phones(item: _Text, index: int, since: int) -> Iterator[_Phone]:
     text = item.text
     for run in islice(_DIGITS.finditer(text), MAX_NUMBERS):
         if not (number := _phone_of_run(run.group(0))):
             continue
-        line_start = text.rfind("\n", max(0, run.start() - 40), run.start()) + 1
-        window = item.bare[max(line_start, run.start() - 40):run.start()]
-        labels = list(_NUMBER_LABEL.finditer(window))
+        labels = list(_NUMBER_LABEL.finditer(_label_window(item, run.start())))
         phone_label = any(label.group("phone") for label in labels)
         if labels and (last := labels[-1]).group("other") and not (
                 phone_label and last.group(0).lower() == "fax"):  # "ĐT/Fax: …" is a phone
