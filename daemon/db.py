@@ -238,6 +238,10 @@ register_entries = Table(
     Column("cooperating", JSON),  # assigned: phối hợp
     Column("deadline", Date),  # thời hạn giải quyết
     Column("note", Text),
+    # The leaders' directives by reply (ý kiến phân phối, chỉ đạo), oldest first: a list of
+    # {"message_id", "by", "by_name", "role", "at" (ISO, UTC), "text", "read", "lead",
+    # "cooperate", "deadline", "days", "problems", "sent_to"} (daemon/office/directives.py).
+    Column("directives", JSON),
     UniqueConstraint("book", "year", "number"),
 )
 

@@ -40,7 +40,7 @@ from daemon.models import (
     Understanding,
 )
 from daemon.office import cases as cases_module
-from daemon.office import quarantine
+from daemon.office import directives, quarantine
 from daemon.office import register as register_module
 from daemon.office.cases import CaseEvent
 from daemon.office.register import Book, DbCases, case_id_of, register, trust_of
@@ -310,6 +310,9 @@ def apply(conn: Connection, cfg: Config, rules: RuleSet, item: Ready) -> None:
     """Hold, register, join a case, queue the emails and record who received the mail; then
     move it on from `stored` with what the pure stages found."""
     found = findings(item)
+    if (directive := directives.take(conn, cfg, rules, item)) is not None:  # a leader's answer
+        finish(conn, item.stored.pk, State.ROUTED if directive.queued else State.DONE, **found)
+        return
     if reasons := hold(conn, item):
         finish(conn, item.stored.pk, State.QUARANTINED, last_error="; ".join(reasons), **found)
         log.warning("mail.quarantined", extra={"mail": item.stored.pk, "reason": reasons[0]})
