@@ -190,7 +190,8 @@ rules:
     (date(2026, 4, 29), 1, date(2026, 5, 4)),   # 30/4 and 1/5 are holidays, then a weekend
     (date(2026, 8, 21), 1, date(2026, 8, 22)),  # Saturday 22/8/2026 is swapped into work
     (date(2027, 2, 3), 1, date(2027, 2, 11)),   # Tết 2027: 4–10 February
-    (date(2026, 11, 23), 1, date(2026, 11, 25)),  # Vietnamese Culture Day, 24/11
+    (date(2026, 1, 1), 1, date(2026, 1, 5)),    # 2/1/2026 off (12729/VPCP-KGVX)
+    (date(2026, 11, 23), 1, date(2026, 11, 24)),  # Culture Day 24/11 is only proposed
 ])
 def test_working_days(day: date, count: int, expected: date) -> None:
     """Deadlines skip weekends, holidays and Tết, and count swapped Saturdays."""
