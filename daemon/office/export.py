@@ -50,8 +50,8 @@ NOUNS = {"incoming": "văn bản", "confidential": "văn bản", "outgoing": "v�
          "cases": "hồ sơ"}
 HEADERS = {
     "incoming": ["Ngày đến", "Số đến", "Tác giả", "Số, ký hiệu", "Ngày tháng văn bản",
-                 "Tên loại và trích yếu nội dung", "Đơn vị hoặc người nhận", "Ngày chuyển",
-                 "Ký nhận", "Ghi chú"],
+                 "Tên loại và trích yếu nội dung", "Ý kiến phân phối, chỉ đạo",
+                 "Đơn vị hoặc người nhận", "Ngày chuyển", "Ký nhận", "Ghi chú"],
     "outgoing": ["Số, ký hiệu văn bản", "Ngày tháng văn bản", "Tên loại và trích yếu nội dung",
                  "Người ký", "Nơi nhận văn bản", "Đơn vị, người nhận bản lưu",
                  "Số lượng bản", "Ngày chuyển", "Ký nhận", "Ghi chú"],
@@ -63,8 +63,8 @@ HEADERS = {
 HEADERS["confidential"] = [*HEADERS["incoming"][:6], "Độ mật", "Độ khẩn",
                            *HEADERS["incoming"][6:]]
 WIDTHS = {  # PDF column widths in mm, A4 landscape (277 mm between margins)
-    "incoming": [19, 14, 38, 30, 19, 67, 34, 19, 16, 21],
-    "confidential": [19, 14, 32, 30, 19, 52, 16, 16, 30, 19, 14, 16],
+    "incoming": [19, 13, 30, 26, 19, 58, 31, 27, 19, 12, 23],
+    "confidential": [19, 12, 26, 25, 19, 40, 14, 14, 32, 24, 19, 12, 21],
     "outgoing": [30, 19, 62, 30, 40, 28, 13, 19, 15, 21],
     "cases": [40, 14, 32, 50, 24, 19, 19, 26, 19, 34],
 }
@@ -178,6 +178,7 @@ def _entry_rows(conn: Any, cfg: Config, book: str, year: int,
         row: list[Cell] = [
             _local_day(e.received_at, cfg), int(e.number), author,
             symbol, _doc_day(doc), kind_summary or e.kind,
+            directives_text(e.directives, cfg),
             ", ".join(names.get(a, a) for a in e.recipients or []),
             _local_day(e.forwarded_at, cfg), "", e.note or ""]
         if book == "confidential":
@@ -185,6 +186,21 @@ def _entry_rows(conn: Any, cfg: Config, book: str, year: int,
                         level_name(doc.get("urgency"))]
         rows.append(row)
     return rows
+
+
+def directives_text(directives: Any, cfg: Config) -> str:
+    """The leaders' directives on an entry, one line each: who, when (local time), their words;
+    one that could not be read says so (it went to the Chief of Office)."""
+    lines = []
+    for item in directives if isinstance(directives, list) else []:
+        try:
+            at = datetime.fromisoformat(str(item.get("at"))).astimezone(cfg.agency.tz)
+        except ValueError:
+            continue
+        unread = "" if item.get("read") else " (chưa đọc được, đã chuyển Chánh Văn phòng)"
+        lines.append(f"{item.get('role') or ''} {item.get('by_name') or item.get('by')} "
+                     f"({at:%d/%m/%Y %H:%M}): {item.get('text') or ''}{unread}".strip())
+    return "\n".join(lines)
 
 
 def _outgoing_rows(conn: Any, cfg: Config, year: int) -> tuple[list[list[Cell]], list[int]]:
