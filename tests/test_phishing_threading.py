@@ -4,6 +4,8 @@ code in a forwarded or quoted text."""
 
 from __future__ import annotations
 
+import base64
+import itertools
 from pathlib import Path
 
 import idna
@@ -298,3 +300,26 @@ def test_a_code_of_a_case_that_does_not_exist_does_not_thread() -> None:
 def test_quoted_text_is_the_quote_and_what_follows_a_forward_mark() -> None:
     body = "Mine HS-1\n> theirs HS-2\nmine again\n--- Original Message ---\nold HS-3"
     assert quoted_text(body) == "> theirs HS-2\n--- Original Message ---\nold HS-3"
+
+
+def _encoded_word(text: str, b: bool) -> str:
+    if b:
+        return f"=?UTF-8?B?{base64.b64encode(text.encode()).decode()}?="
+    quoted = "".join(c if c.isascii() and c.isalnum() else
+                     "".join(f"={x:02X}" for x in c.encode()) for c in text)
+    return f"=?UTF-8?Q?{quoted.replace('=20', '_')}?="
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 35), min_size=1, max_size=3, unique=True),
+       st.booleans(), st.sampled_from([" ", "\r\n ", "\r\n\t"]))
+def test_a_case_code_split_across_encoded_words_threads(cuts: list[int], b: bool,
+                                                        fold: str) -> None:
+    """RFC 2047: white space between encoded words is not text, so a code cut by a mail
+    program's encoder anywhere, in B or Q, on one line or folded, is read whole."""
+    subject = "Bổ sung hồ sơ HS-2025-000123 theo yêu cầu"
+    points = [0, *sorted(c for c in cuts if c < len(subject)), len(subject)]
+    words = [subject[a:z] for a, z in itertools.pairwise(points) if subject[a:z]]
+    und = _judge(_mail("an@gmail.com", fold.join(_encoded_word(w, b) for w in words),
+                       "Xin gửi bổ sung."))
+    assert und.case_ref == "HS-2025-000123", (words, und.why)
