@@ -73,6 +73,15 @@ class AgencyConfig:
     message_id_domain: str = "vanthu.invalid"
     # Where applicants receive results, as printed on the receipt slip.
     result_place: str = "Bộ phận Tiếp nhận và Trả kết quả"
+    # The receipt slip's heading and signature: the parent authority (cơ quan chủ quản, printed
+    # above the agency's name; "" for none), the place of the date line ("Tây Ninh, ngày …";
+    # "" for the date alone), the hour results are returned on the appointment day, and the
+    # title (and name, "" for none) of the receiving officer who signs.
+    parent: str = ""
+    place: str = ""
+    result_time: str = "14:00"
+    receiving_officer: str = "Người tiếp nhận hồ sơ"
+    receiving_officer_name: str = ""
 
     @property
     def tz(self) -> ZoneInfo:
@@ -740,8 +749,11 @@ class _Table:
             return default
         return value  # type: ignore[no-any-return]
 
-    def name(self, key: str, default: str) -> str:
-        """A name printed in headers, letters and the receipt: one line, NFC."""
+    def name(self, key: str, default: str, *, optional: bool = False) -> str:
+        """A name printed in headers, letters and the receipt: one line, NFC; "" (none) too
+        when `optional`."""
+        if optional and self.data.get(key) == "":
+            return ""
         return normal_name(self.take(key, str, default, name_problem))
 
     def strings(self, key: str, default: tuple[str, ...],
@@ -903,7 +915,8 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
 
     t = r.table(data, ("agency",), required=required)
     t.unknown({"name", "code", "timezone", "addresses", "case_code_format", "case_ref_pattern",
-               "message_id_domain", "result_place"})
+               "message_id_domain", "result_place", "parent", "place", "result_time",
+               "receiving_officer", "receiving_officer_name"})
     if required and t.data:
         t.require("name", "code")
     d = AgencyConfig()
@@ -917,6 +930,13 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
         message_id_domain=t.take("message_id_domain", str, d.message_id_domain,
                                  domain_problem).lower(),
         result_place=t.name("result_place", d.result_place),
+        parent=t.name("parent", d.parent, optional=True),
+        place=t.name("place", d.place, optional=True),
+        result_time=t.take("result_time", str, d.result_time,
+                           lambda v: None if hhmm(v) else "must be HH:MM"),
+        receiving_officer=t.name("receiving_officer", d.receiving_officer),
+        receiving_officer_name=t.name("receiving_officer_name", d.receiving_officer_name,
+                                      optional=True),
     )
     if problem := case_code_problem(agency.case_code_format, agency.code):
         t.error("case_code_format" if "case_code_format" in t.data else "code", problem)

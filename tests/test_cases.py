@@ -121,10 +121,12 @@ def test_dossier_gets_a_receipt_with_code_and_appointment(office: Office) -> Non
                                         case.opened_at.astimezone(VN), 20)  # type: ignore[attr-defined]
     assert case.deadline == expected  # type: ignore[attr-defined]
     assert f"ngày {expected:%d/%m/%Y}" in text and "20 ngày làm việc" in text
-    assert "Thành phần hồ sơ nhận được (3 tệp)" in text and "Bằng Kiến trúc sư.jpg" in text
+    assert "Thành phần hồ sơ nộp gồm:" in text and "Số lượng hồ sơ: 01 bộ" in text
+    assert "Bằng Kiến trúc sư.jpg (bản điện tử, 01 tệp)" in text
     pdf = next(receipt.iter_attachments())  # type: ignore[attr-defined]
     pdf_text = pypdf.PdfReader(io.BytesIO(pdf.get_content())).pages[0].extract_text()
     assert case.code in pdf_text and "GIẤY TIẾP NHẬN HỒ SƠ" in pdf_text  # type: ignore[attr-defined]
+    assert "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM" in pdf_text and "Bằng Kiến trúc sư.jpg" in pdf_text
 
 
 @pytest.mark.parametrize("cutoff,counted_from", [("15:00", date(2026, 11, 20)),

@@ -1,27 +1,59 @@
-"""The receipt slip (Giấy tiếp nhận hồ sơ và hẹn trả kết quả): text and HTML from Jinja2
-templates the agency can edit (`<rules dir>/templates/receipt.{txt,html}.j2` override the
-shipped ones in `daemon/office/templates/`), and a PDF of the same fields. Pure: fields in,
-bytes out.
+"""The receipt slip (Giấy tiếp nhận hồ sơ và hẹn trả kết quả), laid out as the official form:
+the national header beside the agency, the slip's number, place and date, the applicant, the
+procedure, the documents received, the appointment, the tracking-book entry and the receiving
+officer's signature block.
+
+One HTML template draws both the email's HTML and the A4 PDF (fpdf2 reads the same HTML), so
+an agency's `<rules dir>/templates/receipt.html.j2` reaches both; `receipt.txt.j2` is the
+plain-text part, from the same fields. Pure: fields in, text and bytes out.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import asdict, dataclass
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from fpdf import FPDF
+from fpdf.fonts import TextStyle, TTFFont
 
-from daemon.textnorm import nfc
+from daemon.textnorm import collapse_spaces, nfc, visible
+
+log = logging.getLogger(__name__)
 
 SHIPPED = Path(__file__).parent / "templates"
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+FIELD_CAP = 300  # characters of a value taken from a mail (a name, an address, a file name)
+MAX_DOCUMENTS = 60  # lines of the documents table; more are summed up in one line
+# A line on the form for a value the mail did not give, to be filled in by hand.
+BLANK = "…………………………………………"
+
+# The serif faces of the slip (a form is printed in a serif face), each with the sans face as
+# the fallback of a host that has only the core DejaVu fonts.
+_FACES = {"": ("DejaVuSerif.ttf", "DejaVuSans.ttf"),
+          "B": ("DejaVuSerif-Bold.ttf", "DejaVuSans-Bold.ttf"),
+          "I": ("DejaVuSerif-Italic.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf"),
+          "BI": ("DejaVuSerif-BoldItalic.ttf", "DejaVuSans-BoldOblique.ttf",
+                 "DejaVuSerif-Bold.ttf")}
+_HEAD = re.compile(r"<head\b.*?</head\s*>|<(style|script)\b.*?</\1\s*>", re.I | re.S)
+
+
+@dataclass(frozen=True)
+class ReceivedDocument:
+    """One line of the documents received: its name, form and count."""
+
+    name: str
+    form: str = "Bản điện tử"
+    count: str = "01 tệp"
 
 
 @dataclass(frozen=True)
 class ReceiptFields:
-    """The fields of the receipt slip of Decree 118/2025/NĐ-CP (Giấy tiếp nhận hồ sơ và hẹn
-    trả kết quả)."""
+    """The fields of the official receipt slip (Giấy tiếp nhận hồ sơ và hẹn trả kết quả)."""
 
     agency: str
     result_place: str
@@ -31,10 +63,58 @@ class ReceiptFields:
     phone: str | None
     procedure: str | None
     days: int | None
-    documents: tuple[str, ...]
+    documents: tuple[ReceivedDocument, ...]
     received: str  # "14 giờ 05 phút, ngày 22/11/2026"
-    appointment: str | None  # "04/12/2026"
+    appointment: str | None  # "14 giờ 00 phút, ngày 04/12/2026"
     queue: str | None = None  # "số thứ tự 3, buổi sáng ngày 23/11/2026"
+    parent: str = ""  # the parent authority (cơ quan chủ quản)
+    number: str = ""  # the slip's number, "261122-0001/GTN"
+    dated: str = ""  # "Tây Ninh, ngày 22 tháng 11 năm 2026"
+    address: str | None = None
+    sets: int = 1
+    book_volume: str | None = None  # the tracking book's volume, "01/2026"
+    book_number: int | None = None  # the dossier's number in it
+    officer: str = "Người tiếp nhận hồ sơ"
+    officer_name: str = ""
+
+
+@dataclass(frozen=True)
+class Slip:
+    """The slip as the email carries it: plain text, HTML and the PDF drawn from that HTML."""
+
+    text: str
+    html: str
+    pdf: bytes
+
+
+def clean(value: str | None, cap: int = FIELD_CAP) -> str | None:
+    """A value from a mail, fit for the form: NFC, no control or direction-override
+    characters, one line, at most `cap` characters."""
+    if value is None:
+        return None
+    text = collapse_spaces(visible(nfc(value[:cap * 2])).strip())
+    if len(text) > cap:
+        text = text[:cap - 1].rstrip() + "…"
+    return text or None
+
+
+def slip_number(code: str, agency_code: str) -> str:
+    """The slip's number, from the dossier code (unique, and the same on every resend): the
+    code without the agency's own prefix, "000.00.22.H56-261122-0001" -> "261122-0001/GTN"."""
+    short = code.removeprefix(f"{agency_code}-") if agency_code else code
+    return f"{short or code}/GTN"
+
+
+def dated_line(place: str, day: date) -> str:
+    """ "Tây Ninh, ngày 26 tháng 11 năm 2026" (place left out when there is none)."""
+    when = f"ngày {day:%d} tháng {day:%m} năm {day:%Y}"
+    return f"{place}, {when}" if place else when.capitalize()
+
+
+def _values(fields: ReceiptFields) -> dict[str, Any]:
+    values = asdict(fields)
+    values["blank"] = BLANK
+    return values
 
 
 def _environment(rules_dir: Path | None) -> jinja2.Environment:
@@ -48,7 +128,7 @@ def _environment(rules_dir: Path | None) -> jinja2.Environment:
 def render(fields: ReceiptFields, rules_dir: Path | None = None) -> tuple[str, str]:
     """The slip as plain text and HTML (mail-supplied values are escaped in the HTML)."""
     env = _environment(rules_dir)
-    values = asdict(fields)
+    values = _values(fields)
     return (nfc(env.get_template("receipt.txt.j2").render(values)),
             nfc(env.get_template("receipt.html.j2").render(values)))
 
@@ -62,40 +142,60 @@ def new_document(font_dir: Path = FONT_DIR) -> FPDF:
     return doc
 
 
-def _line(doc: FPDF, height: float, text: str, align: str = "L") -> None:
-    doc.multi_cell(0, height, nfc(text), align=align, new_x="LMARGIN", new_y="NEXT")
-
-
-def pdf(fields: ReceiptFields, font_dir: Path = FONT_DIR) -> bytes:
-    """The slip as an A4 PDF, in a font with every Vietnamese letter."""
-    doc = new_document(font_dir)
-    doc.set_margins(20, 18, 20)
+def _form_document(font_dir: Path) -> FPDF:
+    """An A4 portrait page with the serif faces of the form, margins as on a printed form."""
+    doc = FPDF(orientation="portrait", format="A4")
+    for style, names in _FACES.items():
+        path = next((font_dir / n for n in names if (font_dir / n).exists()),
+                    font_dir / names[0])
+        doc.add_font("Form", style, str(path))
+    doc.set_margins(20, 15, 20)  # even: fpdf2 centres tables on the page
+    doc.set_auto_page_break(True, 15)
     doc.add_page()
-    doc.set_font("DejaVu", "B", 11)
-    _line(doc, 6, f"{fields.agency.upper()}\n{fields.result_place}")
-    doc.ln(6)
-    doc.set_font("DejaVu", "B", 14)
-    _line(doc, 8, "GIẤY TIẾP NHẬN HỒ SƠ VÀ HẸN TRẢ KẾT QUẢ", "C")
-    doc.set_font("DejaVu", "", 11)
-    _line(doc, 7, f"Mã hồ sơ: {fields.code}", "C")
-    doc.ln(4)
-    lines = [
-        f"{fields.agency} đã tiếp nhận hồ sơ của:",
-        f"  Ông/bà, tổ chức: {fields.applicant or '(chưa rõ)'}",
-        f"  Thư điện tử: {fields.email or ''}",
-        f"  Điện thoại: {fields.phone or ''}",
-        f"Nội dung yêu cầu giải quyết: {fields.procedure or '(văn thư sẽ xác định thủ tục)'}",
-        f"Thành phần hồ sơ nhận được ({len(fields.documents)} tệp):",
-        *(f"  {i}. {name}" for i, name in enumerate(fields.documents, 1)),
-        "Thời gian giải quyết theo quy định: "
-        + (f"{fields.days} ngày làm việc" if fields.days else "theo quy định của thủ tục"),
-        f"Thời gian nhận hồ sơ: {fields.received}",
-    ]
-    if fields.queue:
-        lines.append(f"Thứ tự giải quyết: {fields.queue}")
-    if fields.appointment:
-        lines.append(f"Thời gian trả kết quả giải quyết hồ sơ: ngày {fields.appointment}")
-    lines.append(f"Nơi trả kết quả: {fields.result_place}, {fields.agency}")
-    for line in lines:
-        _line(doc, 7, line)
-    return bytes(doc.output())
+    doc.set_font("Form", "", 10)  # the tables' size: the header fits the form's two columns
+    return doc
+
+
+_TAG_STYLES = {
+    "h1": TextStyle(font_family="Form", font_style="B", font_size_pt=13.5, color=0,
+                    t_margin=5, b_margin=1),
+    "h2": TextStyle(font_family="Form", font_style="B", font_size_pt=11.5, color=0,
+                    t_margin=3, b_margin=2),
+    "p": TextStyle(font_family="Form", font_size_pt=11.5, t_margin=2, b_margin=0),
+}
+
+
+def html_pdf(markup: str, font_dir: Path = FONT_DIR) -> bytes:
+    """The PDF of the slip's HTML: what `<head>`, `<style>` and `<script>` hold is for the
+    mail reader and is left out."""
+    doc = _form_document(font_dir)
+    try:
+        doc.write_html(_HEAD.sub("", markup), tag_styles=_TAG_STYLES,
+                       table_line_separators=True, warn_on_tags_not_matching=False)
+        return bytes(doc.output())
+    finally:  # fpdf2 closes only the font files it used, and none when the layout failed
+        for font in doc.fonts.values():
+            if isinstance(font, TTFFont):
+                font.close()
+
+
+def make(fields: ReceiptFields, rules_dir: Path | None = None,
+         font_dir: Path = FONT_DIR) -> Slip:
+    """The slip: text and HTML from the templates (the agency's first), the PDF from that
+    HTML. An agency template the PDF maker cannot lay out (a construct fpdf2 does not
+    support) still goes into the mail; the PDF is then drawn from the shipped template."""
+    text, markup = render(fields, rules_dir)
+    try:
+        document = html_pdf(markup, font_dir)
+    except Exception as err:  # fpdf2 raises several kinds on HTML it cannot lay out
+        if rules_dir is None or not (rules_dir / "templates" / "receipt.html.j2").exists():
+            raise
+        log.error("receipt.template_unusable_for_pdf", extra={"error": str(err)[:300]})
+        document = html_pdf(render(fields, None)[1], font_dir)
+    return Slip(text, markup, document)
+
+
+def pdf(fields: ReceiptFields, rules_dir: Path | None = None,
+        font_dir: Path = FONT_DIR) -> bytes:
+    """The slip as an A4 PDF, drawn from the HTML template (the agency's, when it has one)."""
+    return make(fields, rules_dir, font_dir).pdf

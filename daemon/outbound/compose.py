@@ -22,11 +22,12 @@ from email.utils import format_datetime
 from daemon.config import Config
 from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import Action, Attachment, Document, Kind, ParsedMail, Understanding
-from daemon.office import receipt
-from daemon.office.receipt import ReceiptFields
+from daemon.office import completeness, receipt
+from daemon.office.receipt import ReceiptFields, ReceivedDocument
 from daemon.outbound.recipients import Purpose, mailbox_problem
 from daemon.routing.rules import Procedure
 from daemon.textnorm import fold, header_safe, nfc
+from daemon.understand.postal import find_address
 
 URGENCY_TAG = {"Hỏa tốc": "HỎA TỐC", "Thượng khẩn": "THƯỢNG KHẨN", "Khẩn": "KHẨN"}
 
@@ -57,6 +58,9 @@ class Context:
     # of a mail taken on Friday is dated Monday, so it is not filed out of sight). None: the
     # received time.
     stored_at: datetime | None = None
+    # A dossier's completeness check: one missing documents gets the request to complete it
+    # instead of the receipt slip. None: not checked (the receipt slip).
+    completeness: completeness.Verdict | None = None
 
 
 _LEADING_MARK = re.compile(r"^\s*[\[(]?\s*(?P<mark>[^\W\d_]+(?:\s+[^\W\d_]+)?)\s*"
@@ -340,6 +344,9 @@ def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     """The acknowledgement of receipt to the sender, threaded to their mail. A dossier gets
     the receipt slip (Giấy tiếp nhận hồ sơ và hẹn trả kết quả), in the mail and as a PDF."""
     if und.kind is Kind.DOSSIER and ctx.case_code:
+        verdict = ctx.completeness
+        if verdict is not None and verdict.state is completeness.State.MISSING:
+            return supplement_request(cfg, ctx, action, mail, und, verdict)
         return _receipt(cfg, ctx, action, mail, und)
     subject = f"Xác nhận đã nhận: {mail.subject}" if mail.subject else "Xác nhận đã nhận thư"
     if ctx.case_code:
@@ -362,21 +369,43 @@ def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     return msg
 
 
+def _received_documents(mail: ParsedMail) -> tuple[ReceivedDocument, ...]:
+    """The documents received: each attachment, one electronic file; a mail without any
+    carries its request in its text."""
+    items = [ReceivedDocument(receipt.clean(a.name) or "(tệp không tên)")
+             for a in mail.attachments[:receipt.MAX_DOCUMENTS]]
+    if extra := len(mail.attachments) - len(items):
+        items.append(ReceivedDocument(f"Các tệp khác ({extra} tệp)", count=f"{extra:02d} tệp"))
+    return tuple(items) or (ReceivedDocument("Nội dung thư điện tử", count="01 thư"),)
+
+
 def receipt_fields(cfg: Config, ctx: Context, mail: ParsedMail,
                    und: Understanding) -> ReceiptFields:
-    received = ctx.received_at.astimezone(cfg.agency.tz)
+    """The slip's fields: the agency's from the configuration, the applicant's from the mail
+    (cleaned and capped), the dates in the agency's time zone. Every value depends on the
+    registration only, so a slip sent again is the same slip."""
+    agency = cfg.agency
+    received = ctx.received_at.astimezone(agency.tz)
     person = und.applicant
+    texts = (mail.body, *(a.text for a in mail.attachments[:receipt.MAX_DOCUMENTS]))
     return ReceiptFields(
-        agency=cfg.agency.name, result_place=cfg.agency.result_place,
-        code=ctx.case_code or "", applicant=person.name if person else None,
-        email=person.email if person else mail.sender.email,
-        phone=person.phone if person else None,
+        agency=agency.name, result_place=agency.result_place, parent=agency.parent,
+        code=ctx.case_code or "",
+        number=receipt.slip_number(ctx.case_code or "", agency.code),
+        dated=receipt.dated_line(agency.place, received.date()),
+        applicant=receipt.clean(person.name if person else None),
+        address=receipt.clean(find_address(texts)),
+        email=receipt.clean(person.email if person else mail.sender.email),
+        phone=receipt.clean(person.phone if person else None),
         procedure=ctx.procedure.name if ctx.procedure else None,
         days=ctx.procedure.days if ctx.procedure else None,
-        documents=tuple(a.name for a in mail.attachments),
+        documents=_received_documents(mail),
         received=f"{received:%H} giờ {received:%M} phút, ngày {received:%d/%m/%Y}",
-        appointment=f"{ctx.appointment:%d/%m/%Y}" if ctx.appointment else None,
-        queue=ctx.queue)
+        appointment=(f"{agency.result_time[:2]} giờ {agency.result_time[3:]} phút, "
+                     f"ngày {ctx.appointment:%d/%m/%Y}") if ctx.appointment else None,
+        queue=ctx.queue,
+        book_volume=f"01/{ctx.year}" if ctx.year else None, book_number=ctx.number,
+        officer=agency.receiving_officer, officer_name=agency.receiving_officer_name)
 
 
 def _receipt(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
@@ -384,12 +413,36 @@ def _receipt(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     msg = _envelope(cfg, ctx, action,
                     f"[{ctx.case_code}] Giấy tiếp nhận hồ sơ và hẹn trả kết quả",
                     mail.message_id)
-    fields = receipt_fields(cfg, ctx, mail, und)
-    text, markup = receipt.render(fields, cfg.rules.dir)
+    slip = receipt.make(receipt_fields(cfg, ctx, mail, und), cfg.rules.dir)
+    msg.set_content(slip.text)
+    msg.add_alternative(slip.html, subtype="html")
+    msg.add_attachment(slip.pdf, maintype="application", subtype="pdf",
+                       filename=f"Giay tiep nhan {ctx.case_code}.pdf")
+    return msg
+
+
+def supplement_request(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
+                       und: Understanding, verdict: completeness.Verdict) -> EmailMessage:
+    """The request to complete a dossier that lacks required documents (Phiếu yêu cầu bổ
+    sung, hoàn thiện hồ sơ) instead of the receipt slip: what is missing, what was received,
+    no return date. Threaded to the applicant's mail."""
+    msg = _envelope(cfg, ctx, action,
+                    f"[{ctx.case_code}] Phiếu yêu cầu bổ sung, hoàn thiện hồ sơ",
+                    mail.message_id)
+    received = ctx.received_at.astimezone(cfg.agency.tz)
+    person = und.applicant
+    fields = completeness.SupplementFields(
+        agency=cfg.agency.name, result_place=cfg.agency.result_place, code=ctx.case_code or "",
+        applicant=person.name if person else None,
+        email=person.email if person else mail.sender.email,
+        phone=person.phone if person else None,
+        procedure=ctx.procedure.name if ctx.procedure else None,
+        received=f"{received:%H} giờ {received:%M} phút, ngày {received:%d/%m/%Y}",
+        requested=f"{(ctx.stored_at or ctx.received_at).astimezone(cfg.agency.tz):%d/%m/%Y}",
+        missing=verdict.missing, documents=completeness.received_lines(verdict))
+    text, markup = completeness.render(fields, cfg.rules.dir)
     msg.set_content(text)
     msg.add_alternative(markup, subtype="html")
-    msg.add_attachment(receipt.pdf(fields), maintype="application", subtype="pdf",
-                       filename=f"Giay tiep nhan {ctx.case_code}.pdf")
     return msg
 
 
