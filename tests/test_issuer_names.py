@@ -192,3 +192,12 @@ def test_hostile_blocks_give_a_name_or_none(block: list[str]) -> None:
 def test_a_block_without_capitals_names_nobody() -> None:
     assert issuer_of(["Kính gửi Quý cơ quan,", "Trân trọng."]) is None
     assert issuer_of([]) is None
+
+
+@pytest.mark.parametrize(("block", "expected"), [
+    (["SỞ Y TẾ TỈNH ĐỒNG NAI", "BỆNH VIỆN ĐA KHOA ĐỒNG NAI"], "Bệnh viện Đa khoa Đồng Nai"),
+    (["UBND TỈNH GIA LAI", "TRƯỜNG CAO ĐẲNG GIA LAI"], "Trường Cao đẳng Gia Lai"),
+])
+def test_a_unit_that_names_its_place_does_not_take_it_twice(block: list[str],
+                                                            expected: str) -> None:
+    assert issuer_of(block) == expected

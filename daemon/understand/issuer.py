@@ -326,6 +326,8 @@ def _with_parent(unit: Body, parent: Body) -> str:
         return _full(Body(unit.words, Place(unit.place.kind, place.name)))
     own = _written(unit.words)
     head, parent_head = unit.head, parent.head
+    if place is not None and place.name and fold(own).endswith(f" {fold(place.name)}"):
+        return own  # "BỆNH VIỆN ĐA KHOA ĐỒNG NAI" already names its place
     if place is None:
         return own if head is not None and head.alone else f"{own} {_full(parent)}"
     committee = _trailing_head(unit.words)
