@@ -20,19 +20,19 @@ from email.message import EmailMessage
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, select
 
 from daemon.config import Config
-from daemon.db import cases, messages, outbox, register_entries, utcnow
+from daemon.db import cases, messages, outbox, register_entries
 from daemon.errors import BadMessage
 from daemon.intake.store import MailStore
 from daemon.intake.workers import read_guarded
-from daemon.models import Action, Hold, Kind, ParsedMail, Understanding
+from daemon.models import Action, Assignment, Hold, Kind, ParsedMail, Understanding
 from daemon.office import cases as cases_module
 from daemon.office.calendar import WorkCalendar
 from daemon.office.cases import CaseEvent
 from daemon.office.digest import ROLE_NAMES
-from daemon.office.register import DbCases
+from daemon.office.register import DbCases, record_directive
 from daemon.outbound import compose
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Purpose
@@ -372,8 +372,7 @@ def take(conn: Connection, cfg: Config, rules: RuleSet, item: Ready) -> Taken | 
         "cooperate": list(directive.cooperate),
         "deadline": directive.deadline.isoformat() if directive.deadline else None,
         "days": directive.days, "problems": list(directive.problems), "sent_to": sent})
-    conn.execute(update(register_entries).where(register_entries.c.id == answered.entry.id)
-                 .values(directives=history))
+    record_directive(conn, answered.entry.id, history, desk.assignment, desk.recipients)
     log.info("directive.recorded", extra={"mail": item.stored.pk, "entry": answered.entry.id,
                                           "read": directive.readable})
     return Taken(desk.queued)
@@ -392,6 +391,9 @@ class _Desk:
         self.leader, self.entry, self.our_email = leader, answered.entry, answered.our_email
         self.allowed = Allowed.of(rules, cfg)
         self.queued = 0
+        # What the register entry takes when the directive is carried out (record_directive).
+        self.assignment: Assignment | None = None
+        self.recipients: list[str] = []
 
     @property
     def title(self) -> str:
@@ -425,11 +427,8 @@ class _Desk:
         deadline = directive.deadline or self.entry.deadline
         recipients = list(dict.fromkeys([*(self.entry.recipients or []),
                                          *(u.email for u in units)]))
-        self.conn.execute(update(register_entries)
-                          .where(register_entries.c.id == self.entry.id)
-                          .values(lead_department=directive.lead,
-                                  cooperating=list(directive.cooperate), deadline=deadline,
-                                  recipients=recipients, forwarded_at=utcnow()))
+        self.assignment = Assignment(directive.lead, tuple(directive.cooperate), deadline)
+        self.recipients = recipients
         if self.entry.case_id is not None:
             cases_module.set_handler(self.conn, self.entry.case_id, directive.lead, deadline)
             cases_module.event(self.conn, self.entry.case_id, CaseEvent.ASSIGNED,

@@ -183,6 +183,21 @@ def record_assignment(conn: Connection, entry_id: int, assignment: Assignment) -
                          deadline=assignment.deadline))
 
 
+def record_directive(conn: Connection, entry_id: int, history: list[dict[str, Any]],
+                     assignment: Assignment | None = None,
+                     recipients: Sequence[str] = ()) -> None:
+    """A leader's directive on an entry (ý kiến phân phối, chỉ đạo): the whole history, oldest
+    first; when it could be read, its assignment and the departments it went to as well."""
+    values: dict[str, Any] = {"directives": history}
+    if assignment is not None:
+        values |= {"lead_department": assignment.lead,
+                   "cooperating": list(assignment.cooperate), "deadline": assignment.deadline}
+    if recipients:
+        values |= {"recipients": list(dict.fromkeys(recipients)), "forwarded_at": utcnow()}
+    conn.execute(update(register_entries).where(register_entries.c.id == entry_id)
+                 .values(**values))
+
+
 def record_handover(conn: Connection, message_pk: int, recipients: Sequence[str]) -> None:
     """Columns 7-8 of the mail's entry, if it has one: who received it, and when."""
     if recipients:
