@@ -167,10 +167,11 @@ def _digest_recipients(cfg: Config, rules: RuleSet) -> list[Problem]:
 
 @functools.lru_cache(maxsize=1)
 def _font_letters() -> frozenset[int]:
-    """Code points both receipt fonts (regular and bold) can draw."""
-    doc = receipt.new_document()
+    """Code points every font of vanthu's PDFs can draw: the receipt slip's serif faces and
+    the registers' sans faces, regular and bold."""
     maps = []
-    for font in doc.fonts.values():
+    for font in [*receipt.new_document().fonts.values(),
+                 *receipt.form_document(receipt.FONT_DIR).fonts.values()]:
         maps.append(set(getattr(font, "cmap", {}) or ()))
         close = getattr(font, "close", None)
         if close is not None:

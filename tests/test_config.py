@@ -465,3 +465,12 @@ def test_an_smtp_password_without_a_username_is_an_error(tmp_path: Path) -> None
         f"{path}:{_line(text, 'password = ', after='[smtp]')}: smtp.password: is given but no "
         "username: vanthu logs in to the SMTP server only with both (leave both out to send "
         "without a login)"]
+
+
+def test_a_letter_the_slips_serif_face_lacks_is_named(tmp_path: Path) -> None:
+    """'☯' is in DejaVu Sans (the registers) but not in DejaVu Serif (the receipt slip): the
+    check covers every face vanthu prints with, so the slip never drops a letter silently."""
+    text = VALID.replace('[agency]\n', '[agency]\nresult_place = "Bộ phận một cửa ☯"\n', 1)
+    assert 'result_place = "Bộ phận một cửa ☯"' in text
+    problems = [str(p) for p in selfcheck.check(_config(tmp_path, text)).problems]
+    assert any("result_place" in p and "U+262F" in p for p in problems), problems

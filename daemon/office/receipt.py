@@ -142,7 +142,7 @@ def new_document(font_dir: Path = FONT_DIR) -> FPDF:
     return doc
 
 
-def _form_document(font_dir: Path) -> FPDF:
+def form_document(font_dir: Path) -> FPDF:
     """An A4 portrait page with the serif faces of the form, margins as on a printed form."""
     doc = FPDF(orientation="portrait", format="A4")
     for style, names in _FACES.items():
@@ -168,7 +168,7 @@ _TAG_STYLES = {
 def html_pdf(markup: str, font_dir: Path = FONT_DIR) -> bytes:
     """The PDF of the slip's HTML: what `<head>`, `<style>` and `<script>` hold is for the
     mail reader and is left out."""
-    doc = _form_document(font_dir)
+    doc = form_document(font_dir)
     try:
         doc.write_html(_HEAD.sub("", markup), tag_styles=_TAG_STYLES,
                        table_line_separators=True, warn_on_tags_not_matching=False)
