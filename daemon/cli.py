@@ -678,6 +678,12 @@ def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, toda
 
     ruleset = rules_module.load(cfg.rules.dir)
     allowed = Allowed.of(ruleset, cfg)
+    if args.action == "accept":  # a dossier held for review is complete: the receipt goes
+        from daemon.office import review
+
+        done, said = review.accept(engine, cfg, ruleset, args.code, actor)
+        print(said, file=sys.stdout if done else sys.stderr)
+        return 0 if done else 1
     with engine.begin() as conn:
         case = cases_module.find(conn, args.code)
         if case is None:
@@ -818,8 +824,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", default="rules/tests", help="expectations (rules test)")
     p.add_argument("--since", default=datetime.now(UTC).date().isoformat(),
                    help="replay mail stored since this date (YYYY-MM-DD)")
-    p = command("case", cmd_case, "dossier cases: list, show, assign, supplements, close")
-    p.add_argument("action", choices=["list", "show", "assign", "request-supplement",
+    p = command("case", cmd_case, "dossier cases: list, show, accept, assign, supplements, close")
+    p.add_argument("action", choices=["list", "show", "assign", "accept", "request-supplement",
                                       "postpone", "close"])
     p.add_argument("code", nargs="?")
     p.add_argument("--json", action="store_true")

@@ -35,6 +35,9 @@ class CaseStatus(enum.StrEnum):
     """Where a case (hồ sơ) stands, in the national public-service portal's statuses."""
 
     RECEIVED = "received"
+    # A dossier whose completeness vanthu could not judge: held for the clerk, nothing sent
+    # to the applicant yet (`vanthu case accept` or `vanthu case request-supplement`).
+    NEEDS_REVIEW = "needs_review"
     NOT_ACCEPTED = "not_accepted"
     IN_PROGRESS = "in_progress"
     SUPPLEMENTS_REQUESTED = "supplements_requested"  # the clock stands still

@@ -44,6 +44,7 @@ from daemon.office import directives, quarantine
 from daemon.office import register as register_module
 from daemon.office.cases import CaseEvent
 from daemon.office.register import Book, DbCases, case_id_of, register, trust_of
+from daemon.office.review import check_dossier
 from daemon.outbound import compose
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose, refusal
@@ -328,6 +329,8 @@ def apply(conn: Connection, cfg: Config, rules: RuleSet, item: Ready) -> None:
     case_id = filed.case_id if filed else joined.case_id if joined else None
     ctx = context(item, filed, joined)
     actions = joined.actions if joined else item.decision.actions
+    if filed is not None and filed.case_id is not None:  # a dossier: complete or not
+        ctx, actions = check_dossier(conn, cfg, rules, item.mail, ctx, filed.case_id, actions)
     queued = queue_emails(conn, cfg, rules, item, ctx, case_id, actions)
     record_handover(conn, item.stored.pk, actions)
     finish(conn, item.stored.pk, State.ROUTED if queued else State.DONE, case_id=case_id,

@@ -35,7 +35,8 @@ from daemon.routing.rules import Department, Procedure
 
 # The portal's statuses, as the clerk reads them.
 STATUS_NAMES = {
-    CaseStatus.RECEIVED: "Đã tiếp nhận", CaseStatus.NOT_ACCEPTED: "Không tiếp nhận",
+    CaseStatus.RECEIVED: "Đã tiếp nhận", CaseStatus.NEEDS_REVIEW: "Chờ văn thư kiểm tra",
+    CaseStatus.NOT_ACCEPTED: "Không tiếp nhận",
     CaseStatus.IN_PROGRESS: "Đang giải quyết",
     CaseStatus.SUPPLEMENTS_REQUESTED: "Yêu cầu bổ sung",
     CaseStatus.FINANCIAL_OBLIGATION: "Chờ thực hiện nghĩa vụ tài chính",
@@ -60,6 +61,8 @@ class CaseEvent(enum.StrEnum):
     APOLOGY_SENT = "apology_sent"
     REMINDER_SENT = "reminder_sent"
     RESULT_SENT = "result_sent"
+    HELD_FOR_REVIEW = "held_for_review"  # completeness uncertain: the clerk decides
+    ACCEPTED = "accepted"  # the clerk found the held dossier complete: the receipt slip goes
 
 
 def start_day(settings: CalendarConfig, calendar: WorkCalendar, received: datetime) -> date:

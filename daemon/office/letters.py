@@ -16,6 +16,8 @@ from sqlalchemy import Connection
 
 from daemon.config import Config
 from daemon.db import utcnow
+from daemon.models import CaseStatus
+from daemon.office import completeness
 from daemon.outbound.compose import envelope, render
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose
@@ -24,12 +26,12 @@ from daemon.outbound.recipients import Allowed, Answering, Purpose
 def _queue(conn: Connection, cfg: Config, case: Any, purpose: Purpose, to: list[str],
            subject: str, title: str, intro: list[str], rows: list[tuple[str, str]],
            outro: list[str], key: str, in_reply_to: str | None = None,
-           allowed: Allowed | None = None) -> str:
+           allowed: Allowed | None = None, rendered: tuple[str, str] | None = None) -> str:
     # Deterministic: the same letter queued again (a replayed transaction) has the same id.
     header_id = f"<{case.code}.{purpose}.{key}@{cfg.agency.message_id_domain}>"
     msg = envelope(cfg, purpose=purpose, to=to, subject=subject, date=utcnow(),
                    message_id=header_id, in_reply_to=in_reply_to)
-    text, markup = render(title, intro, rows, outro)
+    text, markup = rendered or render(title, intro, rows, outro)
     msg.set_content(text)
     msg.add_alternative(markup, subtype="html")
     if allowed is None:  # not handed the running rules: an answer needs only the case's record
@@ -41,20 +43,21 @@ def _queue(conn: Connection, cfg: Config, case: Any, purpose: Purpose, to: list[
 
 def supplement_request(conn: Connection, cfg: Config, case: Any, items: list[str],
                        on: date, origin: str | None, allowed: Allowed | None = None) -> str:
-    """Every missing item at once (the decree allows one request, not a drip)."""
+    """Every missing item at once (the decree allows one request, not a drip), in the
+    agency's template of the request (`supplement_request.{txt,html}.j2`)."""
+    received = case.opened_at.astimezone(cfg.agency.tz)
+    fields = completeness.SupplementFields(
+        agency=cfg.agency.name, result_place=cfg.agency.result_place, code=case.code,
+        applicant=case.applicant_name, email=case.applicant_email, phone=case.applicant_phone,
+        procedure=case.procedure,
+        received=f"{received:%H} giờ {received:%M} phút, ngày {received:%d/%m/%Y}",
+        requested=f"{on:%d/%m/%Y}", missing=tuple(items), documents=(),
+        intake=case.status == CaseStatus.NEEDS_REVIEW)  # held: no receipt was given
     return _queue(
         conn, cfg, case, Purpose.SUPPLEMENT, [case.applicant_email or ""],
-        f"[{case.code}] Yêu cầu bổ sung, hoàn thiện hồ sơ",
-        "Phiếu yêu cầu bổ sung, hoàn thiện hồ sơ",
-        [f"{cfg.agency.name} đã nhận hồ sơ mã {case.code} của ông/bà"
-         + (f" ({case.procedure})." if case.procedure else ".")
-         + " Để giải quyết, đề nghị ông/bà bổ sung, hoàn thiện các nội dung sau:",
-         *(f"{i}. {item}" for i, item in enumerate(items, 1))],
-        [("Mã hồ sơ", case.code), ("Ngày yêu cầu", f"{on:%d/%m/%Y}")],
-        ["Thời hạn giải quyết tạm dừng từ ngày yêu cầu và được tính tiếp khi nhận đủ hồ sơ bổ "
-         "sung.", "Xin trả lời thư này, kèm các giấy tờ bổ sung, giữ nguyên mã hồ sơ trong "
-         "tiêu đề."],
-        key=utcnow().strftime("%Y%m%d%H%M%S%f"), in_reply_to=origin, allowed=allowed)
+        f"[{case.code}] Yêu cầu bổ sung, hoàn thiện hồ sơ", "", [], [], [],
+        key=utcnow().strftime("%Y%m%d%H%M%S%f"), in_reply_to=origin, allowed=allowed,
+        rendered=completeness.render(fields, cfg.rules.dir))
 
 
 def apology(conn: Connection, cfg: Config, case: Any, new_date: date, reason: str,

@@ -347,7 +347,9 @@ def acknowledge(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
         verdict = ctx.completeness
         if verdict is not None and verdict.state is completeness.State.MISSING:
             return supplement_request(cfg, ctx, action, mail, und, verdict)
-        return _receipt(cfg, ctx, action, mail, und)
+        if verdict is None or verdict.state is completeness.State.COMPLETE:
+            return _receipt(cfg, ctx, action, mail, und)
+        # Held for the clerk: only the plain acknowledgement that the mail arrived.
     subject = f"Xác nhận đã nhận: {mail.subject}" if mail.subject else "Xác nhận đã nhận thư"
     if ctx.case_code:
         subject = f"[{ctx.case_code}] {subject}"

@@ -159,6 +159,16 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Requirement:
+    """One document of a procedure's dossier and the words that recognise it in a file's
+    name or title (its name is always one of them)."""
+
+    name: str
+    match: tuple[str, ...] = ()
+    optional: bool = False  # recognised and listed, but its absence does not stop the dossier
+
+
+@dataclass(frozen=True)
 class Procedure:
     """An administrative procedure of the catalogue (rules/procedures.yaml)."""
 
@@ -166,8 +176,9 @@ class Procedure:
     name: str
     keywords: tuple[str, ...]
     days: int  # legal processing time, in working days
-    documents: tuple[str, ...]
+    documents: tuple[str, ...]  # the name of every document of its dossier
     cutoff: str | None = None  # HH:MM: its own cut-off hour, instead of [calendar] cutoff
+    requirements: tuple[Requirement, ...] = ()  # the same documents, with their recognisers
 
 
 @dataclass(frozen=True)
@@ -362,14 +373,51 @@ def _procedures(file: str, data: Any, c: _Checker) -> tuple[Procedure, ...]:
         if not isinstance(days, int) or isinstance(days, bool) or days < 1:
             c.error(file, node, f"procedure {pid!r}: days takes a positive whole number", "days")
             days = 1
-        documents = c.strings(file, node, "documents", f"procedure {pid!r}")
+        requirements = _requirements(file, node, f"procedure {pid!r}", c)
+        documents = tuple(r.name for r in requirements)
         cutoff = node.get("cutoff")
         if cutoff is not None and not hhmm(cutoff):
             c.error(file, node, f"procedure {pid!r}: cutoff takes a time \"HH:MM\" "
                                 "(e.g. \"15:00\")", "cutoff")
             cutoff = None
         found.append(Procedure(pid, c.name(file, node, pid, f"procedure {pid!r}"),
-                               keywords or (), days, documents, cutoff))
+                               keywords or (), days, documents, cutoff, requirements))
+    return tuple(found)
+
+
+def _requirements(file: str, node: Node, what: str, c: _Checker) -> tuple[Requirement, ...]:
+    """A procedure's `documents`: each a name, or a mapping {name, match: [...], optional}."""
+    value = node.get("documents", [])
+    if not isinstance(value, list):
+        c.error(file, node, f"{what}: documents takes a list of names or of mappings "
+                            "{name, match, optional}", "documents")
+        return ()
+    found: list[Requirement] = []
+    for item in value:
+        if isinstance(item, str) and item.strip():
+            found.append(Requirement(normal_name(item), (normal_name(item),)))
+            continue
+        if not isinstance(item, Node):
+            c.error(file, node, f"{what}: each document is a name or a mapping {{name, match, "
+                                "optional}", "documents")
+            continue
+        c.keys(file, item, {"name", "match", "optional"}, f"{what} document")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            c.error(file, item, f"{what}: a document needs a name", "name")
+            continue
+        match = strings(item.get("match", []))
+        if match is None or not all(m.strip() for m in match):
+            c.error(file, item, f"{what}: document {name!r}: match takes a list of words or "
+                                "phrases (e.g. [\"GCN QSDĐ\", \"sổ đỏ\"])", "match")
+            match = ()
+        optional = item.get("optional", False)
+        if not isinstance(optional, bool):
+            c.error(file, item, f"{what}: document {name!r}: optional takes true or false",
+                    "optional")
+            optional = False
+        name = normal_name(name)
+        found.append(Requirement(name, (name, *(normal_name(m) for m in match)), optional))
     return tuple(found)
 
 
