@@ -126,13 +126,16 @@ def test_only_the_applicant_joins_a_case(tmp_path: Path, sender: str, authentica
 
 
 def test_a_broken_template_pauses_the_pipeline_and_quarantines_nothing(tmp_path: Path) -> None:
-    """The agency's receipt template breaks every dossier: vanthu stops with the cause and
-    keeps the mails stored with no attempt counted; once the template is fixed, they go on."""
+    """The agency's receipt and request templates break every dossier (these lack documents,
+    so they get the request to complete them): vanthu stops with the cause and keeps the
+    mails stored with no attempt counted; once the templates are fixed, they go on."""
     rules_dir = tmp_path / "rules"
     shutil.copytree(RULES, rules_dir)
     (rules_dir / "templates").mkdir(exist_ok=True)
-    template = rules_dir / "templates" / "receipt.txt.j2"
-    template.write_text("{% include 'khong-co.j2' %}", encoding="utf-8")
+    templates = [rules_dir / "templates" / f"{name}.txt.j2"
+                 for name in ("receipt", "supplement_request")]
+    for template in templates:
+        template.write_text("{% include 'khong-co.j2' %}", encoding="utf-8")
     office = Desk(tmp_path, rules_dir)
     body = "Tôi tên là {}, xin nộp hồ sơ đề nghị cấp giấy phép xây dựng nhà ở riêng lẻ."
     office.receive(*(_mail(f"nguoi{i}@gmail.com", "Hồ sơ xin cấp giấy phép xây dựng",
@@ -147,7 +150,8 @@ def test_a_broken_template_pauses_the_pipeline_and_quarantines_nothing(tmp_path:
         (State.STORED, 0)] * 3
     assert office.entries() == []
 
-    template.unlink()
+    for template in templates:
+        template.unlink()
     office.process()
 
     assert {r.state for r in office.rows()} == {State.ROUTED}  # type: ignore[attr-defined]
