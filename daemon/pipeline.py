@@ -537,11 +537,12 @@ def _stranger_to_case(conn: Connection, und: Understanding, mail: ParsedMail) ->
     """
     applicant = conn.scalar(select(cases.c.applicant_email).where(cases.c.code == und.case_ref))
     if und.authenticated is False:
-        return (f"reply to case {und.case_ref} failed sender authentication "
-                f"({mail.sender.email or 'no address'}); held for the clerk")
+        return (f"Thư trả lời hồ sơ {und.case_ref} không qua được kiểm tra xác thực người gửi "
+                f"({mail.sender.email or 'không có địa chỉ'}): chờ văn thư kiểm tra")
     if not applicant or mail.sender.email != applicant.lower():
-        return (f"reply to case {und.case_ref} comes from {mail.sender.email or 'no address'}, "
-                "not from the case's applicant; held for the clerk")
+        return (f"Thư trả lời hồ sơ {und.case_ref} gửi từ "
+                f"{mail.sender.email or 'không có địa chỉ'}, không phải từ người nộp hồ sơ: chờ "
+                "văn thư kiểm tra")
     return None
 
 

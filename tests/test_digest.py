@@ -111,7 +111,7 @@ def test_missed_period_is_sent_on_start_and_reports_the_day(office: Office) -> N
     ordinary = text.index("402/TB-SNV")
     assert urgent < secret < ordinary
     assert "Phương án bảo vệ công trình quốc phòng" not in text
-    assert "THƯ ĐANG GIỮ LẠI" in text and "failed authentication" in text
+    assert "THƯ ĐANG GIỮ LẠI" in text and "không qua được kiểm tra xác thực" in text
     assert "agency/INBOX: nhận thư bình thường, lần cuối" in text
     assert "<h3>Văn bản, hồ sơ đã vào sổ" in report.html
 

@@ -189,8 +189,8 @@ def test_a_sender_imitating_gov_vn_is_phishing_and_held(sender: str) -> None:
     und = _judge(_mail(sender, "Công văn 123", DOCUMENT))
     assert und.kind is Kind.SPAM
     assert "imitates gov.vn" in und.why
-    assert any(r.startswith("phishing: sender domain imitates gov.vn")
-               for r in und.quarantine_reasons)
+    assert any(r.startswith("Thư giả danh cơ quan nhà nước (lừa đảo): sender domain "
+                            "imitates gov.vn") for r in und.quarantine_reasons)
 
 
 def test_a_reply_to_imitating_gov_vn_is_phishing() -> None:

@@ -125,7 +125,7 @@ def test_show_reads_the_mail_again_and_cleans_what_it_prints(tmp_path: Path) -> 
 
     held = quarantine.show(desk.engine, desk.cfg, pk)
 
-    assert held.state == State.QUARANTINED and "authentication" in held.reasons
+    assert held.state == State.QUARANTINED and "xác thực" in held.reasons
     assert held.authenticated is False
     text = "\n".join(held.text)
     assert "Số: 1000/UBND-KT" in text

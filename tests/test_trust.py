@@ -393,7 +393,7 @@ def test_an_unauthenticated_gov_document_is_held() -> None:
     _, und = understand(_mail("ubnd@tayninh.gov.vn", "spf=pass smtp.mailfrom=tayninh.gov.vn"),
                         _cfg(), NoCases())
 
-    assert und.quarantine and "not treated as official" in und.quarantine_reasons[0]
+    assert und.quarantine and "chưa coi là thư chính thức" in und.quarantine_reasons[0]
 
 
 def test_forged_own_address_is_held() -> None:

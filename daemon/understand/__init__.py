@@ -240,19 +240,21 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
     if phishing and phishing.startswith(_IMPERSONATION):
         # A sender imitating the state is held for the clerk with the reason; phishing by its
         # links alone is spam like any other (never answered, registered or forwarded).
-        reasons.append(f"phishing: {phishing}")
+        reasons.append(f"Thư giả danh cơ quan nhà nước (lừa đảo): {phishing}")
     if kind is Kind.SPAM and scam.verdict and why == scam.verdict:
         reasons.append(f"thư lừa đảo hoặc có mã độc: {scam.verdict}")
     if mail.sender_problems:
-        reasons.append("sender identity is doubtful: " + "; ".join(mail.sender_problems))
+        reasons.append("Không xác định chắc chắn được người gửi (tiêu đề người gửi bất "
+                       "thường: " + "; ".join(mail.sender_problems) + ")")
     domain = _domain(address)
     claims_trusted = trust.in_domains(domain, cfg.security.trusted_domains)
     claims_own = trust.in_domains(domain, own_domains)
     if auth is not True and ((kind in _ACTED_ON and (claims_trusted or claims_own))
                              or (own_mail and kind is Kind.OTHER)):
-        state = "failed" if auth is False else "has no trusted verdict on"
-        reasons.append(f"sender {address} {state} authentication of {domain} "
-                       f"({proof.why}); not treated as official")
+        state = "không qua được kiểm tra xác thực" if auth is False else \
+            "không có kết quả xác thực đáng tin cậy"
+        reasons.append(f"Người gửi {address} {state} của tên miền {domain} ({proof.why}): "
+                       "chưa coi là thư chính thức")
     notes: list[str] = []
     if kind is Kind.DOCUMENT and document is not None and (note := trust.issuer_note(
             document.issuer, address, auth, cfg.security.trusted_domains)):
