@@ -250,14 +250,20 @@ def dossier(filename: str, data: bytes, content_type: str = "application/octet-s
 
 
 def withheld(shown: str) -> Callable[[Outcome], None]:
-    """The check of every attack here: the dossier is forwarded, no email carries the file,
-    and the forward names the file among those withheld."""
+    """The check of every attack here: no email ever carries the file, and either the mail is
+    held for the clerk as malware with a reason naming the file (nothing sent, not even an
+    acknowledgement: a program from outside is the mark of a malware mail), or the dossier is
+    forwarded and the forward names the file among those withheld."""
 
     def check(outcome: Outcome) -> None:
-        assert outcome.sent("forward"), outcome.purposes()
-        assert not outcome.attachment_names("forward"), outcome.attachment_names("forward")
         for purpose in set(outcome.purposes()):
             assert not [n for n in outcome.attachment_names(purpose) if shown in n], purpose
+        if outcome.state == "quarantined":
+            assert outcome.emails == [], outcome.purposes()
+            assert shown in str(outcome.row.last_error), outcome.row.last_error
+            return
+        assert outcome.sent("forward"), outcome.purposes()
+        assert not outcome.attachment_names("forward"), outcome.attachment_names("forward")
         text = outcome.text("forward")
         assert "Không chuyển tiếp các tệp không an toàn" in text
         assert shown in text, shown
@@ -272,7 +278,8 @@ def _bytes(data: bytes) -> Callable[[], bytes]:
 def _attack(name: str, tries: str, filename: str, build: Callable[[], bytes],
             content_type: str = "application/octet-stream", shown: str = "") -> Attack:
     return Attack(name=f"attachment-{name}", tries=tries,
-                  shows="forwarded without the file, which is listed as withheld",
+                  shows="held as malware naming the file, or forwarded without it (listed "
+                        "as withheld)",
                   build=lambda: dossier(filename, build(), content_type),
                   check=withheld(shown or filename))
 
