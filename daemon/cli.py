@@ -137,7 +137,8 @@ def _register_export(cfg: config.Config, engine: Any, year: int,
     ruleset = rules_module.load(cfg.rules.dir)
     names = {p.email: p.name for p in ruleset.people.values()}
     names |= {d.email: d.name for d in ruleset.departments.values()}
-    register = export.load(engine, cfg, args.book, year, names, parent=args.parent or "",
+    register = export.load(engine, cfg, args.book, year, names,
+                           parent=args.parent or cfg.agency.parent,
                            volume=args.volume)
     data = {"csv": export.to_csv, "xlsx": export.to_xlsx}.get(
         args.format, lambda r: export.to_pdf(r, cfg))(register)
@@ -854,8 +855,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default="incoming", help="export: which register")
     p.add_argument("--format", choices=["xlsx", "csv", "pdf"], default="pdf")
     p.add_argument("--output", help="export: the file to write")
-    p.add_argument("--parent", help="export: the parent authority (cơ quan chủ quản), printed "
-                   "on the cover")
+    p.add_argument("--parent", help="export: the parent authority (cơ quan chủ quản) on the "
+                   "cover (default: [agency] parent)")
     p.add_argument("--volume", type=int, default=1, help="export: the volume (quyển số)")
     p.add_argument("--actor", default=os.environ.get("USER", ""),
                    help="close: who closes the year (printed in the closing statement)")

@@ -428,3 +428,13 @@ def test_the_leaders_directives_have_their_column(office: Path) -> None:
         "đã chuyển Chánh Văn phòng)")
     assert "Giao phòng QLXD chủ trì" in " ".join(" ".join(_pages(
         _export(office, "incoming", "pdf"))).split())
+
+
+def test_the_cover_takes_the_parent_authority_from_the_config(office: Path) -> None:
+    office.write_text(office.read_text(encoding="utf-8").replace(
+        "[agency]\n", '[agency]\nparent = "Ủy ban nhân dân tỉnh Tây Ninh"\n', 1),
+        encoding="utf-8")
+    cover = _pages(_export(office, "incoming", "pdf"))[0]
+    assert "ỦY BAN NHÂN DÂN TỈNH TÂY NINH" in cover.upper()
+    given = _pages(_export(office, "incoming", "pdf", YEAR, "--parent", "Bộ Xây dựng"))[0]
+    assert "BỘ XÂY DỰNG" in given.upper() and "ỦY BAN NHÂN DÂN" not in given.upper()
