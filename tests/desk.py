@@ -22,8 +22,10 @@ FORM = b"%PDF-1.4\n% the province's blank application form, the same bytes for e
 
 
 def mail(sender: str, subject: str, body: str, *, authenticated: bool = True,
-          attachment: bytes | None = None, message_id: str | None = None) -> bytes:
-    """A mail as the agency's receiving server hands it over, with its verdict on the sender."""
+         attachment: bytes | None = None, message_id: str | None = None,
+         in_reply_to: str = "", headers: dict[str, str] | None = None) -> bytes:
+    """A mail as the agency's receiving server hands it over, with its verdict on the sender;
+    `in_reply_to` sets In-Reply-To and References, `headers` adds any others."""
     domain = sender.rpartition("@")[2]
     verdict = "pass" if authenticated else "fail"
     msg = EmailMessage(policy=SMTP)
@@ -34,6 +36,11 @@ def mail(sender: str, subject: str, body: str, *, authenticated: bool = True,
     msg["Subject"] = subject
     msg["Date"] = "Tue, 10 Nov 2026 09:00:00 +0700"
     msg["Message-ID"] = message_id or f"<{abs(hash((sender, subject, body)))}@{domain}>"
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    for name, value in (headers or {}).items():
+        msg[name] = value
     msg.set_content(body)
     if attachment is not None:
         msg.add_attachment(attachment, maintype="application", subtype="pdf",

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
-from email.policy import SMTP
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,8 +22,9 @@ from daemon.intake.store import Fetched, store_batch
 from daemon.office.directives import own_text, read_directive
 from daemon.routing.rules import Department
 from daemon.textnorm import strip_accents
-from tests.conftest import AUTHSERV_ID, CORPUS, Office
+from tests.conftest import CORPUS, Office
 from tests.desk import DOCUMENT, Desk
+from tests.desk import mail as desk_mail
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 DIRECTOR = "giamdoc.sxd@example.gov.vn"
@@ -205,22 +205,10 @@ def test_only_the_replys_own_text_is_read(body: str) -> None:
 def _mail(sender: str, body: str, *, authenticated: bool = True, in_reply_to: str = "",
           message_id: str = "", subject: str = "Re: V/v triển khai kế hoạch",
           extra: dict[str, str] | None = None) -> bytes:
-    domain = sender.rpartition("@")[2]
-    verdict = "pass" if authenticated else "fail"
-    msg = EmailMessage(policy=SMTP)
-    msg["Authentication-Results"] = (f"{AUTHSERV_ID}; dkim={verdict} header.d={domain}; "
-                                     f"dmarc={verdict} header.from={domain}")
-    msg["From"] = sender
-    msg["To"] = "vanthu.sxd@tayninh.gov.vn"
-    msg["Subject"] = subject
-    msg["Message-ID"] = message_id or f"<{abs(hash((sender, body)))}@{domain}>"
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-        msg["References"] = in_reply_to
-    for name, value in (extra or {}).items():
-        msg[name] = value
-    msg.set_content(body)
-    return msg.as_bytes()
+    return desk_mail(sender, subject, body, authenticated=authenticated,
+                     message_id=message_id or f"<{abs(hash((sender, body)))}@"
+                                              f"{sender.rpartition('@')[2]}>",
+                     in_reply_to=in_reply_to, headers=extra)
 
 
 def _entries(desk: Desk) -> list[Any]:

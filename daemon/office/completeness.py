@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from daemon.models import Attachment
-from daemon.office.receipt import _environment
+from daemon.office.receipt import DossierHeading, templates
 from daemon.routing.rules import Procedure, Requirement
 from daemon.textnorm import fold, nfc, strip_accents
 
@@ -247,17 +247,10 @@ def check(procedure: Procedure | None, attachments: Sequence[Attachment],
 
 
 @dataclass(frozen=True)
-class SupplementFields:
+class SupplementFields(DossierHeading):
     """The fields of the request to complete a dossier (Phiếu yêu cầu bổ sung, hoàn thiện hồ
     sơ): who, which procedure, what is missing and what was received."""
 
-    agency: str
-    result_place: str
-    code: str
-    applicant: str | None
-    email: str | None
-    phone: str | None
-    procedure: str | None
     received: str  # "14 giờ 05 phút, ngày 22/11/2026"
     requested: str  # the date of the request, "22/11/2026"
     missing: tuple[str, ...]
@@ -277,7 +270,7 @@ def received_lines(verdict: Verdict) -> tuple[str, ...]:
 def render(fields: SupplementFields, rules_dir: Path | None = None) -> tuple[str, str]:
     """The request as plain text and HTML, from `supplement_request.{txt,html}.j2` (the
     agency's own in `<rules dir>/templates/` first)."""
-    env = _environment(rules_dir)
+    env = templates(rules_dir)
     values = asdict(fields)
     return (nfc(env.get_template("supplement_request.txt.j2").render(values)),
             nfc(env.get_template("supplement_request.html.j2").render(values)))

@@ -52,8 +52,9 @@ class ReceivedDocument:
 
 
 @dataclass(frozen=True)
-class ReceiptFields:
-    """The fields of the official receipt slip (Giấy tiếp nhận hồ sơ và hẹn trả kết quả)."""
+class DossierHeading:
+    """What every letter about a dossier names first: the agency, where results are returned,
+    the case, the applicant and the procedure."""
 
     agency: str
     result_place: str
@@ -62,6 +63,12 @@ class ReceiptFields:
     email: str | None
     phone: str | None
     procedure: str | None
+
+
+@dataclass(frozen=True)
+class ReceiptFields(DossierHeading):
+    """The fields of the official receipt slip (Giấy tiếp nhận hồ sơ và hẹn trả kết quả)."""
+
     days: int | None
     documents: tuple[ReceivedDocument, ...]
     received: str  # "14 giờ 05 phút, ngày 22/11/2026"
@@ -117,7 +124,9 @@ def _values(fields: ReceiptFields) -> dict[str, Any]:
     return values
 
 
-def _environment(rules_dir: Path | None) -> jinja2.Environment:
+def templates(rules_dir: Path | None) -> jinja2.Environment:
+    """The letters' templates: the agency's `<rules dir>/templates/` first, then the shipped
+    ones (HTML autoescaped, an undefined value an error)."""
     paths = [str(rules_dir / "templates")] if rules_dir else []
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader([*paths, str(SHIPPED)]),
@@ -127,7 +136,7 @@ def _environment(rules_dir: Path | None) -> jinja2.Environment:
 
 def render(fields: ReceiptFields, rules_dir: Path | None = None) -> tuple[str, str]:
     """The slip as plain text and HTML (mail-supplied values are escaped in the HTML)."""
-    env = _environment(rules_dir)
+    env = templates(rules_dir)
     values = _values(fields)
     return (nfc(env.get_template("receipt.txt.j2").render(values)),
             nfc(env.get_template("receipt.html.j2").render(values)))
