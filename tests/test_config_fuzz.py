@@ -120,7 +120,7 @@ def assert_clear(problems: tuple[object, ...], files: set[str]) -> None:
             problem
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(agency=REALISTIC, display=WITH_EMOJI, with_name=st.booleans())
 def test_a_vietnamese_identity_is_carried_by_every_email(agency: str, display: str,
                                                          with_name: bool) -> None:

@@ -519,7 +519,7 @@ def test_headers_parse_back_well_formed_whatever_the_names_and_subjects(
     commas, '@', '<>', very long) and any mail subject (CR, LF, NUL, U+2028), every kind of
     email parses back without a defect, from our address, to allowed recipients only."""
 
-    @settings(max_examples=40, deadline=None,
+    @settings(max_examples=25, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(from_name=_NAMES, agency=_NAMES, subject=_SUBJECTS, name=_NAMES)
     def check(from_name: str, agency: str, subject: str, name: str) -> None:
