@@ -7,4 +7,5 @@ bash tests/setup.sh
 uv=.tools/bin/uv
 "$uv" run --frozen ruff check daemon tests
 "$uv" run --frozen mypy
-"$uv" run --frozen pytest "$@"
+# Four workers on two cores: most tests wait on real servers and processes, not on the CPU.
+"$uv" run --frozen pytest -n 4 "$@"

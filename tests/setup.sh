@@ -3,7 +3,9 @@
 #  - Debian packages: dovecot-imapd (the real IMAP server the demo and the tests start on
 #    loopback), openssl (its throwaway certificate), python3-venv (to hold uv),
 #    fonts-dejavu-core (Vietnamese glyphs for the PDFs vanthu prints), poppler-utils (the
-#    tests render a printed register page to check it);
+#    tests render a printed register page to check it), tesseract-ocr with its Vietnamese data
+#    (OCR of scanned documents), postgresql (the tests start private servers of their own on
+#    loopback to run the database tests on PostgreSQL too);
 #  - uv in .tools/, then the project's environment from uv.lock (.venv/), compiled to
 #    bytecode with vanthu's own modules: a Python started where .pyc files cannot be written
 #    (PYTHONDONTWRITEBYTECODE, a read-only install) would otherwise compile every module at
@@ -18,6 +20,9 @@ command -v openssl >/dev/null || packages+=(openssl)
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || packages+=(fonts-dejavu-core)
 command -v pdftoppm >/dev/null || packages+=(poppler-utils)
+command -v tesseract >/dev/null || packages+=(tesseract-ocr)
+ls /usr/share/tesseract-ocr/*/tessdata/vie.traineddata >/dev/null 2>&1 || packages+=(tesseract-ocr-vie)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -28,6 +33,9 @@ if [ ${#packages[@]} -gt 0 ]; then
   # service the package may have started is not needed.
   if [[ " ${packages[*]} " == *" dovecot-imapd "* ]] && [ -d /run/systemd/system ]; then
     $sudo systemctl disable --now dovecot >/dev/null 2>&1 || true
+  fi
+  if [[ " ${packages[*]} " == *" postgresql "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now postgresql >/dev/null 2>&1 || true
   fi
 fi
 
