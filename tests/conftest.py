@@ -1,4 +1,5 @@
-"""Fixtures: a real Dovecot and a real SMTP server on loopback, a real SQLite file."""
+"""Fixtures: a real Dovecot and a real SMTP server on loopback, a real SQLite file; for tests
+marked `@pytest.mark.db` a second run on a private PostgreSQL server (tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ RULES = ROOT / "rules"
 AUTHSERV_ID = "mx1.tayninh.gov.vn"
 
 _users = itertools.count(1)
+
+# The fixtures postgres, pg_url, store and db_url, and the two-store runs of `db` tests.
+pytest_plugins = ["tests.pg"]
 
 
 def corpus_labels() -> list[dict[str, Any]]:
@@ -140,24 +144,30 @@ class Office:
 def write_config(directory: Path, dovecot: Dovecot, sink: SmtpSink, user: str, password: str,
                  extra: str = "") -> Path:
     path = directory / "config.toml"
-    path.write_text(local_config(
+    text = local_config(
         directory, dovecot, sink, user=user, password=password, rules_dir=RULES,
-        mailbox_extra="poll_seconds = 1\n", extra=f"\n[digest]\nto = []\n{extra}"),
-        encoding="utf-8")
+        mailbox_extra="poll_seconds = 1\n", extra=f"\n[digest]\nto = []\n{extra}")
+    from tests import pg  # a plugin (pytest_plugins): imported once pytest has registered it
+
+    if pg.on_postgresql():  # the PostgreSQL run of a `db` test: a fresh database of its own
+        text = text.replace("[storage]\n",
+                            f'[storage]\ndatabase_url = "{pg.database_url(directory)}"\n', 1)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
 @pytest.fixture()
-def database(tmp_path: Path) -> Iterator[Engine]:
-    """A fresh SQLite file of this test's own (tmp_path/vanthu.db), upgraded to the schema."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'vanthu.db'}")
+def database(db_url: str) -> Iterator[Engine]:
+    """A fresh database of this test's own (tmp_path/vanthu.db, or PostgreSQL on the PostgreSQL
+    run of a `db` test), upgraded to the schema."""
+    engine = make_engine(db_url)
     upgrade(engine)
     yield engine
     engine.dispose()
 
 
 @pytest.fixture()
-def office(dovecot: Dovecot, smtp: SmtpSink, tmp_path: Path) -> Office:
+def office(dovecot: Dovecot, smtp: SmtpSink, tmp_path: Path, store: str) -> Office:
     user = f"agency{next(_users)}"
     password = f"pw-{user}"
     return Office(dovecot, smtp, user, password, tmp_path,

@@ -1,5 +1,6 @@
-"""A desk for tests: a real SQLite database, a mail store and the shipped rules, driven
-through `process_pending` exactly as the daemon drives them, without IMAP or SMTP."""
+"""A desk for tests: a real database (SQLite; PostgreSQL on the PostgreSQL run of a `db` test),
+a mail store and the shipped rules, driven through `process_pending` exactly as the daemon
+drives them, without IMAP or SMTP."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from daemon.pipeline import process_pending
 from daemon.routing import rules as rules_module
 from daemon.routing.rules import RuleSet
 from tests.conftest import AUTHSERV_ID, RULES
+from tests.pg import database_url
 
 FORM = b"%PDF-1.4\n% the province's blank application form, the same bytes for everyone\n" * 40
 
@@ -64,10 +66,11 @@ class Desk:
 
     def __init__(self, tmp_path: Path, rules_dir: Path = RULES) -> None:
         self.cfg: Config = config.parse(
-            {"storage": {"data_dir": str(tmp_path)}, "rules": {"dir": str(rules_dir)},
+            {"storage": {"data_dir": str(tmp_path), "database_url": database_url(tmp_path)},
+             "rules": {"dir": str(rules_dir)},
              "security": {"authserv_id": AUTHSERV_ID}},
             file="t", text="", base=tmp_path)
-        self.engine: Engine = make_engine(self.cfg.storage.url)  # tmp_path/vanthu.db
+        self.engine: Engine = make_engine(self.cfg.storage.url)
         upgrade(self.engine)
         self.store = MailStore(self.cfg.storage.data_dir)
         self.rules: RuleSet = rules_module.load(rules_dir)
