@@ -264,6 +264,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     a full or read-only disk found meanwhile is named after it."""
     from daemon import health as health_module
     from daemon.errors import DatabaseError
+    from daemon.office import quarantine
     from daemon.outbound import outbox as outbox_module
 
     cfg = _config(args)
@@ -284,6 +285,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         sending = outbox_module.health(conn, now, cfg.status.outbox_overdue_minutes)
         faults = health_module.faults(conn)
         verdict = health_module.assess(conn, cfg, now)
+    trusted = quarantine.trusted(engine)
     engine.dispose()  # nothing of the database stays open (a caller may unmount its disk)
     if locked := health_module.write_locked(cfg):
         verdict.problems.insert(0, locked)
@@ -299,6 +301,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         "messages": states,
         "outbox": out_states,
         "quarantine": states.get(State.QUARANTINED, 0),
+        # Domains a clerk trusts without authentication (quarantine release --trust-sender).
+        "trusted_senders": [t.as_json() if args.json else
+                            f"{t.domain} (bởi {t.by}, "
+                            f"{t.at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y})"
+                            for t in trusted],
         "mailboxes": [{"mailbox": b.mailbox, "folder": b.folder, "last_uid": b.last_uid,
                        "last_fetch_at": b.last_fetch_at.isoformat() if b.last_fetch_at else None,
                        "last_error": b.last_error} for b in boxes],
@@ -346,10 +353,14 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.action == "list":
         return _quarantine_list(args, cfg)
-    if args.id is None:
+    if args.action in ("trusted", "untrust"):
+        return _trusted_senders(args, cfg)
+    if args.id is None or not str(args.id).isdigit():
         print(f"vanthu quarantine {args.action}: give the mail's id (quarantine list)",
               file=sys.stderr)
         return 2
+    args.id = int(args.id)
+    trust = None
     try:
         if args.action == "show":
             rules = rules_module.load(cfg.rules.dir)
@@ -357,7 +368,11 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             print(json.dumps(held.as_json(), ensure_ascii=False, indent=1) if args.json
                   else _held_text(cfg, held, rules))
             return 0
-        if args.action == "release":
+        if args.action == "release" and args.trust_sender:
+            decision, trust = quarantine.release_trusting(
+                _engine(cfg), cfg, args.id, actor=args.actor, reason=args.reason or "",
+                now=datetime.now(UTC), as_kind=args.as_kind)
+        elif args.action == "release":
             decision = quarantine.release(_engine(cfg), args.id, actor=args.actor,
                                           reason=args.reason or "", now=datetime.now(UTC),
                                           as_kind=args.as_kind)
@@ -372,6 +387,14 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     elif args.action == "release":
         print(f"Đã cho thư số {args.id} đi tiếp (người quyết định: {decision['by']}); "
               "daemon đang chạy sẽ xử lý lại thư trong vài giây, không giữ lại nữa.")
+        if decision.get("as"):
+            print("Lưu ý: nếu thư vẫn không xử lý được, thư sẽ lại bị giữ lại "
+                  f"(xem: vanthu quarantine show {args.id}).")
+        if trust is not None:
+            print(f"Tên miền {trust.domain} được ghi nhận là người gửi tin cậy (bởi {trust.by} "
+                  f"lúc {trust.at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y}): thư sau này "
+                  "của tên miền này chỉ thiếu xác thực sẽ không bị giữ lại nữa. Thu hồi: "
+                  f"vanthu quarantine untrust {trust.domain}")
     else:
         print(f"Đã loại bỏ thư số {args.id} (người quyết định: {decision['by']}; lý do: "
               f"{decision['reason']}).")
@@ -396,8 +419,40 @@ def _quarantine_list(args: argparse.Namespace, cfg: config.Config) -> int:
     return 0
 
 
+def _trusted_senders(args: argparse.Namespace, cfg: config.Config) -> int:
+    """`quarantine trusted`: the domains clerks trust; `quarantine untrust DOMAIN`."""
+    from daemon.office import quarantine
+    from daemon.office.release import Refused
+
+    if args.action == "untrust":
+        if not args.id:
+            print("vanthu quarantine untrust: give the DOMAIN (quarantine trusted)",
+                  file=sys.stderr)
+            return 2
+        try:
+            trust = quarantine.untrust(_engine(cfg), args.id, actor=args.actor,
+                                       now=datetime.now(UTC))
+        except Refused as err:
+            print(f"Không thực hiện: {err.vi}\nNot done: {err.en}", file=sys.stderr)
+            return 1
+        print(json.dumps({"revoked": trust.as_json()}, ensure_ascii=False, indent=1)
+              if args.json else f"Đã thu hồi tin cậy đối với tên miền {trust.domain}: thư "
+              "sau này của tên miền này thiếu xác thực sẽ lại bị giữ lại chờ văn thư.")
+        return 0
+    found = quarantine.trusted(_reader(cfg))
+    if args.json:
+        print(json.dumps([t.as_json() for t in found], ensure_ascii=False, indent=1))
+    elif not found:
+        print("Chưa có tên miền nào được ghi nhận là người gửi tin cậy.")
+    for t in found if not args.json else ():
+        print(f"{t.domain}  (từ thư {t.mail} của {t.address}) — bởi {t.by} lúc "
+              f"{t.at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y}: {t.reason}")
+    return 0
+
+
 def _held_text(cfg: config.Config, held: Any, rules: rules_module.RuleSet) -> str:
     from daemon.health import ACTION_NAMES
+    from daemon.office import quarantine
     from daemon.office.digest import KIND_NAMES, names
 
     known = names(rules)
@@ -411,11 +466,19 @@ def _held_text(cfg: config.Config, held: Any, rules: rules_module.RuleSet) -> st
              f"Người gửi: {mail.sender} — {proven}",
              f"Tiêu đề: {mail.subject or '(không có tiêu đề)'}",
              f"Loại thư (vanthu nhận định): {KIND_NAMES.get(held.kind or '', 'chưa rõ')}",
-             f"Lý do giữ lại: {held.reasons or '(không ghi)'}"]
+             f"Lý do giữ lại: {held.reasons or '(không ghi)'}",
+             f"Loại lý do: {quarantine.kinds_vi(held.kinds)}"]
     lines += [f"Lưu ý: {note}" for note in held.trust_notes]
+    if held.trusted:
+        lines.append(f"Tên miền người gửi {held.trusted.domain} được {held.trusted.by} ghi nhận "
+                     f"là người gửi tin cậy lúc "
+                     f"{held.trusted.at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y}")
     if held.clerk:
-        lines.append(f"Quyết định của văn thư: {held.clerk['action']} bởi {held.clerk['by']} "
-                     f"lúc {held.clerk['at'][:16]}: {held.clerk['reason']}")
+        at = datetime.fromisoformat(held.clerk["at"]).astimezone(cfg.agency.tz)
+        action = {"release": "cho đi tiếp", "drop": "loại bỏ"}.get(held.clerk["action"],
+                                                                  held.clerk["action"])
+        lines.append(f"Quyết định của văn thư: {action} bởi {held.clerk['by']} "
+                     f"lúc {at:%H:%M %d/%m/%Y}: {held.clerk['reason']}")
     lines.append(f"Tệp đính kèm: {len(held.attachments)}")
     for index, (name, size, withheld) in enumerate(held.attachments, 1):
         lines.append(f"  {index}. {name} ({size:,} byte)".replace(",", ".")
@@ -431,9 +494,16 @@ def _held_text(cfg: config.Config, held: Any, rules: rules_module.RuleSet) -> st
         lines += [f"  - {ACTION_NAMES.get(action, action)} → "
                   f"{', '.join(known.get(a.lower(), a) for a in to)}"
                   for action, to in held.would]
+        if "unreadable" in held.kinds:
+            lines.append("Không cho đi tiếp được như vậy: "
+                         + quarantine.UNREADABLE_VI.format(pk=mail.pk))
         lines.append(f"Cho đi tiếp: vanthu quarantine release {mail.pk} --actor TÊN "
                      "--reason \"LÝ DO\"; loại bỏ: vanthu quarantine drop "
                      f"{mail.pk} --actor TÊN --reason \"LÝ DO\"")
+        if set(held.kinds) == {"auth"} and held.authenticated is None and not held.trusted:
+            lines.append("Nếu đây là người gửi chính thức mà máy chủ thư của họ không có xác "
+                         "thực, thêm --trust-sender để không giữ lại thư sau này của tên miền "
+                         "đó (chỉ khi thiếu xác thực).")
     return "\n".join(lines)
 
 
@@ -874,11 +944,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = command("quarantine", cmd_quarantine,
                 "mail held for a human: list, show, release (vouch for it) or drop it")
-    p.add_argument("action", choices=["list", "show", "release", "drop"])
-    p.add_argument("id", type=int, nargs="?", help="the mail's id (quarantine list)")
+    p.add_argument("action", choices=["list", "show", "release", "drop", "trusted", "untrust"])
+    p.add_argument("id", nargs="?",
+                   help="the mail's id (quarantine list); untrust: the DOMAIN")
     p.add_argument("--json", action="store_true")
     p.add_argument("--actor", default=os.environ.get("USER", ""),
-                   help="release/drop: who decides (kept with the mail)")
+                   help="release/drop/untrust: who decides (kept with the mail)")
+    p.add_argument("--trust-sender", action="store_true",
+                   help="release: also trust the sender's domain for later mail held only "
+                        "for lack of authentication")
     p.add_argument("--reason", help="release/drop: why, in Vietnamese (required)")
     p.add_argument("--as", dest="as_kind", choices=["document", "dossier", "reply", "other"],
                    help="show/release: what the mail is, in the clerk's judgement")

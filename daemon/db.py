@@ -121,6 +121,9 @@ messages = Table(
     Column("move_to", String(500)),
     # The clerk's decision on a held mail: {"action": "release"|"drop", "by", "at", "reason"}.
     Column("clerk", JSON),
+    # Why a held mail is held, by class (models.HoldKind values); NULL for rows of an earlier
+    # build (`quarantine` reads them from the understanding).
+    Column("hold_kinds", JSON),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 Index("ix_messages_header_message_id", messages.c.header_message_id)
@@ -318,6 +321,22 @@ register_closings = Table(
     Column("last_number", Integer),
     Column("count", Integer),
     UniqueConstraint("book", "year"),
+)
+
+# Official domains the clerk vouched for when releasing a held mail (`quarantine release
+# --trust-sender`): later mail of the domain held only because it has no trusted authentication
+# result goes on. A revoked row is kept (revoked_by/at); a domain has at most one row in force.
+trusted_senders = Table(
+    "trusted_senders", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("domain", String(255), nullable=False, index=True),  # lower case, A-labels
+    Column("address", Text, nullable=False),  # the released mail's sender
+    Column("message_id", ForeignKey("messages.id")),  # the released mail
+    Column("trusted_by", Text, nullable=False),
+    Column("trusted_at", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("revoked_by", Text),
+    Column("revoked_at", UTCDateTime),
 )
 
 # Result PDFs refused, so the digest can report them.

@@ -18,6 +18,20 @@ class State(enum.StrEnum):
     DROPPED = "dropped"  # held, then closed by the clerk without handling (messages.clerk)
 
 
+class HoldKind(enum.StrEnum):
+    """Why a mail is held for the clerk, as a class: only an AUTH hold (an official domain's
+    mail without a trusted authentication result) may be lifted by a sender the clerk trusts."""
+
+    AUTH = "auth"  # a trusted or the agency's own domain, not authenticated
+    PHISHING = "phishing"  # the sender or Reply-To imitates the state's domains
+    MALWARE = "malware"  # a scam family or a dangerous attachment
+    SENDER = "sender"  # the sender's headers are doubtful (two From, a name hiding an address)
+    RULE = "rule"  # an agency rule's `quarantine`
+    STRANGER = "stranger"  # someone else writing in a case
+    UNREADABLE = "unreadable"  # the mail could not be read or handled at all
+    OTHER = "other"  # a reason of no known class
+
+
 class Kind(enum.StrEnum):
     """What a mail is, in the vocabulary of the corpus labels."""
 
@@ -183,6 +197,8 @@ class Understanding:
     document: Document | None
     applicant: Applicant | None
     quarantine_reasons: tuple[str, ...] = ()
+    # The HoldKind of each of quarantine_reasons, in the same order.
+    hold_kinds: tuple[str, ...] = ()
     defects: tuple[str, ...] = ()
     # Did the From address's domain pass DMARC or aligned DKIM, per our own server's
     # Authentication-Results (or our own DKIM check)? None: nothing trusted could tell.
@@ -213,6 +229,13 @@ class Understanding:
         return self.confidential or bool(self.secrecy_doubts)
 
     @property
+    def holds(self) -> tuple[tuple[HoldKind, str], ...]:
+        """Each reason to hold the mail with its class (OTHER where none was given)."""
+        kinds = (*self.hold_kinds, *[HoldKind.OTHER] * len(self.quarantine_reasons))
+        return tuple((HoldKind(k), r) for k, r in zip(kinds, self.quarantine_reasons,
+                                                      strict=False))
+
+    @property
     def urgent(self) -> bool:
         return bool(self.document and self.document.urgency)
 
@@ -223,7 +246,8 @@ class Understanding:
             "case_ref": self.case_ref,
             "document": self.document.as_json() if self.document else None,
             "applicant": self.applicant.as_json() if self.applicant else None,
-            "safety": {"quarantine": self.quarantine, "reasons": list(self.quarantine_reasons)},
+            "safety": {"quarantine": self.quarantine, "reasons": list(self.quarantine_reasons),
+                       "kinds": list(self.hold_kinds)},
             "authenticated": self.authenticated,
             "trust_notes": list(self.trust_notes),
             "secrecy": {"level": self.secrecy, "where": self.secrecy_where,

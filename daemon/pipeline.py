@@ -32,6 +32,7 @@ from daemon.models import (
     Assignment,
     Decision,
     Hold,
+    HoldKind,
     Kind,
     Move,
     ParsedMail,
@@ -94,6 +95,7 @@ class Ready:
     mail: ParsedMail
     understanding: Understanding
     decision: Decision
+    clerk: dict[str, Any] | None = None  # the clerk's release of its hold, if any
 
 
 Work = Failed | Ready
@@ -110,15 +112,18 @@ def think(cfg: Config, rules: RuleSet, conn: Connection, stored: Stored,
         return Failed(stored, f"{type(reading).__name__}: {reading}")
     try:
         und = judge(reading, cfg, DbCases(conn))
-        if und.quarantine and (clerk := clerk or quarantine.released(conn, stored.pk)):
+        clerk = clerk or quarantine.released(conn, stored.pk)
+        if und.quarantine and clerk:
             und = vouched(und, clerk, cfg)
+        elif und.quarantine and (trusted := quarantine.trusted_for(conn, und, reading.mail)):
+            und = quarantine.lift_trusted(und, trusted, cfg.agency.tz)
         own = cfg.own_addresses
         decision = decide(und, reading.mail, rules, stored.received_at.astimezone(cfg.agency.tz),
                           own, cfg.calendar.work_calendar())
     except Exception as err:  # bulkhead: one message's failure must not stop the others
         log.exception("pipeline.failed", extra={"mail": stored.pk})
         return Failed(stored, f"{type(err).__name__}: {err}")
-    return Ready(stored, reading.mail, und, decision)
+    return Ready(stored, reading.mail, und, decision, clerk)
 
 
 def vouched(und: Understanding, clerk: dict[str, Any], cfg: Config) -> Understanding:
@@ -131,7 +136,7 @@ def vouched(und: Understanding, clerk: dict[str, Any], cfg: Config) -> Understan
     note = (f"Thư từng bị giữ lại ({'; '.join(und.quarantine_reasons)}); văn thư "
             f"{clerk['by']} đã kiểm tra{said} và cho đi tiếp lúc "
             f"{at:%H:%M %d/%m/%Y}: {clerk['reason']}")
-    return replace(und, kind=kind, quarantine_reasons=(),
+    return replace(und, kind=kind, quarantine_reasons=(), hold_kinds=(),
                    trust_notes=(*und.trust_notes, note))
 
 
@@ -314,9 +319,11 @@ def apply(conn: Connection, cfg: Config, rules: RuleSet, item: Ready) -> None:
     if (directive := directives.take(conn, cfg, rules, item)) is not None:  # a leader's answer
         finish(conn, item.stored.pk, State.ROUTED if directive.queued else State.DONE, **found)
         return
-    if reasons := hold(conn, item):
-        finish(conn, item.stored.pk, State.QUARANTINED, last_error="; ".join(reasons), **found)
-        log.warning("mail.quarantined", extra={"mail": item.stored.pk, "reason": reasons[0]})
+    if held := held_for(conn, item):
+        finish(conn, item.stored.pk, State.QUARANTINED,
+               last_error="; ".join(reason for _, reason in held),
+               hold_kinds=sorted({kind.value for kind, _ in held}), **found)
+        log.warning("mail.quarantined", extra={"mail": item.stored.pk, "reason": held[0][1]})
         return
     filed = register_mail(conn, cfg, rules, item)
     if isinstance(filed, Duplicate):  # linked to its first entry and flagged, nothing sent
@@ -363,7 +370,8 @@ def shunt(conn: Connection, cfg: Config, item: Failed) -> None:
     fault is its own, it is quarantined for a human with the error."""
     attempts = item.stored.attempts + 1
     if item.permanent or attempts >= cfg.limits.max_attempts:
-        finish(conn, item.stored.pk, State.QUARANTINED, attempts=attempts, last_error=item.error)
+        finish(conn, item.stored.pk, State.QUARANTINED, attempts=attempts, last_error=item.error,
+               hold_kinds=[HoldKind.UNREADABLE.value])
         log.warning("mail.quarantined", extra={"mail": item.stored.pk, "reason": item.error})
     else:
         finish(conn, item.stored.pk, State.STORED, attempts=attempts, last_error=item.error)
@@ -372,17 +380,22 @@ def shunt(conn: Connection, cfg: Config, item: Failed) -> None:
 def hold(conn: Connection, item: Ready) -> list[str]:
     """Why the mail is held for the clerk instead of handled (unsafe content, a rule's
     `quarantine`, a stranger writing in a case); empty when it goes on."""
+    return [reason for _, reason in held_for(conn, item)]
+
+
+def held_for(conn: Connection, item: Ready) -> list[tuple[HoldKind, str]]:
+    """`hold`'s reasons, each with its class."""
     und = item.understanding
-    reasons = [*und.quarantine_reasons,
-               *(e.reason for e in item.decision.effects if isinstance(e, Hold))]
-    if not reasons and und.kind is Kind.REPLY and und.case_ref and (
+    held = [*und.holds,
+            *((HoldKind.RULE, e.reason) for e in item.decision.effects if isinstance(e, Hold))]
+    if not held and und.kind is Kind.REPLY and und.case_ref and (
             stranger := _stranger_to_case(conn, und, item.mail)):
-        reasons.append(stranger)
-    if reasons and (clerk := quarantine.released(conn, item.stored.pk)):
-        log.warning("mail.hold_lifted", extra={"mail": item.stored.pk, "actor": clerk["by"],
-                                               "held_for": reasons[0]})
+        held.append((HoldKind.STRANGER, stranger))
+    if held and item.clerk:
+        log.warning("mail.hold_lifted", extra={"mail": item.stored.pk,
+                                               "actor": item.clerk["by"], "held_for": held[0][1]})
         return []  # the clerk looked at it and vouched for it: `vanthu quarantine release`
-    return reasons
+    return held
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from daemon.config import Config, LimitsConfig
-from daemon.models import Applicant, Document, Kind, ParsedMail, Understanding
+from daemon.models import Applicant, Document, HoldKind, Kind, ParsedMail, Understanding
 from daemon.textnorm import header_safe
 from daemon.understand import extract, lookalike, scams, secrecy, trust
 from daemon.understand.applicant import applicant
@@ -237,15 +237,19 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
     kind, why = classify(mail, signals, document)
 
     reasons: list[str] = []
+    kinds: list[HoldKind] = []  # the class of each reason, in the same order
     if phishing and phishing.startswith(_IMPERSONATION):
         # A sender imitating the state is held for the clerk with the reason; phishing by its
         # links alone is spam like any other (never answered, registered or forwarded).
         reasons.append(f"Thư giả danh cơ quan nhà nước (lừa đảo): {phishing}")
+        kinds.append(HoldKind.PHISHING)
     if kind is Kind.SPAM and scam.verdict and why == scam.verdict:
         reasons.append(f"thư lừa đảo hoặc có mã độc: {scam.verdict}")
+        kinds.append(HoldKind.MALWARE)
     if mail.sender_problems:
         reasons.append("Không xác định chắc chắn được người gửi (tiêu đề người gửi bất "
                        "thường: " + "; ".join(mail.sender_problems) + ")")
+        kinds.append(HoldKind.SENDER)
     domain = _domain(address)
     claims_trusted = trust.in_domains(domain, cfg.security.trusted_domains)
     claims_own = trust.in_domains(domain, own_domains)
@@ -255,6 +259,7 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
             "không có kết quả xác thực đáng tin cậy"
         reasons.append(f"Người gửi {address} {state} của tên miền {domain} ({proof.why}): "
                        "chưa coi là thư chính thức")
+        kinds.append(HoldKind.AUTH)
     notes: list[str] = []
     if kind is Kind.DOCUMENT and document is not None and (note := trust.issuer_note(
             document.issuer, address, auth, cfg.security.trusted_domains)):
@@ -291,6 +296,7 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
         document=document if kind in (Kind.DOCUMENT,) else None,
         applicant=(reading.applicant or applicant(mail)) if kind is Kind.DOSSIER else None,
         quarantine_reasons=tuple(reasons),
+        hold_kinds=tuple(kinds),
         defects=mail.defects + tuple(d for a in mail.attachments for d in a.defects),
         authenticated=auth,
         trust_notes=tuple(notes),

@@ -52,6 +52,12 @@ def _host(value: str) -> str:
     return _ascii(host)
 
 
+def domain_of(address: str) -> str:
+    """The domain of an address as one exact key: lower case, no final dot, A-labels (an IDN
+    homograph keeps its own xn-- form, so it never equals the domain it imitates)."""
+    return _ascii(address.rpartition("@")[2].strip().lower().rstrip("."))
+
+
 def _ascii(domain: str) -> str:
     if domain.isascii():
         return domain
