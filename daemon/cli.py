@@ -139,7 +139,7 @@ def _register_export(cfg: config.Config, engine: Any, year: int,
     names |= {d.email: d.name for d in ruleset.departments.values()}
     register = export.load(engine, cfg, args.book, year, names,
                            parent=args.parent or cfg.agency.parent,
-                           volume=args.volume)
+                           volume=args.volume or cfg.agency.volume)
     data = {"csv": export.to_csv, "xlsx": export.to_xlsx}.get(
         args.format, lambda r: export.to_pdf(r, cfg))(register)
     output = Path(args.output or f"so-{args.book}-{year}.{args.format}")
@@ -927,7 +927,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="export: the file to write")
     p.add_argument("--parent", help="export: the parent authority (cơ quan chủ quản) on the "
                    "cover (default: [agency] parent)")
-    p.add_argument("--volume", type=int, default=1, help="export: the volume (quyển số)")
+    p.add_argument("--volume", type=int,
+                   help="export: the volume (quyển số; default [agency] volume)")
     p.add_argument("--actor", default=os.environ.get("USER", ""),
                    help="close: who closes the year (printed in the closing statement)")
     p.add_argument("--force", action="store_true",

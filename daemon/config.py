@@ -82,6 +82,9 @@ class AgencyConfig:
     result_time: str = "14:00"
     receiving_officer: str = "Người tiếp nhận hồ sơ"
     receiving_officer_name: str = ""
+    # The volume (Quyển số) of this year's registers, printed on their cover and on the receipt
+    # slip's tracking-book entry ("Quyển số: 01/2026").
+    volume: int = 1
 
     @property
     def tz(self) -> ZoneInfo:
@@ -916,7 +919,7 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
     t = r.table(data, ("agency",), required=required)
     t.unknown({"name", "code", "timezone", "addresses", "case_code_format", "case_ref_pattern",
                "message_id_domain", "result_place", "parent", "place", "result_time",
-               "receiving_officer", "receiving_officer_name"})
+               "receiving_officer", "receiving_officer_name", "volume"})
     if required and t.data:
         t.require("name", "code")
     d = AgencyConfig()
@@ -937,6 +940,8 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
         receiving_officer=t.name("receiving_officer", d.receiving_officer),
         receiving_officer_name=t.name("receiving_officer_name", d.receiving_officer_name,
                                       optional=True),
+        volume=t.take("volume", int, d.volume,
+                      lambda v: None if 1 <= v <= 99 else "must be a number from 1 to 99"),
     )
     if problem := case_code_problem(agency.case_code_format, agency.code):
         t.error("case_code_format" if "case_code_format" in t.data else "code", problem)

@@ -406,7 +406,8 @@ def receipt_fields(cfg: Config, ctx: Context, mail: ParsedMail,
         appointment=(f"{agency.result_time[:2]} giờ {agency.result_time[3:]} phút, "
                      f"ngày {ctx.appointment:%d/%m/%Y}") if ctx.appointment else None,
         queue=ctx.queue,
-        book_volume=f"01/{ctx.year}" if ctx.year else None, book_number=ctx.number,
+        book_volume=f"{agency.volume:02d}/{ctx.year}" if ctx.year else None,
+        book_number=ctx.number,
         officer=agency.receiving_officer, officer_name=agency.receiving_officer_name)
 
 
