@@ -86,6 +86,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "rules": [{"id": t.id, "matched": t.matched, "why": t.why} for t in decision.rules],
         "actions": decision.as_json(),
     }
+    for entry, attachment in zip(out["attachments"], mail.attachments, strict=True):
+        if attachment.package is not None:  # what an edXML package's header says
+            entry["edxml"] = attachment.package.as_json()
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=1))
         return 0
@@ -95,6 +98,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if und.document:
         for key, value in und.document.as_json().items():
             print(f"  {key:15} {value}")
+    for attachment in mail.attachments:
+        if attachment.package is not None:
+            print(f"edXML {attachment.name}: "
+                  + json.dumps(attachment.package.as_json(), ensure_ascii=False))
     if und.applicant:
         print(f"applicant: {und.applicant.as_json()}")
     if und.quarantine:

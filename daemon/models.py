@@ -96,6 +96,8 @@ class Attachment:
     # What in it could not be read, and why (a scan without text, an encrypted or unknown
     # archive, a file past a limit): it might carry a mark no one has seen.
     unread: tuple[str, ...] = ()
+    # What an edXML package (QCVN 102:2016) says of the document it carries (None: no package).
+    package: Package | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,32 @@ class Document:
             "confidentiality": self.confidentiality,
             "source": self.source,
             "sources": self.sources(),
+        }
+
+
+@dataclass(frozen=True)
+class Package:
+    """What an edXML package states in its header: the document (source "edxml"; None when
+    the package has no MessageHeader), the codes of the exchange and the files it carries."""
+
+    document: Document | None
+    sender_id: str | None = None  # From/OrganId, the sending body's code on the exchange
+    recipients: tuple[tuple[str, str], ...] = ()  # (OrganId, OrganName) of each To
+    document_id: str | None = None
+    type_code: str | None = None  # DocumentType/Type, as written
+    priority: str | None = None  # OtherInfo/Priority, as written
+    steering_type: str | None = None
+    files: tuple[str, ...] = ()  # the names of the embedded files
+    problems: tuple[str, ...] = ()  # what in it could not be read, in Vietnamese
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "document": self.document.as_json() if self.document else None,
+            "sender_id": self.sender_id,
+            "recipients": [{"id": i, "name": n} for i, n in self.recipients],
+            "document_id": self.document_id, "type_code": self.type_code,
+            "priority": self.priority, "steering_type": self.steering_type,
+            "files": list(self.files), "problems": list(self.problems),
         }
 
 

@@ -14,7 +14,7 @@ from typing import Protocol
 from daemon.config import Config, LimitsConfig
 from daemon.models import Applicant, Document, HoldKind, Kind, ParsedMail, Understanding
 from daemon.textnorm import header_safe
-from daemon.understand import extract, lookalike, scams, secrecy, trust
+from daemon.understand import edxml, extract, lookalike, scams, secrecy, trust
 from daemon.understand.applicant import applicant
 from daemon.understand.classify import (
     Signals,
@@ -181,6 +181,7 @@ def read(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None) -> Rea
                   for a in mail.attachments
                   for label, text in (a.pieces or (("body", a.text),)) if text]
     document = extract.best([*candidates, extract.from_text(mail.body, "body")])
+    document = edxml.prevail(document, mail.attachments)  # a package's header wins
     found = raw_headers(raw, frozenset({"authentication-results"}))
     return Reading(mail, document, found.get("authentication-results"),
                    trust.check_dkim(raw, dkim) if dkim is not None else None,

@@ -26,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daemon.config import LimitsConfig
+from daemon.models import Package
 from daemon.textnorm import nfc
-from daemon.understand import archives, filetype, legacy, pdfscan
+from daemon.understand import archives, edxml, filetype, legacy, pdfscan
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class AttachmentReading:
     unread: tuple[str, ...] = ()
     defects: tuple[str, ...] = ()
     withheld: str | None = None
+    package: Package | None = None  # what an edXML package's header says
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Inspection:
     unread: list[str] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    package: Package | None = None  # the first edXML package found
 
     def __post_init__(self) -> None:
         self.entries_left = self.limits.archive_entries
@@ -142,7 +145,8 @@ def read(name: str, content_type: str, payload: bytes, limits: LimitsConfig,
         defects.append(f"attachment {name!r} withheld: {withheld}")
     return AttachmentReading(text=text, pieces=tuple(inspection.pieces),
                              unread=tuple(dict.fromkeys(inspection.unread)),
-                             defects=tuple(defects), withheld=withheld)
+                             defects=tuple(defects), withheld=withheld,
+                             package=inspection.package)
 
 
 def inspect(file: File, inspection: Inspection) -> str:
@@ -204,11 +208,46 @@ _DDE = re.compile(r"(^|[,;\t])\s*\"?[=+\-@]\s*\w+(\.\w+)?\s*\|[^\n]*!", re.M)
 
 
 def _xml(file: File, kind: str, inspection: Inspection) -> str:
+    if edxml.looks_like(file.data):
+        return _package(file, inspection)
     if why := filetype.markup_active(file.data):
         inspection.withhold(file.path, why)
     text = archives.xml_text(file.data.decode("utf-8", "replace"))
     inspection.piece(file.label(), text)
     return text
+
+
+def _package(file: File, inspection: Inspection) -> str:
+    """An edXML package: its header kept (the first package's), every embedded file judged
+    like a file inside an archive, within the same limits. Returns the header text of its
+    first file that has one. A package that cannot be read is withheld."""
+    if why := filetype.markup_active(file.data):
+        inspection.withhold(file.path, why)
+    try:
+        package, files = edxml.read(file.data)
+    except edxml.PackageError as err:
+        inspection.withhold(file.path, err.reason)
+        inspection.cannot_read(file, err.reason)
+        return ""
+    if file.depth >= inspection.limits.archive_depth and files:
+        raise archives.LimitReached("archive_depth", "tệp nén lồng nhau quá "
+                                    f"{inspection.limits.archive_depth} lớp")
+    inspection.package = inspection.package or package
+    inspection.piece(file.label(), edxml.header_text(package))
+    for problem in package.problems:
+        inspection.withhold(file.path, problem)
+        inspection.cannot_read(file, problem)
+    texts = []
+    for embedded in files:
+        archives.spend_entry(inspection)
+        archives.spend_bytes(inspection, len(embedded.data))
+        if why := archives.entry_name_problem(embedded.name):
+            inspection.withhold(file.path, f"{embedded.name!r}: {why}")
+            continue
+        inner = File(embedded.name, embedded.content_type, embedded.data,
+                     f"{file.path or file.shown or file.name}/{embedded.name}", file.depth + 1)
+        texts.append(inspect(inner, inspection))
+    return next((text for text in texts if text.strip()), "")
 
 
 def _ole(file: File, kind: str, inspection: Inspection) -> str:

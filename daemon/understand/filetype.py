@@ -33,7 +33,7 @@ _POLICY: tuple[tuple[str, str, str | None], ...] = (
     ("odt ods odp",                          "odf",        None),
     ("doc xls ppt",                          "ole",        None),
     ("txt csv",                              "text",       None),
-    ("xml",                                  "xml",        None),
+    ("xml edxml",                            "xml",        None),
     ("jpg jpeg png gif tif tiff bmp webp",   "image",      None),
     ("zip",                                  "zip",        None),
     ("gz tgz",                               "gzip",       None),
