@@ -44,6 +44,7 @@ from sqlalchemy import (
     make_url,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from daemon.errors import DatabaseError
@@ -76,16 +77,40 @@ def new_id(result: CursorResult[Any]) -> int:
     return int(key[0])
 
 
+def insert_new(conn: Connection, table: Table, **values: Any) -> bool:
+    """Insert the row unless one with the same key is there (ON CONFLICT DO NOTHING); True
+    when it was inserted. The way to claim something once across daemons: on PostgreSQL a
+    second daemon's insert waits for the first one's transaction and then inserts nothing,
+    where a look-then-insert would fail on the key."""
+    dialect = conn.dialect.name
+    statement: Any
+    if dialect == "postgresql":
+        statement = postgresql.insert(table)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table)
+    else:
+        raise RuntimeError(f"unsupported database {dialect}")
+    # RETURNING, not rowcount: psycopg reports no row count for an INSERT (-1).
+    statement = (statement.values(**values).on_conflict_do_nothing()
+                 .returning(*table.primary_key.columns))
+    return conn.execute(statement).first() is not None
+
+
 def next_number(conn: Connection, name: str) -> int:
-    """Take the next value of the named gap-free counter, inside the caller's transaction."""
-    row = conn.execute(
-        update(counters).where(counters.c.name == name)
-        .values(value=counters.c.value + 1).returning(counters.c.value)
-    ).first()
-    if row is not None:
-        return int(row[0])
-    conn.execute(insert(counters).values(name=name, value=1))
-    return 1
+    """Take the next value of the named gap-free counter, inside the caller's transaction.
+
+    The UPDATE locks the counter's row until the transaction ends, so concurrent daemons take
+    numbers one after the other, and a rolled-back transaction gives its number back."""
+    for _ in range(2):
+        row = conn.execute(
+            update(counters).where(counters.c.name == name)
+            .values(value=counters.c.value + 1).returning(counters.c.value)
+        ).first()
+        if row is not None:
+            return int(row[0])
+        # A new counter: made at 0 once, whoever gets there first; then taken as any other.
+        insert_new(conn, counters, name=name, value=0)
+    raise RuntimeError(f"counter {name} could not be made")
 
 
 def utcnow() -> datetime:

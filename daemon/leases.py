@@ -16,10 +16,11 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
 
-from daemon.db import leases, utcnow
+from daemon.db import insert_new, leases, utcnow
 
 log = logging.getLogger("vanthu.leases")
 
@@ -80,16 +81,21 @@ def free(owner: str | None, expires_at: datetime | None, now: datetime) -> bool:
 def acquire(conn: Connection, name: str, seconds: float, now: datetime | None = None) -> str | None:
     """Take or renew the lease `name` for `seconds`, in the caller's transaction (on SQLite a
     writing transaction holds the write lock from its start, so two daemons cannot both take
-    it). Return None when this daemon holds it now, else the owner that holds it."""
+    it; on PostgreSQL the lease's row is locked FOR UPDATE, and a lease two daemons make at
+    once is made by one: ON CONFLICT DO NOTHING). Return None when this daemon holds it now,
+    else the owner that holds it."""
     now = now or utcnow()
     mine = str(me())
-    held = conn.execute(select(leases.c.owner, leases.c.expires_at)
-                        .where(leases.c.name == name).with_for_update()).first()
     expires = now + timedelta(seconds=seconds)
+    held = _holder(conn, name)
     if held is None:
-        conn.execute(insert(leases).values(name=name, owner=mine, expires_at=expires,
-                                           acquired_at=now))
-        return None
+        if insert_new(conn, leases, name=name, owner=mine, expires_at=expires,
+                      acquired_at=now):
+            return None
+        # Another daemon made the lease meanwhile (PostgreSQL: its transaction has ended).
+        held = _holder(conn, name)
+        if held is None:  # and gave it up already: this daemon tries again next time
+            return "another daemon (the lease changed hands while being taken)"
     if held.owner != mine and not free(held.owner, held.expires_at, now):
         return str(held.owner)
     values = {"owner": mine, "expires_at": expires}
@@ -98,6 +104,13 @@ def acquire(conn: Connection, name: str, seconds: float, now: datetime | None = 
         log.warning("lease.taken_over", extra={"lease": name, "from": held.owner})
     conn.execute(update(leases).where(leases.c.name == name).values(**values))
     return None
+
+
+def _holder(conn: Connection, name: str) -> Any:
+    """The lease's row (owner, expiry), locked until the transaction ends; None if there is
+    none. On SQLite the writing transaction already excludes every other writer."""
+    return conn.execute(select(leases.c.owner, leases.c.expires_at)
+                        .where(leases.c.name == name).with_for_update()).first()
 
 
 def release(conn: Connection, name: str) -> None:

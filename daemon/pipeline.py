@@ -165,17 +165,60 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
     """Process up to `limit` stored messages; return how many were looked at.
 
     With a `pool` the mails are read in worker processes, else in this one.
+
+    On SQLite (one writer at a time) the mails are picked by a read and checked again in the
+    writing transaction. On PostgreSQL, where several daemons share the work, they are
+    claimed: the writing transaction begins first and locks them (FOR UPDATE SKIP LOCKED), so
+    another daemon's pipeline passes them by instead of reading them too; the claim lasts
+    while they are read (bounded by the workers' limits) and ends with the commit. Reading
+    runs on every daemon at once; recording takes the pipeline's advisory lock, one daemon at
+    a time, as the register's numbers are one sequence anyway (and counters taken in
+    different orders by two batches would deadlock).
     """
-    with reading(engine) as conn:
-        rows = conn.execute(
-            select(messages.c.id, messages.c.sha256, messages.c.stored_at, messages.c.attempts,
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            rows = conn.execute(_pending(limit).with_for_update(skip_locked=True)).all()
+            if not rows:
+                return 0
+            work, read_of = prepare(engine, cfg, store, rules, pool, rows)
+            conn.execute(select(func.pg_advisory_xact_lock(PIPELINE_LOCK)))
+            # Other daemons may have recorded mails since these were judged (a dossier this
+            # batch replies to): the mails that may join a case are judged again.
+            fault = record(conn, cfg, rules, store, work, read_of, stale=True)
+    else:
+        with reading(engine) as conn:
+            rows = conn.execute(_pending(limit)).all()
+            conn.rollback()
+        if not rows:
+            return 0
+        work, read_of = prepare(engine, cfg, store, rules, pool, rows)
+        with engine.begin() as conn:
+            fault = record(conn, cfg, rules, store, work, read_of, stale=False)
+    if fault is not None:
+        raise SystemicFault(fault)
+    log.info("pipeline.committed", extra={"mails": len(work)})
+    return len(work)
+
+
+# The key of the PostgreSQL advisory lock recording takes (any number; vanthu's own).
+PIPELINE_LOCK = 0x76616E7468750001
+
+
+def _pending(limit: int) -> Any:
+    """The oldest stored mails."""
+    return (select(messages.c.id, messages.c.sha256, messages.c.stored_at, messages.c.attempts,
                    func.coalesce(messages.c.received_at, messages.c.stored_at)
                    .label("received_at"))
-            .where(messages.c.state == State.STORED).order_by(messages.c.id).limit(limit)
-        ).all()
-        conn.rollback()
-    if not rows:
-        return 0
+            .where(messages.c.state == State.STORED).order_by(messages.c.id).limit(limit))
+
+
+Readings = dict[int, "Reading | BadMessage | Exception"]
+
+
+def prepare(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
+            pool: ReadPool | None, rows: Sequence[Any]) -> tuple[list[Work], Readings]:
+    """Read the mails of `rows` (in the pool's workers when given) and judge them on a read
+    snapshot: what each would do, by mail id, with what was read of it."""
     raws: list[bytes | OSError | BadMessage] = []
     for row in rows:
         try:
@@ -201,39 +244,41 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
                       read_of[row.id])
                 for row in rows if row.id in read_of]
         conn.rollback()
-    fault: str | None = None
-    with engine.begin() as conn:
-        recorded = False
-        for item in thread_order(work):
-            # Another daemon may have taken it meanwhile: only move it from `stored`.
-            state = conn.scalar(select(messages.c.state).where(messages.c.id == item.stored.pk))
-            if state != State.STORED:
+    return work, read_of
+
+
+def record(conn: Connection, cfg: Config, rules: RuleSet, store: MailStore,
+           work: Sequence[Work], read_of: Readings, stale: bool) -> str | None:
+    """Apply the judged mails in the writing transaction `conn`, a savepoint each; return the
+    system's fault that stopped it (the rest stay `stored`), or None. `stale`: others may
+    have recorded mails since the batch was judged."""
+    recorded = stale
+    for item in thread_order(work):
+        # Another daemon may have taken it meanwhile: only move it from `stored`.
+        state = conn.scalar(select(messages.c.state).where(messages.c.id == item.stored.pk))
+        if state != State.STORED:
+            continue
+        if recorded and isinstance(item, Ready) and item.understanding.kind in _MAY_JOIN:
+            # Judged before the earlier mails of this batch were recorded: a reply to a
+            # dossier of the same batch finds its case only now.
+            item = think(cfg, rules, conn, item.stored, read_of[item.stored.pk])
+        if isinstance(item, Ready):
+            try:
+                with conn.begin_nested():
+                    apply(conn, cfg, rules, item)
+                recorded = True
                 continue
-            if recorded and isinstance(item, Ready) and item.understanding.kind in _MAY_JOIN:
-                # Judged before the earlier mails of this batch were recorded: a reply to a
-                # dossier of the same batch finds its case only now.
-                item = think(cfg, rules, conn, item.stored, read_of[item.stored.pk])
-            if isinstance(item, Ready):
-                try:
-                    with conn.begin_nested():
-                        apply(conn, cfg, rules, item)
-                    recorded = True
-                    continue
-                except Exception as err:  # bulkhead: this mail's savepoint is rolled back alone
-                    log.exception("pipeline.apply_failed", extra={"mail": item.stored.pk})
-                    # A PermanentError (e.g. an email that can never be sent) is the mail's own:
-                    # no retry, no probe of the system.
-                    item = Failed(item.stored, f"{type(err).__name__}: {err}",
-                                  permanent=isinstance(err, PermanentError))
-            if not item.permanent and (fault := canary(conn, cfg, rules, store)):
-                # The system is at fault: this mail and the rest stay `stored`, untouched.
-                fault = f"{fault} (last mail: {item.error})"
-                break
-            shunt(conn, cfg, item)
-    if fault is not None:
-        raise SystemicFault(fault)
-    log.info("pipeline.committed", extra={"mails": len(work)})
-    return len(work)
+            except Exception as err:  # bulkhead: this mail's savepoint is rolled back alone
+                log.exception("pipeline.apply_failed", extra={"mail": item.stored.pk})
+                # A PermanentError (e.g. an email that can never be sent) is the mail's own:
+                # no retry, no probe of the system.
+                item = Failed(item.stored, f"{type(err).__name__}: {err}",
+                              permanent=isinstance(err, PermanentError))
+        if not item.permanent and (fault := canary(conn, cfg, rules, store)):
+            # The system is at fault: this mail and the rest stay `stored`, untouched.
+            return f"{fault} (last mail: {item.error})"
+        shunt(conn, cfg, item)
+    return None
 
 
 # Kinds a mail judged outside any case may leave once its thread is found (a reply).

@@ -241,7 +241,8 @@ def test_the_case_commands_parse_call_and_print(tmp_path: Path,
     assert [(r["code"], r["status"]) for r in rows] == [(code, CaseStatus.DONE)]
 
 
-WRITES = re.compile(r"\b(insert|update|delete)\((\w+)\)")
+# insert(t), update(t), delete(t), and db.insert_new(conn, t, …) (an insert claiming a key).
+WRITES = re.compile(r"\b(insert|update|delete|insert_new)\((?:\w+, )?(\w+)[,)]")
 OWNERS = {"cases": "office/cases.py", "case_events": "office/cases.py",
           "case_threads": "office/cases.py", "register_entries": "office/register.py",
           "digests": "office/digest.py"}

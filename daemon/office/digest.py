@@ -15,13 +15,14 @@ from datetime import datetime, time, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, or_, select
+from sqlalchemy import Engine, and_, func, or_, select
 
 from daemon import health
 from daemon.config import Config
 from daemon.db import (
     cases,
     digests,
+    insert_new,
     messages,
     outbox,
     outgoing_entries,
@@ -327,9 +328,9 @@ def claim(engine: Engine, cfg: Config, rules: RuleSet, email: EmailMessage, to: 
     `now` is when it is queued (default: the clock), for a digest sent at once by hand.
     """
     with engine.begin() as conn:
-        if conn.scalar(select(digests.c.period).where(digests.c.period == key)):
+        # Two daemons at once: one inserts, the other's insert waits for it and does nothing.
+        if not insert_new(conn, digests, period=key, sent_at=now or utcnow()):
             return None
-        conn.execute(insert(digests).values(period=key, sent_at=now or utcnow()))
         if to:
             enqueue(conn, cfg, email=email, purpose=Purpose.DIGEST, recipients=to,
                     allowed=Allowed.of(rules, cfg), now=now)

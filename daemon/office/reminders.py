@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 
 from daemon.config import Config
-from daemon.db import cases, reading, reminders
+from daemon.db import cases, insert_new, reading, reminders
 from daemon.office import cases as cases_module
 from daemon.routing.route import resolve
 from daemon.routing.rules import RuleSet, Targets
@@ -35,10 +35,9 @@ def send_reminders(engine: Engine, cfg: Config, rules: RuleSet, today: date) -> 
         if unit:
             to = [unit.email, *to]
         with engine.begin() as conn:
-            if conn.scalar(select(reminders.c.case_id).where(reminders.c.case_id == case.id,
-                                                             reminders.c.day == today)):
+            # Claimed with its outbox row: a second daemon's insert waits and does nothing.
+            if not insert_new(conn, reminders, case_id=case.id, day=today):
                 continue
-            conn.execute(insert(reminders).values(case_id=case.id, day=today))
             cases_module.remind(conn, cfg, case, to, left, today)
         log.info("case.reminded", extra={"case": case.code, "left": left})
         queued += 1
