@@ -52,6 +52,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     composed with them (nothing is sent), as `file:line: message`; notes that are not errors."""
     from daemon import selfcheck
 
+    if getattr(args, "connect", False):
+        return _check_connect(args)
     report = selfcheck.check(Path(args.config) if args.config else None)
     for problem in report.problems:
         print(problem)
@@ -60,6 +62,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not report.problems:
         print("config and rules are valid; every email vanthu sends composes and reads back")
     return 1 if report.problems else 0
+
+
+def _check_connect(args: argparse.Namespace) -> int:
+    """Log in to every mailbox and the SMTP server; what each offers and what vanthu uses.
+    Only the config is read (a wrong one is reported as by `check`): the rules and emails are
+    `check` without --connect."""
+    from daemon import probe
+
+    probes = probe.probe_all(_config(args))
+    if args.json:
+        print(json.dumps([p.as_json() for p in probes], ensure_ascii=False, indent=1))
+    else:
+        for found in probes:
+            print("\n".join(probe.describe(found)))
+    return 0 if all(p.ok for p in probes) else 1
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -892,7 +909,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", cmd_demo, "local servers, sample mail, the daemon: see it work")
     p.add_argument("--dir", help="keep the demo's data here (default: a temporary folder)")
     p.add_argument("--mail", nargs="*", help=".eml files to deliver (default: the samples)")
-    command("check", cmd_check, "validate config and rules")
+    p = command("check", cmd_check, "validate config and rules")
+    p.add_argument("--connect", action="store_true",
+                   help="instead: log in to every mailbox and the SMTP server")
+    p.add_argument("--json", action="store_true", help="--connect: the result as JSON")
     p = command("inspect", cmd_inspect, "understand one mail, no side effects")
     p.add_argument("mail")
     p.add_argument("--json", action="store_true")

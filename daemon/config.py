@@ -15,6 +15,7 @@ import dataclasses
 import email.policy
 import functools
 import importlib.util
+import json
 import os
 import re
 import string
@@ -33,6 +34,8 @@ from daemon.office.calendar import WorkCalendar
 T = TypeVar("T")
 
 SECURITY_MODES = ("tls", "starttls", "none")
+AUTH_MODES = ("password", "oauth2")
+OAUTH_PROVIDERS = ("microsoft", "google")
 
 
 class Secret:
@@ -102,6 +105,29 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class OAuthConfig:
+    """How to obtain OAuth2 access tokens for one login (a mailbox or the SMTP server):
+    Microsoft 365 (client credentials: a secret or a certificate) or Google (a service account
+    with domain-wide delegation, or a stored refresh token). Read by daemon/oauth.py."""
+
+    provider: str  # microsoft | google
+    client_id: str = ""
+    client_secret: Secret | None = field(default=None, repr=False)
+    tenant: str = ""
+    # Microsoft: the authority URL; default https://login.microsoftonline.com/<tenant>.
+    authority: str = ""
+    # Microsoft: a PEM holding the private key and the certificate registered with the app.
+    client_certificate: Secret | None = field(default=None, repr=False)
+    # Google: a service account's JSON key, or a refresh token (with client_id/client_secret).
+    service_account: Secret | None = field(default=None, repr=False)
+    refresh_token: Secret | None = field(default=None, repr=False)
+    token_url: str = "https://oauth2.googleapis.com/token"
+    scope: str = ""  # default: the provider's scope for IMAP and SMTP
+    ca_file: str | None = None  # a CA bundle for a private token endpoint
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class MailboxConfig:
     name: str
     host: str
@@ -118,6 +144,8 @@ class MailboxConfig:
     ca_file: str | None = None  # a CA bundle for a private or self-signed server certificate
     tls_verify: bool = True
     timeout_seconds: float = 60.0  # each socket operation (connect, a command, a fetch)
+    auth: str = "password"  # password | oauth2 (then `oauth` says how to get tokens)
+    oauth: OAuthConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +163,8 @@ class SmtpConfig:
     # A row still not sent this long after it was queued fails (reported in status and the
     # digest) instead of waiting for its remaining attempts.
     max_age_hours: float = 48.0
+    auth: str = "password"  # password | oauth2 (then `oauth` says how to get tokens)
+    oauth: OAuthConfig | None = None
     # `from` parsed as one RFC 5322 mailbox: the display name (any Unicode) and the ASCII
     # addr-spec that goes into the SMTP envelope and the From header.
     from_name: str = ""
@@ -785,29 +815,29 @@ class _Table:
                 found.append(parsed)
         return tuple(found)
 
-    def secret(self, required: bool) -> Secret | None:
-        """Read a password given as `password`, `password_file`, `password_env` or
-        `password_credential` (a systemd credential named in LoadCredential=)."""
-        given = [k for k in ("password", "password_file", "password_env", "password_credential")
+    def secret(self, required: bool, name: str = "password") -> Secret | None:
+        """Read a secret given as `password`, `password_file`, `password_env` or
+        `password_credential` (a systemd credential named in LoadCredential=); `name` instead
+        of `password` for other secrets (`client_secret_file` …)."""
+        given = [k for k in (name, f"{name}_file", f"{name}_env", f"{name}_credential")
                  if k in self.data]
         if len(given) > 1:
             self.error(given[1], f"give one of {', '.join(given)}, not several")
             return None
         if not given:
             if required:
-                self.error("password", "missing (or password_file / password_env / "
-                                       "password_credential)")
+                self.error(name, f"missing (or {name}_file / {name}_env / {name}_credential)")
             return None
         key = given[0]
         value = self.take(key, str, "")
-        if key == "password":
+        if key == name:
             return Secret(value)
-        if key == "password_env":
+        if key == f"{name}_env":
             if value not in os.environ:
                 self.error(key, f"environment variable {value} is not set")
                 return None
             return Secret(os.environ[value])
-        if key == "password_credential":
+        if key == f"{name}_credential":
             directory = os.environ.get("CREDENTIALS_DIRECTORY")
             if not directory:
                 self.error(key, "CREDENTIALS_DIRECTORY is not set (not under systemd?)")
@@ -909,6 +939,95 @@ def _rules_dir_hint(locator: _Locator, base: Path) -> Path:
     return base / "rules"
 
 
+def _https(value: str) -> str | None:
+    return None if re.fullmatch(r"https://[^\s/]+/\S*", value) else "must be an https:// URL"
+
+
+_OAUTH_SECRETS = ("client_secret", "client_certificate", "service_account", "refresh_token")
+
+
+def _auth(t: _Table, base: Path) -> tuple[str, OAuthConfig | None]:
+    """`auth` of a mailbox or of [smtp], and its `oauth2` sub-table when it is "oauth2"."""
+    auth = t.take("auth", str, "password",
+                  lambda v: None if v in AUTH_MODES else f"must be one of {', '.join(AUTH_MODES)}")
+    if auth == "password":
+        if "oauth2" in t.data:
+            t.error("oauth2", 'is given but auth is not "oauth2"')
+        return auth, None
+    for key in [k for k in t.data if k.startswith("password")]:
+        t.error(key, 'auth = "oauth2" logs in with tokens: remove the password')
+    if not isinstance(t.data.get("oauth2"), dict):
+        t.error("oauth2" if "oauth2" in t.data else "auth",
+                "oauth2 needs an oauth2 table (provider, client_id …)")
+        return auth, None
+    o = _Table(t.r, (*t.path, "oauth2"), t.data["oauth2"])
+    o.unknown({"provider", "client_id", "tenant", "authority", "token_url", "scope", "ca_file",
+               "timeout_seconds"} | {f"{name}{end}" for name in _OAUTH_SECRETS
+                                     for end in ("", "_file", "_env", "_credential")})
+    provider = o.take("provider", str, "",
+                      lambda v: None if v in OAUTH_PROVIDERS
+                      else f"must be one of {', '.join(OAUTH_PROVIDERS)}")
+    if not provider:
+        o.require("provider")
+        return auth, None
+    secrets = {name: o.secret(False, name) for name in _OAUTH_SECRETS}
+    ca_file = o.take("ca_file", str, "")
+    cfg = OAuthConfig(
+        provider=provider,
+        client_id=o.take("client_id", str, "", _not_empty),
+        tenant=o.take("tenant", str, "", _not_empty),
+        authority=o.take("authority", str, "", _https).rstrip("/"),
+        token_url=o.take("token_url", str, OAuthConfig.token_url, _https),
+        scope=o.take("scope", str, "", _not_empty),
+        ca_file=str(base / ca_file) if ca_file else None,
+        timeout_seconds=o.take("timeout_seconds", float, 30.0, _positive),
+        client_secret=secrets["client_secret"],
+        client_certificate=secrets["client_certificate"],
+        service_account=secrets["service_account"],
+        refresh_token=secrets["refresh_token"])
+    for problem, where in _oauth_problems(cfg, o.data):
+        o.error(where, problem)
+    return auth, cfg
+
+
+def _oauth_problems(cfg: OAuthConfig, data: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """What a provider needs and what it cannot use, as (message, key)."""
+    given = {name for name in _OAUTH_SECRETS if any(k.startswith(name) for k in data)}
+    found: list[tuple[str, str | None]] = []
+    if cfg.provider == "microsoft":
+        wanted, needs = {"client_secret", "client_certificate"}, ["client_id"]
+        if not cfg.authority:
+            needs.append("tenant")
+        found += [(f"missing: this key is required for {cfg.provider}", key)
+                  for key in needs if key not in data]
+        if len(given & wanted) != 1:
+            found.append(("give client_secret or client_certificate (one of them)", None))
+    else:
+        wanted = {"service_account", "refresh_token"}
+        if len(given & wanted) != 1:
+            found.append(("give service_account (domain-wide delegation) or refresh_token "
+                          "(one of them)", None))
+        if "refresh_token" in given and ("client_id" not in data
+                                         or "client_secret" not in given):
+            found.append(("refresh_token needs client_id and client_secret", "refresh_token"))
+        wanted |= {"client_secret"} if "refresh_token" in given else set()
+    found += [(f"is not used by provider {cfg.provider}", key) for key in sorted(given - wanted)]
+    if cfg.service_account is not None and (why := _service_account_problem(cfg)):
+        found.append((why, "service_account"))
+    return found
+
+
+def _service_account_problem(cfg: OAuthConfig) -> str | None:
+    try:
+        key = json.loads(cfg.service_account.reveal() if cfg.service_account else "")
+    except ValueError:
+        return "is not a JSON key file"
+    if not isinstance(key, dict) or key.get("type") != "service_account":
+        return 'is not a service account key (type is not "service_account")'
+    missing = [k for k in ("client_email", "private_key", "token_uri") if not key.get(k)]
+    return f"lacks {', '.join(missing)}" if missing else None
+
+
 def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
            required: bool) -> Config:
     """Every section, each wrong value reported and replaced by its default."""
@@ -976,10 +1095,12 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
         t = _Table(r, ("mailboxes", i), box)
         t.unknown({"name", "host", "port", "security", "username", "password", "password_file",
                    "password_env", "password_credential", "folders", "after", "keyword", "idle",
-                   "poll_seconds", "batch_size", "ca_file", "tls_verify", "timeout_seconds"})
+                   "poll_seconds", "batch_size", "ca_file", "tls_verify", "timeout_seconds",
+                   "auth", "oauth2"})
         t.require("host", "username")
         security = t.take("security", str, "tls", _security)
-        password = t.secret(required=True)
+        auth, oauth = _auth(t, base)
+        password = t.secret(required=auth == "password")
         ca_file = t.take("ca_file", str, "")
         name = t.take("name", str, f"mailbox{i + 1}", _not_empty)
         if name in names:
@@ -1009,21 +1130,27 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
             ca_file=str(base / ca_file) if ca_file else None,
             tls_verify=t.take("tls_verify", bool, True),
             timeout_seconds=t.take("timeout_seconds", float, 60.0, _positive),
+            auth=auth,
+            oauth=oauth,
         ))
 
     t = r.table(data, ("smtp",), required=required)
     t.unknown({"host", "port", "security", "username", "password", "password_file",
                "password_env", "password_credential", "from", "ca_file", "tls_verify",
-               "timeout_seconds", "max_attempts", "max_age_hours"})
+               "timeout_seconds", "max_attempts", "max_age_hours", "auth", "oauth2"})
     if required and t.data:
         t.require("from")
     security = t.take("security", str, "none", _security)
+    smtp_auth, smtp_oauth = _auth(t, base)
     ca_file = t.take("ca_file", str, "")
     from_ = t.take("from", str, "vanthu@localhost", _mailbox_check)
     from_parsed = mailbox(from_)
     username = t.take("username", str, "") or None
     password = t.secret(required=False)
-    if username and password is None and not any(k.startswith("password") for k in t.data):
+    if smtp_auth == "oauth2" and not username:
+        t.error("auth", "oauth2 needs username: the mailbox vanthu sends as")
+    if (smtp_auth == "password" and username and password is None
+            and not any(k.startswith("password") for k in t.data)):
         t.error("username", "is set but no password is given (password, password_file, "
                             "password_env or password_credential)")
     if password is not None and not username:
@@ -1044,6 +1171,8 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
         timeout_seconds=t.take("timeout_seconds", float, 60.0, _positive),
         max_attempts=t.take("max_attempts", int, 10, _positive),
         max_age_hours=t.take("max_age_hours", float, 48.0, _positive),
+        auth=smtp_auth,
+        oauth=smtp_oauth,
     )
 
     t = r.table(data, ("rules",))

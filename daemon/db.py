@@ -39,7 +39,6 @@ from sqlalchemy import (
     delete,
     event,
     exc,
-    insert,
     inspect,
     make_url,
     update,
@@ -397,12 +396,12 @@ health = Table(
 def report_fault(engine: Engine, component: str, problem: str) -> None:
     """Record (or refresh) a fault of `component`; keeps the time it started."""
     now = utcnow()
+    refresh = (update(health).where(health.c.component == component)
+               .values(problem=problem, updated_at=now))
     with engine.begin() as conn:
-        changed = conn.execute(update(health).where(health.c.component == component)
-                               .values(problem=problem, updated_at=now)).rowcount
-        if not changed:
-            conn.execute(insert(health).values(component=component, problem=problem,
-                                               since=now, updated_at=now))
+        if not conn.execute(refresh).rowcount and not insert_new(
+                conn, health, component=component, problem=problem, since=now, updated_at=now):
+            conn.execute(refresh)  # another daemon recorded it meanwhile
 
 
 def clear_fault(engine: Engine, component: str) -> bool:

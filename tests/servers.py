@@ -6,6 +6,7 @@ Nothing here is used by `vanthu run`.
 
 from __future__ import annotations
 
+import base64
 import os
 import pwd
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -22,6 +24,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import AuthResult
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
@@ -40,7 +43,11 @@ def dovecot_available() -> bool:
 class Dovecot:
     """A private Dovecot instance in a temporary directory, on 127.0.0.1."""
 
-    def __init__(self, users: dict[str, str] | None = None) -> None:
+    def __init__(self, users: dict[str, str] | None = None, *,
+                 oauth2_introspection: str | None = None) -> None:
+        # With an introspection URL, XOAUTH2 and OAUTHBEARER logins are also accepted: Dovecot
+        # asks that endpoint whether the token is active and for which user.
+        self.oauth2_introspection = oauth2_introspection
         self.dir = Path(tempfile.mkdtemp(prefix="vanthu-dovecot-"))
         self.dir.chmod(0o755)  # Dovecot's unprivileged users must be able to enter it
         self.users = dict(users or {"vanthu": "secret"})
@@ -80,10 +87,11 @@ ssl = yes
 ssl_cert = <{self.cert}
 ssl_key = <{key}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2_introspection else ""}
 first_valid_uid = 1
 mail_location = maildir:{self.dir}/mail/%u
 {login_users}
+{self._oauth2_passdb()}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.dir}/passwd
@@ -106,12 +114,37 @@ service imap-login {{
 }}
 service anvil {{
   {"chroot =" if not root else ""}
+  {self._no_penalty()}
 }}
 protocol imap {{
   mail_max_userip_connections = 100
 }}
 """)
         shutil.chown(self.dir / "mail", entry.pw_uid, entry.pw_gid)
+
+    def _oauth2_passdb(self) -> str:
+        if not self.oauth2_introspection:
+            return ""
+        # A refused token is answered at once (Dovecot waits 2 s, then longer for each failure
+        # from the same address: _no_penalty turns that off too): tests try many.
+        (self.dir / "oauth2.conf").write_text(f"""
+introspection_mode = post
+introspection_url = {self.oauth2_introspection}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+""")
+        return f"""auth_failure_delay = 0
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {self.dir}/oauth2.conf
+}}"""
+
+    def _no_penalty(self) -> str:
+        return ("unix_listener anvil-auth-penalty {\n    mode = 0\n  }"
+                if self.oauth2_introspection else "")
 
     def add_user(self, user: str, password: str) -> None:
         """Add a mail user while running: Dovecot reads the passwd-file at each login."""
@@ -188,6 +221,9 @@ class SmtpSink:
     """A real SMTP server (aiosmtpd) on loopback that keeps every message it accepts.
 
     `reply` lets a test make it answer RCPT with an error, e.g. "450 try later".
+    `oauth_user`, when given, makes it offer AUTH XOAUTH2 and take mail only after a login
+    (aiosmtpd's own auth_required would refuse plain text on loopback): it names the
+    mailbox a bearer token opens (None for a token it refuses).
     """
 
     port: int = field(default_factory=free_port)
@@ -195,11 +231,40 @@ class SmtpSink:
     reply: str | None = None
     save_dir: Path | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    oauth_user: Callable[[str], str | None] | None = None
+    logins: list[str] = field(default_factory=list)  # users who logged in, in order
+
+    async def auth_XOAUTH2(self, server: SMTPServer, args: list[str]) -> AuthResult:
+        """RFC-less but common XOAUTH2: base64 of 'user=U^Aauth=Bearer T^A^A'; a refusal sends
+        a JSON error as a 334 challenge, then 535 once the client answers it."""
+        if self.oauth_user is None:
+            return AuthResult(success=False)
+        if len(args) > 1:
+            try:
+                raw: object = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                return AuthResult(success=False, message="501 5.5.2 Can't decode base64")
+        else:
+            raw = await server.challenge_auth("")
+        if not isinstance(raw, bytes):  # the client gave up ('*'): already answered
+            return AuthResult(success=False, handled=True)
+        fields = dict(part.split("=", 1) for part in raw.decode("utf-8", "replace").split("\x01")
+                      if "=" in part)
+        user, bearer = fields.get("user", ""), fields.get("auth", "")
+        token = bearer[len("Bearer "):] if bearer.startswith("Bearer ") else ""
+        if token and self.oauth_user(token) == user:
+            with self.lock:
+                self.logins.append(user)
+            return AuthResult(success=True, auth_data=user)
+        answer = await server.challenge_auth(b'{"status":"401","schemes":"bearer"}')
+        return AuthResult(success=False, handled=not isinstance(answer, bytes))
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           options: Any) -> str:
         if self.reply:
             return self.reply
+        if self.oauth_user is not None and not session.authenticated:
+            return "530 5.7.0 Authentication required"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -214,9 +279,13 @@ class SmtpSink:
         return "250 Message accepted"
 
     def start(self) -> SmtpSink:
+        oauth: dict[str, Any] = {} if self.oauth_user is None else {
+            "auth_require_tls": False,
+            "authenticator": lambda *args: AuthResult(success=False),
+            "auth_exclude_mechanism": ["LOGIN", "PLAIN"]}
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port,
                                      server_hostname="sink.localhost", ready_timeout=10,
-                                     decode_data=False)
+                                     decode_data=False, **oauth)
         self.controller.start()
         return self
 

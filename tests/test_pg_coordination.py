@@ -28,12 +28,14 @@ from daemon.db import (
     cases,
     counters,
     digests,
+    health,
     insert_new,
     make_engine,
     next_number,
     outbox,
     register_entries,
     reminders,
+    report_fault,
     upgrade,
 )
 from daemon.db import (
@@ -284,3 +286,21 @@ def test_lease_exclusive_across_daemons(pg_url: str, tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(lease_rows)) == 8
     engine.dispose()
+
+
+@pytest.mark.db
+def test_standby_daemons_report_one_fault_at_once(database: Engine) -> None:
+    """Standby daemons note at once that a mailbox is fetched elsewhere: one row a mailbox,
+    no error (a look-then-insert failed on the key on PostgreSQL)."""
+    problem = "do một tiến trình vanthu khác lấy thư"
+    names = [f"mailbox:Hộp thư Phòng số {k}" for k in range(20)]
+
+    def note(i: int) -> None:
+        for name in names:
+            report_fault(database, name, f"{name} {problem} ({i})")
+
+    race(note)
+    with database.connect() as conn:
+        rows = conn.execute(select(health.c.component, health.c.problem)).all()
+    assert sorted(r.component for r in rows) == sorted(names)
+    assert all(problem in r.problem for r in rows)

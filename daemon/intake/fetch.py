@@ -30,7 +30,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 from sqlalchemy import Engine, delete, or_, select, update
 
-from daemon import leases
+from daemon import leases, oauth
 from daemon.config import MailboxConfig
 from daemon.db import (
     clear_fault,
@@ -106,6 +106,24 @@ class Imap:
         return call
 
 
+def login(client: IMAPClient, cfg: MailboxConfig) -> str:
+    """Log `client` in with a password or a token; the SASL mechanism used. On failure the
+    connection is closed and MailboxAuthError (refused) or MailboxError is raised."""
+    where = f"{cfg.host}:{cfg.port}"
+    try:
+        if cfg.oauth is not None:
+            return oauth.imap_login(client, cfg.username, cfg.oauth)
+        client.login(cfg.username, cfg.password.reveal())
+        return "LOGIN"
+    except _IMAP_ERRORS as err:
+        client.shutdown()
+        raise mailbox_error(err, f"login to {where} as {cfg.username}") from err
+    except oauth.TokenError as err:
+        client.shutdown()
+        error = MailboxAuthError if err.refused else MailboxError
+        raise error(f"token for {cfg.username} at {where}: {err}") from err
+
+
 @contextmanager
 def connect(cfg: MailboxConfig) -> Iterator[Imap]:
     """A logged-in connection to the mailbox, logged out afterwards. Raises MailboxAuthError
@@ -121,10 +139,10 @@ def connect(cfg: MailboxConfig) -> Iterator[Imap]:
     try:
         if cfg.security == "starttls":
             client.starttls(context)
-        client.login(cfg.username, cfg.password.reveal())
     except _IMAP_ERRORS as err:
         client.shutdown()
-        raise mailbox_error(err, f"login to {where} as {cfg.username}") from err
+        raise mailbox_error(err, f"STARTTLS with {where}") from err
+    login(client, cfg)
     try:
         yield Imap(client, where)
     finally:

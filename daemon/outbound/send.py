@@ -50,7 +50,7 @@ Clock: `next_attempt_at` is wall-clock time (what a restarted daemon reads); one
 the future than the longest backoff plus an hour can only come from a clock stepped back,
 and is due now. Waits inside the process are asyncio timeouts, i.e. the monotonic clock.
 
-`_open` and `_transmit` are the boundary of the SMTP server: what aiosmtplib, the socket and
+`smtp_open` and `_transmit` are the boundary of the SMTP server: what aiosmtplib, the socket and
 TLS raise leaves them as SendDeferred, SendRejected or EmailRefused.
 """
 
@@ -68,7 +68,7 @@ from typing import Any
 import aiosmtplib
 from sqlalchemy import Connection, Engine, func, or_, select, update
 
-from daemon import leases
+from daemon import leases, oauth
 from daemon.config import SmtpConfig
 from daemon.db import (
     clear_fault,
@@ -242,6 +242,39 @@ _COLUMNS = (outbox.c.id, outbox.c.recipients, outbox.c.attempts,
             outbox.c.claimed_by, outbox.c.claim_expires_at, outbox.c.last_error)
 
 
+def smtp_client(cfg: SmtpConfig) -> _Client:
+    """A client for the server, not connected yet; SendDeferred when none can be made."""
+    try:
+        return _Client(
+            hostname=cfg.host, port=cfg.port, timeout=cfg.timeout_seconds,
+            use_tls=cfg.security == "tls",
+            # Explicit: never "STARTTLS if offered", which an attacker can strip.
+            start_tls=cfg.security == "starttls",
+            tls_context=tls_context(cfg.ca_file, cfg.tls_verify),
+            local_hostname="vanthu.localdomain",
+        )
+    except (aiosmtplib.SMTPException, OSError) as err:
+        raise SendDeferred(f"connect: {err}") from err
+
+
+async def smtp_open(client: _Client, cfg: SmtpConfig) -> None:
+    """Connect (and log in with a password or a token) `client`; SendDeferred when that
+    cannot be done."""
+    try:
+        async with asyncio.timeout(connect_seconds(cfg)):
+            await client.connect()
+            if cfg.oauth is not None and cfg.username:
+                await oauth.smtp_login(client, cfg.username, cfg.oauth)
+            elif cfg.username and cfg.password:
+                await client.login(cfg.username, cfg.password.reveal())
+    except (aiosmtplib.SMTPException, OSError, TimeoutError, oauth.TokenError) as err:
+        client.close()
+        raise SendDeferred(f"connect: {str(err) or type(err).__name__}") from err
+    except asyncio.CancelledError:  # the daemon stops
+        client.close()
+        raise
+
+
 class Sender:
     """Sends pending outbox rows with one SMTP connection per drain."""
 
@@ -251,34 +284,6 @@ class Sender:
         # Outcomes of tries that could not be written yet, by row id: written before anything
         # else is sent, and their rows are never sent again meanwhile.
         self.unwritten: dict[int, Attempt] = {}
-
-    def _client(self) -> _Client:
-        """A client for the server, not connected yet; SendDeferred when none can be made."""
-        try:
-            return _Client(
-                hostname=self.cfg.host, port=self.cfg.port, timeout=self.cfg.timeout_seconds,
-                use_tls=self.cfg.security == "tls",
-                # Explicit: never "STARTTLS if offered", which an attacker can strip.
-                start_tls=self.cfg.security == "starttls",
-                tls_context=tls_context(self.cfg.ca_file, self.cfg.tls_verify),
-                local_hostname="vanthu.localdomain",
-            )
-        except (aiosmtplib.SMTPException, OSError) as err:
-            raise SendDeferred(f"connect: {err}") from err
-
-    async def _open(self, client: _Client) -> None:
-        """Connect (and log in) `client`; SendDeferred when that cannot be done."""
-        try:
-            async with asyncio.timeout(connect_seconds(self.cfg)):
-                await client.connect()
-                if self.cfg.username and self.cfg.password:
-                    await client.login(self.cfg.username, self.cfg.password.reveal())
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
-            client.close()
-            raise SendDeferred(f"connect: {str(err) or type(err).__name__}") from err
-        except asyncio.CancelledError:  # the daemon stops
-            client.close()
-            raise
 
     # --- the database side: claims and outcomes -------------------------------------------
 
@@ -631,8 +636,8 @@ class Sender:
         # Connected before the first claim: a crash between a claim and its DATA counts as a
         # doubt, so that window is kept to the envelope's few commands.
         try:
-            client = self._client()
-            opening = asyncio.ensure_future(self._open(client))
+            client = smtp_client(self.cfg)
+            opening = asyncio.ensure_future(smtp_open(client, self.cfg))
             if not await _unless_stopped(opening, stopping, client.close):
                 return 0
             opening.result()

@@ -1,0 +1,324 @@
+"""OAuth2 logins on loopback: a local authorization server (tests/oauth_server.py) plays
+Microsoft Entra and Google; Dovecot's oauth2 passdb asks that server (token introspection) who a
+token belongs to; the test SMTP server checks XOAUTH2 against the same server. Real msal and
+google-auth get the tokens; real imapclient and aiosmtplib log in with them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
+
+from daemon import oauth
+from daemon.cli import main
+from daemon.config import MailboxConfig, OAuthConfig, Secret, SmtpConfig
+from daemon.errors import MailboxAuthError, MailboxError
+from daemon.intake import fetch
+from daemon.models import OutboxState
+from daemon.outbound.send import Sender, tls_context
+from tests.oauth_server import Issuer, rsa_pem
+from tests.conftest import RULES
+from tests.servers import Dovecot, SmtpSink, free_port, local_config
+from tests.test_send import _queue, _rows
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[Issuer]:
+    with Issuer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def imap(issuer: Issuer) -> Iterator[Dovecot]:
+    with Dovecot(oauth2_introspection=issuer.introspection_url) as server:
+        yield server
+
+
+@pytest.fixture()
+def sink(issuer: Issuer) -> Iterator[SmtpSink]:
+    server = SmtpSink(oauth_user=issuer.user_of).start()
+    yield server
+    server.stop()
+
+
+def app(issuer: Issuer, mailbox: str) -> OAuthConfig:
+    """A Microsoft app with a secret, registered at the issuer for `mailbox` (its own id, so
+    that each test has its own token source)."""
+    client_id, secret = f"app-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    issuer.apps[client_id] = (secret, mailbox)
+    return OAuthConfig(provider="microsoft", client_id=client_id, client_secret=Secret(secret),
+                       authority=issuer.authority, ca_file=str(issuer.cert))
+
+
+def box(imap: Dovecot, cfg: OAuthConfig, user: str = "vanthu") -> MailboxConfig:
+    return MailboxConfig(name="hop-thu", host="127.0.0.1", port=imap.imaps_port,
+                         security="tls", username=user, password=Secret(""),
+                         ca_file=str(imap.cert), auth="oauth2", oauth=cfg, timeout_seconds=20)
+
+
+def logs_in(mailbox: MailboxConfig) -> bool:
+    with fetch.connect(mailbox) as client:
+        return bool(client.select_folder("INBOX"))
+
+
+def test_microsoft_secret_login_renews_after_a_refusal(issuer: Issuer, imap: Dovecot,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    cfg = app(issuer, "vanthu")
+    before = issuer.issued()
+    assert logs_in(box(imap, cfg))
+    assert logs_in(box(imap, cfg))
+    assert issuer.issued() == before + 1  # the token is kept between logins
+    token = oauth.source(cfg, "vanthu").token()
+    issuer.revoke_all()  # the server now says NO to it: renewed once, then accepted
+    assert logs_in(box(imap, cfg))
+    assert issuer.issued() == before + 2
+    assert oauth.source(cfg, "vanthu").token() != token
+    issuer.expire_all()  # expired at the server before our margin says so: the same
+    assert logs_in(box(imap, cfg))
+    assert issuer.issued() == before + 3
+    # Every library logs at DEBUG here (msal, urllib3, imaplib): no token reaches the log.
+    assert not [t for t in issuer.tokens if t in caplog.text]
+
+
+def test_wrong_user_forged_and_refused_tokens(issuer: Issuer, imap: Dovecot) -> None:
+    other = app(issuer, "truong.phong")  # an app allowed on another mailbox only
+    with pytest.raises(MailboxAuthError, match="AUTHENTICATIONFAILED"):
+        logs_in(box(imap, other, user="vanthu"))
+    assert logs_in(box(imap, other, user="truong.phong"))
+    # A token the issuer never gave, and an app whose secret is wrong.
+    client = IMAPClient("127.0.0.1", port=imap.imaps_port,
+                        ssl_context=tls_context(str(imap.cert), True), timeout=20)
+    with pytest.raises(LoginError):
+        client.oauthbearer_login("vanthu", secrets.token_urlsafe(24))
+    with pytest.raises(LoginError):
+        client.oauth2_login("vanthu", secrets.token_urlsafe(24))
+    client.shutdown()
+    wrong = dataclasses.replace(app(issuer, "vanthu"), client_secret=Secret("doan-sai"))
+    with pytest.raises(MailboxAuthError, match="invalid_client") as refused:
+        logs_in(box(imap, wrong))
+    assert "doan-sai" not in str(refused.value)
+
+
+def test_xoauth2_when_oauthbearer_is_not_offered(issuer: Issuer, imap: Dovecot) -> None:
+    cfg = app(issuer, "vanthu")
+    client = IMAPClient("127.0.0.1", port=imap.imaps_port,
+                        ssl_context=tls_context(str(imap.cert), True), timeout=20)
+    offered = client.capabilities()
+    assert oauth.imap_mechanism(offered) == "OAUTHBEARER"
+    client.capabilities = lambda: tuple(c for c in offered if c != b"AUTH=OAUTHBEARER")
+    assert oauth.imap_login(client, "vanthu", cfg) == "XOAUTH2"
+    client.logout()
+
+
+def test_renewed_before_it_expires(issuer: Issuer) -> None:
+    cfg = app(issuer, "vanthu")
+    now = [1000.0]
+    source = oauth.TokenSource(oauth._microsoft(cfg), clock=lambda: now[0])
+    before = issuer.issued()
+    first = source.token()
+    now[0] += issuer.lifetime - oauth.RENEW_MARGIN_SECONDS - 1
+    assert source.token() == first and issuer.issued() == before + 1
+    now[0] += 2  # inside the margin: renewed although still valid
+    assert source.token() != first and issuer.issued() == before + 2
+    assert source.renew("not the current token") == source.token()  # another thread renewed
+    assert issuer.issued() == before + 2
+
+
+def test_microsoft_certificate(issuer: Issuer, imap: Dovecot) -> None:
+    client_id = f"cert-{secrets.token_hex(4)}"
+    pem = issuer.app_certificate(client_id, "vanthu")
+    cfg = OAuthConfig(provider="microsoft", client_id=client_id,
+                      client_certificate=Secret(pem), authority=issuer.authority,
+                      ca_file=str(issuer.cert))
+    assert logs_in(box(imap, cfg))
+    impostor = issuer.app_certificate(f"other-{client_id}", "vanthu")  # another key, same id
+    forged = dataclasses.replace(cfg, client_certificate=Secret(impostor))
+    with pytest.raises(MailboxAuthError, match="invalid_client"):
+        logs_in(box(imap, forged, user="vanthu"))
+
+
+def test_google_service_account_and_refresh_token(issuer: Issuer, imap: Dovecot) -> None:
+    key = issuer.service_account_key(f"vt-{secrets.token_hex(3)}@du-an.iam.gserviceaccount.com")
+    cfg = OAuthConfig(provider="google", service_account=Secret(key), ca_file=str(issuer.cert))
+    assert logs_in(box(imap, cfg, user="van.thu"))  # the token is for the mailbox it acts as
+    unknown = OAuthConfig(provider="google", ca_file=str(issuer.cert), service_account=Secret(
+        key.replace(key.split('"private_key": "')[1].split('"')[0],
+                    rsa_pem()[0].replace("\n", "\\n"))))
+    with pytest.raises(MailboxAuthError, match="Invalid JWT Signature"):
+        logs_in(box(imap, unknown, user="van.thu"))
+
+    refresh = secrets.token_urlsafe(16)
+    issuer.refresh_tokens[refresh] = ("gclient", "gsecret", "vanthu")
+    stored = OAuthConfig(provider="google", client_id="gclient", client_secret=Secret("gsecret"),
+                         refresh_token=Secret(refresh), token_url=issuer.google_token_url,
+                         ca_file=str(issuer.cert))
+    assert logs_in(box(imap, stored))
+    with pytest.raises(MailboxAuthError, match="AUTHENTICATIONFAILED"):
+        logs_in(box(imap, stored, user="giam.doc"))  # a refresh token is one user's
+    revoked = dataclasses.replace(stored, refresh_token=Secret("thu-hoi"))
+    with pytest.raises(MailboxAuthError, match="invalid_grant"):
+        logs_in(box(imap, revoked))
+
+
+def test_token_endpoint_down_or_untrusted(issuer: Issuer, imap: Dovecot, tmp_path: Path) -> None:
+    other_ca = tmp_path / "ca.pem"
+    other_ca.write_text(Path(imap.cert).read_text())  # a CA that did not sign the issuer
+    untrusted = dataclasses.replace(app(issuer, "vanthu"), ca_file=str(other_ca))
+    with pytest.raises(MailboxError, match="CERTIFICATE_VERIFY_FAILED") as err:
+        logs_in(box(imap, untrusted))
+    assert not isinstance(err.value, MailboxAuthError)  # worth trying again: not a refusal
+
+
+def smtp_cfg(sink: SmtpSink, cfg: OAuthConfig, user: str = "vanthu") -> SmtpConfig:
+    return SmtpConfig(host="127.0.0.1", port=sink.port, username=user, auth="oauth2", oauth=cfg,
+                      from_address="vanthu@x.gov.vn", timeout_seconds=20)
+
+
+def test_smtp_xoauth2_sends_and_renews(issuer: Issuer, sink: SmtpSink, tmp_path: Path) -> None:
+    cfg = app(issuer, "vanthu")
+    engine = _queue(tmp_path, ["a@x.gov.vn"], ["b@x.gov.vn"])
+    sender = Sender(engine, smtp_cfg(sink, cfg))
+    assert asyncio.run(sender.drain(limit=1)) == 1
+    issuer.revoke_all()
+    assert asyncio.run(sender.drain()) == 1
+    assert sink.logins == ["vanthu", "vanthu"] and len(sink.messages()) == 2
+    assert [r.state for r in _rows(engine)] == [OutboxState.SENT, OutboxState.SENT]
+
+
+def test_smtp_wrong_user_is_deferred(issuer: Issuer, sink: SmtpSink, tmp_path: Path) -> None:
+    engine = _queue(tmp_path)
+    sender = Sender(engine, smtp_cfg(sink, app(issuer, "truong.phong")))
+    assert asyncio.run(sender.drain()) == 0
+    row = _rows(engine)[0]
+    assert row.state == OutboxState.PENDING and "535" in row.last_error
+    assert sink.messages() == [] and sink.logins == []
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(user=st.sampled_from(["vanthu", "Vanthu", "vanthu ", "truong.phong", "văn.thư", ""]),
+       token=st.one_of(st.text(min_size=1, max_size=80), st.just("")))
+def test_forged_smtp_tokens_are_refused(issuer: Issuer, sink: SmtpSink, user: str,
+                                        token: str) -> None:
+    """Any token the issuer did not give (random text, empty, a Vietnamese name) for any user
+    is refused by the test SMTP server, and nobody is logged in."""
+    import aiosmtplib
+
+    async def attempt() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.port, timeout=20)
+        await client.connect()
+        try:
+            with pytest.raises(aiosmtplib.SMTPException):
+                await client.auth_xoauth2(user, token)
+        finally:
+            client.close()
+
+    asyncio.run(attempt())
+    assert sink.logins == []
+
+
+# --- vanthu check --connect -------------------------------------------------------------------
+
+
+def connect_config(tmp_path: Path, imap: Dovecot, sink: SmtpSink, issuer: Issuer, *,
+                   client_id: str, secret: str, user: str = "vanthu",
+                   smtp_user: str = "vanthu", mailbox_extra: str = "") -> Path:
+    """A config with an OAuth2 mailbox (its secret in a file), a password mailbox on the same
+    Dovecot, and SMTP with OAuth2."""
+    (tmp_path / "client-secret").write_text(secret + "\n")
+    oauth_table = (f'provider = "microsoft"\nclient_id = "{client_id}"\n'
+                   f'authority = "{issuer.authority}"\nca_file = "{issuer.cert}"\n'
+                   f'client_secret_file = "{tmp_path / "client-secret"}"\n')
+    text = local_config(tmp_path, imap, sink, user=user, password="UNUSED", rules_dir=RULES,
+                        mailbox="Văn thư Sở", extra=f"\n[digest]\nto = []\n[smtp.oauth2]\n"
+                                                    f"{oauth_table}")
+    text = text.replace('password = "UNUSED"\n', f'auth = "oauth2"\n{mailbox_extra}'
+                        f'[mailboxes.oauth2]\n{oauth_table}\n[[mailboxes]]\nname = "mat-khau"\n'
+                        f'host = "127.0.0.1"\nport = {imap.imaps_port}\n'
+                        f'ca_file = "{imap.cert}"\nusername = "vanthu"\npassword = "secret"\n'
+                        'idle = false\nafter = "move:Đã lưu"\n')
+    text = text.replace("[smtp]\n", f'[smtp]\nauth = "oauth2"\nusername = "{smtp_user}"\n')
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_check(path: Path, *more: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["check", "--config", str(path), "--connect", *more])
+    return code, out.getvalue()
+
+
+def test_check_connect_reports_what_each_server_offers(issuer: Issuer, imap: Dovecot,
+                                                       sink: SmtpSink, tmp_path: Path) -> None:
+    cfg = app(issuer, "vanthu")
+    secret = cfg.client_secret.reveal() if cfg.client_secret else ""
+    path = connect_config(tmp_path, imap, sink, issuer, client_id=cfg.client_id, secret=secret)
+    code, text = run_check(path)
+    assert code == 0, text
+    assert 'ĐƯỢC Hộp thư "Văn thư Sở"' in text and "đăng nhập được bằng OAUTHBEARER" in text
+    assert "IDLE có, MOVE có" in text and "XOAUTH2" in text
+    assert "hỏi lại mỗi 60 giây" in text and "move:Đã lưu" in text  # the password mailbox
+    assert "ĐƯỢC Máy chủ gửi thư (SMTP)" in text and secret not in text
+    code, text = run_check(path, "--json")
+    found = {p["name"]: p for p in json.loads(text)}
+    assert code == 0 and set(found) == {"Văn thư Sở", "mat-khau", "smtp"}
+    assert found["Văn thư Sở"]["uses"]["login"] == "OAUTHBEARER"
+    assert found["Văn thư Sở"]["idle"] is True and found["Văn thư Sở"]["move"] is True
+    assert {"XOAUTH2", "OAUTHBEARER", "PLAIN"} <= set(found["mat-khau"]["mechanisms"])
+    assert found["mat-khau"]["uses"] == {"login": "LOGIN", "wait": "poll", "poll_seconds": 60.0,
+                                         "after": "move:Đã lưu", "folders": ["INBOX"]}
+    assert found["smtp"]["mechanisms"] == ["XOAUTH2"] and found["smtp"]["uses"]["login"] == "XOAUTH2"
+
+
+def test_check_connect_names_each_failure(issuer: Issuer, imap: Dovecot, sink: SmtpSink,
+                                          tmp_path: Path) -> None:
+    cfg = app(issuer, "truong.phong")  # the app may open another mailbox, not ours
+    secret = cfg.client_secret.reveal() if cfg.client_secret else ""
+    path = connect_config(tmp_path, imap, sink, issuer, client_id=cfg.client_id, secret=secret)
+    code, text = run_check(path, "--json")
+    found = {p["name"]: p for p in json.loads(text)}
+    assert code == 1
+    assert found["Văn thư Sở"]["error_kind"] == "login_refused"
+    assert found["smtp"]["error_kind"] == "login_refused"
+    assert found["mat-khau"]["ok"] is True
+
+    wrong = connect_config(tmp_path, imap, sink, issuer, client_id=cfg.client_id,
+                           secret="doan-sai")
+    code, text = run_check(wrong)
+    assert code == 1 and "không lấy được token OAuth2" in text and "doan-sai" not in text
+
+    silent = socket.socket()  # accepts connections (the kernel's backlog), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    nobody = free_port()
+    with silent:
+        for port, kind, extra in [
+                (silent.getsockname()[1], "timeout", "timeout_seconds = 1\n"),
+                (nobody, "unreachable", ""),
+                (imap.imaps_port, "tls", f'ca_file = "{issuer.cert}"\n')]:
+            text = connect_config(tmp_path, imap, sink, issuer, client_id=cfg.client_id,
+                                  secret=secret, mailbox_extra=extra).read_text()
+            first = text.index(f"port = {imap.imaps_port}")
+            text = text[:first] + f"port = {port}" + text[first + len(f"port = {imap.imaps_port}"):]
+            if kind == "tls":
+                text = text.replace(f'ca_file = "{imap.cert}"\n', "", 1)
+            path.write_text(text, encoding="utf-8")
+            code, out = run_check(path, "--json")
+            probe = json.loads(out)[0]
+            assert code == 1 and probe["error_kind"] == kind, (kind, probe)
