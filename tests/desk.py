@@ -77,6 +77,12 @@ class Desk:
         self.uid = 0
         checkpoint(self.engine, "m", "INBOX", 1)
 
+    @property
+    def storage_toml(self) -> str:
+        """The [storage] table of a config file for commands run against this desk."""
+        return (f'\n[storage]\ndata_dir = "{self.cfg.storage.data_dir}"\n'
+                f'database_url = "{self.cfg.storage.url}"\n')
+
     def receive(self, *raws: bytes) -> None:
         batch = []
         for raw in raws:

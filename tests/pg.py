@@ -21,6 +21,8 @@ Interface (for any test or fixture that needs PostgreSQL):
     `@pytest.mark.db`: a SQLite file in tmp_path, or a fresh PostgreSQL database. Test ids end
     in `[sqlite]` / `[postgresql]`; `-m db` selects them, `-k postgresql` the PostgreSQL runs.
     Desk, Office and the `database` fixture use it when the test is marked.
+  - `VANTHU_TEST_STORE=postgresql` in the environment runs the unmarked tests on PostgreSQL
+    too (a look for dialect trouble; tests that open a SQLite file themselves fail then).
 """
 
 from __future__ import annotations
@@ -238,7 +240,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[str]:
     """"sqlite" or "postgresql": the store of this run. Tests marked `db` run once with each;
     every other test runs on SQLite. On PostgreSQL, `database_url` gives fresh databases."""
     global _current
-    kind = str(getattr(request, "param", "sqlite"))
+    kind = str(getattr(request, "param", os.environ.get("VANTHU_TEST_STORE", "sqlite")))
     if kind != "postgresql":
         yield kind
         return

@@ -220,7 +220,7 @@ def test_the_case_commands_parse_call_and_print(tmp_path: Path,
                            - timedelta(days=1))
     path = tmp_path / "config.toml"
     path.write_text(AGENCY_CONFIG.format(authserv_id=AUTHSERV_ID, rules=RULES)
-                    + f'\n[storage]\ndata_dir = "{tmp_path}"\n', encoding="utf-8")
+                    + desk.storage_toml, encoding="utf-8")
     config = ["--config", str(path)]
     with desk.engine.connect() as conn:
         code = str(conn.scalar(select(cases.c.code)))

@@ -238,7 +238,7 @@ def test_a_wrong_document_entry_is_named(tmp_path: Path, documents: str, message
 def _config(desk: Desk, tmp_path: Path, rules: Path = RULES) -> str:
     path = tmp_path / "config.toml"
     path.write_text(AGENCY_CONFIG.format(authserv_id=AUTHSERV_ID, rules=rules)
-                    + f'\n[storage]\ndata_dir = "{desk.cfg.storage.data_dir}"\n',
+                    + desk.storage_toml,
                     encoding="utf-8")
     return str(path)
 

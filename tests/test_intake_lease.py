@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from sqlalchemy import Engine, Table, func, select
 
 from daemon.db import health, leases, locations, messages, register_entries
@@ -61,6 +62,7 @@ def count(engine: Engine, table: Table) -> int:
         return int(conn.scalar(select(func.count()).select_from(table)) or 0)
 
 
+@pytest.mark.db
 def test_one_daemon_fetches_the_other_stands_by_and_takes_over(office: Office) -> None:
     office.config_path.write_text(office.config_path.read_text() + "\n[limits]\nworkers = 1\n")
     office.deliver(*[document(i, "lease") for i in range(4)])

@@ -6,19 +6,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import timedelta
-from pathlib import Path
 
-from sqlalchemy import insert, select
+import pytest
+from sqlalchemy import Engine, insert, select
 
 from daemon import leases as leases_module
-from daemon.db import leases, make_engine, upgrade, utcnow
+from daemon.db import leases, utcnow
 from daemon.leases import Owner, acquire, me, release
 
-
-def _engine(tmp_path: Path):  # type: ignore[no-untyped-def]
-    engine = make_engine(f"sqlite:///{tmp_path / 'v.db'}")
-    upgrade(engine)
-    return engine
+pytestmark = pytest.mark.db
 
 
 def _hold(engine, owner: str, seconds: float) -> None:  # type: ignore[no-untyped-def]
@@ -38,8 +34,8 @@ def test_owner_names_round_trip_and_this_process_is_alive() -> None:
     assert Owner.parse("máy/chủ/12/345") == Owner("máy/chủ", 12, "345")
 
 
-def test_a_live_owner_keeps_its_lease_until_it_expires(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+def test_a_live_owner_keeps_its_lease_until_it_expires(database: Engine) -> None:
+    engine = database
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         alive = Owner(me().host, child.pid, leases_module._start_time(child.pid) or "?")
@@ -57,8 +53,8 @@ def test_a_live_owner_keeps_its_lease_until_it_expires(tmp_path: Path) -> None:
         child.wait()
 
 
-def test_an_owner_elsewhere_is_waited_for_until_the_expiry(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+def test_an_owner_elsewhere_is_waited_for_until_the_expiry(database: Engine) -> None:
+    engine = database
     _hold(engine, "may-khac.so-xd.gov.vn/1/1", 600)
     with engine.begin() as conn:
         assert acquire(conn, "mailbox:Hộp thư chính", 60) == "may-khac.so-xd.gov.vn/1/1"
@@ -67,21 +63,22 @@ def test_an_owner_elsewhere_is_waited_for_until_the_expiry(tmp_path: Path) -> No
         assert acquire(conn, "mailbox:Hộp thư chính", 60, now=later) is None
 
 
-def test_a_pid_reused_by_another_process_is_not_the_owner(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+def test_a_pid_reused_by_another_process_is_not_the_owner(database: Engine) -> None:
+    engine = database
     mine = me()
     _hold(engine, str(Owner(mine.host, mine.pid, "1")), 600)  # same pid, other start time
     with engine.begin() as conn:
         assert acquire(conn, "mailbox:Hộp thư chính", 60) is None
 
 
-def test_renew_and_release(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+def test_renew_and_release(database: Engine) -> None:
+    engine = database
     with engine.begin() as conn:
         assert acquire(conn, "x", 1) is None
         first = conn.scalar(select(leases.c.expires_at))
     with engine.begin() as conn:
         assert acquire(conn, "x", 600) is None
-        assert conn.scalar(select(leases.c.expires_at)) > first
+        renewed = conn.scalar(select(leases.c.expires_at))
+        assert renewed is not None and first is not None and renewed > first
         release(conn, "x")
         assert conn.scalar(select(leases.c.name)) is None

@@ -19,6 +19,7 @@ from daemon.routing import rules as rules_module
 from tests.conftest import AUTHSERV_ID, CORPUS, RULES
 
 
+@pytest.mark.db
 def test_a_failing_mail_is_shunted_and_the_batch_goes_on(tmp_path: Path, database: Engine,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Composing one mail's forward raises every time: after max_attempts it is quarantined
@@ -53,6 +54,7 @@ def test_a_failing_mail_is_shunted_and_the_batch_goes_on(tmp_path: Path, databas
     assert rows[2].state == State.ROUTED
 
 
+@pytest.mark.db
 def test_an_email_that_can_never_be_sent_quarantines_its_mail_at_once(
         tmp_path: Path, database: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A permanent refusal while queueing one mail's emails quarantines that mail on the

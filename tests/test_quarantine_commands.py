@@ -38,7 +38,7 @@ def _held_document(desk: Desk, body: str = DOCUMENT) -> int:
 def _config_file(desk: Desk, tmp_path: Path) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(AGENCY_CONFIG.format(authserv_id=AUTHSERV_ID, rules=RULES)
-                    + f'\n[storage]\ndata_dir = "{desk.cfg.storage.data_dir}"\n',
+                    + desk.storage_toml,
                     encoding="utf-8")
     return path
 

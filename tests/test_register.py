@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select
@@ -38,6 +38,7 @@ def _doc(number: str, attachment: bytes = b"") -> tuple[ParsedMail, Understandin
     return mail, Understanding(Kind.DOCUMENT, "", None, doc, None)
 
 
+@pytest.mark.db
 def test_racing_threads_take_consecutive_numbers(database: Engine) -> None:
     """Eight threads registering 50 mails each get 1..400, no gap and no repeat."""
     engine = database
@@ -82,6 +83,7 @@ def test_rolled_back_registrations_leave_no_gap(outcomes: list[str]) -> None:
     assert committed == list(range(1, len(committed) + 1))
 
 
+@pytest.mark.db
 def test_same_document_twice_is_linked_not_numbered(database: Engine) -> None:
     """The same issuer/number/symbol/date by a second route links to the first entry."""
     engine = database
@@ -97,6 +99,7 @@ def test_same_document_twice_is_linked_not_numbered(database: Engine) -> None:
     assert sorted(entries) == [1, 2]
 
 
+@pytest.mark.db
 def test_dossier_opens_a_case_with_a_daily_code(database: Engine) -> None:
     """A dossier gets a case code agency-yymmdd-sequence in the agency's time zone."""
     engine = database
@@ -123,12 +126,15 @@ def _take_numbers(url: str, count: int) -> list[int]:
     return taken
 
 
-def test_two_daemon_processes_take_consecutive_numbers(tmp_path: Path) -> None:
-    """Two processes numbering on one SQLite file get 1..2n between them, no gap, no repeat."""
+@pytest.mark.db
+def test_two_daemon_processes_take_consecutive_numbers(db_url: str) -> None:
+    """Two processes numbering on one database get 1..2n between them, no gap, no repeat."""
     import multiprocessing
 
-    url = f"sqlite:///{tmp_path / 'two.db'}"
-    upgrade(make_engine(url))
+    url = db_url
+    setup = make_engine(url)
+    upgrade(setup)
+    setup.dispose()
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         results = pool.starmap(_take_numbers, [(url, 150), (url, 150)])
 

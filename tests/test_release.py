@@ -86,7 +86,7 @@ class Office:
         self.desk = Desk(tmp_path)
         self.config = tmp_path / "config.toml"
         self.config.write_text(AGENCY_CONFIG.format(authserv_id=AUTHSERV_ID, rules=RULES)
-                               + f'\n[storage]\ndata_dir = "{tmp_path}"\n', encoding="utf-8")
+                               + self.desk.storage_toml, encoding="utf-8")
         self.desk.receive(
             _mail("Công văn 1000/UBND-KT", DOCUMENT),
             _mail("Công văn mật", "MẬT\n" + DOCUMENT.replace("1000/", "1001/")),
