@@ -426,20 +426,24 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def _quarantine_list(args: argparse.Namespace, cfg: config.Config) -> int:
+    from daemon.office import quarantine
+
     engine = _reader(cfg)
     with reading(engine) as conn:
         rows = conn.execute(select(messages.c.id, messages.c.stored_at, messages.c.sender,
-                                   messages.c.subject, messages.c.last_error)
+                                   messages.c.subject, messages.c.last_error,
+                                   messages.c.hold_kinds, messages.c.understanding)
                             .where(messages.c.state == State.QUARANTINED)
                             .order_by(messages.c.id)).all()
     items = [{"id": r.id, "stored_at": r.stored_at.isoformat(), "sender": r.sender,
-              "subject": r.subject, "reason": r.last_error} for r in rows]
+              "subject": r.subject, "reason": r.last_error,
+              "hold_kinds": list(quarantine.kinds_of(r.hold_kinds, r.understanding))}
+             for r in rows]
     if args.json:
         print(json.dumps(items, ensure_ascii=False, indent=1))
-    else:
-        for item in items:
-            print(f"{item['id']:>6}  {item['stored_at'][:16]}  {item['sender'][:40]:40}  "
-                  f"{item['reason']}")
+    for row in [] if args.json else rows:
+        print(f"{row.id:>6}  {row.stored_at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y}  "
+              f"{row.sender[:40]:40}  {quarantine.held_reason(row)}")
     return 0
 
 
@@ -734,13 +738,32 @@ def _case_json(row: Any) -> dict[str, Any]:
             "opened_at": row.opened_at.isoformat()}
 
 
+def _case_text(cfg: config.Config, case: Any, events: list[Any]) -> str:
+    """`vanthu case show` for people: Vietnamese, local time."""
+    from daemon.office import cases as cases_module
+
+    tz = cfg.agency.tz
+    status = cases_module.STATUS_NAMES.get(case.status, case.status)
+    contact = ", ".join(x for x in (case.applicant_email, case.applicant_phone) if x)
+    lines = [f"Hồ sơ: {case.code}", f"Trạng thái: {status}",
+             f"Người nộp: {case.applicant_name or '(chưa rõ)'}"
+             + (f" ({contact})" if contact else ""),
+             f"Thủ tục: {case.procedure or 'chưa xác định'}",
+             f"Đơn vị chủ trì: {case.lead_department or 'chưa phân công'}",
+             f"Hạn trả kết quả: {f'{case.deadline:%d/%m/%Y}' if case.deadline else 'chưa có'}",
+             f"Tiếp nhận lúc: {case.opened_at.astimezone(tz):%H:%M %d/%m/%Y}", "Lịch sử:"]
+    lines += [f"  {e.at.astimezone(tz):%H:%M %d/%m/%Y}  "
+              f"{cases_module.event_line(e.event, e.detail)} — {e.actor}" for e in events]
+    return "\n".join(lines)
+
+
 def cmd_case(args: argparse.Namespace) -> int:
     from daemon.office import cases as cases_module
 
     try:
         status = CaseStatus(args.status) if args.status else None
     except ValueError:
-        print(f"--status must be one of {', '.join(CaseStatus)}", file=sys.stderr)
+        print(f"--status phải là một trong: {', '.join(CaseStatus)}", file=sys.stderr)
         return 1
     cfg = _config(args)
     engine = _reader(cfg) if args.action in ("list", "show") else _engine(cfg)
@@ -756,7 +779,7 @@ def cmd_case(args: argparse.Namespace) -> int:
                   f"hạn {row['deadline'] or '—':10}  {row['applicant'] or ''}")
         return 0
     if not args.code:
-        print("a case code is needed", file=sys.stderr)
+        print("cần mã hồ sơ (vanthu case list)", file=sys.stderr)
         return 1
     try:
         return _case_action(args, cfg, engine, today, actor, status or CaseStatus.DONE)
@@ -776,25 +799,24 @@ def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, toda
     if args.action == "accept":  # a dossier held for review is complete: the receipt goes
         from daemon.office import review
 
-        done, said = review.accept(engine, cfg, ruleset, args.code, actor)
+        done, said = review.accept(engine, cfg, ruleset, args.code, actor, args.procedure)
         print(said, file=sys.stdout if done else sys.stderr)
         return 0 if done else 1
     with engine.begin() as conn:
         case = cases_module.find(conn, args.code)
         if case is None:
-            print(f"no case {args.code}", file=sys.stderr)
+            print(f"không có hồ sơ {args.code}", file=sys.stderr)
             return 1
         if args.action == "show":
             out = {**_case_json(case), "events": [
                 {"at": e.at.isoformat(), "event": e.event, "actor": e.actor,
                  "detail": e.detail} for e in cases_module.history(conn, case.id)]}
-            print(json.dumps(out, ensure_ascii=False, indent=1) if args.json else "\n".join(
-                [f"{k}: {v}" for k, v in out.items() if k != "events"]
-                + [f"  {e['at'][:16]} {e['event']:22} {e['actor']}" for e in out["events"]]))
+            print(json.dumps(out, ensure_ascii=False, indent=1) if args.json
+                  else _case_text(cfg, case, cases_module.history(conn, case.id)))
             return 0
         if args.action == "request-supplement":
             if not args.items:
-                print("list every missing item with --items", file=sys.stderr)
+                print("liệt kê mọi thành phần còn thiếu bằng --items", file=sys.stderr)
                 return 1
             cases_module.request_supplement(conn, cfg, case, args.items, today, actor,
                                             allowed=allowed)
@@ -802,7 +824,7 @@ def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, toda
             try:
                 new_date = datetime.fromisoformat(args.to or "").date()
             except ValueError:
-                print("give the new date with --to YYYY-MM-DD", file=sys.stderr)
+                print("cho ngày hẹn mới bằng --to YYYY-MM-DD", file=sys.stderr)
                 return 1
             if why := cases_module.postpone(conn, cfg, case, new_date, args.reason, today, actor,
                                             allowed=allowed):
@@ -812,7 +834,7 @@ def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, toda
             lead = ruleset.departments.get(args.lead or "")
             cooperate = [ruleset.departments.get(d) for d in args.cooperate]
             if lead is None or None in cooperate:
-                print("--lead and --cooperate take department ids of rules/people.yaml",
+                print("--lead và --cooperate nhận mã đơn vị trong rules/people.yaml",
                       file=sys.stderr)
                 return 1
             cases_module.assign(conn, cfg, case, lead, [u for u in cooperate if u], args.days,
@@ -824,7 +846,10 @@ def _case_action(args: argparse.Namespace, cfg: config.Config, engine: Any, toda
             updated = cases_module.find(conn, args.code)
         print(json.dumps(_case_json(updated), ensure_ascii=False, indent=1))
     else:
-        print(f"{args.code}: {args.action} done; emails go out with the running daemon")
+        done = {"request-supplement": "đã yêu cầu bổ sung hồ sơ (thời hạn tạm dừng từ hôm nay)",
+                "postpone": "đã hẹn lại ngày trả kết quả", "assign": "đã giao xử lý",
+                "close": "đã đóng hồ sơ"}.get(args.action, args.action)
+        print(f"{args.code}: {done}; thư sẽ được gửi đi bởi daemon đang chạy.")
     return 0
 
 
@@ -932,6 +957,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lead", help="assign: the lead department id")
     p.add_argument("--cooperate", nargs="*", default=[], help="assign: cooperating ids")
     p.add_argument("--days", type=int, help="assign: working days from today")
+    p.add_argument("--procedure", help="accept: the procedure's id (procedures.yaml), for a "
+                                       "held dossier whose procedure was not recognised")
     p.add_argument("--to", help="postpone: the new date (YYYY-MM-DD)")
     p.add_argument("--reason", default="hồ sơ cần thêm thời gian thẩm định",
                    help="postpone: why, in Vietnamese")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from daemon import config
-from daemon.config import ConfigError
+from daemon.errors import ConfigError
 from daemon.models import Action, Applicant, Kind, Understanding
 from daemon.outbound import compose
 from daemon.understand.parse import parse

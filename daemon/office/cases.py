@@ -65,6 +65,29 @@ class CaseEvent(enum.StrEnum):
     ACCEPTED = "accepted"  # the clerk found the held dossier complete: the receipt slip goes
 
 
+# A case's history as the clerk reads it (`vanthu case show`).
+EVENT_NAMES = {
+    CaseEvent.RECEIVED: "Tiếp nhận hồ sơ", CaseEvent.STATUS: "Chuyển trạng thái",
+    CaseEvent.ASSIGNED: "Giao xử lý", CaseEvent.ACKNOWLEDGED: "Gửi thư cho người nộp",
+    CaseEvent.FORWARDED: "Chuyển tiếp hồ sơ", CaseEvent.NOTIFIED: "Gửi thông báo",
+    CaseEvent.SUPPLEMENT_REQUESTED: "Yêu cầu bổ sung hồ sơ",
+    CaseEvent.SUPPLEMENT_RECEIVED: "Nhận hồ sơ bổ sung",
+    CaseEvent.APOLOGY_SENT: "Gửi văn bản xin lỗi, hẹn lại", CaseEvent.REMINDER_SENT: "Nhắc hạn",
+    CaseEvent.RESULT_SENT: "Trả kết quả", CaseEvent.HELD_FOR_REVIEW: "Chờ văn thư kiểm tra",
+    CaseEvent.ACCEPTED: "Văn thư tiếp nhận hồ sơ",
+}
+
+
+def event_line(event: str, detail: Any) -> str:
+    """One event of a case's history in Vietnamese: its name, and for a change of status the
+    status it moved to."""
+    name = EVENT_NAMES.get(CaseEvent(event), event) if event in set(CaseEvent) else event
+    status = detail.get("status") if isinstance(detail, dict) else None
+    if status in set(CaseStatus):
+        return f"{name}: {STATUS_NAMES.get(CaseStatus(status), status)}"
+    return name
+
+
 def start_day(settings: CalendarConfig, calendar: WorkCalendar, received: datetime) -> date:
     """The day the clock starts from: receipt after the cut-off counts from the next working
     day (and a dossier received on a rest day from the next working day too)."""
@@ -303,6 +326,15 @@ def remind(conn: Connection, cfg: Config, case: Any, to: list[str], left: int,
     link_thread(conn, header_id, case.id)
     event(conn, case.id, CaseEvent.REMINDER_SENT, "vanthu",
           {"to": to, "working_days_left": left})
+
+
+def remind_review(conn: Connection, cfg: Config, case: Any, to: list[str], left: int | None,
+                  today: date) -> None:
+    """Remind the clerks that a held dossier still waits for their decision."""
+    header_id = letters.review_reminder(conn, cfg, case, to, left, today)
+    link_thread(conn, header_id, case.id)
+    event(conn, case.id, CaseEvent.REMINDER_SENT, "vanthu",
+          {"to": to, "working_days_left": left, "held_for_review": True})
 
 
 def record_result(conn: Connection, case_id: int, to: str, outgoing: str, file: str) -> None:

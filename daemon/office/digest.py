@@ -31,8 +31,9 @@ from daemon.db import (
     rejected_results,
     utcnow,
 )
-from daemon.models import OutboxState, State
+from daemon.models import CaseStatus, OutboxState, State
 from daemon.office.cases import OPEN
+from daemon.office.quarantine import held_reason
 from daemon.office.register import DOUBT_NOTE, Book
 from daemon.outbound.compose import PAGE_HEAD, envelope
 from daemon.outbound.outbox import enqueue
@@ -113,6 +114,15 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         arrived = conn.execute(
             select(register_entries).where(registered >= start, registered < end)
             .order_by(register_entries.c.book, register_entries.c.number)).all()
+        case_ids = {e.case_id for e in arrived if e.case_id is not None}
+        case_of = {c.id: c for c in conn.execute(
+            select(cases.c.id, cases.c.code, cases.c.procedure.label("procedure_name"),
+                   cases.c.deadline).where(cases.c.id.in_(case_ids))).all()} if case_ids else {}
+        # Dossiers held for the clerk's decision (completeness uncertain): what waits for them.
+        reviews = conn.execute(
+            select(cases.c.code, cases.c.applicant_name, cases.c.procedure, cases.c.opened_at,
+                   cases.c.deadline)
+            .where(cases.c.status == CaseStatus.NEEDS_REVIEW).order_by(cases.c.opened_at)).all()
         results_sent = conn.execute(select(outgoing_entries).where(
             outgoing_entries.c.sent_at >= start, outgoing_entries.c.sent_at < end)).all()
         refused = conn.execute(select(rejected_results).where(
@@ -131,7 +141,8 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
                    or_(outbox.c.created_at >= start, outbox.c.sent_at >= start))
             .order_by(outbox.c.id)).all()
         held = conn.execute(select(messages.c.id, messages.c.sender, messages.c.subject,
-                                   messages.c.last_error)
+                                   messages.c.last_error, messages.c.hold_kinds,
+                                   messages.c.understanding)
                             .where(messages.c.state == State.QUARANTINED)).all()
         due_cases = conn.execute(
             select(cases.c.code, cases.c.deadline, cases.c.lead_department,
@@ -164,14 +175,6 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         kinds.items(), key=lambda kv: -kv[1])]
     sections.append(_section("Thư nhận được", counts or ["Không có thư mới trong kỳ."]))
 
-    case_of = {}
-    if ids := {e.case_id for e in arrived if e.case_id is not None}:
-        with reading(engine) as conn:
-            case_of = {c.id: c for c in conn.execute(
-                select(cases.c.id, cases.c.code, cases.c.procedure.label("procedure_name"),
-                       cases.c.deadline)
-                .where(cases.c.id.in_(ids))).all()}
-            conn.rollback()
     known = names(rules)
 
     def line(entry: Any) -> str:
@@ -223,7 +226,14 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         f"{(r.sent_at or r.created_at).astimezone(tz):%H:%M %d/%m/%Y} · {why}"
         for r in refusals for address, why in dict(r.refused).items()]))
     sections.append(_section("Thư đang giữ lại chờ văn thư xem (cách ly)", [
-        f"#{r.id} {r.sender} · {r.subject}: {r.last_error}" for r in held]))
+        f"#{r.id} {r.sender} · {r.subject}: {held_reason(r)}" for r in held]))
+    sections.append(_section("Hồ sơ chờ văn thư kiểm tra (chưa gửi giấy tiếp nhận)", [
+        f"hồ sơ {r.code} · {r.applicant_name or 'chưa rõ người nộp'} · "
+        f"{r.procedure or 'chưa xác định thủ tục'} · nhận lúc "
+        f"{r.opened_at.astimezone(tz):%H:%M %d/%m/%Y}"
+        + (f" · hẹn trả {r.deadline:%d/%m/%Y}" if r.deadline else "")
+        + f" · quyết định: vanthu case accept {r.code} hoặc case request-supplement {r.code}"
+        for r in reviews]))
     def when(deadline: Any) -> str:
         return f"{'QUÁ HẠN' if deadline < today else 'Đến hạn'} {deadline:%d/%m/%Y}"
 

@@ -82,10 +82,41 @@ def reminder(conn: Connection, cfg: Config, case: Any, to: list[str], left: int,
         [f"Hồ sơ mã {case.code} đến hạn trả kết quả ngày {case.deadline:%d/%m/%Y}, còn "
          f"{left} ngày làm việc."],
         [("Mã hồ sơ", case.code), ("Thủ tục", case.procedure or ""),
-         ("Người nộp", case.applicant_name or ""), ("Trạng thái", case.status)],
+         ("Người nộp", case.applicant_name or ""), ("Trạng thái", _status(case.status))],
         ["Đề nghị đơn vị chủ trì khẩn trương giải quyết; nếu không kịp, báo Văn phòng để gửi "
          "văn bản xin lỗi và hẹn lại trước khi hết hạn."],
         key=today.isoformat(), allowed=allowed)
+
+
+def review_reminder(conn: Connection, cfg: Config, case: Any, to: list[str],
+                    left: int | None, today: date, allowed: Allowed | None = None) -> str:
+    """A dossier held for the clerk's decision still waits (no receipt slip or request to
+    complete it went to the applicant): each working day, to the clerks and the Chief of
+    Office. `left`: working days to its appointment, None when it has none yet."""
+    due = (f"Hạn trả kết quả ngày {case.deadline:%d/%m/%Y}, còn {left} ngày làm việc "
+           "(tính từ lúc nhận hồ sơ)." if case.deadline is not None and left is not None
+           else "Chưa xác định được thủ tục nên chưa có ngày hẹn trả kết quả.")
+    opened = case.opened_at.astimezone(cfg.agency.tz)
+    return _queue(
+        conn, cfg, case, Purpose.REMINDER, to,
+        f"[{case.code}] Hồ sơ chờ văn thư kiểm tra từ ngày {opened:%d/%m/%Y}",
+        "Hồ sơ chờ văn thư kiểm tra",
+        [f"Hồ sơ mã {case.code} nhận lúc {opened:%H:%M %d/%m/%Y} đang chờ văn thư kiểm tra "
+         "tính đầy đủ; người nộp chưa nhận được giấy tiếp nhận hay phiếu yêu cầu bổ sung.", due],
+        [("Mã hồ sơ", case.code), ("Thủ tục", case.procedure or "chưa xác định"),
+         ("Người nộp", case.applicant_name or ""), ("Trạng thái", _status(case.status))],
+        [f"Văn thư quyết định bằng lệnh «vanthu case accept {case.code}» (thêm «--procedure "
+         f"MÃ_THỦ_TỤC» khi chưa xác định thủ tục) hoặc «vanthu case request-supplement "
+         f"{case.code} --items …»."],
+        key=f"review-{today.isoformat()}", allowed=allowed)
+
+
+def _status(status: str) -> str:
+    """A case status as the clerk reads it."""
+    from daemon.office.cases import STATUS_NAMES  # cases sends these letters
+
+    return STATUS_NAMES.get(CaseStatus(status), status) if status in set(CaseStatus) \
+        else status
 
 
 def assignment(conn: Connection, cfg: Config, case: Any, to: list[str], lead_name: str,

@@ -349,6 +349,17 @@ def kinds_vi(kinds: Collection[str]) -> str:
     return "; ".join(known.get(k, k) for k in kinds)
 
 
+def held_reason(row: Any) -> str:
+    """Why a held mail (a row with last_error, hold_kinds, understanding) is held, for people:
+    the reasons as recorded (Vietnamese), or for a mail that could not be read or handled, that
+    in Vietnamese with the technical error after it."""
+    kinds = kinds_of(row.hold_kinds, row.understanding)
+    error = clean(row.last_error or "", 500)
+    if HoldKind.UNREADABLE.value in kinds:
+        return f"không đọc hoặc không xử lý được thư (lỗi kỹ thuật: {error or 'không ghi'})"
+    return error or kinds_vi(kinds)
+
+
 def _check_trustable(conn: Connection, pk: int, domain: str, own: Collection[str],
                      found: ParsedMail) -> None:
     row = conn.execute(select(messages.c.hold_kinds, messages.c.understanding)

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 
 from daemon.config import Config
 from daemon.db import cases, insert_new, reading, reminders
+from daemon.models import CaseStatus
 from daemon.office import cases as cases_module
 from daemon.routing.route import resolve
 from daemon.routing.rules import RuleSet, Targets
@@ -40,5 +41,32 @@ def send_reminders(engine: Engine, cfg: Config, rules: RuleSet, today: date) -> 
                 continue
             cases_module.remind(conn, cfg, case, to, left, today)
         log.info("case.reminded", extra={"case": case.code, "left": left})
+        queued += 1
+    return queued + _held_for_review(engine, cfg, rules, today)
+
+
+# Who decides on a dossier held for review.
+REVIEWERS = ("van_thu", "chanh_van_phong")
+
+
+def _held_for_review(engine: Engine, cfg: Config, rules: RuleSet, today: date) -> int:
+    """Each working day, the dossiers still held for the clerk's decision are reminded to the
+    clerks and the Chief of Office (one email per case and day, claimed like the others)."""
+    calendar = cfg.calendar.work_calendar()
+    if not calendar.is_working_day(today):
+        return 0
+    with reading(engine) as conn:
+        held = conn.execute(select(cases).where(
+            cases.c.status == CaseStatus.NEEDS_REVIEW)).all()
+    to, _ = resolve(rules, Targets(roles=REVIEWERS), today, "")
+    queued = 0
+    for case in held if to else ():
+        left = cases_module.working_days_between(calendar, today, case.deadline) \
+            if case.deadline is not None else None
+        with engine.begin() as conn:
+            if not insert_new(conn, reminders, case_id=case.id, day=today):
+                continue
+            cases_module.remind_review(conn, cfg, case, list(to), left, today)
+        log.info("case.review_reminded", extra={"case": case.code})
         queued += 1
     return queued

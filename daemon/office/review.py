@@ -100,11 +100,19 @@ def _held(rules: RuleSet, actions: tuple[Action, ...], code: str,
 
 
 def accept(engine: Engine, cfg: Config, rules: RuleSet, code: str,
-           actor: str) -> tuple[bool, str]:
+           actor: str, procedure_id: str | None = None) -> tuple[bool, str]:
     """The clerk finds a held dossier complete: the receipt slip goes to the applicant, with
     the appointment counted from the original time of receipt, and the case is received.
-    Once only: a case not held (already accepted, or never held) is left as it is. Returns
-    whether it was done and what to tell the clerk, in Vietnamese."""
+    `procedure_id`: the procedure of the catalogue the clerk names (one vanthu did not
+    recognise, or another): the case takes it, and its appointment is counted from the time
+    of receipt with that procedure's days and cut-off hour. Once only: a case not held
+    (already accepted, or never held) is left as it is. Returns whether it was done and what
+    to tell the clerk, in Vietnamese."""
+    named = next((p for p in rules.procedures if p.id == procedure_id), None)
+    if procedure_id is not None and named is None:
+        known = ", ".join(p.id for p in rules.procedures) or "(chưa có thủ tục nào)"
+        return False, (f"không có thủ tục «{procedure_id}» trong danh mục thủ tục "
+                       f"(procedures.yaml); các mã có: {known}.")
     with reading(engine) as conn:
         case = cases.find(conn, code)
     if case is None:
@@ -121,11 +129,19 @@ def accept(engine: Engine, cfg: Config, rules: RuleSet, code: str,
         if case.status != CaseStatus.NEEDS_REVIEW:
             return _not_held(case)
         und = replace(judge(read, cfg, DbCases(conn)), kind=Kind.DOSSIER)
-        procedure = next((p for p in rules.procedures if p.id == case.procedure_id), None)
+        procedure = named or next((p for p in rules.procedures if p.id == case.procedure_id),
+                                  None)
+        deadline = case.deadline
+        if named is not None:  # the clerk's procedure: its days, from the time of receipt
+            received = stored.context.received_at.astimezone(cfg.agency.tz)
+            settings = replace(cfg.calendar, cutoff=named.cutoff) if named.cutoff \
+                else cfg.calendar
+            deadline = cases.appointment(settings, cfg.calendar.work_calendar(), received,
+                                         named.days)
         # Its own Message-ID: the plain acknowledgement of a held dossier took the mail's.
         sha = hashlib.sha256(f"{stored.sha256}.accepted".encode()).hexdigest()
         ctx = replace(stored.context, sha256=sha, case_code=case.code, procedure=procedure,
-                      appointment=case.deadline, queue=case.queue, stored_at=utcnow())
+                      appointment=deadline, queue=case.queue, stored_at=utcnow())
         to = case.applicant_email or read.mail.sender.email
         email = compose.acknowledge(cfg, ctx, Action(Purpose.ACKNOWLEDGE, (to,)), read.mail,
                                     und)
@@ -138,10 +154,13 @@ def accept(engine: Engine, cfg: Config, rules: RuleSet, code: str,
                 answering=Answering.of_mail(read.mail, und, stored.context.stored_at
                                             or stored.context.received_at))
         cases.link_thread(conn, str(email["Message-ID"]), case.id)
-        cases.set_status(conn, case.id, CaseStatus.RECEIVED, actor)
+        cases.set_status(conn, case.id, CaseStatus.RECEIVED, actor, deadline=deadline,
+                         **({"procedure": named.name, "procedure_id": named.id} if named
+                            else {}))
         cases.event(conn, case.id, CaseEvent.ACCEPTED, actor, {
-            "to": [to], "appointment": case.deadline.isoformat() if case.deadline else None})
-    when = f"; hẹn trả kết quả ngày {case.deadline:%d/%m/%Y}" if case.deadline else ""
+            "to": [to], "appointment": deadline.isoformat() if deadline else None,
+            **({"procedure": named.id} if named else {})})
+    when = f"; hẹn trả kết quả ngày {deadline:%d/%m/%Y}" if deadline else ""
     return True, f"{code}: đã tiếp nhận, giấy tiếp nhận gửi cho {to}{when}."
 
 
