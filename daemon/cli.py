@@ -39,7 +39,7 @@ from daemon.models import Attachment, CaseStatus, State
 from daemon.routing import rules as rules_module
 
 if TYPE_CHECKING:
-    from daemon.health import Verdict
+    from daemon.health import Cause, Verdict
     from daemon.office.release import StoredMail
 
 
@@ -81,7 +81,7 @@ def _check_connect(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from daemon.routing.route import decide
-    from daemon.understand import NoCases, understand
+    from daemon.understand import NoCases, ocr, understand
 
     cfg = _config(args)
     ruleset = rules_module.load(cfg.rules.dir)
@@ -106,6 +106,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for entry, attachment in zip(out["attachments"], mail.attachments, strict=True):
         if attachment.package is not None:  # what an edXML package's header says
             entry["edxml"] = attachment.package.as_json()
+        if attachment.scanned is not None:  # what OCR read off a scan, and how surely
+            entry["ocr"] = {"confidence": dict(attachment.scanned.confidence),
+                            "unsure": list(attachment.scanned.unsure)}
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=1))
         return 0
@@ -115,6 +118,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if und.document:
         for key, value in und.document.as_json().items():
             print(f"  {key:15} {value}")
+        if scores := dict(und.document.confidence):
+            print(f"OCR {und.document.file}: " + ", ".join(
+                f"{ocr.FIELD_NAMES[k]} {v:.0%}" for k, v in scores.items()
+                if und.document.sources().get(k) == "ocr"))
+        if unsure := und.document.checks():
+            print("CẦN KIỂM TRA: " + ocr.check_note(unsure))
     for attachment in mail.attachments:
         if attachment.package is not None:
             print(f"edXML {attachment.name}: "
@@ -341,6 +350,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         "faults": [{"component": f.component, "problem": f.problem,
                     "since": f.since.isoformat()} for f in faults],
     }
+    if off := ocr_off(cfg):
+        verdict.warnings.append(off)
+    report["ocr"] = {"enabled": off is None, "why": off.vi if off else None}
     report["problems"] = [c.en for c in verdict.problems]
     if args.json:
         report |= {"causes": [c.as_json() for c in verdict.problems],
@@ -351,6 +363,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("\n".join(_status_line(k, v) for k, v in report.items() if k != "problems"))
         print(_status_verdict(verdict))
     return 0 if verdict.healthy else 1
+
+
+def ocr_off(cfg: config.Config) -> Cause | None:
+    """A warning Cause when scanned documents cannot be read (OCR off or Tesseract missing)."""
+    from daemon.health import Cause
+    from daemon.understand import ocr
+
+    why = ocr.unavailable(cfg.limits.ocr)
+    return None if why is None else Cause(
+        "ocr_off", why, "OCR is off: scanned documents are not read", {})
 
 
 def _status_verdict(verdict: Verdict) -> str:

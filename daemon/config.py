@@ -177,6 +177,23 @@ class RulesConfig:
 
 
 @dataclass(frozen=True)
+class OcrConfig:
+    """Reading scanned pages with Tesseract (`[ocr]`): the document header of a PDF page
+    without text, or of an image that looks like a page."""
+
+    enabled: bool = True
+    tesseract_cmd: str = "tesseract"  # a name on PATH or a path
+    language: str = "vie"  # Tesseract's language data (Debian: tesseract-ocr-vie)
+    timeout_seconds: float = 20.0  # one run of Tesseract (one image)
+    mail_seconds: float = 40.0  # OCR of one mail in all, within [limits] parse_seconds
+    max_pages: int = 2  # pages of one file read when the header is not found sooner
+    dpi: int = 300  # pages are rendered at this resolution, or lower to stay in max_pixels
+    max_pixels: int = 12_000_000  # pixels of one image given to Tesseract
+    memory_mb: int = 1024  # address-space cap of Tesseract
+    min_confidence: float = 0.85  # a field read less surely is shown to the clerk to check
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     max_message_bytes: int = 50 * 1024 * 1024
     max_attachment_bytes: int = 30 * 1024 * 1024
@@ -204,6 +221,8 @@ class LimitsConfig:
     # sender domain: a forged flood must not turn vanthu into a mail cannon.
     replies_per_sender_per_day: int = 5
     replies_per_domain_per_day: int = 50
+    # [ocr], carried here because the readers in the worker processes get the limits.
+    ocr: OcrConfig = OcrConfig()
 
 
 @dataclass(frozen=True)
@@ -1028,12 +1047,42 @@ def _service_account_problem(cfg: OAuthConfig) -> str | None:
     return f"lacks {', '.join(missing)}" if missing else None
 
 
+def _ocr_table(data: dict[str, Any]) -> dict[str, Any]:
+    ocr = data.get("ocr")
+    return ocr if isinstance(ocr, dict) else {}
+
+
+def _ocr(t: _Table) -> OcrConfig:
+    """`[ocr]`: each value checked, a wrong one reported and replaced by its default."""
+    d = OcrConfig()
+    t.unknown(set(d.__dataclass_fields__))
+    return OcrConfig(
+        enabled=t.take("enabled", bool, d.enabled),
+        tesseract_cmd=t.take("tesseract_cmd", str, d.tesseract_cmd, _not_empty),
+        language=t.take("language", str, d.language,
+                        lambda v: None if re.fullmatch(r"[A-Za-z_]+(\+[A-Za-z_]+)*", v)
+                        else "must be Tesseract language names, as vie or vie+eng"),
+        timeout_seconds=t.take("timeout_seconds", float, d.timeout_seconds, _positive),
+        mail_seconds=t.take("mail_seconds", float, d.mail_seconds, _positive),
+        max_pages=t.take("max_pages", int, d.max_pages, _positive),
+        dpi=t.take("dpi", int, d.dpi,
+                   lambda v: None if 72 <= v <= 600 else "must be 72 to 600"),
+        max_pixels=t.take("max_pixels", int, d.max_pixels,
+                          lambda v: None if 1_000_000 <= v <= 100_000_000
+                          else "must be 1000000 to 100000000"),
+        memory_mb=t.take("memory_mb", int, d.memory_mb,
+                         lambda v: None if v >= 256 else "must be 256 or more"),
+        min_confidence=t.take("min_confidence", float, d.min_confidence,
+                              lambda v: None if 0 <= v <= 1 else "must be 0 to 1"),
+    )
+
+
 def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
            required: bool) -> Config:
     """Every section, each wrong value reported and replaced by its default."""
     root = r.table(data, ())
     root.unknown({"agency", "storage", "mailboxes", "smtp", "rules", "limits", "security",
-                  "results", "digest", "calendar", "status"})
+                  "results", "digest", "calendar", "status", "ocr"})
 
     t = r.table(data, ("agency",), required=required)
     t.unknown({"name", "code", "timezone", "addresses", "case_code_format", "case_ref_pattern",
@@ -1181,12 +1230,16 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
 
     t = r.table(data, ("limits",))
     limits_default = LimitsConfig()
-    t.unknown(set(limits_default.__dataclass_fields__))
+    numbers = set(limits_default.__dataclass_fields__) - {"ocr"}
+    t.unknown(numbers)
     limits = LimitsConfig(**{
         name: t.take(name, int, getattr(limits_default, name),
                      _not_negative if name == "workers" else _positive)
-        for name in limits_default.__dataclass_fields__
-    })
+        for name in sorted(numbers)
+    }, ocr=_ocr(r.table(data, ("ocr",))))
+    if "mail_seconds" in _ocr_table(data) and limits.ocr.mail_seconds >= limits.parse_seconds:
+        r.error(("ocr", "mail_seconds"), f"must be less than [limits] parse_seconds "
+                                         f"({limits.parse_seconds}): a mail past that is held")
 
     t = r.table(data, ("security",))
     t.unknown({"authserv_id", "trusted_domains", "authres_headers", "verify_dkim"})

@@ -96,6 +96,8 @@ class Attachment:
     # What in it could not be read, and why (a scan without text, an encrypted or unknown
     # archive, a file past a limit): it might carry a mark no one has seen.
     unread: tuple[str, ...] = ()
+    # The document header read off its scanned pages by OCR (source "ocr"), if any.
+    scanned: Document | None = None
     # What an edXML package (QCVN 102:2016) says of the document it carries (None: no package).
     package: Package | None = None
 
@@ -153,6 +155,11 @@ class Document:
     source: str = "body"  # "body", or the attachment name the header was read from
     # Fields filled from another source than `source` (body vs attachment), field -> source.
     filled_from: tuple[tuple[str, str], ...] = ()
+    # Read by OCR (source "ocr"): the file scanned, each field's confidence (0..1, from
+    # Tesseract's word confidences) and the fields read too unsurely: the clerk checks them.
+    file: str | None = None
+    confidence: tuple[tuple[str, float], ...] = ()
+    unsure: tuple[str, ...] = ()
 
     FIELDS = ("number", "symbol", "type", "issuer", "place", "date", "summary", "urgency",
               "confidentiality")
@@ -176,7 +183,16 @@ class Document:
             "confidentiality": self.confidentiality,
             "source": self.source,
             "sources": self.sources(),
+            "file": self.file,
+            "confidence": {name: score for name, score in self.confidence
+                           if self.sources().get(name) == "ocr"},
+            "unsure": list(self.checks()),
         }
+
+    def checks(self) -> tuple[str, ...]:
+        """The fields read by OCR too unsurely, that the clerk should check."""
+        sources = self.sources()
+        return tuple(name for name in self.unsure if sources.get(name) == "ocr")
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from daemon.outbound import compose
 from daemon.routing import rules as rules_module
 from daemon.routing.route import resolve
 from daemon.routing.rules import ROLES, Absence, Procedure, RuleSet, Targets
+from daemon.understand import ocr
 
 # A Monday, 14:05 in Hà Nội: inside working hours, outside any holiday.
 SAMPLE_AT = datetime(2026, 11, 23, 7, 5, tzinfo=UTC)
@@ -120,6 +121,11 @@ def notes(cfg: Config) -> list[str]:
         where = f"{file}:{line}" if line else file
         found.append(f"{where}: security.authserv_id is empty: no sender can be "
                      "authenticated, so no acknowledgement is sent")
+    if why := ocr.unavailable(cfg.limits.ocr):
+        file, line = config.locate(cfg.path, "ocr")
+        where = f"{file}:{line}" if line else file
+        found.append(f"{where}: {why} (scanned documents are not read; their fields come "
+                     "from the mail)")
     return found
 
 

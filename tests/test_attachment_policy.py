@@ -14,6 +14,7 @@ import time
 import unicodedata
 import zipfile
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pypdf
 import pytest
@@ -364,7 +365,7 @@ def test_a_scanned_pdf_is_unread() -> None:
 
 # --- archives ---------------------------------------------------------------------------------
 
-def small(**limits: int) -> LimitsConfig:
+def small(**limits: Any) -> LimitsConfig:
     return replace(LIMITS, **limits)
 
 

@@ -41,6 +41,7 @@ from daemon.outbound.recipients import Allowed, Purpose
 from daemon.routing.route import resolve
 from daemon.routing.rules import RuleSet, Targets
 from daemon.textnorm import nfc
+from daemon.understand import ocr
 
 KIND_NAMES = {"document": "Văn bản đến", "dossier": "Hồ sơ", "reply": "Thư trả lời hồ sơ",
               "auto": "Thư trả lời tự động", "bounce": "Thư báo lỗi", "bulk": "Thư hàng loạt",
@@ -194,6 +195,8 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         to = ", ".join(known.get(a.lower(), a) for a in entry.recipients or [])
         forwarded = f" → {to}" if to else ""
         doubt = f" · LƯU Ý: {entry.note}" if entry.note else ""
+        if unsure := doc.get("unsure"):
+            doubt += f" · CẦN KIỂM TRA: {ocr.check_note(unsure)}"
         parts = [f"{urgency}{number}", dossier, who, symbol, summary]
         return nfc(" · ".join(p for p in parts if p) + forwarded + doubt)
 

@@ -27,6 +27,7 @@ from daemon.office.receipt import ReceiptFields, ReceivedDocument
 from daemon.outbound.recipients import Purpose, mailbox_problem
 from daemon.routing.rules import Procedure
 from daemon.textnorm import fold, header_safe, nfc
+from daemon.understand import ocr
 from daemon.understand.postal import find_address
 
 URGENCY_TAG = {"Hỏa tốc": "HỎA TỐC", "Thượng khẩn": "THƯỢNG KHẨN", "Khẩn": "KHẨN"}
@@ -244,6 +245,8 @@ def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     rows.append(("Nơi gửi", f"{mail.sender.name} <{mail.sender.email}>" if mail.sender.name
                  else mail.sender.email))
     rows += [("Lưu ý", note) for note in und.trust_notes]  # e.g. issuer vs sender domain
+    if und.document and (unsure := und.document.checks()):
+        rows.append(("Cần kiểm tra", ocr.check_note(unsure)))
     rows += _doc_lines(und.document, with_summary=True)
     if und.applicant:
         rows += [(k, v or "") for k, v in (("Người nộp", und.applicant.name),

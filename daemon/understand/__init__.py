@@ -14,7 +14,7 @@ from typing import Protocol
 from daemon.config import Config, LimitsConfig
 from daemon.models import Applicant, Document, HoldKind, Kind, ParsedMail, Understanding
 from daemon.textnorm import header_safe
-from daemon.understand import edxml, extract, lookalike, scams, secrecy, trust
+from daemon.understand import edxml, extract, lookalike, ocr, scams, secrecy, trust
 from daemon.understand.applicant import applicant
 from daemon.understand.classify import (
     Signals,
@@ -174,13 +174,16 @@ def read(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None) -> Rea
     """Parse a raw mail and read its document header; with `dkim`, verify its DKIM
     signatures too (DNS lookups with a timeout). Picklable in and out, so it can run in a
     worker process. Raises BadMessage when the mail cannot be parsed at all."""
+    ocr.start_mail(limits)
     mail = parse(raw, limits)
     # Every text of every attachment may be the document: its first pages, a page further on,
-    # a file inside an archive ("ho-so.zip/cong-van.pdf").
+    # a file inside an archive ("ho-so.zip/cong-van.pdf"); what OCR read off a scan comes
+    # after any text (it may be misread).
     candidates = [extract.from_text(text, a.name if label == "body" else label)
-                  for a in mail.attachments
+                  for a in mail.attachments if a.scanned is None
                   for label, text in (a.pieces or (("body", a.text),)) if text]
-    document = extract.best([*candidates, extract.from_text(mail.body, "body")])
+    document = extract.best([*candidates, extract.from_text(mail.body, "body"),
+                             *(a.scanned for a in mail.attachments if a.scanned)])
     document = edxml.prevail(document, mail.attachments)  # a package's header wins
     found = raw_headers(raw, frozenset({"authentication-results"}))
     return Reading(mail, document, found.get("authentication-results"),

@@ -22,13 +22,17 @@ the whole mail a BadMessage in `workers.read_guarded`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from daemon.config import LimitsConfig
-from daemon.models import Package
+from daemon.config import LimitsConfig, OcrConfig
+from daemon.models import Document, Package
 from daemon.textnorm import nfc
-from daemon.understand import archives, edxml, filetype, legacy, pdfscan
+from daemon.understand import archives, edxml, filetype, legacy, ocr, pdfscan
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class AttachmentReading:
     defects: tuple[str, ...] = ()
     withheld: str | None = None
     package: Package | None = None  # what an edXML package's header says
+    scanned: Document | None = None  # the header read by OCR off a scanned page
 
 
 @dataclass
@@ -63,6 +68,8 @@ class Inspection:
     defects: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     package: Package | None = None  # the first edXML package found
+    scanned: Document | None = None  # the first document header OCR found
+    ocr_pages_left: int = 0
 
     def __post_init__(self) -> None:
         self.entries_left = self.limits.archive_entries
@@ -70,6 +77,7 @@ class Inspection:
         self.chars_left = self.limits.scan_chars
         self.objects_left = self.limits.pdf_max_objects
         self.pages_left = max(self.limits.pdf_max_pages, self.limits.pdf_scan_pages)
+        self.ocr_pages_left = self.limits.ocr.max_pages
 
     def withhold(self, where: str, why: str) -> None:
         """Record a reason to withhold; `where` is the path of a nested file ("" at the top)."""
@@ -146,7 +154,7 @@ def read(name: str, content_type: str, payload: bytes, limits: LimitsConfig,
     return AttachmentReading(text=text, pieces=tuple(inspection.pieces),
                              unread=tuple(dict.fromkeys(inspection.unread)),
                              defects=tuple(defects), withheld=withheld,
-                             package=inspection.package)
+                             package=inspection.package, scanned=inspection.scanned)
 
 
 def inspect(file: File, inspection: Inspection) -> str:
@@ -181,14 +189,15 @@ def _pdf(file: File, kind: str, inspection: Inspection) -> str:
         inspection.withhold(file.path, "PDF có nội dung tự chạy: " + ", ".join(scan.active))
     whole = "\n".join(scan.pages)
     inspection.piece(file.label(), whole)
+    scanned = ""
     if scan.pages and not whole.strip():
-        inspection.cannot_read(file, "PDF không có lớp chữ (bản quét)")
-        inspection.defects.append(f"PDF {file.path or file.shown or file.name!r} has no text "
-                                  "layer (a scan); not read")
+        scanned = _scanned(file, inspection, "PDF không có lớp chữ (bản quét)", lambda cfg: (
+            ocr.pdf_pages(file.data, cfg, 1, ocr.HEADER_SHARE),
+            ocr.pdf_pages(file.data, cfg, min(cfg.max_pages, scan.page_count))))
     if scan.page_count > len(scan.pages):
         inspection.cannot_read(file, f"các trang sau trang {len(scan.pages)}/{scan.page_count} "
                                      "chưa đọc (limits.pdf_scan_pages)")
-    return "\n".join(scan.pages[: limits.pdf_max_pages])
+    return scanned or "\n".join(scan.pages[: limits.pdf_max_pages])
 
 
 def _text(file: File, kind: str, inspection: Inspection) -> str:
@@ -258,8 +267,46 @@ def _ole(file: File, kind: str, inspection: Inspection) -> str:
 
 
 def _image(file: File, kind: str, inspection: Inspection) -> str:
-    inspection.cannot_read(file, "ảnh, có thể là bản quét, chưa đọc")
-    return ""
+    def pages(cfg: OcrConfig) -> tuple[Iterator[Image], Iterator[Image]]:
+        return (map(ocr.header_zone, ocr.image_pages(file.data, cfg, 1)),
+                ocr.image_pages(file.data, cfg, cfg.max_pages))
+
+    return _scanned(file, inspection, "ảnh, có thể là bản quét, chưa đọc", pages)
+
+
+def _scanned(file: File, inspection: Inspection, unread: str,
+             pages: Callable[[OcrConfig], tuple[Iterator[Image], Iterator[Image]]]) -> str:
+    """Read a scanned file by OCR (`pages` gives its header zone and its whole pages) and
+    return its text. What could not be read, or was read unsurely, stays `unread` (with why):
+    the confidentiality scan could not rely on it."""
+    cfg = inspection.limits.ocr
+    shown = file.path or file.shown or file.name
+    why = ocr.unavailable(cfg) if inspection.ocr_pages_left > 0 else \
+        f"đã đọc OCR {cfg.max_pages} trang của tệp (ocr.max_pages)"
+    found, damaged = None, ""
+    if why is None:
+        try:
+            zone, whole = pages(cfg)
+            found = ocr.read_pages(zone, whole, cfg, shown)
+        except ocr.OcrStopped as stop:
+            why = str(stop)
+        except MemoryError:
+            raise  # past the worker's memory cap: the mail is the problem
+        except Exception as err:  # Pillow's and PDFium's boundary: a damaged file raises anything
+            damaged = f" ({type(err).__name__})"
+    if found is None or not found.words:
+        inspection.cannot_read(file, f"{unread} (OCR: {why})" if why else unread)
+        inspection.defects.append(f"{shown!r}: a scan without text, not read"
+                                  + (f" (OCR: {why})" if why else damaged))
+        return ""
+    inspection.ocr_pages_left -= found.pages
+    inspection.piece(file.label(), found.text)
+    if inspection.scanned is None and found.document is not None:
+        inspection.scanned = found.document
+    if found.confidence < cfg.min_confidence:
+        inspection.cannot_read(file, f"{unread}: đọc bằng OCR với độ tin cậy thấp "
+                                     f"({found.confidence:.0%})")
+    return found.text
 
 
 def _nothing(file: File, kind: str, inspection: Inspection) -> str:
