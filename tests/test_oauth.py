@@ -22,15 +22,15 @@ from hypothesis import strategies as st
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from daemon import oauth
+from daemon import config, oauth
 from daemon.cli import main
-from daemon.config import MailboxConfig, OAuthConfig, Secret, SmtpConfig
-from daemon.errors import MailboxAuthError, MailboxError
+from daemon.config import Config, MailboxConfig, OAuthConfig, Secret, SmtpConfig
+from daemon.errors import ConfigError, MailboxAuthError, MailboxError
 from daemon.intake import fetch
 from daemon.models import OutboxState
 from daemon.outbound.send import Sender, tls_context
-from tests.oauth_server import Issuer, rsa_pem
 from tests.conftest import RULES
+from tests.oauth_server import Issuer, rsa_pem
 from tests.servers import Dovecot, SmtpSink, free_port, local_config
 from tests.test_send import _queue, _rows
 
@@ -283,7 +283,8 @@ def test_check_connect_reports_what_each_server_offers(issuer: Issuer, imap: Dov
     assert {"XOAUTH2", "OAUTHBEARER", "PLAIN"} <= set(found["mat-khau"]["mechanisms"])
     assert found["mat-khau"]["uses"] == {"login": "LOGIN", "wait": "poll", "poll_seconds": 60.0,
                                          "after": "move:Đã lưu", "folders": ["INBOX"]}
-    assert found["smtp"]["mechanisms"] == ["XOAUTH2"] and found["smtp"]["uses"]["login"] == "XOAUTH2"
+    assert found["smtp"]["mechanisms"] == ["XOAUTH2"]
+    assert found["smtp"]["uses"]["login"] == "XOAUTH2"
 
 
 def test_check_connect_names_each_failure(issuer: Issuer, imap: Dovecot, sink: SmtpSink,
@@ -322,3 +323,82 @@ def test_check_connect_names_each_failure(issuer: Issuer, imap: Dovecot, sink: S
             code, out = run_check(path, "--json")
             probe = json.loads(out)[0]
             assert code == 1 and probe["error_kind"] == kind, (kind, probe)
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+MAILBOX = ('[agency]\nname = "Sở Xây dựng tỉnh Tây Ninh"\ncode = "000.00.22.H56"\n'
+           '[[mailboxes]]\nname = "Hộp thư Văn thư"\nhost = "outlook.office365.com"\n'
+           'username = "vanthu@sxd.onmicrosoft.com"\n')
+
+
+def load(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return config.load(path)
+
+
+def test_oauth2_config_loads_with_secrets_from_every_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "key.json").write_text(json.dumps({
+        "type": "service_account", "client_email": "vt@du-an.iam.gserviceaccount.com",
+        "private_key": rsa_pem()[0], "token_uri": "https://oauth2.googleapis.com/token"}))
+    monkeypatch.setenv("VANTHU_TEST_OAUTH_SECRET", "bí-mật")
+    cfg = load(tmp_path, MAILBOX + 'auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "microsoft"\n'
+               'tenant = "sxd.onmicrosoft.com"\nclient_id = "abc"\n'
+               'client_secret_env = "VANTHU_TEST_OAUTH_SECRET"\n'
+               '[smtp]\nfrom = "vanthu@sxd.gov.vn"\nusername = "vanthu@sxd.gov.vn"\n'
+               'auth = "oauth2"\n[smtp.oauth2]\n'
+               'provider = "google"\nservice_account_file = "key.json"\n')
+    box = cfg.mailboxes[0]
+    assert box.auth == "oauth2" and box.oauth is not None
+    assert box.oauth.tenant == "sxd.onmicrosoft.com"
+    assert box.oauth.client_secret == Secret("bí-mật") and "bí-mật" not in repr(cfg)
+    assert cfg.smtp.oauth is not None and cfg.smtp.oauth.service_account is not None
+    assert "PRIVATE KEY" not in repr(cfg)
+    plain = load(tmp_path, MAILBOX + 'password = "x"\n[smtp]\nfrom = "vanthu@sxd.gov.vn"\n')
+    assert plain.mailboxes[0].oauth is None and plain.mailboxes[0].auth == "password"
+
+
+@pytest.mark.parametrize(("tail", "message"), [
+    ('auth = "OAuth2"\npassword = "x"\n', "auth: must be one of password, oauth2"),
+    ('auth = "oauth2"\n', "oauth2 needs an oauth2 table"),
+    ('auth = "oauth2"\npassword = "x"\n[mailboxes.oauth2]\nprovider = "microsoft"\n'
+     'tenant = "t"\nclient_id = "c"\nclient_secret = "s"\n', "remove the password"),
+    ('password = "x"\n[mailboxes.oauth2]\nprovider = "google"\n', 'auth is not "oauth2"'),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "yahoo"\n', "must be one of microsoft"),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "microsoft"\nclient_id = "c"\n'
+     'client_secret = "s"\n', "tenant: missing"),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "microsoft"\ntenant = "t"\n'
+     'client_id = "c"\n', "give client_secret or client_certificate"),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "microsoft"\ntenant = "t"\n'
+     'client_id = "c"\nclient_secret = "s"\nclient_secret_file = "f"\n', "not several"),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "microsoft"\ntenant = "t"\n'
+     'client_id = "c"\nclient_secret = "s"\nrefresh_token = "r"\n', "refresh_token: is not used"),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "microsoft"\ntenant = "t"\n'
+     'client_id = "c"\nclient_secret = "s"\nauthority = "http://login.example/t"\n',
+     "must be an https:// URL"),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "google"\nrefresh_token = "r"\n',
+     "refresh_token needs client_id and client_secret"),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "google"\nservice_account = "{}"\n',
+     "is not a service account key"),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "google"\nservice_account = "khóa"\n',
+     "is not a JSON key file"),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "google"\n'
+     'service_account_env = "VANTHU_SURELY_UNSET"\n', "VANTHU_SURELY_UNSET is not set"),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "google"\nservice_account = "{}"\n'
+     'timeout_seconds = -1\n', "timeout_seconds"),
+    ('auth = "oauth2"\n[mailboxes.oauth2]\nprovider = "google"\nrefresh_token = "r"\n'
+     'client_id = "c"\nclient_secret = "s"\nscopes = "x"\n', "scopes: unknown key"),
+])
+def test_careless_oauth2_values_are_one_clear_line(tmp_path: Path, tail: str,
+                                                   message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, MAILBOX + tail)
+    assert message in str(err.value) and "config.toml:" in str(err.value)
+
+
+def test_smtp_oauth2_needs_the_mailbox_it_sends_as(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"smtp\.auth: oauth2 needs username"):
+        load(tmp_path, MAILBOX + 'password = "x"\n[smtp]\nauth = "oauth2"\n[smtp.oauth2]\n'
+             'provider = "microsoft"\ntenant = "t"\nclient_id = "c"\nclient_secret = "s"\n')
