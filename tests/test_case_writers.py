@@ -65,6 +65,7 @@ def _threaded(conn: Connection, letter: Any) -> bool:
         case_threads.c.header_message_id == str(letter["Message-ID"]))) == 1
 
 
+@pytest.mark.db
 def test_postpone_sends_one_apology_before_the_deadline(tmp_path: Path) -> None:
     """The apology with a new date goes once: the new date becomes the deadline, the letter is
     queued to the applicant and threaded to the case; a second one is refused with the
@@ -111,6 +112,7 @@ def test_cannot_postpone_is_the_rule_alone() -> None:
     assert cases_module.cannot_postpone(no_deadline, TODAY) is not None
 
 
+@pytest.mark.db
 def test_assign_hands_the_case_to_its_units(tmp_path: Path) -> None:
     """The lead and the deadline in working days from today are set, the case is in progress,
     the history says who assigned it, and the lead and cooperating units get the notice."""
@@ -131,6 +133,7 @@ def test_assign_hands_the_case_to_its_units(tmp_path: Path) -> None:
     assert threaded
 
 
+@pytest.mark.db
 def test_request_supplement_stops_the_clock_with_one_letter(tmp_path: Path) -> None:
     """Every missing item goes to the applicant in one letter and the clock stops today."""
     desk = _desk_with_case(tmp_path)
@@ -187,6 +190,7 @@ def test_record_result_returns_the_case(tmp_path: Path) -> None:
     assert events == [*before, CaseEvent.RESULT_SENT]
 
 
+@pytest.mark.db
 def test_register_records_assignment_and_handover_on_the_entry(tmp_path: Path) -> None:
     """The register's own writers fill the assignment columns and columns 7-8; a handover to
     nobody leaves the entry as it was."""
@@ -212,6 +216,7 @@ def test_register_records_assignment_and_handover_on_the_entry(tmp_path: Path) -
         assert conn.scalar(select(messages.c.case_id)) is not None
 
 
+@pytest.mark.db
 def test_the_case_commands_parse_call_and_print(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """`case close` takes a portal status (done by default) and names the valid ones when

@@ -9,6 +9,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import ColumnElement, Engine, Table, func, select
@@ -84,6 +85,7 @@ def count(engine: Engine, table: Table, *where: ColumnElement[bool]) -> int:
         return int(conn.scalar(select(func.count()).select_from(table).where(*where)) or 0)
 
 
+@pytest.mark.db
 def test_a_supplement_in_the_batch_of_its_dossier_joins_its_case(tmp_path: Path,
                                                                  database: Engine) -> None:
     cfg = setting(tmp_path)
