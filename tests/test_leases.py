@@ -34,6 +34,7 @@ def test_owner_names_round_trip_and_this_process_is_alive() -> None:
     assert Owner.parse("máy/chủ/12/345") == Owner("máy/chủ", 12, "345")
 
 
+@pytest.mark.db
 def test_a_live_owner_keeps_its_lease_until_it_expires(database: Engine) -> None:
     engine = database
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -53,6 +54,7 @@ def test_a_live_owner_keeps_its_lease_until_it_expires(database: Engine) -> None
         child.wait()
 
 
+@pytest.mark.db
 def test_an_owner_elsewhere_is_waited_for_until_the_expiry(database: Engine) -> None:
     engine = database
     _hold(engine, "may-khac.so-xd.gov.vn/1/1", 600)
@@ -63,6 +65,7 @@ def test_an_owner_elsewhere_is_waited_for_until_the_expiry(database: Engine) -> 
         assert acquire(conn, "mailbox:Hộp thư chính", 60, now=later) is None
 
 
+@pytest.mark.db
 def test_a_pid_reused_by_another_process_is_not_the_owner(database: Engine) -> None:
     engine = database
     mine = me()
@@ -71,6 +74,7 @@ def test_a_pid_reused_by_another_process_is_not_the_owner(database: Engine) -> N
         assert acquire(conn, "mailbox:Hộp thư chính", 60) is None
 
 
+@pytest.mark.db
 def test_renew_and_release(database: Engine) -> None:
     engine = database
     with engine.begin() as conn:

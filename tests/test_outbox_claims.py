@@ -43,9 +43,9 @@ def _raw(n: int) -> bytes:
             ).encode()
 
 
-def _engine(path: Path, count: int = 1, **row: Any) -> Engine:
-    """A database file with `count` pending rows (with `row`'s values)."""
-    engine = make_engine(f"sqlite:///{path}")
+def _engine(path: Path | str, count: int = 1, **row: Any) -> Engine:
+    """A database file (or URL) with `count` pending rows (with `row`'s values)."""
+    engine = make_engine(path if isinstance(path, str) else f"sqlite:///{path}")
     upgrade(engine)
     now = datetime.now(UTC)
     with engine.begin() as conn:
@@ -118,14 +118,16 @@ print(sent)
 """
 
 
-def test_daemons_on_one_database_send_each_email_once(tmp_path: Path, slow: SlowSink) -> None:
-    """Three processes draining one SQLite file into one SMTP server at the same
-    time: every email arrives exactly once, each row was tried once, no claim is left, and
-    the work was shared (the claims kept them apart, not the luck of who came first)."""
-    path = tmp_path / "out.db"
-    engine = _engine(path, 60)
+@pytest.mark.db
+def test_daemons_on_one_database_send_each_email_once(tmp_path: Path, slow: SlowSink,
+                                                     db_url: str) -> None:
+    """Three processes draining one database (a SQLite file; PostgreSQL, where the claims are
+    SELECT … FOR UPDATE SKIP LOCKED) into one SMTP server at the same time: every email
+    arrives exactly once, each row was tried once, no claim is left, and the work was shared
+    (the claims kept them apart, not the luck of who came first)."""
+    engine = _engine(db_url, 60)
     go = tmp_path / "go"
-    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, f"sqlite:///{path}",
+    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, db_url,
                                  str(slow.port), str(go)], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _ in range(3)]
     go.touch()
