@@ -229,3 +229,15 @@ def test_layout_sets_columns_apart() -> None:
              ocr.Word("Huế,", 0.9, 600, 0, 40, 20, line),
              ocr.Word("ngày", 0.9, 645, 0, 40, 20, line)]
     assert ocr.layout(words) == "Số: 5/TB-UBND    Huế, ngày"
+
+
+def test_layout_mends_the_case_of_s() -> None:
+    """Tesseract reads "số" and "sở" inside a sentence with a capital S at times; a name that
+    goes on with a capital keeps it."""
+    def line(*texts: str) -> list[ocr.Word]:
+        return [ocr.Word(t, 0.9, 20 * i, 0, 15, 20, (1, 1, 1)) for i, t in enumerate(texts)]
+
+    assert ocr.layout(line("chuyển", "đổi", "Số", "trong")) == "chuyển đổi số trong"
+    assert ocr.layout(line("cơ", "SỞ", "sản", "xuất")) == "cơ sở sản xuất"
+    assert ocr.layout(line("của", "Sở", "Tài", "chính")) == "của Sở Tài chính"
+    assert ocr.layout(line("Số:", "12/QĐ-UBND")) == "Số: 12/QĐ-UBND"

@@ -191,9 +191,10 @@ def _vietnamese(word: str) -> str:
     return nfc(word).replace("Ð", "Đ").replace("ð", "đ")
 
 
-# "Số" inside a sentence, read with a capital S ("chuyển đổi Số trong"): a number line's "Số"
-# opens its piece and is followed by ":" or a number.
-_SENTENCE_SO = re.compile(r"(?<=[a-zà-ỹđ,] )Số(?= [a-zà-ỹđ])")
+# Tesseract mistakes the case of an s, whose capital has the same shape: "chuyển đổi Số
+# trong", "cơ SỞ sản xuất". Such a two-letter word between two words in lower case is set in
+# lower case; a name goes on with a capital ("Sở Tài chính") and is left alone.
+_MISCASED = re.compile(r"(?<=[a-zà-ỹđ,;] )S[a-zà-ỹđA-ZÀ-ỸĐ](?= [a-zà-ỹđ])")
 
 
 def layout(words: list[Word]) -> str:
@@ -214,7 +215,7 @@ def layout(words: list[Word]) -> str:
         for before, word in itertools.pairwise(line):
             gap = word.left - (before.left + before.width)
             text += ("    " if gap > 1.5 * height else " ") + word.text
-        out.append(_SENTENCE_SO.sub("số", text))
+        out.append(_MISCASED.sub(lambda m: m.group().lower(), text))
     return "\n".join(out)
 
 
