@@ -9,6 +9,7 @@ database's own trouble (locked, disk full, I/O error, cannot open) becomes a Dat
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,14 +40,18 @@ from sqlalchemy import (
     delete,
     event,
     exc,
+    func,
     inspect,
     make_url,
+    select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from daemon.errors import DatabaseError
+
+_log = logging.getLogger("vanthu.db")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -503,8 +508,8 @@ def make_reader(url: str, busy_seconds: float = READER_BUSY_SECONDS) -> Engine:
     """An engine for commands that only look (status, lists, exports): it never creates the
     database, never upgrades or writes it (SQLite's `query_only`), starts only deferred
     transactions (which never wait for the daemon's writers under WAL) and waits at most
-    `busy_seconds` for a lock. A schema older than this vanthu is a DatabaseError naming
-    `vanthu db upgrade`."""
+    `busy_seconds` for a lock. A schema other than this vanthu's is a SchemaMismatch saying
+    what to do (`vanthu db upgrade` when it is older)."""
     where = make_url(url).render_as_string(hide_password=True)
     if url.startswith("sqlite"):
         database = make_url(url).database
@@ -527,48 +532,205 @@ def make_reader(url: str, busy_seconds: float = READER_BUSY_SECONDS) -> Engine:
             conn.exec_driver_sql("BEGIN")
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    with database_errors(f"database {where}"):
-        _check_schema(engine, where)
+    try:
+        with database_errors(f"database {where}"):
+            _check_schema(engine, where)
+    except BaseException:
+        engine.dispose()  # nothing of a refused database stays open
+        raise
     return engine
 
 
 def _check_schema(engine: Engine, where: str) -> None:
     with engine.connect() as conn:
-        present = inspect(conn)
-        tables = set(present.get_table_names())
-        missing = [name for name in metadata.tables if name not in tables]
-        for name, table in metadata.tables.items():
-            if name in tables:
-                have = {c["name"] for c in present.get_columns(name)}
-                missing += [f"{name}.{c.name}" for c in table.columns if c.name not in have]
+        problem = schema_problem(conn, where)
         conn.rollback()
-    if missing:
-        raise DatabaseError(f"the database {where} was made by an older vanthu (missing "
-                            f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}): "
-                            "run `vanthu db upgrade`")
+    if problem:
+        raise SchemaMismatch(problem)
 
 
-def upgrade(engine: Engine) -> None:
-    """Create the schema where it is missing, and add the nullable columns a database made by an
-    earlier build lacks (ALTER TABLE … ADD COLUMN keeps every row). Renames, type changes and
-    new constraints need real migrations. A database that cannot be opened or written is a
-    DatabaseError."""
-    with database_errors(f"database {engine.url.render_as_string(hide_password=True)}"):
-        _upgrade(engine)
+class SchemaMismatch(DatabaseError):
+    """The database's schema is not the one this vanthu's code was written for (older, newer,
+    empty or damaged): nothing was changed; the message says what to do."""
 
 
-def _upgrade(engine: Engine) -> None:
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        present = inspect(conn)
-        for table in metadata.tables.values():
-            have = {c["name"] for c in present.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in have:
-                    continue
-                if not column.nullable or column.primary_key:
-                    raise RuntimeError(f"cannot add the required column {table.name}."
-                                       f"{column.name} to an existing database")
-                kind = column.type.compile(dialect=conn.dialect)
-                conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN '
-                                     f'"{column.name}" {kind}')
+def _where(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _tables(conn: Connection) -> set[str]:
+    """The tables of the database, without Alembic's own and SQLite's internal ones."""
+    return {name for name in inspect(conn).get_table_names()
+            if name != "alembic_version" and not name.startswith("sqlite_")}
+
+
+def _missing(conn: Connection, schema: dict[str, set[str]]) -> list[str]:
+    """Tables and columns of `schema` ({table: columns}) that the database lacks."""
+    present = inspect(conn)
+    tables = _tables(conn)
+    missing = [name for name in schema if name not in tables]
+    for name, columns in schema.items():
+        if name in tables:
+            have = {column["name"] for column in present.get_columns(name)}
+            missing += [f"{name}.{column}" for column in sorted(columns - have)]
+    return missing
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+
+
+def schema_problem(conn: Connection, where: str) -> str | None:
+    """What keeps this vanthu from using the database, in one line naming what to do; None
+    when its schema is the one the code expects. Only looks."""
+    from daemon import __version__, migrations
+
+    revision, head = migrations.current(conn), migrations.head()
+    if revision is None and not _tables(conn):
+        return (f"the database {where} is empty: the daemon creates its tables when it starts "
+                "(or run `vanthu db upgrade`)")
+    if revision is None:
+        return (f"the database {where} was made by an older vanthu (before schema versions): "
+                "back it up (`vanthu db backup PATH`), then run `vanthu db upgrade`")
+    if not migrations.known(revision):
+        return (f"the database {where} was made by a newer vanthu (schema {revision}; vanthu "
+                f"{__version__} knows up to {head}): run that vanthu again (`vanthu db "
+                "upgrade` never goes back)")
+    if revision != head:
+        return (f"the database {where} has schema {revision}, older than this vanthu's {head}: "
+                "back it up (`vanthu db backup PATH`), then run `vanthu db upgrade`")
+    expected = {name: {column.name for column in table.columns}
+                for name, table in metadata.tables.items()}
+    if missing := _missing(conn, expected):
+        return (f"the database {where} is at schema {head} but is missing {_listed(missing)}: "
+                "changed by hand or damaged; `vanthu db upgrade` does not rebuild it, restore "
+                "a backup")
+    return None
+
+
+# Taken by whoever looks at or changes the schema on PostgreSQL, for its transaction: two
+# daemons starting on one new database create its tables once.
+_SCHEMA_LOCK = 0x76616E746875  # "vanthu"
+
+
+def _sqlite_foreign_keys(conn: Connection, on: bool) -> None:
+    # A pragma SQLite ignores inside a transaction: set on the driver's connection, outside one.
+    conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+        f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+
+
+@contextmanager
+def _schema_transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction to look at and change the schema, one process at a time (SQLite's
+    write lock from BEGIN IMMEDIATE, a PostgreSQL advisory lock). On SQLite foreign keys are off
+    meanwhile, so a migration may rebuild a table the others point to (SQLite's own procedure
+    for schema changes); they are checked before the commit."""
+    with engine.connect() as conn:
+        on_sqlite = conn.dialect.name == "sqlite"
+        if on_sqlite:
+            _sqlite_foreign_keys(conn, False)
+        try:
+            with conn.begin():
+                if not on_sqlite:
+                    conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+                yield conn
+                if on_sqlite and (broken := conn.exec_driver_sql("PRAGMA foreign_key_check")
+                               .first()):
+                    raise RuntimeError(f"the migration broke a foreign key of {broken[0]}")
+        finally:
+            if on_sqlite:
+                _sqlite_foreign_keys(conn, True)
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str | None]:
+    """Bring the database to the schema of this vanthu: a new one is created, one made by an
+    earlier vanthu is migrated in place, every row kept (one made before schema versions is
+    first recognised as the first version). One transaction: a failure changes nothing. A
+    database of a newer vanthu is refused (SchemaMismatch); one that cannot be opened or
+    written is a DatabaseError. Returns the revisions before (None: new, or made before
+    schema versions) and after."""
+    from daemon import migrations
+
+    where = _where(engine)
+    with database_errors(f"database {where}"), _schema_transaction(engine) as conn:
+        before = migrations.current(conn)
+        if before is None and _tables(conn):
+            _adopt(conn, where)
+        elif before is not None and not migrations.known(before):
+            raise SchemaMismatch(schema_problem(conn, where) or before)
+        migrations.upgrade(conn)
+        after = migrations.current(conn)
+    if after != before:
+        _log.info("db.upgraded", extra={"database": where, "from": before, "to": after})
+    return before, after
+
+
+def prepare(engine: Engine) -> None:
+    """The database as the daemon and the commands that write need it: a new (empty) one is
+    created at this vanthu's schema; any other must already be at it, else SchemaMismatch
+    naming `vanthu db upgrade` (an upgrade is the administrator's step, after a backup)."""
+    where = _where(engine)
+    with database_errors(f"database {where}"):
+        with reading(engine) as conn:
+            empty = not _tables(conn)
+            problem = None if empty else schema_problem(conn, where)
+        if empty:
+            upgrade(engine)  # looks again under the lock: another daemon may have made it
+        elif problem:
+            raise SchemaMismatch(problem)
+
+
+def _base_schema() -> dict[str, set[str]]:
+    """{table: columns} of the first schema version, made by its revision on a scratch SQLite
+    database (so the revision is the one description of that schema)."""
+    from sqlalchemy.pool import StaticPool
+
+    from daemon import migrations
+
+    scratch = create_engine("sqlite://", poolclass=StaticPool)
+    try:
+        with scratch.begin() as conn:
+            migrations.upgrade(conn, migrations.BASE)
+            present = inspect(conn)
+            return {name: {column["name"] for column in present.get_columns(name)}
+                    for name in _tables(conn)}
+    finally:
+        scratch.dispose()
+
+
+def _adopt(conn: Connection, where: str) -> None:
+    """A database made before schema versions: what that release's upgrade did (create missing
+    tables, add missing nullable columns) brings it to the first version, which is then
+    recorded; tables or columns no release had are refused."""
+    from daemon import migrations
+
+    base = _base_schema()
+    tables = _tables(conn)
+    present = inspect(conn)
+    strange = sorted(tables - set(base))
+    strange += [f"{name}.{column['name']}" for name in sorted(tables & set(base))
+                for column in present.get_columns(name) if column["name"] not in base[name]]
+    if strange:
+        raise SchemaMismatch(f"the database {where} has no schema version and tables or "
+                             f"columns vanthu never made ({_listed(strange)}): not upgraded")
+    for name in _missing(conn, base):
+        _add_legacy(conn, where, name, base)
+    migrations.stamp(conn, migrations.BASE)
+
+
+def _add_legacy(conn: Connection, where: str, missing: str, base: dict[str, set[str]]) -> None:
+    """Add a table or nullable column of the first version to a database made before it."""
+    name, _, column_name = missing.partition(".")
+    table = metadata.tables.get(name)
+    if table is None or {column.name for column in table.columns} != base[name]:
+        raise SchemaMismatch(f"the database {where} has no schema version and lacks {missing}, "
+                             "which this vanthu cannot add: not upgraded")
+    if not column_name:
+        table.create(conn)
+        return
+    column = table.columns[column_name]
+    if not column.nullable or column.primary_key:
+        raise SchemaMismatch(f"the database {where} has no schema version and lacks the "
+                             f"required column {missing}: not upgraded")
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f'ALTER TABLE "{name}" ADD COLUMN "{column_name}" {kind}')
