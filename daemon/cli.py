@@ -82,6 +82,7 @@ def _check_connect(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from daemon.routing.route import decide
     from daemon.understand import NoCases, ocr, understand
+    from daemon.understand.signatures import signature_lines, signatures_of
 
     cfg = _config(args)
     ruleset = rules_module.load(cfg.rules.dir)
@@ -109,6 +110,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if attachment.scanned is not None:  # what OCR read off a scan, and how surely
             entry["ocr"] = {"confidence": dict(attachment.scanned.confidence),
                             "unsure": list(attachment.scanned.unsure)}
+        entry["signatures"] = signatures_of(und.signatures, attachment)
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=1))
         return 0
@@ -128,6 +130,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if attachment.package is not None:
             print(f"edXML {attachment.name}: "
                   + json.dumps(attachment.package.as_json(), ensure_ascii=False))
+    for line in signature_lines(und.signatures, mail.attachments, cfg.agency.tz):
+        print(f"Chữ ký số: {line}")
     if und.applicant:
         print(f"applicant: {und.applicant.as_json()}")
     if und.quarantine:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from daemon import trustroots
 from daemon.errors import ConfigError, Problem
 from daemon.office.calendar import WorkCalendar
 
@@ -236,6 +237,9 @@ class SecurityConfig:
     authres_headers: int = 1
     # Verify DKIM signatures ourselves (dkimpy) instead of trusting the server's verdict only.
     verify_dkim: bool = False
+    # PEM or DER files of the certification authorities whose signatures on incoming PDFs are
+    # trusted (daemon/understand/signatures.py); none: no signature is trusted.
+    document_trust_roots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1242,7 +1246,8 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
                                          f"({limits.parse_seconds}): a mail past that is held")
 
     t = r.table(data, ("security",))
-    t.unknown({"authserv_id", "trusted_domains", "authres_headers", "verify_dkim"})
+    t.unknown({"authserv_id", "trusted_domains", "authres_headers", "verify_dkim",
+               "document_trust_roots"})
     verify_dkim = t.take("verify_dkim", bool, False)
     if verify_dkim and importlib.util.find_spec("dkim") is None:
         t.error("verify_dkim", "is true but the dkimpy package is not installed")
@@ -1254,6 +1259,9 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
                                                             domain_problem)),
         authres_headers=t.take("authres_headers", int, 1, _positive),
         verify_dkim=verify_dkim,
+        document_trust_roots=tuple(str(base / x) for x in t.strings(
+            "document_trust_roots", (), lambda v: _not_empty(v) or trustroots.problem(
+                str(base / v)))),
     )
 
     t = r.table(data, ("results",))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # (signatures imports this module)
+    from daemon.understand.signatures import AttachmentSignatures
 
 
 class State(enum.StrEnum):
@@ -250,6 +253,11 @@ class Understanding:
     # Doubts about the sender shown to people on the forward and in the digest (e.g. the
     # issuer printed in the document does not match the sender's domain), in Vietnamese.
     trust_notes: tuple[str, ...] = ()
+    # The digital signatures of its signed PDF attachments, and why they make a document that
+    # claims to come from a government body doubtful ("" when they do not): shown with the
+    # trust notes, and its register entry is not counted as official.
+    signatures: tuple[AttachmentSignatures, ...] = ()
+    signature_warning: str = ""
     # A confidentiality mark found anywhere in the mail (the subject, the body, any piece of
     # any attachment) and where, in Vietnamese; and why a mail without a mark may still be
     # confidential (a scan no one could read on an official mail): it is then announced
@@ -294,6 +302,8 @@ class Understanding:
                        "kinds": list(self.hold_kinds)},
             "authenticated": self.authenticated,
             "trust_notes": list(self.trust_notes),
+            "signatures": [s.as_json() for s in self.signatures],
+            "signature_warning": self.signature_warning,
             "secrecy": {"level": self.secrecy, "where": self.secrecy_where,
                         "doubts": list(self.secrecy_doubts)},
             "defects": list(self.defects),

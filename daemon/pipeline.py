@@ -52,6 +52,7 @@ from daemon.outbound.recipients import Allowed, Answering, Purpose, refusal
 from daemon.routing.route import announced, decide, merge
 from daemon.routing.rules import Procedure, RuleSet
 from daemon.understand import Reading, answered_ids, dkim_check, judge
+from daemon.understand.signatures import document_roots
 
 log = logging.getLogger("vanthu.pipeline")
 
@@ -231,8 +232,10 @@ def prepare(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
     found: list[Reading | BadMessage | Exception | None] = []
     if pool is not None:
         found.extend(pool.read_all(readable))
-    else:
-        found.extend(read_guarded(raw, cfg.limits, dkim_check(cfg)) for raw in readable)
+    elif readable:
+        roots = document_roots(cfg)
+        found.extend(read_guarded(raw, cfg.limits, dkim_check(cfg), roots=roots)
+                     for raw in readable)
     results = iter(found)
     readings: list[Reading | BadMessage | Exception | None] = [
         raw if isinstance(raw, Exception) else next(results) for raw in raws]

@@ -33,6 +33,7 @@ from daemon.pipeline import Groups, process_pending
 from daemon.routing import rules as rules_module
 from daemon.routing.rules import RuleSet
 from daemon.understand import dkim_check
+from daemon.understand.signatures import document_roots
 
 log = logging.getLogger("vanthu.service")
 
@@ -72,7 +73,7 @@ class Daemon:
         upgrade(self.engine)
         self.store = MailStore(cfg.storage.data_dir)
         self.sender = Sender(self.engine, cfg.smtp)
-        self.pool = ReadPool(cfg.limits, dkim_check(cfg))
+        self.pool = ReadPool(cfg.limits, dkim_check(cfg), roots=document_roots(cfg))
         self.stopping = asyncio.Event()
         self.wake_pipeline = asyncio.Event()
         self.wake_sender = asyncio.Event()

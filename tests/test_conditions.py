@@ -46,8 +46,8 @@ def test_every_condition_class_is_registered_under_its_key() -> None:
     assert all(CONDITIONS[cls.key] is cls for cls in concrete)
     assert set(CONDITIONS) == {
         "all", "any", "not", "kind", "type", "urgency", "procedure", "urgent", "confidential",
-        "working_day", "sender", "sender_domain", "attachment_type", "hours", "subject", "body",
-        "text", "issuer", "attachment_name"}
+        "working_day", "signature_doubt", "sender", "sender_domain", "attachment_type", "hours",
+        "subject", "body", "text", "issuer", "attachment_name"}
 
 
 @pytest.mark.parametrize(("when", "changes", "matched", "why"), [

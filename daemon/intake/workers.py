@@ -30,6 +30,7 @@ from typing import Any
 from daemon.config import LimitsConfig
 from daemon.errors import BadMessage
 from daemon.understand import Reading, read
+from daemon.understand.signatures import Roots
 from daemon.understand.trust import DkimCheck
 
 log = logging.getLogger("vanthu.workers")
@@ -73,13 +74,15 @@ def _init_worker(memory_mb: int, started: SimpleQueue[tuple[int, float]],
 
 
 def read_guarded(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None,
-                 parse: Reader | None = None) -> Reading | BadMessage:
-    """`understand.read` (verifying DKIM when `dkim` says so), or `parse`, with every failure
+                 parse: Reader | None = None,
+                 roots: Roots | None = None) -> Reading | BadMessage:
+    """`understand.read` (verifying DKIM when `dkim` says so, PDF signatures against
+    `roots`), or `parse`, with every failure
     of the parser turned into a BadMessage: the same in a worker and in the daemon's own
     process (`process_pending` without a pool). A parser exception is a property of the
     mail, so no retry would help."""
     try:
-        return parse(raw, limits) if parse is not None else read(raw, limits, dkim)
+        return parse(raw, limits) if parse is not None else read(raw, limits, dkim, roots)
     except BadMessage as err:
         return err
     except MemoryError:
@@ -103,10 +106,10 @@ class ReadPool:
     START_SECONDS = 300.0
 
     def __init__(self, limits: LimitsConfig, dkim: DkimCheck | None = None,
-                 reader: Reader | None = None) -> None:
+                 reader: Reader | None = None, roots: Roots | None = None) -> None:
         self.limits = limits
         self.size = limits.workers or os.cpu_count() or 1
-        self.reader: Reader = reader or functools.partial(read_guarded, dkim=dkim)
+        self.reader: Reader = reader or functools.partial(read_guarded, dkim=dkim, roots=roots)
         self._pool: Pool | None = None
         self._started: SimpleQueue[tuple[int, float]] | None = None
         self._next_task = 0

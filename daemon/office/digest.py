@@ -42,6 +42,7 @@ from daemon.routing.route import resolve
 from daemon.routing.rules import RuleSet, Targets
 from daemon.textnorm import nfc
 from daemon.understand import ocr
+from daemon.understand.signatures import digest_note
 
 KIND_NAMES = {"document": "Văn bản đến", "dossier": "Hồ sơ", "reply": "Thư trả lời hồ sơ",
               "auto": "Thư trả lời tự động", "bounce": "Thư báo lỗi", "bulk": "Thư hàng loạt",
@@ -113,7 +114,9 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         waiting = conn.scalar(select(func.count()).select_from(messages).where(
             messages.c.state == State.STORED, messages.c.stored_at < end)) or 0
         arrived = conn.execute(
-            select(register_entries).where(registered >= start, registered < end)
+            select(register_entries, messages.c.understanding)
+            .join(messages, messages.c.id == register_entries.c.message_id)
+            .where(registered >= start, registered < end)
             .order_by(register_entries.c.book, register_entries.c.number)).all()
         case_ids = {e.case_id for e in arrived if e.case_id is not None}
         case_of = {c.id: c for c in conn.execute(
@@ -195,6 +198,8 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         to = ", ".join(known.get(a.lower(), a) for a in entry.recipients or [])
         forwarded = f" → {to}" if to else ""
         doubt = f" · LƯU Ý: {entry.note}" if entry.note else ""
+        if broken := digest_note(entry.understanding, tz):
+            doubt += f" · CHỮ KÝ SỐ KHÔNG HỢP LỆ: {broken}"
         if unsure := doc.get("unsure"):
             doubt += f" · CẦN KIỂM TRA: {ocr.check_note(unsure)}"
         parts = [f"{urgency}{number}", dossier, who, symbol, summary]

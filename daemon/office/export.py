@@ -29,11 +29,12 @@ from openpyxl.worksheet.worksheet import Worksheet
 from sqlalchemy import Engine, select
 
 from daemon.config import Config
-from daemon.db import cases, outgoing_entries, reading, register_entries
+from daemon.db import cases, messages, outgoing_entries, reading, register_entries
 from daemon.office.cases import STATUS_NAMES
 from daemon.office.closing import Closing, closing_of, year_bounds
 from daemon.office.receipt import FONT_DIR, new_document
 from daemon.textnorm import nfc
+from daemon.understand import signatures
 
 Cell = str | int | date | None
 
@@ -51,7 +52,7 @@ NOUNS = {"incoming": "văn bản", "confidential": "văn bản", "outgoing": "v�
 HEADERS = {
     "incoming": ["Ngày đến", "Số đến", "Tác giả", "Số, ký hiệu", "Ngày tháng văn bản",
                  "Tên loại và trích yếu nội dung", "Ý kiến phân phối, chỉ đạo",
-                 "Đơn vị hoặc người nhận", "Ngày chuyển", "Ký nhận", "Ghi chú"],
+                 "Đơn vị hoặc người nhận", "Ngày chuyển", "Ký nhận", "Chữ ký số", "Ghi chú"],
     "outgoing": ["Số, ký hiệu văn bản", "Ngày tháng văn bản", "Tên loại và trích yếu nội dung",
                  "Người ký", "Nơi nhận văn bản", "Đơn vị, người nhận bản lưu",
                  "Số lượng bản", "Ngày chuyển", "Ký nhận", "Ghi chú"],
@@ -63,8 +64,8 @@ HEADERS = {
 HEADERS["confidential"] = [*HEADERS["incoming"][:6], "Độ mật", "Độ khẩn",
                            *HEADERS["incoming"][6:]]
 WIDTHS = {  # PDF column widths in mm, A4 landscape (277 mm between margins)
-    "incoming": [19, 13, 30, 26, 19, 58, 31, 27, 19, 12, 23],
-    "confidential": [19, 12, 26, 25, 19, 40, 14, 14, 32, 24, 19, 12, 21],
+    "incoming": [19, 13, 27, 24, 19, 54, 27, 24, 19, 12, 22, 17],
+    "confidential": [19, 12, 24, 23, 19, 34, 14, 14, 28, 22, 19, 12, 20, 17],
     "outgoing": [30, 19, 62, 30, 40, 28, 13, 19, 15, 21],
     "cases": [40, 14, 32, 50, 24, 19, 19, 26, 19, 34],
 }
@@ -165,9 +166,11 @@ def _entry_rows(conn: Any, cfg: Config, book: str, year: int,
     dossiers = {c.id: c for c in conn.execute(
         select(cases.c.id, cases.c.code, cases.c.procedure, cases.c.applicant_name)).all()}
     rows: list[list[Cell]] = []
-    for e in conn.execute(select(register_entries).where(
-            register_entries.c.book == book, register_entries.c.year == year)
-            .order_by(register_entries.c.number)).all():
+    for e in conn.execute(select(register_entries, messages.c.understanding)
+                          .join(messages, messages.c.id == register_entries.c.message_id)
+                          .where(register_entries.c.book == book,
+                                 register_entries.c.year == year)
+                          .order_by(register_entries.c.number)).all():
         doc = e.document or {}
         symbol = f"{doc.get('number') or ''}/{doc.get('symbol')}" if doc.get("symbol") else ""
         kind_summary = _joined(doc.get("type"), doc.get("summary"))
@@ -180,7 +183,9 @@ def _entry_rows(conn: Any, cfg: Config, book: str, year: int,
             symbol, _doc_day(doc), kind_summary or e.kind,
             directives_text(e.directives, cfg),
             ", ".join(names.get(a, a) for a in e.recipients or []),
-            _local_day(e.forwarded_at, cfg), "", e.note or ""]
+            _local_day(e.forwarded_at, cfg), "",
+            signatures.summary((e.understanding or {}).get("signatures") or [], cfg.agency.tz),
+            e.note or ""]
         if book == "confidential":
             row[6:6] = [level_name(doc.get("confidentiality")) or "Mật",
                         level_name(doc.get("urgency"))]

@@ -76,6 +76,10 @@ def trust_of(understanding: Understanding, mail: ParsedMail,
     if understanding.authenticated is not True:
         return Trust.UNPROVEN
     domain = mail.sender.email.rpartition("@")[2]
+    # A broken or untrusted signature on what claims to be a government document: its domain
+    # is proven, the document is not.
+    if understanding.signature_warning:
+        return Trust.AUTHENTICATED
     if any(domain == d or domain.endswith("." + d) for d in trusted_domains):
         return Trust.OFFICIAL
     return Trust.AUTHENTICATED

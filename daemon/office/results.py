@@ -54,14 +54,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection as PipeEnd
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
 
+import pyhanko.sign.validation  # noqa: F401  (preloaded into the verifiers' fork server)
 import pypdf
-from pyhanko.keys import load_cert_from_pemder
-from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.sign.validation import async_validate_pdf_signature
-from pyhanko.sign.validation.status import SignatureCoverageLevel
-from pyhanko_certvalidator import ValidationContext
 from sqlalchemy import Connection, Engine, insert, select
 
 from daemon.config import Config
@@ -75,7 +70,7 @@ from daemon.db import (
     rejected_results,
     utcnow,
 )
-from daemon.errors import ConfigError, EmailRefused, Problem
+from daemon.errors import EmailRefused
 from daemon.office.cases import record_result
 from daemon.office.closing import open_year
 from daemon.office.register import Book
@@ -83,11 +78,10 @@ from daemon.outbound.compose import message_id, result
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose
 from daemon.textnorm import fold
-from daemon.understand import extract
+from daemon.understand import extract, signatures
+from daemon.understand.signatures import Roots
 
 log = logging.getLogger("vanthu.results")
-for _noisy in ("pyhanko", "pyhanko_certvalidator"):  # they log tracebacks for every refusal
-    logging.getLogger(_noisy).setLevel(logging.CRITICAL)
 
 # A file must have stood still (same size, times and inode) this long, by the monotonic clock,
 # before it is taken: it may still be being copied in. Not its mtime's age: a step of the wall
@@ -108,57 +102,36 @@ class Verdict:
     signer: str | None = None
 
 
-def load_roots(paths: tuple[str, ...]) -> list[Any]:
+def load_roots(paths: tuple[str, ...]) -> Roots:
     """The trust roots of [results] trust_roots; an unreadable one is a configuration error."""
-    roots = []
-    for path in paths:
-        try:
-            # pyHanko's key helpers carry no type annotations.
-            roots.append(load_cert_from_pemder(path))  # type: ignore[no-untyped-call]
-        except (OSError, ValueError) as err:
-            raise ConfigError([Problem(path, None, f"cannot load trust root: {err}")]) from err
-    return roots
+    return Roots.read(paths, "[results] trust_roots")
 
 
-async def verify(data: bytes, roots: list[Any]) -> Verdict:
-    """Validate every signature of a PDF (pyHanko); any exception means invalid."""
+async def verify(data: bytes, roots: Roots) -> Verdict:
+    """Validate every signature of a PDF (signatures.validate): all must be valid and the
+    last must cover the entire file."""
     try:
-        signatures = PdfFileReader(io.BytesIO(data)).embedded_signatures
+        checks = await signatures.validate(data, roots)
     except Exception as err:  # a broken PDF may raise anything inside the reader
         return Verdict(False, f"not a readable PDF: {err}", f"không đọc được tệp PDF: {err}")
-    if not signatures:
+    if not checks:
         return Verdict(False, "unsigned: the PDF carries no digital signature",
                        "chưa ký số: tệp PDF không có chữ ký số")
-    if not roots:
+    if not roots.ders:
         return Verdict(False, "no trust roots configured ([results] trust_roots)",
                        "chưa cấu hình chứng thư gốc tin cậy ([results] trust_roots)")
     signer = None
-    for index, signature in enumerate(signatures, 1):
-        try:
-            context = ValidationContext(trust_roots=roots, allow_fetching=False)
-            status = await async_validate_pdf_signature(signature, context)
-        except Exception as err:  # a corrupted signature blob raises instead of reporting
-            return Verdict(False, f"signature {index} cannot be validated: {err}",
-                           f"chữ ký số thứ {index} không kiểm tra được: {err}")
-        signer = status.signing_cert.subject.human_friendly
-        if not status.intact:
-            return Verdict(False, f"signature {index}: the signed content was changed after "
-                                  "signing (digest mismatch)",
-                           f"chữ ký số thứ {index}: nội dung đã bị sửa sau khi ký", signer)
-        if not status.trusted:
-            return Verdict(False, f"signature {index}: the signer does not chain to a "
-                                  "configured trust root",
-                           f"chữ ký số thứ {index}: chứng thư số không thuộc tổ chức chứng "
-                           "thực tin cậy", signer)
-        # bottom_line is True even with bytes appended after signing: coverage must be
-        # checked on its own.
-        if index == len(signatures) and status.coverage != SignatureCoverageLevel.ENTIRE_FILE:
+    for index, check in enumerate(checks, 1):
+        signer = check.subject or signer
+        # A result is the agency's own final document: nothing may follow its last signature,
+        # not even changes a signature would allow.
+        if (index == len(checks) and check.intact and check.trusted
+                and check.coverage != "entire_file"):
             return Verdict(False, "content was added after the last signature (an incremental "
                                   "update not covered by any signature)",
                            "tệp có nội dung được thêm sau chữ ký số cuối cùng", signer)
-        if not status.bottom_line:
-            return Verdict(False, f"signature {index} is not valid",
-                           f"chữ ký số thứ {index} không hợp lệ", signer)
+        if not check.valid:
+            return Verdict(False, check.reason_en, check.reason, signer)
     return Verdict(True, "valid", "hợp lệ", signer)
 
 

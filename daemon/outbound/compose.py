@@ -29,6 +29,7 @@ from daemon.routing.rules import Procedure
 from daemon.textnorm import fold, header_safe, nfc
 from daemon.understand import ocr
 from daemon.understand.postal import find_address
+from daemon.understand.signatures import signature_lines
 
 URGENCY_TAG = {"Hỏa tốc": "HỎA TỐC", "Thượng khẩn": "THƯỢNG KHẨN", "Khẩn": "KHẨN"}
 
@@ -255,6 +256,8 @@ def forward(cfg: Config, ctx: Context, action: Action, mail: ParsedMail,
     withheld = [a for a in mail.attachments if a.withheld]
     if kept:
         rows.append(("Tệp đính kèm", "; ".join(a.name for a in kept)))
+    rows += [("Chữ ký số", line)
+             for line in signature_lines(und.signatures, mail.attachments, cfg.agency.tz)]
     outro = []
     if withheld:
         outro.append("Không chuyển tiếp các tệp không an toàn: "

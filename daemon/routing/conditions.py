@@ -230,6 +230,18 @@ class WorkingDay(_Flag):
         return facts.working_day
 
 
+@dataclass(frozen=True)
+class SignatureDoubt(_Flag):
+    """`signature_doubt: true`: a document that claims to come from a government body carries
+    a digital signature that is broken or not trusted."""
+
+    key: ClassVar[str] = "signature_doubt"
+
+    @staticmethod
+    def actual(facts: Facts) -> bool:
+        return facts.signature_doubt
+
+
 # --- one of a list of values ----------------------------------------------------------------
 
 
@@ -545,7 +557,7 @@ class AttachmentName(_Text):
 # here and its test.
 CONDITIONS: dict[str, type[Condition]] = {cls.key: cls for cls in (
     AllOf, AnyOf, Not,
-    KindIs, TypeIs, UrgencyIs, ProcedureIs, Urgent, Confidential, WorkingDay,
+    KindIs, TypeIs, UrgencyIs, ProcedureIs, Urgent, Confidential, WorkingDay, SignatureDoubt,
     SenderIs, SenderDomain, AttachmentType, Hours,
     Subject, Body, Text, Issuer, AttachmentName,
 )}

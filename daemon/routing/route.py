@@ -62,6 +62,9 @@ class Facts:
     at: datetime  # when the mail arrived, in the agency's time zone
     working_day: bool
     procedure: str = ""  # the catalogue's id, for a dossier
+    # A document claiming to come from a government body carries a broken or untrusted
+    # digital signature (Understanding.signature_warning).
+    signature_doubt: bool = False
     _folded: dict[str, str] = field(default_factory=dict, init=False, repr=False,
                                     compare=False)
 
@@ -104,6 +107,7 @@ class Facts:
             at=at,
             working_day=(calendar or WorkCalendar()).is_working_day(at.date()),
             procedure=found.id if found else "",
+            signature_doubt=bool(understanding.signature_warning),
         )
 
 

@@ -14,7 +14,7 @@ from typing import Protocol
 from daemon.config import Config, LimitsConfig
 from daemon.models import Applicant, Document, HoldKind, Kind, ParsedMail, Understanding
 from daemon.textnorm import header_safe
-from daemon.understand import edxml, extract, lookalike, ocr, scams, secrecy, trust
+from daemon.understand import edxml, extract, lookalike, ocr, scams, secrecy, signatures, trust
 from daemon.understand.applicant import applicant
 from daemon.understand.classify import (
     Signals,
@@ -26,6 +26,7 @@ from daemon.understand.classify import (
 from daemon.understand.identity import raw_headers
 from daemon.understand.parse import parse
 from daemon.understand.secrecy import Finding
+from daemon.understand.signatures import AttachmentSignatures, Roots
 from daemon.understand.trust import DkimCheck, DkimResult, Verdict
 
 
@@ -168,11 +169,15 @@ class Reading:
     secrecy: Finding = field(default_factory=Finding)
     # Who sent it, should it be a dossier: read here, in the worker, as it reads all the text.
     applicant: Applicant | None = None
+    # The signatures of its signed PDF attachments, validated here against the trust roots.
+    signatures: tuple[AttachmentSignatures, ...] = ()
 
 
-def read(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None) -> Reading:
+def read(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None,
+         roots: Roots | None = None) -> Reading:
     """Parse a raw mail and read its document header; with `dkim`, verify its DKIM
-    signatures too (DNS lookups with a timeout). Picklable in and out, so it can run in a
+    signatures too (DNS lookups with a timeout); validate the signatures of its PDFs against
+    `roots` (None: no roots, so none is trusted). Picklable in and out, so it can run in a
     worker process. Raises BadMessage when the mail cannot be parsed at all."""
     ocr.start_mail(limits)
     mail = parse(raw, limits)
@@ -188,7 +193,8 @@ def read(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None) -> Rea
     found = raw_headers(raw, frozenset({"authentication-results"}))
     return Reading(mail, document, found.get("authentication-results"),
                    trust.check_dkim(raw, dkim) if dkim is not None else None,
-                   secrecy.find(mail), applicant=applicant(mail))
+                   secrecy.find(mail), applicant=applicant(mail),
+                   signatures=signatures.check_attachments(mail.attachments, roots or Roots()))
 
 
 def dkim_check(cfg: Config) -> DkimCheck | None:
@@ -265,6 +271,11 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
                        "chưa coi là thư chính thức")
         kinds.append(HoldKind.AUTH)
     notes: list[str] = []
+    warning = signatures.warning(
+        reading.signatures, claims_trusted or claims_own or bool(document and document.issuer),
+        bool(cfg.security.document_trust_roots))
+    if warning:
+        notes.append(warning)
     if kind is Kind.DOCUMENT and document is not None and (note := trust.issuer_note(
             document.issuer, address, auth, cfg.security.trusted_domains)):
         notes.append(note)
@@ -304,6 +315,8 @@ def judge(reading: Reading, cfg: Config, cases: CaseLookup) -> Understanding:
         defects=mail.defects + tuple(d for a in mail.attachments for d in a.defects),
         authenticated=auth,
         trust_notes=tuple(notes),
+        signatures=reading.signatures,
+        signature_warning=warning,
         secrecy=level,
         secrecy_where=mark.where or (document.source if document and level else ""),
         secrecy_doubts=doubts if not level else (),
@@ -314,5 +327,5 @@ def understand(raw: bytes, cfg: Config, cases: CaseLookup,
                dkim: DkimCheck | None = None) -> tuple[ParsedMail, Understanding]:
     """Parse and understand one raw mail (verifying DKIM as `dkim` or the config says).
     Raises BadMessage when it cannot be parsed at all."""
-    reading = read(raw, cfg.limits, dkim or dkim_check(cfg))
+    reading = read(raw, cfg.limits, dkim or dkim_check(cfg), signatures.document_roots(cfg))
     return reading.mail, judge(reading, cfg, cases)
