@@ -287,6 +287,23 @@ class CalendarConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics: an HTTP endpoint (`listen`, "" off) and/or a file for
+    node_exporter's textfile collector (`textfile`, "" off), written every `interval_seconds`."""
+
+    listen: str = ""  # "127.0.0.1:9464"; an address off the machine needs allow_remote
+    allow_remote: bool = False
+    textfile: str = ""  # ".../textfile_collector/vanthu.prom"
+    interval_seconds: float = 15.0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) of `listen`."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     agency: AgencyConfig
@@ -300,6 +317,7 @@ class Config:
     digest: DigestConfig
     calendar: CalendarConfig = CalendarConfig()
     status: StatusConfig = StatusConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def own_addresses(self) -> frozenset[str]:
@@ -1081,12 +1099,71 @@ def _ocr(t: _Table) -> OcrConfig:
     )
 
 
+def _listen_problem(value: str, remote: bool) -> str | None:
+    """Why `[metrics] listen` cannot be used: not HOST:PORT, not an IP address or localhost,
+    or an address reachable from other machines while `allow_remote` is off."""
+    import ipaddress
+
+    host, colon, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{value!r} must be HOST:PORT with a port from 1 to 65535 (127.0.0.1:9464)"
+    if host == "localhost":
+        return None
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return f"{host!r} must be an IP address or localhost"
+    if not loopback and not remote:
+        return (f"{host} is reachable from other machines and the metrics need no login: "
+                "listen on 127.0.0.1, or set allow_remote = true behind a firewall")
+    return None
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be written in `folder` (tried: a read-only mount or a folder of
+    another user answers only to a real write), or None."""
+    import tempfile
+
+    if not folder.is_dir():
+        return "is not a folder" if folder.exists() else "does not exist"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as err:
+        return f"is not writable by this user ({err.strerror})"
+
+
+def _metrics(t: _Table, base: Path) -> MetricsConfig:
+    t.unknown({"listen", "allow_remote", "textfile", "interval_seconds"})
+    d = MetricsConfig()
+    remote = t.take("allow_remote", bool, d.allow_remote)
+    listen = t.take("listen", str, d.listen,
+                    lambda v: _listen_problem(v, remote) if v else None)
+    textfile = t.take("textfile", str, d.textfile)
+    if textfile:
+        path = base / textfile
+        folder = path.parent
+        if not textfile.endswith(".prom"):
+            t.error("textfile", "must end with .prom (node_exporter reads only *.prom)")
+            textfile = ""
+        elif why := _unwritable(folder):
+            t.error("textfile", f"folder {folder} {why}")
+            textfile = ""
+        else:
+            textfile = str(path)
+    interval = t.take("interval_seconds", float, d.interval_seconds,
+                      lambda v: None if 1 <= v <= 3600 else "must be 1 to 3600")
+    return MetricsConfig(listen, remote, textfile, interval)
+
+
 def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
            required: bool) -> Config:
     """Every section, each wrong value reported and replaced by its default."""
     root = r.table(data, ())
     root.unknown({"agency", "storage", "mailboxes", "smtp", "rules", "limits", "security",
-                  "results", "digest", "calendar", "status", "ocr"})
+                  "results", "digest", "calendar", "status", "ocr",
+                  "metrics"})
 
     t = r.table(data, ("agency",), required=required)
     t.unknown({"name", "code", "timezone", "addresses", "case_code_format", "case_ref_pattern",
@@ -1316,4 +1393,5 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
 
     return Config(path=path, agency=agency, storage=storage, mailboxes=tuple(mailboxes),
                   smtp=smtp, rules=rules, limits=limits, security=security_cfg,
-                  results=results, digest=digest, calendar=calendar, status=status)
+                  results=results, digest=digest, calendar=calendar, status=status,
+                  metrics=_metrics(r.table(data, ("metrics",)), base))

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +24,11 @@ from apscheduler.triggers.cron import CronTrigger
 from daemon import selfcheck
 from daemon.config import Config
 from daemon.db import clear_fault, make_engine, report_fault, upgrade
-from daemon.errors import ConfigError, SystemicFault
+from daemon.errors import ConfigError, Problem, SystemicFault
 from daemon.intake.fetch import FolderWatcher, MailboxLease, keep_leases
 from daemon.intake.store import MailStore
 from daemon.intake.workers import ReadPool
+from daemon.metrics import Metrics
 from daemon.office import digest, reminders, results
 from daemon.outbound.send import Sender
 from daemon.pipeline import Groups, process_pending
@@ -79,6 +81,13 @@ class Daemon:
         self.wake_sender = asyncio.Event()
         self.stop_threads = threading.Event()
         self.watchers: list[FolderWatcher] = []
+        self.metrics = Metrics(cfg.metrics, self.engine, lambda: self.pool.restarts)
+        try:  # last: nothing after it may fail and leave the endpoint open
+            self.metrics.start()
+        except OSError as err:  # taken by another program, or not this machine's address
+            self.engine.dispose()
+            raise ConfigError([Problem("[metrics] listen", None, f"cannot listen on "
+                                       f"{cfg.metrics.listen}: {err.strerror or err}")]) from err
 
     def reload_rules(self) -> None:
         """SIGHUP: load the rules again; a set with errors is rejected, the old one kept."""
@@ -111,10 +120,14 @@ class Daemon:
         groups = Groups()  # one mail first, then more: each short life registers something
         while not self.stopping.is_set():
             try:
+                began = time.monotonic()
                 done = await asyncio.to_thread(process_pending, self.engine, self.cfg,
                                                self.store, self.rules, self.pool, groups.size)
                 groups.done(done)
+                if done:
+                    self.metrics.batch.observe(time.monotonic() - began)
             except SystemicFault as err:
+                self.metrics.faults.inc()
                 # Not the mails' fault: keep them stored, say why, try again later by itself.
                 paused = min(max(paused * 2, self.PAUSE_FIRST), self.PAUSE_MAX)
                 log.error("pipeline.paused", extra={"cause": str(err), "retry_in": paused})
@@ -290,6 +303,7 @@ class Daemon:
         tasks += [asyncio.create_task(self._sender_loop()),
                  asyncio.create_task(self._watchdog()),
                  asyncio.create_task(self._watch_rules()),
+                 asyncio.create_task(self.metrics.keep_writing(self.stopping)),
                  results_loop := asyncio.create_task(self._results_loop())]
         sd_notify("READY=1")
         log.info("daemon.started", extra={"mailboxes": len(self.cfg.mailboxes),
@@ -313,5 +327,6 @@ class Daemon:
             await asyncio.to_thread(thread.join, 5.0)
         await asyncio.to_thread(keeper.join, 10.0)  # gives the leases up
         self.pool.close()
+        self.metrics.stop()
         self.engine.dispose()
         log.info("daemon.stopped")

@@ -113,6 +113,7 @@ class ReadPool:
         self._pool: Pool | None = None
         self._started: SimpleQueue[tuple[int, float]] | None = None
         self._next_task = 0
+        self.restarts = 0  # times the pool was killed and made anew (a metric)
         self._lock = threading.Lock()  # the pool is made once, by whichever thread asks first
 
     def start(self) -> None:
@@ -174,6 +175,7 @@ class ReadPool:
                 f"reading took longer than {self.limits.parse_seconds} s, or its worker "
                 "died; the mail may be built to exhaust the parser"))
             results.extend([None] * (len(pending) - i - 1))
+            self.restarts += 1
             self.close()  # the stuck worker must go; the rest of the batch is reread
             break
         return results
