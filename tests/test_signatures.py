@@ -28,7 +28,7 @@ from daemon.office import digest, export
 from daemon.office.register import Trust
 from daemon.routing import rules as rules_module
 from daemon.understand import NoCases, Reading, judge
-from daemon.understand.signatures import Roots, SignatureCheck, check_pdf
+from daemon.understand.signatures import Roots, SignatureCheck, check_pdf, digest_note
 from tests import signing
 from tests.conftest import AUTHSERV_ID, ROOT, RULES
 from tests.desk import DOCUMENT, Desk
@@ -348,3 +348,19 @@ def test_inspect_json_and_text_show_each_signature(tmp_path: Path,
     assert "Chữ ký số: 1000-UBND-KT.pdf: KHÔNG HỢP LỆ (chữ ký số thứ 1: nội dung đã bị sửa" \
         in text
 
+
+
+def test_digest_note_names_only_what_the_register_note_does_not() -> None:
+    """The digest warns of invalid signatures the register's note does not already carry."""
+    valid, broken = check_pdf(VALID, ROOTS)[0], check_pdf(signing.tampered(VALID), ROOTS)[0]
+    stored = {"signatures": [{"attachment": "a.pdf", "sha256": "1",
+                              "signatures": [valid.as_json()]},
+                             {"attachment": "b.pdf", "sha256": "2",
+                              "signatures": [broken.as_json()]}],
+              "signature_warning": ""}
+    note = digest_note(stored, TZ)
+    assert note.startswith("b.pdf: KHÔNG HỢP LỆ (chữ ký số thứ 1: nội dung đã bị sửa")
+    assert "a.pdf" not in note
+    assert digest_note({**stored, "signature_warning": "Chữ ký số không hợp lệ …"}, TZ) == ""
+    assert digest_note({"signatures": stored["signatures"][:1]}, TZ) == ""
+    assert digest_note(None, TZ) == digest_note({"signatures": "x"}, TZ) == ""

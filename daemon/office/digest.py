@@ -198,8 +198,8 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         to = ", ".join(known.get(a.lower(), a) for a in entry.recipients or [])
         forwarded = f" → {to}" if to else ""
         doubt = f" · LƯU Ý: {entry.note}" if entry.note else ""
-        if broken := digest_note(entry.understanding, tz):
-            doubt += f" · CHỮ KÝ SỐ KHÔNG HỢP LỆ: {broken}"
+        if broken := digest_note(entry.understanding, tz):  # (no file names of a secret)
+            doubt += " · CHỮ KÝ SỐ KHÔNG HỢP LỆ" + ("" if hidden else f": {broken}")
         if unsure := doc.get("unsure"):
             doubt += f" · CẦN KIỂM TRA: {ocr.check_note(unsure)}"
         parts = [f"{urgency}{number}", dossier, who, symbol, summary]
