@@ -25,11 +25,12 @@ from imapclient.exceptions import LoginError
 from daemon import config, oauth
 from daemon.cli import main
 from daemon.config import Config, MailboxConfig, OAuthConfig, Secret, SmtpConfig
+from daemon.db import register_entries
 from daemon.errors import ConfigError, MailboxAuthError, MailboxError
 from daemon.intake import fetch
 from daemon.models import OutboxState
 from daemon.outbound.send import Sender, tls_context
-from tests.conftest import RULES
+from tests.conftest import CORPUS, RULES, Office, corpus_labels
 from tests.oauth_server import Issuer, rsa_pem
 from tests.servers import Dovecot, SmtpSink, free_port, local_config
 from tests.test_send import _queue, _rows
@@ -236,7 +237,8 @@ def test_forged_smtp_tokens_are_refused(issuer: Issuer, sink: SmtpSink, user: st
 
 def connect_config(tmp_path: Path, imap: Dovecot, sink: SmtpSink, issuer: Issuer, *,
                    client_id: str, secret: str, user: str = "vanthu",
-                   smtp_user: str = "vanthu", mailbox_extra: str = "") -> Path:
+                   smtp_user: str = "vanthu", mailbox_extra: str = "",
+                   password_box: bool = True) -> Path:
     """A config with an OAuth2 mailbox (its secret in a file), a password mailbox on the same
     Dovecot, and SMTP with OAuth2."""
     (tmp_path / "client-secret").write_text(secret + "\n")
@@ -246,11 +248,12 @@ def connect_config(tmp_path: Path, imap: Dovecot, sink: SmtpSink, issuer: Issuer
     text = local_config(tmp_path, imap, sink, user=user, password="UNUSED", rules_dir=RULES,
                         mailbox="Văn thư Sở", extra=f"\n[digest]\nto = []\n[smtp.oauth2]\n"
                                                     f"{oauth_table}")
+    second = ('[[mailboxes]]\nname = "mat-khau"\n'
+              f'host = "127.0.0.1"\nport = {imap.imaps_port}\n'
+              f'ca_file = "{imap.cert}"\nusername = "vanthu"\npassword = "secret"\n'
+              'idle = false\nafter = "move:Đã lưu"\n') if password_box else ""
     text = text.replace('password = "UNUSED"\n', f'auth = "oauth2"\n{mailbox_extra}'
-                        f'[mailboxes.oauth2]\n{oauth_table}\n[[mailboxes]]\nname = "mat-khau"\n'
-                        f'host = "127.0.0.1"\nport = {imap.imaps_port}\n'
-                        f'ca_file = "{imap.cert}"\nusername = "vanthu"\npassword = "secret"\n'
-                        'idle = false\nafter = "move:Đã lưu"\n')
+                        f'[mailboxes.oauth2]\n{oauth_table}\n{second}')
     text = text.replace("[smtp]\n", f'[smtp]\nauth = "oauth2"\nusername = "{smtp_user}"\n')
     path = tmp_path / "config.toml"
     path.write_text(text, encoding="utf-8")
@@ -323,6 +326,31 @@ def test_check_connect_names_each_failure(issuer: Issuer, imap: Dovecot, sink: S
             code, out = run_check(path, "--json")
             probe = json.loads(out)[0]
             assert code == 1 and probe["error_kind"] == kind, (kind, probe)
+
+
+def test_the_daemon_fetches_and_sends_with_tokens(issuer: Issuer, sink: SmtpSink,
+                                                   tmp_path: Path) -> None:
+    """The real daemon on an OAuth2 mailbox and OAuth2 SMTP: a mail is stored, registered and
+    its emails go out; a token revoked meanwhile is renewed without a lost mail."""
+    with Dovecot({"hop.thu": "mat-khau-rieng"},
+                 oauth2_introspection=issuer.introspection_url) as own:
+        cfg = app(issuer, "hop.thu")
+        secret = cfg.client_secret.reveal() if cfg.client_secret else ""
+        issuer.apps[cfg.client_id] = (secret, "hop.thu")
+        path = connect_config(tmp_path, own, sink, issuer, client_id=cfg.client_id,
+                              secret=secret, user="hop.thu", smtp_user="hop.thu",
+                              mailbox_extra="poll_seconds = 1\n", password_box=False)
+        office = Office(own, sink, "hop.thu", "mat-khau-rieng", tmp_path, path)
+        labels = [label for label in corpus_labels() if label["kind"] == "dossier"][:2]
+        office.deliver((CORPUS / labels[0]["file"]).read_bytes())
+        office.run_daemon(until=lambda: office.settled(1) and bool(sink.messages()))
+        issuer.revoke_all()
+        sent, issued = len(sink.messages()), issuer.issued()
+        office.deliver((CORPUS / labels[1]["file"]).read_bytes())
+        office.run_daemon(until=lambda: office.settled(2) and len(sink.messages()) > sent)
+        assert issuer.issued() > issued  # the revoked token was renewed, not retried forever
+    assert set(sink.logins) == {"hop.thu"}
+    assert office.count(register_entries) == 2
 
 
 # --- configuration ------------------------------------------------------------------------------
