@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from daemon import config
 from daemon.cli import main
 from daemon.config import LimitsConfig
-from daemon.models import Understanding
+from daemon.models import Attachment, Document, Understanding
 from daemon.textnorm import header_safe, nfc
 from daemon.understand import NoCases, attachments, edxml, understand
 from tests.conftest import AUTHSERV_ID, ROOT
@@ -260,6 +260,28 @@ def test_missing_fields_are_filled_from_the_carried_document(tmp_path: Path) -> 
     sources = doc.sources()
     assert sources["number"] == sources["issuer"] == "edxml"
     assert sources["date"] == "goi-van-ban.edxml/Quyết định 1234.txt"
+
+
+def test_fields_filled_from_a_scan_keep_their_confidence_and_doubts() -> None:
+    """A package without place and date, carrying a scan OCR read: the two fields come from
+    the scan with their scores, the clerk is asked to check the unsure one; the package's
+    own fields are never marked unsure."""
+    found, _ = edxml.read(package({k: v for k, v in HEADER.items()
+                                   if k not in ("place", "date")}))
+    carrier = Attachment("goi.edxml", "application/xml", 1, "0" * 64, b"x", package=found)
+    scanned = Document(number="1234", symbol="QĐ-UBND", place="Tây Ninh",
+                       date=date(2026, 11, 9), issuer="UBND TỈNH TÂY NINH", source="ocr",
+                       file="goi.edxml/quet.pdf",
+                       confidence=(("number", 0.9), ("place", 0.97), ("date", 0.41)),
+                       unsure=("date", "number"))
+    doc = edxml.prevail(scanned, (carrier,))
+    assert doc is not None and doc.issuer == "Ủy ban nhân dân tỉnh Tây Ninh"
+    assert doc.sources()["place"] == doc.sources()["date"] == "ocr"
+    assert doc.sources()["number"] == "edxml"
+    assert doc.checks() == ("date",)
+    assert doc.as_json()["confidence"] == {"place": 0.97, "date": 0.41}
+    other = replace(scanned, symbol="KH-UBND")  # another document: nothing taken from it
+    assert edxml.prevail(other, (carrier,)) == found.document
 
 
 def _config(tmp_path: Path) -> Path:

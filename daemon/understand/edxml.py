@@ -277,8 +277,9 @@ def header_text(package: Package) -> str:
 
 def prevail(found: Document | None, attachments: tuple[Attachment, ...]) -> Document | None:
     """The document as the first edXML package among `attachments` states it (source
-    "edxml"), its missing fields filled from `found` (what was read off the text) when that
-    is the same document; `found` itself when no package states one."""
+    "edxml"), its missing fields filled from `found` (what was read off the text, or by OCR
+    off a scan: their confidence and doubts go with them) when that is the same document;
+    `found` itself when no package states one."""
     stated = next((a.package.document for a in attachments
                    if a.package is not None and a.package.document is not None), None)
     if stated is None:
@@ -289,4 +290,7 @@ def prevail(found: Document | None, attachments: tuple[Attachment, ...]) -> Docu
     gaps = {name: getattr(found, name) for name in Document.FIELDS
             if getattr(stated, name) is None and getattr(found, name) is not None}
     return replace(stated, **gaps, filled_from=tuple(
-        (name, origins.get(name, found.source)) for name in gaps))
+        (name, origins.get(name, found.source)) for name in gaps),
+        file=found.file if gaps else None,
+        confidence=tuple((name, score) for name, score in found.confidence if name in gaps),
+        unsure=tuple(name for name in found.unsure if name in gaps))
