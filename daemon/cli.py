@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from daemon import __version__, config, log
 from daemon.db import (
@@ -30,6 +30,7 @@ from daemon.db import (
     make_reader,
     messages,
     outbox,
+    prepare,
     reading,
     register_entries,
     upgrade,
@@ -144,16 +145,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _engine(cfg: config.Config) -> Any:
-    """The database for a command that writes: created or upgraded as needed."""
+    """The database for a command that writes: created when new, else at this vanthu's schema
+    (an older or newer one is named with what to do, see `vanthu db upgrade`)."""
     engine = make_engine(cfg.storage.url)
-    upgrade(engine)
+    _opened.append(engine)
+    prepare(engine)
     return engine
 
 
 def _reader(cfg: config.Config) -> Any:
     """The database for a command that only looks: never created, upgraded or written, and a
     lock is reported within seconds instead of waited out."""
-    return make_reader(cfg.storage.url)
+    engine = make_reader(cfg.storage.url)
+    _opened.append(engine)
+    return engine
+
+
+# The engines a command opened, disposed of when it ends (main): nothing of the database stays
+# open after it, also when main runs in a longer process (the tests, PostgreSQL's sessions).
+_opened: list[Engine] = []
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -675,9 +685,40 @@ def _release_attachment(args: argparse.Namespace, cfg: config.Config, engine: An
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    """`db upgrade`: the schema migrated to this vanthu's (rows kept); `db backup PATH`: a
+    consistent copy of a SQLite database, the daemon running or not."""
     cfg = _config(args)
-    _engine(cfg).dispose()
-    print(f"schema up to date at {cfg.storage.url}")
+    if args.action == "backup":
+        return _db_backup(cfg, args.path)
+    engine = make_engine(cfg.storage.url)
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"Cơ sở dữ liệu {where} đã ở phiên bản lược đồ {after}: không cần nâng cấp.")
+    else:
+        print(f"Đã nâng cấp cơ sở dữ liệu {where}: phiên bản lược đồ "
+              f"{before or 'mới / trước khi có phiên bản'} → {after}.")
+    return 0
+
+
+def _db_backup(cfg: config.Config, path: str | None) -> int:
+    from daemon import backup
+
+    if not path:
+        print("vanthu db backup: give the PATH of the copy to write", file=sys.stderr)
+        return 2
+    source = backup.sqlite_path(cfg.storage.url)
+    if source is None:
+        print(backup.PG_DUMP_ADVICE, file=sys.stderr)
+        return 1
+    copy = backup.backup(source, Path(path))
+    now = datetime.now(cfg.agency.tz)
+    print(f"Đã sao lưu {source} vào {copy.path} lúc {now:%H:%M %d/%m/%Y}: "
+          f"{copy.size:,} byte".replace(",", ".")
+          + f", {copy.entries} mục sổ đăng ký, phiên bản lược đồ {copy.revision or 'chưa có'}.")
     return 0
 
 
@@ -1052,8 +1093,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", default=".", metavar="DIR", help="--save: the folder (default: .)")
     p.add_argument("--actor", default=os.environ.get("USER", "clerk"),
                    help="--release: who checked the file and lets it go")
-    p = command("db", cmd_db, "database schema")
-    p.add_argument("action", choices=["upgrade"])
+    p = command("db", cmd_db, "database: upgrade the schema, or back it up (SQLite)")
+    p.add_argument("action", choices=["upgrade", "backup"])
+    p.add_argument("path", nargs="?", help="backup: the new file to write (never overwritten)")
     return parser
 
 
@@ -1081,3 +1123,6 @@ def main(argv: list[str] | None = None) -> int:
         name = os.fsdecode(err.filename)  # a path opened as bytes names itself in bytes
         print(f"vanthu {args.command}: {name}: {err.strerror}", file=sys.stderr)
         return 1
+    finally:
+        while _opened:
+            _opened.pop().dispose()

@@ -23,7 +23,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from daemon import selfcheck
 from daemon.config import Config
-from daemon.db import clear_fault, make_engine, report_fault, upgrade
+from daemon.db import SchemaMismatch, clear_fault, make_engine, prepare, report_fault
 from daemon.errors import ConfigError, Problem, SystemicFault
 from daemon.intake.fetch import FolderWatcher, MailboxLease, keep_leases
 from daemon.intake.store import MailStore
@@ -72,7 +72,11 @@ class Daemon:
         self.cfg = cfg
         self.rules = ruleset
         self.engine = make_engine(cfg.storage.url)
-        upgrade(self.engine)
+        try:  # a new database is created; another schema stops the daemon until it is upgraded
+            prepare(self.engine)
+        except SchemaMismatch as err:  # exit 78: restarting cannot help
+            self.engine.dispose()
+            raise ConfigError([Problem("[storage] url", None, str(err))]) from err
         self.store = MailStore(cfg.storage.data_dir)
         self.sender = Sender(self.engine, cfg.smtp)
         self.pool = ReadPool(cfg.limits, dkim_check(cfg), roots=document_roots(cfg))
