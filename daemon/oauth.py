@@ -201,8 +201,8 @@ def _google(cfg: OAuthConfig, username: str) -> Fetch:
         try:
             creds.refresh(request)
         except google.auth.exceptions.RefreshError as err:
-            raise TokenError(f"{creds.token_uri if hasattr(creds, 'token_uri') else 'Google'}"
-                             f" refused the token request: {_first_line(str(err.args[0]))}",
+            raise TokenError(f"Google refused the token request: "
+                             f"{_first_line(str(err.args[0]))}",
                              refused=not getattr(err, "retryable", False)) from err
         except google.auth.exceptions.TransportError as err:
             raise TokenError(f"Google token endpoint: {_reason(err)}", refused=False) from err

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiosmtplib
-from imapclient import IMAPClient
 
 from daemon import oauth
 from daemon.config import Config, MailboxConfig, SmtpConfig
 from daemon.errors import MailboxAuthError, SendDeferred, VanthuError
 from daemon.intake import fetch
-from daemon.outbound.send import smtp_client, smtp_open, tls_context
+from daemon.outbound.send import smtp_client, smtp_open
 
 PROBE_SECONDS = 20.0  # at most this long for each socket operation of a probe
 
@@ -93,13 +92,9 @@ def probe_mailbox(cfg: MailboxConfig) -> Probe:
     cfg = dataclasses.replace(cfg, timeout_seconds=min(cfg.timeout_seconds, PROBE_SECONDS))
     probe = Probe(cfg.name, "imap", cfg.host, cfg.port, cfg.security, cfg.auth)
     try:
-        context = tls_context(cfg.ca_file, cfg.tls_verify)
-        client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.security == "tls",
-                            ssl_context=context, timeout=cfg.timeout_seconds)
-        if cfg.security == "starttls":
-            client.starttls(context)
+        client = fetch.open_client(cfg)
         before = {c.decode().upper() for c in client.capabilities()}
-    except (OSError, imaplib.IMAP4.error) as err:
+    except (VanthuError, OSError, imaplib.IMAP4.error) as err:
         return _failed(probe, err)
     probe.mechanisms = sorted(c[5:] for c in before if c.startswith("AUTH="))
     try:

@@ -124,10 +124,9 @@ def login(client: IMAPClient, cfg: MailboxConfig) -> str:
         raise error(f"token for {cfg.username} at {where}: {err}") from err
 
 
-@contextmanager
-def connect(cfg: MailboxConfig) -> Iterator[Imap]:
-    """A logged-in connection to the mailbox, logged out afterwards. Raises MailboxAuthError
-    when the server refuses the login, MailboxError when it cannot be reached."""
+def open_client(cfg: MailboxConfig) -> IMAPClient:
+    """A connection to the mailbox's server, over TLS as configured, not logged in yet;
+    MailboxError when it cannot be made."""
     where = f"{cfg.host}:{cfg.port}"
     try:
         context = tls_context(cfg.ca_file, cfg.tls_verify)
@@ -142,6 +141,15 @@ def connect(cfg: MailboxConfig) -> Iterator[Imap]:
     except _IMAP_ERRORS as err:
         client.shutdown()
         raise mailbox_error(err, f"STARTTLS with {where}") from err
+    return client
+
+
+@contextmanager
+def connect(cfg: MailboxConfig) -> Iterator[Imap]:
+    """A logged-in connection to the mailbox, logged out afterwards. Raises MailboxAuthError
+    when the server refuses the login, MailboxError when it cannot be reached."""
+    where = f"{cfg.host}:{cfg.port}"
+    client = open_client(cfg)
     login(client, cfg)
     try:
         yield Imap(client, where)
