@@ -654,11 +654,19 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     where = _where(engine)
     with database_errors(f"database {where}"), _schema_transaction(engine) as conn:
         before = migrations.current(conn)
-        if before is None and _tables(conn):
+        tables = _tables(conn)
+        if before is None and not tables:
+            # A new database: the schema as the code declares it, recorded at the newest
+            # revision (Alembic's recipe; 2-3 times faster than running every revision, and
+            # tests/test_migrations.py proves the revisions build the same schema).
+            metadata.create_all(conn)
+            migrations.stamp(conn, "head")
+        elif before is None:
             _adopt(conn, where)
-        elif before is not None and not migrations.known(before):
+        elif not migrations.known(before):
             raise SchemaMismatch(schema_problem(conn, where) or before)
-        migrations.upgrade(conn)
+        if migrations.current(conn) != migrations.head():
+            migrations.upgrade(conn)
         after = migrations.current(conn)
     if after != before:
         _log.info("db.upgraded", extra={"database": where, "from": before, "to": after})

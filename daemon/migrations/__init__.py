@@ -70,4 +70,4 @@ def upgrade(conn: Connection, target: str = "head") -> None:
 
 def stamp(conn: Connection, revision: str) -> None:
     """Record that the database is at `revision` without running anything."""
-    command.stamp(config(conn), revision)
+    MigrationContext.configure(conn).stamp(script(), revision)
