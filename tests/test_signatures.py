@@ -6,6 +6,7 @@ made by the tests (tests/signing.py), never real keys."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -145,6 +146,33 @@ def test_damaged_bytes_never_raise(data: st.DataObject) -> None:
     assert isinstance(checks, tuple)
     assert all(isinstance(c, SignatureCheck) for c in checks)
     assert all(c.intact and c.trusted for c in checks if c.valid)
+
+
+def _signed_hole(pdf: bytes) -> tuple[int, int]:
+    """Where the signature's own /Contents string is: the bytes its /ByteRange leaves out."""
+    found = re.search(rb"/ByteRange\s*\[\s*(\d+)\s+(\d+)\s+(\d+)", pdf)
+    assert found is not None
+    return int(found.group(1)) + int(found.group(2)), int(found.group(3))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_change_to_the_signed_bytes_is_never_valid(data: st.DataObject) -> None:
+    """A forged variant of the trust signal: bytes changed anywhere the signature covers (all
+    but its own /Contents string, the PDF header included) never give a valid signature."""
+    start, end = _signed_hole(VALID)
+    at = data.draw(st.one_of(st.integers(0, start - 1), st.integers(end, len(VALID) - 1)))
+    size = data.draw(st.integers(1, 16))
+    size = min(size, (start if at < start else len(VALID)) - at)
+    noise = data.draw(st.binary(min_size=size, max_size=size))
+    changed = VALID[:at] + bytes(a ^ (b or 1) for a, b in zip(VALID[at:at + size], noise,
+                                                              strict=True)) \
+        + VALID[at + size:]
+    checks = check_pdf(changed, ROOTS, named_pdf=True)  # as an attachment named *.pdf
+    assert not any(c.valid for c in checks)
+    # Still signed, however damaged, unless the signature's own keyword went (then it is as
+    # if unsigned, which a forger gets by removing it anyway: unsigned is never "valid").
+    assert checks or b"/ByteRange" not in changed
 
 
 # --- the configuration key ----------------------------------------------------------------

@@ -264,8 +264,7 @@ async def validate(data: bytes, roots: Roots) -> list[SignatureCheck]:
                 cert = None
             checks.append(_failed(index, err, cert))
     if len(signatures) > MAX_SIGNATURES:
-        checks.append(SignatureCheck(
-            False, False, False, "unknown", None, None, None,
+        checks.append(_unchecked(
             f"còn {len(signatures) - MAX_SIGNATURES} chữ ký số nữa chưa kiểm tra",
             f"{len(signatures) - MAX_SIGNATURES} more signatures not checked"))
     return checks
@@ -282,27 +281,38 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         return helper.submit(asyncio.run, coroutine).result()
 
 
-def looks_signed(data: bytes) -> bool:
-    """Whether `data` is a PDF that may carry a signature. A signature's /ByteRange must stand
-    in the file's own bytes (it excludes its /Contents by offset), so a PDF without one is
-    unsigned; this spares importing pyHanko for every unsigned PDF."""
-    return b"%PDF-" in data[:1024] and b"/ByteRange" in data
+def looks_signed(data: bytes, named_pdf: bool = False) -> bool:
+    """Whether `data` is a PDF (by its header, or by its name or type: `named_pdf`, so that a
+    damaged header does not pass for "unsigned") that may carry a signature. A signature's
+    /ByteRange must stand in the file's own bytes (it excludes its /Contents by offset), so a
+    PDF without one is unsigned; this spares importing pyHanko for every unsigned PDF."""
+    return (named_pdf or b"%PDF-" in data[:1024]) and b"/ByteRange" in data
 
 
-def check_pdf(data: bytes, roots: Roots) -> tuple[SignatureCheck, ...]:
+def check_pdf(data: bytes, roots: Roots, named_pdf: bool = False) -> tuple[SignatureCheck, ...]:
     """The signatures of one PDF, synchronously; a PDF pyHanko cannot read that still looks
     signed gives one invalid check with the reason. Never raises but MemoryError."""
-    if not looks_signed(data):
+    if not looks_signed(data, named_pdf):
         return ()
     try:
-        return tuple(_run(validate(data, roots)))
+        checks = tuple(_run(validate(data, roots)))
     except MemoryError:
         raise
     except Exception as err:  # bulkhead: the reader raises anything on hostile bytes
         what = f"{type(err).__name__}: {str(err)[:200]}"
-        return (SignatureCheck(False, False, False, "unknown", None, None, None,
-                               f"tệp PDF có dấu hiệu ký số nhưng không đọc được ({what})",
-                               f"a PDF that looks signed cannot be read: {what}"),)
+        return (_unchecked(f"tệp PDF có dấu hiệu ký số nhưng không đọc được ({what})",
+                            f"a PDF that looks signed cannot be read: {what}"),)
+    # A signature's byte range is there but the file's structure no longer leads to it (a
+    # damaged trailer or form): broken, not "unsigned".
+    return checks or (_unchecked("tệp PDF có dấu hiệu ký số nhưng không tìm thấy chữ ký số "
+                                  "trong cấu trúc tệp (tệp đã bị hỏng hoặc bị sửa)",
+                                  "a PDF with a signature's /ByteRange whose structure leads "
+                                  "to no signature (damaged or altered)"),)
+
+
+def _unchecked(vi: str, en: str) -> SignatureCheck:
+    """A signature (or a file's signatures) that could not be checked: invalid, `vi`/`en`."""
+    return SignatureCheck(False, False, False, "unknown", None, None, None, vi, en)
 
 
 def check_attachments(attachments: Sequence[Attachment],
@@ -313,7 +323,8 @@ def check_attachments(attachments: Sequence[Attachment],
     for item in attachments:
         if len(found) >= MAX_PDFS:
             break
-        if checks := check_pdf(item.payload, roots):
+        named = item.name.lower().endswith(".pdf") or "pdf" in item.content_type
+        if checks := check_pdf(item.payload, roots, named):
             found.append(AttachmentSignatures(item.name, item.sha256, checks))
     return tuple(found)
 
