@@ -115,12 +115,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=1))
         return 0
-    print(f"kind:     {out['kind']}  ({out['why']})")
-    print(f"subject:  {out['subject']}")
-    print(f"from:     {mail.sender.name} <{mail.sender.email}>")
+    from daemon.health import ACTION_NAMES
+    from daemon.office.digest import KIND_NAMES
+
+    print(f"Loại thư:  {KIND_NAMES.get(out['kind'], out['kind'])}  ({out['why']})")
+    print(f"Tiêu đề:   {out['subject']}")
+    print(f"Người gửi: {mail.sender.name} <{mail.sender.email}>")
     if und.document:
         for key, value in und.document.as_json().items():
-            print(f"  {key:15} {value}")
+            print(f"  {DOCUMENT_FIELDS.get(key, key):18} {value}")
         if scores := dict(und.document.confidence):
             print(f"OCR {und.document.file}: " + ", ".join(
                 f"{ocr.FIELD_NAMES[k]} {v:.0%}" for k, v in scores.items()
@@ -134,14 +137,28 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for line in signature_lines(und.signatures, mail.attachments, cfg.agency.tz):
         print(f"Chữ ký số: {line}")
     if und.applicant:
-        print(f"applicant: {und.applicant.as_json()}")
+        print("Người nộp: " + ", ".join(v for v in (und.applicant.name, und.applicant.email,
+                                                    und.applicant.phone) if v))
     if und.quarantine:
-        print("QUARANTINE: " + "; ".join(und.quarantine_reasons))
+        print("GIỮ LẠI CHỜ VĂN THƯ: " + "; ".join(und.quarantine_reasons))
+    for note in und.trust_notes:
+        print(f"Lưu ý: {note}")
     for rule in out["rules"]:
-        print(f"rule {rule['id']}: {'MATCH' if rule['matched'] else 'no'} — {rule['why']}")
+        print(f"Quy tắc {rule['id']}: {'KHỚP' if rule['matched'] else 'không khớp'} — "
+              f"{rule['why']}")
     for action in out["actions"]:
-        print(f"action {action['action']} → {', '.join(action['to'])}")
+        print(f"Sẽ {ACTION_NAMES.get(action['action'], action['action'])} → "
+              f"{', '.join(action['to'])}")
     return 0
+
+
+# The document's fields as `vanthu inspect` shows them to people.
+DOCUMENT_FIELDS = {
+    "number": "Số", "symbol": "Ký hiệu", "type": "Loại văn bản", "issuer": "Cơ quan ban hành",
+    "place": "Địa danh", "date": "Ngày văn bản", "summary": "Trích yếu", "urgency": "Độ khẩn",
+    "confidentiality": "Độ mật", "source": "Đọc từ", "sources": "Nguồn từng trường",
+    "file": "Tệp", "confidence": "Độ tin cậy (OCR)", "unsure": "Cần kiểm tra",
+}
 
 
 def _engine(cfg: config.Config) -> Any:
@@ -530,7 +547,7 @@ def _held_text(cfg: config.Config, held: Any, rules: rules_module.RuleSet) -> st
              f"Người gửi: {mail.sender} — {proven}",
              f"Tiêu đề: {mail.subject or '(không có tiêu đề)'}",
              f"Loại thư (vanthu nhận định): {KIND_NAMES.get(held.kind or '', 'chưa rõ')}",
-             f"Lý do giữ lại: {held.reasons or '(không ghi)'}",
+             f"Lý do giữ lại: {quarantine.explain(held.reasons, held.kinds) or '(không ghi)'}",
              f"Loại lý do: {quarantine.kinds_vi(held.kinds)}"]
     lines += [f"Lưu ý: {note}" for note in held.trust_notes]
     if held.trusted:

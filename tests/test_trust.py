@@ -110,7 +110,7 @@ def test_another_authserv_id_is_ignored() -> None:
     found = _verdict("mx.evil.example; dmarc=pass header.from=tayninh.gov.vn")
 
     assert found.authenticated is None
-    assert "no Authentication-Results of" in found.why
+    assert "không có Authentication-Results của" in found.why
 
 
 def test_an_id_that_only_starts_like_ours_is_not_ours() -> None:
@@ -178,7 +178,7 @@ def test_a_huge_header_is_not_parsed() -> None:
     found = _verdict(huge)
 
     assert found.authenticated is None
-    assert f"longer than {MAX_HEADER}" in found.why
+    assert f"dài quá {MAX_HEADER}" in found.why
 
 
 def test_a_garbled_header_gives_no_verdict() -> None:
@@ -186,7 +186,7 @@ def test_a_garbled_header_gives_no_verdict() -> None:
     found = _verdict(_ours("=;=;("), _ours("dmarc=pass header.from=tayninh.gov.vn"))
 
     assert found.authenticated is None
-    assert "unparseable" in found.why
+    assert "sai cú pháp" in found.why
 
 
 def test_deeply_nested_comments_give_no_verdict() -> None:

@@ -353,8 +353,12 @@ def held_reason(row: Any) -> str:
     """Why a held mail (a row with last_error, hold_kinds, understanding) is held, for people:
     the reasons as recorded (Vietnamese), or for a mail that could not be read or handled, that
     in Vietnamese with the technical error after it."""
-    kinds = kinds_of(row.hold_kinds, row.understanding)
-    error = clean(row.last_error or "", 500)
+    return explain(row.last_error or "", kinds_of(row.hold_kinds, row.understanding))
+
+
+def explain(last_error: str, kinds: Collection[str]) -> str:
+    """`held_reason` from the recorded reasons and the hold's classes."""
+    error = clean(last_error, 500)
     if HoldKind.UNREADABLE.value in kinds:
         return f"không đọc hoặc không xử lý được thư (lỗi kỹ thuật: {error or 'không ghi'})"
     return error or kinds_vi(kinds)

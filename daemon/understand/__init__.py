@@ -128,7 +128,7 @@ def _case_signal(mail: ParsedMail, cfg: Config, cases: CaseLookup) -> tuple[str 
     return None, ""
 
 
-_IMPERSONATION = ("sender domain", "Reply-To domain")
+_IMPERSONATION = ("tên miền người gửi", "tên miền Reply-To")
 
 
 def phishing_signals(mail: ParsedMail, protected: Collection[str]) -> tuple[str | None,
@@ -137,20 +137,20 @@ def phishing_signals(mail: ParsedMail, protected: Collection[str]) -> tuple[str 
     Reply-To's domain, or a link's host, imitates one of the `protected` domains, or a link
     shows a protected domain and leads elsewhere — and the first other link whose text shows
     one site and that leads to another (one spam signal)."""
-    for label, address in (("sender", mail.sender.email),
+    for label, address in (("người gửi", mail.sender.email),
                            *(("Reply-To", a.email) for a in mail.reply_to[:5])):
         if found := lookalike.lookalike(_domain(address), protected):
-            return (f"{label} domain imitates {found.target}: {found.why}", None)
+            return (f"tên miền {label} giả {found.target}: {found.why}", None)
     for _, href in mail.links[:lookalike.MAX_LINKS]:
         host = lookalike.host_of(href)
         if host and (found := lookalike.lookalike(host, protected)):
-            return (f"link to a domain imitating {found.target}: {found.why}", None)
+            return (f"liên kết tới tên miền giả {found.target}: {found.why}", None)
     other = None
     for bad in lookalike.mismatches(mail.links):
         if trust.in_domains(bad.shown, protected) or lookalike.lookalike(bad.shown, protected):
-            return (f"link shows {bad.shown} but leads to {header_safe(bad.target, 120)}",
+            return (f"liên kết hiện {bad.shown} nhưng dẫn tới {header_safe(bad.target, 120)}",
                     None)
-        other = other or (f"link shows {header_safe(bad.shown, 120)} but leads to "
+        other = other or (f"liên kết hiện {header_safe(bad.shown, 120)} nhưng dẫn tới "
                           f"{header_safe(bad.target, 120)}")
     return None, other
 

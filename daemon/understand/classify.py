@@ -274,16 +274,16 @@ def _spam(mail: ParsedMail, signals: Signals, document: Document | None) -> str 
     hits = [w for w in _SPAM_WORDS if w in text]
     links = f"{mail.body[:64 * 1024]} {' '.join(mail.headers.get('x-original-url', ()))}"
     if any(scams.throwaway(host) for host in scams.hosts_in(links)):
-        hits.append("link to a throw-away domain")
+        hits.append("liên kết tới tên miền dùng một lần")
     hits.extend(signals.scam_hints)
     if signals.link_mismatch:
         hits.append(signals.link_mismatch)
     if any(ord(c) > 0x1F000 for c in mail.subject):
-        hits.append("emoji in subject")
+        hits.append("tiêu đề có biểu tượng cảm xúc")
     if signals.authenticated is False and not credible(document):
-        hits.append("failed sender authentication")
+        hits.append("người gửi không qua được xác thực")
     if len(hits) >= 2 and not credible(document):
-        return "spam signals: " + ", ".join(hits[:4])
+        return "dấu hiệu thư rác: " + ", ".join(hits[:4])
     return None
 
 
@@ -306,15 +306,15 @@ def classify(
         if why := check():
             return kind, why
     if signals.own_mail:
-        return Kind.OTHER, "sent from the agency's own address"
+        return Kind.OTHER, "gửi từ địa chỉ của chính cơ quan"
     if signals.case_ref:
         return Kind.REPLY, signals.case_why
     if document is not None and credible(document):
-        return Kind.DOCUMENT, f"document header Số: {document.number or ''}/{document.symbol} " \
-                              f"in {document.source}"
+        return Kind.DOCUMENT, f"có phần đầu văn bản Số: {document.number or ''}/" \
+                              f"{document.symbol} trong {document.source}"
     text = fold(f"{mail.subject}\n{mail.body}")
     words = [w for w in _DOSSIER_WORDS if w in text]
     if words and mail.attachments:
-        return Kind.DOSSIER, f"dossier words ({', '.join(words[:3])}) with " \
-                             f"{len(mail.attachments)} attachment(s)"
-    return Kind.OTHER, "no document header and no dossier with attachments"
+        return Kind.DOSSIER, f"có từ ngữ của hồ sơ ({', '.join(words[:3])}) và " \
+                             f"{len(mail.attachments)} tệp đính kèm"
+    return Kind.OTHER, "không có phần đầu văn bản, không phải hồ sơ kèm tệp"

@@ -79,8 +79,9 @@ class Identity:
     `address` is the lower-case addr-spec of the one mailbox in the one From header, or ''
     when there is no single trustworthy one. `name` is its display name (NFC, one line, no
     control or direction characters). `problems` name each suspicious fact, short and in
-    English; empty means nothing is doubtful. `facts` are worth showing but not suspicious
-    by themselves (e.g. a Reply-To on another domain).
+    Vietnamese (they reach the clerk in hold reasons); empty means nothing is doubtful.
+    `facts` are worth showing but not suspicious by themselves (e.g. a Reply-To on another
+    domain).
     """
 
     address: str
@@ -257,16 +258,16 @@ def _parse(header: str, value: str) -> _Parsed:
     display = [_decoded_words(value)]
     if len(value) > MAX_PARSE:
         return _Parsed((), tuple(display),
-                       (f"{label} longer than {MAX_PARSE} characters; not parsed",), False)
+                       (f"{label} dài quá {MAX_PARSE} ký tự: không phân tích",), False)
     if _comment_depth(value) > _MAX_COMMENT_DEPTH:
-        return _Parsed((), tuple(display), (f"{label} nests comments too deeply; not parsed",),
+        return _Parsed((), tuple(display), (f"{label} lồng chú thích quá sâu: không phân tích",),
                        False)
     try:
         parsed = policy.default.header_factory(header, value)
     except Exception as err:  # bulkhead: the parser raises ValueError, IndexError, … on junk
-        return _Parsed((), tuple(display), (f"{label} cannot be parsed ({_short(err)})",),
-                       False)
-    problems = [f"{label} parser defect: {_short(defect)}" for defect in parsed.defects
+        return _Parsed((), tuple(display), (f"không phân tích được {label} (lỗi kỹ thuật: "
+                                            f"{_short(err)})",), False)
+    problems = [f"{label} sai cú pháp (lỗi kỹ thuật: {_short(defect)})" for defect in parsed.defects
                 if str(defect) not in _BENIGN_DEFECTS]
     # The header object keeps the tree it was built from; its addresses follow the tree's
     # mailboxes one for one, so each address can be checked against its own tokens.
@@ -279,7 +280,7 @@ def _parse(header: str, value: str) -> _Parsed:
             display.append(group.display_name)
         for found in group.addresses:
             if len(boxes) == MAX_ADDRESSES:
-                problems.append(f"{label} has more than {MAX_ADDRESSES} addresses")
+                problems.append(f"{label} có hơn {MAX_ADDRESSES} địa chỉ")
                 break
             token = tree_boxes[len(boxes)] if len(boxes) < len(tree_boxes) else None
             boxes.append(_mailbox(label, found, token, display))
@@ -292,30 +293,30 @@ def _mailbox(label: str, found: Any, token: Any, display: list[str]) -> _Mailbox
     comments: list[str] = []
     address = found.addr_spec.lower() if found.username and found.domain else ""
     if token is None:
-        return _Mailbox("", "", (f"{label} parse tree unavailable",))
+        return _Mailbox("", "", (f"không phân tích được cấu trúc của {label}",))
     if token.token_type == "invalid-mailbox":
-        problems.append(f"{label} has an invalid mailbox")
+        problems.append(f"{label} có hộp thư không hợp lệ")
         address = ""
     for part, above in _tokens(token):
         kind = getattr(part, "token_type", "")
         if kind == "encoded-word" and ("addr-spec" in above or "angle-addr" in above):
-            problems.append(f"{label} address is built from an encoded word")
+            problems.append(f"địa chỉ trong {label} được ghép từ từ mã hóa (encoded word)")
             address = ""
         elif kind == "obs-route":
-            problems.append(f"{label} has a source route (obs-route)")
+            problems.append(f"{label} có đường chuyển tiếp (source route)")
         elif kind == "comment":
             comments.append(str(getattr(part, "content", "")))
     if found.display_name:
         display.append(found.display_name)
     display.extend(comments)
     if address and not address.isascii():
-        problems.append(f"{label} has a non-ASCII (internationalised) address")
+        problems.append(f"{label} có địa chỉ chứa ký tự ngoài ASCII (địa chỉ quốc tế hóa)")
     if address.count("@") > 1 or '"' in address:
         # `"ubnd@tayninh.gov.vn"@evil.example` is valid, and means evil.example; a program
         # that splits at the first "@" reads it otherwise.
-        problems.append(f"{label} address has a quoted local part")
+        problems.append(f"địa chỉ trong {label} có phần trước @ đặt trong ngoặc kép")
     elif not address and not problems:
-        problems.append(f"{label} has no address")
+        problems.append(f"{label} không có địa chỉ")
     name = found.display_name or " ".join(c for c in comments if c)
     return _Mailbox(address, header_safe(nfc(name), 200), tuple(problems))
 
@@ -326,20 +327,20 @@ def _short(thing: object) -> str:
 
 def _raw_checks(label: str, value: str) -> list[str]:
     if _RAW_CONTROL.search(value[:MAX_VALUE]):
-        return [f"control or direction character in the raw {label} header"]
+        return [f"tiêu đề {label} có ký tự điều khiển hoặc ký tự đổi chiều chữ"]
     return []
 
 
 def _shown_addresses(parsed: _Parsed, address: str, label: str) -> list[str]:
     others = dict.fromkeys(a for text in parsed.display for a in addresses_in_text(text)
                            if a != address)
-    return [f"{label} display text contains another address: {header_safe(a, 100)}"
+    return [f"tên hiển thị trong {label} chứa một địa chỉ khác: {header_safe(a, 100)}"
             for a in list(others)[:3]]
 
 
 def _line_breaks(parsed: _Parsed, label: str) -> list[str]:
     if any(_RAW_CONTROL.search(text) for text in parsed.display):
-        return [f"{label} display text decodes to line breaks or control characters"]
+        return [f"tên hiển thị trong {label} giải mã ra ký tự xuống dòng hoặc ký tự điều khiển"]
     return []
 
 
@@ -350,21 +351,21 @@ def identity(headers: RawHeaders) -> Identity:
     froms = headers.get("from")
     count = headers.counts.get("from", 0)
     if count == 0:
-        return Identity("", "", ("no From header",))
+        return Identity("", "", ("không có tiêu đề From",))
     if count > 1:
-        problems.append(f"{count} From headers")
+        problems.append(f"{count} tiêu đề From")
     if "from" in headers.obsolete:
-        problems.append("white space before the colon of a From header")
+        problems.append("khoảng trắng trước dấu hai chấm của tiêu đề From")
     value = froms[0]
     problems.extend(_raw_checks("From", value))
     parsed = _parse("from", value)
     problems.extend(parsed.problems)
     if parsed.grouped:
-        problems.append("group syntax in From")
+        problems.append("From dùng cú pháp nhóm (group)")
     if len(parsed.mailboxes) > 1:
-        problems.append(f"{len(parsed.mailboxes)} mailboxes in From")
+        problems.append(f"From có {len(parsed.mailboxes)} hộp thư")
     if not parsed.mailboxes and not parsed.problems:
-        problems.append("From has no address")
+        problems.append("From không có địa chỉ")
     single = parsed.mailboxes[0] if len(parsed.mailboxes) == 1 else None
     address = single.address if single and count == 1 and not parsed.grouped else ""
     name = header_safe(nfc(_shown_name(value, single.name)), 200) if single else ""
@@ -377,18 +378,18 @@ def identity(headers: RawHeaders) -> Identity:
     replies = {a.email.rpartition("@")[2] for a in addresses(headers, "reply-to")}
     for other in sorted(replies - {domain}):
         if domain:
-            facts.append(f"Reply-To on another domain: {other}")
+            facts.append(f"Reply-To thuộc tên miền khác: {other}")
     if "from" in headers.legacy:
-        facts.append("From has 8-bit bytes that are not UTF-8 (read as windows-1258)")
+        facts.append("From có byte 8 bit không phải UTF-8 (đọc theo windows-1258)")
     if address == "" and not problems:
-        problems.append("no usable From address")
+        problems.append("không có địa chỉ From dùng được")
     return Identity(address, name, tuple(dict.fromkeys(problems)), tuple(facts))
 
 
 def _sender_problems(headers: RawHeaders, address: str) -> list[str]:
     problems: list[str] = []
     if headers.counts.get("sender", 0) > 1:
-        problems.append(f"{headers.counts['sender']} Sender headers")
+        problems.append(f"{headers.counts['sender']} tiêu đề Sender")
     value = headers.get("sender")[0]
     problems.extend(_raw_checks("Sender", value))
     parsed = _parse("sender", value)
@@ -396,9 +397,9 @@ def _sender_problems(headers: RawHeaders, address: str) -> list[str]:
     problems.extend(_line_breaks(parsed, "Sender"))
     senders = [box.address for box in parsed.mailboxes]
     if len(senders) != 1 or parsed.grouped:
-        problems.append("Sender is not exactly one mailbox")
+        problems.append("Sender không phải đúng một hộp thư")
     elif senders[0] != address:
-        problems.append(f"Sender {header_safe(senders[0], 100) or '(none)'} differs from From")
+        problems.append(f"Sender {header_safe(senders[0], 100) or '(trống)'} khác với From")
     return problems
 
 

@@ -110,7 +110,8 @@ def _scripts(domain: str) -> set[str]:
 
 @dataclass(frozen=True)
 class Lookalike:
-    """A domain that imitates `target`, and why, in English for the log and the reason."""
+    """A domain that imitates `target`, and why, in Vietnamese (it reaches the clerk in the
+    hold reason)."""
 
     domain: str
     target: str
@@ -132,27 +133,27 @@ def lookalike(domain: str, protected: Iterable[str]) -> Lookalike | None:
     # Letters outside ASCII (Vietnamese ones with diacritics or đ included) are a disguise
     # even below a protected domain: no state domain is written with them.
     disguised = not shown.isascii()
-    how = ("letters of another script (" + ", ".join(foreign) + ")" if not latin_only
-           else "letters with diacritics")
+    how = ("chữ của hệ chữ viết khác (" + ", ".join(foreign) + ")" if not latin_only
+           else "chữ có dấu")
     if inside := next((t for t in targets if _within(shown, t)), None):
         if not disguised:
             return None
-        return Lookalike(shown, inside, f"{_show(domain, shown)} is written with {how}; "
-                                        f"no domain of {inside} is")
+        return Lookalike(shown, inside, f"{_show(domain, shown)} viết bằng {how}, điều không "
+                                        f"tên miền nào của {inside} có")
     seen = skeleton(shown)
     tokens = [t for t in _SPLIT.split(seen) if t]
     for target in targets:
         wanted = [t for t in _SPLIT.split(skeleton(target)) if t]
         if disguised and _within(seen, skeleton(target)):
-            mixed = " mixed with Latin" if foreign and "LATIN" in _scripts(shown) else ""
-            return Lookalike(shown, target, f"{_show(domain, shown)} reads as "
-                                            f"{_show(seen)} but is written with {how}{mixed}")
+            mixed = " lẫn chữ Latin" if foreign and "LATIN" in _scripts(shown) else ""
+            return Lookalike(shown, target, f"{_show(domain, shown)} trông như "
+                                            f"{_show(seen)} nhưng viết bằng {how}{mixed}")
         if _labels_in_order(tokens, wanted):
-            return Lookalike(shown, target, f"{_show(domain, shown)} carries the labels of "
-                                            f"{target} but is not within {target}")
+            return Lookalike(shown, target, f"{_show(domain, shown)} mang các nhãn của "
+                                            f"{target} nhưng không thuộc {target}")
         if _run_together(tokens, wanted):
-            return Lookalike(shown, target, f"{_show(domain, shown)} runs the labels of "
-                                            f"{target} together but is not within {target}")
+            return Lookalike(shown, target, f"{_show(domain, shown)} viết liền các nhãn của "
+                                            f"{target} nhưng không thuộc {target}")
     return None
 
 

@@ -31,6 +31,9 @@ _DKIM_LOG.setLevel(logging.CRITICAL)
 DnsFunc = Callable[..., bytes | None]
 
 
+NO_FROM = "không có địa chỉ From để xác thực"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Did the From domain pass DMARC or aligned DKIM? None: nothing trusted could tell."""
@@ -145,10 +148,10 @@ def from_headers(values: Sequence[str], domain: str, authserv_id: str,
     """
     ours = authserv_id.strip().lower()
     if not ours:
-        return Verdict(None, "no [security] authserv_id configured: Authentication-Results "
-                             "not trusted")
+        return Verdict(None, "chưa cấu hình [security] authserv_id: không tin kết quả "
+                             "Authentication-Results nào")
     if not domain:
-        return Verdict(None, "no From address to authenticate")
+        return Verdict(None, NO_FROM)
     domain = _ascii(domain.lower())
     counted: list[_Result] = []
     notes: list[str] = []
@@ -160,15 +163,15 @@ def from_headers(values: Sequence[str], domain: str, authserv_id: str,
             continue
         taken += 1
         if len(value) > MAX_HEADER:
-            notes.append(f"Authentication-Results of {ours} longer than {MAX_HEADER} "
-                         "characters; not parsed")
+            notes.append(f"Authentication-Results của {ours} dài quá {MAX_HEADER} ký tự: "
+                         "không phân tích")
             continue
         try:
             counted.extend(_parse(value, ours))
         except ValueError as err:
-            notes.append(f"Authentication-Results of {ours} unparseable ({err})")
+            notes.append(f"Authentication-Results của {ours} sai cú pháp (lỗi kỹ thuật: {err})")
     if not counted and not notes:
-        return Verdict(None, f"no Authentication-Results of {ours}")
+        return Verdict(None, f"không có Authentication-Results của {ours}")
     verdict = _judge(counted, domain, ours)
     if verdict.authenticated is None and notes:
         return Verdict(None, "; ".join([*notes, verdict.why]))
@@ -180,23 +183,23 @@ def _judge(results: list[_Result], domain: str, ours: str) -> Verdict:
     for r in dmarc:
         froms = [_host(v) for v in r.values("header.from")]
         if r.result == "fail" and (not froms or domain in froms):
-            return Verdict(False, f"dmarc=fail for {domain} at {ours}")
+            return Verdict(False, f"dmarc=fail cho {domain} tại {ours}")
     for r in dmarc:
         froms = [_host(v) for v in r.values("header.from")]
         if r.result == "pass" and froms and all(f == domain for f in froms):
-            return Verdict(True, f"dmarc=pass for {domain} at {ours}")
+            return Verdict(True, f"dmarc=pass cho {domain} tại {ours}")
     dkim_results = [r for r in results if r.method == "dkim"]
     for r in dkim_results:
         signers = r.values("header.d", "header.i")
         if r.result == "pass" and signers and all(aligned(s, domain) for s in signers):
-            return Verdict(True, f"dkim=pass by {_host(signers[0])}, aligned with {domain}, "
-                                 f"at {ours}")
+            return Verdict(True, f"dkim=pass do {_host(signers[0])} ký, khớp với {domain}, "
+                                 f"tại {ours}")
     for r in dkim_results:
         signers = r.values("header.d", "header.i")
         if r.result == "fail" and signers and all(aligned(s, domain) for s in signers):
-            return Verdict(False, f"dkim=fail by {_host(signers[0])} for {domain} at {ours}")
-    return Verdict(None, f"Authentication-Results of {ours} has no pass or fail aligned "
-                         f"with {domain}")
+            return Verdict(False, f"dkim=fail do {_host(signers[0])} ký cho {domain} tại {ours}")
+    return Verdict(None, f"Authentication-Results của {ours} không có kết quả pass hay fail "
+                         f"khớp với {domain}")
 
 
 @dataclass(frozen=True)
@@ -233,17 +236,17 @@ def check_dkim(raw: bytes, check: DkimCheck) -> tuple[DkimResult, ...]:
         verifier.signature_fields = {}  # not the previous signature's, should this one fail
         try:
             ok = bool(verifier.verify(index, dnsfunc=lookup))
-            why = "signature verified" if ok else "signature does not verify"
+            why = "chữ ký hợp lệ" if ok else "chữ ký không hợp lệ"
         except dkim.DKIMException as err:
-            ok, why = False, f"signature does not verify ({_short(err)})"
+            ok, why = False, f"chữ ký không hợp lệ (lỗi kỹ thuật: {_short(err)})"
         except Exception as err:  # bulkhead: dkimpy meets junk with built-in errors too
-            ok, why = False, f"signature unusable ({_short(err)})"
+            ok, why = False, f"chữ ký không dùng được (lỗi kỹ thuật: {_short(err)})"
         fields: dict[bytes, Any] = getattr(verifier, "signature_fields", None) or {}
         signer = _text(fields.get(b"d", b"")).lower()
         if ok and b"l" in fields:
-            ok, why = False, "signature covers only part of the body (l=)"
+            ok, why = False, "chữ ký chỉ phủ một phần nội dung thư (l=)"
         if timed_out:
-            ok, why = False, "DNS lookup of the key failed or timed out"
+            ok, why = False, "không tra được khóa qua DNS (lỗi hoặc quá thời gian)"
         results.append(DkimResult(signer, ok, why, temporary=bool(timed_out)))
     return tuple(results)
 
@@ -274,15 +277,15 @@ def from_dkim(results: Sequence[DkimResult], domain: str) -> Verdict:
     """Judge the From domain by our own DKIM check: an aligned, verified signature is True;
     an aligned one that fails (no timeout) without any aligned pass is False."""
     if not domain:
-        return Verdict(None, "no From address to authenticate")
+        return Verdict(None, NO_FROM)
     mine = [r for r in results if aligned(r.domain, domain)]
     if passed := [r for r in mine if r.passed]:
-        return Verdict(True, f"own DKIM check: signature of {passed[0].domain} verified, "
-                             f"aligned with {domain}")
+        return Verdict(True, f"vanthu tự kiểm tra DKIM: chữ ký của {passed[0].domain} hợp lệ, "
+                             f"khớp với {domain}")
     if failed := [r for r in mine if not r.temporary]:
-        return Verdict(False, f"own DKIM check: signature of {failed[0].domain} for "
+        return Verdict(False, f"vanthu tự kiểm tra DKIM: chữ ký của {failed[0].domain} cho "
                               f"{domain}: {failed[0].why}")
-    return Verdict(None, f"own DKIM check: no verified signature aligned with {domain}")
+    return Verdict(None, f"vanthu tự kiểm tra DKIM: không có chữ ký hợp lệ khớp với {domain}")
 
 
 def combine(*verdicts: Verdict) -> Verdict:

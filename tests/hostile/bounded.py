@@ -29,7 +29,7 @@ def _auth_results_300kb() -> bytes:
 
 def _check_auth_results(outcome: Outcome) -> None:
     assert outcome.state == "quarantined"
-    assert "not parsed" in str(outcome.row.last_error)
+    assert "không phân tích" in str(outcome.row.last_error)
     assert outcome.purposes() == []
 
 
