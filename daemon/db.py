@@ -613,10 +613,14 @@ def schema_problem(conn: Connection, where: str) -> str | None:
 _SCHEMA_LOCK = 0x76616E746875  # "vanthu"
 
 
-def _sqlite_foreign_keys(conn: Connection, on: bool) -> None:
-    # A pragma SQLite ignores inside a transaction: set on the driver's connection, outside one.
-    conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-        f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+def _sqlite_foreign_keys(conn: Connection, on: bool) -> bool:
+    """Switch SQLite's foreign keys on or off; whether they were on. A pragma SQLite ignores
+    inside a transaction: set on the driver's connection, outside one."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    was = bool(driver.execute("PRAGMA foreign_keys").fetchone()[0])
+    driver.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    return was
 
 
 @contextmanager
@@ -627,8 +631,7 @@ def _schema_transaction(engine: Engine) -> Iterator[Connection]:
     for schema changes); they are checked before the commit."""
     with engine.connect() as conn:
         on_sqlite = conn.dialect.name == "sqlite"
-        if on_sqlite:
-            _sqlite_foreign_keys(conn, False)
+        enforced = on_sqlite and _sqlite_foreign_keys(conn, False)
         try:
             with conn.begin():
                 if not on_sqlite:
@@ -638,7 +641,7 @@ def _schema_transaction(engine: Engine) -> Iterator[Connection]:
                                .first()):
                     raise RuntimeError(f"the migration broke a foreign key of {broken[0]}")
         finally:
-            if on_sqlite:
+            if enforced:
                 _sqlite_foreign_keys(conn, True)
 
 
