@@ -252,3 +252,33 @@ def test_the_commands_for_people(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "Đã thu hồi tin cậy" in capsys.readouterr().out
     assert main(["quarantine", "untrust", DOMAIN, "--config", cfg, "--actor", CLERK]) == 1
     assert "không có trong danh sách" in capsys.readouterr().err
+
+
+def test_an_unreadable_hold_is_not_released_as_it_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mail held because it could not be read or handled would fail again: the release is
+    refused in plain words unless the clerk says what it is (--as), and then warned."""
+    from daemon.pipeline import Failed, Stored, shunt
+
+    desk = Desk(tmp_path)
+    desk.receive(mail("nguoi.dan@gmail.com", "Đơn đề nghị", "Xin chào."))
+    row = desk.rows()[0]
+    with desk.engine.begin() as conn:
+        shunt(conn, desk.cfg, Failed(Stored(row.id, row.sha256, row.stored_at, 0,  # type: ignore[attr-defined]
+                                            row.stored_at),  # type: ignore[attr-defined]
+                                     "BadMessage: unreadable", permanent=True))
+    pk = str(row.id)  # type: ignore[attr-defined]
+    cfg = str(_config_file(desk, tmp_path))
+
+    with pytest.raises(Refused, match="could not be read or handled"):
+        quarantine.release(desk.engine, int(pk), actor=CLERK, reason=WHY, now=NOW)
+    assert main(["quarantine", "show", pk, "--config", cfg]) == 0
+    assert "Không cho đi tiếp được như vậy" in capsys.readouterr().out
+    assert main(["quarantine", "release", pk, "--config", cfg, "--actor", CLERK, "--reason",
+                 WHY]) == 1
+    assert "thư sẽ lỗi lại và bị giữ lại lần nữa" in capsys.readouterr().err
+    assert desk.rows()[0].state == State.QUARANTINED  # type: ignore[attr-defined]
+    assert main(["quarantine", "release", pk, "--config", cfg, "--actor", CLERK, "--reason",
+                 WHY, "--as", "other"]) == 0
+    assert "nếu thư vẫn không xử lý được, thư sẽ lại bị giữ lại" in capsys.readouterr().out
+    assert desk.rows()[0].state == State.STORED  # type: ignore[attr-defined]
