@@ -433,7 +433,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     if args.action in ("trusted", "untrust"):
         return _trusted_senders(args, cfg)
     if args.id is None or not str(args.id).isdigit():
-        print(f"vanthu quarantine {args.action}: give the mail's id (quarantine list)",
+        print(f"vanthu quarantine {args.action}: cần số thư (xem vanthu quarantine list)",
               file=sys.stderr)
         return 2
     args.id = int(args.id)
@@ -507,7 +507,7 @@ def _trusted_senders(args: argparse.Namespace, cfg: config.Config) -> int:
 
     if args.action == "untrust":
         if not args.id:
-            print("vanthu quarantine untrust: give the DOMAIN (quarantine trusted)",
+            print("vanthu quarantine untrust: cần TÊN_MIỀN (xem vanthu quarantine trusted)",
                   file=sys.stderr)
             return 2
         try:
@@ -782,8 +782,8 @@ def cmd_send_result(args: argparse.Namespace) -> int:
     if not outcome.sent:
         print(f"Không gửi: {outcome.reason_vi}\nNot sent: {outcome.reason_en}", file=sys.stderr)
         return 1
-    print(f"queued for sending (outgoing number {outcome.outgoing_number}); "
-          "the running daemon sends it")
+    print(f"Đã xếp thư trả kết quả chờ gửi (số đi {outcome.outgoing_number}); daemon đang "
+          "chạy sẽ gửi đi.")
     return 0
 
 
