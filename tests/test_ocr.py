@@ -241,3 +241,9 @@ def test_layout_mends_the_case_of_s() -> None:
     assert ocr.layout(line("cơ", "SỞ", "sản", "xuất")) == "cơ sở sản xuất"
     assert ocr.layout(line("của", "Sở", "Tài", "chính")) == "của Sở Tài chính"
     assert ocr.layout(line("Số:", "12/QĐ-UBND")) == "Số: 12/QĐ-UBND"
+    wrapped = [*line("chuyển", "đổi"), *(replace(w, line=(1, 1, 2)) for w in line("Số", "trong"))]
+    assert ocr.layout(wrapped) == "chuyển đổi\nsố trong"
+    opening = [*line("THÔNG", "BÁO"), *(replace(w, line=(1, 1, 2)) for w in line("Số", "lượng"))]
+    assert ocr.layout(opening) == "THÔNG BÁO\nSố lượng"
+    ending = [*line("và", "cơ", "SỞ"), *(replace(w, line=(1, 1, 2)) for w in line("sản", "xuất"))]
+    assert ocr.layout(ending) == "và cơ sở\nsản xuất"

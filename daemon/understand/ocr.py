@@ -100,11 +100,9 @@ def start_mail(limits: LimitsConfig) -> None:
 
 
 def _budget(cfg: OcrConfig) -> _Budget:
-    budget = _BUDGET.get()
-    if budget is None:  # an attachment read on its own: a budget of its own
-        budget = _Budget(cfg.mail_seconds)
-        _BUDGET.set(budget)
-    return budget
+    """The budget of the mail being read; an attachment read on its own (not through
+    `understand.read`) gets a fresh one for each run, never a budget left from another."""
+    return _BUDGET.get() or _Budget(cfg.mail_seconds)
 
 
 class OcrStopped(Exception):
@@ -147,6 +145,8 @@ def tesseract(png: bytes, cfg: OcrConfig) -> list[Word]:
                "-c", "tessedit_create_tsv=1"]
     env = {"OMP_THREAD_LIMIT": "1", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "LC_ALL": "C"}
+    if "TESSDATA_PREFIX" in os.environ:  # language data installed elsewhere by the admin
+        env["TESSDATA_PREFIX"] = os.environ["TESSDATA_PREFIX"]
     began = time.monotonic()
     try:
         child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -193,8 +193,9 @@ def _vietnamese(word: str) -> str:
 
 # Tesseract mistakes the case of an s, whose capital has the same shape: "chuyển đổi Số
 # trong", "cơ SỞ sản xuất". Such a two-letter word between two words in lower case is set in
-# lower case; a name goes on with a capital ("Sở Tài chính") and is left alone.
-_MISCASED = re.compile(r"(?<=[a-zà-ỹđ,;] )S[a-zà-ỹđA-ZÀ-ỸĐ](?= [a-zà-ỹđ])")
+# lower case, on one line or across a line break; a name goes on with a capital ("Sở Tài
+# chính") and is left alone.
+_MISCASED = re.compile(r"(?<=[a-zà-ỹđ,;][ \n])S[a-zà-ỹđA-ZÀ-ỸĐ](?=[ \n][a-zà-ỹđ])")
 
 
 def layout(words: list[Word]) -> str:
@@ -215,8 +216,8 @@ def layout(words: list[Word]) -> str:
         for before, word in itertools.pairwise(line):
             gap = word.left - (before.left + before.width)
             text += ("    " if gap > 1.5 * height else " ") + word.text
-        out.append(_MISCASED.sub(lambda m: m.group().lower(), text))
-    return "\n".join(out)
+        out.append(text)
+    return _MISCASED.sub(lambda m: m.group().lower(), "\n".join(out))
 
 
 # ---------------------------------------------------------------------------------------------
