@@ -579,9 +579,21 @@ def _security(value: str) -> str | None:
 
 
 def _after(value: str) -> str | None:
-    if value in ("flag", "none") or (value.startswith("move:") and len(value) > 5):
+    if value in ("flag", "none"):
         return None
+    if value.startswith("move:") and len(value) > 5:
+        return _imap_name(value[5:])
     return "must be flag, none or move:FOLDER"
+
+
+def _imap_name(value: str) -> str | None:
+    """Why `value` cannot name a mailbox or an IMAP folder, or None: a control character
+    (C0, DEL, C1) would end or forge an IMAP command line or a log line."""
+    if not value.strip():
+        return "must not be empty"
+    if _CONTROL.search(value):
+        return "must not contain control characters"
+    return None
 
 
 def _positive(value: int | float) -> str | None:
@@ -1232,12 +1244,12 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
         auth, oauth = _auth(t, base)
         password = t.secret(required=auth == "password")
         ca_file = t.take("ca_file", str, "")
-        name = t.take("name", str, f"mailbox{i + 1}", _not_empty)
+        name = t.take("name", str, f"mailbox{i + 1}", _imap_name)
         if name in names:
             t.error("name", f"two mailboxes are named {name!r} (the other is mailboxes"
                             f"[{names[name]}])")
         names.setdefault(name, i)
-        folders = t.strings("folders", ("INBOX",), _not_empty)
+        folders = t.strings("folders", ("INBOX",), _imap_name)
         for folder in sorted({f for f in folders if folders.count(f) > 1}):
             t.error("folders", f"folder {folder!r} is listed twice")
         if "folders" in box and not folders:

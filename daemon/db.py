@@ -86,6 +86,17 @@ def insert_new(conn: Connection, table: Table, **values: Any) -> bool:
     when it was inserted. The way to claim something once across daemons: on PostgreSQL a
     second daemon's insert waits for the first one's transaction and then inserts nothing,
     where a look-then-insert would fail on the key."""
+    return _insert_unless_there(conn, table, values) is not None
+
+
+def insert_new_id(conn: Connection, table: Table, **values: Any) -> int | None:
+    """As `insert_new`, for a table with an integer key: the new row's id, or None when a row
+    with the same unique key was there (the caller reads that row's id)."""
+    row = _insert_unless_there(conn, table, values)
+    return None if row is None else int(row[0])
+
+
+def _insert_unless_there(conn: Connection, table: Table, values: dict[str, Any]) -> Any:
     dialect = conn.dialect.name
     statement: Any
     if dialect == "postgresql":
@@ -97,7 +108,7 @@ def insert_new(conn: Connection, table: Table, **values: Any) -> bool:
     # RETURNING, not rowcount: psycopg reports no row count for an INSERT (-1).
     statement = (statement.values(**values).on_conflict_do_nothing()
                  .returning(*table.primary_key.columns))
-    return conn.execute(statement).first() is not None
+    return conn.execute(statement).first()
 
 
 def next_number(conn: Connection, name: str) -> int:
@@ -458,13 +469,25 @@ _SQLITE_TRANSIENT = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlit
                                sqlite3.SQLITE_CANTOPEN})
 
 
+# PostgreSQL's SQLSTATEs of trouble that passes: another transaction won (serialization
+# failure, deadlock, a lock not available), the server is shutting down, restarting or full of
+# sessions, the admin cancelled the statement; and the whole class 08 (the connection failed).
+# Any other OperationalError (disk full 53100, out of memory, a program limit, an I/O error of
+# the server) needs the admin and keeps its own exception, as a bug does.
+_PG_TRANSIENT = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "57014",
+                           "53300"})
+
+
 def _transient(err: exc.OperationalError) -> bool:
     if isinstance(err.orig, sqlite3.Error):
         code = getattr(err.orig, "sqlite_errorcode", None)
         return code is not None and code & 0xFF in _SQLITE_TRANSIENT
-    # Other drivers (PostgreSQL) raise OperationalError for the server's or the connection's
-    # trouble only: lost connection, deadlock, disk full, lock timeout.
-    return True
+    if err.connection_invalidated:  # SQLAlchemy saw the connection lost
+        return True
+    # psycopg: no SQLSTATE when the client itself failed (no connection, the connection
+    # dropped before the server said why).
+    sqlstate = getattr(err.orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _PG_TRANSIENT
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,15 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from daemon.db import checkpoints, locations, messages, new_id, reading, utcnow
+from daemon.db import (
+    checkpoints,
+    insert_new,
+    insert_new_id,
+    locations,
+    messages,
+    reading,
+    utcnow,
+)
 from daemon.errors import DamagedMail, StoreError
 from daemon.models import State
 from daemon.textnorm import decode_words, header_safe, nfc
@@ -98,7 +107,8 @@ class MailStore:
             if target.exists() and not replace:
                 continue
             target.parent.mkdir(exist_ok=True)
-            temp = self.tmp / f"{digest}.{os.getpid()}.tmp"
+            # Named for the writing thread too: two fetch threads may write the same mail.
+            temp = self.tmp / f"{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
             with open(temp, "wb") as handle:
                 handle.write(blob)
                 handle.flush()
@@ -194,35 +204,36 @@ def store_batch(
         for fetched, digest in zip(batch, hashes, strict=True):
             message_pk = conn.scalar(select(messages.c.id).where(messages.c.sha256 == digest))
             if message_pk is None:
-                state, error = State.STORED, None
-                if fetched.too_large is not None:
-                    state = State.QUARANTINED
-                    error = f"message too large: {fetched.too_large} bytes; only its header kept"
-                message_pk = new_id(conn.execute(insert(messages).values(
-                    sha256=digest, size=fetched.too_large or len(fetched.raw), mailbox=mailbox,
-                    header_message_id=_header_field(fetched.raw, b"Message-ID"),
-                    subject=_header_field(fetched.raw, b"Subject"),
-                    sender=_header_field(fetched.raw, b"From"),
-                    stored_at=now, received_at=received_time(fetched, now, where),
-                    state=state, attempts=0, last_error=error, updated_at=now,
-                )))
-                new_ids.append(message_pk)
-            _add_location(conn, message_pk, mailbox, folder, uidvalidity, fetched.uid)
+                message_pk = _insert_message(conn, fetched, digest, mailbox, now, where)
+                if message_pk is not None:
+                    new_ids.append(message_pk)
+                else:  # another daemon stored the same mail meanwhile (from another mailbox)
+                    message_pk = conn.scalar(select(messages.c.id)
+                                             .where(messages.c.sha256 == digest))
+            insert_new(conn, locations, message_id=message_pk, mailbox=mailbox, folder=folder,
+                       uidvalidity=uidvalidity, uid=fetched.uid)
         if batch:
             _move_checkpoint(conn, mailbox, folder, uidvalidity, max(f.uid for f in batch))
     return new_ids
 
 
-def _add_location(
-    conn: Connection, message_pk: int, mailbox: str, folder: str, uidvalidity: int, uid: int
-) -> None:
-    exists = conn.scalar(select(locations.c.id).where(
-        locations.c.mailbox == mailbox, locations.c.folder == folder,
-        locations.c.uidvalidity == uidvalidity, locations.c.uid == uid))
-    if exists is None:
-        conn.execute(insert(locations).values(
-            message_id=message_pk, mailbox=mailbox, folder=folder, uidvalidity=uidvalidity,
-            uid=uid))
+def _insert_message(conn: Connection, fetched: Fetched, digest: str, mailbox: str,
+                    now: datetime, where: dict[str, object]) -> int | None:
+    """The new message row's id, or None when a row with this sha256 is there already: the
+    insert does nothing then (on PostgreSQL it waits for a daemon storing the same mail to
+    commit), so two daemons storing one mail at once make one row and neither fails."""
+    state, error = State.STORED, None
+    if fetched.too_large is not None:
+        state = State.QUARANTINED
+        error = f"message too large: {fetched.too_large} bytes; only its header kept"
+    return insert_new_id(
+        conn, messages,
+        sha256=digest, size=fetched.too_large or len(fetched.raw), mailbox=mailbox,
+        header_message_id=_header_field(fetched.raw, b"Message-ID"),
+        subject=_header_field(fetched.raw, b"Subject"),
+        sender=_header_field(fetched.raw, b"From"),
+        stored_at=now, received_at=received_time(fetched, now, where),
+        state=state, attempts=0, last_error=error, updated_at=now)
 
 
 def _move_checkpoint(conn: Connection, mailbox: str, folder: str, uidvalidity: int,
