@@ -123,7 +123,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"Người gửi: {mail.sender.name} <{mail.sender.email}>")
     if und.document:
         for key, value in und.document.as_json().items():
-            print(f"  {DOCUMENT_FIELDS.get(key, key):18} {value}")
+            print(f"  {DOCUMENT_FIELDS.get(key, key):18} {_field_text(key, value)}")
         if scores := dict(und.document.confidence):
             print(f"OCR {und.document.file}: " + ", ".join(
                 f"{ocr.FIELD_NAMES[k]} {v:.0%}" for k, v in scores.items()
@@ -159,6 +159,26 @@ DOCUMENT_FIELDS = {
     "confidentiality": "Độ mật", "source": "Đọc từ", "sources": "Nguồn từng trường",
     "file": "Tệp", "confidence": "Độ tin cậy (OCR)", "unsure": "Cần kiểm tra",
 }
+# Where a field was read, when it is not an attachment's name.
+_WHERE = {"body": "nội dung thư", "ocr": "bản quét (OCR)"}
+
+
+def _field_text(key: str, value: Any) -> str:
+    """One field of the document as `vanthu inspect` shows it: a date as dd/mm/yyyy, where it
+    was read in Vietnamese, field names in Vietnamese, '—' for nothing."""
+    from daemon.understand.ocr import FIELD_NAMES
+
+    if value is None or value == [] or value == {}:
+        return "—"
+    if key == "date":
+        return f"{datetime.fromisoformat(value):%d/%m/%Y}"
+    if key == "sources":
+        return "; ".join(f"{FIELD_NAMES.get(k, k)}: {_WHERE.get(v, v)}" for k, v in value.items())
+    if key == "confidence":
+        return "; ".join(f"{FIELD_NAMES.get(k, k)}: {v:.0%}" for k, v in value.items())
+    if key == "unsure":
+        return ", ".join(FIELD_NAMES.get(k, k) for k in value)
+    return str(_WHERE.get(value, value)) if key == "source" else str(value)
 
 
 def _engine(cfg: config.Config) -> Any:
@@ -306,19 +326,67 @@ def next_reminders(now: datetime, cfg: config.Config) -> datetime:
     return run if run > local else run + timedelta(days=1)
 
 
-def _status_line(key: str, value: Any) -> str:
-    """One `key: value` of `vanthu status`; a list of rows as one indented line each."""
-    if not isinstance(value, list) or not value:
-        return f"{key}: {value}"
-    lines = [f"{key}:"]
-    for item in value:
-        if isinstance(item, dict) and "action" in item:
-            refused = "; ".join(f"{a}: {why}" for a, why in item.get("refused", {}).items())
-            lines.append(f"  #{item['id']} {item['action']} → {', '.join(item['recipients'])}"
-                         f" (attempts {item['attempts']}, since {item['created_at'][:16]}): "
-                         f"{refused or item['last_error']}")
-        else:
-            lines.append(f"  {item}")
+# The states of a stored mail and of an outgoing email, as people read them.
+MESSAGE_STATES = {"stored": "đã lưu, chờ xử lý", "routed": "đã vào sổ và chuyển đi",
+                  "done": "đã xử lý xong", "quarantined": "đang giữ lại chờ văn thư xem",
+                  "dropped": "đã loại bỏ"}
+OUTBOX_STATES = {"pending": "chờ gửi", "sent": "đã gửi", "failed": "không gửi được"}
+
+
+def _local_time(cfg: config.Config, moment: str | None) -> str:
+    """An ISO time of the status report as people read it: dd/mm/yyyy HH:MM, local."""
+    if not moment:
+        return "chưa có"
+    return f"{datetime.fromisoformat(moment).astimezone(cfg.agency.tz):%d/%m/%Y %H:%M}"
+
+
+def _counts(counts: dict[str, int], names: dict[str, str]) -> str:
+    return ", ".join(f"{n} {names.get(k, k)}" for k, n in sorted(counts.items())) or "không có"
+
+
+def _section(title: str, rows: list[str]) -> list[str]:
+    """A titled list of `vanthu status`, one indented line a row; 'không có' when empty."""
+    return [f"{title}:", *(f"  {row}" for row in rows)] if rows else [f"{title}: không có"]
+
+
+def _outbox_line(cfg: config.Config, item: dict[str, Any]) -> str:
+    """One outgoing email of `vanthu status`: what, to whom, tries, and why it is not sent."""
+    from daemon.health import ACTION_NAMES
+
+    refused = "; ".join(f"{a}: {why}" for a, why in item.get("refused", {}).items())
+    return (f"#{item['id']} {ACTION_NAMES.get(item['action'], item['action'])} → "
+            f"{', '.join(item['recipients'])} (đã thử {item['attempts']} lần, tạo lúc "
+            f"{_local_time(cfg, item['created_at'])}): "
+            f"{refused or item['last_error'] or 'chưa rõ lỗi'}")
+
+
+def _mailbox_line(cfg: config.Config, box: dict[str, Any]) -> str:
+    error = f"; lỗi kỹ thuật: {box['last_error']}" if box["last_error"] else ""
+    return (f"{box['mailbox']}/{box['folder']}: lấy thư lần cuối lúc "
+            f"{_local_time(cfg, box['last_fetch_at'])}, UID cuối {box['last_uid']}{error}")
+
+
+def _status_text(cfg: config.Config, report: dict[str, Any]) -> str:
+    """`vanthu status` for people, from the report --json prints: Vietnamese, local times."""
+    ocr = report["ocr"]
+    lines = [f"Phiên bản vanthu: {report['version']}",
+             f"Báo cáo văn thư kế tiếp: {_local_time(cfg, report['next_jobs']['digest'])}",
+             f"Nhắc hạn xử lý kế tiếp: {_local_time(cfg, report['next_jobs']['reminders'])}",
+             f"Thư đến: {_counts(report['messages'], MESSAGE_STATES)}",
+             f"Thư gửi đi: {_counts(report['outbox'], OUTBOX_STATES)}",
+             f"Thư đang giữ lại chờ văn thư: {report['quarantine']}",
+             *_section("Người gửi tin cậy", report["trusted_senders"]),
+             *_section("Hộp thư", [_mailbox_line(cfg, b) for b in report["mailboxes"]]),
+             *_section("Thư gửi đi đã thử, đang chờ gửi lại",
+                       [_outbox_line(cfg, r) for r in report["outbox_pending"]]),
+             *_section("Thư gửi đi không gửi được",
+                       [_outbox_line(cfg, r) for r in report["outbox_failed"]]),
+             *_section("Người nhận bị từ chối",
+                       [_outbox_line(cfg, r) for r in report["outbox_refused"]]),
+             *_section("Sự cố hệ thống đang gặp", [
+                 f"{f['problem']} (từ {_local_time(cfg, f['since'])}) [{f['component']}]"
+                 for f in report["faults"]]),
+             "Đọc chữ trên bản quét (OCR): " + ("bật" if ocr["enabled"] else f"tắt — {ocr['why']}")]
     return "\n".join(lines)
 
 
@@ -368,7 +436,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         # Domains a clerk trusts without authentication (quarantine release --trust-sender).
         "trusted_senders": [t.as_json() if args.json else
                             f"{t.domain} (bởi {t.by}, "
-                            f"{t.at.astimezone(cfg.agency.tz):%H:%M %d/%m/%Y})"
+                            f"{t.at.astimezone(cfg.agency.tz):%d/%m/%Y %H:%M})"
                             for t in trusted],
         "mailboxes": [{"mailbox": b.mailbox, "folder": b.folder, "last_uid": b.last_uid,
                        "last_fetch_at": b.last_fetch_at.isoformat() if b.last_fetch_at else None,
@@ -391,7 +459,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                    "healthy": verdict.healthy}
         print(json.dumps(report, ensure_ascii=False, indent=1))
     else:
-        print("\n".join(_status_line(k, v) for k, v in report.items() if k != "problems"))
+        print(_status_text(cfg, report))
         print(_status_verdict(verdict))
     return 0 if verdict.healthy else 1
 
@@ -411,10 +479,10 @@ def _status_verdict(verdict: Verdict) -> str:
     key (what --json calls it), then the verdict."""
     lines = []
     if verdict.problems:
-        lines.append("problems:")
+        lines.append("Vấn đề cần xử lý:")
         lines += [f"  - {c.vi} [{c.key}]" for c in verdict.problems]
     if verdict.warnings:
-        lines.append("warnings:")
+        lines.append("Cảnh báo:")
         lines += [f"  - {c.vi} [{c.key}]" for c in verdict.warnings]
     lines.append("Tình trạng: TỐT" if verdict.healthy else
                  f"Tình trạng: CÓ {len(verdict.problems)} VẤN ĐỀ CẦN XỬ LÝ")
@@ -538,8 +606,7 @@ def _held_text(cfg: config.Config, held: Any, rules: rules_module.RuleSet) -> st
 
     known = names(rules)
     mail = held.mail
-    state = {"quarantined": "đang giữ lại chờ văn thư xem", "dropped": "đã loại bỏ",
-             "stored": "đã cho đi tiếp, chờ xử lý"}.get(held.state, held.state)
+    state = {**MESSAGE_STATES, "stored": "đã cho đi tiếp, chờ xử lý"}.get(held.state, held.state)
     proven = {True: "đã xác thực (DMARC/DKIM)", False: "KHÔNG xác thực được",
               None: "không có kết quả xác thực"}[held.authenticated]
     lines = [f"Thư số {mail.pk}: {state}",

@@ -325,10 +325,10 @@ def test_own_trail() -> None:
         ("References", "<a@b.vn> <ours@vanthu.invalid>"))))
     plain = _parsed(letter(CITIZEN, "x", "y", headers=(("X-Loop", "list@lists.example.vn"),)))
 
-    assert "came back" in (own_trail(as_ours, _ours, own)[0] or "")
-    assert "carries our own email <ours@vanthu.invalid>" in (own_trail(carrying, _ours, own)[0]
-                                                            or "")
-    assert "X-Loop names our own address" in (own_trail(x_loop, _ours, own)[0] or "")
+    assert "của chính vanthu quay lại" in (own_trail(as_ours, _ours, own)[0] or "")
+    assert "mang theo thư <ours@vanthu.invalid> của chính vanthu" in (
+        own_trail(carrying, _ours, own)[0] or "")
+    assert "X-Loop ghi địa chỉ của chính cơ quan" in (own_trail(x_loop, _ours, own)[0] or "")
     assert own_trail(answering, _ours, own) == (None, "<ours@vanthu.invalid>")
     assert own_trail(plain, _ours, own) == (None, None)
 
@@ -342,7 +342,7 @@ def test_human_reply_to_our_email_stays_a_reply() -> None:
 
     assert _kind(raw, reply)[0] is Kind.REPLY
     kind, why = _kind(_with(["X-Loop: responder@x.vn"], raw), reply)
-    assert kind is Kind.AUTO and "answers our email <ours@vanthu.invalid>" in why
+    assert kind is Kind.AUTO and "trả lời thư <ours@vanthu.invalid> của vanthu" in why
 
 
 def test_inspect_knows_our_returned_receipt() -> None:
@@ -352,7 +352,7 @@ def test_inspect_knows_our_returned_receipt() -> None:
     cfg = config.parse({}, file="t", text="", base=Path("."))
     _, und = understand(raw, cfg, NoCases())
 
-    assert und.kind is Kind.AUTO and "carries our own email" in und.why
+    assert und.kind is Kind.AUTO and "mang theo thư" in und.why
 
 
 # --- on a real database ----------------------------------------------------------------------
@@ -393,7 +393,7 @@ def test_portal_loop_five_rounds_one_case_one_receipt(tmp_path: Path) -> None:
         desk.process()
         row = _last_row(desk)
         assert row.kind == "auto", row.understanding
-        assert "carries our own email" in row.understanding["why"]
+        assert "mang theo thư" in row.understanding["why"]
 
     assert _count(desk, cases) == 1
     assert _count(desk, register_entries) == 1

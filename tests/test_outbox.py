@@ -597,7 +597,7 @@ def test_status_is_unhealthy_with_the_cause(tmp_path: Path,
 
     assert main(["--config", str(path), "status"]) == 1
     text = capsys.readouterr().out
-    assert "problems:" in text and "cannot be sent: not ASCII" in text
+    assert "Vấn đề cần xử lý:" in text and "cannot be sent: not ASCII" in text
     engine.dispose()
 
 

@@ -284,7 +284,7 @@ def test_a_forward_or_quote_joins_its_case_by_the_code_in_the_body(body: str) ->
     und = _judge(_mail("an@gmail.com", "Fwd: bổ sung", body))
     assert und.kind is Kind.REPLY
     assert und.case_ref == "HS-2025-000123"
-    assert "quoted or forwarded" in und.why
+    assert "phần trích dẫn hoặc chuyển tiếp" in und.why
 
 
 def test_a_case_code_in_the_own_words_of_a_mail_does_not_thread_it() -> None:

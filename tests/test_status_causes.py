@@ -297,7 +297,7 @@ def test_smtp_failing_longer_than_the_limit_is_a_problem_shorter_a_warning(
     assert cause["problem"] == reply and cause["limit_minutes"] == limit
     assert cause["minutes"] in (failing, failing + 1)
     assert "Máy chủ gửi thư (SMTP) lỗi liên tục từ" in text and reply in text
-    assert ("problems:" in text) == long and ("warnings:" in text) != long
+    assert ("Vấn đề cần xử lý:" in text) == long and ("Cảnh báo:" in text) != long
 
 
 def test_a_mailbox_held_by_another_daemon_is_a_warning(site: Site,

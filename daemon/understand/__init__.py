@@ -107,7 +107,7 @@ def _case_signal(mail: ParsedMail, cfg: Config, cases: CaseLookup) -> tuple[str 
     code_re = re.compile(rf"\b({cfg.agency.case_ref_pattern})\b")
     for match in code_re.finditer(mail.subject):
         if cases.case_exists(match.group(1)):
-            return match.group(1), f"case code {match.group(1)} in the subject"
+            return match.group(1), f"mã hồ sơ {match.group(1)} trong tiêu đề thư"
     # In-Reply-To names the mail answered; References every mail of the thread, of which
     # only one, anywhere, may be known (a program that trims References keeps the first).
     ids = answered_ids(mail)
@@ -115,16 +115,17 @@ def _case_signal(mail: ParsedMail, cfg: Config, cases: CaseLookup) -> tuple[str 
     chosen = ids if len(ids) <= THREAD_LOOKUPS else ids[:half] + ids[-half:]
     for message_id in chosen:
         if code := cases.case_of_message_id(message_id):
-            return code, f"In-Reply-To/References {message_id} belongs to case {code}"
+            return code, f"In-Reply-To/References {message_id} thuộc hồ sơ {code}"
     tried = 0
-    for where, text in (*(("the subject of a forwarded mail", s) for s in mail.carried_subjects),
-                        ("the quoted or forwarded text of the body", quoted_text(mail.body))):
+    for where, text in (*(("tiêu đề thư được chuyển tiếp", s) for s in mail.carried_subjects),
+                        ("phần trích dẫn hoặc chuyển tiếp của nội dung thư",
+                         quoted_text(mail.body))):
         for match in code_re.finditer(text):
             if tried >= CODE_LOOKUPS:
                 return None, ""
             tried += 1
             if cases.case_exists(match.group(1)):
-                return match.group(1), f"case code {match.group(1)} in {where}"
+                return match.group(1), f"mã hồ sơ {match.group(1)} trong {where}"
     return None, ""
 
 

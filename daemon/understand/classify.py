@@ -120,14 +120,14 @@ def own_trail(mail: ParsedMail, is_ours: Callable[[str], bool],
     (`is_ours` tells our Message-IDs), or has an X-Loop naming one of `own_addresses`; and
     which of our emails it answers."""
     if mail.message_id and is_ours(mail.message_id):
-        returned: str | None = f"our own email {mail.message_id} came back"
+        returned: str | None = f"thư {mail.message_id} của chính vanthu quay lại"
     elif carried := next((i for i in mail.carried_ids if is_ours(i)), None):
-        returned = f"carries our own email {carried} back (an answer with the original attached)"
+        returned = f"mang theo thư {carried} của chính vanthu (thư trả lời kèm thư gốc)"
     else:
         own = {a.lower() for a in own_addresses}
         loop = next((v for v in _values(mail, "x-loop")
                      if any(a in v.lower() for a in own)), None)
-        returned = f"X-Loop names our own address ({loop})" if loop else None
+        returned = f"tiêu đề X-Loop ghi địa chỉ của chính cơ quan ({loop})" if loop else None
     thread = [*_values(mail, "in-reply-to")[:1], *_values(mail, "references")]
     ids = [i for value in thread for i in thread_ids(value[:4000])]
     answered = next((i for i in ids[:2] + ids[-_THREAD_IDS:] if is_ours(i)), None)
@@ -211,9 +211,9 @@ def _header_says_auto(mail: ParsedMail) -> str | None:
         if values := _values(mail, name):
             return f"{name}: {values[0].strip()[:80]}"
     if _null_return_path(mail):
-        return "null return path (Return-Path: <>): sent by a machine, with no one to answer"
+        return "địa chỉ trả về rỗng (Return-Path: <>): thư do máy gửi, không ai nhận trả lời"
     if _AUTO_SUBJECT.match(mail.subject):
-        return f"subject looks automatic: {mail.subject[:60]!r}"
+        return f"tiêu đề thư có dạng trả lời tự động: {mail.subject[:60]!r}"
     return None
 
 
@@ -221,25 +221,26 @@ def _bounce(mail: ParsedMail, signals: Signals) -> str | None:
     """A delivery failure report: by its DSN structure (RFC 3464), or as plain text when it
     comes from a mailer daemon or with a null return path, or answers our email."""
     if _DSN_TYPES & set(mail.content_types):
-        return "has a message/delivery-status part (RFC 3464 DSN)"
+        return "có phần message/delivery-status (báo cáo chuyển phát thư, RFC 3464)"
     for value in _values(mail, "content-type")[:1]:
         if "multipart/report" in value.lower() and "delivery-status" in value.lower():
-            return "multipart/report; report-type=delivery-status"
+            return "báo cáo chuyển phát thư (multipart/report; report-type=delivery-status)"
     if _values(mail, "x-failed-recipients"):
-        return "X-Failed-Recipients header (a delivery failure report)"
+        return "có tiêu đề X-Failed-Recipients (thư báo không gửi được)"
     daemon = bool(_DAEMON_FROM.match(mail.sender.email))
     null_path = _null_return_path(mail)
     if daemon and null_path:
-        return "null return path from a mailer daemon"
+        return "địa chỉ trả về rỗng, gửi từ hệ thống thư (MAILER-DAEMON)"
     if _NDR_SUBJECT.match(fold(mail.subject, accents=False)) and (
             daemon or null_path or signals.answers):
-        source = ("from a mailer daemon" if daemon else "with a null return path" if null_path
-                  else f"answering our email {signals.answers}")
-        return f"delivery failure subject {mail.subject[:60]!r} {source}"
+        source = ("gửi từ hệ thống thư (MAILER-DAEMON)" if daemon
+                  else "có địa chỉ trả về rỗng" if null_path
+                  else f"trả lời thư {signals.answers} của vanthu")
+        return f"tiêu đề báo thư không gửi được {mail.subject[:60]!r}, {source}"
     if daemon:
         head = fold(mail.body[:3000], accents=False)
         if found := next((p for p in _NDR_TEXT if p in head), None):
-            return f"delivery failure text from a mailer daemon ({found!r})"
+            return f"hệ thống thư (MAILER-DAEMON) báo không gửi được thư ({found!r})"
     return None
 
 
@@ -247,14 +248,14 @@ def _answering_machine(mail: ParsedMail, signals: Signals) -> str | None:
     """An automatic mail by its headers or subject, naming our email it answers if any."""
     why = _header_says_auto(mail)
     if why and signals.answers:
-        return f"{why}; answers our email {signals.answers}"
+        return f"{why}; trả lời thư {signals.answers} của vanthu"
     return why
 
 
 def _bulk(mail: ParsedMail) -> str | None:
     for name in _LIST_HEADERS:
         if _values(mail, name):
-            return f"{name} header"
+            return f"có tiêu đề {name} của danh sách thư"
     for value in _values(mail, "precedence"):
         if (precedence := keyword(value)) in ("bulk", "list", "junk"):
             return f"Precedence: {precedence}"
@@ -290,7 +291,8 @@ def _spam(mail: ParsedMail, signals: Signals, document: Document | None) -> str 
 def classify(
     mail: ParsedMail, signals: Signals, document: Document | None
 ) -> tuple[Kind, str]:
-    """Return the kind of `mail` and the reason, e.g. (AUTO, 'Auto-Submitted: auto-replied')."""
+    """Return the kind of `mail` and the reason in Vietnamese, quoting the marks it found, e.g.
+    (AUTO, 'Auto-Submitted: auto-replied')."""
     checks: list[tuple[Kind, Callable[[], str | None]]] = [
         # Phishing comes before machine mail: a forged bounce or list mail from a look-alike
         # domain is still phishing, and spam is never answered either (no loop).
@@ -310,8 +312,9 @@ def classify(
     if signals.case_ref:
         return Kind.REPLY, signals.case_why
     if document is not None and credible(document):
+        where = "nội dung thư" if document.source == "body" else document.source
         return Kind.DOCUMENT, f"có phần đầu văn bản Số: {document.number or ''}/" \
-                              f"{document.symbol} trong {document.source}"
+                              f"{document.symbol} trong {where}"
     text = fold(f"{mail.subject}\n{mail.body}")
     words = [w for w in _DOSSIER_WORDS if w in text]
     if words and mail.attachments:
