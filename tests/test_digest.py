@@ -51,6 +51,7 @@ def _digest_rows(office: Office) -> list[str]:
     return rows
 
 
+@pytest.mark.db
 def test_each_period_is_sent_once_across_restarts(office: Office) -> None:
     """Two daemons (or a restart) asking at the same moment queue one digest per period."""
     _enable(office)
@@ -82,6 +83,7 @@ def test_latest_period_wraps_to_yesterday() -> None:
     assert period == datetime(2026, 11, 22, 18, 0, tzinfo=VN)
 
 
+@pytest.mark.db
 def test_missed_period_is_sent_on_start_and_reports_the_day(office: Office) -> None:
     """A daemon starting after a digest time sends that period's digest once; it lists what
     arrived, urgent first, a confidential document without its summary, and the quarantine."""
@@ -135,6 +137,7 @@ def test_scheduler_fires_at_the_configured_hours(office: Office) -> None:
     assert reminder.trigger.get_next_fire_time(None, now).strftime("%d %H:%M") == "23 07:30"
 
 
+@pytest.mark.db
 def test_digest_command_prints_and_sends(office: Office,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """`vanthu digest --dry-run` prints the Vietnamese digest; `--send` delivers it now."""
@@ -151,6 +154,7 @@ def test_digest_command_prints_and_sends(office: Office,
         "giamdoc.sxd@example.gov.vn", "vanphong@example.gov.vn"]
 
 
+@pytest.mark.db
 def test_a_period_is_claimed_once(database: Engine) -> None:
     """The first claim of a period queues its digest; another claim of the same period, by a
     restart or a second daemon, queues nothing."""
@@ -203,6 +207,7 @@ def _outbox_row(n: int, *, created: datetime, **values: Any) -> Any:
         "created_at": created, **values})
 
 
+@pytest.mark.db
 def test_the_digest_names_failed_emails_refused_recipients_and_faults(
         database: Engine, tmp_path: Path) -> None:
     """The Chief of Office reads, in Vietnamese and local time: the email that failed, the one
@@ -256,6 +261,7 @@ def test_the_digest_names_failed_emails_refused_recipients_and_faults(
     assert not re.search(r"(?<!max-)width:\s*\d", report.html)  # no fixed width
 
 
+@pytest.mark.db
 def test_the_december_digest_warns_that_next_years_days_off_are_not_announced(
         database: Engine, tmp_path: Path) -> None:
     cfg = dataclasses.replace(config.load(None), storage=StorageConfig(data_dir=tmp_path))
@@ -304,11 +310,11 @@ def _remind_on(cfg: config.Config, rules: rules_module.RuleSet, day: date,
     return send_reminders(engine, cfg, rules, day)
 
 
-def test_two_daemons_queue_one_digest_per_period(tmp_path: Path) -> None:
-    """Two daemons (two engines, two threads, one SQLite file) asking for each of six periods
+@pytest.mark.db
+def test_two_daemons_queue_one_digest_per_period(tmp_path: Path, db_url: str) -> None:
+    """Two daemons (two engines, two threads, one database) asking for each of six periods
     at the same moment: each period is queued once, by one of them."""
-    path = tmp_path / "vanthu.db"
-    engines = [make_engine(f"sqlite:///{path}") for _ in range(2)]
+    engines = [make_engine(db_url) for _ in range(2)]
     upgrade(engines[0])
     cfg = dataclasses.replace(config.load(None), storage=StorageConfig(data_dir=tmp_path),
                               digest=DigestConfig(to=("giam_doc",)))
@@ -330,12 +336,12 @@ def test_two_daemons_queue_one_digest_per_period(tmp_path: Path) -> None:
     assert len(rows) == len(set(rows)) == 6
 
 
-def test_two_daemons_send_one_reminder_per_case_per_day(tmp_path: Path) -> None:
+@pytest.mark.db
+def test_two_daemons_send_one_reminder_per_case_per_day(tmp_path: Path, db_url: str) -> None:
     """Three open cases due within the reminder days, two daemons running the reminder job at
     the same moment on each of two days: one reminder per case per day, and the two jobs'
     counts add up to exactly that."""
-    path = tmp_path / "vanthu.db"
-    engines = [make_engine(f"sqlite:///{path}") for _ in range(2)]
+    engines = [make_engine(db_url) for _ in range(2)]
     upgrade(engines[0])
     cfg = dataclasses.replace(config.load(None), storage=StorageConfig(data_dir=tmp_path))
     rules = rules_module.load(RULES)
@@ -362,6 +368,7 @@ def test_two_daemons_send_one_reminder_per_case_per_day(tmp_path: Path) -> None:
     assert len(claimed) == len(set(claimed)) == 6 and sent == 6
 
 
+@pytest.mark.db
 def test_the_digest_names_people_shows_dossiers_and_urgent_apart(tmp_path: Path) -> None:
     """On a phone: the urgent document in its own section first, a dossier with its case code
     and procedure, the leaders by name and title instead of addresses, and no empty section."""
@@ -391,6 +398,7 @@ def test_the_digest_names_people_shows_dossiers_and_urgent_apart(tmp_path: Path)
     assert "THƯ KHÔNG GỬI ĐƯỢC" not in report.text
 
 
+@pytest.mark.db
 def test_a_digest_before_the_mail_was_read_says_so_and_overdue_comes_first(
         tmp_path: Path) -> None:
     from tests.desk import DOCUMENT, Desk
