@@ -1,7 +1,8 @@
 """Claims on outbox rows: several daemons on one database send each email once; a claim of
 another daemon is respected until it expires (or at once when its process is dead here); the
 tries counted before each SMTP transaction bound the copies; old rows fail; the SMTP server's
-own trouble is the health fault "smtp". A real SQLite file and a real SMTP server on loopback.
+own trouble is the health fault "smtp". A real SQLite file (a PostgreSQL database too, for the
+tests marked db) and a real SMTP server on loopback.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from daemon.errors import DatabaseError
 from daemon.models import OutboxState
 from daemon.outbound.send import Sender, claim_seconds
 from tests.conftest import ROOT
+from tests.pg import database_url, on_postgresql
 from tests.servers import SmtpSink
 
 SUBJECT = "=?utf-8?q?H=E1=BB=93_s=C6=A1_c=E1=BA=A5p_ph=C3=A9p?="  # Hồ sơ cấp phép
@@ -44,8 +46,11 @@ def _raw(n: int) -> bytes:
 
 
 def _engine(path: Path | str, count: int = 1, **row: Any) -> Engine:
-    """A database file (or URL) with `count` pending rows (with `row`'s values)."""
-    engine = make_engine(path if isinstance(path, str) else f"sqlite:///{path}")
+    """A database file (or URL) with `count` pending rows (with `row`'s values); a fresh
+    PostgreSQL database instead of the file on the PostgreSQL run of a `db` test."""
+    if isinstance(path, Path):
+        path = database_url(path.parent) if on_postgresql() else f"sqlite:///{path}"
+    engine = make_engine(path)
     upgrade(engine)
     now = datetime.now(UTC)
     with engine.begin() as conn:
@@ -147,6 +152,7 @@ def _dead_pid() -> int:
     return child.pid
 
 
+@pytest.mark.db
 def test_claim_of_a_live_daemon_elsewhere_is_respected_until_it_expires(
         tmp_path: Path, smtp: SmtpSink) -> None:
     """A row claimed by a daemon on another machine (never guessed dead) is left alone while
@@ -170,6 +176,7 @@ def test_claim_of_a_live_daemon_elsewhere_is_respected_until_it_expires(
         OutboxState.SENT, 1, 2, None)
 
 
+@pytest.mark.db
 def test_claim_of_a_dead_process_here_is_taken_at_once(tmp_path: Path, smtp: SmtpSink) -> None:
     """A claim of a daemon of this machine whose process has ended is free at once."""
     engine = _engine(tmp_path / "out.db")
@@ -180,6 +187,7 @@ def test_claim_of_a_dead_process_here_is_taken_at_once(tmp_path: Path, smtp: Smt
     assert _copies(smtp) == {"<1.forward@x.gov.vn>": 1}
 
 
+@pytest.mark.db
 def test_claim_from_before_a_clock_step_back_is_free(tmp_path: Path, smtp: SmtpSink) -> None:
     """A claim expiring further ahead than any claim lasts was made before the clock went
     back: it does not hold the row for hours."""
@@ -190,6 +198,7 @@ def test_claim_from_before_a_clock_step_back_is_free(tmp_path: Path, smtp: SmtpS
     assert _drain(engine, smtp.port) == 1
 
 
+@pytest.mark.db
 @pytest.mark.parametrize(("ahead", "due"), [(timedelta(minutes=30), False),
                                             (timedelta(hours=5, minutes=59), False),
                                             (timedelta(hours=7, minutes=1), True),
@@ -204,6 +213,7 @@ def test_retry_time_from_before_a_clock_step_back_is_due(tmp_path: Path, smtp: S
     assert _drain(engine, smtp.port) == int(due)
 
 
+@pytest.mark.db
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(attempts=st.integers(0, 8), doubts=st.integers(0, 3), legacy=st.booleans())
@@ -232,6 +242,7 @@ def test_tries_in_doubt_bound_the_copies(tmp_path_factory: pytest.TempPathFactor
     engine.dispose()
 
 
+@pytest.mark.db
 def test_row_older_than_max_age_fails_without_a_try(tmp_path: Path, smtp: SmtpSink) -> None:
     """A pending row queued longer ago than [smtp] max_age_hours fails, even while it waits
     for a retry, with why; it is not sent."""
@@ -277,6 +288,7 @@ def _fault(engine: Engine) -> Any:
         return conn.execute(select(health).where(health.c.component == "smtp")).first()
 
 
+@pytest.mark.db
 def test_smtp_trouble_is_a_health_fault_until_a_delivery(tmp_path: Path, smtp: SmtpSink) -> None:
     """No server: the fault "smtp" says so, and keeps the time it began across drains; a 4xx
     to every try keeps it; the next delivery clears it."""
@@ -299,26 +311,31 @@ def test_smtp_trouble_is_a_health_fault_until_a_delivery(tmp_path: Path, smtp: S
     assert _fault(engine) is None
 
 
+@pytest.mark.db
 def test_claim_is_taken_and_counted_before_the_transaction(tmp_path: Path,
                                                            smtp: SmtpSink) -> None:
     """While the server holds the message, the row is already claimed by this daemon and the
     try counted, both committed (read from another connection)."""
     engine = _engine(tmp_path / "out.db")
+    other = make_engine(engine.url.render_as_string(hide_password=False))
     seen: list[tuple[Any, ...]] = []
     original = smtp.handle_DATA
 
     async def look(server: Any, session: Any, envelope: Any) -> str:
-        with sqlite3.connect(tmp_path / "out.db") as other:
-            seen.append(other.execute("SELECT claimed_by, tries_begun, attempts, "
-                                      "claim_expires_at FROM outbox").fetchone())
+        with other.connect() as conn:
+            seen.append(tuple(conn.execute(select(
+                outbox.c.claimed_by, outbox.c.tries_begun, outbox.c.attempts,
+                outbox.c.claim_expires_at)).one()))
         return await original(server, session, envelope)
 
     smtp.handle_DATA = look  # type: ignore[method-assign]
     started = time.time()
-    assert _drain(engine, smtp.port) == 1
+    try:
+        assert _drain(engine, smtp.port) == 1
+    finally:
+        other.dispose()
 
     claimed_by, begun, attempts, expires = seen[0]
     assert (claimed_by, begun, attempts) == (str(leases.me()), 1, 0)
-    expiry = datetime.fromisoformat(expires).replace(tzinfo=UTC).timestamp()
-    assert expiry > started + claim_seconds(SmtpConfig())
+    assert expires.timestamp() > started + claim_seconds(SmtpConfig())
     assert (_rows(engine)[0].claimed_by, _rows(engine)[0].tries_begun) == (None, 1)
