@@ -471,11 +471,13 @@ _SQLITE_TRANSIENT = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlit
 
 # PostgreSQL's SQLSTATEs of trouble that passes: another transaction won (serialization
 # failure, deadlock, a lock not available), the server is shutting down, restarting or full of
-# sessions, the admin cancelled the statement; and the whole class 08 (the connection failed).
-# Any other OperationalError (disk full 53100, out of memory, a program limit, an I/O error of
-# the server) needs the admin and keeps its own exception, as a bug does.
+# sessions, the admin cancelled the statement, the whole class 08 (the connection failed); and,
+# as SQLite's SQLITE_FULL and SQLITE_IOERR are, the server's disk full (53100), out of memory
+# (53200) or an I/O error (58030): the daemon pauses, reports the fault and tries again, instead
+# of dying and being restarted into the same fault. Any other OperationalError (a program
+# limit, a bug) passes unchanged.
 _PG_TRANSIENT = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "57014",
-                           "53300"})
+                           "53300", "53100", "53200", "58030"})
 
 
 def _transient(err: exc.OperationalError) -> bool:

@@ -341,8 +341,9 @@ def test_a_missing_table_is_a_fault_kept_as_it_is(pg: Engine) -> None:
 
 
 @pytest.mark.parametrize(("error", "passing"), [
-    (psycopg.errors.DiskFull, False), (psycopg.errors.OutOfMemory, False),
-    (psycopg.errors.IoError, False), (psycopg.errors.CannotConnectNow, True),
+    (psycopg.errors.DiskFull, True), (psycopg.errors.OutOfMemory, True),
+    (psycopg.errors.IoError, True), (psycopg.errors.ProgramLimitExceeded, False),
+    (psycopg.errors.CannotConnectNow, True),
     (psycopg.errors.CrashShutdown, True), (psycopg.errors.TooManyConnections, True),
     (psycopg.errors.QueryCanceled, True), (psycopg.errors.ConnectionFailure, True),
 ])
