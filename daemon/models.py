@@ -103,6 +103,9 @@ class Attachment:
     scanned: Document | None = None
     # What an edXML package (QCVN 102:2016) says of the document it carries (None: no package).
     package: Package | None = None
+    # The signed PDFs carried inside it (an edXML package's, an archive's), by their path
+    # ("goi.edxml/van-ban.pdf"): their signatures are checked like a direct attachment's.
+    carried: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from daemon.config import LimitsConfig, OcrConfig
 from daemon.models import Document, Package
 from daemon.textnorm import nfc
-from daemon.understand import archives, edxml, filetype, legacy, ocr, pdfscan
+from daemon.understand import archives, edxml, filetype, legacy, ocr, pdfscan, signatures
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -49,6 +49,9 @@ class AttachmentReading:
     withheld: str | None = None
     package: Package | None = None  # what an edXML package's header says
     scanned: Document | None = None  # the header read by OCR off a scanned page
+    # The signed PDFs carried inside it (an edXML package's, an archive's), by their path
+    # ("goi.edxml/van-ban.pdf"): their signatures are validated like a direct attachment's.
+    carried: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Inspection:
     package: Package | None = None  # the first edXML package found
     scanned: Document | None = None  # the first document header OCR found
     ocr_pages_left: int = 0
+    carried: list[tuple[str, bytes]] = field(default_factory=list)  # signed PDFs inside it
 
     def __post_init__(self) -> None:
         self.entries_left = self.limits.archive_entries
@@ -154,7 +158,8 @@ def read(name: str, content_type: str, payload: bytes, limits: LimitsConfig,
     return AttachmentReading(text=text, pieces=tuple(inspection.pieces),
                              unread=tuple(dict.fromkeys(inspection.unread)),
                              defects=tuple(defects), withheld=withheld,
-                             package=inspection.package, scanned=inspection.scanned)
+                             package=inspection.package, scanned=inspection.scanned,
+                             carried=tuple(inspection.carried))
 
 
 def inspect(file: File, inspection: Inspection) -> str:
@@ -175,6 +180,7 @@ def inspect(file: File, inspection: Inspection) -> str:
 
 def _pdf(file: File, kind: str, inspection: Inspection) -> str:
     limits = inspection.limits
+    _carry_signed(file, inspection)
     scan = pdfscan.scan(file.data, inspection.objects_left, inspection.pages_left)
     inspection.objects_left -= scan.visited
     inspection.pages_left -= len(scan.pages)
@@ -198,6 +204,14 @@ def _pdf(file: File, kind: str, inspection: Inspection) -> str:
         inspection.cannot_read(file, f"các trang sau trang {len(scan.pages)}/{scan.page_count} "
                                      "chưa đọc (limits.pdf_scan_pages)")
     return scanned or "\n".join(scan.pages[: limits.pdf_max_pages])
+
+
+def _carry_signed(file: File, inspection: Inspection) -> None:
+    """Keep a signed PDF found inside the attachment (a package's or an archive's file), at
+    most MAX_PDFS of them: its signatures are validated with the attachment's own."""
+    if (file.path and len(inspection.carried) < signatures.MAX_PDFS
+            and signatures.looks_signed(file.data, named_pdf=True)):
+        inspection.carried.append((file.path, file.data))
 
 
 def _text(file: File, kind: str, inspection: Inspection) -> str:

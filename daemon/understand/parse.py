@@ -250,7 +250,7 @@ def _contents(message: Message, limits: LimitsConfig, tree: _Tree) -> tuple[Any,
             sha256=hashlib.sha256(payload).hexdigest(), payload=payload, text=reading.text,
             defects=reading.defects + ((defect,) if defect else ()),
             withheld=reading.withheld, pieces=reading.pieces, unread=reading.unread,
-            package=reading.package, scanned=reading.scanned,
+            package=reading.package, scanned=reading.scanned, carried=reading.carried,
         ))
 
     for name, inner in tree.forwarded.get(id(message), []):

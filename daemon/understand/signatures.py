@@ -130,7 +130,9 @@ def summary(found: Sequence[dict[str, Any]], tz: tzinfo) -> str:
 
 @dataclass(frozen=True)
 class AttachmentSignatures:
-    """The signatures of one attachment (`sha256` tells two of the same name apart)."""
+    """The signatures of one attachment (`sha256` tells two of the same name apart), or of a
+    PDF carried inside it: then `attachment` is the file's path ("goi.edxml/van-ban.pdf") and
+    `sha256` the carrying attachment's."""
 
     attachment: str
     sha256: str
@@ -317,15 +319,18 @@ def _unchecked(vi: str, en: str) -> SignatureCheck:
 
 def check_attachments(attachments: Sequence[Attachment],
                       roots: Roots) -> tuple[AttachmentSignatures, ...]:
-    """The signatures of a mail's PDF attachments (at most MAX_PDFS signed ones); unsigned
-    attachments are left out."""
+    """The signatures of a mail's PDF attachments, then of the signed PDFs carried in its
+    edXML packages and archives (at most MAX_PDFS signed ones in all); unsigned attachments
+    are left out."""
+    direct = [(item.name, item.payload, item, item.name.lower().endswith(".pdf")
+               or "pdf" in item.content_type) for item in attachments]
+    carried = [(path, pdf, item, True) for item in attachments for path, pdf in item.carried]
     found: list[AttachmentSignatures] = []
-    for item in attachments:
+    for name, data, item, named in (*direct, *carried):
         if len(found) >= MAX_PDFS:
             break
-        named = item.name.lower().endswith(".pdf") or "pdf" in item.content_type
-        if checks := check_pdf(item.payload, roots, named):
-            found.append(AttachmentSignatures(item.name, item.sha256, checks))
+        if checks := check_pdf(data, roots, named):
+            found.append(AttachmentSignatures(name, item.sha256, checks))
     return tuple(found)
 
 
@@ -360,9 +365,11 @@ def warning(found: Sequence[AttachmentSignatures], official: bool,
 
 def signatures_of(found: Sequence[AttachmentSignatures],
                   attachment: Attachment) -> list[dict[str, Any]]:
-    """The checks of one attachment as `inspect --json` shows them (empty: unsigned)."""
-    return [check.as_json() for item in found if item.sha256 == attachment.sha256
-            for check in item.checks]
+    """The checks of one attachment as `inspect --json` shows them (empty: unsigned), each
+    naming the file it signs: the attachment, or a PDF carried inside it
+    ("goi.edxml/van-ban.pdf")."""
+    return [{**check.as_json(), "file": item.attachment} for item in found
+            if item.sha256 == attachment.sha256 for check in item.checks]
 
 
 def is_pdf(attachment: Attachment) -> bool:
@@ -371,13 +378,15 @@ def is_pdf(attachment: Attachment) -> bool:
 
 def signature_lines(found: Sequence[AttachmentSignatures], attachments: Sequence[Attachment],
                     tz: tzinfo) -> list[str]:
-    """One Vietnamese line per signature of each PDF attachment, "chưa ký số" for an unsigned
-    PDF: what the clerk reads in `inspect` and the leaders in the forward."""
+    """One Vietnamese line per signature of each PDF attachment and of each signed PDF carried
+    in one ("goi.edxml/van-ban.pdf: hợp lệ — …"), "chưa ký số" for an unsigned PDF: what the
+    clerk reads in `inspect` and the leaders in the forward."""
     lines = []
     for attachment in attachments:
-        checks = [c for item in found if item.sha256 == attachment.sha256 for c in item.checks]
+        checks = [(item.attachment, c) for item in found if item.sha256 == attachment.sha256
+                  for c in item.checks]
         if checks:
-            lines += [f"{attachment.name}: {c.line(tz)}" for c in checks]
+            lines += [f"{name}: {c.line(tz)}" for name, c in checks]
         elif is_pdf(attachment):
             lines.append(f"{attachment.name}: chưa ký số")
     return lines
