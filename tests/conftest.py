@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from imapclient import IMAPClient
 from sqlalchemy import Engine, Table, func, insert, select
 
@@ -30,6 +31,13 @@ _users = itertools.count(1)
 
 # The fixtures postgres, pg_url, store and db_url, and the two-store runs of `db` tests.
 pytest_plugins = ["tests.pg"]
+
+# No property test may depend on the machine's speed: hypothesis's per-example deadline (200 ms)
+# and its too-slow health check fail a correct test on a busy machine (four xdist workers on
+# two cores). A test that needs a bound on time says so itself.
+settings.register_profile("vanthu", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("vanthu")
 
 
 def corpus_labels() -> list[dict[str, Any]]:
