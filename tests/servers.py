@@ -7,6 +7,7 @@ Nothing here is used by `vanthu run`.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import pwd
 import shutil
@@ -38,6 +39,19 @@ def free_port() -> int:
 
 def dovecot_available() -> bool:
     return os.path.exists(DOVECOT)
+
+
+@functools.cache
+def dovecot_version() -> tuple[int, int]:
+    """The installed Dovecot's major and minor version, e.g. (2, 3) on Debian 12 and (2, 4) on
+    Debian 13, whose configuration format differs; (2, 3) when it cannot be told."""
+    try:
+        out = subprocess.run([DOVECOT, "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+        major, minor = out.split(".")[:2]
+        return int(major), int(minor)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return (2, 3)
 
 
 class Dovecot:
@@ -75,7 +89,18 @@ class Dovecot:
         login_users = "" if root else (
             f"default_login_user = {self.user}\ndefault_internal_user = {self.user}\n"
             "login_trusted_networks = 127.0.0.1\n")
-        self.conf.write_text(f"""
+        if dovecot_version() >= (2, 4):
+            # Dovecot 2.4's listeners have no address of their own: `listen` above is used.
+            settings, address = self._settings_24(key, entry, login_users), ""
+        else:
+            settings = self._settings_23(key, entry, login_users)
+            address = "    address = 127.0.0.1\n"
+        self.conf.write_text(settings + self._services(root, address))
+        shutil.chown(self.dir / "mail", entry.pw_uid, entry.pw_gid)
+
+    def _settings_23(self, key: Path, entry: pwd.struct_passwd, login_users: str) -> str:
+        """The settings of Dovecot 2.3 (Debian 12), before the services."""
+        return f"""
 instance_name = vanthu-{self.imap_port}
 protocols = imap
 listen = 127.0.0.1
@@ -100,14 +125,51 @@ userdb {{
   driver = static
   args = uid={entry.pw_uid} gid={entry.pw_gid} home={self.dir}/mail/%u
 }}
-service imap-login {{
+"""
+
+    def _settings_24(self, key: Path, entry: pwd.struct_passwd, login_users: str) -> str:
+        """The same settings in Dovecot 2.4's format (Debian 13): new names, named passdb and
+        userdb blocks, %{user} for %u, and OAuth2 settings of their own instead of a passdb."""
+        return f"""
+dovecot_config_version = 2.4.0
+dovecot_storage_version = 2.4.0
+instance_name = vanthu-{self.imap_port}
+protocols = imap
+listen = 127.0.0.1
+base_dir = {self.dir}/run
+state_dir = {self.dir}/state
+log_path = {self.dir}/dovecot.log
+info_log_path = {self.dir}/dovecot.log
+ssl = yes
+ssl_server_cert_file = {self.cert}
+ssl_server_key_file = {key}
+auth_allow_cleartext = yes
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2_introspection else ""}
+first_valid_uid = 1
+mail_driver = maildir
+mail_path = {self.dir}/mail/%{{user}}
+{login_users}
+{self._oauth2_settings_24()}
+passdb passwd-file {{
+  passwd_file_path = {self.dir}/passwd
+  passdb_default_password_scheme = PLAIN
+}}
+userdb static {{
+  fields {{
+    uid = {entry.pw_uid}
+    gid = {entry.pw_gid}
+    home = {self.dir}/mail/%{{user}}
+  }}
+}}
+"""
+
+    def _services(self, root: bool, address: str) -> str:
+        return f"""service imap-login {{
   inet_listener imap {{
-    address = 127.0.0.1
-    port = {self.imap_port}
+{address}    port = {self.imap_port}
   }}
   inet_listener imaps {{
-    address = 127.0.0.1
-    port = {self.imaps_port}
+{address}    port = {self.imaps_port}
     ssl = yes
   }}
   {"chroot =" if not root else ""}
@@ -119,8 +181,21 @@ service anvil {{
 protocol imap {{
   mail_max_userip_connections = 100
 }}
-""")
-        shutil.chown(self.dir / "mail", entry.pw_uid, entry.pw_gid)
+"""
+
+    def _oauth2_settings_24(self) -> str:
+        if not self.oauth2_introspection:
+            return ""
+        # Dovecot 2.4's XOAUTH2 and OAUTHBEARER mechanisms ask the endpoint themselves.
+        return f"""auth_failure_delay = 0
+oauth2 {{
+  introspection_mode = post
+  introspection_url = {self.oauth2_introspection}
+  force_introspection = yes
+  username_attribute = username
+  active_attribute = active
+  active_value = true
+}}"""
 
     def _oauth2_passdb(self) -> str:
         if not self.oauth2_introspection:
