@@ -543,7 +543,10 @@ def test_stop_waiting_for_an_answer_that_never_comes_is_a_doubt(tmp_path: Path,
     engine = _engine(tmp_path / "out.db")
     _queue(engine, 2)
     faulty.after_data = "hang"
-    sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=2.0))
+    # The stop must come before the socket timeout runs out: 8 s leaves a loaded machine (four
+    # test workers on two cores) ample time between the server's DOT and stopping.set(); with
+    # 2 s, one loaded run timed out first ("connection lost: SMTPReadTimeoutError").
+    sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=8.0))
 
     async def run() -> int:
         stopping = asyncio.Event()
