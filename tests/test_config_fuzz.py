@@ -141,7 +141,7 @@ def test_a_vietnamese_identity_is_carried_by_every_email(agency: str, display: s
         assert_every_email_reads_back(report.config, report.rules)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(agency=HOSTILE, display=HOSTILE)
 def test_any_identity_is_either_refused_with_a_line_or_sent_as_configured(
         agency: str, display: str) -> None:
