@@ -32,10 +32,9 @@ from daemon.office.receipt import ReceiptFields, ReceivedDocument
 from daemon.outbound import compose
 from daemon.understand.parse import parse
 from daemon.understand.postal import MAX_ADDRESS, find_address
-from tests.conftest import RULES
+from tests.conftest import CORPUS, RULES
 from tests.desk import Desk
 
-CORPUS = Path("/work/shared/corpus")
 AGENCY = AgencyConfig(name="Sở Xây dựng tỉnh Tây Ninh", code="000.00.22.H56",
                       parent="UBND tỉnh Tây Ninh", place="Tây Ninh",
                       receiving_officer="Người tiếp nhận hồ sơ",

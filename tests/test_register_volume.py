@@ -16,8 +16,9 @@ from daemon.errors import ConfigError
 from daemon.models import Action, Applicant, Kind, Understanding
 from daemon.outbound import compose
 from daemon.understand.parse import parse
+from tests.conftest import CORPUS
 from tests.desk import Desk
-from tests.test_receipt_form import AGENCY, CORPUS, html_text, parts, pdf_text
+from tests.test_receipt_form import AGENCY, html_text, parts, pdf_text
 from tests.test_registers_export import YEAR, _export, _pages, office  # noqa: F401 (fixture)
 
 
