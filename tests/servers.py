@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import grp
 import os
 import pwd
 import shutil
@@ -148,7 +149,7 @@ auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2_introspectio
 first_valid_uid = 1
 mail_driver = maildir
 mail_path = {self.dir}/mail/%{{user}}
-{login_users}
+{login_users}{self._internal_group_24(entry) if login_users else ''}
 {self._oauth2_settings_24()}
 passdb passwd-file {{
   passwd_file_path = {self.dir}/passwd
@@ -162,6 +163,11 @@ userdb static {{
   }}
 }}
 """
+
+    @staticmethod
+    def _internal_group_24(entry: pwd.struct_passwd) -> str:
+        # Not root: Dovecot 2.4 gives its internal sockets to this group (2.3 did not chown them).
+        return f"default_internal_group = {grp.getgrgid(entry.pw_gid).gr_name}\n"
 
     def _services(self, root: bool, address: str) -> str:
         return f"""service imap-login {{

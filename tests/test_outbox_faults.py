@@ -559,7 +559,12 @@ def test_stop_waiting_for_an_answer_that_never_comes_is_a_doubt(tmp_path: Path,
 
     first, second = _rows(engine)
     assert (first.state, first.attempts, first.tries_begun) == (OutboxState.PENDING, 0, 1)
-    assert "stopped while waiting" in first.last_error and first.claimed_by is None
+    # A doubt either way: the drain's wait after the stop or the client's own read timeout
+    # (started at the dot, a moment earlier; on Python 3.13 it always ends first) may close the
+    # try; both leave the row pending with one try begun and no attempt counted.
+    assert ("stopped while waiting" in first.last_error
+            or "Timed out waiting for server response" in first.last_error), first.last_error
+    assert first.claimed_by is None
     assert (second.attempts, second.tries_begun) == (0, 0)
     assert faulty.copies() == {"<1.forward@x.gov.vn>": 1}
 
