@@ -329,7 +329,8 @@ def next_reminders(now: datetime, cfg: config.Config) -> datetime:
 # The states of a stored mail and of an outgoing email, as people read them.
 MESSAGE_STATES = {"stored": "đã lưu, chờ xử lý", "routed": "đã vào sổ và chuyển đi",
                   "done": "đã xử lý xong", "quarantined": "đang giữ lại chờ văn thư xem",
-                  "dropped": "đã loại bỏ"}
+                  "dropped": "đã loại bỏ",
+                  "archived": "thư cũ đã lưu, chưa vào sổ (vanthu backlog import)"}
 OUTBOX_STATES = {"pending": "chờ gửi", "sent": "đã gửi", "failed": "không gửi được"}
 
 
@@ -368,6 +369,8 @@ def _mailbox_line(cfg: config.Config, box: dict[str, Any]) -> str:
 
 def _status_text(cfg: config.Config, report: dict[str, Any]) -> str:
     """`vanthu status` for people, from the report --json prints: Vietnamese, local times."""
+    from daemon.office.backfill import lines as backlog_lines
+
     ocr = report["ocr"]
     lines = [f"Phiên bản vanthu: {report['version']}",
              f"Báo cáo văn thư kế tiếp: {_local_time(cfg, report['next_jobs']['digest'])}",
@@ -377,6 +380,7 @@ def _status_text(cfg: config.Config, report: dict[str, Any]) -> str:
              f"Thư đang giữ lại chờ văn thư: {report['quarantine']}",
              *_section("Người gửi tin cậy", report["trusted_senders"]),
              *_section("Hộp thư", [_mailbox_line(cfg, b) for b in report["mailboxes"]]),
+             *_section("Thư tồn", backlog_lines(report["backlog"])),
              *_section("Thư gửi đi đã thử, đang chờ gửi lại",
                        [_outbox_line(cfg, r) for r in report["outbox_pending"]]),
              *_section("Thư gửi đi không gửi được",
@@ -396,7 +400,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     a full or read-only disk found meanwhile is named after it."""
     from daemon import health as health_module
     from daemon.errors import DatabaseError
-    from daemon.office import quarantine
+    from daemon.office import backfill, quarantine
     from daemon.outbound import outbox as outbox_module
 
     cfg = _config(args)
@@ -417,6 +421,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         sending = outbox_module.health(conn, now, cfg.status.outbox_overdue_minutes)
         faults = health_module.faults(conn)
         verdict = health_module.assess(conn, cfg, now)
+        backlogs = backfill.progress(conn, now)
     trusted = quarantine.trusted(engine)
     engine.dispose()  # nothing of the database stays open (a caller may unmount its disk)
     if locked := health_module.write_locked(cfg):
@@ -448,6 +453,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         # Faults of the system the daemon is living with (e.g. the pipeline paused).
         "faults": [{"component": f.component, "problem": f.problem,
                     "since": f.since.isoformat()} for f in faults],
+        # Backlogs: each folder's catch-up being fetched, the pipeline's queue, old mail.
+        "backlog": backlogs,
     }
     if off := ocr_off(cfg):
         verdict.warnings.append(off)
@@ -487,6 +494,13 @@ def _status_verdict(verdict: Verdict) -> str:
     lines.append("Tình trạng: TỐT" if verdict.healthy else
                  f"Tình trạng: CÓ {len(verdict.problems)} VẤN ĐỀ CẦN XỬ LÝ")
     return "\n".join(lines)
+
+
+def cmd_backlog(args: argparse.Namespace) -> int:
+    """Old mail (archived by `[intake] start`): `import` takes it into the register quietly."""
+    from daemon.office import backfill
+
+    return backfill.command(args, _config(args), _engine)
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
@@ -1115,6 +1129,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="postpone: why, in Vietnamese")
     p.add_argument("--actor", default=os.environ.get("USER", "clerk"),
                    help="who does it, for the case's history")
+    p = command("backlog", cmd_backlog, "old mail: import it into the register, no email")
+    p.add_argument("action", choices=["import"])
+    p.add_argument("--since", help="received on or after this local date (YYYY-MM-DD)")
+    p.add_argument("--until", help="received on or before this local date (YYYY-MM-DD)")
+    p.add_argument("--mailbox", help="only mail first seen in this mailbox (its name)")
+    p.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    p.add_argument("--json", action="store_true")
     p = command("digest", cmd_digest, "the digest: print it, or send it now")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print it (the default)")

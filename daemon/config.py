@@ -304,6 +304,17 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class IntakeConfig:
+    """Which mail of a watched folder is processed in full: `start` is "now" (mail the server
+    received before the first start on this database is kept as old mail, not processed),
+    "all", or a date "YYYY-MM-DD" (mail received before that local day is old). `since` is that
+    date's start in the agency's timezone, None otherwise."""
+
+    start: str = "now"
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     agency: AgencyConfig
@@ -318,6 +329,7 @@ class Config:
     calendar: CalendarConfig = CalendarConfig()
     status: StatusConfig = StatusConfig()
     metrics: MetricsConfig = MetricsConfig()
+    intake: IntakeConfig = IntakeConfig()
 
     @property
     def own_addresses(self) -> frozenset[str]:
@@ -1146,6 +1158,29 @@ def _unwritable(folder: Path) -> str | None:
         return f"is not writable by this user ({err.strerror})"
 
 
+def intake_start(value: str) -> date | str | None:
+    """`[intake] start` read: None for "now" and "all", the date for "YYYY-MM-DD", else why
+    it is not a start."""
+    if value in ("now", "all"):
+        return None
+    if not _ISO_DATE.fullmatch(value):
+        return (f'{value!r} is not "now", "all" or a date YYYY-MM-DD (a local date, no time '
+                "or zone)")
+    return as_date(value)
+
+
+def _intake(t: _Table, tz: ZoneInfo) -> IntakeConfig:
+    t.unknown({"start"})
+    if "start" in t.data and isinstance(t.data["start"], date):  # a TOML date, unquoted
+        t.data = {**t.data, "start": t.data["start"].isoformat()
+                  if not isinstance(t.data["start"], datetime) else str(t.data["start"])}
+    start = t.take("start", str, "now", lambda v: s if isinstance(s := intake_start(v), str)
+                   else None)
+    day = intake_start(start)
+    since = datetime.combine(day, datetime.min.time(), tz) if isinstance(day, date) else None
+    return IntakeConfig(start, since)
+
+
 def _metrics(t: _Table, base: Path) -> MetricsConfig:
     t.unknown({"listen", "allow_remote", "textfile", "interval_seconds"})
     d = MetricsConfig()
@@ -1175,7 +1210,7 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
     root = r.table(data, ())
     root.unknown({"agency", "storage", "mailboxes", "smtp", "rules", "limits", "security",
                   "results", "digest", "calendar", "status", "ocr",
-                  "metrics"})
+                  "metrics", "intake"})
 
     t = r.table(data, ("agency",), required=required)
     t.unknown({"name", "code", "timezone", "addresses", "case_code_format", "case_ref_pattern",
@@ -1406,4 +1441,5 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
     return Config(path=path, agency=agency, storage=storage, mailboxes=tuple(mailboxes),
                   smtp=smtp, rules=rules, limits=limits, security=security_cfg,
                   results=results, digest=digest, calendar=calendar, status=status,
-                  metrics=_metrics(r.table(data, ("metrics",)), base))
+                  metrics=_metrics(r.table(data, ("metrics",)), base),
+                  intake=_intake(r.table(data, ("intake",)), agency.tz))

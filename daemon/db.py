@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Connection,
     CursorResult,
@@ -165,6 +166,9 @@ messages = Table(
     # build (`quarantine` reads them from the understanding).
     Column("hold_kinds", JSON),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Old mail taken into the register by `vanthu backlog import`: processed without any email
+    # (no acknowledgement, forward, notice or reminder). NULL for every other mail.
+    Column("quiet", Boolean),
 )
 Index("ix_messages_header_message_id", messages.c.header_message_id)
 
@@ -190,6 +194,16 @@ checkpoints = Table(
     Column("last_fetch_at", UTCDateTime),
     Column("last_error", Text),
     Column("last_error_at", UTCDateTime),
+    # When vanthu first watched the folder on this database: with `[intake] start = "now"`,
+    # mail the server received before it is old (archived). NULL on rows of an earlier build:
+    # nothing is old there.
+    Column("started_at", UTCDateTime),
+    # The catch-up being fetched (for `vanthu status`): mails found by its SEARCH, mails stored
+    # so far, when it began and when it last stored a batch.
+    Column("backlog_total", BigInteger),
+    Column("backlog_fetched", BigInteger),
+    Column("backlog_since", UTCDateTime),
+    Column("backlog_at", UTCDateTime),
 )
 
 # Named gap-free sequences: "incoming:2026" for số đến, "case:260531" for dossier codes.

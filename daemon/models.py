@@ -19,6 +19,9 @@ class State(enum.StrEnum):
     DONE = "done"
     QUARANTINED = "quarantined"
     DROPPED = "dropped"  # held, then closed by the clerk without handling (messages.clerk)
+    # Old mail (`[intake] start`): stored like any other, never taken by the pipeline; `vanthu
+    # backlog import` puts it back to `stored`, quiet (registered without any email).
+    ARCHIVED = "archived"
 
 
 class HoldKind(enum.StrEnum):

@@ -40,8 +40,8 @@ from daemon.models import (
     Tagging,
     Understanding,
 )
+from daemon.office import backfill, directives, quarantine
 from daemon.office import cases as cases_module
-from daemon.office import directives, quarantine
 from daemon.office import register as register_module
 from daemon.office.cases import CaseEvent
 from daemon.office.register import Book, DbCases, case_id_of, register, trust_of
@@ -77,6 +77,8 @@ class Stored:
     # When the agency's server accepted it (IMAP INTERNALDATE; the fetch time for rows that
     # have none): the legal time of receipt, used by the register, the case and its deadline.
     received_at: datetime
+    # Old mail taken in by `vanthu backlog import`: registered without any email.
+    quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ class Groups:
 
 
 def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
-                    pool: ReadPool | None = None, limit: int = 100) -> int:
+                    pool: ReadPool | None = None, limit: int = 100,
+                    only: Sequence[int] | None = None) -> int:
     """Process up to `limit` stored messages; return how many were looked at.
 
     With a `pool` the mails are read in worker processes, else in this one.
@@ -178,7 +181,7 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
     """
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
-            rows = conn.execute(_pending(limit).with_for_update(skip_locked=True)).all()
+            rows = conn.execute(_pending(limit, only).with_for_update(skip_locked=True)).all()
             if not rows:
                 return 0
             work, read_of = prepare(engine, cfg, store, rules, pool, rows)
@@ -188,7 +191,7 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
             fault = record(conn, cfg, rules, store, work, read_of, stale=True)
     else:
         with reading(engine) as conn:
-            rows = conn.execute(_pending(limit)).all()
+            rows = conn.execute(_pending(limit, only)).all()
             conn.rollback()
         if not rows:
             return 0
@@ -205,12 +208,16 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
 PIPELINE_LOCK = 0x76616E7468750001
 
 
-def _pending(limit: int) -> Any:
-    """The oldest stored mails."""
-    return (select(messages.c.id, messages.c.sha256, messages.c.stored_at, messages.c.attempts,
-                   func.coalesce(messages.c.received_at, messages.c.stored_at)
-                   .label("received_at"))
-            .where(messages.c.state == State.STORED).order_by(messages.c.id).limit(limit))
+def _pending(limit: int, only: Sequence[int] | None = None) -> Any:
+    """The oldest stored mails; with `only`, those of these ids (old mail being imported, in
+    the order it was received: daemon.office.backfill)."""
+    received = func.coalesce(messages.c.received_at, messages.c.stored_at)
+    query = select(messages.c.id, messages.c.sha256, messages.c.stored_at, messages.c.attempts,
+                   received.label("received_at"), messages.c.quiet
+                   ).where(messages.c.state == State.STORED).limit(limit)
+    if only is not None:
+        return query.where(messages.c.id.in_(only)).order_by(received, messages.c.id)
+    return query.where(messages.c.quiet.is_(None)).order_by(messages.c.id)
 
 
 Readings = dict[int, "Reading | BadMessage | Exception"]
@@ -243,7 +250,7 @@ def prepare(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
                if found is not None}
     with reading(engine) as conn:
         work = [think(cfg, rules, conn, Stored(row.id, row.sha256, row.stored_at, row.attempts,
-                                               row.received_at),
+                                               row.received_at, bool(row.quiet)),
                       read_of[row.id])
                 for row in rows if row.id in read_of]
         conn.rollback()
@@ -364,7 +371,8 @@ def apply(conn: Connection, cfg: Config, rules: RuleSet, item: Ready) -> None:
     """Hold, register, join a case, queue the emails and record who received the mail; then
     move it on from `stored` with what the pure stages found."""
     found = findings(item)
-    if (directive := directives.take(conn, cfg, rules, item)) is not None:  # a leader's answer
+    quiet = item.stored.quiet  # old mail imported: registered, nothing sent (backfill)
+    if not quiet and (directive := directives.take(conn, cfg, rules, item)) is not None:
         finish(conn, item.stored.pk, State.ROUTED if directive.queued else State.DONE, **found)
         return
     if held := held_for(conn, item):
@@ -378,16 +386,19 @@ def apply(conn: Connection, cfg: Config, rules: RuleSet, item: Ready) -> None:
         finish(conn, item.stored.pk, State.DONE, last_error=f"duplicate: {filed.why}", **found)
         log.info("mail.duplicate", extra={"mail": item.stored.pk, "entry": filed.of})
         return
-    if filed is not None:
+    if filed is not None and not quiet:
         assign(conn, filed, item.decision)
-    joined = join_case(conn, cfg, rules, item) if filed is None else None
+    joined = join_case(conn, cfg, rules, item) if filed is None and not quiet else None
     case_id = filed.case_id if filed else joined.case_id if joined else None
     ctx = context(item, filed, joined)
     actions = joined.actions if joined else item.decision.actions
-    if filed is not None and filed.case_id is not None:  # a dossier: complete or not
+    if filed is not None and filed.case_id is not None and not quiet:  # complete or not
         ctx, actions = check_dossier(conn, cfg, rules, item.mail, ctx, filed.case_id, actions)
     queued = queue_emails(conn, cfg, rules, item, ctx, case_id, actions)
-    record_handover(conn, item.stored.pk, actions)
+    if quiet:
+        backfill.imported(conn, case_id)
+    else:
+        record_handover(conn, item.stored.pk, actions)
     finish(conn, item.stored.pk, State.ROUTED if queued else State.DONE, case_id=case_id,
            **found)
 
@@ -553,7 +564,9 @@ def queue_emails(conn: Connection, cfg: Config, rules: RuleSet, item: Ready,
                  ctx: compose.Context, case_id: int | None,
                  actions: Sequence[Action]) -> int:
     """Compose and queue the email of each action; in a case, thread it and record the event.
-    Return how many were queued."""
+    Return how many were queued: none for old mail imported quietly."""
+    if item.stored.quiet:
+        return 0
     allowed = Allowed.of(rules, cfg)
     answering = Answering.of_mail(item.mail, item.understanding, item.stored.stored_at,
                                   case_id=case_id)

@@ -292,7 +292,7 @@ class Daemon:
             for folder in mailbox.folders:
                 watcher = FolderWatcher(mailbox, folder, self.engine, self.store,
                                         self.cfg.limits.max_message_bytes, stored,
-                                        self.stop_threads, lease)
+                                        self.stop_threads, lease, self.cfg.intake)
                 self.watchers.append(watcher)
                 thread = threading.Thread(target=watcher.run, daemon=True,
                                           name=f"imap:{mailbox.name}:{folder}")

@@ -162,7 +162,9 @@ def write_config(directory: Path, dovecot: Dovecot, sink: SmtpSink, user: str, p
     path = directory / "config.toml"
     text = local_config(
         directory, dovecot, sink, user=user, password=password, rules_dir=RULES,
-        mailbox_extra="poll_seconds = 1\n", extra=f"\n[digest]\nto = []\n{extra}")
+        mailbox_extra="poll_seconds = 1\n",
+        # The tests deliver their mail before the daemon starts: all of it is processed.
+        extra=f'\n[digest]\nto = []\n\n[intake]\nstart = "all"\n{extra}')
     from tests import pg  # a plugin (pytest_plugins): imported once pytest has registered it
 
     if pg.on_postgresql():  # the PostgreSQL run of a `db` test: a fresh database of its own

@@ -41,7 +41,9 @@ def run_demo(directory: Path | None, mails: list[str] | None) -> int:
             path = directory / "config.toml"
             path.write_text(local_config(directory, dovecot, sink, user="vanthu",
                                          password="secret", rules_dir=RULES.resolve(),
-                                         mailbox="vanthu"), encoding="utf-8")
+                                         mailbox="vanthu",
+                                         extra='[intake]\nstart = "all"\n'),
+                            encoding="utf-8")
             cfg = config.load(path)
             ruleset = rules_module.load(cfg.rules.dir)
             client = IMAPClient("127.0.0.1", port=dovecot.imap_port, ssl=False)

@@ -126,6 +126,9 @@ workers = 1
 
 [status]
 min_free_mb = 0
+
+[intake]
+start = "all"
 """, encoding="utf-8")
 
     def note(self, event: str, **figures: object) -> None:

@@ -246,7 +246,8 @@ def connect_config(tmp_path: Path, imap: Dovecot, sink: SmtpSink, issuer: Issuer
                    f'authority = "{issuer.authority}"\nca_file = "{issuer.cert}"\n'
                    f'client_secret_file = "{tmp_path / "client-secret"}"\n')
     text = local_config(tmp_path, imap, sink, user=user, password="UNUSED", rules_dir=RULES,
-                        mailbox="Văn thư Sở", extra=f"\n[digest]\nto = []\n[smtp.oauth2]\n"
+                        mailbox="Văn thư Sở", extra=f"\n[digest]\nto = []\n[intake]\n"
+                                                    'start = "all"\n[smtp.oauth2]\n'
                                                     f"{oauth_table}")
     second = ('[[mailboxes]]\nname = "mat-khau"\n'
               f'host = "127.0.0.1"\nport = {imap.imaps_port}\n'

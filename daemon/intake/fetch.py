@@ -31,7 +31,7 @@ from imapclient.exceptions import LoginError
 from sqlalchemy import Engine, delete, or_, select, update
 
 from daemon import leases, oauth
-from daemon.config import MailboxConfig
+from daemon.config import IntakeConfig, MailboxConfig
 from daemon.db import (
     clear_fault,
     database_errors,
@@ -50,6 +50,7 @@ from daemon.errors import (
     TransientError,
     VanthuError,
 )
+from daemon.intake import backlog
 from daemon.intake.store import (
     DAMAGED,
     Fetched,
@@ -165,8 +166,10 @@ class FolderWatcher:
 
     def __init__(self, mailbox: MailboxConfig, folder: str, engine: Engine, store: MailStore,
                  max_message_bytes: int, on_stored: Callable[[], None],
-                 stop: threading.Event, lease: MailboxLease | None = None) -> None:
+                 stop: threading.Event, lease: MailboxLease | None = None,
+                 intake: IntakeConfig | None = None) -> None:
         self.cfg = mailbox
+        self.intake = intake  # which mail is old (`[intake] start`); None: none is
         self.lease = lease  # None: this daemon fetches the mailbox without asking
         self.folder = folder
         self.engine = engine
@@ -337,11 +340,14 @@ class FolderWatcher:
         # `UID n:*` always matches the last message, even below n: filter ourselves.
         uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
         new = 0
+        old_before = backlog.old_before(self.engine, self.intake, self.cfg.name, self.folder)
+        progress = backlog.CatchUp(self.ctx, len(uids))
         for sized in self._batches(client, uids):
             batch = [uid for uid, _ in sized]
             fetched = self._fetch(client, dict(sized))
             ids = store_batch(self.engine, self.store, mailbox=self.cfg.name,
-                              folder=self.folder, uidvalidity=uidvalidity, batch=fetched)
+                              folder=self.folder, uidvalidity=uidvalidity, batch=fetched,
+                              old_before=old_before, progress=progress.step(len(batch)))
             new += len(ids)
             self.progressed = True
             log.info("mail.stored", extra={**self.ctx, "count": len(fetched), "new": len(ids),

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +30,7 @@ from daemon.db import (
     utcnow,
 )
 from daemon.errors import DamagedMail, StoreError
+from daemon.intake.backlog import is_old
 from daemon.models import State
 from daemon.textnorm import decode_words, header_safe, nfc
 
@@ -191,10 +192,14 @@ def store_batch(
     folder: str,
     uidvalidity: int,
     batch: Sequence[Fetched],
+    old_before: datetime | None = None,
+    progress: Mapping[str, object] | None = None,
 ) -> list[int]:
     """Store `batch` and move the checkpoint to its highest UID, in one transaction.
 
     Returns the ids of messages new to vanthu (a copy seen before only gains a location).
+    A new mail received before `old_before` is stored `archived` (daemon.intake.backlog);
+    `progress`: the catch-up's progress columns, written with the checkpoint.
     """
     hashes = store.write_many([f.raw for f in batch])
     now = utcnow()
@@ -204,7 +209,8 @@ def store_batch(
         for fetched, digest in zip(batch, hashes, strict=True):
             message_pk = conn.scalar(select(messages.c.id).where(messages.c.sha256 == digest))
             if message_pk is None:
-                message_pk = _insert_message(conn, fetched, digest, mailbox, now, where)
+                message_pk = _insert_message(conn, fetched, digest, mailbox, now, where,
+                                             old_before)
                 if message_pk is not None:
                     new_ids.append(message_pk)
                 else:  # another daemon stored the same mail meanwhile (from another mailbox)
@@ -213,34 +219,39 @@ def store_batch(
             insert_new(conn, locations, message_id=message_pk, mailbox=mailbox, folder=folder,
                        uidvalidity=uidvalidity, uid=fetched.uid)
         if batch:
-            _move_checkpoint(conn, mailbox, folder, uidvalidity, max(f.uid for f in batch))
+            _move_checkpoint(conn, mailbox, folder, uidvalidity, max(f.uid for f in batch),
+                             **(progress or {}))
     return new_ids
 
 
 def _insert_message(conn: Connection, fetched: Fetched, digest: str, mailbox: str,
-                    now: datetime, where: dict[str, object]) -> int | None:
+                    now: datetime, where: dict[str, object],
+                    old_before: datetime | None = None) -> int | None:
     """The new message row's id, or None when a row with this sha256 is there already: the
     insert does nothing then (on PostgreSQL it waits for a daemon storing the same mail to
     commit), so two daemons storing one mail at once make one row and neither fails."""
     state, error = State.STORED, None
+    received = received_time(fetched, now, where)
     if fetched.too_large is not None:
         state = State.QUARANTINED
         error = f"message too large: {fetched.too_large} bytes; only its header kept"
+    elif is_old(received, old_before):
+        state = State.ARCHIVED
     return insert_new_id(
         conn, messages,
         sha256=digest, size=fetched.too_large or len(fetched.raw), mailbox=mailbox,
         header_message_id=_header_field(fetched.raw, b"Message-ID"),
         subject=_header_field(fetched.raw, b"Subject"),
         sender=_header_field(fetched.raw, b"From"),
-        stored_at=now, received_at=received_time(fetched, now, where),
+        stored_at=now, received_at=received,
         state=state, attempts=0, last_error=error, updated_at=now)
 
 
 def _move_checkpoint(conn: Connection, mailbox: str, folder: str, uidvalidity: int,
-                     last_uid: int) -> None:
+                     last_uid: int, **progress: object) -> None:
     conn.execute(update(checkpoints).where(
         checkpoints.c.mailbox == mailbox, checkpoints.c.folder == folder,
-    ).values(uidvalidity=uidvalidity, last_uid=last_uid, last_fetch_at=utcnow()))
+    ).values(uidvalidity=uidvalidity, last_uid=last_uid, last_fetch_at=utcnow(), **progress))
 
 
 def checkpoint(engine: Engine, mailbox: str, folder: str, uidvalidity: int) -> int:
@@ -254,7 +265,8 @@ def checkpoint(engine: Engine, mailbox: str, folder: str, uidvalidity: int) -> i
             checkpoints.c.mailbox == mailbox, checkpoints.c.folder == folder)).first()
         if row is None:
             conn.execute(insert(checkpoints).values(
-                mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, last_uid=0))
+                mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, last_uid=0,
+                started_at=utcnow()))
             return 0
         if row.uidvalidity != uidvalidity:
             conn.execute(update(checkpoints).where(
@@ -274,7 +286,8 @@ def record_fetch(engine: Engine, mailbox: str, folder: str, error: str | None) -
             checkpoints.c.mailbox == mailbox, checkpoints.c.folder == folder).values(**values))
         if changed.rowcount == 0:  # never fetched yet: a row to carry the error
             conn.execute(insert(checkpoints).values(mailbox=mailbox, folder=folder,
-                                                    uidvalidity=0, last_uid=0, **values))
+                                                    uidvalidity=0, last_uid=0,
+                                                    started_at=now, **values))
 
 
 def pending_moves(engine: Engine, mailbox: str, folder: str,
