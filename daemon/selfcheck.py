@@ -126,6 +126,11 @@ def notes(cfg: Config) -> list[str]:
         where = f"{file}:{line}" if line else file
         found.append(f"{where}: {why} (scanned documents are not read; their fields come "
                      "from the mail)")
+    if cfg.intake.since is not None and cfg.intake.since > datetime.now(UTC):
+        file, line = config.locate(cfg.path, "intake.start")
+        where = f"{file}:{line}" if line else file
+        found.append(f"{where}: intake.start {cfg.intake.start} is in the future: until then "
+                     "every mail is kept as old mail, not processed")
     return found
 
 
