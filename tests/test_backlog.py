@@ -23,7 +23,8 @@ from daemon.errors import ConfigError
 from daemon.intake import backlog
 from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import State
-from daemon.office import backfill
+from daemon.office import backfill, digest
+from daemon.routing import rules as rules_module
 from tests.conftest import CORPUS, Office, corpus_labels
 
 # A config with every required section (timezone Asia/Ho_Chi_Minh by default).
@@ -138,6 +139,13 @@ def test_a_first_start_keeps_old_mail_then_imports_it_quietly(
     assert len(office.smtp.messages()) == sent, "the SMTP sink received nothing for old mail"
     assert office.count(outbox) == outbox_before
     assert office.count(register_entries) == len(entries)
+    # Nor does the digest: no line for an imported entry, no count of old mail.
+    cfg = office.cfg
+    engine = office.engine()
+    told = digest.build(engine, cfg, rules_module.load(cfg.rules.dir),
+                        datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(hours=1))
+    engine.dispose()
+    assert "/2024" not in told.text and "số đến 1/2026" in told.text
 
 
 def test_a_start_date_and_all(office: Office, capsys: pytest.CaptureFixture[str]) -> None:

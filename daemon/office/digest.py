@@ -108,15 +108,17 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
     # fetched on Monday is in Monday's digest, not in a window already sent.
     registered = func.coalesce(register_entries.c.registered_at, register_entries.c.received_at)
     with reading(engine) as conn:
+        # Old mail (archived, or imported quietly by `vanthu backlog import`) has no line.
         kinds = Counter(conn.scalars(select(messages.c.kind).where(
-            messages.c.stored_at >= start, messages.c.stored_at < end)))
+            messages.c.stored_at >= start, messages.c.stored_at < end,
+            messages.c.state != State.ARCHIVED, messages.c.quiet.is_(None))))
         # Mail fetched but not processed yet (a digest due at start, before the pipeline ran).
         waiting = conn.scalar(select(func.count()).select_from(messages).where(
             messages.c.state == State.STORED, messages.c.stored_at < end)) or 0
         arrived = conn.execute(
             select(register_entries, messages.c.understanding)
             .join(messages, messages.c.id == register_entries.c.message_id)
-            .where(registered >= start, registered < end)
+            .where(registered >= start, registered < end, messages.c.quiet.is_(None))
             .order_by(register_entries.c.book, register_entries.c.number)).all()
         case_ids = {e.case_id for e in arrived if e.case_id is not None}
         case_of = {c.id: c for c in conn.execute(
@@ -147,7 +149,8 @@ def build(engine: Engine, cfg: Config, rules: RuleSet, start: datetime,
         held = conn.execute(select(messages.c.id, messages.c.sender, messages.c.subject,
                                    messages.c.last_error, messages.c.hold_kinds,
                                    messages.c.understanding)
-                            .where(messages.c.state == State.QUARANTINED)).all()
+                            .where(messages.c.state == State.QUARANTINED,
+                                   messages.c.quiet.is_(None))).all()
         due_cases = conn.execute(
             select(cases.c.code, cases.c.deadline, cases.c.lead_department,
                    cases.c.applicant_name)
