@@ -181,7 +181,8 @@ def inspect(file: File, inspection: Inspection) -> str:
 def _pdf(file: File, kind: str, inspection: Inspection) -> str:
     limits = inspection.limits
     _carry_signed(file, inspection)
-    scan = pdfscan.scan(file.data, inspection.objects_left, inspection.pages_left)
+    scan = pdfscan.scan(file.data, inspection.objects_left, inspection.pages_left,
+                        limits.pdf_max_pages, inspection.chars_left)
     inspection.objects_left -= scan.visited
     inspection.pages_left -= len(scan.pages)
     if inspection.objects_left < 0:

@@ -13,6 +13,14 @@ or open remote files (Launch, SubmitForm, ImportData, GoToR, GoToE, RichMediaExe
 actions that run without a click (OpenAction, AA) unless they only go to a page of the same
 file; embedded files and file attachments; XFA forms; RichMedia and 3D content. A link the
 reader clicks (/Link with /URI) is not active content: ordinary PDFs carry hyperlinks.
+
+Text: the first `exact_pages` pages (those the document header is read from) are extracted by
+pypdf, whose layout the header reader is tuned to; the pages after them, read only for the
+confidentiality scan, by PDFium (pypdfium2, in C: many times faster). Every page's content is
+still decoded by pypdf first, so a page past pypdf's decompression limits makes the PDF not
+checked, as before. Where PDFium cannot stand in for pypdf (it cannot open the file, it counts
+other pages, it fails on a page, or finds no text on one), pypdf reads those pages: a mark
+pypdf would have found is never lost to the faster reader.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from pypdf.generic import (
     NameObject,
     PdfObject,
 )
+
+from daemon.understand import pdftext
 
 logging.getLogger("pypdf").setLevel(logging.CRITICAL)  # it warns about every odd PDF
 
@@ -64,9 +74,12 @@ class _Budget(Exception):
     """The bounded parse ran out of objects to visit."""
 
 
-def scan(data: bytes, max_objects: int, text_pages: int) -> Scan:
+def scan(data: bytes, max_objects: int, text_pages: int, exact_pages: int | None = None,
+         max_chars: int = 10_000_000) -> Scan:
     """Parse `data`, visit at most `max_objects` values, and read the text of the first
-    `text_pages` pages. Never raises on a hostile PDF (only MemoryError goes on)."""
+    `text_pages` pages: the first `exact_pages` of them (all when None) by pypdf, the others
+    by PDFium, at most `max_chars` characters of those (and one more, so the caller sees the
+    budget was reached). Never raises on a hostile PDF (only MemoryError goes on)."""
     result = Scan()
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
@@ -74,10 +87,16 @@ def scan(data: bytes, max_objects: int, text_pages: int) -> Scan:
             result.unchecked = "PDF có mật khẩu"
             return result
         _walk(reader, max_objects, result)
-        result.page_count = len(reader.pages)
-        for page in reader.pages[:text_pages]:
-            page.get_contents()  # raises past pypdf's decompression limits (extract_text not)
-            result.pages.append(page.extract_text() or "")
+        pages = reader.pages
+        result.page_count = len(pages)
+        wanted = min(text_pages, result.page_count)
+        for index in range(wanted):
+            pages[index].get_contents()  # raises past pypdf's decompression limits
+        exact = wanted if exact_pages is None else min(max(exact_pages, 0), wanted)
+        result.pages = [pages[index].extract_text() or "" for index in range(exact)]
+        later = pdftext.pages(data, range(exact, wanted), result.page_count, max_chars)
+        result.pages += [pages[index].extract_text() or "" if text is None else text
+                         for index, text in zip(range(exact, wanted), later, strict=True)]
     except MemoryError:
         raise  # past the worker's memory cap: the mail, not this attachment, is the problem
     except _Budget:
