@@ -99,21 +99,34 @@ class MailStore:
             raise _store_error(f"cannot write mail to {self.root}", err) from err
 
     def _write_many(self, blobs: Sequence[bytes], replace: bool = False) -> list[str]:
-        hashes: list[str] = []
-        dirs: set[Path] = set()
-        for blob in blobs:
-            digest = hashlib.sha256(blob).hexdigest()
-            hashes.append(digest)
-            target = self.path(digest)
-            if target.exists() and not replace:
-                continue
-            target.parent.mkdir(exist_ok=True)
-            # Named for the writing thread too: two fetch threads may write the same mail.
-            temp = self.tmp / f"{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
-            with open(temp, "wb") as handle:
+        """Write every new blob to a temp file, then make them durable together: each file's
+        fsync comes after all are written (the journal commits once for most of them, not
+        once per mail), then each is renamed into place and each directory synced. A crash
+        anywhere leaves at most orphan temp files; no stored name ever holds partial bytes."""
+        hashes = [hashlib.sha256(blob).hexdigest() for blob in blobs]
+        todo: dict[str, bytes] = {}
+        for digest, blob in zip(hashes, blobs, strict=True):
+            if replace or not self.path(digest).exists():
+                todo[digest] = blob
+        # Named for the writing thread too: two fetch threads may write the same mail.
+        temps = {digest: self.tmp / f"{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
+                 for digest in todo}
+        handles = []
+        try:
+            for digest, blob in todo.items():
+                handle = open(temps[digest], "wb")  # noqa: SIM115 -- closed below, together
+                handles.append(handle)
                 handle.write(blob)
                 handle.flush()
+            for handle in handles:
                 os.fsync(handle.fileno())
+        finally:
+            for handle in handles:
+                handle.close()
+        dirs: set[Path] = set()
+        for digest, temp in temps.items():
+            target = self.path(digest)
+            target.parent.mkdir(exist_ok=True)
             os.replace(temp, target)
             dirs.add(target.parent)
         for directory in dirs:
