@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -784,3 +785,33 @@ def _add_legacy(conn: Connection, where: str, missing: str, base: dict[str, set[
                              f"required column {missing}: not upgraded")
     kind = column.type.compile(dialect=conn.dialect)
     conn.exec_driver_sql(f'ALTER TABLE "{name}" ADD COLUMN "{column_name}" {kind}')
+
+
+class Turns:
+    """Who writes next on SQLite, where one writer works at a time and a writer that finds
+    the lock taken sleeps and polls: a pipeline committing group after group would keep the
+    fetch threads waiting for seconds. A fetch thread says when it wants to write
+    (`urgent`); the pipeline then ends its transaction at the next mail and lets it write
+    first (`wait_clear`). Storing is the durable part of intake: it goes first."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting = 0
+
+    @contextmanager
+    def urgent(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waiting -= 1
+                self._cond.notify_all()
+
+    def wanted(self) -> bool:
+        return self._waiting > 0
+
+    def wait_clear(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._waiting == 0, timeout)

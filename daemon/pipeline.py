@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from daemon.config import Config
-from daemon.db import cases, messages, new_id, reading, utcnow
+from daemon.db import Turns, cases, messages, new_id, reading, utcnow
 from daemon.errors import BadMessage, PermanentError, SystemicFault
 from daemon.intake.store import MailStore
-from daemon.intake.workers import ReadPool, read_guarded
+from daemon.intake.workers import ReadPool, Reads, read_guarded
 from daemon.models import (
     Action,
     Assignment,
@@ -163,15 +164,42 @@ class Groups:
             self.size = min(self.size * 2, self.largest)
 
 
+@dataclass
+class Ahead:
+    """The next batch of the daemon's pipeline, already handed to the workers: they read it
+    while this batch is recorded (the two cores work at once)."""
+
+    rows: Sequence[Any] = ()
+    raws: list[bytes | OSError | BadMessage] = field(default_factory=list)
+    reads: Reads | None = None
+
+    def take(self) -> tuple[Sequence[Any], list[bytes | OSError | BadMessage], Reads | None]:
+        taken = self.rows, self.raws, self.reads
+        self.rows, self.raws, self.reads = (), [], None
+        return taken
+
+
+# A recording transaction on SQLite ends after the mail that takes it past this many seconds
+# (or at once when a fetch thread waits to store): the sender and the store write between.
+RECORD_SECONDS = 0.5
+# A batch read at once is cut past this many bytes of mail (at least one mail is taken).
+BATCH_BYTES = 64 * 1024 * 1024
+
+
 def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
                     pool: ReadPool | None = None, limit: int = 100,
-                    only: Sequence[int] | None = None) -> int:
+                    only: Sequence[int] | None = None, ahead: Ahead | None = None,
+                    turns: Turns | None = None) -> int:
     """Process up to `limit` stored messages; return how many were looked at.
 
-    With a `pool` the mails are read in worker processes, else in this one.
+    With a `pool` the mails are read in worker processes, else in this one. With `ahead`
+    (the daemon's loop, on SQLite) the next batch is handed to the workers before this one
+    is recorded, and taken from there at the next call. With `turns`, recording lets a
+    fetch thread that waits to store write first.
 
     On SQLite (one writer at a time) the mails are picked by a read and checked again in the
-    writing transaction. On PostgreSQL, where several daemons share the work, they are
+    writing transaction, which ends every RECORD_SECONDS (another begins for the rest). On
+    PostgreSQL, where several daemons share the work, they are
     claimed: the writing transaction begins first and locks them (FOR UPDATE SKIP LOCKED), so
     another daemon's pipeline passes them by instead of reading them too; the claim lasts
     while they are read (bounded by the workers' limits) and ends with the commit. Reading
@@ -188,20 +216,71 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
             conn.execute(select(func.pg_advisory_xact_lock(PIPELINE_LOCK)))
             # Other daemons may have recorded mails since these were judged (a dossier this
             # batch replies to): the mails that may join a case are judged again.
-            fault = record(conn, cfg, rules, store, work, read_of, stale=True)
+            fault, _ = record(conn, cfg, rules, store, work, read_of, stale=True)
     else:
-        with reading(engine) as conn:
-            rows = conn.execute(_pending(limit, only)).all()
-            conn.rollback()
+        rows, raws, reads = ahead.take() if ahead is not None else ((), [], None)
+        if not rows:
+            rows = _pick(engine, limit, only)
+            raws = _raws(store, rows)
+            reads = _submit(pool, raws)
         if not rows:
             return 0
-        work, read_of = prepare(engine, cfg, store, rules, pool, rows)
-        with engine.begin() as conn:
-            fault = record(conn, cfg, rules, store, work, read_of, stale=False)
+        if ahead is not None and pool is not None:
+            ahead.rows = _pick(engine, limit, only, skip=[row.id for row in rows])
+            ahead.raws = _raws(store, ahead.rows)
+            ahead.reads = _submit(pool, ahead.raws)
+        work, read_of = prepare(engine, cfg, store, rules, pool, rows, raws, reads)
+        fault, left, stale = None, thread_order(work), False
+        while left and fault is None:
+            if turns is not None and stale:
+                turns.wait_clear(timeout=RECORD_SECONDS * 10)
+            with engine.begin() as conn:
+                fault, taken = record(conn, cfg, rules, store, left, read_of, stale=stale,
+                                      turns=turns,
+                                      until=time.monotonic() + RECORD_SECONDS)
+            left, stale = left[taken:], True
     if fault is not None:
         raise SystemicFault(fault)
     log.info("pipeline.committed", extra={"mails": len(work)})
     return len(work)
+
+
+def _pick(engine: Engine, limit: int, only: Sequence[int] | None,
+          skip: Sequence[int] = ()) -> list[Any]:
+    """The next mails to process (not those of `skip`, already in hand), at most
+    BATCH_BYTES of them (at least one)."""
+    query = _pending(limit, only)
+    if skip:
+        query = query.where(messages.c.id.not_in(skip))
+    with reading(engine) as conn:
+        rows = conn.execute(query).all()
+        conn.rollback()
+    taken: list[Any] = []
+    size = 0
+    for row in rows:
+        size += row.size or 0
+        if taken and size > BATCH_BYTES:
+            break
+        taken.append(row)
+    return taken
+
+
+def _raws(store: MailStore, rows: Sequence[Any]) -> list[bytes | OSError | BadMessage]:
+    """The stored bytes of each row, or why they cannot be had."""
+    raws: list[bytes | OSError | BadMessage] = []
+    for row in rows:
+        try:
+            raws.append(store.read(row.sha256))
+        except OSError as err:  # retried; a lasting fault of the store trips the canary
+            raws.append(err)
+        except BadMessage as err:  # a damaged copy: the mail is quarantined with the reason
+            raws.append(err)
+    return raws
+
+
+def _submit(pool: ReadPool | None, raws: list[bytes | OSError | BadMessage]) -> Reads | None:
+    readable = [raw for raw in raws if isinstance(raw, bytes)]
+    return pool.submit(readable) if pool is not None and readable else None
 
 
 # The key of the PostgreSQL advisory lock recording takes (any number; vanthu's own).
@@ -213,7 +292,7 @@ def _pending(limit: int, only: Sequence[int] | None = None) -> Any:
     the order it was received: daemon.office.backfill)."""
     received = func.coalesce(messages.c.received_at, messages.c.stored_at)
     query = select(messages.c.id, messages.c.sha256, messages.c.stored_at, messages.c.attempts,
-                   received.label("received_at"), messages.c.quiet
+                   received.label("received_at"), messages.c.quiet, messages.c.size
                    ).where(messages.c.state == State.STORED).limit(limit)
     if only is not None:
         return query.where(messages.c.id.in_(only)).order_by(received, messages.c.id)
@@ -224,21 +303,18 @@ Readings = dict[int, "Reading | BadMessage | Exception"]
 
 
 def prepare(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
-            pool: ReadPool | None, rows: Sequence[Any]) -> tuple[list[Work], Readings]:
-    """Read the mails of `rows` (in the pool's workers when given) and judge them on a read
-    snapshot: what each would do, by mail id, with what was read of it."""
-    raws: list[bytes | OSError | BadMessage] = []
-    for row in rows:
-        try:
-            raws.append(store.read(row.sha256))
-        except OSError as err:  # retried; a lasting fault of the store trips the canary
-            raws.append(err)
-        except BadMessage as err:  # a damaged copy: the mail is quarantined with the reason
-            raws.append(err)
+            pool: ReadPool | None, rows: Sequence[Any],
+            raws: list[bytes | OSError | BadMessage] | None = None,
+            reads: Reads | None = None) -> tuple[list[Work], Readings]:
+    """Read the mails of `rows` (in the pool's workers when given; `raws` and `reads`: already
+    read from the store and handed to them) and judge them on a read snapshot: what each
+    would do, by mail id, with what was read of it."""
+    if raws is None:
+        raws = _raws(store, rows)
     readable = [raw for raw in raws if isinstance(raw, bytes)]
     found: list[Reading | BadMessage | Exception | None] = []
-    if pool is not None:
-        found.extend(pool.read_all(readable))
+    if pool is not None and readable:
+        found.extend(pool.collect(reads) if reads is not None else pool.read_all(readable))
     elif readable:
         roots = document_roots(cfg)
         found.extend(read_guarded(raw, cfg.limits, dkim_check(cfg), roots=roots)
@@ -258,12 +334,18 @@ def prepare(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
 
 
 def record(conn: Connection, cfg: Config, rules: RuleSet, store: MailStore,
-           work: Sequence[Work], read_of: Readings, stale: bool) -> str | None:
+           work: Sequence[Work], read_of: Readings, stale: bool, turns: Turns | None = None,
+           until: float | None = None) -> tuple[str | None, int]:
     """Apply the judged mails in the writing transaction `conn`, a savepoint each; return the
-    system's fault that stopped it (the rest stay `stored`), or None. `stale`: others may
-    have recorded mails since the batch was judged."""
+    system's fault that stopped it (the rest stay `stored`), or None, and how many of `work`
+    were taken: all, unless the time `until` (time.monotonic) passed or a fetch thread waits
+    to write (`turns`), which end the transaction after the mail in hand. `stale`: others
+    may have recorded mails since the batch was judged."""
     recorded = stale
-    for item in thread_order(work):
+    for taken, item in enumerate(thread_order(work)):
+        if taken and ((until is not None and time.monotonic() > until)
+                      or (turns is not None and turns.wanted())):
+            return None, taken
         # Another daemon may have taken it meanwhile: only move it from `stored`.
         state = conn.scalar(select(messages.c.state).where(messages.c.id == item.stored.pk))
         if state != State.STORED:
@@ -286,9 +368,9 @@ def record(conn: Connection, cfg: Config, rules: RuleSet, store: MailStore,
                               permanent=isinstance(err, PermanentError))
         if not item.permanent and (fault := canary(conn, cfg, rules, store)):
             # The system is at fault: this mail and the rest stay `stored`, untouched.
-            return f"{fault} (last mail: {item.error})"
+            return f"{fault} (last mail: {item.error})", taken
         shunt(conn, cfg, item)
-    return None
+    return None, len(work)
 
 
 # Kinds a mail judged outside any case may leave once its thread is found (a reply).

@@ -23,7 +23,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from daemon import selfcheck
 from daemon.config import Config
-from daemon.db import SchemaMismatch, clear_fault, make_engine, prepare, report_fault
+from daemon.db import SchemaMismatch, Turns, clear_fault, make_engine, prepare, report_fault
 from daemon.errors import ConfigError, Problem, SystemicFault
 from daemon.intake.fetch import FolderWatcher, MailboxLease, keep_leases
 from daemon.intake.store import MailStore
@@ -31,7 +31,7 @@ from daemon.intake.workers import ReadPool
 from daemon.metrics import Metrics
 from daemon.office import digest, reminders, results
 from daemon.outbound.send import Sender
-from daemon.pipeline import Groups, process_pending
+from daemon.pipeline import Ahead, Groups, process_pending
 from daemon.routing import rules as rules_module
 from daemon.routing.rules import RuleSet
 from daemon.understand import dkim_check
@@ -84,6 +84,8 @@ class Daemon:
         self.wake_pipeline = asyncio.Event()
         self.wake_sender = asyncio.Event()
         self.stop_threads = threading.Event()
+        self.ahead = Ahead()  # the pipeline's next batch, read while this one is recorded
+        self.turns = Turns()  # storing writes before recording (SQLite: one writer)
         self.watchers: list[FolderWatcher] = []
         self.metrics = Metrics(cfg.metrics, self.engine, lambda: self.pool.restarts)
         try:  # last: nothing after it may fail and leave the endpoint open
@@ -126,7 +128,8 @@ class Daemon:
             try:
                 began = time.monotonic()
                 done = await asyncio.to_thread(process_pending, self.engine, self.cfg,
-                                               self.store, self.rules, self.pool, groups.size)
+                                               self.store, self.rules, self.pool, groups.size,
+                                               ahead=self.ahead, turns=self.turns)
                 groups.done(done)
                 if done:
                     self.metrics.batch.observe(time.monotonic() - began)
@@ -292,7 +295,8 @@ class Daemon:
             for folder in mailbox.folders:
                 watcher = FolderWatcher(mailbox, folder, self.engine, self.store,
                                         self.cfg.limits.max_message_bytes, stored,
-                                        self.stop_threads, lease, self.cfg.intake)
+                                        self.stop_threads, lease, self.cfg.intake,
+                                        turns=self.turns)
                 self.watchers.append(watcher)
                 thread = threading.Thread(target=watcher.run, daemon=True,
                                           name=f"imap:{mailbox.name}:{folder}")

@@ -33,6 +33,7 @@ from sqlalchemy import Engine, delete, or_, select, update
 from daemon import leases, oauth
 from daemon.config import IntakeConfig, MailboxConfig
 from daemon.db import (
+    Turns,
     clear_fault,
     database_errors,
     health,
@@ -167,10 +168,11 @@ class FolderWatcher:
     def __init__(self, mailbox: MailboxConfig, folder: str, engine: Engine, store: MailStore,
                  max_message_bytes: int, on_stored: Callable[[], None],
                  stop: threading.Event, lease: MailboxLease | None = None,
-                 intake: IntakeConfig | None = None) -> None:
+                 intake: IntakeConfig | None = None, turns: Turns | None = None) -> None:
         self.cfg = mailbox
         self.intake = intake  # which mail is old (`[intake] start`); None: none is
         self.lease = lease  # None: this daemon fetches the mailbox without asking
+        self.turns = turns or Turns()  # shared with the pipeline: storing writes first
         self.folder = folder
         self.engine = engine
         self.store = store
@@ -345,9 +347,10 @@ class FolderWatcher:
         for sized in self._batches(client, uids):
             batch = [uid for uid, _ in sized]
             fetched = self._fetch(client, dict(sized))
-            ids = store_batch(self.engine, self.store, mailbox=self.cfg.name,
-                              folder=self.folder, uidvalidity=uidvalidity, batch=fetched,
-                              old_before=old_before, progress=progress.step(len(batch)))
+            with self.turns.urgent():
+                ids = store_batch(self.engine, self.store, mailbox=self.cfg.name,
+                                  folder=self.folder, uidvalidity=uidvalidity, batch=fetched,
+                                  old_before=old_before, progress=progress.step(len(batch)))
             new += len(ids)
             self.progressed = True
             log.info("mail.stored", extra={**self.ctx, "count": len(fetched), "new": len(ids),

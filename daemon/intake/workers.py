@@ -23,6 +23,7 @@ import resource
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult, Pool
 from multiprocessing.queues import SimpleQueue
 from typing import Any
@@ -98,6 +99,17 @@ def _task(task_id: int, reader: Reader, raw: bytes, limits: LimitsConfig) -> Rea
     return reader(raw, limits)
 
 
+@dataclass(frozen=True)
+class Reads:
+    """A batch of mails handed to the workers: task ids, their results to come, the pool's
+    life they were handed to, and when."""
+
+    ids: list[int]
+    tasks: list[AsyncResult[Reading | BadMessage]]
+    generation: int
+    queued: float
+
+
 class ReadPool:
     """A pool of parsing processes, forked from a fork server that has the readers imported."""
 
@@ -114,6 +126,8 @@ class ReadPool:
         self._started: SimpleQueue[tuple[int, float]] | None = None
         self._next_task = 0
         self.restarts = 0  # times the pool was killed and made anew (a metric)
+        self._generation = 0  # the pool's life: a batch handed to an earlier one is lost
+        self._began: dict[int, float] = {}  # task id -> when a worker took it
         self._lock = threading.Lock()  # the pool is made once, by whichever thread asks first
 
     def start(self) -> None:
@@ -133,15 +147,15 @@ class ReadPool:
                                                     _process_start(os.getpid())))
             return self._pool
 
-    def _wait(self, task_id: int, task: AsyncResult[Any], started: dict[int, float]) -> bool:
-        """Wait for `task`; False when it ran past its time (or never started)."""
-        queued = time.monotonic()
+    def _wait(self, task_id: int, task: AsyncResult[Any], queued: float) -> bool:
+        """Wait for `task`, handed to the pool at `queued`; False when it ran past its time
+        (or never started)."""
         assert self._started is not None
         while True:
             while not self._started.empty():
                 tid, at = self._started.get()
-                started[tid] = at
-            begin = started.get(task_id)
+                self._began[tid] = at
+            begin = self._began.get(task_id)
             now = time.monotonic()
             if begin is None:
                 left = queued + self.START_SECONDS - now
@@ -154,17 +168,27 @@ class ReadPool:
             # Until a worker takes the mail, look for its start notice every 50 ms.
             task.wait(left if begin is not None else min(left, 0.05))
 
-    def read_all(self, raws: list[bytes]) -> list[Reading | BadMessage | None]:
-        """One result per mail: a Reading, a BadMessage, or None (not read: try again)."""
+    def submit(self, raws: list[bytes]) -> Reads:
+        """Hand `raws` to the workers now; `collect` gives the results. The pipeline hands
+        the next batch over before it records the current one, so the workers read while
+        the daemon's own process writes."""
         pool = self._get()
         ids = list(range(self._next_task, self._next_task + len(raws)))
         self._next_task += len(raws)
-        pending = [pool.apply_async(_task, (tid, self.reader, raw, self.limits))
-                   for tid, raw in zip(ids, raws, strict=True)]
-        started: dict[int, float] = {}
+        tasks = [pool.apply_async(_task, (tid, self.reader, raw, self.limits))
+                 for tid, raw in zip(ids, raws, strict=True)]
+        return Reads(ids, tasks, self._generation, time.monotonic())
+
+    def collect(self, reads: Reads) -> list[Reading | BadMessage | None]:
+        """One result per mail of `reads`: a Reading, a BadMessage, or None (not read: try
+        again; every mail of a batch handed to a pool since killed is None)."""
         results: list[Reading | BadMessage | None] = []
-        for i, (tid, task) in enumerate(zip(ids, pending, strict=True)):
-            if self._wait(tid, task, started):
+        for i, (tid, task) in enumerate(zip(reads.ids, reads.tasks, strict=True)):
+            if reads.generation != self._generation:  # its pool was killed meanwhile
+                results.extend([None] * (len(reads.tasks) - i))
+                break
+            if self._wait(tid, task, reads.queued):
+                self._began.pop(tid, None)
                 try:
                     results.append(task.get())
                 except Exception as err:  # bulkhead: a result that cannot be unpickled
@@ -174,14 +198,20 @@ class ReadPool:
             results.append(BadMessage(
                 f"reading took longer than {self.limits.parse_seconds} s, or its worker "
                 "died; the mail may be built to exhaust the parser"))
-            results.extend([None] * (len(pending) - i - 1))
+            results.extend([None] * (len(reads.tasks) - i - 1))
             self.restarts += 1
             self.close()  # the stuck worker must go; the rest of the batch is reread
             break
         return results
 
+    def read_all(self, raws: list[bytes]) -> list[Reading | BadMessage | None]:
+        """One result per mail: a Reading, a BadMessage, or None (not read: try again)."""
+        return self.collect(self.submit(raws))
+
     def close(self) -> None:
         with self._lock:
+            self._generation += 1
+            self._began.clear()
             if self._pool is not None:
                 self._pool.terminate()
                 self._pool.join()
