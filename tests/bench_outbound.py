@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +131,8 @@ def measure(root: Path, port: int, n: int) -> dict[str, Any]:
     composed: dict[str, list[Any]] = {}
     for kind, make in makers.items():
         make(10_000)  # warm up: imports, templates, first font
-        emails, wall, cpu = _timed(lambda make=make, kind=kind:
-                                   [make(i) for i in range(counts[kind])])
+        emails, wall, cpu = _timed(partial(lambda make, count: [make(i) for i in range(count)],
+                                           make, counts[kind]))
         composed[kind] = emails
         figures[f"compose {kind}"] = (wall, cpu, counts[kind])
 
@@ -147,7 +148,7 @@ def measure(root: Path, port: int, n: int) -> dict[str, Any]:
                             recipients=recipients, allowed=allowed, answering=answering)
 
     for kind in makers:
-        _, wall, cpu = _timed(lambda kind=kind: queue(kind))
+        _, wall, cpu = _timed(partial(queue, kind))
         figures[f"enqueue {kind}"] = (wall, cpu, counts[kind])
 
     total = sum(counts.values())

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from email.header import Header
 from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime
 
 from daemon.config import Config
@@ -24,6 +23,7 @@ from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import Action, Attachment, Document, Kind, ParsedMail, Understanding
 from daemon.office import completeness, receipt
 from daemon.office.receipt import ReceiptFields, ReceivedDocument
+from daemon.outbound import headers
 from daemon.outbound.recipients import Purpose, mailbox_problem
 from daemon.routing.rules import Procedure
 from daemon.textnorm import fold, header_safe, nfc
@@ -188,7 +188,7 @@ def envelope(cfg: Config, *, purpose: Purpose, to: Sequence[str], subject: str,
             raise RecipientRefused(str(address), problem)
     if not MSG_ID.fullmatch(message_id):
         raise EmailRefused(f"not a Message-ID: {message_id!r}")
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=headers.SMTP)  # the SMTP policy, header classes made once
     msg.set_raw("From", mailbox(cfg.smtp.from_name or cfg.agency.name, cfg.smtp.from_address))
     msg["To"] = ", ".join(to)
     set_text_header(msg, "Subject", header_safe(subject, 250))

@@ -21,6 +21,7 @@ from daemon.config import Config, StatusConfig
 from daemon.db import new_id, outbox, utcnow
 from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import OutboxState
+from daemon.outbound import headers
 from daemon.outbound.compose import MSG_ID
 from daemon.outbound.recipients import Allowed, Answering, Purpose, refusals, reply_key, unsendable
 
@@ -59,7 +60,7 @@ def check(cfg: Config, email: EmailMessage, purpose: Purpose,
         raise EmailRefused("a header is not ASCII (RFC 2047 encoding missing)")
     if any(len(line) > 998 for line in head.split(b"\r\n")):
         raise EmailRefused("a header line is longer than 998 octets")
-    parsed = message_from_bytes(raw, policy=email_policy.default)
+    parsed = message_from_bytes(raw, policy=headers.READER)
     for part in parsed.walk():
         if part.defects:
             raise EmailRefused(f"malformed MIME part: {part.defects[0]!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.policy
 import enum
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -157,7 +158,14 @@ def mailbox_problem(address: object) -> str | None:
     vanthu does not send with SMTPUTF8, and an entry holding a display name, a group or two
     addresses is someone's text, not a recipient.
     """
-    if not isinstance(address, str) or not address.strip():
+    if not isinstance(address, str):
+        return "empty"
+    return _address_problem(address)
+
+
+@functools.lru_cache(maxsize=4096)  # a pure function of the text, asked several times an email
+def _address_problem(address: str) -> str | None:
+    if not address.strip():
         return "empty"
     if any(ord(c) < 0x20 or c == "\x7f" for c in address):
         return "contains a line break or a control character"

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiosmtplib
+import aiosmtplib.protocol
+import aiosmtplib.smtp
 from sqlalchemy import Connection, Engine, func, or_, select, update
 
 from daemon import leases, oauth
@@ -100,6 +103,25 @@ CANDIDATES = 20  # rows looked at per claim (some may be claimed by other daemon
 FAULT = "smtp"  # the health component of the SMTP server's own trouble
 
 
+_LIBRARY_LINE_ENDINGS = aiosmtplib.protocol.normalize_message_line_endings
+
+
+def line_endings(message: bytes) -> bytes:
+    """aiosmtplib's normalisation of line ends (lone CR or LF to CRLF, a CRLF at the end),
+    returning the bytes themselves when they have nothing to normalise, as every email vanthu
+    stores: the library's regex copies the whole message twice per email (once for SIZE, once
+    for DATA) only to put back each CRLF. Any other input goes to the library's own."""
+    crlf = message.count(b"\r\n")
+    if message.endswith(b"\r\n") and message.count(b"\r") == crlf == message.count(b"\n"):
+        return message
+    return _LIBRARY_LINE_ENDINGS(message)
+
+
+# Both of aiosmtplib's modules call it by name (the SIZE of MAIL FROM, and DATA).
+aiosmtplib.protocol.normalize_message_line_endings = line_endings
+aiosmtplib.smtp.normalize_message_line_endings = line_endings  # type: ignore[attr-defined]
+
+
 def transaction_seconds(cfg: SmtpConfig) -> float:
     """The longest one row's SMTP transaction may take (MAIL, RCPT, DATA, the message and
     the answer, each bounded by the socket timeout), after which it is cut."""
@@ -123,6 +145,37 @@ def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _ca_stamp(ca_file: str | None) -> tuple[int, int, int] | None:
+    """What tells a CA file replaced on disk (a renewed certificate), or None when there is
+    none to read."""
+    if ca_file is None:
+        return None
+    try:
+        found = os.stat(ca_file)
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
+class TlsContexts:
+    """The TLS context of one SMTP configuration, made once (loading the system's trust store
+    takes milliseconds), again only when its CA file changes; none for security "none"."""
+
+    def __init__(self, cfg: SmtpConfig) -> None:
+        self.cfg = cfg
+        self._made: tuple[tuple[int, int, int] | None, ssl.SSLContext] | None = None
+
+    def get(self) -> ssl.SSLContext | None:
+        if self.cfg.security == "none":
+            return None
+        stamp = _ca_stamp(self.cfg.ca_file)
+        if self._made is None or self._made[0] != stamp or (
+                stamp is None and self.cfg.ca_file is not None):
+            # A CA file that cannot be read is tried again next time (and its error raised).
+            self._made = (stamp, tls_context(self.cfg.ca_file, self.cfg.tls_verify))
+        return self._made[1]
 
 
 class _Client(aiosmtplib.SMTP):
@@ -242,15 +295,16 @@ _COLUMNS = (outbox.c.id, outbox.c.recipients, outbox.c.attempts,
             outbox.c.claimed_by, outbox.c.claim_expires_at, outbox.c.last_error)
 
 
-def smtp_client(cfg: SmtpConfig) -> _Client:
-    """A client for the server, not connected yet; SendDeferred when none can be made."""
+def smtp_client(cfg: SmtpConfig, contexts: TlsContexts | None = None) -> _Client:
+    """A client for the server, not connected yet; SendDeferred when none can be made.
+    `contexts`: where the configuration's TLS context is kept between connections."""
     try:
         return _Client(
             hostname=cfg.host, port=cfg.port, timeout=cfg.timeout_seconds,
             use_tls=cfg.security == "tls",
             # Explicit: never "STARTTLS if offered", which an attacker can strip.
             start_tls=cfg.security == "starttls",
-            tls_context=tls_context(cfg.ca_file, cfg.tls_verify),
+            tls_context=(contexts or TlsContexts(cfg)).get(),
             local_hostname="vanthu.localdomain",
         )
     except (aiosmtplib.SMTPException, OSError) as err:
@@ -284,6 +338,7 @@ class Sender:
         # Outcomes of tries that could not be written yet, by row id: written before anything
         # else is sent, and their rows are never sent again meanwhile.
         self.unwritten: dict[int, Attempt] = {}
+        self.tls = TlsContexts(cfg)
 
     # --- the database side: claims and outcomes -------------------------------------------
 
@@ -636,7 +691,7 @@ class Sender:
         # Connected before the first claim: a crash between a claim and its DATA counts as a
         # doubt, so that window is kept to the envelope's few commands.
         try:
-            client = smtp_client(self.cfg)
+            client = smtp_client(self.cfg, self.tls)
             opening = asyncio.ensure_future(smtp_open(client, self.cfg))
             if not await _unless_stopped(opening, stopping, client.close):
                 return 0

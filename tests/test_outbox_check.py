@@ -1,0 +1,361 @@
+"""The outbox's last gate made cheaper keeps every verdict: `check` with header classes made
+once and header objects remembered refuses exactly what the modern policy's plain parse
+refused, for hostile values of every kind going through the composers; the caches of the
+sending side (addresses, TLS contexts, aiosmtplib's line ends) change no result."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib.protocol
+import pytest
+from aiosmtpd.controller import Controller
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, insert
+
+from daemon import config
+from daemon.config import SmtpConfig
+from daemon.db import make_engine, outbox, upgrade, utcnow
+from daemon.errors import EmailRefused, RecipientRefused
+from daemon.models import Action, Address, Attachment, Kind, OutboxState, ParsedMail
+from daemon.outbound import compose, headers
+from daemon.outbound.outbox import AT_MOST_ONCE, NEVER, ONCE, _bytes, check
+from daemon.outbound.recipients import Purpose, _address_problem, mailbox_problem
+from daemon.outbound.send import Sender, TlsContexts, line_endings, smtp_client
+from tests.servers import SmtpSink, free_port
+from tests.test_outbox import CHIEF, DIRECTOR, SENDER, make_config, understanding
+
+WHEN = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+
+
+def oracle(cfg: config.Config, email: EmailMessage, purpose: Purpose,
+           recipients: list[str]) -> bytes:
+    """`check` as it was before the caches (commit e8c3f3c), verbatim but for the name: the
+    bytes parsed back with the standard library's modern policy as it comes."""
+    raw = _bytes(email)
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    if not head.isascii():
+        raise EmailRefused("a header is not ASCII (RFC 2047 encoding missing)")
+    if any(len(line) > 998 for line in head.split(b"\r\n")):
+        raise EmailRefused("a header line is longer than 998 octets")
+    parsed = message_from_bytes(raw, policy=email_policy.default)
+    for part in parsed.walk():
+        if part.defects:
+            raise EmailRefused(f"malformed MIME part: {part.defects[0]!r}")
+        for name, value in part.items():
+            if any(c in str(value) for c in "\r\n\x00"):
+                raise EmailRefused(f"header {name} holds a line break or NUL")
+            if defects := getattr(value, "defects", ()):
+                raise EmailRefused(f"header {name} is malformed: {defects[0]}")
+    for name in ONCE:
+        if len(parsed.get_all(name) or []) != 1:
+            raise EmailRefused(f"needs exactly one {name} header, "
+                               f"has {len(parsed.get_all(name) or [])}")
+    for name in AT_MOST_ONCE:
+        if len(parsed.get_all(name) or []) > 1:
+            raise EmailRefused(f"has {len(parsed.get_all(name) or [])} {name} headers")
+    for name in NEVER:
+        if name in parsed:
+            raise EmailRefused(f"has a {name} header")
+    senders = [a.addr_spec for a in getattr(parsed["From"], "addresses", ())]
+    if senders != [cfg.smtp.from_address]:
+        raise EmailRefused(f"From must be {cfg.smtp.from_address}, is {senders}")
+    to = {a.addr_spec.lower() for a in getattr(parsed["To"], "addresses", ())}
+    if to != {r.lower() for r in recipients}:
+        raise EmailRefused(f"To {sorted(to)} is not the recipients {sorted(recipients)}")
+    if str(parsed["X-Vanthu-Action"]) != purpose.value:
+        raise EmailRefused(f"X-Vanthu-Action {parsed['X-Vanthu-Action']} is not {purpose}")
+    if not compose.MSG_ID.fullmatch(str(parsed["Message-ID"]).strip()):
+        raise EmailRefused(f"not a Message-ID: {parsed['Message-ID']}")
+    return raw
+
+
+def verdict(gate: Callable[..., bytes], *args: Any) -> tuple[str, str | bytes]:
+    try:
+        return "queued", gate(*args)
+    except EmailRefused as err:
+        return "refused", str(err)
+
+
+# --- hostile values ----------------------------------------------------------------------
+
+_PIECES = ["\r", "\n", "\r\n", "\x00", "\u2028", "\x85", "\t", " ", "=?", "?=", ":", ";", ",",
+           "<", ">", "@", '"', "\\", "(", ")", "=?utf-8?q?=0D=0ABcc:_spy@evil.example?=",
+           "=?utf-8?b?DQpCY2M6IHNweUBldmlsLmV4YW1wbGU=?=", "\r\nBcc: spy@evil.example",
+           "\nCc: spy@evil.example", "=?iso-8859-1?q?=00?=", "x" * 200, "Đ" * 90,
+           "Nguyễn Thị Hồng Nhung", "Sở Xây dựng", "Bcc: spy@evil.example", "\ud800"]
+_TEXT = st.lists(st.one_of(st.sampled_from(_PIECES),
+                           st.text(alphabet=st.characters(codec="utf-8"), max_size=8)),
+                 max_size=12).map("".join)
+_LONG = st.integers(min_value=900, max_value=1200).map(lambda n: "w" * n)
+_HOSTILE = st.one_of(_TEXT, _LONG)
+_HEADER_NAMES = ["Subject", "To", "Cc", "Bcc", "From", "X-Vanthu-Action", "Reply-To",
+                 "Content-Type", "Content-Disposition", "Content-Transfer-Encoding",
+                 "Message-ID", "In-Reply-To", "Resent-Bcc", "X-Note", "Date"]
+
+
+def _forward(cfg: config.Config, subject: str, name: str, body: str, filename: str,
+             content_type: str) -> EmailMessage:
+    pdf = Attachment(filename, content_type, 9, "0" * 64, b"%PDF-1.4\n")
+    mail = ParsedMail(
+        message_id=f"<{name[:20]}@gmail.com>", subject=subject, sender=Address(name, SENDER),
+        to=(), reply_to=(), date=WHEN, headers={}, body=body, attachments=(pdf,),
+        content_types=("multipart/mixed",))
+    ctx = compose.Context(sha256="a" * 64, received_at=WHEN, book="incoming", number=7,
+                          year=2026)
+    return compose.forward(cfg, ctx, Action("forward", (DIRECTOR, CHIEF), name), mail,
+                           understanding(Kind.DOCUMENT))
+
+
+def _compose(cfg: config.Config, which: str, text: str, other: str) -> EmailMessage:
+    if which == "forward":
+        return _forward(cfg, text, other, text, other, "application/pdf")
+    if which == "attachment type":
+        return _forward(cfg, "Công văn", "Toàn", "", "a.pdf", text)
+    if which == "acknowledge":
+        mail = ParsedMail(
+            message_id=other, subject=text, sender=Address(other, SENDER), to=(), reply_to=(),
+            date=WHEN, headers={}, body=text, attachments=(), content_types=())
+        ctx = compose.Context(sha256="b" * 64, received_at=WHEN)
+        return compose.acknowledge(cfg, ctx, Action("acknowledge", (SENDER,)), mail,
+                                   understanding(Kind.REPLY))
+    return compose.result(cfg, pdf_sha256="d" * 64, pdf_name=f"{other}.pdf", pdf=b"%PDF",
+                          to=SENDER, case_code=None, in_reply_to=other, outgoing=text,
+                          summary=text, sent_at=WHEN)
+
+
+_PURPOSES = {"forward": (Purpose.FORWARD, [DIRECTOR, CHIEF]),
+             "attachment type": (Purpose.FORWARD, [DIRECTOR, CHIEF]),
+             "acknowledge": (Purpose.ACKNOWLEDGE, [SENDER]),
+             "result": (Purpose.RESULT, [SENDER])}
+
+
+def _mangle(email: EmailMessage, how: str, name: str, value: str, part: int) -> None:
+    """What a bug in a composer could leave: a header set raw on the email or on one of its
+    parts, a header added, or another recipient in To."""
+    target = list(email.walk())[part % len(list(email.walk()))]
+    if how == "set raw":
+        del target[name]
+        target.set_raw(name, value)
+    elif how == "add raw":
+        target.set_raw(name, value)
+    elif how == "another recipient":
+        email.replace_header("To", f"{email['To']}, {value}")
+
+
+def test_check_gives_the_verdicts_of_the_plain_parse_whatever_the_input(
+        tmp_path: Path) -> None:
+    """Hostile subjects, names, bodies, file names and content types (CR, LF, NUL, U+2028,
+    lone surrogates, words past 998 octets, encoded words hiding a line break or a Bcc,
+    Vietnamese), through the composers, then maybe a header set raw, added or smuggled into
+    To: the cheaper check queues the same bytes or refuses with the same reason as the plain
+    parse, the first time and again with its caches warm."""
+    base = make_config(tmp_path)
+
+    @settings(max_examples=100, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(which=st.sampled_from(sorted(_PURPOSES)), text=_HOSTILE, other=_HOSTILE,
+           from_name=st.one_of(st.just(""), _TEXT),
+           how=st.sampled_from(["none", "set raw", "add raw", "another recipient"]),
+           name=st.sampled_from(_HEADER_NAMES), value=_HOSTILE, part=st.integers(0, 5))
+    def compare(which: str, text: str, other: str, from_name: str, how: str, name: str,
+                value: str, part: int) -> None:
+        cfg = replace(base, smtp=replace(base.smtp, from_name=from_name))
+        try:
+            email = _compose(cfg, which, text, other)
+            if how != "none":
+                _mangle(email, how, name, value, part)
+        except (EmailRefused, RecipientRefused, ValueError, TypeError, UnicodeError):
+            return  # refused while composing: the gate is never reached
+        purpose, recipients = _PURPOSES[which]
+        expected = verdict(oracle, cfg, email, purpose, recipients)
+        event(f"{how}: {expected[0]}")
+        assert verdict(check, cfg, email, purpose, recipients) == expected
+        assert verdict(check, cfg, email, purpose, recipients) == expected  # caches warm
+        if expected[0] == "queued":
+            assert isinstance(expected[1], bytes)
+            head = expected[1].split(b"\r\n\r\n", 1)[0].lower()
+            assert b"\nbcc:" not in head and b"\ncc:" not in head
+
+    compare()
+
+
+@pytest.mark.parametrize("name, value, reason", [
+    ("Subject", "=?utf-8?q?Hi=0D=0ABcc:_spy@evil.example?=", "line break"),
+    ("Subject", "Hi\r\nBcc: spy@evil.example", "Bcc"),
+    ("X-Note", "a\x00b", "NUL"),
+    ("Cc", "spy@evil.example", "Cc"),
+    ("To", f"{DIRECTOR}, {CHIEF}, spy@evil.example", "not the recipients"),
+    ("Content-Disposition", 'attachment; filename="a\r\nBcc: spy@evil.example"', "malformed"),
+])
+def test_header_injection_is_refused_with_caches_warm(tmp_path: Path, name: str, value: str,
+                                                      reason: str) -> None:
+    """The same injected header refused the first time is refused every time after, however
+    many clean emails warmed the caches in between."""
+    cfg = make_config(tmp_path)
+    for _ in range(2):
+        clean = _forward(cfg, "Công văn số 15", "Toàn", "Kính gửi", "a.pdf", "application/pdf")
+        check(cfg, clean, Purpose.FORWARD, [DIRECTOR, CHIEF])
+        email = _forward(cfg, "Công văn số 15", "Toàn", "Kính gửi", "a.pdf", "application/pdf")
+        target = email if name != "Content-Disposition" else list(email.walk())[-1]
+        del target[name]
+        target.set_raw(name, value)
+        with pytest.raises(EmailRefused, match=reason):
+            check(cfg, email, Purpose.FORWARD, [DIRECTOR, CHIEF])
+
+
+# --- the header classes made once ------------------------------------------------------------
+
+
+@given(name=st.sampled_from([*_HEADER_NAMES, "x-other", "SUBJECT", "to"]), value=_HOSTILE)
+@settings(max_examples=200, deadline=None)
+def test_remembered_headers_are_the_standard_ones(name: str, value: str) -> None:
+    """A header made by the registry of classes made once, remembered or not, has the
+    standard factory's text, kind, defects and parse."""
+    value = "".join(value.splitlines())
+
+    def made(factory: Callable[[str, str], Any]) -> Any:
+        try:
+            header = factory(name, value)
+        except Exception as err:  # the standard factory raises on some values: so must ours
+            return type(err)
+        return (str(header), header.name, type(header).__mro__[1:],
+                [type(d) for d in header.defects], getattr(header, "addresses", None),
+                getattr(header, "params", None))
+
+    standard = made(email_policy.default.header_factory)
+    assert made(headers.remembered_header) == standard
+    assert made(headers.remembered_header) == standard
+    assert made(headers.SMTP.header_factory) == standard
+
+
+def test_registry_makes_each_class_once_and_forgets_on_a_new_mapping() -> None:
+    """One class per header name (any case), made again after a name is mapped anew."""
+    registry = headers.Registry()
+    assert registry["Subject"] is registry["subject"] is registry["SUBJECT"]
+    assert registry["To"] is not registry["Subject"]
+    before = registry["X-Vanthu-Action"]
+    registry.map_to_type("x-vanthu-action", registry["subject"].__mro__[1])
+    assert registry["X-Vanthu-Action"] is not before
+
+
+@given(address=_HOSTILE)
+@settings(max_examples=200, deadline=None)
+def test_address_verdicts_are_the_same_asked_twice(address: str) -> None:
+    """The remembered verdict on an address is the one worked out afresh."""
+    fresh = _address_problem.__wrapped__(address)
+    assert mailbox_problem(address) == fresh
+    assert mailbox_problem(address) == fresh
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+@given(st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b".", b"\r\n.", b"\n\r", b""]),
+                max_size=30).map(b"".join))
+@settings(max_examples=300, deadline=None)
+def test_line_endings_are_the_librarys(message: bytes) -> None:
+    """aiosmtplib's normalisation with the shortcut gives the library's own bytes for any
+    mix of lone CR, lone LF and CRLF, and is what aiosmtplib calls."""
+    library = aiosmtplib.protocol.LINE_ENDINGS_REGEX.sub(b"\r\n", message)
+    if not library.endswith(b"\r\n"):
+        library += b"\r\n"
+    assert line_endings(message) == library
+    assert aiosmtplib.protocol.normalize_message_line_endings is line_endings
+    assert aiosmtplib.smtp.normalize_message_line_endings is line_endings  # type: ignore[attr-defined]
+
+
+def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    key, cert = directory / f"{name}.key", directory / f"{name}.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert),
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True)
+    return key, cert
+
+
+def test_tls_context_none_for_plain_smtp() -> None:
+    """security = "none": no TLS context is made at all (not even the system's)."""
+    contexts = TlsContexts(SmtpConfig(security="none", ca_file="/nonexistent.pem"))
+    assert contexts.get() is None
+    assert smtp_client(SmtpConfig(security="none")).tls_context is None
+
+
+def test_tls_context_made_once_and_again_when_the_ca_file_changes(tmp_path: Path) -> None:
+    """One context per configuration while its CA file stays the same; a CA file replaced
+    (a renewed certificate) gives a new one; another configuration has its own; a CA file
+    gone is an error each time it is asked for, not a context kept from before."""
+    _, cert = _certificate(tmp_path, "one")
+    cfg = SmtpConfig(security="starttls", ca_file=str(cert))
+    contexts = TlsContexts(cfg)
+    first = contexts.get()
+    assert first is not None and first is contexts.get() is contexts.get()
+    assert first.verify_mode is ssl.CERT_REQUIRED
+
+    _, other = _certificate(tmp_path, "two")
+    other.replace(cert)  # renewed in place, as a deployment tool does
+    renewed = contexts.get()
+    assert renewed is not first and renewed is contexts.get()
+
+    lax = TlsContexts(replace(cfg, tls_verify=False)).get()
+    assert lax is not None and lax is not renewed and lax.verify_mode is ssl.CERT_NONE
+    cert.unlink()
+    for _ in range(2):
+        with pytest.raises(OSError):
+            contexts.get()
+
+
+def test_starttls_drains_reuse_one_context(tmp_path: Path, engine_path: Engine) -> None:
+    """Two drains over STARTTLS to a real server verifying its certificate with the CA file:
+    both deliver, with the one context the sender made for its configuration."""
+    key, cert = _certificate(tmp_path, "server")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    sink = SmtpSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port(),
+                            server_hostname="localhost", tls_context=server_context,
+                            require_starttls=True, decode_data=False, ready_timeout=10)
+    controller.start()
+    try:
+        sender = Sender(engine_path, SmtpConfig(host="localhost", port=controller.port,
+                                                security="starttls", ca_file=str(cert)))
+        contexts = []
+        for n in range(2):
+            _row(engine_path, n)
+            assert asyncio.run(sender.drain()) == 1
+            contexts.append(sender.tls.get())
+    finally:
+        controller.stop()
+    assert contexts[0] is not None and contexts[0] is contexts[1]
+    assert [m.rcpt_tos for m in sink.messages()] == [[DIRECTOR], [DIRECTOR]]
+
+
+def _row(engine: Engine, n: int) -> None:
+    raw = (f"From: vanthu@example.gov.vn\r\nTo: {DIRECTOR}\r\nSubject: {n}\r\n"
+           f"Message-ID: <{n}.tls@example.gov.vn>\r\n\r\nrow {n}\r\n").encode()
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(insert(outbox).values(
+            header_message_id=f"<{n}.tls@example.gov.vn>", action="forward",
+            recipients=[DIRECTOR], raw=raw, state=OutboxState.PENDING, attempts=0,
+            tries_begun=0, next_attempt_at=now, created_at=now))
+
+
+@pytest.fixture()
+def engine_path(tmp_path: Path) -> Any:
+    engine = make_engine(f"sqlite:///{tmp_path / 'vanthu.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
