@@ -18,9 +18,9 @@ Text: the first `exact_pages` pages (those the document header is read from) are
 pypdf, whose layout the header reader is tuned to; the pages after them, read only for the
 confidentiality scan, by PDFium (pypdfium2, in C: many times faster). Every page's content is
 still decoded by pypdf first, so a page past pypdf's decompression limits makes the PDF not
-checked, as before. Where PDFium cannot stand in for pypdf (it cannot open the file, it counts
-other pages, it fails on a page, or finds no text on one), pypdf reads those pages: a mark
-pypdf would have found is never lost to the faster reader.
+checked, as before. PDFium's text is a filter: a page whose letters could spell a mark, a
+turned page, and every page PDFium cannot stand in for (it cannot open the file, it counts
+other pages, it fails on a page, or finds no text on one) are read by pypdf as before.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pypdf.generic import (
     PdfObject,
 )
 
-from daemon.understand import pdftext
+from daemon.understand import pdftext, secrecy
 
 logging.getLogger("pypdf").setLevel(logging.CRITICAL)  # it warns about every odd PDF
 
@@ -95,7 +95,7 @@ def scan(data: bytes, max_objects: int, text_pages: int, exact_pages: int | None
         exact = wanted if exact_pages is None else min(max(exact_pages, 0), wanted)
         result.pages = [pages[index].extract_text() or "" for index in range(exact)]
         later = pdftext.pages(data, range(exact, wanted), result.page_count, max_chars)
-        result.pages += [pages[index].extract_text() or "" if text is None else text
+        result.pages += [_later_page(pages[index], text)
                          for index, text in zip(range(exact, wanted), later, strict=True)]
     except MemoryError:
         raise  # past the worker's memory cap: the mail, not this attachment, is the problem
@@ -107,6 +107,17 @@ def scan(data: bytes, max_objects: int, text_pages: int, exact_pages: int | None
     except Exception as err:  # pypdf's boundary: on a hostile PDF it raises anything at all
         result.unchecked = f"PDF không đọc được ({type(err).__name__})"
     return result
+
+
+def _later_page(page: pypdf.PageObject, text: str | None) -> str:
+    """PDFium's `text` of `page` when it may stand for pypdf's in the confidentiality scan (it
+    was read, and holds no letters that could be a mark), else pypdf's. PDFium joins a line's
+    pieces with single spaces where pypdf keeps the gap that sets a stamp apart, and it orders
+    the lines of a turned page its own way, so a page that may hold a mark, or is turned, is
+    read by pypdf as before."""
+    if text is not None and not page.rotation and not secrecy.may_hold_mark(text):
+        return text
+    return page.extract_text() or ""
 
 
 def _object_ids(reader: pypdf.PdfReader) -> list[tuple[int, int]]:

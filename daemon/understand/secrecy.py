@@ -20,10 +20,12 @@ highest level. Pure functions; `scan` runs in the parsing worker.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from daemon.models import ParsedMail
 from daemon.textnorm import fold, nfc
+from daemon.understand import legacy
 from daemon.understand.extract import without_motto
 
 # Levels, highest first. The key is the mark folded and without spaces.
@@ -131,6 +133,20 @@ def marks_in(text: str) -> str | None:
         if best == LEVELS[0][1]:
             break
     return best
+
+
+def may_hold_mark(text: str) -> bool:
+    """Whether `text` could hold a mark however an extractor laid out its lines and gaps: its
+    letters alone (legacy fonts converted), without diacritics, spell "mat" somewhere. A text
+    that fails this holds no mark in any layout that keeps the letters of a stamp in order,
+    so a fast extractor's text of it need not be read again by the layout-faithful one."""
+    text, _ = legacy.to_unicode(nfc(text))
+    # Compatibility-decomposed, every letter loses its marks; all but a-z goes, which may
+    # join more letters than fold would (a wider net, never a narrower one).
+    return "mat" in _NOT_LATIN.sub("", unicodedata.normalize("NFKD", text).lower())
+
+
+_NOT_LATIN = re.compile(r"[^a-z]+")
 
 
 def highest(*levels: str | None) -> str | None:
