@@ -1,0 +1,99 @@
+"""The receipt slip drawn with the form's faces cut down to the common characters looks exactly
+as with the full faces (same pixels, same text); a slip with any other character is drawn
+with the full faces; the cut faces are made once, and again when the fonts change on disk or
+their directory is gone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pypdfium2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daemon.office import receipt
+from daemon.office.receipt import ReducedFaces
+from tests.test_receipt_form import sample
+
+_VIETNAMESE = "ăâđêôơưáàảãạắằẳẵặấầẩẫậéèẻẽẹếềểễệíìỉĩịóòỏõọốồổỗộớờởỡợúùủũụứừửữựýỳỷỹỵ"
+_NAMES = st.text(st.sampled_from(list(_VIETNAMESE + _VIETNAMESE.upper()
+                                      + "abcdeghiklmnopqrstuvxy ĐBTN\"'&<>…–—“”№→•")),
+                 min_size=1, max_size=60)
+
+
+def pages(pdf: bytes) -> list[tuple[bytes, str]]:
+    """Each page as pdfium draws it (pixels) and reads it (text)."""
+    document = pypdfium2.PdfDocument(pdf)
+    try:
+        return [(page.render(scale=1).to_pil().tobytes(), page.get_textpage().get_text_range())
+                for page in document]
+    finally:
+        document.close()
+
+
+def full_and_reduced(name: str, faces: ReducedFaces) -> tuple[bytes, bytes]:
+    markup = receipt.render(sample(applicant=name, address=name))[1]
+    return receipt.html_pdf(markup, reduced=None), receipt.html_pdf(markup, reduced=faces)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=_NAMES)
+def test_reduced_faces_draw_the_same_slip(name: str) -> None:
+    """Vietnamese names with quotes, markup characters, dashes, arrows and the numero sign:
+    the slip's pages have the same pixels and the same text with the reduced faces."""
+    full, reduced = full_and_reduced(name, receipt.REDUCED)
+    assert pages(reduced) == pages(full)
+
+
+def test_a_character_beyond_the_common_ones_uses_the_full_faces(tmp_path: Path) -> None:
+    """Cyrillic, Greek and a CJK character (which DejaVu lacks) in a name: the slip is the one
+    the full faces draw, the reduced faces are not even made."""
+    faces = ReducedFaces()
+    for name in ("Иван Петров", "Ωmega Nguyễn", "Lý 李"):
+        full, chosen = full_and_reduced(name, faces)
+        assert pages(chosen) == pages(full)
+    assert not faces._made
+    assert "Иван Петров" in pages(full_and_reduced("Иван Петров", faces)[1])[0][1]
+
+
+def _fonts(tmp_path: Path) -> Path:
+    """A copy of the faces the form uses."""
+    fonts = tmp_path / "fonts"
+    fonts.mkdir()
+    for face in receipt._face_paths(receipt.FONT_DIR).values():
+        shutil.copy(face, fonts / face.name)
+    return fonts
+
+
+def test_reduced_faces_are_made_once_and_again_when_the_fonts_change(tmp_path: Path) -> None:
+    """The same directory while the fonts stay; a new one when a face on disk changes (a
+    font package upgraded) or when the temporary directory was removed (a /tmp cleaner)."""
+    fonts = _fonts(tmp_path)
+    faces = ReducedFaces()
+    first = faces.directory(fonts)
+    assert first is not None and faces.directory(fonts) == first
+    names = {p.name for p in receipt._face_paths(fonts).values()}
+    assert {p.name for p in first.iterdir()} == names
+    assert all((first / n).stat().st_size < (fonts / n).stat().st_size for n in names)
+
+    face = fonts / sorted(names)[0]
+    stat = face.stat()
+    os.utime(face, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = faces.directory(fonts)
+    assert second is not None and second != first
+
+    shutil.rmtree(second)
+    third = faces.directory(fonts)
+    assert third is not None and third.exists() and faces.directory(fonts) == third
+
+
+def test_faces_that_cannot_be_cut_leave_the_full_ones(tmp_path: Path) -> None:
+    """A face that is not a font (a broken package): no reduced directory, the slip is drawn
+    as before or fails as before; a missing font directory gives none either."""
+    fonts = _fonts(tmp_path)
+    (fonts / receipt._face_paths(fonts)["I"].name).write_bytes(b"not a font")
+    faces = ReducedFaces()
+    assert faces.directory(fonts) is None
+    assert faces.directory(tmp_path / "nowhere") is None
