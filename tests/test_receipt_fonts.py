@@ -1,7 +1,8 @@
 """The receipt slip drawn with the form's faces cut down to the common characters looks exactly
 as with the full faces (same pixels, same text); a slip with any other character is drawn
 with the full faces; the cut faces are made once, and again when the fonts change on disk or
-their directory is gone."""
+their directory is gone. The letters' templates are compiled once per rules directory, and an
+agency's template added, edited or removed is seen at the next slip."""
 
 from __future__ import annotations
 
@@ -97,3 +98,41 @@ def test_faces_that_cannot_be_cut_leave_the_full_ones(tmp_path: Path) -> None:
     faces = ReducedFaces()
     assert faces.directory(fonts) is None
     assert faces.directory(tmp_path / "nowhere") is None
+
+
+def _bump(path: Path) -> None:
+    """A later modification time, as an edit a second later gives."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
+def test_templates_compiled_once_and_an_agency_edit_seen_at_the_next_slip(
+        tmp_path: Path) -> None:
+    """One environment per rules directory while nothing changes; an agency's template added,
+    edited in place or removed is what the next slip uses; another rules directory (a
+    configuration changed) has its own."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    fields = sample()
+    shipped = receipt.render(fields, rules)
+    assert receipt.templates(rules) is receipt.templates(rules)
+
+    folder = rules / "templates"
+    folder.mkdir()
+    (folder / "receipt.txt.j2").write_text("Giấy {{ code }}\n", encoding="utf-8")
+    assert receipt.render(fields, rules)[0] == f"Giấy {fields.code}\n"
+
+    (folder / "receipt.txt.j2").write_text("Phiếu {{ code }}\n", encoding="utf-8")
+    _bump(folder / "receipt.txt.j2")
+    assert receipt.render(fields, rules)[0] == f"Phiếu {fields.code}\n"
+
+    (folder / "receipt.txt.j2").unlink()
+    _bump(folder)
+    assert receipt.render(fields, rules) == shipped
+
+    other = tmp_path / "other"
+    (other / "templates").mkdir(parents=True)
+    (other / "templates" / "receipt.txt.j2").write_text("Khác {{ code }}\n", encoding="utf-8")
+    assert receipt.templates(other) is not receipt.templates(rules)
+    assert receipt.render(fields, other)[0] == f"Khác {fields.code}\n"
+    assert receipt.render(fields, rules) == shipped

@@ -11,6 +11,7 @@ plain-text part, from the same fields. Pure: fields in, text and bytes out.
 from __future__ import annotations
 
 import atexit
+import functools
 import html
 import logging
 import re
@@ -132,7 +133,23 @@ def _values(fields: ReceiptFields) -> dict[str, Any]:
 
 def templates(rules_dir: Path | None) -> jinja2.Environment:
     """The letters' templates: the agency's `<rules dir>/templates/` first, then the shipped
-    ones (HTML autoescaped, an undefined value an error)."""
+    ones (HTML autoescaped, an undefined value an error).
+
+    One environment per rules directory keeps the compiled templates (compiling both of the
+    slip's took 13 ms a slip); jinja2 compiles a template again when its file changes, and a
+    new environment is made when a file is added to or removed from the agency's folder
+    (its modification time), so an agency's edit is seen at the next letter, as before."""
+    if rules_dir is None:
+        return _environment(None, None)
+    try:
+        stamp: int | None = (rules_dir / "templates").stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return _environment(rules_dir, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(rules_dir: Path | None, stamp: int | None) -> jinja2.Environment:
     paths = [str(rules_dir / "templates")] if rules_dir else []
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader([*paths, str(SHIPPED)]),
