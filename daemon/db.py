@@ -792,11 +792,30 @@ class Turns:
     the lock taken sleeps and polls: a pipeline committing group after group would keep the
     fetch threads waiting for seconds. A fetch thread says when it wants to write
     (`urgent`); the pipeline then ends its transaction at the next mail and lets it write
-    first (`wait_clear`). Storing is the durable part of intake: it goes first."""
+    first (`wait_clear`). Storing is the durable part of intake: it goes first.
+
+    The same goes for the interpreter's time: while a fetch thread stores a backlog of more
+    than one batch (`backlog`), the daemon's pipeline waits (`catching_up`, for a bounded
+    time: daemon.service), so the backlog is stored at the wire's pace, then processed."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._waiting = 0
+        self._fetching = 0
+
+    @contextmanager
+    def backlog(self) -> Iterator[None]:
+        with self._cond:
+            self._fetching += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._fetching -= 1
+                self._cond.notify_all()
+
+    def catching_up(self) -> bool:
+        return self._fetching > 0
 
     @contextmanager
     def urgent(self) -> Iterator[None]:

@@ -125,6 +125,7 @@ class Daemon:
         paused = 0.0  # seconds of the current pause; 0 while the pipeline is healthy
         groups = Groups()  # one mail first, then more: each short life registers something
         while not self.stopping.is_set():
+            await self._store_first()
             try:
                 began = time.monotonic()
                 done = await asyncio.to_thread(process_pending, self.engine, self.cfg,
@@ -156,6 +157,16 @@ class Daemon:
                 continue
             await self._wait(self.wake_pipeline, 5.0)
 
+    async def _store_first(self) -> None:
+        """While a fetch thread stores a backlog, wait (at most STORE_FIRST_SECONDS, then one
+        batch is processed and this may wait again): the backlog is stored at the pace of
+        the wire and the disk, not shared with the pipeline's work in this process."""
+        deadline = time.monotonic() + self.STORE_FIRST_SECONDS
+        while (self.turns.catching_up() and not self.stopping.is_set()
+               and time.monotonic() < deadline):
+            await self._wait(asyncio.Event(), 0.1)
+
+    STORE_FIRST_SECONDS = 30.0
     PAUSE_FIRST = 15.0  # seconds before the first retry after a systemic fault
     PAUSE_MAX = 600.0
 

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -341,9 +341,17 @@ class FolderWatcher:
         last = checkpoint(self.engine, self.cfg.name, self.folder, uidvalidity)
         # `UID n:*` always matches the last message, even below n: filter ourselves.
         uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
-        new = 0
         old_before = backlog.old_before(self.engine, self.intake, self.cfg.name, self.folder)
         progress = backlog.CatchUp(self.ctx, len(uids))
+        # More than a batch waiting: the pipeline waits while it is stored (db.Turns).
+        with self.turns.backlog() if len(uids) > self.cfg.batch_size else nullcontext():
+            self._store_all(client, uidvalidity, uids, old_before, progress)
+        return len(uids)
+
+    def _store_all(self, client: Imap, uidvalidity: int, uids: list[int],
+                   old_before: datetime | None, progress: backlog.CatchUp) -> int:
+        """Fetch and store `uids` batch by batch; return how many were new."""
+        new = 0
         for sized in self._batches(client, uids):
             batch = [uid for uid, _ in sized]
             fetched = self._fetch(client, dict(sized))
@@ -358,7 +366,7 @@ class FolderWatcher:
             self._store_works()
             self.on_stored()
             self._after(client, batch)
-        return len(uids)
+        return new
 
     def _rule_moves(self, client: Imap, uidvalidity: int) -> None:
         """Carry out the `move` actions of routed mail seen in this folder (a convenience:

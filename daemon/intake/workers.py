@@ -38,6 +38,13 @@ log = logging.getLogger("vanthu.workers")
 
 Reader = Callable[[bytes, LimitsConfig], Reading | BadMessage]
 
+# What the fork server imports once, so that every process forked from it (the readers, the
+# verifiers of signed results) has it without paying for the import: the readers, the results'
+# verifier, pyHanko (imported lazily by both) and PDFium. The daemon's own process needs neither.
+# Python has one fork server per process: every user of it sets this same list.
+FORK_SERVER_PRELOAD = [__name__, "daemon.office.results", "pyhanko.sign.validation",
+                       "pypdfium2"]
+
 # Set in each worker by `_init_worker`: where it reports "I took task N at time T".
 _started: SimpleQueue[tuple[int, float]] | None = None
 
@@ -139,7 +146,7 @@ class ReadPool:
         with self._lock:
             if self._pool is None:
                 context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload([__name__])
+                context.set_forkserver_preload(FORK_SERVER_PRELOAD)
                 self._started = context.SimpleQueue()
                 self._pool = context.Pool(self.size, initializer=_init_worker,
                                           initargs=(self.limits.worker_memory_mb,

@@ -55,7 +55,6 @@ from multiprocessing.connection import Connection as PipeEnd
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-import pyhanko.sign.validation  # noqa: F401  (preloaded into the verifiers' fork server)
 import pypdf
 from sqlalchemy import Connection, Engine, insert, select
 
@@ -71,6 +70,7 @@ from daemon.db import (
     utcnow,
 )
 from daemon.errors import EmailRefused
+from daemon.intake.workers import FORK_SERVER_PRELOAD
 from daemon.office.cases import record_result
 from daemon.office.closing import open_year
 from daemon.office.register import Book
@@ -379,8 +379,8 @@ def read_pdf(path: bytes, limit: int, follow_symlinks: bool = False) -> bytes:
 # -- Verification in a worker process -------------------------------------------------------
 
 _FORK_SERVER = multiprocessing.get_context("forkserver")
-# Workers fork from a server that has already imported this module (pyHanko, pypdf).
-_FORK_SERVER.set_forkserver_preload([__name__])
+# Workers fork from a server that has already imported this module, pyHanko and pypdf.
+_FORK_SERVER.set_forkserver_preload(FORK_SERVER_PRELOAD)
 MAX_ANSWER_BYTES = 16 * 1024 * 1024  # the worker's JSON answer: a verdict and some text
 # A worker that has not started within this is the machine's trouble, not the PDF's: the scan
 # fails (logged) and the file is tried again at the next one. Its time limit starts when it
