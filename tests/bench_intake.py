@@ -350,14 +350,24 @@ def tree(root: int) -> list[int]:
 
 
 def pss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
+    return sum(pss_each(pids).values())
+
+
+def pss_each(pids: list[int]) -> dict[str, float]:
+    """PSS in MB of each process, by a short name: vanthu, fork server, worker N."""
+    out: dict[str, float] = {}
+    for n, pid in enumerate(pids):
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+                kb = next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, StopIteration):
             continue
-    return total / 1024
+        role = ("vanthu" if n == 0 else "fork server" if "forkserver" in command
+                and pid == min(pids[1:]) else f"child {pid}")
+        out[role] = kb / 1024
+    return out
 
 
 def counts(db: Path) -> tuple[int, int, int]:
@@ -385,6 +395,7 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
     running = Running(config, spy)
     marks: dict[str, float] = {}
     memory: list[tuple[int, float]] = []  # (mails stored, PSS of the tree in MB)
+    peak_each: dict[str, float] = {}
     try:
         while True:
             time.sleep(0.25)
@@ -394,7 +405,10 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
             total, waiting, pending = counts(db)
             pid = running.daemon_pid()
             if pid is not None:
-                memory.append((total, pss_mb(tree(pid))))
+                each = pss_each(tree(pid))
+                memory.append((total, sum(each.values())))
+                if memory[-1][1] >= max(mb for _, mb in memory):
+                    peak_each = each
             if total >= count:
                 marks.setdefault("stored", now)
                 if not waiting:
@@ -413,6 +427,7 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
     late = [mb for n, mb in memory if n >= 500]
     out["pss_500"] = late[0] if late else float("nan")
     out["pss_end"] = memory[-1][1]
+    out["pss_peak_each"] = peak_each
     return out
 
 
@@ -547,7 +562,8 @@ def main() -> int:
     flat = got["pss_end"] <= got["pss_500"] * 1.10
     print(f"memory (PSS of the process tree): peak {got['pss_peak']:.0f} MB; at the 500th "
           f"mail {got['pss_500']:.0f} MB, at the end {got['pss_end']:.0f} MB "
-          f"({'flat' if flat else 'growing'})")
+          f"({'flat' if flat else 'growing'}); at the peak: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in got["pss_peak_each"].items()))
     print(f"start: READY {idle['ready']:.2f} s, first mailbox connected "
           f"{idle['watching']:.2f} s after the process began")
     print(f"IDLE latency (APPEND → forward at SMTP) over {idle['samples']} mails: median "
