@@ -391,3 +391,33 @@ def test_attachments_are_the_standard_librarys(data: bytes, filename: str, maint
                                                       subtype=subtype, filename=filename))
     assert _attachment(lambda m: compose.attach_bytes(m, data, maintype, subtype,
                                                       filename)) == standard
+
+
+@given(name=_HOSTILE)
+@settings(max_examples=100, deadline=None)
+def test_the_from_header_remembered_is_the_one_made_afresh(name: str) -> None:
+    """The remembered `From` of any display name is the one worked out afresh."""
+    address = "vanthu.sxd@sxd.example.gov.vn"
+
+    def made(make: Callable[[str, str], str]) -> str | type:
+        try:
+            return make(name, address)
+        except Exception as err:  # the same failure, if any
+            return type(err)
+
+    fresh = made(compose.mailbox.__wrapped__)
+    assert made(compose.mailbox) == fresh
+    assert made(compose.mailbox) == fresh
+
+
+def test_a_changed_configuration_gets_its_own_from(tmp_path: Path) -> None:
+    """Two configurations (a display name changed and the daemon restarted, or two agencies
+    in one test run), their emails made in turn: each email is from its own configuration."""
+    first = make_config(tmp_path, from_="Văn thư Sở Xây dựng <vanthu.sxd@sxd.example.gov.vn>")
+    second = make_config(tmp_path, from_="Phòng Hành chính <hanhchinh@sxd.example.gov.vn>")
+    for _ in range(2):
+        for cfg, name in ((first, "Văn thư Sở Xây dựng"), (second, "Phòng Hành chính")):
+            email = _forward(cfg, "Công văn", "Toàn", "", "a.pdf", "application/pdf")
+            raw = check(cfg, email, Purpose.FORWARD, [DIRECTOR, CHIEF])
+            sender = message_from_bytes(raw, policy=email_policy.default)["From"].addresses[0]
+            assert (sender.display_name, sender.addr_spec) == (name, cfg.smtp.from_address)

@@ -10,6 +10,7 @@ produces the same Message-ID and receivers can drop a duplicate.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import re
 from collections.abc import Sequence
@@ -148,6 +149,7 @@ def _replace(msg: EmailMessage, name: str, value: str) -> None:
     msg[name] = value
 
 
+@functools.lru_cache(maxsize=64)  # pure, and the same From for every email of a configuration
 def mailbox(name: str, address: str) -> str:
     """`Name <address>` for a From header: a plain name as it is, any other (Vietnamese,
     quotes, commas, '@', '<>', very long) as RFC 2047 encoded words folded to short lines.
