@@ -24,6 +24,9 @@ _NAMES = st.text(st.sampled_from(list(_VIETNAMESE + _VIETNAMESE.upper()
                  min_size=1, max_size=60)
 
 
+FACES = ReducedFaces(after=0)  # cut at the first slip
+
+
 def pages(pdf: bytes) -> list[tuple[bytes, str]]:
     """Each page as pdfium draws it (pixels) and reads it (text)."""
     document = pypdfium2.PdfDocument(pdf)
@@ -44,14 +47,14 @@ def full_and_reduced(name: str, faces: ReducedFaces) -> tuple[bytes, bytes]:
 def test_reduced_faces_draw_the_same_slip(name: str) -> None:
     """Vietnamese names with quotes, markup characters, dashes, arrows and the numero sign:
     the slip's pages have the same pixels and the same text with the reduced faces."""
-    full, reduced = full_and_reduced(name, receipt.REDUCED)
+    full, reduced = full_and_reduced(name, FACES)
     assert pages(reduced) == pages(full)
 
 
 def test_a_character_beyond_the_common_ones_uses_the_full_faces(tmp_path: Path) -> None:
     """Cyrillic, Greek and a CJK character (which DejaVu lacks) in a name: the slip is the one
     the full faces draw, the reduced faces are not even made."""
-    faces = ReducedFaces()
+    faces = ReducedFaces(after=0)
     for name in ("Иван Петров", "Ωmega Nguyễn", "Lý 李"):
         full, chosen = full_and_reduced(name, faces)
         assert pages(chosen) == pages(full)
@@ -72,7 +75,7 @@ def test_reduced_faces_are_made_once_and_again_when_the_fonts_change(tmp_path: P
     """The same directory while the fonts stay; a new one when a face on disk changes (a
     font package upgraded) or when the temporary directory was removed (a /tmp cleaner)."""
     fonts = _fonts(tmp_path)
-    faces = ReducedFaces()
+    faces = ReducedFaces(after=0)
     first = faces.directory(fonts)
     assert first is not None and faces.directory(fonts) == first
     names = {p.name for p in receipt._face_paths(fonts).values()}
@@ -95,9 +98,19 @@ def test_faces_that_cannot_be_cut_leave_the_full_ones(tmp_path: Path) -> None:
     as before or fails as before; a missing font directory gives none either."""
     fonts = _fonts(tmp_path)
     (fonts / receipt._face_paths(fonts)["I"].name).write_bytes(b"not a font")
-    faces = ReducedFaces()
+    faces = ReducedFaces(after=0)
     assert faces.directory(fonts) is None
     assert faces.directory(tmp_path / "nowhere") is None
+
+
+def test_only_a_process_drawing_several_slips_cuts_the_faces(tmp_path: Path) -> None:
+    """A command drawing one or two slips never cuts the faces; the third slip does, and the
+    slips after it use the same."""
+    fonts = _fonts(tmp_path)
+    faces = ReducedFaces()
+    assert faces.directory(fonts) is None and faces.directory(fonts) is None
+    third = faces.directory(fonts)
+    assert third is not None and faces.directory(fonts) == third
 
 
 def _bump(path: Path) -> None:

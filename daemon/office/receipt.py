@@ -211,19 +211,26 @@ _COMMON = frozenset(c for low, high in COMMON_CHARACTERS for c in range(low, hig
 
 
 class ReducedFaces:
-    """The form's faces cut down to COMMON_CHARACTERS, made once per process (about half a
-    second a face) in a private temporary directory, again when the fonts on disk change or
-    the directory is gone. fpdf2 parses each face for every document and subsets it on
-    output: on a third of the glyphs both take about a third less time, and the PDF is the
-    same (the glyphs, their metrics and hinting are the original's)."""
+    """The form's faces cut down to COMMON_CHARACTERS, made once per process (about 0.2 s a
+    face) in a private temporary directory, again when the fonts on disk change or the
+    directory is gone. fpdf2 parses each face for every document and subsets it on output:
+    on a third of the glyphs both take about a third less time, and the PDF looks the same
+    (the glyphs, their metrics and hinting are the original's; the tables cut are those
+    fpdf2 leaves out of the PDF). Only a process that draws more than `after` slips (the
+    daemon) cuts them: a command drawing one does not pay for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, after: int = 2) -> None:
         self._lock = threading.Lock()
         self._made: dict[Path, tuple[tuple[tuple[int, int], ...], Path]] = {}
+        self._asked = 0
+        self.after = after
 
     def directory(self, font_dir: Path) -> Path | None:
         """A directory holding the reduced faces under the names `form_document` picks in
-        `font_dir`; None when they cannot be made (the original faces are used)."""
+        `font_dir`; None when they cannot be made (the original faces are used), or not yet."""
+        self._asked += 1
+        if self._asked <= self.after:
+            return None
         faces = _face_paths(font_dir)
         try:
             stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in faces.values())
@@ -246,13 +253,18 @@ class ReducedFaces:
             return folder
 
 
+# The tables fpdf2 (2.8) drops when it embeds a face: cut here too, the rest kept.
+_DROPPED_BY_FPDF = ["FFTM", "GDEF", "GPOS", "GSUB", "MATH", "hdmx", "meta", "sbix", "CBDT",
+                    "CBLC", "EBDT", "EBLC", "EBSC", "SVG ", "CPAL", "COLR"]
+
+
 def _reduce(face: Path, to: Path) -> None:
-    """`face` with only the glyphs of COMMON_CHARACTERS (and what they need), every table and
-    the hinting kept."""
-    options = subset.Options(layout_features=["*"], name_IDs=["*"], name_languages=["*"],
+    """`face` with only the glyphs of COMMON_CHARACTERS (and what they need), the hinting and
+    every table fpdf2 embeds kept."""
+    options = subset.Options(layout_features=[], name_IDs=["*"], name_languages=["*"],
                              glyph_names=True, notdef_outline=True, recommended_glyphs=True,
                              legacy_kern=True, passthrough_tables=True)
-    options.drop_tables = []
+    options.drop_tables = list(_DROPPED_BY_FPDF)
     font = ttLib.TTFont(str(face), recalcTimestamp=False)
     try:
         cutter = subset.Subsetter(options)
