@@ -21,7 +21,7 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from daemon import selfcheck
+from daemon import memory, selfcheck
 from daemon.config import Config
 from daemon.db import SchemaMismatch, Turns, clear_fault, make_engine, prepare, report_fault
 from daemon.errors import ConfigError, Problem, SystemicFault
@@ -71,6 +71,7 @@ class Daemon:
             log.warning("config.note", extra={"note": note})
         self.cfg = cfg
         self.rules = ruleset
+        memory.tune()  # before the threads start: they would each make an arena
         self.engine = make_engine(cfg.storage.url)
         try:  # a new database is created; another schema stops the daemon until it is upgraded
             prepare(self.engine)
@@ -134,6 +135,7 @@ class Daemon:
                 groups.done(done)
                 if done:
                     self.metrics.batch.observe(time.monotonic() - began)
+                    memory.trim()  # the batch's mails, read and composed, are freed
             except SystemicFault as err:
                 self.metrics.faults.inc()
                 # Not the mails' fault: keep them stored, say why, try again later by itself.

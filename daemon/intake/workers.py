@@ -28,6 +28,7 @@ from multiprocessing.pool import AsyncResult, Pool
 from multiprocessing.queues import SimpleQueue
 from typing import Any
 
+from daemon import memory
 from daemon.config import LimitsConfig
 from daemon.errors import BadMessage
 from daemon.understand import Reading, read
@@ -75,6 +76,7 @@ def _init_worker(memory_mb: int, started: SimpleQueue[tuple[int, float]],
     global _started
     threading.Thread(target=_watch_daemon, args=(daemon, daemon_started), daemon=True,
                      name="watch-daemon").start()
+    memory.tune()
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     logging.getLogger().handlers[:] = []  # the parent logs; a worker only returns results
@@ -100,6 +102,7 @@ def read_guarded(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None
 
 
 def _task(task_id: int, reader: Reader, raw: bytes, limits: LimitsConfig) -> Reading | BadMessage:
+    memory.trim()  # what the worker's last mail left free goes back to the system
     if _started is not None:
         # CLOCK_MONOTONIC is system-wide on Linux: the parent can compare it with its own.
         _started.put((task_id, time.monotonic()))
