@@ -29,7 +29,7 @@ from sqlalchemy.pool import StaticPool
 
 from daemon import config
 from daemon.config import Config
-from daemon.db import cases, outbox, upgrade
+from daemon.db import cases, metadata, outbox
 from daemon.errors import ConfigError, Problem
 from daemon.models import (
     Action,
@@ -179,14 +179,14 @@ def _digest_recipients(cfg: Config, rules: RuleSet) -> list[Problem]:
 @functools.lru_cache(maxsize=1)
 def _font_letters() -> frozenset[int]:
     """Code points every font of vanthu's PDFs can draw: the receipt slip's serif faces and
-    the registers' sans faces, regular and bold."""
+    the registers' sans faces, regular and bold. Only each face's character map is read (the
+    map fpdf2 draws with), not the whole face: this runs at every start."""
+    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]  # fpdf2's reader
+
     maps = []
-    for font in [*receipt.new_document().fonts.values(),
-                 *receipt.form_document(receipt.FONT_DIR).fonts.values()]:
-        maps.append(set(getattr(font, "cmap", {}) or ()))
-        close = getattr(font, "close", None)
-        if close is not None:
-            close()  # fontTools keeps the file open until then
+    for path in receipt.face_files(receipt.FONT_DIR):
+        with TTFont(str(path), lazy=True) as font:
+            maps.append(set(font.getBestCmap() or ()))
     return frozenset(set.intersection(*maps)) if maps else frozenset()
 
 
@@ -418,8 +418,10 @@ _SUSPECTS = (
 
 
 def _scratch() -> Engine:
+    """An empty database in memory with the schema, for composing the sample emails (the
+    schema as the code declares it: no migration history to read at every start)."""
     engine = create_engine("sqlite://", poolclass=StaticPool)
-    upgrade(engine)
+    metadata.create_all(engine)
     return engine
 
 

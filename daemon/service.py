@@ -79,14 +79,14 @@ class Daemon:
             self.engine.dispose()
             raise ConfigError([Problem("[storage] url", None, str(err))]) from err
         self.store = MailStore(cfg.storage.data_dir)
-        self.sender = Sender(self.engine, cfg.smtp)
+        self.turns = Turns()  # storing and sending write before recording (SQLite: one writer)
+        self.sender = Sender(self.engine, cfg.smtp, self.turns)
         self.pool = ReadPool(cfg.limits, dkim_check(cfg), roots=document_roots(cfg))
         self.stopping = asyncio.Event()
         self.wake_pipeline = asyncio.Event()
         self.wake_sender = asyncio.Event()
         self.stop_threads = threading.Event()
         self.ahead = Ahead()  # the pipeline's next batch, read while this one is recorded
-        self.turns = Turns()  # storing writes before recording (SQLite: one writer)
         self.watchers: list[FolderWatcher] = []
         self.metrics = Metrics(cfg.metrics, self.engine, lambda: self.pool.restarts)
         try:  # last: nothing after it may fail and leave the endpoint open

@@ -351,7 +351,7 @@ def tree(root: int) -> list[int]:
 
 
 def pss_mb(pids: list[int]) -> float:
-    return sum(pss_each(pids).values())
+    return sum(mb for name, mb in pss_each(pids).items() if not name.startswith("("))
 
 
 def pss_each(pids: list[int]) -> dict[str, float]:
@@ -360,7 +360,9 @@ def pss_each(pids: list[int]) -> dict[str, float]:
     for n, pid in enumerate(pids):
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                kb = next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+                fields = {line.split(":")[0]: int(line.split()[1]) for line in f
+                          if line.startswith("Pss")}
+            kb = fields["Pss"]
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, StopIteration):
@@ -368,6 +370,9 @@ def pss_each(pids: list[int]) -> dict[str, float]:
         role = ("vanthu" if n == 0 else "fork server" if "forkserver" in command
                 and pid == min(pids[1:]) else f"child {pid}")
         out[role] = kb / 1024
+        if n == 0:  # where vanthu's own memory is: heap, mapped files, shared memory
+            out["(vanthu anon)"] = fields.get("Pss_Anon", 0) / 1024
+            out["(vanthu file)"] = fields.get("Pss_File", 0) / 1024
     return out
 
 
@@ -395,7 +400,7 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
     db = work / "intake" / "data" / "vanthu.db"
     running = Running(config, spy)
     marks: dict[str, float] = {}
-    memory: list[tuple[int, float]] = []  # (mails stored, PSS of the tree in MB)
+    memory: list[tuple[int, float]] = []  # (mails processed, PSS of the tree in MB)
     peak_each: dict[str, float] = {}
     try:
         while True:
@@ -407,7 +412,8 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
             pid = running.daemon_pid()
             if pid is not None:
                 each = pss_each(tree(pid))
-                memory.append((total, sum(each.values())))
+                memory.append((total - waiting, sum(mb for name, mb in each.items()
+                                                    if not name.startswith("("))))
                 if memory[-1][1] >= max(mb for _, mb in memory):
                     peak_each = each
             if total >= count:
@@ -427,6 +433,8 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
     out["pss_peak"] = max(mb for _, mb in memory)
     late = [mb for n, mb in memory if n >= 500]
     out["pss_500"] = late[0] if late else float("nan")
+    out["pss_by_1000"] = {at: next((mb for n, mb in memory if n >= at), float("nan"))
+                          for at in range(500, count + 1, 500)}
     out["pss_end"] = memory[-1][1]
     out["pss_peak_each"] = peak_each
     return out
@@ -562,7 +570,9 @@ def main() -> int:
           f"{got['processed']:.1f} s, drained {got['drained']:.1f} s")
     flat = got["pss_end"] <= got["pss_500"] * 1.10
     print(f"memory (PSS of the process tree): peak {got['pss_peak']:.0f} MB; at the 500th "
-          f"mail {got['pss_500']:.0f} MB, at the end {got['pss_end']:.0f} MB "
+          f"mail processed {got['pss_500']:.0f} MB, at the end {got['pss_end']:.0f} MB; by mails "
+          "processed: " + ", ".join(f"{at}: {mb:.0f}" for at, mb in got["pss_by_1000"].items())
+          + " "
           f"({'flat' if flat else 'growing'}); at the peak: "
           + ", ".join(f"{k} {v:.0f}" for k, v in got["pss_peak_each"].items()))
     print(f"start: READY {idle['ready']:.2f} s, first mailbox connected "

@@ -174,6 +174,12 @@ def new_document(font_dir: Path = FONT_DIR) -> FPDF:
     return doc
 
 
+def face_files(font_dir: Path) -> list[Path]:
+    """Every font file vanthu's PDFs draw with: the registers' sans faces and the form's."""
+    return [font_dir / "DejaVuSans.ttf", font_dir / "DejaVuSans-Bold.ttf",
+            *_face_paths(font_dir).values()]
+
+
 def _face_paths(font_dir: Path) -> dict[str, Path]:
     """The file of each style of the form: the first of its faces the directory holds."""
     return {style: next((font_dir / n for n in names if (font_dir / n).exists()),

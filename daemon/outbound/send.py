@@ -60,7 +60,8 @@ import asyncio
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -74,6 +75,7 @@ from sqlalchemy import Connection, Engine, func, or_, select, update
 from daemon import leases, oauth
 from daemon.config import SmtpConfig
 from daemon.db import (
+    Turns,
     clear_fault,
     database_errors,
     messages,
@@ -332,15 +334,24 @@ async def smtp_open(client: _Client, cfg: SmtpConfig) -> None:
 class Sender:
     """Sends pending outbox rows with one SMTP connection per drain."""
 
-    def __init__(self, engine: Engine, cfg: SmtpConfig) -> None:
+    def __init__(self, engine: Engine, cfg: SmtpConfig, turns: Turns | None = None) -> None:
         self.engine = engine
         self.cfg = cfg
+        # Shared with the pipeline (SQLite: one writer): a claim or an outcome to write ends
+        # the pipeline's transaction at its next mail instead of polling for the lock.
+        self.turns = turns or Turns()
         # Outcomes of tries that could not be written yet, by row id: written before anything
         # else is sent, and their rows are never sent again meanwhile.
         self.unwritten: dict[int, Attempt] = {}
         self.tls = TlsContexts(cfg)
 
     # --- the database side: claims and outcomes -------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction of the send path, taken before the pipeline's next one."""
+        with self.turns.urgent(), self.engine.begin() as conn:
+            yield conn
 
     def _candidates(self, now: datetime, only: str | None, skip: Iterable[int]) -> Any:
         """Pending rows to look at, oldest first: due, past the maximum age, or in doubt."""
@@ -402,7 +413,7 @@ class Sender:
         about to get; rows that must fail without a try are failed on the way. None when no
         row is left for this daemon."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             rows = conn.execute(self._candidates(now, only, skip)
                                 .with_for_update(skip_locked=True)).all()
             for row in rows:
@@ -470,7 +481,7 @@ class Sender:
         """Count the try about to send DATA, durably; SendDeferred (nothing is sent) when that
         cannot be written or the claim is no longer this daemon's."""
         try:
-            with database_errors("outbox"), self.engine.begin() as conn:
+            with database_errors("outbox"), self._writing() as conn:
                 counted = conn.execute(update(outbox).where(
                     outbox.c.id == row_id, outbox.c.claimed_by == str(leases.me()),
                     outbox.c.state == OutboxState.PENDING,
@@ -485,7 +496,7 @@ class Sender:
         """Write what the attempt did on the row (as it is now) and clear the claim; return
         the row's new state."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             row = conn.execute(select(*_COLUMNS).where(outbox.c.id == row_id)
                                .with_for_update()).first()
             if row is None:  # removed meanwhile (by hand): nothing left to record
