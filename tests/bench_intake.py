@@ -376,6 +376,21 @@ def pss_each(pids: list[int]) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) each process has used: vanthu's own, its workers'."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for n, pid in enumerate(pids):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        name = "vanthu" if n == 0 else f"child {pid}"
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def counts(db: Path) -> tuple[int, int, int]:
     """Mails stored, mails still waiting for the pipeline, emails waiting to be sent."""
     if not db.exists():
@@ -400,6 +415,7 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
     db = work / "intake" / "data" / "vanthu.db"
     running = Running(config, spy)
     marks: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     memory: list[tuple[int, float]] = []  # (mails processed, PSS of the tree in MB)
     peak_each: dict[str, float] = {}
     try:
@@ -422,6 +438,7 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
                     marks.setdefault("processed", now)
                     if not pending:
                         marks["drained"] = now
+                        cpu = cpu_seconds(tree(pid)) if pid is not None else {}
                         break
             if now > 3600:
                 raise SystemExit("vanthu did not finish within an hour")
@@ -437,6 +454,7 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
                           for at in range(500, count + 1, 500)}
     out["pss_end"] = memory[-1][1]
     out["pss_peak_each"] = peak_each
+    out["cpu"] = cpu
     return out
 
 
@@ -575,6 +593,11 @@ def main() -> int:
           + " "
           f"({'flat' if flat else 'growing'}); at the peak: "
           + ", ".join(f"{k} {v:.0f}" for k, v in got["pss_peak_each"].items()))
+    cpu = got["cpu"]
+    print(f"CPU seconds until drained ({got['drained']:.0f} s of wall time): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+          + f"; per mail: vanthu {1000 * cpu.get('vanthu', 0) / len(mails):.1f} ms, all "
+          f"{1000 * sum(cpu.values()) / len(mails):.1f} ms")
     print(f"start: READY {idle['ready']:.2f} s, first mailbox connected "
           f"{idle['watching']:.2f} s after the process began")
     print(f"IDLE latency (APPEND → forward at SMTP) over {idle['samples']} mails: median "

@@ -3,9 +3,14 @@ memory back (glibc, as on Debian)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+from daemon.config import LimitsConfig
+from daemon.errors import BadMessage
+from daemon.intake import workers
+from daemon.intake.workers import ReadPool
 from tests.conftest import ROOT
 
 PROBE = """
@@ -42,3 +47,23 @@ def test_trim_gives_memory_back() -> None:
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr + done.stdout
 
+
+
+def _pid_reader(raw: bytes, limits: object) -> BadMessage:
+    """A reader that answers with the pid of the worker that ran it."""
+    return BadMessage(str(os.getpid()))
+
+
+def test_workers_are_replaced_after_their_share_of_mail() -> None:
+    """Each worker reads MAILS_PER_WORKER mails, then a fresh one takes its place; every mail
+    is still read once, in order."""
+    pool = ReadPool(LimitsConfig(workers=2), reader=_pid_reader)
+    try:
+        count = 2 * workers.MAILS_PER_WORKER + 50
+        results = pool.read_all([b"x"] * count)
+    finally:
+        pool.close()
+    pids = [int(str(r)) for r in results if isinstance(r, BadMessage)]
+    assert len(pids) == count
+    assert len(set(pids)) > 2, "no worker was replaced"
+    assert max(pids.count(p) for p in set(pids)) <= workers.MAILS_PER_WORKER

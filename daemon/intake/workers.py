@@ -46,6 +46,10 @@ Reader = Callable[[bytes, LimitsConfig], Reading | BadMessage]
 FORK_SERVER_PRELOAD = [__name__, "daemon.office.results", "pyhanko.sign.validation",
                        "pypdfium2"]
 
+# A worker reads this many mails, then a fresh one forked from the fork server takes its
+# place (a fork: milliseconds): whatever the parsers keep or fragment stays bounded.
+MAILS_PER_WORKER = 200
+
 # Set in each worker by `_init_worker`: where it reports "I took task N at time T".
 _started: SimpleQueue[tuple[int, float]] | None = None
 
@@ -154,7 +158,8 @@ class ReadPool:
                 self._pool = context.Pool(self.size, initializer=_init_worker,
                                           initargs=(self.limits.worker_memory_mb,
                                                     self._started, os.getpid(),
-                                                    _process_start(os.getpid())))
+                                                    _process_start(os.getpid())),
+                                          maxtasksperchild=MAILS_PER_WORKER)
             return self._pool
 
     def _wait(self, task_id: int, task: AsyncResult[Any], queued: float) -> bool:
