@@ -398,6 +398,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Exit 1 naming each cause when something is wrong (health.assess decides); warnings are
     shown and leave the exit code 0. A database that cannot be read is one line on stderr, and
     a full or read-only disk found meanwhile is named after it."""
+    code, out, err = status_text(args)
+    if err:
+        print(err, file=sys.stderr)
+    if out:
+        print(out)
+    return code
+
+
+def status_text(args: argparse.Namespace) -> tuple[int, str, str]:
+    """`vanthu status` as its exit code, standard output and standard error (what
+    `cmd_status` prints; a caller in another thread reads it without touching sys.stdout)."""
     from daemon import health as health_module
     from daemon.errors import DatabaseError
     from daemon.office import backfill, quarantine
@@ -407,10 +418,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         engine = _reader(cfg)
     except DatabaseError as err:
-        print(" ".join(f"vanthu status: {err}".split()), file=sys.stderr)
-        for cause in health_module.disks(cfg):
-            print(f"vanthu status: {cause.key}: {cause.vi}", file=sys.stderr)
-        return 1
+        lines = [" ".join(f"vanthu status: {err}".split())]
+        lines += [f"vanthu status: {cause.key}: {cause.vi}" for cause in health_module.disks(cfg)]
+        return 1, "", "\n".join(lines)
     now = datetime.now(UTC)
     with reading(engine) as conn:
         states = {str(k): int(v) for k, v in conn.execute(
@@ -464,11 +474,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         report |= {"causes": [c.as_json() for c in verdict.problems],
                    "warnings": [c.as_json() for c in verdict.warnings],
                    "healthy": verdict.healthy}
-        print(json.dumps(report, ensure_ascii=False, indent=1))
+        out = json.dumps(report, ensure_ascii=False, indent=1)
     else:
-        print(_status_text(cfg, report))
-        print(_status_verdict(verdict))
-    return 0 if verdict.healthy else 1
+        out = _status_text(cfg, report) + "\n" + _status_verdict(verdict)
+    return (0 if verdict.healthy else 1), out, ""
 
 
 def ocr_off(cfg: config.Config) -> Cause | None:

@@ -7,13 +7,11 @@ The IMAP and SMTP ports in the config may be those of a FaultProxy instead of th
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -25,6 +23,7 @@ from sqlalchemy import Column, Engine, MetaData, String, Table, func, select, up
 
 from daemon import cli
 from daemon.db import make_engine, outbox, utcnow
+from daemon.errors import EX_CONFIG, ConfigError, VanthuError
 from daemon.models import OutboxState
 from tests.conftest import RULES
 from tests.servers import Dovecot
@@ -33,7 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 # Users of the session's Dovecot kept apart from those of tests/conftest.py (agency1…199 are
 # shared with the `office` fixture, which counts up from 1).
 _users = itertools.count(199, -1)
-_STATUS_LOCK = threading.Lock()
 sqlite_master = Table("sqlite_master", MetaData(), Column("name", String))
 
 
@@ -298,18 +296,19 @@ class Rig:
                          for p in sorted(self.dir.glob("*.log")))
 
     def status(self) -> Status:
-        """`vanthu status` as the admin runs it (the same `cli.main`), in this process: a
-        subprocess would spend seconds of CPU on Python's imports for every look, and the
-        cases running at once on two cores would wait minutes for them. One at a time, since
-        the command prints to the process's stdout."""
-        out, err = io.StringIO(), io.StringIO()
-        with _STATUS_LOCK:
-            started = time.monotonic()
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    code = cli.main(["status", "--config", str(self.config_path)])
-                except Exception:  # a traceback is an answer too, and an untruthful one
-                    traceback.print_exc(file=err)
-                    code = 2
-            took = time.monotonic() - started
-        return Status(code, out.getvalue() + err.getvalue(), took)
+        """`vanthu status` as the admin runs it (the same code as `cli.main`), in this process:
+        a subprocess would spend seconds of CPU on Python's imports for every look, and the
+        cases running at once on two cores would wait minutes for them. Its text is returned,
+        not printed: the cases run in threads, and pytest swaps sys.stdout between tests, so
+        output redirected around a print could land elsewhere."""
+        started = time.monotonic()
+        try:
+            code, out, err = cli.status_text(
+                cli.build_parser().parse_args(["status", "--config", str(self.config_path)]))
+        except ConfigError as problem:  # as cli.main answers them
+            code, out, err = EX_CONFIG, "", str(problem)
+        except VanthuError as problem:
+            code, out, err = 1, "", f"vanthu status: {problem}"
+        except Exception:  # a traceback is an answer too, and an untruthful one
+            code, out, err = 2, "", traceback.format_exc()
+        return Status(code, out + err, time.monotonic() - started)
