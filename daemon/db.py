@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -800,37 +800,33 @@ class Turns:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._waiting = 0
-        self._fetching = 0
+        self._count = {"urgent": 0, "backlog": 0}
 
     @contextmanager
-    def backlog(self) -> Iterator[None]:
+    def _during(self, what: str) -> Iterator[None]:
         with self._cond:
-            self._fetching += 1
+            self._count[what] += 1
         try:
             yield
         finally:
             with self._cond:
-                self._fetching -= 1
+                self._count[what] -= 1
                 self._cond.notify_all()
+
+    def backlog(self) -> AbstractContextManager[None]:
+        """While a fetch thread stores a backlog."""
+        return self._during("backlog")
 
     def catching_up(self) -> bool:
-        return self._fetching > 0
+        return self._count["backlog"] > 0
 
-    @contextmanager
-    def urgent(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._waiting -= 1
-                self._cond.notify_all()
+    def urgent(self) -> AbstractContextManager[None]:
+        """While a writer other than the pipeline wants SQLite's write lock."""
+        return self._during("urgent")
 
     def wanted(self) -> bool:
-        return self._waiting > 0
+        return self._count["urgent"] > 0
 
     def wait_clear(self, timeout: float) -> None:
         with self._cond:
-            self._cond.wait_for(lambda: self._waiting == 0, timeout)
+            self._cond.wait_for(lambda: self._count["urgent"] == 0, timeout)
