@@ -52,7 +52,7 @@ from daemon.outbound.outbox import enqueue
 from daemon.outbound.recipients import Allowed, Answering, Purpose, refusal
 from daemon.routing.route import announced, decide, merge
 from daemon.routing.rules import Procedure, RuleSet
-from daemon.understand import Reading, answered_ids, dkim_check, judge
+from daemon.understand import Asked, Reading, answered_ids, dkim_check, judge
 from daemon.understand.signatures import document_roots
 
 log = logging.getLogger("vanthu.pipeline")
@@ -100,6 +100,10 @@ class Ready:
     understanding: Understanding
     decision: Decision
     clerk: dict[str, Any] | None = None  # the clerk's release of its hold, if any
+    # What `judge` made of it, before the clerk's release or a trusted sender lifted a hold,
+    # and the questions about cases it asked to get there, with their answers.
+    judged: Understanding | None = None
+    asked: Asked | None = None
 
 
 Work = Failed | Ready
@@ -107,16 +111,27 @@ Work = Failed | Ready
 
 def think(cfg: Config, rules: RuleSet, conn: Connection, stored: Stored,
           reading: Reading | BadMessage | Exception,
-          clerk: dict[str, Any] | None = None) -> Work:
+          clerk: dict[str, Any] | None = None, before: Ready | None = None) -> Work:
     """Understand and route one read mail (no writes): Ready, or Failed with the reason.
-    `clerk`: a release to assume (what `quarantine show` says would happen)."""
+    `clerk`: a release to assume (what `quarantine show` says would happen). `before`: this
+    mail thought about on an older snapshot; its judgement is kept when every question it
+    asked about cases gets the same answer on `conn`."""
     if isinstance(reading, BadMessage):
         return Failed(stored, str(reading), permanent=True)
     if isinstance(reading, Exception):
         return Failed(stored, f"{type(reading).__name__}: {reading}")
     try:
-        und = judge(reading, cfg, DbCases(conn))
-        clerk = clerk or quarantine.released(conn, stored.pk)
+        if before is not None and before.judged is not None and before.asked is not None \
+                and before.asked.same(DbCases(conn)):
+            judged, asked = before.judged, before.asked
+        else:
+            asked = Asked(DbCases(conn))
+            judged = judge(reading, cfg, asked)
+        und = judged
+        # Only a held mail can be released, and only this pipeline holds a mail: a release
+        # read before is still the one there.
+        clerk = clerk or (before.clerk if before is not None
+                          else quarantine.released(conn, stored.pk))
         if und.quarantine and clerk:
             und = vouched(und, clerk, cfg)
         elif und.quarantine and (trusted := quarantine.trusted_for(conn, und, reading.mail)):
@@ -127,7 +142,7 @@ def think(cfg: Config, rules: RuleSet, conn: Connection, stored: Stored,
     except Exception as err:  # bulkhead: one message's failure must not stop the others
         log.exception("pipeline.failed", extra={"mail": stored.pk})
         return Failed(stored, f"{type(err).__name__}: {err}")
-    return Ready(stored, reading.mail, und, decision, clerk)
+    return Ready(stored, reading.mail, und, decision, clerk, judged, asked)
 
 
 def vouched(und: Understanding, clerk: dict[str, Any], cfg: Config) -> Understanding:
@@ -353,7 +368,7 @@ def record(conn: Connection, cfg: Config, rules: RuleSet, store: MailStore,
         if recorded and isinstance(item, Ready) and item.understanding.kind in _MAY_JOIN:
             # Judged before the earlier mails of this batch were recorded: a reply to a
             # dossier of the same batch finds its case only now.
-            item = think(cfg, rules, conn, item.stored, read_of[item.stored.pk])
+            item = think(cfg, rules, conn, item.stored, read_of[item.stored.pk], before=item)
         if isinstance(item, Ready):
             try:
                 with conn.begin_nested():

@@ -143,10 +143,10 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
              trust: Trust = Trust.UNPROVEN, queue: str | None = None) -> Registration:
     """Give a document or dossier its số đến (or link it to its first entry); a dossier also
     opens its case (`queue`: its queue number and half-day slot)."""
-    for item in mail.attachments:
-        conn.execute(insert(attachments).values(
-            message_id=message_pk, name=item.name, content_type=item.content_type,
-            size=item.size, sha256=item.sha256))
+    if mail.attachments:  # one statement for all of them
+        conn.execute(insert(attachments), [
+            {"message_id": message_pk, "name": item.name, "content_type": item.content_type,
+             "size": item.size, "sha256": item.sha256} for item in mail.attachments])
     book = Book.CONFIDENTIAL if understanding.confidential else Book.INCOMING
     received_year = received_at.astimezone(agency.tz).year
     year = open_year(conn, book, received_year)  # a closed year's book never changes

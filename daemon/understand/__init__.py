@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from daemon.config import Config, LimitsConfig
 from daemon.models import Applicant, Document, HoldKind, Kind, ParsedMail, Understanding
@@ -61,6 +61,38 @@ class NoCases:
 
     def case_secrecy(self, code: str) -> str | None:
         return None
+
+
+class Asked:
+    """A CaseLookup that keeps every question put to `cases` with its answer. A judgement is
+    a function of the reading, the configuration and these answers alone, so one made on an
+    older snapshot still holds when every question gets the same answer now (`same`)."""
+
+    def __init__(self, cases: CaseLookup) -> None:
+        self.cases = cases
+        self.answers: dict[tuple[str, str], object] = {}
+
+    def _ask(self, question: str, about: str) -> Any:
+        answer = getattr(self.cases, question)(about)
+        self.answers[(question, about)] = answer
+        return answer
+
+    def case_exists(self, code: str) -> bool:
+        return bool(self._ask("case_exists", code))
+
+    def case_of_message_id(self, message_id: str) -> str | None:
+        return cast("str | None", self._ask("case_of_message_id", message_id))
+
+    def is_our_message(self, message_id: str) -> bool:
+        return bool(self._ask("is_our_message", message_id))
+
+    def case_secrecy(self, code: str) -> str | None:
+        return cast("str | None", self._ask("case_secrecy", code))
+
+    def same(self, cases: CaseLookup) -> bool:
+        """Whether `cases` answers every question asked so far as it was answered then."""
+        return all(getattr(cases, question)(about) == answer
+                   for (question, about), answer in self.answers.items())
 
 
 def _domain(address: str) -> str:

@@ -1,0 +1,134 @@
+"""A mail judged on an older snapshot is judged again in the writing transaction only when a
+question it asked about cases (a case code, a thread's Message-ID, an email of ours, a case's
+secrecy) gets another answer now: a judgement is a function of the reading, the configuration
+and those answers. Real SQLite file, the real pipeline, the public corpus's dossier 017."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from daemon import pipeline
+from daemon.db import cases, make_engine, messages, upgrade
+from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
+from daemon.models import State
+from daemon.pipeline import process_pending
+from daemon.routing import rules as rules_module
+from daemon.understand import Asked
+from tests.conftest import RULES
+from tests.test_same_batch import setting, thread
+
+
+class Answers:
+    """A CaseLookup answering from a table: (question, about) -> answer."""
+
+    def __init__(self, table: dict[tuple[str, str], Any]) -> None:
+        self.table = table
+        self.asked = 0
+
+    def _answer(self, question: str, about: str) -> Any:
+        self.asked += 1
+        return self.table.get((question, about))
+
+    def case_exists(self, code: str) -> bool:
+        return bool(self._answer("case_exists", code))
+
+    def case_of_message_id(self, message_id: str) -> str | None:
+        return self._answer("case_of_message_id", message_id)  # type: ignore[no-any-return]
+
+    def is_our_message(self, message_id: str) -> bool:
+        return bool(self._answer("is_our_message", message_id))
+
+    def case_secrecy(self, code: str) -> str | None:
+        return self._answer("case_secrecy", code)  # type: ignore[no-any-return]
+
+
+QUESTIONS = ["case_exists", "case_of_message_id", "is_our_message", "case_secrecy"]
+# Vietnamese codes and ids, empty ones, and ones that differ only in case or tone marks.
+ABOUT = st.sampled_from(["HS-2026-0001", "hs-2026-0001", "", "<a@b>", "<A@b>", "Hồ sơ 1",
+                         "Hồ sơ 1\u0301", "<bổ-sung@x.vn>"])
+ANSWER = st.one_of(st.none(), st.booleans(), st.sampled_from(["HS-2026-0001", "Mật", "Tối mật"]))
+
+
+@given(before=st.dictionaries(st.tuples(st.sampled_from(QUESTIONS), ABOUT), ANSWER),
+       asked=st.lists(st.tuples(st.sampled_from(QUESTIONS), ABOUT), max_size=12),
+       changed=st.tuples(st.sampled_from(QUESTIONS), ABOUT), answer=ANSWER)
+def test_the_same_answers_to_the_questions_asked_and_only_those(
+        before: dict[tuple[str, str], Any], asked: list[tuple[str, str]],
+        changed: tuple[str, str], answer: Any) -> None:
+    lookup = Asked(Answers(before))
+    for question, about in asked:
+        getattr(lookup, question)(about)
+    assert lookup.same(Answers(dict(before)))
+    table = {**before, changed: answer}
+    now = Answers(table)
+    # It differs when the changed question was asked and now gets another answer.
+    differs = changed in lookup.answers and \
+        getattr(Answers(table), changed[0])(changed[1]) != lookup.answers[changed]
+    assert lookup.same(now) is not differs
+    assert now.asked <= len(lookup.answers)  # never more questions than were asked
+
+
+def other_mail(number: int) -> bytes:
+    """A person's question: no case code, no thread, nothing recorded can change its kind."""
+    msg = EmailMessage()
+    msg["From"] = f"Nguyễn Thị Hoà {number} <hoa{number}@gmail.com>"
+    msg["To"] = "vanthu.sxd@tayninh.gov.vn"
+    msg["Subject"] = f"Hỏi về giờ làm việc của bộ phận một cửa ({number})"
+    msg["Message-ID"] = f"<hoi-{number}@gmail.com>"
+    msg["Date"] = f"Thu, 19 Mar 2026 09:{number:02d}:00 +0700"
+    msg.set_content("Xin hỏi bộ phận một cửa làm việc đến mấy giờ chiều thứ Bảy?")
+    return msg.as_bytes()
+
+
+def run(tmp_path: Path, mails: list[bytes],
+        monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """Process `mails` stored as one batch; return how many times a mail was judged, and how
+    many cases there are after."""
+    cfg = setting(tmp_path)
+    engine = make_engine(f"sqlite:///{tmp_path / 'vanthu.db'}")
+    upgrade(engine)
+    store = MailStore(cfg.storage.data_dir)
+    checkpoint(engine, "m", "INBOX", 1)
+    store_batch(engine, store, mailbox="m", folder="INBOX", uidvalidity=1,
+                batch=[Fetched(uid, raw) for uid, raw in enumerate(mails, 1)])
+    judged = 0
+    judge = pipeline.judge
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal judged
+        judged += 1
+        return judge(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "judge", counted)
+    assert process_pending(engine, cfg, store, rules_module.load(RULES)) == len(mails)
+    with engine.connect() as conn:
+        left = conn.scalar(select(func.count()).select_from(messages)
+                           .where(messages.c.state == State.STORED))
+        made = conn.scalar(select(func.count()).select_from(cases))
+    engine.dispose()
+    assert left == 0
+    return judged, int(made or 0)
+
+
+def test_mails_nothing_recorded_can_change_are_judged_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mails = [other_mail(n) for n in range(1, 7)]
+    judged, made = run(tmp_path, mails, monkeypatch)
+    assert (judged, made) == (len(mails), 0)
+
+
+def test_a_supplement_whose_thread_was_recorded_meanwhile_is_judged_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mails = thread(3)  # the dossier, then three supplements each answering the one before
+    judged, made = run(tmp_path, mails, monkeypatch)
+    # Each supplement asked about a thread the dossier's recording answered: judged again,
+    # and it joined the one case instead of opening one of its own.
+    assert made == 1
+    assert len(mails) < judged <= 2 * len(mails)
