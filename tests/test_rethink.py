@@ -20,7 +20,7 @@ from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import State
 from daemon.pipeline import process_pending
 from daemon.routing import rules as rules_module
-from daemon.understand import Asked
+from daemon.understand import Asked, judge
 from tests.conftest import RULES
 from tests.test_same_batch import setting, thread
 
@@ -99,8 +99,6 @@ def run(tmp_path: Path, mails: list[bytes],
     store_batch(engine, store, mailbox="m", folder="INBOX", uidvalidity=1,
                 batch=[Fetched(uid, raw) for uid, raw in enumerate(mails, 1)])
     judged = 0
-    judge = pipeline.judge
-
     def counted(*args: Any, **kwargs: Any) -> Any:
         nonlocal judged
         judged += 1
