@@ -331,7 +331,8 @@ MESSAGE_STATES = {"stored": "đã lưu, chờ xử lý", "routed": "đã vào s�
                   "done": "đã xử lý xong", "quarantined": "đang giữ lại chờ văn thư xem",
                   "dropped": "đã loại bỏ",
                   "archived": "thư cũ đã lưu, chưa vào sổ (vanthu backlog import)"}
-OUTBOX_STATES = {"pending": "chờ gửi", "sent": "đã gửi", "failed": "không gửi được"}
+OUTBOX_STATES = {"draft": "đang soạn", "pending": "chờ gửi", "sent": "đã gửi",
+                 "failed": "không gửi được"}
 
 
 def _local_time(cfg: config.Config, moment: str | None) -> str:

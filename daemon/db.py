@@ -312,8 +312,10 @@ outbox = Table(
     Column("recipients", JSON, nullable=False),
     # "address|YYYY-MM-DD" on automatic replies: counted per sender and per domain a day.
     Column("ack_key", String(400), index=True),
-    Column("raw", LargeBinary, nullable=False),
+    Column("raw", LargeBinary, nullable=False),  # empty while the row is a draft
     Column("state", String(20), nullable=False, index=True),
+    # A draft's makings (daemon/outbound/drafts.py): what its bytes are composed from.
+    Column("draft", LargeBinary),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("last_error", Text),
@@ -773,7 +775,11 @@ def _add_legacy(conn: Connection, where: str, missing: str, base: dict[str, set[
     """Add a table or nullable column of the first version to a database made before it."""
     name, _, column_name = missing.partition(".")
     table = metadata.tables.get(name)
-    if table is None or {column.name for column in table.columns} != base[name]:
+    known = {column.name for column in table.columns} if table is not None else set()
+    # A table is made as this vanthu has it: only while that is still the first version's.
+    # A column of the first version is added alone (later revisions add theirs).
+    if table is None or (known != base[name] if not column_name
+                         else column_name not in base[name] or column_name not in known):
         raise SchemaMismatch(f"the database {where} has no schema version and lacks {missing}, "
                              "which this vanthu cannot add: not upgraded")
     if not column_name:

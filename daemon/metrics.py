@@ -171,12 +171,13 @@ def _outbox(conn: Connection, now: datetime) -> Iterator[Metric]:
                                labels=["state"])
     counts: dict[str, int] = {state: count for state, count in conn.execute(
         select(outbox.c.state, func.count()).group_by(outbox.c.state)).all()}
-    for state in sorted({"pending", "sent", "failed", *counts}):
+    for state in sorted({"draft", "pending", "sent", "failed", *counts}):
         emails.add_metric([state], counts.get(state, 0))
     oldest = conn.execute(select(func.min(outbox.c.created_at))
-                          .where(outbox.c.state == "pending")).scalar()
+                          .where(outbox.c.state.in_(["draft", "pending"]))).scalar()
     age = GaugeMetricFamily("vanthu_outbox_oldest_pending_age_seconds",
-                            "Age of the oldest email waiting to be sent (0: none waits)")
+                            "Age of the oldest email waiting to be sent, composed or not "
+                            "(0: none waits)")
     if isinstance(oldest, str):  # SQLite hands an aggregate back as text
         oldest = datetime.fromisoformat(oldest)
     if oldest is not None and oldest.tzinfo is None:

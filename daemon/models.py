@@ -69,6 +69,9 @@ class CaseStatus(enum.StrEnum):
 
 
 class OutboxState(enum.StrEnum):
+    # Queued by the pipeline, its bytes being composed outside the recording transaction
+    # (daemon/outbound/drafts.py): never sent until they are in and it is pending.
+    DRAFT = "draft"
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"

@@ -47,8 +47,8 @@ from daemon.office import register as register_module
 from daemon.office.cases import CaseEvent
 from daemon.office.register import Book, DbCases, case_id_of, register, trust_of
 from daemon.office.review import check_dossier
-from daemon.outbound import compose
-from daemon.outbound.outbox import enqueue
+from daemon.outbound import compose, drafts
+from daemon.outbound.outbox import enqueue, enqueue_draft
 from daemon.outbound.recipients import Allowed, Answering, Purpose, refusal
 from daemon.routing.route import announced, decide, merge
 from daemon.routing.rules import Procedure, RuleSet
@@ -204,13 +204,17 @@ BATCH_BYTES = 64 * 1024 * 1024
 def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
                     pool: ReadPool | None = None, limit: int = 100,
                     only: Sequence[int] | None = None, ahead: Ahead | None = None,
-                    turns: Turns | None = None) -> int:
+                    turns: Turns | None = None,
+                    drafting: drafts.Drafting | None = None) -> int:
     """Process up to `limit` stored messages; return how many were looked at.
 
     With a `pool` the mails are read in worker processes, else in this one. With `ahead`
     (the daemon's loop, on SQLite) the next batch is handed to the workers before this one
     is recorded, and taken from there at the next call. With `turns`, recording lets a
-    fetch thread that waits to store write first.
+    fetch thread that waits to store write first. With `drafting` (the daemon's loop, on
+    SQLite) the emails are queued as drafts and composed in the workers after each commit
+    (daemon/outbound/drafts.py); those composed are written at the end of the call, all of
+    them when no next batch is in hand.
 
     On SQLite (one writer at a time) the mails are picked by a read and checked again in the
     writing transaction, which ends every RECORD_SECONDS (another begins for the rest). On
@@ -233,12 +237,16 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
             # batch replies to): the mails that may join a case are judged again.
             fault, _ = record(conn, cfg, rules, store, work, read_of, stale=True)
     else:
+        if drafting is not None:
+            drafting.recover(engine)
         rows, raws, reads = ahead.take() if ahead is not None else ((), [], None)
         if not rows:
             rows = _pick(engine, limit, only)
             raws = _raws(store, rows)
             reads = _submit(pool, raws)
         if not rows:
+            if drafting is not None:
+                drafting.write(engine, wait=True)
             return 0
         if ahead is not None and pool is not None:
             ahead.rows = _pick(engine, limit, only, skip=[row.id for row in rows])
@@ -249,11 +257,16 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
         while left and fault is None:
             if turns is not None and stale:
                 turns.wait_clear(timeout=RECORD_SECONDS * 10)
+            jobs: list[drafts.Job] | None = [] if drafting is not None else None
             with engine.begin() as conn:
                 fault, taken = record(conn, cfg, rules, store, left, read_of, stale=stale,
                                       turns=turns,
-                                      until=time.monotonic() + RECORD_SECONDS)
+                                      until=time.monotonic() + RECORD_SECONDS, jobs=jobs)
+            if drafting is not None and jobs:
+                drafting.hand_over(jobs)  # committed: the workers compose them
             left, stale = left[taken:], True
+        if drafting is not None:
+            drafting.write(engine, wait=not (ahead is not None and ahead.rows))
     if fault is not None:
         raise SystemicFault(fault)
     log.info("pipeline.committed", extra={"mails": len(work)})
@@ -350,12 +363,15 @@ def prepare(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
 
 def record(conn: Connection, cfg: Config, rules: RuleSet, store: MailStore,
            work: Sequence[Work], read_of: Readings, stale: bool, turns: Turns | None = None,
-           until: float | None = None) -> tuple[str | None, int]:
+           until: float | None = None,
+           jobs: list[drafts.Job] | None = None) -> tuple[str | None, int]:
     """Apply the judged mails in the writing transaction `conn`, a savepoint each; return the
     system's fault that stopped it (the rest stay `stored`), or None, and how many of `work`
     were taken: all, unless the time `until` (time.monotonic) passed or a fetch thread waits
     to write (`turns`), which end the transaction after the mail in hand. `stale`: others
-    may have recorded mails since the batch was judged."""
+    may have recorded mails since the batch was judged. With `jobs`, the emails are queued
+    as drafts, and the drafts of each mail recorded are added there (to be handed to the
+    workers once the transaction commits)."""
     recorded = stale
     for taken, item in enumerate(thread_order(work)):
         if taken and ((until is not None and time.monotonic() > until)
@@ -371,8 +387,11 @@ def record(conn: Connection, cfg: Config, rules: RuleSet, store: MailStore,
             item = think(cfg, rules, conn, item.stored, read_of[item.stored.pk], before=item)
         if isinstance(item, Ready):
             try:
+                mine: list[drafts.Job] | None = [] if jobs is not None else None
                 with conn.begin_nested():
-                    apply(conn, cfg, rules, item)
+                    apply(conn, cfg, rules, item, mine)
+                if jobs is not None and mine:
+                    jobs += mine  # its savepoint stands: its drafts are the transaction's
                 recorded = True
                 continue
             except Exception as err:  # bulkhead: this mail's savepoint is rolled back alone
@@ -464,9 +483,11 @@ def backlog(engine: Engine) -> tuple[int, int]:
 # mail's savepoint): a crash or an error inside any of them undoes all of them together.
 
 
-def apply(conn: Connection, cfg: Config, rules: RuleSet, item: Ready) -> None:
+def apply(conn: Connection, cfg: Config, rules: RuleSet, item: Ready,
+          jobs: list[drafts.Job] | None = None) -> None:
     """Hold, register, join a case, queue the emails and record who received the mail; then
-    move it on from `stored` with what the pure stages found."""
+    move it on from `stored` with what the pure stages found. With `jobs`, the emails are
+    queued as drafts, added there to be composed in the workers (daemon/outbound/drafts.py)."""
     found = findings(item)
     quiet = item.stored.quiet  # old mail imported: registered, nothing sent (backfill)
     if not quiet and (directive := directives.take(conn, cfg, rules, item)) is not None:
@@ -491,7 +512,7 @@ def apply(conn: Connection, cfg: Config, rules: RuleSet, item: Ready) -> None:
     actions = joined.actions if joined else item.decision.actions
     if filed is not None and filed.case_id is not None and not quiet:  # complete or not
         ctx, actions = check_dossier(conn, cfg, rules, item.mail, ctx, filed.case_id, actions)
-    queued = queue_emails(conn, cfg, rules, item, ctx, case_id, actions)
+    queued = queue_emails(conn, cfg, rules, item, ctx, case_id, actions, jobs)
     if quiet:
         backfill.imported(conn, case_id)
     else:
@@ -659,15 +680,17 @@ def context(item: Ready, filed: Filed | None, joined: Joined | None) -> compose.
 
 def queue_emails(conn: Connection, cfg: Config, rules: RuleSet, item: Ready,
                  ctx: compose.Context, case_id: int | None,
-                 actions: Sequence[Action]) -> int:
-    """Compose and queue the email of each action; in a case, thread it and record the event.
-    Return how many were queued: none for old mail imported quietly."""
+                 actions: Sequence[Action], jobs: list[drafts.Job] | None = None) -> int:
+    """Compose and queue the email of each action (with `jobs`: queue it as a draft, and add
+    the mail's drafts there as one job); in a case, thread it and record the event. Return
+    how many were queued: none for old mail imported quietly."""
     if item.stored.quiet:
         return 0
     allowed = Allowed.of(rules, cfg)
     answering = Answering.of_mail(item.mail, item.understanding, item.stored.stored_at,
                                   case_id=case_id)
     queued = 0
+    mine: list[tuple[int, bytes]] = []  # (outbox row, makings) of each draft
     # Last gate before composing, after every step that adds recipients (the case's handler):
     # confidential content leaves only as a notice.
     for action in merge([announced(a, item.understanding) for a in actions]):
@@ -679,16 +702,26 @@ def queue_emails(conn: Connection, cfg: Config, rules: RuleSet, item: Ready,
                 answering=answering)):
             log.info("ack.skipped", extra={"mail": item.stored.pk, "why": why})
             continue
-        email = compose.COMPOSERS[action.action](cfg, ctx, action, item.mail,
-                                                 item.understanding)
-        header_id = str(email["Message-ID"])
-        enqueue(conn, cfg, email=email, purpose=purpose, recipients=action.to,
-                allowed=allowed, message_pk=item.stored.pk, answering=answering)
+        if jobs is not None:
+            header_id = compose.message_id(cfg, ctx.sha256, action.action)
+            made = drafts.makings(ctx, action, item.understanding)
+            mine.append((enqueue_draft(
+                conn, cfg, header_id=header_id, purpose=purpose, recipients=action.to,
+                allowed=allowed, draft=made, message_pk=item.stored.pk, answering=answering),
+                made))
+        else:
+            email = compose.COMPOSERS[action.action](cfg, ctx, action, item.mail,
+                                                     item.understanding)
+            header_id = str(email["Message-ID"])
+            enqueue(conn, cfg, email=email, purpose=purpose, recipients=action.to,
+                    allowed=allowed, message_pk=item.stored.pk, answering=answering)
         if case_id is not None:
             cases_module.link_thread(conn, header_id, case_id)
             cases_module.event(conn, case_id, EVENT_OF_ACTION[purpose], "vanthu",
                                {"to": list(action.to)})
         queued += 1
+    if jobs is not None and mine:
+        jobs.append(drafts.Job(item.mail, tuple(mine)))
     return queued
 
 

@@ -30,6 +30,7 @@ from daemon.intake.store import MailStore
 from daemon.intake.workers import ReadPool
 from daemon.metrics import Metrics
 from daemon.office import digest, reminders, results
+from daemon.outbound.drafts import Drafting
 from daemon.outbound.send import Sender
 from daemon.pipeline import Ahead, Groups, process_pending
 from daemon.routing import rules as rules_module
@@ -87,6 +88,10 @@ class Daemon:
         self.wake_sender = asyncio.Event()
         self.stop_threads = threading.Event()
         self.ahead = Ahead()  # the pipeline's next batch, read while this one is recorded
+        # On SQLite the emails of recorded mails are composed in the workers (on PostgreSQL
+        # several daemons share the work: each composes in its own transaction).
+        self.drafting = Drafting(cfg, self.pool, self.store) \
+            if self.engine.dialect.name == "sqlite" else None
         self.watchers: list[FolderWatcher] = []
         self.metrics = Metrics(cfg.metrics, self.engine, lambda: self.pool.restarts)
         try:  # last: nothing after it may fail and leave the endpoint open
@@ -131,7 +136,8 @@ class Daemon:
                 began = time.monotonic()
                 done = await asyncio.to_thread(process_pending, self.engine, self.cfg,
                                                self.store, self.rules, self.pool, groups.size,
-                                               ahead=self.ahead, turns=self.turns)
+                                               ahead=self.ahead, turns=self.turns,
+                                               drafting=self.drafting)
                 groups.done(done)
                 if done:
                     self.metrics.batch.observe(time.monotonic() - began)

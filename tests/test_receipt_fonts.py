@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pypdfium2
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -149,3 +152,21 @@ def test_templates_compiled_once_and_an_agency_edit_seen_at_the_next_slip(
     assert receipt.templates(other) is not receipt.templates(rules)
     assert receipt.render(fields, other)[0] == f"Khác {fields.code}\n"
     assert receipt.render(fields, rules) == shipped
+
+
+def test_faces_left_by_a_process_that_is_gone_are_swept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker terminated by its pool runs no exit handler: the next process that cuts faces
+    removes what a dead process left (the folder's name holds its id), and nothing else."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"vanthu-fonts-{gone.pid}-x1"
+    alive = tmp_path / f"vanthu-fonts-{os.getpid()}-x2"
+    other = tmp_path / "vanthu-fonts-not-a-pid"
+    for folder in (dead, alive, other):
+        folder.mkdir()
+        (folder / "face.ttf").write_bytes(b"x")
+    receipt._sweep()
+    assert not dead.exists()
+    assert alive.exists() and other.exists()

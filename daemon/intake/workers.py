@@ -22,11 +22,11 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult, Pool
 from multiprocessing.queues import SimpleQueue
-from typing import Any
+from typing import Any, cast
 
 from daemon import memory
 from daemon.config import LimitsConfig
@@ -41,10 +41,11 @@ Reader = Callable[[bytes, LimitsConfig], Reading | BadMessage]
 
 # What the fork server imports once, so that every process forked from it (the readers, the
 # verifiers of signed results) has it without paying for the import: the readers, the results'
-# verifier, pyHanko (imported lazily by both) and PDFium. The daemon's own process needs neither.
+# verifier, pyHanko (imported lazily by both), PDFium and the composers of emails (drafts).
+# The daemon's own process needs neither pyHanko nor PDFium.
 # Python has one fork server per process: every user of it sets this same list.
 FORK_SERVER_PRELOAD = [__name__, "daemon.office.results", "pyhanko.sign.validation",
-                       "pypdfium2"]
+                       "pypdfium2", "daemon.outbound.drafts"]
 
 # A worker reads this many mails, then a fresh one forked from the fork server takes its
 # place (a fork: milliseconds): whatever the parsers keep or fragment stays bounded.
@@ -105,7 +106,8 @@ def read_guarded(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None
         return BadMessage(f"unreadable mail: {type(err).__name__}: {err}")
 
 
-def _task(task_id: int, reader: Reader, raw: bytes, limits: LimitsConfig) -> Reading | BadMessage:
+def _task(task_id: int, reader: Callable[[Any, LimitsConfig], Any], raw: Any,
+          limits: LimitsConfig) -> Any:
     memory.trim()  # what the worker's last mail left free goes back to the system
     if _started is not None:
         # CLOCK_MONOTONIC is system-wide on Linux: the parent can compare it with its own.
@@ -119,7 +121,7 @@ class Reads:
     life they were handed to, and when."""
 
     ids: list[int]
-    tasks: list[AsyncResult[Reading | BadMessage]]
+    tasks: list[AsyncResult[Any]]
     generation: int
     queued: float
 
@@ -183,21 +185,29 @@ class ReadPool:
             # Until a worker takes the mail, look for its start notice every 50 ms.
             task.wait(left if begin is not None else min(left, 0.05))
 
-    def submit(self, raws: list[bytes]) -> Reads:
+    def submit(self, raws: Sequence[Any],
+               work: Callable[[Any, LimitsConfig], Any] | None = None) -> Reads:
         """Hand `raws` to the workers now; `collect` gives the results. The pipeline hands
         the next batch over before it records the current one, so the workers read while
-        the daemon's own process writes."""
+        the daemon's own process writes. `work`: what the workers do with each item (a
+        picklable function of it and the limits), instead of reading it as a mail (the
+        emails of recorded mails are composed so: daemon/outbound/drafts.py)."""
         pool = self._get()
         ids = list(range(self._next_task, self._next_task + len(raws)))
         self._next_task += len(raws)
-        tasks = [pool.apply_async(_task, (tid, self.reader, raw, self.limits))
+        tasks = [pool.apply_async(_task, (tid, work or self.reader, raw, self.limits))
                  for tid, raw in zip(ids, raws, strict=True)]
         return Reads(ids, tasks, self._generation, time.monotonic())
 
-    def collect(self, reads: Reads) -> list[Reading | BadMessage | None]:
-        """One result per mail of `reads`: a Reading, a BadMessage, or None (not read: try
-        again; every mail of a batch handed to a pool since killed is None)."""
-        results: list[Reading | BadMessage | None] = []
+    def ready(self, reads: Reads) -> bool:
+        """Whether every result of `reads` is in (or its pool is gone): `collect` won't wait."""
+        return reads.generation != self._generation or all(t.ready() for t in reads.tasks)
+
+    def collect(self, reads: Reads) -> list[Any]:
+        """One result per item of `reads`: a Reading (or what its `work` returned), a
+        BadMessage, or None (not done: try again; every item handed to a pool since killed
+        is None)."""
+        results: list[Any] = []
         for i, (tid, task) in enumerate(zip(reads.ids, reads.tasks, strict=True)):
             if reads.generation != self._generation:  # its pool was killed meanwhile
                 results.extend([None] * (len(reads.tasks) - i))
@@ -221,7 +231,7 @@ class ReadPool:
 
     def read_all(self, raws: list[bytes]) -> list[Reading | BadMessage | None]:
         """One result per mail: a Reading, a BadMessage, or None (not read: try again)."""
-        return self.collect(self.submit(raws))
+        return cast("list[Reading | BadMessage | None]", self.collect(self.submit(raws)))
 
     def close(self) -> None:
         with self._lock:

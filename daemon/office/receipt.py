@@ -14,12 +14,14 @@ import atexit
 import functools
 import html
 import logging
+import os
 import re
 import shutil
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from datetime import date
+from multiprocessing.util import Finalize
 from pathlib import Path
 from typing import Any
 
@@ -248,8 +250,13 @@ class ReducedFaces:
                     (made[1] / f.name).exists() for f in faces.values()):
                 return made[1]
             try:
-                folder = Path(tempfile.mkdtemp(prefix="vanthu-fonts-"))
+                _sweep()
+                folder = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
+                # Removed when the process ends: atexit for the daemon and commands, the
+                # finalizers of multiprocessing for a worker (which never runs atexit).
                 atexit.register(shutil.rmtree, folder, ignore_errors=True)
+                Finalize(None, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True},
+                         exitpriority=0)
                 for face in faces.values():
                     _reduce(face, folder / face.name)
             except Exception as err:  # fontTools raises many kinds; the full faces still work
@@ -257,6 +264,25 @@ class ReducedFaces:
                 return None
             self._made[font_dir] = (stamp, folder)
             return folder
+
+
+_PREFIX = "vanthu-fonts-"
+
+
+def _sweep() -> None:
+    """Remove the reduced faces of processes that are gone without removing theirs (a worker
+    terminated by the pool): the name holds the process id."""
+    base = Path(tempfile.gettempdir())
+    for folder in base.glob(f"{_PREFIX}*-*"):
+        try:
+            pid = int(folder.name[len(_PREFIX):].split("-", 1)[0])
+            if folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, OSError):  # not ours, or not a process we may see
+            continue
 
 
 # The tables fpdf2 (2.8) drops when it embeds a face: cut here too, the rest kept.

@@ -13,14 +13,15 @@ from datetime import datetime, timedelta
 from email import message_from_bytes
 from email import policy as email_policy
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, insert, select, update
 
 from daemon.config import Config, StatusConfig
-from daemon.db import new_id, outbox, utcnow
+from daemon.db import messages, new_id, outbox, utcnow
 from daemon.errors import EmailRefused, RecipientRefused
-from daemon.models import OutboxState
+from daemon.models import OutboxState, State
 from daemon.outbound import headers
 from daemon.outbound.compose import MSG_ID
 from daemon.outbound.recipients import Allowed, Answering, Purpose, refusals, reply_key, unsendable
@@ -92,6 +93,22 @@ def check(cfg: Config, email: EmailMessage, purpose: Purpose,
     return raw
 
 
+def admit(conn: Connection, cfg: Config, *, purpose: Purpose, recipients: Sequence[str],
+          allowed: Allowed, answering: Answering | None = None) -> list[str]:
+    """The recipients, once each, when every one is sendable and allowed by the recipient
+    policy for `purpose` (`answering`: the mail or case an answer replies to); otherwise
+    raise EmailRefused or RecipientRefused saying why."""
+    wanted = list(dict.fromkeys(recipients))
+    if not wanted:
+        raise EmailRefused("an email needs at least one recipient")
+    for address, problem in unsendable(wanted):
+        raise RecipientRefused(address, problem)
+    for address, reason in refusals(conn, cfg, purpose=purpose, recipients=wanted,
+                                    allowed=allowed, answering=answering):
+        raise RecipientRefused(address, reason)
+    return wanted
+
+
 def enqueue(conn: Connection, cfg: Config, *, email: EmailMessage, purpose: Purpose,
             recipients: Sequence[str], allowed: Allowed, answering: Answering | None = None,
             message_pk: int | None = None, now: datetime | None = None) -> int:
@@ -101,27 +118,134 @@ def enqueue(conn: Connection, cfg: Config, *, email: EmailMessage, purpose: Purp
     (`answering`: the mail or case an answer replies to); the headers must pass `check`.
     Otherwise nothing is queued and RecipientRefused or EmailRefused says why.
     """
-    wanted = list(dict.fromkeys(recipients))
-    if not wanted:
-        raise EmailRefused("an email needs at least one recipient")
-    for address, problem in unsendable(wanted):
-        raise RecipientRefused(address, problem)
-    for address, reason in refusals(conn, cfg, purpose=purpose, recipients=wanted,
-                                    allowed=allowed, answering=answering):
-        raise RecipientRefused(address, reason)
+    wanted = admit(conn, cfg, purpose=purpose, recipients=recipients, allowed=allowed,
+                   answering=answering)
     raw = check(cfg, email, purpose, wanted)
-    header_id = str(email["Message-ID"]).strip()
+    return _insert(conn, cfg, header_id=str(email["Message-ID"]).strip(), purpose=purpose,
+                   wanted=wanted, answering=answering, message_pk=message_pk, now=now,
+                   raw=raw, state=OutboxState.PENDING)
+
+
+def enqueue_draft(conn: Connection, cfg: Config, *, header_id: str, purpose: Purpose,
+                  recipients: Sequence[str], allowed: Allowed, draft: bytes,
+                  answering: Answering | None = None, message_pk: int | None = None) -> int:
+    """Queue an email whose bytes are not made yet (daemon/outbound/drafts.py), as `enqueue`
+    would queue it, in state draft with its makings `draft`; `fill` puts the bytes in. The
+    recipient policy decides now: the row counts at once towards the daily reply limits."""
+    wanted = admit(conn, cfg, purpose=purpose, recipients=recipients, allowed=allowed,
+                   answering=answering)
+    if not MSG_ID.fullmatch(header_id):
+        raise EmailRefused(f"not a Message-ID: {header_id!r}")
+    return _insert(conn, cfg, header_id=header_id, purpose=purpose, wanted=wanted,
+                   answering=answering, message_pk=message_pk, now=None, raw=b"",
+                   state=OutboxState.DRAFT, draft=draft)
+
+
+def _insert(conn: Connection, cfg: Config, *, header_id: str, purpose: Purpose,
+            wanted: list[str], answering: Answering | None, message_pk: int | None,
+            now: datetime | None, raw: bytes, state: OutboxState,
+            draft: bytes | None = None) -> int:
     now = now or utcnow()
     row = new_id(conn.execute(insert(outbox).values(
         header_message_id=header_id, message_id=message_pk, action=purpose.value,
-        recipients=wanted, raw=raw, state=OutboxState.PENDING, attempts=0, tries_begun=0,
+        recipients=wanted, raw=raw, state=state, draft=draft, attempts=0, tries_begun=0,
         # Counts automatic replies per sender and per domain a day (daemon/outbound/recipients.py).
         ack_key=reply_key(cfg, wanted[0], answering)
         if purpose is Purpose.ACKNOWLEDGE and answering is not None else None,
         next_attempt_at=now, created_at=now)))
     log.info("outbox.queued", extra={"outbox": row, "action": purpose.value,
-                                     "message_id": header_id})
+                                     "message_id": header_id, "state": state.value})
     return row
+
+
+def check_head(cfg: Config, raw: bytes, purpose: Purpose, recipients: Sequence[str],
+               header_id: str) -> None:
+    """The checks of `check` on the header section of `raw` alone, and its Message-ID is
+    `header_id`: what the daemon proves of bytes composed in a worker process (which ran the
+    whole of `check`) before they may go out as the row's. Raises EmailRefused, whatever
+    the bytes hold."""
+    try:
+        _check_head(cfg, raw, purpose, recipients, header_id)
+    except EmailRefused:
+        raise
+    except Exception as err:  # the header parser raises many kinds on hostile bytes
+        raise EmailRefused(f"unreadable headers: {type(err).__name__}: {err}") from err
+
+
+def _check_head(cfg: Config, raw: bytes, purpose: Purpose, recipients: Sequence[str],
+                header_id: str) -> None:
+    head, _, _ = raw.partition(b"\r\n\r\n")
+    if not head.isascii():
+        raise EmailRefused("a header is not ASCII (RFC 2047 encoding missing)")
+    if any(len(line) > 998 for line in head.split(b"\r\n")):
+        raise EmailRefused("a header line is longer than 998 octets")
+    parsed = BytesHeaderParser(policy=headers.READER).parsebytes(head + b"\r\n\r\n")
+    for name, value in parsed.items():
+        if any(c in str(value) for c in "\r\n\x00"):
+            raise EmailRefused(f"header {name} holds a line break or NUL")
+    for name in ONCE:
+        if len(parsed.get_all(name) or []) != 1:
+            raise EmailRefused(f"needs exactly one {name} header, "
+                               f"has {len(parsed.get_all(name) or [])}")
+    for name in NEVER:
+        if name in parsed:
+            raise EmailRefused(f"has a {name} header")
+    senders = [a.addr_spec for a in getattr(parsed["From"], "addresses", ())]
+    if senders != [cfg.smtp.from_address]:
+        raise EmailRefused(f"From must be {cfg.smtp.from_address}, is {senders}")
+    to = {a.addr_spec.lower() for a in getattr(parsed["To"], "addresses", ())}
+    if to != {r.lower() for r in recipients}:
+        raise EmailRefused(f"To {sorted(to)} is not the recipients {sorted(recipients)}")
+    if str(parsed["X-Vanthu-Action"]) != purpose.value:
+        raise EmailRefused(f"X-Vanthu-Action {parsed['X-Vanthu-Action']} is not {purpose}")
+    if str(parsed["Message-ID"]).strip() != header_id:
+        raise EmailRefused(f"Message-ID {parsed['Message-ID']} is not the row's {header_id}")
+
+
+def fill(conn: Connection, cfg: Config, row_id: int, raw: bytes) -> bool:
+    """Put the composed bytes `raw` into draft row `row_id` and make it pending (to be sent);
+    False when the row is no draft any more (filled already, or settled by hand). Bytes that
+    fail `check_head` against the row fail it instead (EmailRefused is logged)."""
+    row = conn.execute(select(outbox.c.header_message_id, outbox.c.action, outbox.c.recipients,
+                              outbox.c.state).where(outbox.c.id == row_id)).first()
+    if row is None or row.state != OutboxState.DRAFT:
+        return False
+    try:
+        check_head(cfg, raw, Purpose(row.action), [str(r) for r in row.recipients],
+                   row.header_message_id)
+    except EmailRefused as err:
+        spoil(conn, row_id, f"the composed email failed its check: {err}")
+        return False
+    conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+        raw=raw, draft=None, state=OutboxState.PENDING, next_attempt_at=utcnow()))
+    return True
+
+
+def spoil(conn: Connection, row_id: int, error: str) -> None:
+    """A draft that cannot be composed fails, with why (its makings are kept for whoever
+    looks), and its mail is settled if nothing else of it is left to send."""
+    now = utcnow()
+    message_pk = conn.scalar(update(outbox).where(
+        outbox.c.id == row_id, outbox.c.state == OutboxState.DRAFT,
+    ).values(state=OutboxState.FAILED, last_error=error).returning(outbox.c.message_id))
+    log.error("outbox.failed", extra={"outbox": row_id, "error": error})
+    settle_message(conn, message_pk, now)
+
+
+# The states of a row still to be sent.
+UNSENT = (OutboxState.DRAFT, OutboxState.PENDING)
+
+
+def settle_message(conn: Connection, message_id: int | None, now: datetime) -> None:
+    """The mail whose emails are all sent or failed is done."""
+    if message_id is None:
+        return
+    pending = conn.scalar(select(func.count()).select_from(outbox).where(
+        outbox.c.message_id == message_id, outbox.c.state.in_(UNSENT)))
+    if not pending:
+        conn.execute(update(messages).where(
+            messages.c.id == message_id, messages.c.state == State.ROUTED,
+        ).values(state=State.DONE, updated_at=now))
 
 
 @dataclass(frozen=True)
@@ -191,7 +315,7 @@ def health(conn: Connection, now: datetime,
                  "refused": dict(r.refused or {}), "delivered": list(r.delivered or []),
                  "doubts": int(r.doubts or 0)} for r in found]
 
-    pending = outbox.c.state == OutboxState.PENDING
+    pending = outbox.c.state.in_(UNSENT)
     tried = (outbox.c.attempts >= 1) | outbox.c.last_error.is_not(None) | (begun >= 1)
     failed = outbox.c.state == OutboxState.FAILED
     return Health(

@@ -78,14 +78,14 @@ from daemon.db import (
     Turns,
     clear_fault,
     database_errors,
-    messages,
     outbox,
     reading,
     report_fault,
     utcnow,
 )
 from daemon.errors import DatabaseError, EmailRefused, SendDeferred, SendRejected
-from daemon.models import OutboxState, State
+from daemon.models import OutboxState
+from daemon.outbound.outbox import settle_message
 from daemon.outbound.recipients import mailbox_problem
 
 log = logging.getLogger("vanthu.send")
@@ -438,7 +438,7 @@ class Sender:
         left = [r for r in _targets(row) if r not in delivered and r not in refused]
         values = self._final(delivered, refused, left, why, now)
         conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
-        self._settle_message(conn, row.message_id, now)
+        settle_message(conn, row.message_id, now)
         log.error("outbox.failed", extra={"outbox": row.id, "error": values["last_error"]})
 
     @staticmethod
@@ -457,18 +457,6 @@ class Sender:
             values["state"] = OutboxState.FAILED
             values["last_error"] = why or "; ".join(f"{a}: {w}" for a, w in refused.items())
         return values
-
-    @staticmethod
-    def _settle_message(conn: Connection, message_id: int | None, now: datetime) -> None:
-        """The mail whose emails are all sent or failed is done."""
-        if message_id is None:
-            return
-        pending = conn.scalar(select(func.count()).select_from(outbox).where(
-            outbox.c.message_id == message_id, outbox.c.state == OutboxState.PENDING))
-        if not pending:
-            conn.execute(update(messages).where(
-                messages.c.id == message_id, messages.c.state == State.ROUTED,
-            ).values(state=State.DONE, updated_at=now))
 
     def _unclaim(self, row_id: int) -> None:
         """Give back a claim whose try never reached DATA: it was not a try after all."""
@@ -506,7 +494,7 @@ class Sender:
             conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
             state = OutboxState(values.get("state", row.state))
             if state is not OutboxState.PENDING:
-                self._settle_message(conn, row.message_id, now)
+                settle_message(conn, row.message_id, now)
         extra = {"outbox": row_id, "error": values.get("last_error"),
                  "attempts": values["attempts"]}
         if state is OutboxState.PENDING:
