@@ -8,6 +8,8 @@ carries no hooks for its tests:
     after_file      file written and fsynced, before the storing transaction
     after_commit    stored and checkpointed, before the IMAP flag or move
     after_register  the pipeline's transaction committed, before anything is sent
+    after_drafts    the pipeline's transaction committed with its emails as drafts, before
+                    the workers compose them
     before_send     an outbox row taken, before its SMTP transaction
     after_send      the server's 250, before the row is marked sent
 """
@@ -25,6 +27,7 @@ from typing import Any
 from daemon import cli, service
 from daemon.intake import fetch
 from daemon.intake.store import MailStore
+from daemon.outbound.drafts import Drafting
 from daemon.outbound.send import Sender
 
 
@@ -72,6 +75,7 @@ POINTS: dict[str, Callable[[], None]] = {
     "after_file": lambda: _wrap(MailStore, "write_many", after=bool),
     "after_commit": lambda: _wrap(fetch, "store_batch", after=bool),
     "after_register": lambda: _wrap(service, "process_pending", after=bool),
+    "after_drafts": lambda: _wrap(Drafting, "hand_over", before=lambda _self, jobs: bool(jobs)),
     "before_send": lambda: _wrap(Sender, "_attempt", before=_always),
     "after_send": lambda: _wrap(Sender, "_attempt", after=lambda tried: bool(tried.delivered)),
 }

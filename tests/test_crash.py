@@ -18,11 +18,12 @@ from tests.conftest import CORPUS, ROOT, Office
 
 MAILS = ["003.eml", "006.eml", "008.eml", "012.eml", "017.eml", "009.eml"]
 REGISTERED = 5  # all but the auto-reply 009
-POINTS = ["after_fetch", "after_file", "after_commit", "after_register", "before_send",
-          "after_send"]
+POINTS = ["after_fetch", "after_file", "after_commit", "after_register", "after_drafts",
+          "before_send", "after_send"]
 
 
-# The points where the pipeline's and the sender's transactions are cut run on both stores.
+# The points where the pipeline's and the sender's transactions are cut run on both stores
+# (drafts are the daemon's on SQLite only).
 @pytest.mark.parametrize("point", [pytest.param(point, marks=pytest.mark.db)
                                    if point in ("after_register", "after_send") else point
                                    for point in POINTS])
@@ -36,6 +37,13 @@ def test_killed_at_point_loses_nothing_and_registers_once(office: Office, point:
         cwd=ROOT, env=env, capture_output=True, timeout=60)
 
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout[-2000:] + crashed.stderr[-2000:]
+    if point == "after_drafts":  # killed between the two transactions: drafts on disk
+        engine = office.engine()
+        with engine.connect() as conn:
+            drafts = conn.scalar(select(func.count()).select_from(outbox)
+                                 .where(outbox.c.state == "draft"))
+        engine.dispose()
+        assert drafts
     office.run_daemon(until=lambda: office.settled(len(MAILS)))
     engine = office.engine()
     with engine.connect() as conn:

@@ -45,7 +45,7 @@ Reader = Callable[[bytes, LimitsConfig], Reading | BadMessage]
 # The daemon's own process needs neither pyHanko nor PDFium.
 # Python has one fork server per process: every user of it sets this same list.
 FORK_SERVER_PRELOAD = [__name__, "daemon.office.results", "pyhanko.sign.validation",
-                       "pypdfium2", "daemon.outbound.drafts"]
+                       "pypdfium2", "daemon.outbound.drafts", "daemon.intake.preloaded"]
 
 # A worker reads this many mails, then a fresh one forked from the fork server takes its
 # place (a fork: milliseconds): whatever the parsers keep or fragment stays bounded.

@@ -233,11 +233,27 @@ class ReducedFaces:
         self._asked = 0
         self.after = after
 
-    def directory(self, font_dir: Path) -> Path | None:
+    def adopt(self, font_dir: Path, folder: Path) -> None:
+        """Use the faces another process cut into `folder` (the daemon's, for its workers)
+        while the fonts on disk stay as they were and the folder is there; nothing is cut
+        here meanwhile."""
+        with self._lock:
+            if self._made.get(font_dir, (None, None))[1] == folder:
+                return
+            try:
+                stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size)
+                              for f in _face_paths(font_dir).values())
+            except OSError:
+                return
+            self._made[font_dir] = (stamp, folder)
+            self._asked = max(self._asked, self.after)
+
+    def directory(self, font_dir: Path, now: bool = False) -> Path | None:
         """A directory holding the reduced faces under the names `form_document` picks in
-        `font_dir`; None when they cannot be made (the original faces are used), or not yet."""
+        `font_dir`; None when they cannot be made (the original faces are used), or not yet
+        (`now`: made at once, whatever `after` says)."""
         self._asked += 1
-        if self._asked <= self.after:
+        if self._asked <= self.after and not now:
             return None
         faces = _face_paths(font_dir)
         try:

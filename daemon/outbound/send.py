@@ -412,22 +412,25 @@ class Sender:
         """Claim the next row to send (committed before returning it) and count the try it is
         about to get; rows that must fail without a try are failed on the way. None when no
         row is left for this daemon."""
-        now = utcnow()
         with self._writing() as conn:
-            rows = conn.execute(self._candidates(now, only, skip)
-                                .with_for_update(skip_locked=True)).all()
-            for row in rows:
-                if not self._claimable(row, now):
-                    continue
-                if why := self._hopeless(row, now):
-                    self._give_up(conn, row, why, now)
-                    continue
-                # The bytes come back from the claim's own UPDATE (one statement less).
-                raw = conn.execute(update(outbox).where(outbox.c.id == row.id).values(
-                    claimed_by=str(leases.me()),
-                    claim_expires_at=now + timedelta(seconds=claim_seconds(self.cfg)),
-                ).returning(outbox.c.raw)).scalar_one()
-                return SimpleNamespace(**row._mapping, raw=raw)
+            return self._claim_in(conn, only, skip)
+
+    def _claim_in(self, conn: Connection, only: str | None, skip: Iterable[int]) -> Any | None:
+        now = utcnow()
+        rows = conn.execute(self._candidates(now, only, skip)
+                            .with_for_update(skip_locked=True)).all()
+        for row in rows:
+            if not self._claimable(row, now):
+                continue
+            if why := self._hopeless(row, now):
+                self._give_up(conn, row, why, now)
+                continue
+            # The bytes come back from the claim's own UPDATE (one statement less).
+            raw = conn.execute(update(outbox).where(outbox.c.id == row.id).values(
+                claimed_by=str(leases.me()),
+                claim_expires_at=now + timedelta(seconds=claim_seconds(self.cfg)),
+            ).returning(outbox.c.raw)).scalar_one()
+            return SimpleNamespace(**row._mapping, raw=raw)
         return None
 
     def _give_up(self, conn: Connection, row: Any, why: str, now: datetime) -> None:
@@ -480,21 +483,20 @@ class Sender:
         if not counted:
             raise SendDeferred("the claim on the row was lost before DATA")
 
-    def _record(self, row_id: int, attempt: Attempt) -> OutboxState:
-        """Write what the attempt did on the row (as it is now) and clear the claim; return
-        the row's new state."""
+    def _record(self, conn: Connection, row_id: int, attempt: Attempt) -> OutboxState:
+        """Write what the attempt did on the row (as it is now) and clear the claim, in the
+        transaction `conn`; return the row's new state."""
         now = utcnow()
-        with self._writing() as conn:
-            row = conn.execute(select(*_COLUMNS).where(outbox.c.id == row_id)
-                               .with_for_update()).first()
-            if row is None:  # removed meanwhile (by hand): nothing left to record
-                log.warning("outbox.row_gone", extra={"outbox": row_id})
-                return OutboxState.SENT if attempt.delivered else OutboxState.FAILED
-            values = self._outcome(row, attempt, now)
-            conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
-            state = OutboxState(values.get("state", row.state))
-            if state is not OutboxState.PENDING:
-                settle_message(conn, row.message_id, now)
+        row = conn.execute(select(*_COLUMNS).where(outbox.c.id == row_id)
+                           .with_for_update()).first()
+        if row is None:  # removed meanwhile (by hand): nothing left to record
+            log.warning("outbox.row_gone", extra={"outbox": row_id})
+            return OutboxState.SENT if attempt.delivered else OutboxState.FAILED
+        values = self._outcome(row, attempt, now)
+        conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+        state = OutboxState(values.get("state", row.state))
+        if state is not OutboxState.PENDING:
+            settle_message(conn, row.message_id, now)
         extra = {"outbox": row_id, "error": values.get("last_error"),
                  "attempts": values["attempts"]}
         if state is OutboxState.PENDING:
@@ -539,17 +541,23 @@ class Sender:
         values.update(self._final(delivered, refused, left, why, now))
         return values
 
-    def _write(self, row_id: int, attempt: Attempt) -> OutboxState:
-        """Record an outcome, or keep it in memory for the next drain and raise."""
+    def _write(self, row_id: int, attempt: Attempt,
+               then: tuple[str | None, list[int]] | None = None) -> tuple[OutboxState, Any]:
+        """Record an outcome, or keep it in memory for the next drain and raise. With `then`
+        (`only`, `skip` of `_claim`), claim the next row in the same transaction: one commit
+        between two emails instead of two. Return the row's new state and the next row
+        claimed (None: none, or not asked)."""
         try:
-            state = self._record(row_id, attempt)
+            with self._writing() as conn:
+                state = self._record(conn, row_id, attempt)
+                claimed = self._claim_in(conn, *then) if then is not None else None
         except BaseException:
             self.unwritten[row_id] = attempt
             log.error("outbox.outcome_unwritten", extra={
                 "outbox": row_id, "delivered": attempt.delivered, "error": attempt.error})
             raise
         self.unwritten.pop(row_id, None)
-        return state
+        return state, claimed
 
     def _write_unwritten(self) -> None:
         """Write the outcomes kept in memory; raise (so nothing is sent) while one cannot be."""
@@ -701,23 +709,31 @@ class Sender:
             await asyncio.to_thread(self._health, seen, str(err))
             return 0
         tried: list[int] = []
+        row = None
         try:
-            while len(tried) < limit and not (stopping and stopping.is_set()):
+            if not (stopping and stopping.is_set()):
                 row = await asyncio.to_thread(self._claim, only, tried)
-                if row is None:
-                    break
+            while row is not None:
                 tried.append(row.id)
                 attempt = await self._try(client, row, stopping)
                 if attempt is None:  # stopped before DATA
                     await asyncio.to_thread(self._unclaim, row.id)
+                    row = None
                     break
                 self._saw(seen, attempt)
-                if await asyncio.to_thread(self._write, row.id, attempt) is OutboxState.SENT:
+                more = (len(tried) < limit and not (stopping and stopping.is_set())
+                        and not attempt.connection_lost and client.is_connected)
+                # The outcome, and the next row's claim in the same commit.
+                state, after = await asyncio.to_thread(
+                    self._write, row.id, attempt, (only, list(tried)) if more else None)
+                if state is OutboxState.SENT:
                     seen.sent += 1
                     log.info("outbox.sent", extra={"outbox": row.id,
                                                    "message_id": row.header_message_id})
-                if attempt.connection_lost or not client.is_connected:
-                    break
+                row = after
+                if row is not None and (stopping and stopping.is_set()):
+                    await asyncio.to_thread(self._unclaim, row.id)  # claimed, never tried
+                    row = None
         finally:
             await self._close(client, stopping)
         await asyncio.to_thread(self._health, seen, None)
