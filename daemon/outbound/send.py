@@ -102,6 +102,7 @@ CLOCK_STEP_MARGIN = timedelta(hours=1)
 # Tries that may have delivered without an answer: at the second the row fails.
 MAX_DOUBTS = 2
 CANDIDATES = 20  # rows looked at per claim (some may be claimed by other daemons)
+CLAIM_AT_ONCE = 10  # rows claimed in one commit by a drain, then tried one after another
 FAULT = "smtp"  # the health component of the SMTP server's own trouble
 
 
@@ -340,9 +341,15 @@ class Sender:
         # Shared with the pipeline (SQLite: one writer): a claim or an outcome to write ends
         # the pipeline's transaction at its next mail instead of polling for the lock.
         self.turns = turns or Turns()
-        # Outcomes of tries that could not be written yet, by row id: written before anything
-        # else is sent, and their rows are never sent again meanwhile.
+        # Outcomes of tries not written yet, by row id: the last try's, written in the same
+        # commit as the next try's count before its DATA (one commit between two emails), or
+        # at the end of the drain; and any that could not be written (the database failing),
+        # written before anything else is sent. Their rows are never sent again meanwhile.
         self.unwritten: dict[int, Attempt] = {}
+        self.sent_ids: set[int] = set()  # rows recorded sent since the drain began
+        # Why the last count of a try could not be written (the database failing), if so:
+        # that try never reached DATA, and nothing more is sent this drain.
+        self.count_failed: str | None = None
         self.tls = TlsContexts(cfg)
 
     # --- the database side: claims and outcomes -------------------------------------------
@@ -408,12 +415,21 @@ class Sender:
                     f"({attempts} attempts; last error: {error})")
         return None
 
-    def _claim(self, only: str | None, skip: Iterable[int]) -> Any | None:
-        """Claim the next row to send (committed before returning it) and count the try it is
-        about to get; rows that must fail without a try are failed on the way. None when no
-        row is left for this daemon."""
+    def _claim(self, only: str | None, skip: Iterable[int], count: int = 1) -> list[Any]:
+        """Claim up to `count` rows to send, oldest first (committed before returning them);
+        rows that must fail without a try are failed on the way. Empty when no row is left
+        for this daemon. A claim lasts `claim_seconds`; a try counted after it ran out is
+        refused when another daemon took the row meanwhile (`_count_try`)."""
+        claimed: list[Any] = []
+        skip = list(skip)
         with self._writing() as conn:
-            return self._claim_in(conn, only, skip)
+            while len(claimed) < count:
+                row = self._claim_in(conn, only, skip)
+                if row is None:
+                    break
+                claimed.append(row)
+                skip.append(row.id)
+        return claimed
 
     def _claim_in(self, conn: Connection, only: str | None, skip: Iterable[int]) -> Any | None:
         now = utcnow()
@@ -461,37 +477,56 @@ class Sender:
             values["last_error"] = why or "; ".join(f"{a}: {w}" for a, w in refused.items())
         return values
 
-    def _unclaim(self, row_id: int) -> None:
-        """Give back a claim whose try never reached DATA: it was not a try after all."""
+    def _unclaim(self, row_ids: Iterable[int]) -> None:
+        """Give back claims whose tries never reached DATA: they were not tries after all."""
         with self.engine.begin() as conn:
             conn.execute(update(outbox).where(
-                outbox.c.id == row_id, outbox.c.claimed_by == str(leases.me()),
+                outbox.c.id.in_(list(row_ids)), outbox.c.claimed_by == str(leases.me()),
             ).values(claimed_by=None, claim_expires_at=None))
 
     def _count_try(self, row_id: int) -> None:
-        """Count the try about to send DATA, durably; SendDeferred (nothing is sent) when that
-        cannot be written or the claim is no longer this daemon's."""
+        """Count the try about to send DATA, durably, with the outcomes held in memory
+        (`unwritten`); SendDeferred (nothing is sent) when that cannot be written or the
+        claim is no longer this daemon's."""
         try:
             with database_errors("outbox"), self._writing() as conn:
+                written = self._record_all(conn)
                 counted = conn.execute(update(outbox).where(
                     outbox.c.id == row_id, outbox.c.claimed_by == str(leases.me()),
                     outbox.c.state == OutboxState.PENDING,
                 ).values(tries_begun=func.coalesce(outbox.c.tries_begun, outbox.c.attempts)
                          + 1)).rowcount
         except DatabaseError as err:
+            self.count_failed = str(err)
             raise SendDeferred(f"the try could not be recorded before DATA: {err}") from err
+        self._written(written)
         if not counted:
             raise SendDeferred("the claim on the row was lost before DATA")
 
-    def _record(self, conn: Connection, row_id: int, attempt: Attempt) -> OutboxState:
+    def _record_all(self, conn: Connection) -> list[tuple[int, OutboxState, str]]:
+        """`_record` every outcome held in memory, in `conn`: (row id, new state, Message-ID)
+        of each."""
+        return [(row_id, *self._record(conn, row_id, attempt))
+                for row_id, attempt in list(self.unwritten.items())]
+
+    def _written(self, written: list[tuple[int, OutboxState, str]]) -> None:
+        """The outcomes of `written` are committed: no longer held."""
+        for row_id, state, header_id in written:
+            self.unwritten.pop(row_id, None)
+            if state is OutboxState.SENT:
+                self.sent_ids.add(row_id)
+                log.info("outbox.sent", extra={"outbox": row_id, "message_id": header_id})
+
+    def _record(self, conn: Connection, row_id: int,
+                attempt: Attempt) -> tuple[OutboxState, str]:
         """Write what the attempt did on the row (as it is now) and clear the claim, in the
-        transaction `conn`; return the row's new state."""
+        transaction `conn`; return the row's new state and its Message-ID."""
         now = utcnow()
         row = conn.execute(select(*_COLUMNS).where(outbox.c.id == row_id)
                            .with_for_update()).first()
         if row is None:  # removed meanwhile (by hand): nothing left to record
             log.warning("outbox.row_gone", extra={"outbox": row_id})
-            return OutboxState.SENT if attempt.delivered else OutboxState.FAILED
+            return (OutboxState.SENT if attempt.delivered else OutboxState.FAILED), ""
         values = self._outcome(row, attempt, now)
         conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
         state = OutboxState(values.get("state", row.state))
@@ -506,7 +541,7 @@ class Sender:
         elif values.get("refused"):
             log.warning("outbox.partly_refused", extra={
                 "outbox": row_id, "refused": sorted(values["refused"])})
-        return state
+        return state, row.header_message_id
 
     def _outcome(self, row: Any, attempt: Attempt, now: datetime) -> dict[str, Any]:
         delivered = list(dict.fromkeys([*(row.delivered or []), *attempt.delivered]))
@@ -541,29 +576,20 @@ class Sender:
         values.update(self._final(delivered, refused, left, why, now))
         return values
 
-    def _write(self, row_id: int, attempt: Attempt,
-               then: tuple[str | None, list[int]] | None = None) -> tuple[OutboxState, Any]:
-        """Record an outcome, or keep it in memory for the next drain and raise. With `then`
-        (`only`, `skip` of `_claim`), claim the next row in the same transaction: one commit
-        between two emails instead of two. Return the row's new state and the next row
-        claimed (None: none, or not asked)."""
+    def _write_unwritten(self) -> None:
+        """Write the outcomes held in memory, in one transaction; raise (so nothing is sent)
+        while they cannot be written: they stay held."""
+        if not self.unwritten:
+            return
         try:
             with self._writing() as conn:
-                state = self._record(conn, row_id, attempt)
-                claimed = self._claim_in(conn, *then) if then is not None else None
+                written = self._record_all(conn)
         except BaseException:
-            self.unwritten[row_id] = attempt
-            log.error("outbox.outcome_unwritten", extra={
-                "outbox": row_id, "delivered": attempt.delivered, "error": attempt.error})
+            for row_id, attempt in self.unwritten.items():
+                log.error("outbox.outcome_unwritten", extra={
+                    "outbox": row_id, "delivered": attempt.delivered, "error": attempt.error})
             raise
-        self.unwritten.pop(row_id, None)
-        return state, claimed
-
-    def _write_unwritten(self) -> None:
-        """Write the outcomes kept in memory; raise (so nothing is sent) while one cannot be."""
-        for row_id, attempt in list(self.unwritten.items()):
-            self._write(row_id, attempt)
-            log.info("outbox.outcome_written", extra={"outbox": row_id})
+        self._written(written)
 
     def _defer_all(self, only: str | None, error: str) -> None:
         """No connection: the due rows wait like after a first retry, their attempts kept
@@ -690,6 +716,7 @@ class Sender:
     async def _drain(self, limit: int, only: str | None, stopping: asyncio.Event | None) -> int:
         if self.unwritten:
             await asyncio.to_thread(self._write_unwritten)
+        self.sent_ids = set()
         sendable, hopeless = await asyncio.to_thread(self._waiting, only)
         if hopeless:
             await asyncio.to_thread(self._fail_hopeless, only)
@@ -709,33 +736,37 @@ class Sender:
             await asyncio.to_thread(self._health, seen, str(err))
             return 0
         tried: list[int] = []
-        row = None
+        claimed: list[Any] = []  # claimed in one commit, tried one after another
         try:
-            if not (stopping and stopping.is_set()):
-                row = await asyncio.to_thread(self._claim, only, tried)
-            while row is not None:
+            while len(tried) < limit and not (stopping and stopping.is_set()):
+                if not claimed:
+                    claimed = await asyncio.to_thread(
+                        self._claim, only, tried, min(CLAIM_AT_ONCE, limit - len(tried)))
+                    if not claimed:
+                        break
+                row = claimed[0]
                 tried.append(row.id)
+                self.count_failed = None
                 attempt = await self._try(client, row, stopping)
-                if attempt is None:  # stopped before DATA
-                    await asyncio.to_thread(self._unclaim, row.id)
-                    row = None
+                if attempt is None or self.count_failed:
+                    # Stopped before DATA, or its count (with the outcomes held) could not be
+                    # written: not a try; given back below, where the outcomes are written
+                    # again (or the drain raises, and nothing more is sent).
                     break
+                claimed.pop(0)
                 self._saw(seen, attempt)
-                more = (len(tried) < limit and not (stopping and stopping.is_set())
-                        and not attempt.connection_lost and client.is_connected)
-                # The outcome, and the next row's claim in the same commit.
-                state, after = await asyncio.to_thread(
-                    self._write, row.id, attempt, (only, list(tried)) if more else None)
-                if state is OutboxState.SENT:
-                    seen.sent += 1
-                    log.info("outbox.sent", extra={"outbox": row.id,
-                                                   "message_id": row.header_message_id})
-                row = after
-                if row is not None and (stopping and stopping.is_set()):
-                    await asyncio.to_thread(self._unclaim, row.id)  # claimed, never tried
-                    row = None
+                # Written with the next try's count before its DATA, or below.
+                self.unwritten[row.id] = attempt
+                if attempt.connection_lost or not client.is_connected:
+                    break
         finally:
-            await self._close(client, stopping)
+            try:
+                await asyncio.to_thread(self._write_unwritten)
+                if claimed:
+                    await asyncio.to_thread(self._unclaim, [r.id for r in claimed])
+            finally:
+                await self._close(client, stopping)
+        seen.sent = len(self.sent_ids.intersection(tried))
         await asyncio.to_thread(self._health, seen, None)
         return seen.sent
 
