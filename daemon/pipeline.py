@@ -262,6 +262,8 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
                 fault, taken = record(conn, cfg, rules, store, left, read_of, stale=stale,
                                       turns=turns,
                                       until=time.monotonic() + RECORD_SECONDS, jobs=jobs)
+            if taken:
+                log.info("pipeline.committed", extra={"mails": taken})
             if drafting is not None and jobs:
                 drafting.hand_over(jobs)  # committed: the workers compose them
             left, stale = left[taken:], True
@@ -269,7 +271,8 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
             drafting.write(engine, wait=not (ahead is not None and ahead.rows))
     if fault is not None:
         raise SystemicFault(fault)
-    log.info("pipeline.committed", extra={"mails": len(work)})
+    if engine.dialect.name == "postgresql":
+        log.info("pipeline.committed", extra={"mails": len(work)})
     return len(work)
 
 

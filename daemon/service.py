@@ -92,6 +92,7 @@ class Daemon:
         # several daemons share the work: each composes in its own transaction).
         self.drafting = Drafting(cfg, self.pool, self.store) \
             if self.engine.dialect.name == "sqlite" else None
+
         self.watchers: list[FolderWatcher] = []
         self.metrics = Metrics(cfg.metrics, self.engine, lambda: self.pool.restarts)
         try:  # last: nothing after it may fail and leave the endpoint open
@@ -335,6 +336,9 @@ class Daemon:
         sd_notify("READY=1")
         log.info("daemon.started", extra={"mailboxes": len(self.cfg.mailboxes),
                                           "watchers": len(threads)})
+        if self.drafting is not None:  # a second of fontTools: once ready, aside
+            threading.Thread(target=self.drafting.cut_faces, daemon=True,
+                             name="receipt-faces").start()
         while not self.stopping.is_set():
             await self._wait(asyncio.Event(), 0.2)
             if until is not None and until():

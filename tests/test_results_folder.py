@@ -372,7 +372,9 @@ def test_the_event_loop_keeps_serving_while_a_pdf_is_verified(
 
 
 def _hanging_worker(gate: Path, pipe: PipeEnd) -> None:
-    (gate / "pid").write_text(str(os.getpid()))
+    # Written whole, then renamed: the test polls for the file and reads it at once.
+    (gate / "pid.tmp").write_text(str(os.getpid()))
+    (gate / "pid.tmp").rename(gate / "pid")
     time.sleep(3600)  # a PDF built to make the verifier spin
 
 

@@ -108,9 +108,12 @@ class Drafting:
     store: MailStore
     out: list[tuple[list[Job], Reads]] = field(default_factory=list)
     # The receipt's faces cut once, here, for every worker (each would cut its own, about a
-    # second a worker); None until the first drafts, or when they cannot be cut.
+    # second a worker); None until `cut_faces` has made them, or when they cannot be cut.
     faces: Path | None = None
-    _cut: bool = False
+
+    def cut_faces(self) -> None:
+        """Cut the receipt's faces for the workers (about a second: run aside at start)."""
+        self.faces = receipt.REDUCED.directory(receipt.FONT_DIR, now=True)
     # Rows handed over and not written yet: not taken up again by `recover`.
     in_hand: set[int] = field(default_factory=set)
 
@@ -118,9 +121,6 @@ class Drafting:
         """Give committed drafts to the workers."""
         if not jobs:
             return
-        if not self._cut:
-            self._cut = True
-            self.faces = receipt.REDUCED.directory(receipt.FONT_DIR, now=True)
         work = functools.partial(compose_job, self.cfg, self.faces)
         self.out.append((list(jobs), self.pool.submit(list(jobs), work=work)))
         self.in_hand.update(row for job in jobs for row, _ in job.drafts)

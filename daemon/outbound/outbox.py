@@ -54,7 +54,18 @@ def check(cfg: Config, email: EmailMessage, purpose: Purpose,
     Headers ASCII, lines at most 998 octets, no defect and no CR, LF or NUL in any decoded
     value of any part; one From (our address), To (exactly the recipients), Subject, Date,
     Message-ID and X-Vanthu-Action (the purpose); Auto-Submitted at most once; no Bcc or Cc.
+    Whatever the email holds, nothing but EmailRefused is raised.
     """
+    try:
+        return _check(cfg, email, purpose, recipients)
+    except EmailRefused:
+        raise
+    except Exception as err:  # the header parser raises many kinds on hostile values
+        raise EmailRefused(f"unreadable headers: {type(err).__name__}: {err}") from err
+
+
+def _check(cfg: Config, email: EmailMessage, purpose: Purpose,
+           recipients: Sequence[str]) -> bytes:
     raw = _bytes(email)
     head = raw.split(b"\r\n\r\n", 1)[0]
     if not head.isascii():

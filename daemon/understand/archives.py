@@ -74,13 +74,28 @@ class _Readable(Protocol):
     def read(self, size: int = ..., /) -> bytes: ...
 
 
-def _read_bounded(stream: _Readable, inspection: Inspection) -> bytes:
-    """Everything a decompressing stream gives, a chunk at a time, each chunk counted."""
+def _read_bounded(stream: _Readable, inspection: Inspection,
+                  claims: int | None = None) -> bytes:
+    """Everything a decompressing stream gives, a chunk at a time, each chunk counted.
+    `claims`: the size a zip member's header declares. A member that fails while it claims
+    more than is left of `archive_bytes` is over the limit, whatever else is wrong with it
+    (zipfile reads ahead and checks the CRC at the declared end before handing out the bytes
+    that would have shown it); the claim is never used otherwise."""
     out = bytearray()
-    while chunk := stream.read(_CHUNK):
+    while True:
+        left = inspection.bytes_left
+        try:
+            chunk = stream.read(_CHUNK)
+        except MemoryError:
+            raise
+        except Exception:
+            if claims is not None and claims - len(out) > left:
+                spend_bytes(inspection, left + 1)  # raises LimitReached
+            raise
+        if not chunk:
+            return bytes(out)
         spend_bytes(inspection, len(chunk))
         out += chunk
-    return bytes(out)
 
 
 def open_archive(file: File, kind: str, inspection: Inspection, inspect: Inspect) -> str:
@@ -146,7 +161,7 @@ def _walk_zip(file: File, kind: str, inspection: Inspection, inspect: Inspect) -
                 return ""
             try:
                 with archive.open(info) as stream:
-                    data = _read_bounded(stream, inspection)
+                    data = _read_bounded(stream, inspection, claims=info.file_size)
             except _ZIP_ERRORS as err:
                 inspection.withhold(file.path, f"tệp nén hỏng, không kiểm tra được "
                                                f"({_error(err)})")
