@@ -21,9 +21,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select, update
 
 from daemon.config import Config
-from daemon.db import make_engine, messages, outbox, upgrade
+from daemon.db import messages, outbox
 from daemon.errors import EmailRefused
-from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.intake.workers import ReadPool
 from daemon.models import OutboxState, State
 from daemon.outbound import outbox as outbox_module
@@ -32,7 +31,7 @@ from daemon.outbound.recipients import Purpose
 from daemon.pipeline import process_pending
 from daemon.routing import rules as rules_module
 from tests.conftest import RULES
-from tests.test_rethink import other_mail
+from tests.test_rethink import other_mail, stored
 from tests.test_same_batch import DOSSIER, DOSSIER_ID, setting, thread
 
 
@@ -41,18 +40,6 @@ def pool() -> Iterator[ReadPool]:
     made = ReadPool(setting(Path("/nonexistent")).limits)
     yield made
     made.close()
-
-
-def stored(tmp_path: Path, mails: list[bytes], cfg: Config | None = None
-           ) -> tuple[Engine, Config, MailStore]:
-    cfg = cfg or setting(tmp_path)
-    engine = make_engine(f"sqlite:///{tmp_path / 'vanthu.db'}")
-    upgrade(engine)
-    store = MailStore(cfg.storage.data_dir)
-    checkpoint(engine, "m", "INBOX", 1)
-    store_batch(engine, store, mailbox="m", folder="INBOX", uidvalidity=1,
-                batch=[Fetched(uid, raw) for uid, raw in enumerate(mails, 1)])
-    return engine, cfg, store
 
 
 def rows(engine: Engine) -> list[Any]:

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from daemon import pipeline
+from daemon.config import Config
 from daemon.db import cases, make_engine, messages, upgrade
 from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import State
@@ -87,17 +88,24 @@ def other_mail(number: int) -> bytes:
     return msg.as_bytes()
 
 
-def run(tmp_path: Path, mails: list[bytes],
-        monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
-    """Process `mails` stored as one batch; return how many times a mail was judged, and how
-    many cases there are after."""
-    cfg = setting(tmp_path)
-    engine = make_engine(f"sqlite:///{tmp_path / 'vanthu.db'}")
+def stored(folder: Path, mails: list[bytes], cfg: Config | None = None
+           ) -> tuple[Engine, Config, MailStore]:
+    """A new SQLite database in `folder` with `mails` stored as one fetch."""
+    cfg = cfg or setting(folder)
+    engine = make_engine(f"sqlite:///{folder / 'vanthu.db'}")
     upgrade(engine)
     store = MailStore(cfg.storage.data_dir)
     checkpoint(engine, "m", "INBOX", 1)
     store_batch(engine, store, mailbox="m", folder="INBOX", uidvalidity=1,
                 batch=[Fetched(uid, raw) for uid, raw in enumerate(mails, 1)])
+    return engine, cfg, store
+
+
+def run(tmp_path: Path, mails: list[bytes],
+        monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """Process `mails` stored as one batch; return how many times a mail was judged, and how
+    many cases there are after."""
+    engine, cfg, store = stored(tmp_path, mails)
     judged = 0
     def counted(*args: Any, **kwargs: Any) -> Any:
         nonlocal judged

@@ -7,12 +7,13 @@ transaction, so it commits with what caused it or not at all: a crash inside lea
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes
 from email import policy as email_policy
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from typing import Any
 
@@ -56,31 +57,50 @@ def check(cfg: Config, email: EmailMessage, purpose: Purpose,
     Message-ID and X-Vanthu-Action (the purpose); Auto-Submitted at most once; no Bcc or Cc.
     Whatever the email holds, nothing but EmailRefused is raised.
     """
+    raw = _bytes(email)
+    with _only_refusals():
+        _head(raw)
+        parsed = message_from_bytes(raw, policy=headers.READER)
+        for part in parsed.walk():
+            if part.defects:
+                raise EmailRefused(f"malformed MIME part: {part.defects[0]!r}")
+            for name, value in part.items():
+                if any(c in str(value) for c in "\r\n\x00"):
+                    raise EmailRefused(f"header {name} holds a line break or NUL")
+                if defects := getattr(value, "defects", ()):
+                    raise EmailRefused(f"header {name} is malformed: {defects[0]}")
+        _headers_say(cfg, parsed, purpose, recipients)
+        if not MSG_ID.fullmatch(str(parsed["Message-ID"]).strip()):
+            raise EmailRefused(f"not a Message-ID: {parsed['Message-ID']}")
+    return raw
+
+
+@contextmanager
+def _only_refusals() -> Iterator[None]:
+    """Whatever the parser raises on hostile bytes is a refusal, with what it said."""
     try:
-        return _check(cfg, email, purpose, recipients)
+        yield
     except EmailRefused:
         raise
     except Exception as err:  # the header parser raises many kinds on hostile values
         raise EmailRefused(f"unreadable headers: {type(err).__name__}: {err}") from err
 
 
-def _check(cfg: Config, email: EmailMessage, purpose: Purpose,
-           recipients: Sequence[str]) -> bytes:
-    raw = _bytes(email)
+def _head(raw: bytes) -> bytes:
+    """The header section of `raw`, when it is ASCII in lines of at most 998 octets."""
     head = raw.split(b"\r\n\r\n", 1)[0]
     if not head.isascii():
         raise EmailRefused("a header is not ASCII (RFC 2047 encoding missing)")
     if any(len(line) > 998 for line in head.split(b"\r\n")):
         raise EmailRefused("a header line is longer than 998 octets")
-    parsed = message_from_bytes(raw, policy=headers.READER)
-    for part in parsed.walk():
-        if part.defects:
-            raise EmailRefused(f"malformed MIME part: {part.defects[0]!r}")
-        for name, value in part.items():
-            if any(c in str(value) for c in "\r\n\x00"):
-                raise EmailRefused(f"header {name} holds a line break or NUL")
-            if defects := getattr(value, "defects", ()):
-                raise EmailRefused(f"header {name} is malformed: {defects[0]}")
+    return head
+
+
+def _headers_say(cfg: Config, parsed: Message, purpose: Purpose,
+                 recipients: Sequence[str]) -> None:
+    """One From (our address), To (exactly the recipients), Subject, Date, Message-ID and
+    X-Vanthu-Action (the purpose); Auto-Submitted and the threading headers at most once; no
+    Bcc or Cc."""
     for name in ONCE:
         if len(parsed.get_all(name) or []) != 1:
             raise EmailRefused(f"needs exactly one {name} header, "
@@ -99,9 +119,6 @@ def _check(cfg: Config, email: EmailMessage, purpose: Purpose,
         raise EmailRefused(f"To {sorted(to)} is not the recipients {sorted(recipients)}")
     if str(parsed["X-Vanthu-Action"]) != purpose.value:
         raise EmailRefused(f"X-Vanthu-Action {parsed['X-Vanthu-Action']} is not {purpose}")
-    if not MSG_ID.fullmatch(str(parsed["Message-ID"]).strip()):
-        raise EmailRefused(f"not a Message-ID: {parsed['Message-ID']}")
-    return raw
 
 
 def admit(conn: Connection, cfg: Config, *, purpose: Purpose, recipients: Sequence[str],
@@ -175,42 +192,14 @@ def check_head(cfg: Config, raw: bytes, purpose: Purpose, recipients: Sequence[s
     `header_id`: what the daemon proves of bytes composed in a worker process (which ran the
     whole of `check`) before they may go out as the row's. Raises EmailRefused, whatever
     the bytes hold."""
-    try:
-        _check_head(cfg, raw, purpose, recipients, header_id)
-    except EmailRefused:
-        raise
-    except Exception as err:  # the header parser raises many kinds on hostile bytes
-        raise EmailRefused(f"unreadable headers: {type(err).__name__}: {err}") from err
-
-
-def _check_head(cfg: Config, raw: bytes, purpose: Purpose, recipients: Sequence[str],
-                header_id: str) -> None:
-    head, _, _ = raw.partition(b"\r\n\r\n")
-    if not head.isascii():
-        raise EmailRefused("a header is not ASCII (RFC 2047 encoding missing)")
-    if any(len(line) > 998 for line in head.split(b"\r\n")):
-        raise EmailRefused("a header line is longer than 998 octets")
-    parsed = BytesHeaderParser(policy=headers.READER).parsebytes(head + b"\r\n\r\n")
-    for name, value in parsed.items():
-        if any(c in str(value) for c in "\r\n\x00"):
-            raise EmailRefused(f"header {name} holds a line break or NUL")
-    for name in ONCE:
-        if len(parsed.get_all(name) or []) != 1:
-            raise EmailRefused(f"needs exactly one {name} header, "
-                               f"has {len(parsed.get_all(name) or [])}")
-    for name in NEVER:
-        if name in parsed:
-            raise EmailRefused(f"has a {name} header")
-    senders = [a.addr_spec for a in getattr(parsed["From"], "addresses", ())]
-    if senders != [cfg.smtp.from_address]:
-        raise EmailRefused(f"From must be {cfg.smtp.from_address}, is {senders}")
-    to = {a.addr_spec.lower() for a in getattr(parsed["To"], "addresses", ())}
-    if to != {r.lower() for r in recipients}:
-        raise EmailRefused(f"To {sorted(to)} is not the recipients {sorted(recipients)}")
-    if str(parsed["X-Vanthu-Action"]) != purpose.value:
-        raise EmailRefused(f"X-Vanthu-Action {parsed['X-Vanthu-Action']} is not {purpose}")
-    if str(parsed["Message-ID"]).strip() != header_id:
-        raise EmailRefused(f"Message-ID {parsed['Message-ID']} is not the row's {header_id}")
+    with _only_refusals():
+        parsed = BytesHeaderParser(policy=headers.READER).parsebytes(_head(raw) + b"\r\n\r\n")
+        for name, value in parsed.items():
+            if any(c in str(value) for c in "\r\n\x00"):
+                raise EmailRefused(f"header {name} holds a line break or NUL")
+        _headers_say(cfg, parsed, purpose, recipients)
+        if str(parsed["Message-ID"]).strip() != header_id:
+            raise EmailRefused(f"Message-ID {parsed['Message-ID']} is not the row's {header_id}")
 
 
 def fill(conn: Connection, cfg: Config, row_id: int, raw: bytes) -> bool:
