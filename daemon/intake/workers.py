@@ -126,6 +126,19 @@ class Reads:
     queued: float
 
 
+class _Pool(Pool):
+    """multiprocessing's Pool, except that its worker handler (the thread that replaces
+    workers that ended) no longer wakes for every result that waits to be read. The standard
+    one waits on the result pipe as well: while a large result is still being read, that
+    thread spins, checking every worker's exit status, and takes the interpreter from the
+    threads that work (measured: 600 results of 2 MB took 27-50 s of this process's CPU
+    instead of 1.4 s). It still wakes when a worker ends (its sentinel) and when the pool is
+    closed, terminated or out of tasks (the pool's change notifier)."""
+
+    def _get_sentinels(self) -> list[Any]:
+        return [self._change_notifier._reader]  # type: ignore[attr-defined]
+
+
 class ReadPool:
     """A pool of parsing processes, forked from a fork server that has the readers imported."""
 
@@ -157,11 +170,10 @@ class ReadPool:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(FORK_SERVER_PRELOAD)
                 self._started = context.SimpleQueue()
-                self._pool = context.Pool(self.size, initializer=_init_worker,
-                                          initargs=(self.limits.worker_memory_mb,
-                                                    self._started, os.getpid(),
-                                                    _process_start(os.getpid())),
-                                          maxtasksperchild=MAILS_PER_WORKER)
+                self._pool = _Pool(self.size, initializer=_init_worker,
+                                   initargs=(self.limits.worker_memory_mb, self._started,
+                                             os.getpid(), _process_start(os.getpid())),
+                                   maxtasksperchild=MAILS_PER_WORKER, context=context)
             return self._pool
 
     def _wait(self, task_id: int, task: AsyncResult[Any], queued: float) -> bool:

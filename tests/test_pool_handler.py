@@ -1,0 +1,61 @@
+"""The read pool's worker handler (the thread that replaces workers that ended) wakes when a
+worker ends or the pool changes, not for every result waiting to be read: the standard
+Pool's handler spins while a large result is read, taking the interpreter from the daemon's
+threads. Real forkserver workers; the wakes are counted, nothing is timed."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.pool
+import os
+from typing import Any
+
+import pytest
+
+from daemon.intake.workers import _Pool
+
+RESULT_BYTES = 4 * 1024 * 1024  # far beyond a pipe's buffer: read in many pieces
+
+
+def _big(index: int) -> tuple[int, bytes]:
+    return os.getpid(), bytes([index % 256]) * RESULT_BYTES
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the worker handler's rounds (each one checks every worker)."""
+    rounds: list[int] = []
+    original = multiprocessing.pool.Pool._maintain_pool
+
+    def counted(*args: Any) -> None:
+        rounds.append(1)
+        original(*args)
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "_maintain_pool", staticmethod(counted))
+    return rounds
+
+
+@pytest.mark.parametrize("per_worker", [None, 3])
+def test_the_handler_wakes_for_ended_workers_not_for_results(
+        monkeypatch: pytest.MonkeyPatch, per_worker: int | None) -> None:
+    rounds = _counting(monkeypatch)
+    context = multiprocessing.get_context("forkserver")
+    tasks = 24
+    pool = _Pool(2, maxtasksperchild=per_worker, context=context)
+    try:
+        results = pool.map(_big, range(tasks), chunksize=1)
+    finally:
+        pool.close()
+        pool.join()
+    # Every result came back whole, in order, from workers replaced as often as told.
+    assert [data[:1] for _, data in results] == [bytes([i]) for i in range(tasks)]
+    assert all(len(data) == RESULT_BYTES for _, data in results)
+    workers = len({pid for pid, _ in results})
+    if per_worker is None:
+        assert workers <= 2
+    else:
+        assert workers >= tasks // per_worker
+    # One round at the start, one per worker that ended and one per change of the pool
+    # (tasks drained, closed): a handler woken by each of the 24 results read in pieces would
+    # make hundreds.
+    ended = 0 if per_worker is None else tasks // per_worker
+    assert len(rounds) <= 4 + ended, len(rounds)
