@@ -336,9 +336,6 @@ class Daemon:
         sd_notify("READY=1")
         log.info("daemon.started", extra={"mailboxes": len(self.cfg.mailboxes),
                                           "watchers": len(threads)})
-        if self.drafting is not None:  # a second of fontTools: once ready, aside
-            threading.Thread(target=self.drafting.cut_faces, daemon=True,
-                             name="receipt-faces").start()
         while not self.stopping.is_set():
             await self._wait(asyncio.Event(), 0.2)
             if until is not None and until():

@@ -24,7 +24,7 @@ def _big(index: int) -> tuple[int, bytes]:
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the worker handler's rounds (each one checks every worker)."""
     rounds: list[int] = []
-    original = multiprocessing.pool.Pool._maintain_pool
+    original = multiprocessing.pool.Pool._maintain_pool  # type: ignore[attr-defined]
 
     def counted(*args: Any) -> None:
         rounds.append(1)

@@ -170,3 +170,28 @@ def test_faces_left_by_a_process_that_is_gone_are_swept(
     receipt._sweep()
     assert not dead.exists()
     assert alive.exists() and other.exists()
+
+
+def _faces_in_worker(_item: int, _limits: object) -> tuple[int, str | None]:
+    made = receipt.REDUCED.directory(receipt.FONT_DIR)
+    return os.getpid(), str(made) if made is not None else None
+
+
+def test_the_daemons_workers_find_the_faces_cut_by_their_fork_server() -> None:
+    """Real read pool (forkserver): each worker's first slip already has the cut faces, the
+    same folder for all of them, cut neither by a worker nor by the daemon's own process."""
+    from daemon.config import LimitsConfig
+    from daemon.intake.workers import ReadPool
+
+    pool = ReadPool(LimitsConfig(workers=2))
+    try:
+        results = pool.collect(pool.submit(list(range(8)), work=_faces_in_worker))
+    finally:
+        pool.close()
+    folders = {folder for _, folder in results}
+    assert len(folders) == 1 and None not in folders, folders
+    folder = Path(str(folders.pop()))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in receipt._face_paths(receipt.FONT_DIR).values())
+    cutter = int(folder.name[len("vanthu-fonts-"):].split("-", 1)[0])
+    assert cutter != os.getpid() and cutter not in {pid for pid, _ in results}

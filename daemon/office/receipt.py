@@ -225,7 +225,8 @@ class ReducedFaces:
     on a third of the glyphs both take about a third less time, and the PDF looks the same
     (the glyphs, their metrics and hinting are the original's; the tables cut are those
     fpdf2 leaves out of the PDF). Only a process that draws more than `after` slips (the
-    daemon) cuts them: a command drawing one does not pay for it."""
+    daemon) cuts them: a command drawing one does not pay for it. The daemon's workers find
+    them cut: the fork server cuts them before it forks any (daemon.intake.preloaded)."""
 
     def __init__(self, after: int = 2) -> None:
         self._lock = threading.Lock()
@@ -233,26 +234,11 @@ class ReducedFaces:
         self._asked = 0
         self.after = after
 
-    def adopt(self, font_dir: Path, folder: Path) -> None:
-        """Use the faces another process cut into `folder` (the daemon's, for its workers)
-        while the fonts on disk stay as they were and the folder is there; nothing is cut
-        here meanwhile."""
-        with self._lock:
-            if self._made.get(font_dir, (None, None))[1] == folder:
-                return
-            try:
-                stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size)
-                              for f in _face_paths(font_dir).values())
-            except OSError:
-                return
-            self._made[font_dir] = (stamp, folder)
-            self._asked = max(self._asked, self.after)
-
     def directory(self, font_dir: Path, now: bool = False) -> Path | None:
         """A directory holding the reduced faces under the names `form_document` picks in
         `font_dir`; None when they cannot be made (the original faces are used), or not yet
-        (`now`: made at once, whatever `after` says)."""
-        self._asked += 1
+        (`now`: made at once, whatever `after` says, and used from then on)."""
+        self._asked = max(self._asked + 1, self.after + 1 if now else 0)
         if self._asked <= self.after and not now:
             return None
         faces = _face_paths(font_dir)

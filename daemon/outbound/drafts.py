@@ -29,7 +29,6 @@ import logging
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -40,7 +39,6 @@ from daemon.errors import BadMessage
 from daemon.intake.store import MailStore
 from daemon.intake.workers import ReadPool, Reads
 from daemon.models import Action, OutboxState, ParsedMail, Understanding
-from daemon.office import receipt
 from daemon.outbound import compose
 from daemon.outbound import outbox as outbox_module
 from daemon.outbound.recipients import Purpose
@@ -77,13 +75,9 @@ class Job:
     drafts: tuple[tuple[int, bytes], ...]
 
 
-def compose_job(cfg: Config, faces: Path | None, job: Job,
-                limits: LimitsConfig) -> list[tuple[int, bytes | str]]:
+def compose_job(cfg: Config, job: Job, limits: LimitsConfig) -> list[tuple[int, bytes | str]]:
     """In a worker: compose and `check` each draft of `job`. For each row id, the email's
-    bytes, or why it could not be made (that draft's own failure: the others go on).
-    `faces`: the receipt's faces as the daemon cut them (no worker cuts its own)."""
-    if faces is not None:
-        receipt.REDUCED.adopt(receipt.FONT_DIR, faces)
+    bytes, or why it could not be made (that draft's own failure: the others go on)."""
     mail = read(job.mail, limits).mail if isinstance(job.mail, bytes) else job.mail
     out: list[tuple[int, bytes | str]] = []
     for row_id, data in job.drafts:
@@ -107,13 +101,6 @@ class Drafting:
     pool: ReadPool
     store: MailStore
     out: list[tuple[list[Job], Reads]] = field(default_factory=list)
-    # The receipt's faces cut once, here, for every worker (each would cut its own, about a
-    # second a worker); None until `cut_faces` has made them, or when they cannot be cut.
-    faces: Path | None = None
-
-    def cut_faces(self) -> None:
-        """Cut the receipt's faces for the workers (about a second: run aside at start)."""
-        self.faces = receipt.REDUCED.directory(receipt.FONT_DIR, now=True)
     # Rows handed over and not written yet: not taken up again by `recover`.
     in_hand: set[int] = field(default_factory=set)
 
@@ -121,7 +108,7 @@ class Drafting:
         """Give committed drafts to the workers."""
         if not jobs:
             return
-        work = functools.partial(compose_job, self.cfg, self.faces)
+        work = functools.partial(compose_job, self.cfg)
         self.out.append((list(jobs), self.pool.submit(list(jobs), work=work)))
         self.in_hand.update(row for job in jobs for row, _ in job.drafts)
 
