@@ -15,9 +15,12 @@ import email.policy
 import email.utils
 import functools
 import hashlib
+import logging
 import re
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage, Message
@@ -425,12 +428,42 @@ def _scratch() -> Engine:
     return engine
 
 
+class _OtherThreads(logging.Filter):
+    """Passes warnings and errors, and the records of every thread but the one that made
+    it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread or record.levelno >= logging.WARNING
+
+
+@contextmanager
+def _unlogged() -> Iterator[None]:
+    """What the sample emails do in the scratch database (queued, a case opened…) is not
+    logged as news: it did not happen. Warnings and errors are (a font that cannot be read),
+    and other threads (a running daemon checking new rules) log as ever."""
+    hush = _OtherThreads()
+    loggers = [logger for name, logger in logging.Logger.manager.loggerDict.items()
+               if name.startswith("vanthu") and isinstance(logger, logging.Logger)]
+    for logger in loggers:
+        logger.addFilter(hush)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(hush)
+
+
 def emails(cfg: Config, ruleset: RuleSet) -> list[tuple[str, bytes]]:
     """One of each email vanthu sends, composed with `cfg` and `ruleset`, as the bytes the SMTP
     server would receive; whatever composing raises is raised."""
     scratch = _scratch()
     try:
-        made = [(label, build(cfg)) for label, build in _builders(ruleset, scratch, True)]
+        with _unlogged():
+            made = [(label, build(cfg)) for label, build in _builders(ruleset, scratch, True)]
     finally:
         scratch.dispose()
     return [(label, m if isinstance(m, bytes) else m.as_bytes(policy=email.policy.SMTP))
@@ -443,17 +476,18 @@ def _emails(cfg: Config, rules: RuleSet, with_letters: bool = True) -> list[Prob
     failures: dict[tuple[str, int | None, str], list[str]] = {}
     blamed: dict[str, list[_Located]] = {}  # a reason seen before has the same cause
     try:
-        for label, build in _builders(rules, scratch, with_letters):
-            reasons, error = _attempt(build, cfg)
-            if not reasons:
-                continue
-            if not all(r in blamed for r in reasons):
-                for reason, located in zip(reasons, _blame(cfg, build, reasons, error),
-                                           strict=True):
-                    blamed[reason] = located
-            for reason in reasons:
-                for file, line, message in blamed[reason]:
-                    failures.setdefault((file, line, message), []).append(label)
+        with _unlogged():
+            for label, build in _builders(rules, scratch, with_letters):
+                reasons, error = _attempt(build, cfg)
+                if not reasons:
+                    continue
+                if not all(r in blamed for r in reasons):
+                    for reason, located in zip(reasons, _blame(cfg, build, reasons, error),
+                                               strict=True):
+                        blamed[reason] = located
+                for reason in reasons:
+                    for file, line, message in blamed[reason]:
+                        failures.setdefault((file, line, message), []).append(label)
     finally:
         scratch.dispose()
     return [Problem(file, line, f"{message} (in the {', '.join(labels)})")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import subprocess
 import sys
+import threading
 from datetime import date
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -188,6 +191,45 @@ def test_a_valid_config_passes_the_whole_self_check(tmp_path: Path) -> None:
 
     assert report.problems == () and report.notes == ()
     assert report.config is not None and report.config.smtp.from_name == "Văn thư"
+
+
+def test_the_self_checks_sample_emails_are_not_logged_as_news(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Composing one of each email at start queues them in a scratch database: no
+    "outbox.queued" (or any other info) line says so, while another thread logs as ever."""
+    caplog.set_level(logging.DEBUG, logger="vanthu")
+    other: list[str] = []
+
+    def meanwhile() -> None:  # a running daemon's thread, logging while the check runs
+        logging.getLogger("vanthu.outbox").info("outbox.queued")
+        other.append("logged")
+
+    checking = threading.Event()
+    original = selfcheck._attempt
+
+    def attempt(build: Any, cfg: Any) -> Any:
+        if not checking.is_set():
+            checking.set()
+            thread = threading.Thread(target=meanwhile)
+            thread.start()
+            thread.join()
+        return original(build, cfg)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(selfcheck, "_attempt", attempt)
+        report = selfcheck.check(_config(tmp_path))
+    assert report.problems == () and other == ["logged"]
+    mine = [r for r in caplog.records if r.thread == threading.get_ident()
+            and r.name.startswith("vanthu")]
+    assert [r.getMessage() for r in mine if r.levelno < logging.WARNING] == []
+    theirs = [r for r in caplog.records if r.thread != threading.get_ident()]
+    assert [r.getMessage() for r in theirs] == ["outbox.queued"]
+    # Without the check's quiet, the samples did log: the test sees what it claims to hide.
+    caplog.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(selfcheck, "_unlogged", contextlib.nullcontext)
+        selfcheck.check(_config(tmp_path))
+    assert any(r.getMessage() == "outbox.queued" for r in caplog.records)
 
 
 def test_errors_point_at_the_key_inside_its_own_table(tmp_path: Path) -> None:
