@@ -439,3 +439,49 @@ def test_a_value_the_standard_parser_itself_refuses_is_a_refusal(tmp_path: Path)
     purpose, recipients = _PURPOSES["acknowledge"]
     with pytest.raises(EmailRefused, match="unreadable headers: ValueError"):
         check(cfg, email, purpose, recipients)
+
+
+_BOUNDARY_LIKE = st.sampled_from(["--=_", "--" + "=" * 15, "--=_0123456789abcdef", "--", "=_"])
+
+
+@given(texts=st.lists(st.tuples(_BOUNDARY_LIKE, st.text(max_size=40)), max_size=6)
+       .map(lambda pairs: "\n".join(a + b for a, b in pairs)),
+       data=st.binary(max_size=300), nested=st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_the_boundaries_drawn_for_an_email_keep_its_parts_whatever_they_hold(
+        texts: str, data: bytes, nested: bool) -> None:
+    """Boundaries are drawn by the outbox (128 secret bits, not searched for in the parts):
+    text and attachments holding lines like boundaries, Python's own included, come back
+    from the standard parser as the same parts with the same content as the standard
+    generator writes them; each multipart has its own boundary, and two writings of one
+    email draw different ones."""
+    def build() -> EmailMessage:
+        msg = EmailMessage(policy=email_policy.SMTP)
+        msg["Subject"] = "x"
+        msg.set_content(texts or "x")
+        msg.add_alternative(f"<pre>{texts}</pre>", subtype="html")
+        if nested:
+            inner = EmailMessage(policy=email_policy.SMTP)
+            inner.set_content(texts or "y")
+            inner.add_attachment(data, maintype="application", subtype="pdf",
+                                 filename="a.pdf")
+            msg.add_attachment(inner)
+        msg.add_attachment(data, maintype="application", subtype="octet-stream",
+                           filename="b")
+        return msg
+
+    def leaves(raw: bytes) -> list[tuple[str, Any]]:
+        parsed = message_from_bytes(raw, policy=email_policy.default)
+        assert not any(part.defects for part in parsed.walk())
+        return [(p.get_content_type(), p.get_payload(decode=True)) for p in parsed.walk()
+                if not p.is_multipart()]
+
+    raw = _bytes(build())
+    boundaries = [part.get_boundary() for part in
+                  message_from_bytes(raw, policy=email_policy.default).walk()
+                  if part.is_multipart()]
+    assert len(boundaries) >= 2 + nested  # mixed(alternative, …), and the inner ones
+    assert all(b is not None and b.startswith("=_") and len(b) == 34 for b in boundaries)
+    assert len(set(boundaries)) == len(boundaries)
+    assert leaves(raw) == leaves(build().as_bytes(policy=email_policy.SMTP))
+    assert _bytes(build()).split(b"\r\n\r\n", 1)[0] != raw.split(b"\r\n\r\n", 1)[0]
