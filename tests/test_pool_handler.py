@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from daemon.intake.workers import _Pool
+from daemon.intake.workers import FORK_SERVER_PRELOAD, _Pool
 
 RESULT_BYTES = 4 * 1024 * 1024  # far beyond a pipe's buffer: read in many pieces
 
@@ -39,6 +39,8 @@ def test_the_handler_wakes_for_ended_workers_not_for_results(
         monkeypatch: pytest.MonkeyPatch, per_worker: int | None) -> None:
     rounds = _counting(monkeypatch)
     context = multiprocessing.get_context("forkserver")
+    # One fork server per process, started by its first user: every user sets the same list.
+    context.set_forkserver_preload(FORK_SERVER_PRELOAD)
     tasks = 24
     pool = _Pool(2, maxtasksperchild=per_worker, context=context)
     try:

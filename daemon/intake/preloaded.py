@@ -15,10 +15,12 @@ Nothing else imports this module."""
 import contextlib
 import gc
 
+from daemon import memory
 from daemon.office import receipt
 
 with contextlib.suppress(Exception):  # the full faces still work: each worker then uses them
     receipt.REDUCED.directory(receipt.FONT_DIR, now=True)
 
 gc.collect()  # what cutting the faces left behind goes first, not frozen with the rest
+memory.trim()  # and the pages it freed go back to the system: not inherited by each worker
 gc.freeze()

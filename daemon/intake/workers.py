@@ -49,7 +49,7 @@ FORK_SERVER_PRELOAD = [__name__, "daemon.office.results", "pyhanko.sign.validati
 
 # A worker reads this many mails, then a fresh one forked from the fork server takes its
 # place (a fork: milliseconds): whatever the parsers keep or fragment stays bounded.
-MAILS_PER_WORKER = 200
+MAILS_PER_WORKER = 100
 
 # Set in each worker by `_init_worker`: where it reports "I took task N at time T".
 _started: SimpleQueue[tuple[int, float]] | None = None
