@@ -83,8 +83,10 @@ def test_each_short_life_registers_and_a_normal_run_finishes(office: Office) -> 
                 [sys.executable, "-m", "daemon", "run", "--config", str(office.config_path)],
                 cwd=ROOT, env={**os.environ}, stdout=out, stderr=out)
             try:
-                wait_for(lambda d=daemon, b=before: registered(engine) > b  # type: ignore[misc]
-                         or d.poll() is not None, timeout=90)
+                # Registered, and the first commit logged (just after it): then killed.
+                wait_for(lambda d=daemon, b=before, f=log_file: (  # type: ignore[misc]
+                    registered(engine) > b and first_commit(f) is not None)
+                    or d.poll() is not None, timeout=90)
             finally:
                 daemon.send_signal(signal.SIGKILL)
                 daemon.wait(30)
