@@ -420,12 +420,18 @@ _SUSPECTS = (
 )
 
 
-def _scratch() -> Engine:
+@contextmanager
+def _scratch() -> Iterator[Engine]:
     """An empty database in memory with the schema, for composing the sample emails (the
-    schema as the code declares it: no migration history to read at every start)."""
+    schema as the code declares it: no migration history to read at every start); what the
+    samples do there is not logged as news (`_unlogged`)."""
     engine = create_engine("sqlite://", poolclass=StaticPool)
-    metadata.create_all(engine)
-    return engine
+    try:
+        metadata.create_all(engine)
+        with _unlogged():
+            yield engine
+    finally:
+        engine.dispose()
 
 
 class _OtherThreads(logging.Filter):
@@ -460,36 +466,28 @@ def _unlogged() -> Iterator[None]:
 def emails(cfg: Config, ruleset: RuleSet) -> list[tuple[str, bytes]]:
     """One of each email vanthu sends, composed with `cfg` and `ruleset`, as the bytes the SMTP
     server would receive; whatever composing raises is raised."""
-    scratch = _scratch()
-    try:
-        with _unlogged():
-            made = [(label, build(cfg)) for label, build in _builders(ruleset, scratch, True)]
-    finally:
-        scratch.dispose()
+    with _scratch() as scratch:
+        made = [(label, build(cfg)) for label, build in _builders(ruleset, scratch, True)]
     return [(label, m if isinstance(m, bytes) else m.as_bytes(policy=email.policy.SMTP))
             for label, m in made]
 
 
 def _emails(cfg: Config, rules: RuleSet, with_letters: bool = True) -> list[Problem]:
     """Compose every email, read each back, and locate every failure at its cause."""
-    scratch = _scratch()
     failures: dict[tuple[str, int | None, str], list[str]] = {}
     blamed: dict[str, list[_Located]] = {}  # a reason seen before has the same cause
-    try:
-        with _unlogged():
-            for label, build in _builders(rules, scratch, with_letters):
-                reasons, error = _attempt(build, cfg)
-                if not reasons:
-                    continue
-                if not all(r in blamed for r in reasons):
-                    for reason, located in zip(reasons, _blame(cfg, build, reasons, error),
-                                               strict=True):
-                        blamed[reason] = located
-                for reason in reasons:
-                    for file, line, message in blamed[reason]:
-                        failures.setdefault((file, line, message), []).append(label)
-    finally:
-        scratch.dispose()
+    with _scratch() as scratch:
+        for label, build in _builders(rules, scratch, with_letters):
+            reasons, error = _attempt(build, cfg)
+            if not reasons:
+                continue
+            if not all(r in blamed for r in reasons):
+                for reason, located in zip(reasons, _blame(cfg, build, reasons, error),
+                                           strict=True):
+                    blamed[reason] = located
+            for reason in reasons:
+                for file, line, message in blamed[reason]:
+                    failures.setdefault((file, line, message), []).append(label)
     return [Problem(file, line, f"{message} (in the {', '.join(labels)})")
             for (file, line, message), labels in failures.items()]
 
