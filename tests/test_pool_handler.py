@@ -8,6 +8,9 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.pool
 import os
+import signal
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -61,3 +64,29 @@ def test_the_handler_wakes_for_ended_workers_not_for_results(
     # make hundreds.
     ended = 0 if per_worker is None else tasks // per_worker
     assert len(rounds) <= 4 + ended, len(rounds)
+
+
+def _pid(_: int) -> int:
+    return os.getpid()
+
+
+def test_terminating_ends_when_the_worker_waiting_for_a_task_was_killed() -> None:
+    """A worker waiting for a task holds the pool's read lock; killed there (the OOM killer,
+    SIGKILL, a signal to the process group) it never gives it back. The standard Pool then
+    waits for that lock forever when it is terminated: the daemon hung at its stop."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(FORK_SERVER_PRELOAD)
+    pool = _Pool(2, context=context)
+    assert set(pool.map(_pid, range(4), chunksize=1))  # both workers are up
+    lock = pool._inqueue._rlock  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 120
+    while lock._semlock._get_value() != 0:  # until an idle worker holds it, waiting
+        assert time.monotonic() < deadline, "no worker went back to wait for a task"
+        time.sleep(0.01)
+    for worker in pool._pool:  # type: ignore[attr-defined]
+        os.kill(worker.pid, signal.SIGKILL)
+    ending = threading.Thread(target=pool.terminate, daemon=True)
+    ending.start()
+    ending.join(300)  # it takes LOCK_SECONDS; the standard Pool never ends
+    assert not ending.is_alive(), "terminate hung on the dead worker's lock"
+    pool.join()

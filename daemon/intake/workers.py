@@ -19,6 +19,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import pickle
 import resource
 import threading
 import time
@@ -41,11 +42,13 @@ Reader = Callable[[bytes, LimitsConfig], Reading | BadMessage]
 
 # What the fork server imports once, so that every process forked from it (the readers, the
 # verifiers of signed results) has it without paying for the import: the readers, the results'
-# verifier, pyHanko (imported lazily by both), PDFium and the composers of emails (drafts).
-# The daemon's own process needs neither pyHanko nor PDFium.
+# verifier, pyHanko (imported lazily by both), PDFium, the composers of emails (drafts) and
+# the PDF maker of receipt slips (fpdf2 with fontTools, imported lazily by the receipt).
+# The daemon's own process needs none of pyHanko, PDFium and fpdf2.
 # Python has one fork server per process: every user of it sets this same list.
 FORK_SERVER_PRELOAD = [__name__, "daemon.office.results", "pyhanko.sign.validation",
-                       "pypdfium2", "daemon.outbound.drafts", "daemon.intake.preloaded"]
+                       "pypdfium2", "daemon.outbound.drafts", "fpdf", "fontTools.subset",
+                       "daemon.intake.preloaded"]
 
 # A worker reads this many mails, then a fresh one forked from the fork server takes its
 # place (a fork: milliseconds): whatever the parsers keep or fragment stays bounded.
@@ -138,6 +141,28 @@ class _Pool(Pool):
     def _get_sentinels(self) -> list[Any]:
         return [self._change_notifier._reader]  # type: ignore[attr-defined]
 
+    # How long terminating waits for the workers' read lock (see `_help_stuff_finish`).
+    LOCK_SECONDS = 10.0
+
+    @staticmethod
+    def _help_stuff_finish(inqueue: Any, task_handler: Any, size: int) -> None:
+        """Terminating: take the workers' read lock, then read away the tasks no worker took
+        (the task handler may be blocked writing to a full pipe). The standard one waits for
+        that lock forever, and a worker killed while it waited for a task (the kernel's OOM
+        killer, SIGKILL, a signal to the whole process group) holds it forever: the daemon
+        hung at its next stop, or when it replaced a stuck pool. A live worker that holds
+        the lock gives it back as soon as anything is written, which the task handler does
+        while the pool ends (a sentinel per worker). So when the lock is not free after
+        LOCK_SECONDS, its holder is dead: the tasks are read away without it (the workers
+        are killed next in any case)."""
+        inqueue._rlock.acquire(timeout=_Pool.LOCK_SECONDS)
+        try:
+            while task_handler.is_alive() and inqueue._reader.poll():
+                inqueue._reader.recv()
+                time.sleep(0)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            pass  # a task read away in pieces: nobody will run it
+
 
 class ReadPool:
     """A pool of parsing processes, forked from a fork server that has the readers imported."""
@@ -162,7 +187,14 @@ class ReadPool:
     def start(self) -> None:
         """Start the workers now, in the background: the first mail does not wait for them,
         and nothing else waits while the fork server imports the readers."""
-        threading.Thread(target=self._get, daemon=True, name="workers-start").start()
+        threading.Thread(target=self._start, daemon=True, name="workers-start").start()
+
+    def _start(self) -> None:
+        try:
+            self._get()
+        except Exception as err:  # the fork server died (killed, no memory): the first
+            # batch starts the pool again, and says so if it cannot
+            log.warning("workers.not_started", extra={"error": f"{type(err).__name__}: {err}"})
 
     def _get(self) -> Pool:
         with self._lock:
