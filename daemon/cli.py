@@ -832,12 +832,16 @@ def _db_backup(cfg: config.Config, path: str | None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon import selfcheck
-    from daemon.service import Daemon
 
     # Config and rules examined together: every problem of both is listed before exit 78.
     cfg, ruleset = selfcheck.load(Path(args.config) if args.config else None)
     log.setup(args.log_level)
-    asyncio.run(Daemon(cfg, ruleset).run())
+    # The emails that draw a PDF are checked aside from here on, while the daemon's modules
+    # are imported and the rest is checked.
+    proving = selfcheck.Proving(cfg, ruleset, aside=True)
+    from daemon.service import Daemon
+
+    asyncio.run(Daemon(cfg, ruleset, proving).run())
     return 0
 
 

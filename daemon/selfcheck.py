@@ -16,8 +16,13 @@ import email.utils
 import functools
 import hashlib
 import logging
+import os
+import pickle
 import re
+import selectors
+import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -101,19 +106,55 @@ def load(path: Path | None) -> tuple[Config, RuleSet]:
     return examined.config, ruleset
 
 
-def prove(cfg: Config, ruleset: RuleSet | None) -> list[Problem]:
+def prove(cfg: Config, ruleset: RuleSet | None, aside: bool = False) -> list[Problem]:
     """The checks that need config and rules together: trust roots, `[digest] to`, the glyphs
-    of the receipt's font and one of each email. An empty list means the daemon may start."""
-    problems = _trust_roots(cfg)
-    if ruleset is not None:
-        problems += _digest_recipients(cfg, ruleset)
-    rules = ruleset or RuleSet({}, {}, (), ())
-    problems += _glyphs(cfg, rules)
-    # The case letters address the rules' people and read the rules on disk to know whom they
-    # may write to: with rules that do not load they are checked once the rules are mended.
-    problems += _emails(cfg, rules, with_letters=ruleset is not None and bool(
-        ruleset.people or ruleset.departments))
-    return problems
+    of the receipt's font and one of each email. An empty list means the daemon may start.
+    `aside`: see `Proving`."""
+    return Proving(cfg, ruleset, aside).problems()
+
+
+class Proving:
+    """`prove`, begun. With `aside` (the daemon's start), the checks that draw a PDF (the
+    receipt's fonts and the dossier receipt) begin at once in a forked copy of this process,
+    while this one goes on with its start and then does the others in `problems`. The
+    daemon's process then neither waits for them alone nor imports the PDF maker (fpdf2,
+    33 MB), which only its workers use. The problems are the same, in the same order. Only
+    while this process has one thread (a fork copies one): otherwise, all in `problems`."""
+
+    def __init__(self, cfg: Config, ruleset: RuleSet | None, aside: bool = False) -> None:
+        self.cfg = cfg
+        self.ruleset = ruleset
+        self.rules = ruleset or RuleSet({}, {}, (), ())
+        # The case letters address the rules' people and read the rules on disk to know whom
+        # they may write to: with rules that do not load they are checked once they are mended.
+        self.with_letters = ruleset is not None and bool(ruleset.people or ruleset.departments)
+        self._aside = _Aside(self._drawn, ASIDE_SECONDS) \
+            if aside and threading.active_count() == 1 and hasattr(os, "fork") else None
+
+    def _drawn(self) -> tuple[list[Problem], list[_Failure]]:
+        return (_glyphs(self.cfg, self.rules),
+                _failures(self.cfg, self.rules, self.with_letters, drawing=True))
+
+    def problems(self) -> list[Problem]:
+        """Every problem found, once the copy (if any) has answered."""
+        problems = _trust_roots(self.cfg)
+        if self.ruleset is not None:
+            problems += _digest_recipients(self.cfg, self.ruleset)
+        if self._aside is None:
+            lacking, drawn = self._drawn()
+            return problems + lacking + _grouped(
+                drawn + _failures(self.cfg, self.rules, self.with_letters, drawing=False))
+        found = _failures(self.cfg, self.rules, self.with_letters, drawing=False)
+        glyphs: list[Problem]
+        found_there: list[_Failure]
+        try:
+            glyphs, found_there = self._aside.result()
+        except _AsideFailed as err:
+            where = str(self.cfg.path) if self.cfg.path else "<defaults>"
+            glyphs, found_there = [Problem(where, None, f"the check of the emails that draw "
+                                                        f"a PDF (the dossier receipt) failed: "
+                                                        f"{err}")], []
+        return problems + glyphs + _grouped(found + found_there)
 
 
 def notes(cfg: Config) -> list[str]:
@@ -472,12 +513,27 @@ def emails(cfg: Config, ruleset: RuleSet) -> list[tuple[str, bytes]]:
             for label, m in made]
 
 
-def _emails(cfg: Config, rules: RuleSet, with_letters: bool = True) -> list[Problem]:
-    """Compose every email, read each back, and locate every failure at its cause."""
-    failures: dict[tuple[str, int | None, str], list[str]] = {}
+# The emails whose composing draws a PDF (fpdf2): checked aside at the daemon's start.
+DRAWING = frozenset({"dossier receipt"})
+# How long the check aside may take: minutes, where it takes a fraction of a second (an
+# agency's receipt template that the PDF maker lays out forever is reported, not waited for).
+ASIDE_SECONDS = 120.0
+
+_Located = tuple[str, int | None, str]  # file, line, message
+# A failure of one email: its place in the list of emails, where its cause is, and its label.
+_Failure = tuple[int, _Located, str]
+
+
+def _failures(cfg: Config, rules: RuleSet, with_letters: bool,
+              drawing: bool) -> list[_Failure]:
+    """Compose the emails that draw a PDF (`drawing`) or the others, read each back, and
+    locate every failure at its cause."""
+    found: list[_Failure] = []
     blamed: dict[str, list[_Located]] = {}  # a reason seen before has the same cause
     with _scratch() as scratch:
-        for label, build in _builders(rules, scratch, with_letters):
+        for n, (label, build) in enumerate(_builders(rules, scratch, with_letters)):
+            if (label in DRAWING) != drawing:
+                continue
             reasons, error = _attempt(build, cfg)
             if not reasons:
                 continue
@@ -485,14 +541,80 @@ def _emails(cfg: Config, rules: RuleSet, with_letters: bool = True) -> list[Prob
                 for reason, located in zip(reasons, _blame(cfg, build, reasons, error),
                                            strict=True):
                     blamed[reason] = located
-            for reason in reasons:
-                for file, line, message in blamed[reason]:
-                    failures.setdefault((file, line, message), []).append(label)
+            found += [(n, place, label) for reason in reasons for place in blamed[reason]]
+    return found
+
+
+def _grouped(found: list[_Failure]) -> list[Problem]:
+    """One problem per cause, naming the emails it breaks, in the order of the emails."""
+    failures: dict[_Located, list[str]] = {}
+    for _, place, label in sorted(found, key=lambda failure: failure[0]):
+        labels = failures.setdefault(place, [])
+        if label not in labels:
+            labels.append(label)
     return [Problem(file, line, f"{message} (in the {', '.join(labels)})")
             for (file, line, message), labels in failures.items()]
 
 
-_Located = tuple[str, int | None, str]  # file, line, message
+class _AsideFailed(Exception):
+    """The check aside gave no answer: it raised, was killed, or took too long."""
+
+
+class _Aside:
+    """`work()` run in a forked copy of this process; `result()` waits for its answer (pickled
+    through a pipe) at most `seconds` from the start, then kills it."""
+
+    def __init__(self, work: Callable[[], Any], seconds: float) -> None:
+        self.seconds = seconds
+        self.started = time.monotonic()
+        self._read, write = os.pipe()
+        self._pid = os.fork()
+        if self._pid == 0:  # the copy: answers, and ends without running anything of ours
+            code = 0
+            try:
+                os.close(self._read)
+                try:
+                    answer: tuple[str, Any] = ("done", work())
+                except Exception as err:  # bulkhead: the parent reports it
+                    answer = ("raised", f"{type(err).__name__}: {err}")
+                with os.fdopen(write, "wb") as out:
+                    pickle.dump(answer, out)
+            except BaseException:  # nothing may escape a forked copy
+                code = 70
+            finally:
+                os._exit(code)
+        os.close(write)
+
+    def result(self) -> Any:
+        chunks: list[bytes] = []
+        waiting = selectors.DefaultSelector()
+        waiting.register(self._read, selectors.EVENT_READ)
+        try:
+            while True:
+                left = self.started + self.seconds - time.monotonic()
+                if left <= 0 or not waiting.select(left):
+                    os.kill(self._pid, signal.SIGKILL)
+                    raise _AsideFailed(f"it did not end within {self.seconds:g} s")
+                chunk = os.read(self._read, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            waiting.close()
+            os.close(self._read)
+            _, status = os.waitpid(self._pid, 0)
+        if not chunks:
+            raise _AsideFailed(f"it ended without an answer ({_ended(status)})")
+        kind, value = pickle.loads(b"".join(chunks))  # our own copy's answer
+        if kind != "done":
+            raise _AsideFailed(f"it raised {value}")
+        return value
+
+
+def _ended(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def _attempt(build: Builder, cfg: Config) -> tuple[list[str], Exception | None]:

@@ -60,12 +60,14 @@ def sd_notify(message: str) -> None:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, ruleset: RuleSet) -> None:
+    def __init__(self, cfg: Config, ruleset: RuleSet,
+                 proving: selfcheck.Proving | None = None) -> None:
         # Refuse to start on a configuration that cannot work (an email that cannot be
         # composed with the configured identity or templates, a trust root that does not
         # load): a configuration error with every problem (exit 78, systemd does not restart),
-        # rather than every mail quarantined one by one in production.
-        problems = selfcheck.prove(cfg, ruleset)
+        # rather than every mail quarantined one by one in production. `proving`: the check
+        # begun before this module was imported (`vanthu run`), its PDFs drawn aside.
+        problems = (proving or selfcheck.Proving(cfg, ruleset, aside=True)).problems()
         if problems:
             raise ConfigError(problems)
         for note in selfcheck.notes(cfg):

@@ -23,14 +23,17 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from multiprocessing.util import Finalize
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
-from fontTools import subset, ttLib  # type: ignore[import-untyped]  # fpdf2's own
-from fpdf import FPDF
-from fpdf.fonts import TextStyle, TTFFont
 
 from daemon.textnorm import collapse_spaces, nfc, visible
+
+if TYPE_CHECKING:
+    # fpdf2 (with Pillow and fontTools) is imported where a PDF is drawn, not with this
+    # module: the daemon's own process composes no PDF (its workers do) and is 33 MB lighter
+    # and starts faster without it.
+    from fpdf import FPDF
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +173,8 @@ def render(fields: ReceiptFields, rules_dir: Path | None = None) -> tuple[str, s
 def new_document(font_dir: Path = FONT_DIR) -> FPDF:
     """An empty A4 document with the Vietnamese fonts loaded (about 50 ms: fonts are parsed
     per document, because fpdf2's font objects keep per-document subsetting state)."""
+    from fpdf import FPDF
+
     doc = FPDF(format="A4")
     doc.add_font("DejaVu", "", str(font_dir / "DejaVuSans.ttf"))
     doc.add_font("DejaVu", "B", str(font_dir / "DejaVuSans-Bold.ttf"))
@@ -190,6 +195,8 @@ def _face_paths(font_dir: Path) -> dict[str, Path]:
 
 def form_document(font_dir: Path) -> FPDF:
     """An A4 portrait page with the serif faces of the form, margins as on a printed form."""
+    from fpdf import FPDF
+
     doc = FPDF(orientation="portrait", format="A4")
     for style, path in _face_paths(font_dir).items():
         doc.add_font("Form", style, str(path))
@@ -200,13 +207,18 @@ def form_document(font_dir: Path) -> FPDF:
     return doc
 
 
-_TAG_STYLES = {
-    "h1": TextStyle(font_family="Form", font_style="B", font_size_pt=13.5, color=0,
-                    t_margin=5, b_margin=1),
-    "h2": TextStyle(font_family="Form", font_style="B", font_size_pt=11.5, color=0,
-                    t_margin=3, b_margin=2),
-    "p": TextStyle(font_family="Form", font_size_pt=11.5, t_margin=2, b_margin=0),
-}
+@functools.cache
+def _tag_styles() -> dict[str, Any]:
+    """The form's headings and paragraphs, as fpdf2's HTML layout takes them."""
+    from fpdf.fonts import TextStyle
+
+    return {
+        "h1": TextStyle(font_family="Form", font_style="B", font_size_pt=13.5, color=0,
+                        t_margin=5, b_margin=1),
+        "h2": TextStyle(font_family="Form", font_style="B", font_size_pt=11.5, color=0,
+                        t_margin=3, b_margin=2),
+        "p": TextStyle(font_family="Form", font_size_pt=11.5, t_margin=2, b_margin=0),
+    }
 
 
 # The characters of nearly every slip: Latin with the Vietnamese letters, combining marks,
@@ -295,6 +307,8 @@ _DROPPED_BY_FPDF = ["FFTM", "GDEF", "GPOS", "GSUB", "MATH", "hdmx", "meta", "sbi
 def _reduce(face: Path, to: Path) -> None:
     """`face` with only the glyphs of COMMON_CHARACTERS (and what they need), the hinting and
     every table fpdf2 embeds kept."""
+    from fontTools import subset, ttLib  # type: ignore[import-untyped]  # fpdf2's own
+
     options = subset.Options(layout_features=[], name_IDs=["*"], name_languages=["*"],
                              glyph_names=True, notdef_outline=True, recommended_glyphs=True,
                              legacy_kern=True, passthrough_tables=True)
@@ -317,12 +331,14 @@ def html_pdf(markup: str, font_dir: Path = FONT_DIR,
     """The PDF of the slip's HTML: what `<head>`, `<style>` and `<script>` hold is for the
     mail reader and is left out. Drawn with the `reduced` faces when every character of it
     is a common one."""
+    from fpdf.fonts import TTFFont
+
     markup = _HEAD.sub("", markup)
     if reduced and all(ord(c) in _COMMON or c.isspace() for c in html.unescape(markup)):
         font_dir = reduced.directory(font_dir) or font_dir
     doc = form_document(font_dir)
     try:
-        doc.write_html(markup, tag_styles=_TAG_STYLES,
+        doc.write_html(markup, tag_styles=_tag_styles(),
                        table_line_separators=True, warn_on_tags_not_matching=False)
         return bytes(doc.output())
     finally:  # fpdf2 closes only the font files it used, and none when the layout failed
