@@ -48,7 +48,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 
 from daemon.errors import DatabaseError
@@ -102,6 +102,8 @@ def _insert_unless_there(conn: Connection, table: Table, values: dict[str, Any])
     dialect = conn.dialect.name
     statement: Any
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql  # imported with its engine, not before
+
         statement = postgresql.insert(table)
     elif dialect == "sqlite":
         statement = sqlite.insert(table)

@@ -66,21 +66,24 @@ class Daemon:
         # composed with the configured identity or templates, a trust root that does not
         # load): a configuration error with every problem (exit 78, systemd does not restart),
         # rather than every mail quarantined one by one in production. `proving`: the check
-        # begun before this module was imported (`vanthu run`), its PDFs drawn aside.
-        problems = (proving or selfcheck.Proving(cfg, ruleset, aside=True)).problems()
-        if problems:
-            raise ConfigError(problems)
-        for note in selfcheck.notes(cfg):
-            log.warning("config.note", extra={"note": note})
+        # begun before this module was imported (`vanthu run`); its answer is taken once the
+        # database is ready, the PDFs having been drawn aside meanwhile.
+        proving = proving or selfcheck.Proving(cfg, ruleset, aside=True)
         self.cfg = cfg
         self.rules = ruleset
         memory.tune()  # before the threads start: they would each make an arena
         self.engine = make_engine(cfg.storage.url)
+        problems = []
         try:  # a new database is created; another schema stops the daemon until it is upgraded
             prepare(self.engine)
         except SchemaMismatch as err:  # exit 78: restarting cannot help
+            problems.append(Problem("[storage] url", None, str(err)))
+        problems[:0] = proving.problems()
+        if problems:
             self.engine.dispose()
-            raise ConfigError([Problem("[storage] url", None, str(err))]) from err
+            raise ConfigError(problems)
+        for note in selfcheck.notes(cfg):
+            log.warning("config.note", extra={"note": note})
         self.store = MailStore(cfg.storage.data_dir)
         self.turns = Turns()  # storing and sending write before recording (SQLite: one writer)
         self.sender = Sender(self.engine, cfg.smtp, self.turns)

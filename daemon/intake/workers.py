@@ -41,14 +41,15 @@ log = logging.getLogger("vanthu.workers")
 Reader = Callable[[bytes, LimitsConfig], Reading | BadMessage]
 
 # What the fork server imports once, so that every process forked from it (the readers, the
-# verifiers of signed results) has it without paying for the import: the readers, the results'
-# verifier, pyHanko (imported lazily by both), PDFium, the composers of emails (drafts) and
-# the PDF maker of receipt slips (fpdf2 with fontTools, imported lazily by the receipt).
-# The daemon's own process needs none of pyHanko, PDFium and fpdf2.
+# verifiers of signed results) has it without paying for the import: the readers (with pypdf,
+# which they import lazily), the results' verifier, pyHanko (imported lazily by both), PDFium,
+# the composers of emails (drafts) and the PDF maker of receipt slips (fpdf2 with fontTools,
+# imported lazily by the receipt).
+# The daemon's own process needs none of pypdf, pyHanko, PDFium and fpdf2.
 # Python has one fork server per process: every user of it sets this same list.
-FORK_SERVER_PRELOAD = [__name__, "daemon.office.results", "pyhanko.sign.validation",
-                       "pypdfium2", "daemon.outbound.drafts", "fpdf", "fontTools.subset",
-                       "daemon.intake.preloaded"]
+FORK_SERVER_PRELOAD = [__name__, "daemon.understand.pdfscan", "daemon.office.results",
+                       "pyhanko.sign.validation", "pypdfium2", "daemon.outbound.drafts",
+                       "fpdf", "fontTools.subset", "daemon.intake.preloaded"]
 
 # A worker reads this many mails, then a fresh one forked from the fork server takes its
 # place (a fork: milliseconds): whatever the parsers keep or fragment stays bounded.

@@ -22,10 +22,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import holidays
 import yaml
+
+if TYPE_CHECKING:
+    import holidays
 
 TABLE_FILE = Path(__file__).with_name("holidays_vn.yaml")
 _WEEKEND = {5: "Thứ Bảy", 6: "Chủ nhật"}
@@ -115,6 +117,8 @@ def load_table(path: Path) -> Table:
 
 @functools.cache
 def _computed(year: int) -> holidays.HolidayBase:
+    import holidays  # 50 ms of the start: imported when a year beyond the table is asked
+
     return holidays.country_holidays("VN", years=year, language="vi")
 
 

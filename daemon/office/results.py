@@ -55,7 +55,6 @@ from multiprocessing.connection import Connection as PipeEnd
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-import pypdf
 from sqlalchemy import Connection, Engine, insert, select
 
 from daemon.config import Config
@@ -225,6 +224,8 @@ TEXT_PAGES = 10  # pages of a result read to check whom it names; the header is 
 def _text(data: bytes) -> str:
     """The text of the first pages of a PDF that already passed signature validation (so it
     is the agency's own document, not attacker input)."""
+    import pypdf  # here: the daemon's process imports it only when a result comes
+
     try:
         pages = pypdf.PdfReader(io.BytesIO(data)).pages
         return "\n".join(page.extract_text() or "" for page in pages[:TEXT_PAGES])

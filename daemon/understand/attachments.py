@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from daemon.config import LimitsConfig, OcrConfig
 from daemon.models import Document, Package
 from daemon.textnorm import nfc
-from daemon.understand import archives, edxml, filetype, legacy, ocr, pdfscan, signatures
+from daemon.understand import archives, edxml, filetype, legacy, ocr, signatures
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -179,6 +179,10 @@ def inspect(file: File, inspection: Inspection) -> str:
 
 
 def _pdf(file: File, kind: str, inspection: Inspection) -> str:
+    # pypdf is imported where a PDF is read (the workers, whose fork server preloads it):
+    # the daemon's own process reads none.
+    from daemon.understand import pdfscan
+
     limits = inspection.limits
     _carry_signed(file, inspection)
     scan = pdfscan.scan(file.data, inspection.objects_left, inspection.pages_left,
