@@ -11,7 +11,6 @@ after it, everything they caused is durable.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ from daemon.db import Turns, cases, messages, new_id, reading, utcnow
 from daemon.errors import BadMessage, PermanentError, SystemicFault
 from daemon.intake.store import MailStore
 from daemon.intake.workers import ReadPool, Reads, read_guarded
+from daemon.log import rehearsal
 from daemon.models import (
     Action,
     Assignment,
@@ -57,9 +57,6 @@ from daemon.understand.signatures import document_roots
 
 log = logging.getLogger("vanthu.pipeline")
 
-# True while the canary runs: its registration is rolled back, so it must not be logged as one.
-_in_canary: contextvars.ContextVar[bool] = contextvars.ContextVar("in_canary", default=False)
-log.addFilter(lambda record: not _in_canary.get())
 
 REGISTERED_KINDS = (Kind.DOCUMENT, Kind.DOSSIER)
 EVENT_OF_ACTION = {Purpose.ACKNOWLEDGE: CaseEvent.ACKNOWLEDGED,
@@ -452,12 +449,9 @@ def canary(conn: Connection, cfg: Config, rules: RuleSet, store: MailStore) -> s
         sample = read_guarded(CANARY.read_bytes(), cfg.limits)
         if isinstance(sample, BadMessage):
             return f"the built-in sample mail cannot be read: {sample}"
-        now = utcnow()
-        quiet = _in_canary.set(True)
-        try:
-            return _canary_apply(conn, cfg, rules, sample, now)
-        finally:
-            _in_canary.reset(quiet)
+        # Its registration, case and emails are rolled back: not logged as news.
+        with rehearsal():
+            return _canary_apply(conn, cfg, rules, sample, utcnow())
     except Exception as err:  # anything at all: this is the probe for faults of the system
         return f"{type(err).__name__}: {err}"
 

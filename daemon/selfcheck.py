@@ -15,7 +15,6 @@ import email.policy
 import email.utils
 import functools
 import hashlib
-import logging
 import os
 import pickle
 import re
@@ -39,6 +38,7 @@ from daemon import config
 from daemon.config import Config
 from daemon.db import cases, metadata, outbox
 from daemon.errors import ConfigError, Problem
+from daemon.log import rehearsal
 from daemon.models import (
     Action,
     Address,
@@ -465,43 +465,14 @@ _SUSPECTS = (
 def _scratch() -> Iterator[Engine]:
     """An empty database in memory with the schema, for composing the sample emails (the
     schema as the code declares it: no migration history to read at every start); what the
-    samples do there is not logged as news (`_unlogged`)."""
+    samples do there is a rehearsal, not logged as news."""
     engine = create_engine("sqlite://", poolclass=StaticPool)
     try:
         metadata.create_all(engine)
-        with _unlogged():
+        with rehearsal():
             yield engine
     finally:
         engine.dispose()
-
-
-class _OtherThreads(logging.Filter):
-    """Passes warnings and errors, and the records of every thread but the one that made
-    it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.thread = threading.get_ident()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread != self.thread or record.levelno >= logging.WARNING
-
-
-@contextmanager
-def _unlogged() -> Iterator[None]:
-    """What the sample emails do in the scratch database (queued, a case opened…) is not
-    logged as news: it did not happen. Warnings and errors are (a font that cannot be read),
-    and other threads (a running daemon checking new rules) log as ever."""
-    hush = _OtherThreads()
-    loggers = [logger for name, logger in logging.Logger.manager.loggerDict.items()
-               if name.startswith("vanthu") and isinstance(logger, logging.Logger)]
-    for logger in loggers:
-        logger.addFilter(hush)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeFilter(hush)
 
 
 def emails(cfg: Config, ruleset: RuleSet) -> list[tuple[str, bytes]]:

@@ -227,7 +227,7 @@ def test_the_self_checks_sample_emails_are_not_logged_as_news(
     # Without the check's quiet, the samples did log: the test sees what it claims to hide.
     caplog.clear()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(selfcheck, "_unlogged", contextlib.nullcontext)
+        patch.setattr(selfcheck, "rehearsal", contextlib.nullcontext)
         selfcheck.check(_config(tmp_path))
     assert any(r.getMessage() == "outbox.queued" for r in caplog.records)
 
