@@ -576,7 +576,11 @@ class _Aside:
             _, status = os.waitpid(self._pid, 0)
         if not chunks:
             raise _AsideFailed(f"it ended without an answer ({_ended(status)})")
-        kind, value = pickle.loads(b"".join(chunks))  # our own copy's answer
+        try:
+            kind, value = pickle.loads(b"".join(chunks))  # our own copy's answer
+        except Exception as err:  # cut short: it died while writing it
+            raise _AsideFailed(f"its answer is incomplete ({_ended(status)}): "
+                               f"{type(err).__name__}") from err
         if kind != "done":
             raise _AsideFailed(f"it raised {value}")
         return value

@@ -134,6 +134,10 @@ def test_a_copy_that_raises_or_dies_is_reported() -> None:
         selfcheck._Aside(dies, 60).result()
     with pytest.raises(selfcheck._AsideFailed, match=r"without an answer \(exit status 3\)"):
         selfcheck._Aside(lambda: os._exit(3), 60).result()
+    # An answer that cannot be written whole (its end cannot be pickled): the part written
+    # before is not taken for an answer.
+    with pytest.raises(selfcheck._AsideFailed, match=r"incomplete \(exit status 70\)"):
+        selfcheck._Aside(lambda: [b"x" * 1_000_000, lambda: None], 60).result()
 
 
 def test_a_copy_that_hangs_is_killed_at_its_deadline() -> None:
