@@ -90,3 +90,19 @@ def test_terminating_ends_when_the_worker_waiting_for_a_task_was_killed() -> Non
     ending.join(300)  # it takes LOCK_SECONDS; the standard Pool never ends
     assert not ending.is_alive(), "terminate hung on the dead worker's lock"
     pool.join()
+
+
+def test_terminating_ends_when_a_worker_died_holding_the_result_lock() -> None:
+    """A worker holds the result pipe's write lock while it sends a result; killed then, it
+    never gives it back, and the standard Pool's terminate waits for it forever (its last
+    word to the result handler). Held here by the test, as a dead worker leaves it."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(FORK_SERVER_PRELOAD)
+    pool = _Pool(2, context=context)
+    assert set(pool.map(_pid, range(4), chunksize=1))
+    assert pool._outqueue._wlock.acquire(timeout=120)  # type: ignore[attr-defined]
+    ending = threading.Thread(target=pool.terminate, daemon=True)
+    ending.start()
+    ending.join(300)  # it takes LOCK_SECONDS; the standard Pool never ends
+    assert not ending.is_alive(), "terminate hung on the result lock"
+    pool.join()

@@ -156,13 +156,31 @@ class _Pool(Pool):
         while the pool ends (a sentinel per worker). So when the lock is not free after
         LOCK_SECONDS, its holder is dead: the tasks are read away without it (the workers
         are killed next in any case)."""
-        inqueue._rlock.acquire(timeout=_Pool.LOCK_SECONDS)
+        if not inqueue._rlock.acquire(timeout=_Pool.LOCK_SECONDS):
+            log.warning("workers.lock_lost", extra={"lock": "tasks"})
         try:
             while task_handler.is_alive() and inqueue._reader.poll():
                 inqueue._reader.recv()
                 time.sleep(0)
         except (OSError, EOFError, pickle.UnpicklingError):
             pass  # a task read away in pieces: nobody will run it
+
+    @classmethod
+    def _terminate_pool(cls, taskqueue: Any, inqueue: Any, outqueue: Any,
+                        *rest: Any) -> None:
+        """The standard end of the pool, once the result pipe's write lock is free. A worker
+        holds it while it sends a result, and one killed then (the OOM killer is most likely
+        to pick a worker holding a large result) never gives it back: the standard end's
+        last word to the result handler would wait for it forever. A live worker ends its
+        send as the result handler reads on, so after LOCK_SECONDS the holder is dead, and
+        the lock is given back for it (a multiprocessing lock is a semaphore: any process
+        may release it). Every worker is killed next."""
+        lock = outqueue._wlock
+        if lock is not None:
+            if not lock.acquire(timeout=cls.LOCK_SECONDS):
+                log.warning("workers.lock_lost", extra={"lock": "results"})
+            lock.release()
+        super()._terminate_pool(taskqueue, inqueue, outqueue, *rest)  # type: ignore[misc]
 
 
 class ReadPool:
