@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from daemon.intake.workers import FORK_SERVER_PRELOAD, _Pool
+from daemon.config import LimitsConfig
+from daemon.intake.workers import FORK_SERVER_PRELOAD, ReadPool, _Pool
 
 RESULT_BYTES = 4 * 1024 * 1024  # far beyond a pipe's buffer: read in many pieces
 
@@ -106,3 +107,37 @@ def test_terminating_ends_when_a_worker_died_holding_the_result_lock() -> None:
     ending.join(300)  # it takes LOCK_SECONDS; the standard Pool never ends
     assert not ending.is_alive(), "terminate hung on the result lock"
     pool.join()
+
+
+def _echo(raw: bytes, limits: LimitsConfig) -> bytes:
+    return raw
+
+
+def _read(pool: ReadPool, items: list[bytes]) -> list[Any]:
+    return pool.collect(pool.submit(items, work=_echo))
+
+
+def test_a_pool_that_takes_no_task_blames_no_mail() -> None:
+    """Workers that can never take a task (the task lock held by a worker killed while it
+    waited) are the pool's fault: the batch is read again by a new pool, and no mail is
+    judged unreadable (which quarantines it for good)."""
+    pool = ReadPool(LimitsConfig(workers=2))
+    try:
+        assert _read(pool, [b"first", b"second"]) == [b"first", b"second"]
+        inner = pool._pool
+        assert inner is not None
+        lock = inner._inqueue._rlock  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 120
+        while lock._semlock._get_value() != 0:  # until an idle worker holds it, waiting
+            assert time.monotonic() < deadline, "no worker went back to wait for a task"
+            time.sleep(0.01)
+        for worker in inner._pool:  # type: ignore[attr-defined]
+            os.kill(worker.pid, signal.SIGKILL)
+        # The lock is never given back, so no worker takes anything however long one waits.
+        pool.START_SECONDS = 2.0
+        assert _read(pool, [b"third", b"fourth"]) == [None, None]
+        assert pool.restarts == 1
+        pool.START_SECONDS = ReadPool.START_SECONDS
+        assert _read(pool, [b"third", b"fourth"]) == [b"third", b"fourth"]  # a new pool
+    finally:
+        pool.close()

@@ -227,9 +227,9 @@ class ReadPool:
                                    maxtasksperchild=MAILS_PER_WORKER, context=context)
             return self._pool
 
-    def _wait(self, task_id: int, task: AsyncResult[Any], queued: float) -> bool:
-        """Wait for `task`, handed to the pool at `queued`; False when it ran past its time
-        (or never started)."""
+    def _wait(self, task_id: int, task: AsyncResult[Any], queued: float) -> bool | None:
+        """Wait for `task`, handed to the pool at `queued`: True when it is done, False when
+        it ran past its time, None when no worker took it within START_SECONDS."""
         assert self._started is not None
         while True:
             while not self._started.empty():
@@ -244,7 +244,7 @@ class ReadPool:
             if task.ready():
                 return True
             if left <= 0:
-                return False
+                return None if begin is None else False
             # Until a worker takes the mail, look for its start notice every 50 ms.
             task.wait(left if begin is not None else min(left, 0.05))
 
@@ -275,18 +275,25 @@ class ReadPool:
             if reads.generation != self._generation:  # its pool was killed meanwhile
                 results.extend([None] * (len(reads.tasks) - i))
                 break
-            if self._wait(tid, task, reads.queued):
+            done = self._wait(tid, task, reads.queued)
+            if done:
                 self._began.pop(tid, None)
                 try:
                     results.append(task.get())
                 except Exception as err:  # bulkhead: a result that cannot be unpickled
                     results.append(BadMessage(f"reading failed: {type(err).__name__}: {err}"))
                 continue
-            log.error("workers.timeout", extra={"seconds": self.limits.parse_seconds})
-            results.append(BadMessage(
-                f"reading took longer than {self.limits.parse_seconds} s, or its worker "
-                "died; the mail may be built to exhaust the parser"))
-            results.extend([None] * (len(reads.tasks) - i - 1))
+            if done is None:
+                # No worker took it: the pool is stuck (a worker died holding the task lock,
+                # the fork server is gone), not the mail. It is read again, by a new pool.
+                log.error("workers.stuck", extra={"seconds": self.START_SECONDS})
+                results.extend([None] * (len(reads.tasks) - i))
+            else:
+                log.error("workers.timeout", extra={"seconds": self.limits.parse_seconds})
+                results.append(BadMessage(
+                    f"reading took longer than {self.limits.parse_seconds} s, or its worker "
+                    "died; the mail may be built to exhaust the parser"))
+                results.extend([None] * (len(reads.tasks) - i - 1))
             self.restarts += 1
             self.close()  # the stuck worker must go; the rest of the batch is reread
             break
