@@ -71,6 +71,18 @@ def _pid(_: int) -> int:
     return os.getpid()
 
 
+def _kill_with_the_task_lock(pool: multiprocessing.pool.Pool) -> None:
+    """SIGKILL every worker once one of them waits for a task, holding the task pipe's read
+    lock: the lock stays held for good."""
+    lock = pool._inqueue._rlock  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 120
+    while lock._semlock._get_value() != 0:  # until an idle worker holds it, waiting
+        assert time.monotonic() < deadline, "no worker went back to wait for a task"
+        time.sleep(0.01)
+    for worker in pool._pool:  # type: ignore[attr-defined]
+        os.kill(worker.pid, signal.SIGKILL)
+
+
 def test_terminating_ends_when_the_worker_waiting_for_a_task_was_killed() -> None:
     """A worker waiting for a task holds the pool's read lock; killed there (the OOM killer,
     SIGKILL, a signal to the process group) it never gives it back. The standard Pool then
@@ -79,13 +91,7 @@ def test_terminating_ends_when_the_worker_waiting_for_a_task_was_killed() -> Non
     context.set_forkserver_preload(FORK_SERVER_PRELOAD)
     pool = _Pool(2, context=context)
     assert set(pool.map(_pid, range(4), chunksize=1))  # both workers are up
-    lock = pool._inqueue._rlock  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 120
-    while lock._semlock._get_value() != 0:  # until an idle worker holds it, waiting
-        assert time.monotonic() < deadline, "no worker went back to wait for a task"
-        time.sleep(0.01)
-    for worker in pool._pool:  # type: ignore[attr-defined]
-        os.kill(worker.pid, signal.SIGKILL)
+    _kill_with_the_task_lock(pool)
     ending = threading.Thread(target=pool.terminate, daemon=True)
     ending.start()
     ending.join(300)  # it takes LOCK_SECONDS; the standard Pool never ends
@@ -126,13 +132,7 @@ def test_a_pool_that_takes_no_task_blames_no_mail() -> None:
         assert _read(pool, [b"first", b"second"]) == [b"first", b"second"]
         inner = pool._pool
         assert inner is not None
-        lock = inner._inqueue._rlock  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 120
-        while lock._semlock._get_value() != 0:  # until an idle worker holds it, waiting
-            assert time.monotonic() < deadline, "no worker went back to wait for a task"
-            time.sleep(0.01)
-        for worker in inner._pool:  # type: ignore[attr-defined]
-            os.kill(worker.pid, signal.SIGKILL)
+        _kill_with_the_task_lock(inner)
         # The lock is never given back, so no worker takes anything however long one waits.
         pool.START_SECONDS = 2.0
         assert _read(pool, [b"third", b"fourth"]) == [None, None]
