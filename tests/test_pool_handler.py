@@ -10,7 +10,6 @@ import multiprocessing.pool
 import os
 import signal
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -71,14 +70,26 @@ def _pid(_: int) -> int:
     return os.getpid()
 
 
-def _kill_with_the_task_lock(pool: multiprocessing.pool.Pool) -> None:
-    """SIGKILL every worker once one of them waits for a task, holding the task pipe's read
-    lock: the lock stays held for good."""
-    lock = pool._inqueue._rlock  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 120
-    while lock._semlock._get_value() != 0:  # until an idle worker holds it, waiting
-        assert time.monotonic() < deadline, "no worker went back to wait for a task"
-        time.sleep(0.01)
+_said: Any = None  # in a worker of the tests below: where a held task says it started
+
+
+def _keep(queue: Any) -> None:
+    global _said
+    _said = queue
+
+
+def _hold(*_: Any) -> None:
+    """A task that says it started (when the pool has a queue for it), then never ends."""
+    if _said is not None:
+        _said.put(os.getpid())
+    threading.Event().wait()
+
+
+def _take_task_lock_and_kill(pool: multiprocessing.pool.Pool) -> None:
+    """With every worker inside a held task (so none waits for one, holding the task pipe's
+    read lock), take that lock for good, as a worker killed while it waited leaves it, and
+    kill the workers."""
+    assert pool._inqueue._rlock.acquire(timeout=120)  # type: ignore[attr-defined]
     for worker in pool._pool:  # type: ignore[attr-defined]
         os.kill(worker.pid, signal.SIGKILL)
 
@@ -89,9 +100,12 @@ def test_terminating_ends_when_the_worker_waiting_for_a_task_was_killed() -> Non
     waits for that lock forever when it is terminated: the daemon hung at its stop."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(FORK_SERVER_PRELOAD)
-    pool = _Pool(2, context=context)
-    assert set(pool.map(_pid, range(4), chunksize=1))  # both workers are up
-    _kill_with_the_task_lock(pool)
+    started = context.SimpleQueue()
+    pool = _Pool(2, initializer=_keep, initargs=(started,), context=context)
+    for n in range(2):
+        pool.apply_async(_hold, (n,))
+    assert len({started.get(), started.get()}) == 2  # both workers are in a task
+    _take_task_lock_and_kill(pool)
     ending = threading.Thread(target=pool.terminate, daemon=True)
     ending.start()
     ending.join(300)  # it takes LOCK_SECONDS; the standard Pool never ends
@@ -131,8 +145,10 @@ def test_a_pool_that_takes_no_task_blames_no_mail() -> None:
     try:
         assert _read(pool, [b"first", b"second"]) == [b"first", b"second"]
         inner = pool._pool
-        assert inner is not None
-        _kill_with_the_task_lock(inner)
+        assert inner is not None and pool._started is not None
+        pool.submit([b"held", b"held"], work=_hold)
+        assert len({pool._started.get()[0] for _ in range(2)}) == 2  # both in a task
+        _take_task_lock_and_kill(inner)
         # The lock is never given back, so no worker takes anything however long one waits.
         pool.START_SECONDS = 2.0
         assert _read(pool, [b"third", b"fourth"]) == [None, None]

@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ def test_a_copy_that_raises_or_dies_is_reported() -> None:
 
 
 def test_a_copy_that_hangs_is_killed_at_its_deadline() -> None:
-    aside = selfcheck._Aside(lambda: time.sleep(3600), 0.5)
+    aside = selfcheck._Aside(lambda: threading.Event().wait(), 0.5)  # never ends
     with pytest.raises(selfcheck._AsideFailed, match=r"did not end within 0\.5 s"):
         aside.result()
     with pytest.raises(ProcessLookupError):  # killed and reaped
