@@ -2,6 +2,7 @@
 parsers it uses, on real servers in one run (prints figures, asserts none).
 
     uv run python -m tests.bench_intake [--mails 2000] [--seed 17] [--idle 20] [--spy DIR]
+                                        [--log FILE] [--skip-baseline]
 
 The backlog is made here, deterministic for a seed: N distinct mails in an agency's mix
 (45% documents, most with a Decree-30 PDF; 20% dossiers with attachments; 10% replies;
@@ -290,8 +291,11 @@ class Running:
     """`vanthu run` in its own process, its log lines timed as they arrive, and READY=1
     from its systemd notification socket."""
 
-    def __init__(self, config: Path, spy: Path | None = None) -> None:
+    def __init__(self, config: Path, spy: Path | None = None,
+                 keep: Path | None = None) -> None:
         self.events: dict[str, float] = {}
+        # Line-buffered: the reading thread may write a last line while the run stops.
+        self.keep = keep.open("w", encoding="utf-8", buffering=1) if keep is not None else None
         self.spied = spy is not None
         self.notify_path = str(config.parent / "notify.sock")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -313,6 +317,9 @@ class Running:
     def _read_log(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            if self.keep is not None:  # each line with the seconds since the process began
+                self.keep.write(f"{time.perf_counter() - self.started:.3f} "
+                                f"{line.decode(errors='replace')}")
             try:
                 event = json.loads(line).get("event")
             except (ValueError, AttributeError):
@@ -432,10 +439,10 @@ def counts(db: Path) -> tuple[int, int, int]:
 
 
 def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
-                 spy: Path | None) -> dict[str, Any]:
+                 spy: Path | None, keep: Path | None = None) -> dict[str, Any]:
     config = write_config(work / "intake", server, sink, "intake")
     db = work / "intake" / "data" / "vanthu.db"
-    running = Running(config, spy)
+    running = Running(config, spy, keep)
     marks: dict[str, float] = {}
     cpu: dict[str, float] = {}
     memory: list[tuple[int, float]] = []  # (mails processed, PSS of the tree in MB)
@@ -577,6 +584,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--idle", type=int, default=20, help="IDLE latency samples")
     parser.add_argument("--spy", type=Path, help="record a py-spy profile of vanthu here")
+    parser.add_argument("--log", type=Path,
+                        help="keep the log of the timed vanthu here (with seconds since its start)")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
     logging.getLogger("mailparser").setLevel(logging.ERROR)  # says so of every bounce
@@ -603,7 +612,7 @@ def main() -> int:
         spy = args.spy / "intake.txt" if args.spy else None
         if args.spy:
             args.spy.mkdir(parents=True, exist_ok=True)
-        got = whole_intake(server, sink, work, len(mails), spy)
+        got = whole_intake(server, sink, work, len(mails), spy, args.log)
         rows.append(("vanthu: all stored", len(mails) / got["stored"]))
         rows.append(("vanthu: all processed (registered, routed, queued)",
                      len(mails) / got["processed"]))
