@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -334,6 +335,9 @@ outbox = Table(
     # SMTP transactions begun, counted durably before each one starts: a begun try with no
     # recorded outcome (a crash after the server's 250) may have delivered the email.
     Column("tries_begun", Integer),
+    # The last entry of the sender's journal folded into the row (daemon/outbound/journal.py):
+    # an entry folds once, however often folding is cut short.
+    Column("journal_seq", Integer),
 )
 
 # Named leases held by one daemon at a time: "mailbox:NAME" (who watches a mailbox) and any
@@ -541,8 +545,18 @@ def make_engine(url: str, busy_seconds: float = 30.0) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False,
                                                   "timeout": busy_seconds})
         _sqlite_setup(engine, busy_seconds)
+        _BUSY_SECONDS[engine] = busy_seconds
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+_BUSY_SECONDS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+
+
+def busy_seconds(engine: Engine) -> float:
+    """How long a writer of `engine`'s SQLite database waits for another one (make_engine's
+    `busy_seconds`): a file written beside it waits as long."""
+    return _BUSY_SECONDS.get(engine, 30.0)
 
 
 READER_BUSY_SECONDS = 3.0  # how long a read-only command waits for a lock before saying so

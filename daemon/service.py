@@ -361,5 +361,7 @@ class Daemon:
         await asyncio.to_thread(keeper.join, 10.0)  # gives the leases up
         self.pool.close()
         self.metrics.stop()
+        if self.sender.journal is not None:
+            self.sender.journal.close()
         self.engine.dispose()
         log.info("daemon.stopped")

@@ -31,6 +31,7 @@ from daemon.config import SmtpConfig
 from daemon.db import health, make_engine, outbox, upgrade
 from daemon.errors import DatabaseError
 from daemon.models import OutboxState
+from daemon.outbound.journal import SendJournal, journal_path
 from daemon.outbound.send import Sender, claim_seconds
 from tests.conftest import ROOT
 from tests.pg import database_url, on_postgresql
@@ -143,7 +144,8 @@ def test_daemons_on_one_database_send_each_email_once(tmp_path: Path, slow: Slow
     assert _copies(slow) == {f"<{n}.forward@x.gov.vn>": 1 for n in range(1, 61)}
     assert sum(sent) == 60 and sum(1 for s in sent if s) >= 2, sent
     assert all((r.state, r.attempts, r.tries_begun, r.claimed_by)
-               == (OutboxState.SENT, 1, 1, None) for r in _rows(engine))
+               == (OutboxState.SENT, 1, 1, None) for r in _rows(engine)), [
+        (r.id, r.state, r.attempts, r.tries_begun, r.claimed_by) for r in _rows(engine)]
 
 
 def _dead_pid() -> int:
@@ -315,17 +317,24 @@ def test_smtp_trouble_is_a_health_fault_until_a_delivery(tmp_path: Path, smtp: S
 def test_claim_is_taken_and_counted_before_the_transaction(tmp_path: Path,
                                                            smtp: SmtpSink) -> None:
     """While the server holds the message, the row is already claimed by this daemon and the
-    try counted, both committed (read from another connection)."""
+    try counted, both committed (read from another connection): on PostgreSQL in the row, on
+    SQLite in the sender's journal beside the database (folded into the row afterwards)."""
     engine = _engine(tmp_path / "out.db")
     other = make_engine(engine.url.render_as_string(hide_password=False))
+    beside = journal_path(engine)
     seen: list[tuple[Any, ...]] = []
     original = smtp.handle_DATA
 
     async def look(server: Any, session: Any, envelope: Any) -> str:
         with other.connect() as conn:
-            seen.append(tuple(conn.execute(select(
+            claimed_by, begun, attempts, expires = conn.execute(select(
                 outbox.c.claimed_by, outbox.c.tries_begun, outbox.c.attempts,
-                outbox.c.claim_expires_at)).one()))
+                outbox.c.claim_expires_at)).one()
+        if beside is not None:  # read by another connection to the journal's file
+            assert begun == 0
+            begun += sum(1 for e in SendJournal(beside).entries()
+                         if e.row_id == 1 and e.outcome is None and e.owner == claimed_by)
+        seen.append((claimed_by, begun, attempts, expires))
         return await original(server, session, envelope)
 
     smtp.handle_DATA = look  # type: ignore[method-assign]

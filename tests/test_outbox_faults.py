@@ -35,6 +35,7 @@ from daemon.config import SmtpConfig
 from daemon.db import health, make_engine, outbox, upgrade
 from daemon.errors import DatabaseError
 from daemon.models import OutboxState
+from daemon.outbound.journal import SendJournal, journal_path
 from daemon.outbound.send import Sender
 from tests.conftest import ROOT, RULES
 from tests.servers import Dovecot, SmtpSink, free_port, local_config
@@ -341,15 +342,19 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_sent_that_cannot_be_written_is_never_resent(tmp_path: Path, faulty: FaultySmtp,
                                                      kind: str, drains_during_fault: int,
                                                      request: pytest.FixtureRequest) -> None:
-    """Right after the server has the message the database refuses writes (locked by another
-    process's transaction, or a full disk). The drain raises DatabaseError and keeps the
-    outcome; the drains during the fault send nothing, whatever its length; once writable, the
-    outcome is written first and the rest goes. Every email arrives exactly once."""
+    """Right after the server has the message, its outcome cannot be written: the sender's
+    journal (where the sender of a SQLite database writes its counts and outcomes) is locked
+    by another process's transaction, or the disk is full. The drain raises DatabaseError and
+    keeps the outcome; the drains during the fault send nothing, whatever its length; once
+    writable, the outcome is written first and the rest goes. Every email arrives exactly
+    once."""
     folder = request.getfixturevalue("small_disk") if kind == "disk_full" else tmp_path
     path = folder / "out.db"
     engine = _engine(path, busy_seconds=0.5)
     _queue(engine, 3)
-    fault: _Locker | _Filler = _Locker(path) if kind == "locked" else _Filler(folder)
+    beside = journal_path(engine)
+    assert beside is not None
+    fault: _Locker | _Filler = _Locker(beside) if kind == "locked" else _Filler(folder)
     faulty.on_data = fault
     sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=5.0))
 
@@ -368,17 +373,149 @@ def test_sent_that_cannot_be_written_is_never_resent(tmp_path: Path, faulty: Fau
     rows = _rows(engine)
     assert all(r.state == OutboxState.SENT and (r.attempts, r.tries_begun) == (1, 1)
                and r.claimed_by is None for r in rows)
+    assert SendJournal(beside).entries() == []
     engine.dispose()
+
+
+def test_database_locked_after_the_message_sending_goes_on_and_folds_later(
+        tmp_path: Path, faulty: FaultySmtp) -> None:
+    """SQLite's write lock taken by another process right after the server has the first
+    message: the counts and outcomes go to the sender's journal, which needs no such lock,
+    so the other emails go out too, each once. The drain raises when it cannot fold them
+    into the outbox; a drain while the lock is held sends nothing; once it is gone, the
+    next drain folds them: sent, one try each, no claim left, the journal empty."""
+    path = tmp_path / "out.db"
+    engine = _engine(path, busy_seconds=0.5)
+    _queue(engine, 3)
+    beside = journal_path(engine)
+    assert beside is not None
+    locker = _Locker(path)
+    faulty.on_data = locker
+    sender = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=5.0))
+
+    with pytest.raises(DatabaseError):
+        _drain(sender)
+    everyone = {f"<{n}.forward@x.gov.vn>": 1 for n in (1, 2, 3)}
+    assert faulty.copies() == everyone
+    assert sender.unwritten == {}  # durable in the journal: three counts, three outcomes
+    assert sorted((e.row_id, e.outcome is None) for e in SendJournal(beside).entries()) == [
+        (n, counted) for n in (1, 2, 3) for counted in (False, True)]
+    with pytest.raises(DatabaseError):
+        _drain(sender)
+    with contextlib.closing(sqlite3.connect(path)) as reader:  # a read waits for no lock
+        assert reader.execute("SELECT state FROM outbox").fetchall() == [("pending",)] * 3
+
+    locker.release()
+    faulty.on_data = None
+    assert _drain(sender) == 0  # nothing left to send: the journal is folded first
+
+    assert faulty.copies() == everyone
+    assert all(r.state == OutboxState.SENT and (r.attempts, r.tries_begun) == (1, 1)
+               and r.claimed_by is None for r in _rows(engine))
+    assert SendJournal(beside).entries() == []
+    engine.dispose()
+
+
+# A child that drains one row and is SIGKILLed at the Nth time (argv[3]) the journal is to
+# forget entries: the outbox has committed their fold, the journal still holds them.
+_CRASH_AFTER_FOLD = """
+import asyncio, os, signal, sys
+from daemon.config import SmtpConfig
+from daemon.db import make_engine
+from daemon.outbound.journal import SendJournal
+from daemon.outbound.send import Sender
+
+forget = SendJournal.forget
+calls = []
+
+def dying(self, upto):
+    calls.append(upto)
+    if len(calls) == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    forget(self, upto)
+
+SendJournal.forget = dying
+asyncio.run(Sender(make_engine(sys.argv[1]), SmtpConfig(port=int(sys.argv[2]))).drain())
+"""
+
+
+@pytest.mark.parametrize("killed_at", [1, 2])
+def test_killed_between_a_fold_and_forgetting_it_folds_once(tmp_path: Path, smtp: SmtpSink,
+                                                           killed_at: int) -> None:
+    """SIGKILL after the outbox committed a fold of the journal and before the journal forgot
+    what was folded; the next drain meets the same entries and passes them by (each row keeps
+    the number of the last entry folded into it). Killed at the first fold (the try's count,
+    at the drain's next claim; the outcome still in memory): one doubt, so the email goes once
+    more, and two tries are counted, not three. Killed at the second (the outcome, at the end
+    of the drain): sent, one try, never sent again."""
+    path = tmp_path / "out.db"
+    engine = _engine(path)
+    _queue(engine, 1)
+    life = subprocess.run([sys.executable, "-c", _CRASH_AFTER_FOLD, f"sqlite:///{path}",
+                           str(smtp.port), str(killed_at)], cwd=ROOT, capture_output=True,
+                          timeout=120)
+    assert life.returncode == -signal.SIGKILL, life.stderr
+    beside = journal_path(engine)
+    assert beside is not None
+    left = SendJournal(beside).entries()
+    row = _rows(engine)[0]
+    if killed_at == 1:
+        assert [e.outcome is None for e in left] == [True]  # the count, folded
+        assert (row.state, row.attempts, row.tries_begun) == (OutboxState.PENDING, 0, 1)
+    else:
+        assert [e.outcome is None for e in left] == [False]  # the outcome, folded
+        assert (row.state, row.attempts, row.tries_begun) == (OutboxState.SENT, 1, 1)
+    assert row.journal_seq == left[0].seq
+
+    assert _drain(Sender(engine, SmtpConfig(port=smtp.port))) == (1 if killed_at == 1 else 0)
+
+    row = _rows(engine)[0]
+    assert (row.state, row.attempts, row.tries_begun, row.claimed_by) == (
+        OutboxState.SENT, 1, 2 if killed_at == 1 else 1, None)
+    assert Counter(str(m.message["Message-ID"]) for m in smtp.messages()) == {
+        "<1.forward@x.gov.vn>": 2 if killed_at == 1 else 1}
+    assert SendJournal(beside).entries() == []
+
+
+def test_journal_lost_between_tries_numbers_after_the_outbox(tmp_path: Path,
+                                                            faulty: FaultySmtp) -> None:
+    """The journal deleted after a row's first try (451) was folded into it, as by a careless
+    admin or a database restored without it: a restarted sender numbers its new entries
+    after the highest number folded into the outbox, so the second try's count and outcome
+    are not taken for entries folded already. The row is sent, two tries counted."""
+    path = tmp_path / "out.db"
+    engine = _engine(path)
+    _queue(engine, 1)
+    faulty.after_data = "451 4.3.0 later"
+    first = Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=5.0))
+    assert _drain(first) == 0
+    row = _rows(engine)[0]
+    assert (row.state, row.attempts, row.tries_begun) == (OutboxState.PENDING, 1, 1)
+    assert first.journal is not None
+    first.journal.close()
+    for leftover in path.parent.glob("out.db-sends*"):
+        leftover.unlink()
+
+    faulty.after_data = "answer"
+    _due_now(engine)
+    assert _drain(Sender(engine, SmtpConfig(port=faulty.port, timeout_seconds=5.0))) == 1
+
+    again = _rows(engine)[0]
+    assert (again.state, again.attempts, again.tries_begun, again.claimed_by) == (
+        OutboxState.SENT, 2, 2, None)
+    assert again.journal_seq > row.journal_seq
+    assert faulty.copies() == {"<1.forward@x.gov.vn>": 1}  # the 451 took none
 
 
 @settings(max_examples=10, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(faults=st.lists(st.sampled_from(["answer", "reset", "451 4.3.0 later", "locked"]),
-                       min_size=1, max_size=6))
+@given(faults=st.lists(st.sampled_from(["answer", "reset", "451 4.3.0 later", "locked",
+                                        "journal locked"]), min_size=1, max_size=6))
 def test_any_sequence_of_faults_sends_each_email_once_or_twice(
         tmp_path_factory: pytest.TempPathFactory, faults: list[str]) -> None:
     """Drains meeting any sequence of faults (the server resets after the message, answers
-    451, or takes it while the database is locked for the outcome), then a working server:
+    451, or takes it while the database or the sender's journal is locked for the outcome),
+    then a working server:
     every email arrives at least once and at most twice; one that may have arrived twice
     unconfirmed is failed "in doubt", the others are sent; counters and claims consistent."""
     path = tmp_path_factory.mktemp("faults") / "out.db"
@@ -388,9 +525,10 @@ def test_any_sequence_of_faults_sends_each_email_once_or_twice(
     sender = Sender(engine, SmtpConfig(port=server.port, timeout_seconds=5.0, max_attempts=20))
     try:
         for fault in faults:
-            locker = _Locker(path)
-            server.after_data = "answer" if fault == "locked" else fault
-            server.on_data = locker if fault == "locked" else None
+            locked = fault.endswith("locked")
+            locker = _Locker(path if fault == "locked" else path.with_name("out.db-sends"))
+            server.after_data = "answer" if locked else fault
+            server.on_data = locker if locked else None
             with contextlib.suppress(DatabaseError):
                 _drain(sender)
             locker.release()

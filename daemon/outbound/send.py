@@ -25,6 +25,13 @@ A try begins only while doubts < 2, and a recipient the server took with a 250 i
 again: so each recipient gets at most two copies. A row with two doubts fails ("in doubt:
 may have been delivered; check before resending"), which `vanthu status` shows.
 
+Where the counts are written: on PostgreSQL, in the row. On SQLite (one writer at a time, and
+the pipeline records mail in the same file) in the sender's journal beside the database, with
+no wait for the database's write lock (daemon/outbound/journal.py); the journal is folded
+into the rows with each claim and at the end of each drain, so the rows say the same once a
+drain has ended. The claim is then checked by a read before DATA: a claim lasts longer than
+any transaction, so another daemon cannot have taken it meanwhile.
+
 The claim: on an open connection, in one write transaction (BEGIN IMMEDIATE on SQLite;
 SELECT … FOR UPDATE SKIP LOCKED on PostgreSQL) the next due, pending row whose claim is free
 (daemon.leases.free) gets claimed_by = this daemon and claim_expires_at = now +
@@ -62,7 +69,7 @@ import os
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -85,6 +92,7 @@ from daemon.db import (
 )
 from daemon.errors import DatabaseError, EmailRefused, SendDeferred, SendRejected
 from daemon.models import OutboxState
+from daemon.outbound.journal import SendJournal
 from daemon.outbound.outbox import settle_message
 from daemon.outbound.recipients import mailbox_problem
 
@@ -346,11 +354,14 @@ class Sender:
         # at the end of the drain; and any that could not be written (the database failing),
         # written before anything else is sent. Their rows are never sent again meanwhile.
         self.unwritten: dict[int, Attempt] = {}
-        self.sent_ids: set[int] = set()  # rows recorded sent since the drain began
         # Why the last count of a try could not be written (the database failing), if so:
         # that try never reached DATA, and nothing more is sent this drain.
         self.count_failed: str | None = None
         self.tls = TlsContexts(cfg)
+        # On SQLite: counts and outcomes go to a journal beside the database, folded into the
+        # outbox with each claim and at the end of each drain (daemon/outbound/journal.py).
+        self.journal = SendJournal.beside(engine)
+        self._numbered = False  # the journal numbers after the outbox's highest (once)
 
     # --- the database side: claims and outcomes -------------------------------------------
 
@@ -423,12 +434,14 @@ class Sender:
         claimed: list[Any] = []
         skip = list(skip)
         with self._writing() as conn:
+            folded = self._fold(conn)
             while len(claimed) < count:
                 row = self._claim_in(conn, only, skip)
                 if row is None:
                     break
                 claimed.append(row)
                 skip.append(row.id)
+        self._folded(folded)
         return claimed
 
     def _claim_in(self, conn: Connection, only: str | None, skip: Iterable[int]) -> Any | None:
@@ -486,8 +499,11 @@ class Sender:
 
     def _count_try(self, row_id: int) -> None:
         """Count the try about to send DATA, durably, with the outcomes held in memory
-        (`unwritten`); SendDeferred (nothing is sent) when that cannot be written or the
-        claim is no longer this daemon's."""
+        (`unwritten`), in the row or (SQLite) in the journal; SendDeferred (nothing is sent)
+        when that cannot be written or the claim is no longer this daemon's."""
+        if self.journal is not None:
+            self._count_in_journal(self.journal, row_id)
+            return
         try:
             with database_errors("outbox"), self._writing() as conn:
                 written = self._record_all(conn)
@@ -503,6 +519,65 @@ class Sender:
         if not counted:
             raise SendDeferred("the claim on the row was lost before DATA")
 
+    def _count_in_journal(self, journal: SendJournal, row_id: int) -> None:
+        """`_count_try` on SQLite: the count and the outcomes held go into the journal in one
+        commit, without the database's write lock; the claim is checked by a read (a claim
+        lasts longer than any transaction, so it is still this daemon's until the count is
+        folded)."""
+        held = list(self.unwritten.items())
+        try:
+            with database_errors("outbox"), reading(self.engine) as conn:
+                row = conn.execute(select(outbox.c.claimed_by, outbox.c.state)
+                                   .where(outbox.c.id == row_id)).first()
+            if row is None or row.claimed_by != str(leases.me()) \
+                    or row.state != OutboxState.PENDING:
+                raise SendDeferred("the claim on the row was lost before DATA")
+            journal.write(str(leases.me()), [(r, asdict(attempt)) for r, attempt in held],
+                          count=row_id)
+        except DatabaseError as err:
+            self.count_failed = str(err)
+            raise SendDeferred(f"the try could not be recorded before DATA: {err}") from err
+        for r, _ in held:  # durable in the journal: written into the outbox at its fold
+            self.unwritten.pop(r, None)
+
+    def _fold(self, conn: Connection) -> tuple[int, list[tuple[int, OutboxState, str]]]:
+        """Fold the journal's entries into the outbox, in the write transaction `conn`: each
+        count into its row's tries_begun, each outcome as `_record` writes it; an entry whose
+        number the row has reached already was folded before. Return the last number folded
+        (0 when none) and (row id, new state, Message-ID) of each outcome."""
+        if self.journal is None:
+            return 0, []
+        if not self._numbered:
+            self.journal.start_after(conn.scalar(select(func.max(outbox.c.journal_seq))) or 0)
+            self._numbered = True
+        entries = self.journal.entries()
+        written: list[tuple[int, OutboxState, str]] = []
+        for entry in entries:
+            row = conn.execute(select(outbox.c.journal_seq)
+                               .where(outbox.c.id == entry.row_id)).first()
+            if row is None or (row.journal_seq or 0) >= entry.seq:
+                continue  # removed by hand, or folded already
+            if entry.outcome is None:
+                conn.execute(update(outbox).where(outbox.c.id == entry.row_id).values(
+                    tries_begun=func.coalesce(outbox.c.tries_begun, outbox.c.attempts) + 1,
+                    journal_seq=entry.seq))
+            else:
+                state, header_id = self._record(conn, entry.row_id, Attempt(**entry.outcome),
+                                                journal_seq=entry.seq, owner=entry.owner)
+                written.append((entry.row_id, state, header_id))
+        return (entries[-1].seq if entries else 0), written
+
+    def _folded(self, folded: tuple[int, list[tuple[int, OutboxState, str]]]) -> None:
+        """The fold `folded` is committed: its entries are forgotten (should that fail, the
+        next fold passes them by) and its outcomes logged."""
+        last, written = folded
+        if last and self.journal is not None:
+            try:
+                self.journal.forget(last)
+            except DatabaseError:
+                log.warning("outbox.journal_unforgotten", exc_info=True)
+        self._written(written)
+
     def _record_all(self, conn: Connection) -> list[tuple[int, OutboxState, str]]:
         """`_record` every outcome held in memory, in `conn`: (row id, new state, Message-ID)
         of each."""
@@ -514,20 +589,24 @@ class Sender:
         for row_id, state, header_id in written:
             self.unwritten.pop(row_id, None)
             if state is OutboxState.SENT:
-                self.sent_ids.add(row_id)
                 log.info("outbox.sent", extra={"outbox": row_id, "message_id": header_id})
 
-    def _record(self, conn: Connection, row_id: int,
-                attempt: Attempt) -> tuple[OutboxState, str]:
-        """Write what the attempt did on the row (as it is now) and clear the claim, in the
-        transaction `conn`; return the row's new state and its Message-ID."""
+    def _record(self, conn: Connection, row_id: int, attempt: Attempt,
+                journal_seq: int | None = None, owner: str | None = None
+                ) -> tuple[OutboxState, str]:
+        """Write what the attempt did on the row (as it is now) and clear the claim of
+        `owner` (the sender that tried; this one by default), in the transaction `conn` (with
+        `journal_seq`: the number of its journal entry); return the row's new state and its
+        Message-ID."""
         now = utcnow()
         row = conn.execute(select(*_COLUMNS).where(outbox.c.id == row_id)
                            .with_for_update()).first()
         if row is None:  # removed meanwhile (by hand): nothing left to record
             log.warning("outbox.row_gone", extra={"outbox": row_id})
             return (OutboxState.SENT if attempt.delivered else OutboxState.FAILED), ""
-        values = self._outcome(row, attempt, now)
+        values = self._outcome(row, attempt, now, owner or str(leases.me()))
+        if journal_seq is not None:
+            values["journal_seq"] = journal_seq
         conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
         state = OutboxState(values.get("state", row.state))
         if state is not OutboxState.PENDING:
@@ -543,7 +622,8 @@ class Sender:
                 "outbox": row_id, "refused": sorted(values["refused"])})
         return state, row.header_message_id
 
-    def _outcome(self, row: Any, attempt: Attempt, now: datetime) -> dict[str, Any]:
+    def _outcome(self, row: Any, attempt: Attempt, now: datetime,
+                 owner: str) -> dict[str, Any]:
         delivered = list(dict.fromkeys([*(row.delivered or []), *attempt.delivered]))
         refused = {**(row.refused or {}), **attempt.refused}
         left = [r for r in _targets(row) if r not in delivered and r not in refused]
@@ -552,7 +632,7 @@ class Sender:
         # is a doubt, not an attempt.
         begun = _begun(row) + (0 if attempt.data_begun else 1)
         attempts = row.attempts + (0 if attempt.doubtful else 1)
-        mine = row.claimed_by == str(leases.me())
+        mine = row.claimed_by == owner
         values: dict[str, Any] = {
             "attempts": attempts, "tries_begun": max(begun, attempts),
             "delivered": delivered or None, "refused": refused or None,
@@ -577,19 +657,42 @@ class Sender:
         return values
 
     def _write_unwritten(self) -> None:
-        """Write the outcomes held in memory, in one transaction; raise (so nothing is sent)
-        while they cannot be written: they stay held."""
+        """Write the outcomes held in memory, in one transaction (on SQLite: into the journal,
+        then fold the journal into the outbox); raise (so nothing is sent) while they cannot
+        be written: they stay held."""
+        if self.journal is not None:
+            self._write_journaled(self.journal)
+            return
         if not self.unwritten:
             return
         try:
             with self._writing() as conn:
                 written = self._record_all(conn)
         except BaseException:
-            for row_id, attempt in self.unwritten.items():
-                log.error("outbox.outcome_unwritten", extra={
-                    "outbox": row_id, "delivered": attempt.delivered, "error": attempt.error})
+            self._unwritten_said()
             raise
         self._written(written)
+
+    def _write_journaled(self, journal: SendJournal) -> None:
+        held = list(self.unwritten.items())
+        try:
+            journal.write(str(leases.me()), [(r, asdict(attempt)) for r, attempt in held],
+                          count=None)
+        except BaseException:
+            self._unwritten_said()
+            raise
+        for r, _ in held:
+            self.unwritten.pop(r, None)
+        if not journal.entries():
+            return
+        with self._writing() as conn:
+            folded = self._fold(conn)
+        self._folded(folded)
+
+    def _unwritten_said(self) -> None:
+        for row_id, attempt in self.unwritten.items():
+            log.error("outbox.outcome_unwritten", extra={
+                "outbox": row_id, "delivered": attempt.delivered, "error": attempt.error})
 
     def _defer_all(self, only: str | None, error: str) -> None:
         """No connection: the due rows wait like after a first retry, their attempts kept
@@ -714,9 +817,8 @@ class Sender:
             return await self._drain(limit, only, stopping)
 
     async def _drain(self, limit: int, only: str | None, stopping: asyncio.Event | None) -> int:
-        if self.unwritten:
+        if self.unwritten or self.journal is not None:  # the journal may hold a crash's
             await asyncio.to_thread(self._write_unwritten)
-        self.sent_ids = set()
         sendable, hopeless = await asyncio.to_thread(self._waiting, only)
         if hopeless:
             await asyncio.to_thread(self._fail_hopeless, only)
@@ -766,9 +868,18 @@ class Sender:
                     await asyncio.to_thread(self._unclaim, [r.id for r in claimed])
             finally:
                 await self._close(client, stopping)
-        seen.sent = len(self.sent_ids.intersection(tried))
+        # Read back: on SQLite another process's drain may have folded this one's outcomes.
+        seen.sent = await asyncio.to_thread(self._sent_among, tried)
         await asyncio.to_thread(self._health, seen, None)
         return seen.sent
+
+    def _sent_among(self, row_ids: list[int]) -> int:
+        """How many of the rows `row_ids` (tried by this drain) are sent now."""
+        if not row_ids:
+            return 0
+        with reading(self.engine) as conn:
+            return int(conn.scalar(select(func.count()).select_from(outbox).where(
+                outbox.c.id.in_(row_ids), outbox.c.state == OutboxState.SENT)) or 0)
 
     @staticmethod
     def _saw(seen: _Drained, attempt: Attempt) -> None:
