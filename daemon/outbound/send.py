@@ -436,19 +436,25 @@ class Sender:
         with self._writing() as conn:
             folded = self._fold(conn)
             while len(claimed) < count:
-                row = self._claim_in(conn, only, skip)
-                if row is None:
+                got = self._claim_in(conn, only, skip, count - len(claimed))
+                if not got:
                     break
-                claimed.append(row)
-                skip.append(row.id)
+                claimed += got
+                skip += [row.id for row in got]
         self._folded(folded)
         return claimed
 
-    def _claim_in(self, conn: Connection, only: str | None, skip: Iterable[int]) -> Any | None:
+    def _claim_in(self, conn: Connection, only: str | None, skip: Iterable[int],
+                  count: int) -> list[Any]:
+        """Claim up to `count` rows of one look at the candidates, in `conn`; empty when
+        none of them can be claimed."""
         now = utcnow()
         rows = conn.execute(self._candidates(now, only, skip)
                             .with_for_update(skip_locked=True)).all()
+        claimed: list[Any] = []
         for row in rows:
+            if len(claimed) == count:
+                break
             if not self._claimable(row, now):
                 continue
             if why := self._hopeless(row, now):
@@ -459,8 +465,8 @@ class Sender:
                 claimed_by=str(leases.me()),
                 claim_expires_at=now + timedelta(seconds=claim_seconds(self.cfg)),
             ).returning(outbox.c.raw)).scalar_one()
-            return SimpleNamespace(**row._mapping, raw=raw)
-        return None
+            claimed.append(SimpleNamespace(**row._mapping, raw=raw))
+        return claimed
 
     def _give_up(self, conn: Connection, row: Any, why: str, now: datetime) -> None:
         """Fail a row that gets no more tries: those who got it keep it (the row is sent,
