@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -475,6 +476,31 @@ def test_killed_between_a_fold_and_forgetting_it_folds_once(tmp_path: Path, smtp
     assert Counter(str(m.message["Message-ID"]) for m in smtp.messages()) == {
         "<1.forward@x.gov.vn>": 2 if killed_at == 1 else 1}
     assert SendJournal(beside).entries() == []
+
+
+@pytest.mark.parametrize("damage", [b"\x00" * 100, b"not a database at all\n" * 200,
+                                    b"SQLite format 3\x00" + b"\xff" * 4080])
+def test_damaged_journal_stops_sending_and_says_which_file(tmp_path: Path, smtp: SmtpSink,
+                                                          damage: bytes) -> None:
+    """The sender's journal replaced by garbage (a truncated copy, another file, a damaged
+    header): the drain raises DatabaseError naming the file and sends nothing, drain after
+    drain, never a crash; once the file is moved aside, the email goes, once."""
+    path = tmp_path / "out.db"
+    engine = _engine(path)
+    _queue(engine, 1)
+    beside = journal_path(engine)
+    assert beside is not None
+    beside.write_bytes(damage)
+    sender = Sender(engine, SmtpConfig(port=smtp.port))
+    for _ in range(2):
+        with pytest.raises(DatabaseError, match=re.escape(str(beside))):
+            _drain(sender)
+    assert smtp.messages() == []
+
+    beside.rename(tmp_path / "aside")
+    assert _drain(Sender(engine, SmtpConfig(port=smtp.port))) == 1
+    assert len(smtp.messages()) == 1
+    assert _rows(engine)[0].state == OutboxState.SENT
 
 
 def test_journal_lost_between_tries_numbers_after_the_outbox(tmp_path: Path,
