@@ -105,6 +105,20 @@ class SendJournal:
             except sqlite3.Error as err:
                 raise DatabaseError(f"the sender's journal {self.path}: {doing}: {err}") from err
 
+    def _write(self, doing: str, work: Any) -> None:
+        """`work` in one write transaction, committed (fsynced) or rolled back."""
+        def transaction(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        self._run(doing, transaction)
+
     def write(self, owner: str, outcomes: list[tuple[int, dict[str, Any]]],
               count: int | None) -> None:
         """In one durable commit, by the sender `owner`: each (row id, outcome), then, with
@@ -113,20 +127,9 @@ class SendJournal:
                                                    for row_id, outcome in outcomes]
         if count is not None:
             rows.append((count, owner, None))
-
-        def work(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO tries (row_id, owner, outcome) VALUES (?, ?, ?)", rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-
         if rows:
-            self._run("write", work)
+            self._write("write", lambda conn: conn.executemany(
+                "INSERT INTO tries (row_id, owner, outcome) VALUES (?, ?, ?)", rows))
 
     def entries(self) -> list[Entry]:
         """Every entry not forgotten yet, oldest first."""
@@ -145,23 +148,15 @@ class SendJournal:
     def start_after(self, seq: int) -> None:
         """New entries are numbered after `seq` (the highest number folded into the outbox)."""
         def work(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'tries'"
-                                    ).fetchone()
-                if last is None:
-                    conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('tries', ?)",
-                                 (seq,))
-                elif last[0] < seq:
-                    conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'tries'",
-                                 (seq,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'tries'"
+                                ).fetchone()
+            if last is None:
+                conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('tries', ?)",
+                             (seq,))
+            elif last[0] < seq:
+                conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'tries'", (seq,))
 
-        self._run("number", work)
+        self._write("number", work)
 
     def close(self) -> None:
         with self._lock:
