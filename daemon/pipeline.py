@@ -20,7 +20,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from daemon.config import Config
 from daemon.db import Turns, cases, messages, new_id, reading, utcnow
@@ -380,7 +380,7 @@ def record(conn: Connection, cfg: Config, rules: RuleSet, store: MailStore,
                       or (turns is not None and turns.wanted())):
             return None, taken
         # Another daemon may have taken it meanwhile: only move it from `stored`.
-        state = conn.scalar(select(messages.c.state).where(messages.c.id == item.stored.pk))
+        state = conn.scalar(_STATE, {"mail_pk": item.stored.pk})
         if state != State.STORED:
             continue
         if recorded and isinstance(item, Ready) and item.understanding.kind in _MAY_JOIN:
@@ -535,10 +535,14 @@ def findings(item: Ready) -> dict[str, Any]:
     }
 
 
+# Built once (daemon/db.py says why): the state of one mail, and moving one mail on.
+_STATE = select(messages.c.state).where(messages.c.id == bindparam("mail_pk"))
+_FINISH = update(messages).where(messages.c.id == bindparam("mail_pk"))
+
+
 def finish(conn: Connection, pk: int, state: State, **values: Any) -> None:
     """Move a mail to `state`, with the columns that go with it."""
-    conn.execute(update(messages).where(messages.c.id == pk)
-                 .values(state=state, updated_at=utcnow(), **values))
+    conn.execute(_FINISH, {"mail_pk": pk, "state": state, "updated_at": utcnow(), **values})
 
 
 def shunt(conn: Connection, cfg: Config, item: Failed) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from daemon.config import AgencyConfig, CalendarConfig, Config
 from daemon.db import (
@@ -158,12 +158,18 @@ def working_days_between(calendar: WorkCalendar, start: date, end: date) -> int:
 def event(conn: Connection, case_id: int, name: CaseEvent, actor: str,
           detail: dict[str, Any] | None = None) -> None:
     """Append one event to the case's history."""
-    conn.execute(insert(case_events).values(case_id=case_id, at=utcnow(), event=name,
-                                            actor=actor, detail=detail))
+    conn.execute(insert(case_events), {"case_id": case_id, "at": utcnow(), "event": name,
+                                       "actor": actor, "detail": detail})
+
+
+# Built once (daemon/db.py says why).
+_UPDATE_CASE = update(cases).where(cases.c.id == bindparam("case_pk"))
+_THREAD_CASE = select(case_threads.c.case_id).where(
+    case_threads.c.header_message_id == bindparam("header_id"))
 
 
 def _update(conn: Connection, case_id: int, **values: Any) -> None:
-    conn.execute(update(cases).where(cases.c.id == case_id).values(**values))
+    conn.execute(_UPDATE_CASE, {"case_pk": case_id, **values})
 
 
 def open_case(conn: Connection, agency: AgencyConfig, message_pk: int,
@@ -196,11 +202,10 @@ def open_case(conn: Connection, agency: AgencyConfig, message_pk: int,
 
 def link_thread(conn: Connection, header_message_id: str, case_id: int) -> None:
     """Remember that a Message-ID belongs to a case, so replies to it join the case."""
-    exists = conn.scalar(select(case_threads.c.case_id).where(
-        case_threads.c.header_message_id == header_message_id))
+    exists = conn.scalar(_THREAD_CASE, {"header_id": header_message_id})
     if exists is None:
-        conn.execute(insert(case_threads).values(header_message_id=header_message_id,
-                                                 case_id=case_id))
+        conn.execute(insert(case_threads),
+                     {"header_message_id": header_message_id, "case_id": case_id})
 
 
 def find(conn: Connection, code: str) -> Any:

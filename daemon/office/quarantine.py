@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from daemon.config import Config
 from daemon.db import messages, reading, trusted_senders
@@ -236,9 +236,12 @@ def drop(engine: Engine, pk: int, *, actor: str, reason: str, now: datetime) -> 
     return _decide(engine, pk, "drop", actor, reason, now, {"state": State.DROPPED})
 
 
+_CLERK = select(messages.c.clerk).where(messages.c.id == bindparam("mail_pk"))  # every mail's
+
+
 def released(conn: Connection, pk: int) -> dict[str, Any] | None:
     """The clerk's release of mail `pk`, if its hold was lifted; None otherwise."""
-    clerk = conn.scalar(select(messages.c.clerk).where(messages.c.id == pk))
+    clerk = conn.scalar(_CLERK, {"mail_pk": pk})
     return clerk if isinstance(clerk, dict) and clerk.get("action") == "release" else None
 
 

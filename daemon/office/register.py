@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from daemon.config import AgencyConfig
 from daemon.db import (
@@ -163,20 +163,20 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
         if mail.message_id:
             link_thread(conn, mail.message_id, case_id)
     number = next_number(conn, f"{book}:{year}")
-    entry_id = new_id(conn.execute(insert(register_entries).values(
-        book=book, year=year, number=number, message_id=message_pk, received_at=received_at,
-        registered_at=utcnow(),
-        sender=f"{mail.sender.name} <{mail.sender.email}>".strip(),
-        sender_email=mail.sender.email or None, trust=int(trust),
-        kind=understanding.kind.value,
-        document=understanding.document.as_json() if understanding.document else None,
-        doc_key=key, case_id=case_id, deadline=deadline,
+    entry_id = new_id(conn.execute(insert(register_entries), {
+        "book": book, "year": year, "number": number, "message_id": message_pk,
+        "received_at": received_at, "registered_at": utcnow(),
+        "sender": f"{mail.sender.name} <{mail.sender.email}>".strip(),
+        "sender_email": mail.sender.email or None, "trust": int(trust),
+        "kind": understanding.kind.value,
+        "document": understanding.document.as_json() if understanding.document else None,
+        "doc_key": key, "case_id": case_id, "deadline": deadline,
         # Column 10 (Ghi chú): doubts about the sender (the issuer printed in the document
         # against the domain it came from) and about its secrecy (a part no one could read).
-        note="; ".join([*notes(understanding), *([
+        "note": "; ".join([*notes(understanding), *([
             f"Nhận ngày {received_at.astimezone(agency.tz):%d/%m/%Y}; sổ năm {received_year} "
             f"đã khóa nên vào sổ năm {year}"] if year != received_year else [])]) or None,
-    )))
+    }))
     return Registration(int(entry_id), book, year, number, case_id, case_code)
 
 
@@ -202,15 +202,23 @@ def record_directive(conn: Connection, entry_id: int, history: list[dict[str, An
                  .values(**values))
 
 
+# Built once (daemon/db.py says why).
+_HANDOVER = update(register_entries).where(register_entries.c.message_id == bindparam("mail_pk"))
+
+
 def record_handover(conn: Connection, message_pk: int, recipients: Sequence[str]) -> None:
     """Columns 7-8 of the mail's entry, if it has one: who received it, and when."""
     if recipients:
-        conn.execute(update(register_entries).where(register_entries.c.message_id == message_pk)
-                     .values(recipients=list(dict.fromkeys(recipients)), forwarded_at=utcnow()))
+        conn.execute(_HANDOVER, {"mail_pk": message_pk, "forwarded_at": utcnow(),
+                                 "recipients": list(dict.fromkeys(recipients))})
 
 
 def case_id_of(conn: Connection, code: str) -> int | None:
     return conn.scalar(select(cases.c.id).where(cases.c.code == code))
+
+
+# Built once (daemon/db.py says why): whether a Message-ID is one vanthu sent.
+_OURS = select(outbox.c.id).where(outbox.c.header_message_id == bindparam("header_id")).limit(1)
 
 
 class DbCases:
@@ -228,8 +236,7 @@ class DbCases:
             .where(case_threads.c.header_message_id == message_id))
 
     def is_our_message(self, message_id: str) -> bool:
-        return self.conn.scalar(select(outbox.c.id).where(
-            outbox.c.header_message_id == message_id).limit(1)) is not None
+        return self.conn.scalar(_OURS, {"header_id": message_id}) is not None
 
     def case_secrecy(self, code: str) -> str | None:
         entry = self.conn.execute(

@@ -181,13 +181,14 @@ def _insert(conn: Connection, cfg: Config, *, header_id: str, purpose: Purpose,
             now: datetime | None, raw: bytes, state: OutboxState,
             draft: bytes | None = None) -> int:
     now = now or utcnow()
-    row = new_id(conn.execute(insert(outbox).values(
-        header_message_id=header_id, message_id=message_pk, action=purpose.value,
-        recipients=wanted, raw=raw, state=state, draft=draft, attempts=0, tries_begun=0,
+    row = new_id(conn.execute(insert(outbox), {
+        "header_message_id": header_id, "message_id": message_pk, "action": purpose.value,
+        "recipients": wanted, "raw": raw, "state": state, "draft": draft, "attempts": 0,
+        "tries_begun": 0,
         # Counts automatic replies per sender and per domain a day (daemon/outbound/recipients.py).
-        ack_key=reply_key(cfg, wanted[0], answering)
+        "ack_key": reply_key(cfg, wanted[0], answering)
         if purpose is Purpose.ACKNOWLEDGE and answering is not None else None,
-        next_attempt_at=now, created_at=now)))
+        "next_attempt_at": now, "created_at": now}))
     log.info("outbox.queued", extra={"outbox": row, "action": purpose.value,
                                      "message_id": header_id, "state": state.value})
     return row
