@@ -318,6 +318,9 @@ outbox = Table(
     Column("recipients", JSON, nullable=False),
     # "address|YYYY-MM-DD" on automatic replies: counted per sender and per domain a day.
     Column("ack_key", String(400), index=True),
+    # "domain|YYYY-MM-DD" of the same replies: the count per domain a day is an indexed
+    # lookup; matching the end of ack_key read every reply ever queued (9 ms at 100,000).
+    Column("ack_domain", String(300), index=True),
     Column("raw", LargeBinary, nullable=False),  # empty while the row is a draft
     Column("state", String(20), nullable=False, index=True),
     # A draft's makings (daemon/outbound/drafts.py): what its bytes are composed from.

@@ -29,7 +29,7 @@ from daemon.config import LimitsConfig
 from daemon.db import cases, outbox, register_entries
 from daemon.models import Kind, ParsedMail
 from daemon.office import cases as cases_module
-from daemon.outbound.recipients import Allowed, Answering, Purpose, refusal
+from daemon.outbound.recipients import Allowed, Answering, Purpose, domain_key, refusal
 from daemon.understand import NoCases, understand
 from daemon.understand.classify import (
     VANTHU_PURPOSES,
@@ -518,9 +518,10 @@ def _receipt_sent_yesterday(desk: Desk) -> None:
     with desk.engine.begin() as conn:
         for row in conn.execute(select(outbox.c.id, outbox.c.ack_key,
                                        outbox.c.created_at)).all():
+            key = _day_before(row.ack_key) if row.ack_key else None
             conn.execute(outbox.update().where(outbox.c.id == row.id).values(
-                created_at=row.created_at - timedelta(days=1),
-                ack_key=_day_before(row.ack_key) if row.ack_key else None))
+                created_at=row.created_at - timedelta(days=1), ack_key=key,
+                ack_domain=domain_key(key) if key else None))
 
 
 def _day_before(ack_key: str) -> str:

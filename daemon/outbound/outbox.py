@@ -26,7 +26,15 @@ from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import OutboxState, State
 from daemon.outbound import headers
 from daemon.outbound.compose import MSG_ID
-from daemon.outbound.recipients import Allowed, Answering, Purpose, refusals, reply_key, unsendable
+from daemon.outbound.recipients import (
+    Allowed,
+    Answering,
+    Purpose,
+    domain_key,
+    refusals,
+    reply_key,
+    unsendable,
+)
 
 log = logging.getLogger("vanthu.outbox")
 
@@ -181,13 +189,13 @@ def _insert(conn: Connection, cfg: Config, *, header_id: str, purpose: Purpose,
             now: datetime | None, raw: bytes, state: OutboxState,
             draft: bytes | None = None) -> int:
     now = now or utcnow()
+    # Counts automatic replies per sender and per domain a day (daemon/outbound/recipients.py).
+    key = reply_key(cfg, wanted[0], answering) \
+        if purpose is Purpose.ACKNOWLEDGE and answering is not None else None
     row = new_id(conn.execute(insert(outbox), {
         "header_message_id": header_id, "message_id": message_pk, "action": purpose.value,
         "recipients": wanted, "raw": raw, "state": state, "draft": draft, "attempts": 0,
-        "tries_begun": 0,
-        # Counts automatic replies per sender and per domain a day (daemon/outbound/recipients.py).
-        "ack_key": reply_key(cfg, wanted[0], answering)
-        if purpose is Purpose.ACKNOWLEDGE and answering is not None else None,
+        "tries_begun": 0, "ack_key": key, "ack_domain": domain_key(key) if key else None,
         "next_attempt_at": now, "created_at": now}))
     log.info("outbox.queued", extra={"outbox": row, "action": purpose.value,
                                      "message_id": header_id, "state": state.value})

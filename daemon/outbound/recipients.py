@@ -198,8 +198,10 @@ def reply_key(cfg: Config, address: str, answering: Answering) -> str:
     return f"{address.lower()}|{_day(cfg, answering)}"
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def domain_key(key: str) -> str:
+    """"domain|YYYY-MM-DD" of a `reply_key`: how they are counted per domain."""
+    address, _, day = key.rpartition("|")
+    return f"{address.rpartition('@')[2]}|{day}"
 
 
 def _reply_limit(conn: Connection, cfg: Config, address: str,
@@ -213,7 +215,7 @@ def _reply_limit(conn: Connection, cfg: Config, address: str,
         return f"already {to_sender} automatic replies to this sender today (limit {per_sender})"
     domain = address.rpartition("@")[2].lower()
     to_domain = conn.scalar(select(func.count()).select_from(outbox).where(
-        outbox.c.ack_key.like(f"%@{_escape_like(domain)}|{day}", escape="\\"))) or 0
+        outbox.c.ack_domain == f"{domain}|{day}")) or 0
     per_domain = cfg.limits.replies_per_domain_per_day
     if to_domain >= per_domain:
         return f"already {to_domain} automatic replies to {domain} today (limit {per_domain})"
