@@ -503,6 +503,30 @@ def test_damaged_journal_stops_sending_and_says_which_file(tmp_path: Path, smtp:
     assert _rows(engine)[0].state == OutboxState.SENT
 
 
+def test_journal_written_by_another_version_still_folds(tmp_path: Path, smtp: SmtpSink) -> None:
+    """A journal left by a crash of another version of vanthu: an outcome with a field this
+    one does not know and without fields it has still folds (unknown ones left out, missing
+    ones at their defaults), instead of stopping every claim. The email it says was
+    delivered is sent, one try counted, and not sent again."""
+    path = tmp_path / "out.db"
+    engine = _engine(path)
+    _queue(engine, 1)
+    beside = journal_path(engine)
+    assert beside is not None
+    other = SendJournal(beside)
+    other.write("may-cu/1/1", [], count=1)
+    other.write("may-cu/1/1", [(1, {"delivered": ["a@x.gov.vn"], "data_begun": True,
+                                    "server_said": "250 2.0.0 Ok"})], count=None)
+    other.close()
+
+    assert _drain(Sender(engine, SmtpConfig(port=smtp.port))) == 0
+
+    row = _rows(engine)[0]
+    assert (row.state, row.attempts, row.tries_begun) == (OutboxState.SENT, 1, 1)
+    assert smtp.messages() == []
+    assert SendJournal(beside).entries() == []
+
+
 def test_journal_lost_between_tries_numbers_after_the_outbox(tmp_path: Path,
                                                             faulty: FaultySmtp) -> None:
     """The journal deleted after a row's first try (451) was folded into it, as by a careless

@@ -207,18 +207,19 @@ def domain_key(key: str) -> str:
 def _reply_limit(conn: Connection, cfg: Config, address: str,
                  answering: Answering) -> str | None:
     """Automatic replies today to this sender and to its domain, against the limits."""
-    day = _day(cfg, answering)
+    key = reply_key(cfg, address, answering)
     to_sender = conn.scalar(select(func.count()).select_from(outbox).where(
-        outbox.c.ack_key == reply_key(cfg, address, answering))) or 0
+        outbox.c.ack_key == key)) or 0
     per_sender = cfg.limits.replies_per_sender_per_day if answering.kind in REGISTERED else 1
     if to_sender >= per_sender:
         return f"already {to_sender} automatic replies to this sender today (limit {per_sender})"
-    domain = address.rpartition("@")[2].lower()
+    domain = domain_key(key)
     to_domain = conn.scalar(select(func.count()).select_from(outbox).where(
-        outbox.c.ack_domain == f"{domain}|{day}")) or 0
+        outbox.c.ack_domain == domain)) or 0
     per_domain = cfg.limits.replies_per_domain_per_day
     if to_domain >= per_domain:
-        return f"already {to_domain} automatic replies to {domain} today (limit {per_domain})"
+        return (f"already {to_domain} automatic replies to {domain.rpartition('|')[0]} today "
+                f"(limit {per_domain})")
     return None
 
 

@@ -69,7 +69,7 @@ import os
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -92,7 +92,7 @@ from daemon.db import (
 )
 from daemon.errors import DatabaseError, EmailRefused, SendDeferred, SendRejected
 from daemon.models import OutboxState
-from daemon.outbound.journal import SendJournal
+from daemon.outbound.journal import Entry, SendJournal
 from daemon.outbound.outbox import settle_message
 from daemon.outbound.recipients import mailbox_problem
 
@@ -287,6 +287,14 @@ class Attempt:
     connection_lost: bool = False
     doubtful: bool = False  # may have been delivered: the try stays counted as a doubt
     data_begun: bool = False  # the try was counted in tries_begun before DATA
+
+
+def _attempt(outcome: dict[str, Any]) -> Attempt:
+    """An Attempt from its journal entry: fields it does not know are left out, those it
+    lacks keep their defaults (an entry written by another version of vanthu before a
+    crash still folds, instead of stopping every claim)."""
+    known = {f.name for f in fields(Attempt)}
+    return Attempt(**{k: v for k, v in outcome.items() if k in known})
 
 
 @dataclass
@@ -546,7 +554,8 @@ class Sender:
         for r, _ in held:  # durable in the journal: written into the outbox at its fold
             self.unwritten.pop(r, None)
 
-    def _fold(self, conn: Connection) -> tuple[int, list[tuple[int, OutboxState, str]]]:
+    def _fold(self, conn: Connection, entries: list[Entry] | None = None
+              ) -> tuple[int, list[tuple[int, OutboxState, str]]]:
         """Fold the journal's entries into the outbox, in the write transaction `conn`: each
         count into its row's tries_begun, each outcome as `_record` writes it; an entry whose
         number the row has reached already was folded before. Return the last number folded
@@ -556,7 +565,8 @@ class Sender:
         if not self._numbered:
             self.journal.start_after(conn.scalar(select(func.max(outbox.c.journal_seq))) or 0)
             self._numbered = True
-        entries = self.journal.entries()
+        if entries is None:
+            entries = self.journal.entries()
         written: list[tuple[int, OutboxState, str]] = []
         for entry in entries:
             row = conn.execute(select(outbox.c.journal_seq)
@@ -568,7 +578,7 @@ class Sender:
                     tries_begun=func.coalesce(outbox.c.tries_begun, outbox.c.attempts) + 1,
                     journal_seq=entry.seq))
             else:
-                state, header_id = self._record(conn, entry.row_id, Attempt(**entry.outcome),
+                state, header_id = self._record(conn, entry.row_id, _attempt(entry.outcome),
                                                 journal_seq=entry.seq, owner=entry.owner)
                 written.append((entry.row_id, state, header_id))
         return (entries[-1].seq if entries else 0), written
@@ -689,10 +699,10 @@ class Sender:
             raise
         for r, _ in held:
             self.unwritten.pop(r, None)
-        if not journal.entries():
-            return
+        if not (entries := journal.entries()):
+            return  # nothing to fold: the database's write lock is not taken
         with self._writing() as conn:
-            folded = self._fold(conn)
+            folded = self._fold(conn, entries)
         self._folded(folded)
 
     def _unwritten_said(self) -> None:
