@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -47,6 +48,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.generated import make  # noqa: E402
 from tests.generated.make import GIVEN, Gen, Page  # noqa: E402
-from tests.servers import Dovecot, SmtpSink, local_config  # noqa: E402
+from tests.servers import Dovecot, Received, SmtpSink, free_port, local_config  # noqa: E402
 
 # The issue's mix of 2,000 mails, by share.
 MIX = [("document", 900), ("dossier", 400), ("reply", 200), ("auto", 70), ("bounce", 65),
@@ -266,7 +268,90 @@ def parse_and_read_all(raw: bytes) -> None:
 
 # ----- vanthu as a process -------------------------------------------------------------------
 
-def write_config(directory: Path, server: Dovecot, sink: SmtpSink, user: str) -> Path:
+# Where Postfix's smtp-sink is unpacked when Postfix is not installed (`apt-get download`).
+POSTFIX_CACHE = Path.home() / ".cache" / "vanthu-bench" / "postfix"
+
+
+def smtp_sink_command() -> tuple[list[str], dict[str, str]] | None:
+    """Postfix's smtp-sink (a test SMTP server written in C) and the environment it needs:
+    the installed one, else one unpacked from the Debian package into POSTFIX_CACHE. None
+    when neither can be had (no Postfix, no apt)."""
+    installed = shutil.which("smtp-sink") or next(
+        (p for p in ("/usr/sbin/smtp-sink",) if os.access(p, os.X_OK)), None)
+    if installed:
+        return [installed], dict(os.environ)
+    unpacked = POSTFIX_CACHE / "root" / "usr" / "sbin" / "smtp-sink"
+    if not unpacked.exists():
+        POSTFIX_CACHE.mkdir(parents=True, exist_ok=True)
+        try:
+            subprocess.run(["apt-get", "download", "postfix"], cwd=POSTFIX_CACHE, check=True,
+                           capture_output=True, timeout=300)
+            package = next(POSTFIX_CACHE.glob("postfix_*.deb"))
+            subprocess.run(["dpkg-deb", "-x", str(package), str(POSTFIX_CACHE / "root")],
+                           check=True, capture_output=True, timeout=300)
+        except (OSError, subprocess.SubprocessError, StopIteration):
+            return None
+    env = dict(os.environ,
+               LD_LIBRARY_PATH=str(POSTFIX_CACHE / "root" / "usr" / "lib" / "postfix"))
+    return [str(unpacked)], env
+
+
+@dataclass
+class PostfixSink:
+    """A real SMTP server on loopback that costs the machine little: Postfix's smtp-sink,
+    in C, writing each message it accepts to a file of its own. vanthu's emails go to the
+    agency's relay, another machine, in a deployment; the Python test server (aiosmtpd)
+    would take a tenth of these two cores from vanthu while it reads every line."""
+
+    command: list[str]
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    dump: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vanthu-sink-")))
+    seen: list[Received] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PostfixSink:
+        self.dump.chmod(0o777)  # smtp-sink run by root writes as nobody
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        self.process = subprocess.Popen(
+            [*self.command, *user, "-d", f"{self.dump}/%H%M%S.", f"127.0.0.1:{self.port}",
+             "256"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(200):  # its listening socket, polled for at most ten seconds
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("smtp-sink did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.dump, ignore_errors=True)
+
+    def count(self) -> int:
+        return len(os.listdir(self.dump))
+
+    def messages(self) -> list[Received]:
+        """Every message accepted so far, in the order they were first seen."""
+        for name in sorted(os.listdir(self.dump)):
+            if name not in self.names:
+                data = (self.dump / name).read_bytes()
+                if not data.endswith(b"\n"):
+                    continue  # still being written
+                self.names.add(name)
+                self.seen.append(Received("", [], data))
+        return list(self.seen)
+
+
+Sink = SmtpSink | PostfixSink
+
+
+def write_config(directory: Path, server: Dovecot, sink: Sink, user: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     text = local_config(directory, server, sink, user=user, password="pw",
                         rules_dir=ROOT / "rules", extra="\n[digest]\nto = []\n")
@@ -420,6 +505,52 @@ def machine_busy() -> tuple[float, float]:
     return (sum(ticks) - idle) / tick, sum(ticks) / tick
 
 
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's name and CPU seconds (user + system) so far: /proc/PID/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        name = data[data.find(b"(") + 1:data.rfind(b")")].decode(errors="replace")
+        fields = data.rsplit(b")", 1)[1].split()
+        out[int(entry)] = (name, sum(int(value) for value in fields[11:13]) / tick)
+    return out
+
+
+def cpu_elsewhere(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                  ours: set[int]) -> dict[str, float]:
+    """CPU seconds used between two `cpu_by_process` snapshots outside vanthu's tree (`ours`),
+    by who used them: this benchmark's own process (its sampling, and aiosmtpd when that is
+    the SMTP server), Dovecot, smtp-sink, the rest of the machine. Processes that ended in
+    between are not counted."""
+    out = {"this benchmark (sampling; aiosmtpd when it is the SMTP server)": 0.0,
+           "Dovecot": 0.0, "smtp-sink": 0.0, "other": 0.0}
+    for pid, (name, seconds) in after.items():
+        if pid in ours:
+            continue
+        used = seconds - before.get(pid, (name, 0.0))[1]
+        if pid == os.getpid():
+            out["this benchmark (sampling; aiosmtpd when it is the SMTP server)"] += used
+        elif name in DOVECOT_PROCESSES:
+            out["Dovecot"] += used
+        elif name == "smtp-sink":
+            out["smtp-sink"] += used
+        else:
+            out["other"] += used
+    return out
+
+
+# The names of Dovecot's processes (its master, the IMAP servers and their helpers).
+DOVECOT_PROCESSES = frozenset({"dovecot", "imap", "imap-login", "auth", "log", "config",
+                               "anvil", "stats", "indexer", "indexer-worker"})
+
+
 def counts(db: Path) -> tuple[int, int, int]:
     """Mails stored, mails still waiting for the pipeline, emails waiting to be sent."""
     if not db.exists():
@@ -438,7 +569,7 @@ def counts(db: Path) -> tuple[int, int, int]:
     return total, waiting, pending
 
 
-def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
+def whole_intake(server: Dovecot, sink: Sink, work: Path, count: int,
                  spy: Path | None, keep: Path | None = None) -> dict[str, Any]:
     config = write_config(work / "intake", server, sink, "intake")
     db = work / "intake" / "data" / "vanthu.db"
@@ -449,6 +580,8 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
     peak_each: dict[str, float] = {}
     busy_before = machine_busy()
     busy = (0.0, 0.0)
+    each_before = cpu_by_process()
+    elsewhere: dict[str, float] = {}
     try:
         while True:
             time.sleep(0.25)  # the sampling period of the counts and memory, not a wait
@@ -471,6 +604,8 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
                         marks["drained"] = now
                         cpu = cpu_seconds(tree(pid)) if pid is not None else {}
                         busy = machine_busy()
+                        elsewhere = cpu_elsewhere(each_before, cpu_by_process(),
+                                                  set(tree(pid)) if pid is not None else set())
                         break
             if now > 3600:
                 raise SystemExit("vanthu did not finish within an hour")
@@ -478,7 +613,7 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
         running.stop()
     start = running.events.get("daemon.started", 0.0)
     out: dict[str, Any] = {key: value - start for key, value in marks.items()}
-    out["emails"] = len(sink.messages())
+    out["emails"] = sink.count() if isinstance(sink, PostfixSink) else len(sink.messages())
     out["pss_peak"] = max(mb for _, mb in memory)
     late = [mb for n, mb in memory if n >= 500]
     out["pss_500"] = late[0] if late else float("nan")
@@ -487,6 +622,7 @@ def whole_intake(server: Dovecot, sink: SmtpSink, work: Path, count: int,
     out["pss_end"] = memory[-1][1]
     out["pss_peak_each"] = peak_each
     out["cpu"] = cpu
+    out["elsewhere"] = elsewhere
     out["machine"] = (busy[0] - busy_before[0]) / max(busy[1] - busy_before[1], 1e-9)
     return out
 
@@ -515,7 +651,7 @@ Nội dung thông báo.
 """.replace("\n", "\r\n").encode()
 
 
-def forwarded(client: IMAPClient, sink: SmtpSink, number: int) -> float:
+def forwarded(client: IMAPClient, sink: Sink, number: int) -> float:
     """APPEND document `number`; the seconds until its forward reaches the SMTP server (a poll
     of that condition, given up after a minute)."""
     before = len(sink.messages())
@@ -528,7 +664,7 @@ def forwarded(client: IMAPClient, sink: SmtpSink, number: int) -> float:
     return time.perf_counter() - started
 
 
-def idle_latency(server: Dovecot, sink: SmtpSink, work: Path, samples: int) -> dict[str, Any]:
+def idle_latency(server: Dovecot, sink: Sink, work: Path, samples: int) -> dict[str, Any]:
     config = write_config(work / "idle", server, sink, "idle")
     running = Running(config)
     try:
@@ -587,6 +723,9 @@ def main() -> int:
     parser.add_argument("--log", type=Path,
                         help="keep the log of the timed vanthu here (with seconds since its start)")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--python-smtp", action="store_true",
+                        help="receive vanthu's emails with aiosmtpd in this process, not "
+                             "Postfix's smtp-sink")
     args = parser.parse_args()
     logging.getLogger("mailparser").setLevel(logging.ERROR)  # says so of every bounce
     mails, mix = cached_backlog(args.mails, args.seed)
@@ -596,7 +735,10 @@ def main() -> int:
           f"1 MB; {', '.join(f'{k} {n}' for k, n in mix.items())}", flush=True)
     rows: list[tuple[str, float]] = []
     with Dovecot({"base": "pw", "intake": "pw", "idle": "pw"}) as server:
-        sink = SmtpSink().start()
+        found = None if args.python_smtp else smtp_sink_command()
+        sink: Sink = SmtpSink().start() if found is None else PostfixSink(*found).start()
+        print("SMTP server: " + ("aiosmtpd, in this process" if found is None
+                                 else f"Postfix's smtp-sink ({found[0][0]})"), flush=True)
         work = Path(tempfile.mkdtemp(prefix="vanthu-bench-"))
         append_all(server, "base", mails)
         append_all(server, "intake", mails)
@@ -653,6 +795,8 @@ def main() -> int:
           + f"; per mail: vanthu {1000 * cpu.get('vanthu', 0) / len(mails):.1f} ms, all "
           f"{1000 * sum(cpu.values()) / len(mails):.1f} ms; the machine was busy "
           f"{100 * got['machine']:.0f}% of its {os.cpu_count()} cores' time")
+    print("CPU seconds outside vanthu meanwhile: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in got["elsewhere"].items()))
     print(f"start: READY {idle['ready']:.2f} s, first mailbox connected "
           f"{idle['watching']:.2f} s after the process began")
     print(f"IDLE latency (APPEND → forward at SMTP) over {idle['samples']} mails: median "

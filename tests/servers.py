@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
@@ -378,7 +378,13 @@ class SmtpSink:
             return list(self.received)
 
 
-def local_config(directory: Path, dovecot: Dovecot, sink: SmtpSink, *, user: str,
+class Listening(Protocol):
+    """An SMTP server on loopback, as a configuration needs it: its port."""
+
+    port: int
+
+
+def local_config(directory: Path, dovecot: Dovecot, sink: Listening, *, user: str,
                  password: str, rules_dir: Path, mailbox: str = "agency",
                  mailbox_extra: str = "", extra: str = "") -> str:
     """A config.toml for an agency served by these local servers (IMAPS with the throwaway
