@@ -321,7 +321,6 @@ outbox = Table(
     # "domain|YYYY-MM-DD" of the same replies: the count per domain a day is an indexed
     # lookup; matching the end of ack_key read every reply ever queued (9 ms at 100,000).
     Column("ack_domain", String(300), index=True),
-    Column("raw", LargeBinary, nullable=False),  # empty while the row is a draft
     Column("state", String(20), nullable=False, index=True),
     # A draft's makings (daemon/outbound/drafts.py): what its bytes are composed from.
     Column("draft", LargeBinary),
@@ -344,6 +343,16 @@ outbox = Table(
     # The last entry of the sender's journal folded into the row (daemon/outbound/journal.py):
     # an entry folds once, however often folding is cut short.
     Column("journal_seq", Integer),
+)
+
+# The bytes of each email, written once, apart from its outbox row (none while it is a
+# draft). The row is written again at every claim and outcome, and SQLite writes a row whole:
+# bytes kept in it were written again each time (an email with a 1 MB attachment, a megabyte
+# a claim), and reading any column after them walked every page of them.
+outbox_bodies = Table(
+    "outbox_bodies", metadata,
+    Column("outbox_id", ForeignKey("outbox.id"), primary_key=True),
+    Column("raw", LargeBinary, nullable=False),
 )
 
 # Named leases held by one daemon at a time: "mailbox:NAME" (who watches a mailbox) and any

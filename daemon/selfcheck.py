@@ -36,7 +36,7 @@ from sqlalchemy.pool import StaticPool
 
 from daemon import config
 from daemon.config import Config
-from daemon.db import cases, metadata, outbox
+from daemon.db import cases, metadata, outbox_bodies
 from daemon.errors import ConfigError, Problem
 from daemon.log import rehearsal
 from daemon.models import (
@@ -420,7 +420,8 @@ def _letter(cfg: Config, scratch: Engine, kind: str, mail: ParsedMail, to: list[
                 letters.reminder(conn, cfg, case, to, 2, today)
             else:
                 letters.assignment(conn, cfg, case, to, lead, date(2026, 12, 14), SAMPLE_AT)
-            raw = conn.scalar(select(outbox.c.raw).order_by(outbox.c.id.desc()).limit(1))
+            raw = conn.scalar(select(outbox_bodies.c.raw)
+                              .order_by(outbox_bodies.c.outbox_id.desc()).limit(1))
         finally:
             conn.rollback()
     if raw is None:

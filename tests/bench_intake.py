@@ -306,7 +306,10 @@ class PostfixSink:
     command: list[str]
     env: dict[str, str]
     port: int = field(default_factory=free_port)
-    dump: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vanthu-sink-")))
+    # In memory when it can be (/dev/shm): writing 130 MB of emails to disk would compete
+    # with vanthu's own writes, which wait for the disk at every commit.
+    dump: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(
+        prefix="vanthu-sink-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)))
     seen: list[Received] = field(default_factory=list)
     names: set[str] = field(default_factory=set)
     process: subprocess.Popen[bytes] | None = None

@@ -16,7 +16,15 @@ import pytest
 from sqlalchemy import Connection, func, select, update
 
 from daemon.cli import main
-from daemon.db import case_events, case_threads, cases, messages, outbox, register_entries
+from daemon.db import (
+    case_events,
+    case_threads,
+    cases,
+    messages,
+    outbox,
+    outbox_bodies,
+    register_entries,
+)
 from daemon.models import Assignment, CaseStatus
 from daemon.office import cases as cases_module
 from daemon.office import register as register_module
@@ -57,7 +65,8 @@ def _events(conn: Connection) -> list[str]:
 
 def _letters(conn: Connection, action: str) -> list[Any]:
     return [message_from_bytes(raw, policy=policy.default) for raw in conn.scalars(
-        select(outbox.c.raw).where(outbox.c.action == action))]
+        select(outbox_bodies.c.raw).join_from(outbox, outbox_bodies)
+        .where(outbox.c.action == action))]
 
 
 def _threaded(conn: Connection, letter: Any) -> bool:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from daemon.cli import main
-from daemon.db import case_events, cases, outbox
+from daemon.db import case_events, cases, outbox, outbox_bodies
 from daemon.errors import ConfigError
 from daemon.models import Attachment
 from daemon.office import cases as cases_module
@@ -252,7 +252,8 @@ def _dossier(desk: Desk, number: str) -> Any:
 
 def _emails(desk: Desk, action: str | None = None) -> list[EmailMessage]:
     with desk.engine.connect() as conn:
-        rows = conn.execute(select(outbox.c.action, outbox.c.raw).order_by(outbox.c.id)).all()
+        rows = conn.execute(select(outbox.c.action, outbox_bodies.c.raw)
+                            .join_from(outbox, outbox_bodies).order_by(outbox.c.id)).all()
     return [message_from_bytes(r.raw, policy=policy.default) for r in rows
             if action is None or r.action == action]
 

@@ -202,7 +202,7 @@ def test_a_mailbox_error_counts_while_newer_than_the_last_fetch(
 def _outbox_row(n: int, *, created: datetime, **values: Any) -> Any:
     return insert(outbox).values(**{
         "header_message_id": f"<{n}.digest@sxd.example.gov.vn>", "action": "forward",
-        "recipients": [DIRECTOR], "raw": b"Subject: x\r\n\r\nx\r\n",
+        "recipients": [DIRECTOR],
         "state": OutboxState.PENDING, "attempts": 0, "next_attempt_at": created,
         "created_at": created, **values})
 

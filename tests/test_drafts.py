@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 
 from daemon.config import Config
-from daemon.db import messages, outbox
+from daemon.db import messages, outbox, outbox_bodies
 from daemon.errors import EmailRefused
 from daemon.intake.workers import ReadPool
 from daemon.models import OutboxState, State
@@ -44,7 +44,10 @@ def pool() -> Iterator[ReadPool]:
 
 def rows(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
-        return list(conn.execute(select(outbox).order_by(outbox.c.id)).all())
+        return list(conn.execute(select(outbox, func.coalesce(outbox_bodies.c.raw, b"")
+                                        .label("raw"))
+                                 .join_from(outbox, outbox_bodies, isouter=True)
+                                 .order_by(outbox.c.id)).all())
 
 
 def shape(raw: bytes) -> tuple[str, str, str, list[str | None]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, exc, insert, select
+from sqlalchemy import Engine, exc, select
 
 from daemon.config import LimitsConfig, Secret, SmtpConfig
 from daemon.db import (
@@ -47,6 +47,7 @@ from daemon.models import OutboxState
 from daemon.outbound.send import Sender
 from daemon.understand import attachments
 from tests.conftest import CORPUS, ROOT, Office, wait_for
+from tests.queued import queue_raw
 from tests.servers import SmtpSink
 
 # --- IMAP ----------------------------------------------------------------------------------
@@ -243,10 +244,10 @@ def _queue(engine: Engine) -> None:
     """One pending outbox row for b@x.gov.vn."""
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        conn.execute(insert(outbox).values(
-            header_message_id="<1@x.gov.vn>", action="forward", recipients=["b@x.gov.vn"],
-            raw=b"Message-ID: <1@x.gov.vn>\r\nSubject: x\r\n\r\nhi\r\n",
-            state=OutboxState.PENDING, attempts=0, next_attempt_at=now, created_at=now))
+        queue_raw(conn, b"Message-ID: <1@x.gov.vn>\r\nSubject: x\r\n\r\nhi\r\n",
+                  header_message_id="<1@x.gov.vn>", action="forward",
+                  recipients=["b@x.gov.vn"], state=OutboxState.PENDING, attempts=0,
+                  next_attempt_at=now, created_at=now)
 
 
 def _outbox_row(engine: Engine) -> Any:

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from daemon.cli import main
-from daemon.db import case_events, cases, outbox
+from daemon.db import case_events, cases, outbox, outbox_bodies
 from daemon.office import cases as cases_module
 from daemon.office import digest
 from daemon.office.directives import read_directive
@@ -46,7 +46,8 @@ def _held_unknown(desk: Desk) -> Any:
 
 def _emails(desk: Desk, action: str) -> list[EmailMessage]:
     with desk.engine.connect() as conn:
-        rows = conn.execute(select(outbox.c.raw).where(outbox.c.action == action)
+        rows = conn.execute(select(outbox_bodies.c.raw).join_from(outbox, outbox_bodies)
+                            .where(outbox.c.action == action)
                             .order_by(outbox.c.id)).all()
     return [message_from_bytes(r.raw, policy=policy.default) for r in rows]
 

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from daemon import config
 from daemon.config import LimitsConfig
-from daemon.db import cases, outbox, register_entries
+from daemon.db import cases, outbox, outbox_bodies, register_entries
 from daemon.models import Kind, ParsedMail
 from daemon.office import cases as cases_module
 from daemon.outbound.recipients import Allowed, Answering, Purpose, domain_key, refusal
@@ -366,7 +366,8 @@ def _count(desk: Desk, table: Any, *where: Any) -> int:
 def _sent_to(desk: Desk, address: str) -> list[EmailMessage]:
     """Every email queued to `address`, oldest first, parsed back."""
     with desk.engine.connect() as conn:
-        rows = conn.execute(select(outbox.c.recipients, outbox.c.raw)
+        rows = conn.execute(select(outbox.c.recipients, outbox_bodies.c.raw)
+                            .join_from(outbox, outbox_bodies)
                             .order_by(outbox.c.id)).all()
     return [message_from_bytes(bytes(r.raw), policy=email_policy.default)
             for r in rows if address in r.recipients]

@@ -22,17 +22,18 @@ import pytest
 from aiosmtpd.controller import Controller
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
 from daemon import config
 from daemon.config import SmtpConfig
-from daemon.db import make_engine, outbox, upgrade, utcnow
+from daemon.db import make_engine, upgrade, utcnow
 from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import Action, Address, Attachment, Kind, OutboxState, ParsedMail
 from daemon.outbound import compose, headers
 from daemon.outbound.outbox import AT_MOST_ONCE, NEVER, ONCE, _bytes, check, skeleton
 from daemon.outbound.recipients import Purpose, _address_problem, mailbox_problem
 from daemon.outbound.send import Sender, TlsContexts, line_endings, smtp_client
+from tests.queued import queue_raw
 from tests.servers import SmtpSink, free_port
 from tests.test_outbox import CHIEF, DIRECTOR, SENDER, make_config, understanding
 
@@ -354,10 +355,9 @@ def _row(engine: Engine, n: int) -> None:
            f"Message-ID: <{n}.tls@example.gov.vn>\r\n\r\nrow {n}\r\n").encode()
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(insert(outbox).values(
-            header_message_id=f"<{n}.tls@example.gov.vn>", action="forward",
-            recipients=[DIRECTOR], raw=raw, state=OutboxState.PENDING, attempts=0,
-            tries_begun=0, next_attempt_at=now, created_at=now))
+        queue_raw(conn, raw, header_message_id=f"<{n}.tls@example.gov.vn>", action="forward",
+                  recipients=[DIRECTOR], state=OutboxState.PENDING, attempts=0,
+                  tries_begun=0, next_attempt_at=now, created_at=now)
 
 
 @pytest.fixture()

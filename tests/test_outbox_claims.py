@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select, update
 
 from daemon import leases
 from daemon.config import SmtpConfig
@@ -35,6 +35,7 @@ from daemon.outbound.journal import SendJournal, journal_path
 from daemon.outbound.send import Sender, claim_seconds
 from tests.conftest import ROOT
 from tests.pg import database_url, on_postgresql
+from tests.queued import queue_raw
 from tests.servers import SmtpSink
 
 SUBJECT = "=?utf-8?q?H=E1=BB=93_s=C6=A1_c=E1=BA=A5p_ph=C3=A9p?="  # Hồ sơ cấp phép
@@ -56,11 +57,11 @@ def _engine(path: Path | str, count: int = 1, **row: Any) -> Engine:
     now = datetime.now(UTC)
     with engine.begin() as conn:
         for n in range(1, count + 1):
-            conn.execute(insert(outbox).values(**{
+            queue_raw(conn, _raw(n), **{
                 "header_message_id": f"<{n}.forward@x.gov.vn>", "action": "forward",
-                "recipients": ["a@x.gov.vn"], "raw": _raw(n), "state": OutboxState.PENDING,
+                "recipients": ["a@x.gov.vn"], "state": OutboxState.PENDING,
                 "attempts": 0, "tries_begun": 0, "next_attempt_at": now, "created_at": now,
-                **row}))
+                **row})
     return engine
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select, update
 
 from daemon.config import SmtpConfig
 from daemon.db import health, make_engine, outbox, upgrade
@@ -39,6 +39,7 @@ from daemon.models import OutboxState
 from daemon.outbound.journal import SendJournal, journal_path
 from daemon.outbound.send import Sender
 from tests.conftest import ROOT, RULES
+from tests.queued import queue_raw
 from tests.servers import Dovecot, SmtpSink, free_port, local_config
 
 
@@ -177,11 +178,10 @@ def _queue(engine: Engine, count: int, recipients: list[str] | None = None) -> N
     now = datetime.now(UTC)
     with engine.begin() as conn:
         for n in range(1, count + 1):
-            conn.execute(insert(outbox).values(
-                header_message_id=f"<{n}.forward@x.gov.vn>", action="forward",
-                recipients=recipients or ["a@x.gov.vn"], raw=_raw(n),
-                state=OutboxState.PENDING, attempts=0, tries_begun=0, next_attempt_at=now,
-                created_at=now))
+            queue_raw(conn, _raw(n), header_message_id=f"<{n}.forward@x.gov.vn>",
+                      action="forward", recipients=recipients or ["a@x.gov.vn"],
+                      state=OutboxState.PENDING, attempts=0, tries_begun=0,
+                      next_attempt_at=now, created_at=now)
 
 
 def _engine(path: Path, busy_seconds: float = 30.0) -> Engine:

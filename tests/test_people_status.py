@@ -58,7 +58,7 @@ def _troubles(desk: Desk) -> None:
     def row(n: int, state: OutboxState, error: str, **more: Any) -> Any:
         return insert(outbox).values(**{
             "header_message_id": f"<{n}.forward@sxd.example.gov.vn>", "action": "forward",
-            "recipients": ["giamdoc.sxd@tayninh.gov.vn"], "raw": b"Subject: x\r\n\r\nx\r\n",
+            "recipients": ["giamdoc.sxd@tayninh.gov.vn"],
             "state": state, "attempts": 2, "tries_begun": 2, "last_error": error,
             "next_attempt_at": QUEUED, "created_at": QUEUED, **more})
 

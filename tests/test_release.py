@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from daemon.cli import main
-from daemon.db import messages, outbox
+from daemon.db import messages, outbox, outbox_bodies
 from daemon.models import Attachment
 from daemon.office import release as release_module
 from daemon.outbound import compose
@@ -106,7 +106,7 @@ class Office:
 
     def emails(self, pk: int, action: str) -> list[EmailMessage]:
         with self.desk.engine.connect() as conn:
-            raws = conn.execute(select(outbox.c.raw).where(
+            raws = conn.execute(select(outbox_bodies.c.raw).join_from(outbox, outbox_bodies).where(
                 outbox.c.message_id == pk, outbox.c.action == action)
                 .order_by(outbox.c.id)).scalars().all()
         return [message_from_bytes(raw, policy=policy.default) for raw in raws]

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Engine, Table, func, select
 
 from daemon import config
 from daemon.config import Config
-from daemon.db import cases, make_engine, messages, outbox, register_entries, upgrade
+from daemon.db import cases, make_engine, messages, outbox, outbox_bodies, register_entries, upgrade
 from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import State
 from daemon.pipeline import process_pending
@@ -103,7 +103,8 @@ def test_a_supplement_in_the_batch_of_its_dossier_joins_its_case(tmp_path: Path,
     # One receipt (biên nhận) for the dossier; the supplement's acknowledgement names the
     # same case, it opens none.
     with database.connect() as conn:
-        acks = conn.execute(select(outbox.c.message_id, outbox.c.raw)
+        acks = conn.execute(select(outbox.c.message_id, outbox_bodies.c.raw)
+                            .join_from(outbox, outbox_bodies)
                             .where(outbox.c.action == "acknowledge")).all()
     by_mail = {ack.message_id: ack.raw for ack in acks}
     assert len([a for a in acks if a.message_id == dossier.id]) == 1

@@ -5,19 +5,22 @@ drain's."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select, update
 
 from daemon.config import SmtpConfig
 from daemon.db import make_engine, outbox, upgrade
 from daemon.models import OutboxState
 from daemon.outbound.send import Sender, backoff
+from tests.queued import queue_raw
 from tests.servers import SmtpSink
 
 RAW = (b"From: vanthu@x.gov.vn\r\nTo: a@x.gov.vn\r\nSubject: test\r\n"
@@ -31,10 +34,9 @@ def _queue(tmp_path: Path, *recipients: list[str]) -> Any:
     now = datetime.now(UTC)
     with engine.begin() as conn:
         for n, to in enumerate(recipients or (["a@x.gov.vn"],), 1):
-            conn.execute(insert(outbox).values(
-                header_message_id=f"<{n}.forward@x.gov.vn>", action="forward",
-                recipients=to, raw=RAW, state=OutboxState.PENDING, attempts=0,
-                next_attempt_at=now, created_at=now))
+            queue_raw(conn, RAW, header_message_id=f"<{n}.forward@x.gov.vn>",
+                      action="forward", recipients=to, state=OutboxState.PENDING, attempts=0,
+                      next_attempt_at=now, created_at=now)
     return engine
 
 
@@ -226,3 +228,35 @@ def test_dropped_connection_ends_the_drain_after_recording(tmp_path: Path,
     assert asyncio.run(sender.drain()) == 2
     assert [m.rcpt_tos for m in picky.messages()] == [["a@x.gov.vn"], ["b@x.gov.vn"],
                                                      ["c@x.gov.vn"]]
+
+
+def test_claims_and_outcomes_do_not_write_the_bytes_again(tmp_path: Path,
+                                                           smtp: SmtpSink) -> None:
+    """An email's bytes are written once: a 4 MB email refused for now, then sent (two
+    claims, two outcomes, their folds) adds less than a megabyte to SQLite's write-ahead log.
+    Kept in the outbox row, each of those writes wrote the whole 4 MB again."""
+    body = b"".join(b"%076d\r\n" % n for n in range(52_000))  # 4 MB of 78-octet lines
+    raw = RAW.replace(b"hello\r\n", body)
+    engine = make_engine(f"sqlite:///{tmp_path / 'out.db'}")
+    upgrade(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        queue_raw(conn, raw, header_message_id="<1.forward@x.gov.vn>", action="forward",
+                  recipients=["a@x.gov.vn"], state=OutboxState.PENDING, attempts=0,
+                  next_attempt_at=now, created_at=now)
+    with closing(sqlite3.connect(tmp_path / "out.db")) as conn:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    wal = tmp_path / "out.db-wal"
+    assert wal.stat().st_size == 0
+
+    sender = Sender(engine, SmtpConfig(port=smtp.port))
+    smtp.reply = "451 4.3.0 try again later"
+    assert asyncio.run(sender.drain()) == 0
+    smtp.reply = None
+    _due_now(engine)
+    assert asyncio.run(sender.drain()) == 1
+
+    assert _row(engine).state == OutboxState.SENT  # type: ignore[attr-defined]
+    assert smtp.messages()[-1].data.replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")
+    assert wal.stat().st_size < 1_000_000
+    engine.dispose()

@@ -336,7 +336,7 @@ def _row(n: int, recipients: list[str], *, age_minutes: float, **values: Any) ->
     created = utcnow() - timedelta(minutes=age_minutes)
     return insert(outbox).values(**{
         "header_message_id": f"<{n}.status@sxd.example.gov.vn>", "action": "forward",
-        "recipients": recipients, "raw": b"Subject: x\r\n\r\nx\r\n",
+        "recipients": recipients,
         "state": OutboxState.PENDING, "attempts": 0, "next_attempt_at": created,
         "created_at": created, **values})
 

@@ -19,15 +19,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from email import message_from_bytes
 from email import policy as email_policy
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
 from daemon.config import Config
-from daemon.db import messages, outbox, reading, register_entries
+from daemon.db import messages, outbox, outbox_bodies, reading, register_entries
 from daemon.errors import EmailRefused, VanthuError
 from daemon.intake.store import MailStore
 from daemon.intake.workers import ReadPool
@@ -114,9 +114,10 @@ def find(conn: Connection, pk: int) -> StoredMail:
                               number=entry.number if entry else None,
                               year=entry.year if entry else None)
     emails = conn.execute(select(outbox.c.action, outbox.c.header_message_id,
-                                 outbox.c.recipients, outbox.c.raw, outbox.c.created_at)
+                                 outbox.c.recipients, outbox_bodies.c.raw, outbox.c.created_at)
+                          .join_from(outbox, outbox_bodies, isouter=True)
                           .where(outbox.c.message_id == pk).order_by(outbox.c.id)).all()
-    forwards = tuple(Forward(e.header_message_id, _subject(e.raw), tuple(e.recipients))
+    forwards = tuple(Forward(e.header_message_id, _subject(e.raw or b""), tuple(e.recipients))
                      for e in emails if e.action in FORWARDING)
     notified = any(e.action == Purpose.NOTIFY.value for e in emails)
     confidential = notified or (entry is not None and entry.book == "confidential") \
@@ -129,7 +130,7 @@ def find(conn: Connection, pk: int) -> StoredMail:
 
 def _subject(raw: bytes) -> str:
     """The decoded Subject of an email vanthu queued."""
-    return str(message_from_bytes(raw, policy=email_policy.default)["Subject"] or "")
+    return str(BytesHeaderParser(policy=email_policy.default).parsebytes(raw)["Subject"] or "")
 
 
 def _secret(understanding: Any) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from daemon.config import Config, StatusConfig
-from daemon.db import messages, new_id, outbox, utcnow
+from daemon.db import messages, new_id, outbox, outbox_bodies, utcnow
 from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import OutboxState, State
 from daemon.outbound import headers
@@ -196,13 +196,13 @@ def enqueue_draft(conn: Connection, cfg: Config, *, header_id: str, purpose: Pur
     if not MSG_ID.fullmatch(header_id):
         raise EmailRefused(f"not a Message-ID: {header_id!r}")
     return _insert(conn, cfg, header_id=header_id, purpose=purpose, wanted=wanted,
-                   answering=answering, message_pk=message_pk, now=None, raw=b"",
+                   answering=answering, message_pk=message_pk, now=None, raw=None,
                    state=OutboxState.DRAFT, draft=draft)
 
 
 def _insert(conn: Connection, cfg: Config, *, header_id: str, purpose: Purpose,
             wanted: list[str], answering: Answering | None, message_pk: int | None,
-            now: datetime | None, raw: bytes, state: OutboxState,
+            now: datetime | None, raw: bytes | None, state: OutboxState,
             draft: bytes | None = None) -> int:
     now = now or utcnow()
     # Counts automatic replies per sender and per domain a day (daemon/outbound/recipients.py).
@@ -210,9 +210,11 @@ def _insert(conn: Connection, cfg: Config, *, header_id: str, purpose: Purpose,
         if purpose is Purpose.ACKNOWLEDGE and answering is not None else None
     row = new_id(conn.execute(insert(outbox), {
         "header_message_id": header_id, "message_id": message_pk, "action": purpose.value,
-        "recipients": wanted, "raw": raw, "state": state, "draft": draft, "attempts": 0,
+        "recipients": wanted, "state": state, "draft": draft, "attempts": 0,
         "tries_begun": 0, "ack_key": key, "ack_domain": domain_key(key) if key else None,
         "next_attempt_at": now, "created_at": now}))
+    if raw is not None:
+        conn.execute(insert(outbox_bodies), {"outbox_id": row, "raw": raw})
     log.info("outbox.queued", extra={"outbox": row, "action": purpose.value,
                                      "message_id": header_id, "state": state.value})
     return row
@@ -248,9 +250,19 @@ def fill(conn: Connection, cfg: Config, row_id: int, raw: bytes) -> bool:
     except EmailRefused as err:
         spoil(conn, row_id, f"the composed email failed its check: {err}")
         return False
+    conn.execute(insert(outbox_bodies), {"outbox_id": row_id, "raw": raw})
     conn.execute(update(outbox).where(outbox.c.id == row_id).values(
-        raw=raw, draft=None, state=OutboxState.PENDING, next_attempt_at=utcnow()))
+        draft=None, state=OutboxState.PENDING, next_attempt_at=utcnow()))
     return True
+
+
+def bodies(conn: Connection, row_ids: Sequence[int]) -> dict[int, bytes]:
+    """The bytes of the emails of these rows, by row id (a draft has none yet)."""
+    if not row_ids:
+        return {}
+    return {row.outbox_id: bytes(row.raw) for row in conn.execute(
+        select(outbox_bodies.c.outbox_id, outbox_bodies.c.raw)
+        .where(outbox_bodies.c.outbox_id.in_(list(row_ids))))}
 
 
 def spoil(conn: Connection, row_id: int, error: str) -> None:

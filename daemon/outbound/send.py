@@ -77,7 +77,7 @@ from typing import Any
 import aiosmtplib
 import aiosmtplib.protocol
 import aiosmtplib.smtp
-from sqlalchemy import Connection, Engine, func, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, or_, select, update
 
 from daemon import leases, oauth
 from daemon.config import SmtpConfig
@@ -93,7 +93,7 @@ from daemon.db import (
 from daemon.errors import DatabaseError, EmailRefused, SendDeferred, SendRejected
 from daemon.models import OutboxState
 from daemon.outbound.journal import Entry, SendJournal
-from daemon.outbound.outbox import settle_message
+from daemon.outbound.outbox import bodies, settle_message
 from daemon.outbound.recipients import mailbox_problem
 
 log = logging.getLogger("vanthu.send")
@@ -307,11 +307,14 @@ class _Drained:
     deferred: str | None = None  # the last deferral
 
 
-# Everything but the bytes, which are read for the one row claimed (they may be megabytes).
+# A row's columns the sender looks at; the bytes (outbox_bodies) are read for the rows
+# claimed alone (they may be megabytes).
 _COLUMNS = (outbox.c.id, outbox.c.recipients, outbox.c.attempts,
             outbox.c.tries_begun, outbox.c.message_id, outbox.c.header_message_id,
             outbox.c.delivered, outbox.c.refused, outbox.c.state, outbox.c.created_at,
             outbox.c.claimed_by, outbox.c.claim_expires_at, outbox.c.last_error)
+# This daemon claims a row (its values are given at execute).
+_CLAIM = update(outbox).where(outbox.c.id == bindparam("row_id"))
 
 
 def smtp_client(cfg: SmtpConfig, contexts: TlsContexts | None = None) -> _Client:
@@ -468,13 +471,18 @@ class Sender:
             if why := self._hopeless(row, now):
                 self._give_up(conn, row, why, now)
                 continue
-            # The bytes come back from the claim's own UPDATE (one statement less).
-            raw = conn.execute(update(outbox).where(outbox.c.id == row.id).values(
-                claimed_by=str(leases.me()),
-                claim_expires_at=now + timedelta(seconds=claim_seconds(self.cfg)),
-            ).returning(outbox.c.raw)).scalar_one()
-            claimed.append(SimpleNamespace(**row._mapping, raw=raw))
-        return claimed
+            conn.execute(_CLAIM, {"row_id": row.id, "claimed_by": str(leases.me()),
+                                  "claim_expires_at": now + timedelta(
+                                      seconds=claim_seconds(self.cfg))})
+            claimed.append(row)
+        raws = bodies(conn, [row.id for row in claimed])
+        taken: list[Any] = []
+        for row in claimed:
+            if row.id in raws:
+                taken.append(SimpleNamespace(**row._mapping, raw=raws[row.id]))
+            else:  # a pending row has its bytes, unless the database was edited by hand
+                self._give_up(conn, row, "the email's bytes are missing from the outbox", now)
+        return taken
 
     def _give_up(self, conn: Connection, row: Any, why: str, now: datetime) -> None:
         """Fail a row that gets no more tries: those who got it keep it (the row is sent,
