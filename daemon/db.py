@@ -102,19 +102,25 @@ def insert_new_id(conn: Connection, table: Table, **values: Any) -> int | None:
 
 def _insert_unless_there(conn: Connection, table: Table, values: dict[str, Any]) -> Any:
     dialect = conn.dialect.name
-    statement: Any
-    if dialect == "postgresql":
-        from sqlalchemy.dialects import postgresql  # imported with its engine, not before
+    statement = _INSERTS_NEW.get((dialect, table))
+    if statement is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql  # imported with its engine, not before
 
-        statement = postgresql.insert(table)
-    elif dialect == "sqlite":
-        statement = sqlite.insert(table)
-    else:
-        raise RuntimeError(f"unsupported database {dialect}")
-    # RETURNING, not rowcount: psycopg reports no row count for an INSERT (-1).
-    statement = (statement.values(**values).on_conflict_do_nothing()
-                 .returning(*table.primary_key.columns))
-    return conn.execute(statement).first()
+            statement = postgresql.insert(table)
+        elif dialect == "sqlite":
+            statement = sqlite.insert(table)
+        else:
+            raise RuntimeError(f"unsupported database {dialect}")
+        # RETURNING, not rowcount: psycopg reports no row count for an INSERT (-1).
+        statement = statement.on_conflict_do_nothing().returning(*table.primary_key.columns)
+        _INSERTS_NEW[dialect, table] = statement
+    return conn.execute(statement, values).first()
+
+
+# `_insert_unless_there`'s statement for each database and table, built once (the values are
+# given at execute): building a statement costs more than running most of them.
+_INSERTS_NEW: dict[tuple[str, Table], Any] = {}
 
 
 def next_number(conn: Connection, name: str) -> int:

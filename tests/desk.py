@@ -8,11 +8,11 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from daemon import config
 from daemon.config import Config
-from daemon.db import make_engine, messages, outbox, register_entries, upgrade
+from daemon.db import make_engine, messages, outbox, outbox_bodies, register_entries, upgrade
 from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.pipeline import process_pending
 from daemon.routing import rules as rules_module
@@ -105,6 +105,9 @@ class Desk:
 
     def emails_for(self, pk: int) -> list[object]:
         with self.engine.connect() as conn:
-            return list(conn.execute(select(outbox).where(outbox.c.message_id == pk)).all())
+            return list(conn.execute(
+                select(outbox, func.coalesce(outbox_bodies.c.raw, b"").label("raw"))
+                .join_from(outbox, outbox_bodies, isouter=True)
+                .where(outbox.c.message_id == pk)).all())
 
 

@@ -146,7 +146,8 @@ def rows(engine: Engine) -> list[Any]:
 
 @pytest.mark.parametrize("address", [
     "người.dân@ví-dụ.vn", "nguoi@ví-dụ.vn", "a@b.vn\r\nBcc: c@d.vn", "a@b.vn\x00", "", "   ",
-    "a@b.vn, c@d.vn", "Toàn <a@b.vn>", "\"A\" <a@b.vn>", "undisclosed:;", "no-at-sign",
+    "a@b.vn, c@d.vn", "Toàn <a@b.vn>", "\"A\" <a@b.vn>", "undisclosed:;", "no-at-sign", ":;",
+    ":; ", " :;", "a:;",
 ])
 def test_unsendable_recipient_is_refused_at_creation(cfg: config.Config, engine: Engine,
                                                      allowed: Allowed, address: str) -> None:

@@ -20,7 +20,7 @@ import pypdf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from daemon.cli import main
 from daemon.db import messages, outbox, outbox_bodies
@@ -113,8 +113,10 @@ class Office:
 
     def rows(self, pk: int, action: str) -> list[object]:
         with self.desk.engine.connect() as conn:
-            return list(conn.execute(select(outbox).where(
-                outbox.c.message_id == pk, outbox.c.action == action)).all())
+            return list(conn.execute(
+                select(outbox, func.coalesce(outbox_bodies.c.raw, b"").label("raw"))
+                .join_from(outbox, outbox_bodies, isouter=True).where(
+                    outbox.c.message_id == pk, outbox.c.action == action)).all())
 
 
 @pytest.fixture

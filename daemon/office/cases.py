@@ -123,6 +123,10 @@ class Slot:
         return f"số thứ tự {self.number}, buổi {self.half} ngày {self.day:%d/%m/%Y}"
 
 
+# Built once (daemon/db.py says why).
+_COUNTER = select(counters.c.value).where(counters.c.name == bindparam("counter"))
+
+
 def take_slot(conn: Connection, settings: CalendarConfig, calendar: WorkCalendar,
               received: datetime) -> Slot:
     """Give the dossier its queue number; past the daily intake capacity per half-day
@@ -134,7 +138,7 @@ def take_slot(conn: Connection, settings: CalendarConfig, calendar: WorkCalendar
     capacity = settings.capacity_per_half_day
     while True:
         name = f"slot:{day.isoformat()}:{'am' if half == 'sáng' else 'pm'}"
-        taken = conn.scalar(select(counters.c.value).where(counters.c.name == name)) or 0
+        taken = conn.scalar(_COUNTER, {"counter": name}) or 0
         if capacity <= 0 or taken < capacity:
             return Slot(day, half, next_number(conn, name))
         if half == "sáng":
@@ -184,17 +188,17 @@ def open_case(conn: Connection, agency: AgencyConfig, message_pk: int,
     code = agency.case_code_format.format(code=agency.code, yymmdd=yymmdd,
                                           yyyy=local.year, seq=seq)
     person = understanding.applicant
-    case_id = new_id(conn.execute(insert(cases).values(
-        code=code, opened_at=received_at, status=CaseStatus.RECEIVED,
-        applicant_name=person.name if person else None,
-        applicant_email=person.email if person else None,
-        applicant_phone=person.phone if person else None,
-        message_id=message_pk,
-        procedure=procedure.name if procedure else None,
-        procedure_id=procedure.id if procedure else None,
-        deadline=deadline,
-        queue=queue,
-    )))
+    case_id = new_id(conn.execute(insert(cases), {
+        "code": code, "opened_at": received_at, "status": CaseStatus.RECEIVED,
+        "applicant_name": person.name if person else None,
+        "applicant_email": person.email if person else None,
+        "applicant_phone": person.phone if person else None,
+        "message_id": message_pk,
+        "procedure": procedure.name if procedure else None,
+        "procedure_id": procedure.id if procedure else None,
+        "deadline": deadline,
+        "queue": queue,
+    }))
     event(conn, case_id, CaseEvent.RECEIVED, "vanthu",
           {"code": code, "deadline": deadline.isoformat() if deadline else None})
     return case_id, code

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, exc, func, insert, select
+from sqlalchemy import Connection, Engine, bindparam, exc, func, insert, select
 
 from daemon.config import AgencyConfig
 from daemon.db import cases, outgoing_entries, reading, register_closings, register_entries
@@ -38,10 +38,14 @@ class Closing:
     count: int
 
 
+# Built once (daemon/db.py says why).
+_CLOSED_FROM = select(register_closings.c.year).where(
+    register_closings.c.book == bindparam("book"), register_closings.c.year >= bindparam("year"))
+
+
 def open_year(conn: Connection, book: str, year: int) -> int:
     """The first year from `year` on whose `book` is not closed: where a new entry goes."""
-    closed = set(conn.scalars(select(register_closings.c.year).where(
-        register_closings.c.book == book, register_closings.c.year >= year)))
+    closed = set(conn.scalars(_CLOSED_FROM, {"book": book, "year": year}))
     while year in closed:
         year += 1
     return year

@@ -85,6 +85,28 @@ def trust_of(understanding: Understanding, mail: ParsedMail,
     return Trust.AUTHENTICATED
 
 
+# The first entry at least as well proven as a mail (`trust`) that it repeats, by what it
+# repeats; built once (daemon/db.py says why).
+_PROVEN = func.coalesce(register_entries.c.trust, 0) >= bindparam("trust")
+_SAME_MESSAGE_ID = (
+    select(register_entries.c.id)
+    .join(messages, messages.c.id == register_entries.c.message_id)
+    .where(messages.c.header_message_id == bindparam("header_id"),
+           messages.c.id != bindparam("mail_pk"), _PROVEN)
+    .order_by(register_entries.c.id).limit(1))
+_SAME_DOSSIER = _SAME_MESSAGE_ID.where(register_entries.c.sender_email == bindparam("sender"))
+_SAME_DOCUMENT = (select(register_entries.c.id)
+                  .where(register_entries.c.doc_key == bindparam("key"), _PROVEN)
+                  .order_by(register_entries.c.id).limit(1))
+_SAME_ATTACHMENT = (
+    select(register_entries.c.id)
+    .join(attachments, attachments.c.message_id == register_entries.c.message_id)
+    .where(attachments.c.sha256.in_(bindparam("hashes", expanding=True)),
+           attachments.c.message_id != bindparam("mail_pk"),
+           register_entries.c.kind == Kind.DOCUMENT.value, _PROVEN)
+    .order_by(register_entries.c.id).limit(1))
+
+
 def _duplicate(conn: Connection, message_pk: int, mail: ParsedMail, understanding: Understanding,
                key: str | None, trust: Trust) -> tuple[int | None, str]:
     """The register entry this mail repeats, if any, and why.
@@ -95,32 +117,26 @@ def _duplicate(conn: Connection, message_pk: int, mail: ParsedMail, understandin
     applicant's own: only the same mail again (same Message-ID from the same sender) repeats
     it; a blank form shared by many applicants never does.
     """
-    def first(query: Any) -> int | None:
-        if trust > Trust.UNPROVEN:
-            query = query.where(func.coalesce(register_entries.c.trust, 0) >= int(trust))
-        row = conn.execute(query.order_by(register_entries.c.id)).first()
-        return None if row is None else int(row[0])
+    def first(query: Any, **values: Any) -> int | None:
+        # An unproven mail compares with every entry (trust >= 0 holds for all of them).
+        found = conn.scalar(query, {"trust": int(trust), **values})
+        return None if found is None else int(found)
 
     if mail.message_id:
-        query = (select(register_entries.c.id)
-                 .join(messages, messages.c.id == register_entries.c.message_id)
-                 .where(messages.c.header_message_id == mail.message_id,
-                        messages.c.id != message_pk))
         if understanding.kind is Kind.DOSSIER:
-            query = query.where(register_entries.c.sender_email == mail.sender.email)
-        if (found := first(query)) is not None:
+            found = first(_SAME_DOSSIER, header_id=mail.message_id, mail_pk=message_pk,
+                          sender=mail.sender.email)
+        else:
+            found = first(_SAME_MESSAGE_ID, header_id=mail.message_id, mail_pk=message_pk)
+        if found is not None:
             return found, f"same Message-ID {mail.message_id}"
     if understanding.kind is Kind.DOSSIER:
         return None, ""
-    if key and (found := first(select(register_entries.c.id).where(
-            register_entries.c.doc_key == key))) is not None:
+    if key and (found := first(_SAME_DOCUMENT, key=key)) is not None:
         return found, "same issuer, number, symbol and date"
     hashes = [a.sha256 for a in mail.attachments if a.size > 1024 and not a.withheld]
-    if hashes and (found := first(
-            select(register_entries.c.id).join(
-                attachments, attachments.c.message_id == register_entries.c.message_id)
-            .where(attachments.c.sha256.in_(hashes), attachments.c.message_id != message_pk,
-                   register_entries.c.kind == Kind.DOCUMENT.value))) is not None:
+    if hashes and (found := first(_SAME_ATTACHMENT, hashes=hashes,
+                                  mail_pk=message_pk)) is not None:
         return found, "same attachment content"
     return None, ""
 
@@ -135,6 +151,10 @@ def notes(understanding: Understanding) -> list[str]:
     if understanding.secrecy_doubts:
         found.insert(0, f"{DOUBT_NOTE} ({'; '.join(understanding.secrecy_doubts)})")
     return found
+
+
+# Built once (daemon/db.py says why).
+_MESSAGE = update(messages).where(messages.c.id == bindparam("mail_pk"))
 
 
 def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: ParsedMail,
@@ -153,8 +173,7 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
     key = doc_key(understanding)
     first, why = _duplicate(conn, message_pk, mail, understanding, key, trust)
     if first is not None:
-        conn.execute(update(messages).where(messages.c.id == message_pk)
-                     .values(duplicate_of=first))
+        conn.execute(_MESSAGE, {"mail_pk": message_pk, "duplicate_of": first})
         return Registration(None, book, year, None, None, None, first, why)
     case_id = case_code = None
     if understanding.kind is Kind.DOSSIER:
@@ -213,8 +232,11 @@ def record_handover(conn: Connection, message_pk: int, recipients: Sequence[str]
                                  "recipients": list(dict.fromkeys(recipients))})
 
 
+_CASE_OF_CODE = select(cases.c.id).where(cases.c.code == bindparam("code"))
+
+
 def case_id_of(conn: Connection, code: str) -> int | None:
-    return conn.scalar(select(cases.c.id).where(cases.c.code == code))
+    return conn.scalar(_CASE_OF_CODE, {"code": code})
 
 
 # Built once (daemon/db.py says why): whether a Message-ID is one vanthu sent.

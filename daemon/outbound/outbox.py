@@ -19,7 +19,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from daemon.config import Config, StatusConfig
 from daemon.db import messages, new_id, outbox, outbox_bodies, utcnow
@@ -240,8 +240,7 @@ def fill(conn: Connection, cfg: Config, row_id: int, raw: bytes) -> bool:
     """Put the composed bytes `raw` into draft row `row_id` and make it pending (to be sent);
     False when the row is no draft any more (filled already, or settled by hand). Bytes that
     fail `check_head` against the row fail it instead (EmailRefused is logged)."""
-    row = conn.execute(select(outbox.c.header_message_id, outbox.c.action, outbox.c.recipients,
-                              outbox.c.state).where(outbox.c.id == row_id)).first()
+    row = conn.execute(_DRAFT, {"row_id": row_id}).first()
     if row is None or row.state != OutboxState.DRAFT:
         return False
     try:
@@ -251,8 +250,8 @@ def fill(conn: Connection, cfg: Config, row_id: int, raw: bytes) -> bool:
         spoil(conn, row_id, f"the composed email failed its check: {err}")
         return False
     conn.execute(insert(outbox_bodies), {"outbox_id": row_id, "raw": raw})
-    conn.execute(update(outbox).where(outbox.c.id == row_id).values(
-        draft=None, state=OutboxState.PENDING, next_attempt_at=utcnow()))
+    conn.execute(_ROW, {"row_id": row_id, "draft": None, "state": OutboxState.PENDING,
+                        "next_attempt_at": utcnow()})
     return True
 
 
@@ -280,16 +279,23 @@ def spoil(conn: Connection, row_id: int, error: str) -> None:
 UNSENT = (OutboxState.DRAFT, OutboxState.PENDING)
 
 
+# Statements run for every email, built once (their values are given at execute).
+_UNSENT_OF_MAIL = select(func.count()).select_from(outbox).where(
+    outbox.c.message_id == bindparam("mail_pk"), outbox.c.state.in_(UNSENT))
+_MAIL_DONE = update(messages).where(messages.c.id == bindparam("mail_pk"),
+                                    messages.c.state == State.ROUTED)
+_DRAFT = select(outbox.c.header_message_id, outbox.c.action, outbox.c.recipients,
+                outbox.c.state).where(outbox.c.id == bindparam("row_id"))
+_ROW = update(outbox).where(outbox.c.id == bindparam("row_id"))
+
+
 def settle_message(conn: Connection, message_id: int | None, now: datetime) -> None:
     """The mail whose emails are all sent or failed is done."""
     if message_id is None:
         return
-    pending = conn.scalar(select(func.count()).select_from(outbox).where(
-        outbox.c.message_id == message_id, outbox.c.state.in_(UNSENT)))
-    if not pending:
-        conn.execute(update(messages).where(
-            messages.c.id == message_id, messages.c.state == State.ROUTED,
-        ).values(state=State.DONE, updated_at=now))
+    if not conn.scalar(_UNSENT_OF_MAIL, {"mail_pk": message_id}):
+        conn.execute(_MAIL_DONE, {"mail_pk": message_id, "state": State.DONE,
+                                  "updated_at": now})
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from daemon.config import Config
 from daemon.db import case_threads, cases, messages, outbox, register_entries, utcnow
@@ -173,8 +173,9 @@ def _address_problem(address: str) -> str | None:
         return "not ASCII (an internationalised address needs SMTPUTF8, which vanthu does not use)"
     try:
         header = email.policy.default.header_factory("to", address)
-    except (ValueError, IndexError, TypeError) as err:
-        return f"not an address: {err}"
+    except Exception as err:  # the standard parser raises many kinds on hostile text
+        # (AttributeError for ":;", an empty group, in Python 3.11)
+        return f"not an address: {type(err).__name__}: {err}"
     groups = getattr(header, "groups", ())
     found = [a for g in groups for a in g.addresses]
     if len(found) != 1 or any(g.display_name is not None for g in groups):
@@ -204,18 +205,23 @@ def domain_key(key: str) -> str:
     return f"{address.rpartition('@')[2]}|{day}"
 
 
+# Built once (daemon/db.py says why): the automatic replies of a day to a sender, to a domain.
+_TO_SENDER = select(func.count()).select_from(outbox).where(
+    outbox.c.ack_key == bindparam("key"))
+_TO_DOMAIN = select(func.count()).select_from(outbox).where(
+    outbox.c.ack_domain == bindparam("key"))
+
+
 def _reply_limit(conn: Connection, cfg: Config, address: str,
                  answering: Answering) -> str | None:
     """Automatic replies today to this sender and to its domain, against the limits."""
     key = reply_key(cfg, address, answering)
-    to_sender = conn.scalar(select(func.count()).select_from(outbox).where(
-        outbox.c.ack_key == key)) or 0
+    to_sender = conn.scalar(_TO_SENDER, {"key": key}) or 0
     per_sender = cfg.limits.replies_per_sender_per_day if answering.kind in REGISTERED else 1
     if to_sender >= per_sender:
         return f"already {to_sender} automatic replies to this sender today (limit {per_sender})"
     domain = domain_key(key)
-    to_domain = conn.scalar(select(func.count()).select_from(outbox).where(
-        outbox.c.ack_domain == domain)) or 0
+    to_domain = conn.scalar(_TO_DOMAIN, {"key": domain}) or 0
     per_domain = cfg.limits.replies_per_domain_per_day
     if to_domain >= per_domain:
         return (f"already {to_domain} automatic replies to {domain.rpartition('|')[0]} today "
@@ -226,6 +232,10 @@ def _reply_limit(conn: Connection, cfg: Config, address: str,
 # The emails to an applicant about a case that vanthu writes by itself or on a clerk's one
 # command; each counts towards the one automatic email a day per case.
 CASE_LETTERS = ("acknowledge", "supplement", "apology")
+_CASE_LETTERS_QUEUED = (
+    select(outbox.c.action, outbox.c.recipients, outbox.c.ack_key, outbox.c.created_at)
+    .join(case_threads, case_threads.c.header_message_id == outbox.c.header_message_id)
+    .where(case_threads.c.case_id == bindparam("case_pk"), outbox.c.action.in_(CASE_LETTERS)))
 
 
 def _case_limit(conn: Connection, cfg: Config, address: str,
@@ -236,11 +246,7 @@ def _case_limit(conn: Connection, cfg: Config, address: str,
     if answering.case_id is None:
         return None
     day = _day(cfg, answering)
-    found = conn.execute(
-        select(outbox.c.action, outbox.c.recipients, outbox.c.ack_key, outbox.c.created_at)
-        .join(case_threads, case_threads.c.header_message_id == outbox.c.header_message_id)
-        .where(case_threads.c.case_id == answering.case_id,
-               outbox.c.action.in_(CASE_LETTERS))).all()
+    found = conn.execute(_CASE_LETTERS_QUEUED, {"case_pk": answering.case_id}).all()
     for row in found:
         row_day = (row.ack_key.rpartition("|")[2] if row.ack_key
                    else row.created_at.astimezone(cfg.agency.tz).date().isoformat())

@@ -313,8 +313,14 @@ _COLUMNS = (outbox.c.id, outbox.c.recipients, outbox.c.attempts,
             outbox.c.tries_begun, outbox.c.message_id, outbox.c.header_message_id,
             outbox.c.delivered, outbox.c.refused, outbox.c.state, outbox.c.created_at,
             outbox.c.claimed_by, outbox.c.claim_expires_at, outbox.c.last_error)
-# This daemon claims a row (its values are given at execute).
-_CLAIM = update(outbox).where(outbox.c.id == bindparam("row_id"))
+# Statements run for every email, built once (their values are given at execute): a row
+# written (its claim, its outcome), read, read to be written, its fold's mark, its count.
+_ROW = update(outbox).where(outbox.c.id == bindparam("row_id"))
+_READ = select(*_COLUMNS).where(outbox.c.id == bindparam("row_id"))
+_READ_TO_WRITE = _READ.with_for_update()
+_FOLDED_UP_TO = select(outbox.c.journal_seq).where(outbox.c.id == bindparam("row_id"))
+_COUNTED = update(outbox).where(outbox.c.id == bindparam("row_id")).values(
+    tries_begun=func.coalesce(outbox.c.tries_begun, outbox.c.attempts) + 1)
 
 
 def smtp_client(cfg: SmtpConfig, contexts: TlsContexts | None = None) -> _Client:
@@ -471,9 +477,9 @@ class Sender:
             if why := self._hopeless(row, now):
                 self._give_up(conn, row, why, now)
                 continue
-            conn.execute(_CLAIM, {"row_id": row.id, "claimed_by": str(leases.me()),
-                                  "claim_expires_at": now + timedelta(
-                                      seconds=claim_seconds(self.cfg))})
+            conn.execute(_ROW, {"row_id": row.id, "claimed_by": str(leases.me()),
+                                "claim_expires_at": now + timedelta(
+                                    seconds=claim_seconds(self.cfg))})
             claimed.append(row)
         raws = bodies(conn, [row.id for row in claimed])
         taken: list[Any] = []
@@ -549,8 +555,7 @@ class Sender:
         held = list(self.unwritten.items())
         try:
             with database_errors("outbox"), reading(self.engine) as conn:
-                row = conn.execute(select(outbox.c.claimed_by, outbox.c.state)
-                                   .where(outbox.c.id == row_id)).first()
+                row = conn.execute(_READ, {"row_id": row_id}).first()
             if row is None or row.claimed_by != str(leases.me()) \
                     or row.state != OutboxState.PENDING:
                 raise SendDeferred("the claim on the row was lost before DATA")
@@ -577,14 +582,11 @@ class Sender:
             entries = self.journal.entries()
         written: list[tuple[int, OutboxState, str]] = []
         for entry in entries:
-            row = conn.execute(select(outbox.c.journal_seq)
-                               .where(outbox.c.id == entry.row_id)).first()
+            row = conn.execute(_FOLDED_UP_TO, {"row_id": entry.row_id}).first()
             if row is None or (row.journal_seq or 0) >= entry.seq:
                 continue  # removed by hand, or folded already
             if entry.outcome is None:
-                conn.execute(update(outbox).where(outbox.c.id == entry.row_id).values(
-                    tries_begun=func.coalesce(outbox.c.tries_begun, outbox.c.attempts) + 1,
-                    journal_seq=entry.seq))
+                conn.execute(_COUNTED, {"row_id": entry.row_id, "journal_seq": entry.seq})
             else:
                 state, header_id = self._record(conn, entry.row_id, _attempt(entry.outcome),
                                                 journal_seq=entry.seq, owner=entry.owner)
@@ -623,15 +625,14 @@ class Sender:
         `journal_seq`: the number of its journal entry); return the row's new state and its
         Message-ID."""
         now = utcnow()
-        row = conn.execute(select(*_COLUMNS).where(outbox.c.id == row_id)
-                           .with_for_update()).first()
+        row = conn.execute(_READ_TO_WRITE, {"row_id": row_id}).first()
         if row is None:  # removed meanwhile (by hand): nothing left to record
             log.warning("outbox.row_gone", extra={"outbox": row_id})
             return (OutboxState.SENT if attempt.delivered else OutboxState.FAILED), ""
         values = self._outcome(row, attempt, now, owner or str(leases.me()))
         if journal_seq is not None:
             values["journal_seq"] = journal_seq
-        conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+        conn.execute(_ROW, {"row_id": row_id, **values})
         state = OutboxState(values.get("state", row.state))
         if state is not OutboxState.PENDING:
             settle_message(conn, row.message_id, now)

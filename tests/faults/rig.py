@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imapclient import IMAPClient
-from sqlalchemy import Column, Engine, MetaData, String, Table, func, select, update
+from sqlalchemy import Engine, func, select, update
 
 from daemon import cli
 from daemon.db import make_engine, outbox, utcnow
@@ -32,7 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 # Users of the session's Dovecot kept apart from those of tests/conftest.py (agency1…199 are
 # shared with the `office` fixture, which counts up from 1).
 _users = itertools.count(199, -1)
-sqlite_master = Table("sqlite_master", MetaData(), Column("name", String))
 
 
 def group_members(pgid: int) -> list[int]:
@@ -189,13 +189,15 @@ class Rig:
                                          + self.logs()[-1500:])
             if not self.has_database():
                 return False
-            engine = self.engine()
+            # Read-only, so the probe never takes a lock the daemon's first writes wait for
+            # (make_engine's connection sets the journal mode, a write).
             try:
-                with engine.connect() as conn:
-                    return bool(conn.scalar(select(func.count()).select_from(
-                        sqlite_master).where(sqlite_master.c.name == "outbox")))
-            finally:
-                engine.dispose()
+                with contextlib.closing(sqlite3.connect(
+                        f"file:{self.data_dir / 'vanthu.db'}?mode=ro", uri=True)) as conn:
+                    return bool(conn.execute("SELECT count(*) FROM sqlite_master "
+                                             "WHERE name = 'outbox'").fetchone()[0])
+            except sqlite3.Error:  # not made yet, or busy being made
+                return False
         wait_for(ready, timeout, "the daemon created its database")
         return self.engine()
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from daemon.db import messages, outbox
+from daemon.db import messages, outbox, outbox_bodies
 from tests.desk import Desk
 
 
@@ -79,7 +79,8 @@ def run(desk: Desk, raw: bytes) -> Outcome:
     with desk.engine.connect() as conn:
         row = conn.execute(select(messages).order_by(messages.c.id.desc())).first()
         assert row is not None
-        emails = conn.execute(select(outbox.c.action, outbox.c.raw)
+        emails = conn.execute(select(outbox.c.action, outbox_bodies.c.raw)
+                              .join_from(outbox, outbox_bodies)
                               .where(outbox.c.message_id == row.id)
                               .order_by(outbox.c.id)).all()
     parsed = [(str(action), message_from_bytes(bytes(raw_email), policy=policy.default))
