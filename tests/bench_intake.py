@@ -499,13 +499,15 @@ def cpu_seconds(pids: list[int]) -> dict[str, float]:
     return out
 
 
-def machine_busy() -> tuple[float, float]:
-    """CPU seconds the whole machine has been busy, and in all (every core): /proc/stat."""
+def machine_busy() -> tuple[float, float, float]:
+    """CPU seconds the whole machine has been busy, in all (every core), and stolen (a
+    virtual machine's cores given to others by the host): /proc/stat."""
     with open("/proc/stat") as f:
         ticks = [int(value) for value in f.readline().split()[1:]]
     tick = os.sysconf("SC_CLK_TCK")
     idle = ticks[3] + ticks[4]  # idle, iowait
-    return (sum(ticks) - idle) / tick, sum(ticks) / tick
+    steal = ticks[7] if len(ticks) > 7 else 0
+    return (sum(ticks) - idle) / tick, sum(ticks) / tick, steal / tick
 
 
 def cpu_by_process() -> dict[int, tuple[str, float]]:
@@ -582,7 +584,7 @@ def whole_intake(server: Dovecot, sink: Sink, work: Path, count: int,
     memory: list[tuple[int, float]] = []  # (mails processed, PSS of the tree in MB)
     peak_each: dict[str, float] = {}
     busy_before = machine_busy()
-    busy = (0.0, 0.0)
+    busy = (0.0, 0.0, 0.0)
     each_before = cpu_by_process()
     elsewhere: dict[str, float] = {}
     try:
@@ -627,6 +629,7 @@ def whole_intake(server: Dovecot, sink: Sink, work: Path, count: int,
     out["cpu"] = cpu
     out["elsewhere"] = elsewhere
     out["machine"] = (busy[0] - busy_before[0]) / max(busy[1] - busy_before[1], 1e-9)
+    out["stolen"] = (busy[2] - busy_before[2]) / max(busy[1] - busy_before[1], 1e-9)
     return out
 
 
@@ -797,7 +800,8 @@ def main() -> int:
           + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
           + f"; per mail: vanthu {1000 * cpu.get('vanthu', 0) / len(mails):.1f} ms, all "
           f"{1000 * sum(cpu.values()) / len(mails):.1f} ms; the machine was busy "
-          f"{100 * got['machine']:.0f}% of its {os.cpu_count()} cores' time")
+          f"{100 * got['machine']:.0f}% of its {os.cpu_count()} cores' time "
+          f"({100 * got['stolen']:.0f}% stolen by the host)")
     print("CPU seconds outside vanthu meanwhile: "
           + ", ".join(f"{k} {v:.1f}" for k, v in got["elsewhere"].items()))
     print(f"start: READY {idle['ready']:.2f} s, first mailbox connected "

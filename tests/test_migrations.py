@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +32,7 @@ from daemon.cli import main
 from daemon.config import load
 from daemon.db import SchemaMismatch, make_engine, make_reader, prepare, upgrade
 from daemon.errors import ConfigError
+from daemon.outbound.outbox import bodies
 from tests.fixtures import schema_v0 as v0
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -377,6 +379,35 @@ def test_an_older_version_is_refused_until_upgraded(engine: Engine, db_url: str)
     assert upgrade(engine)[1] == migrations.head()
     prepare(engine)
     make_reader(db_url).dispose()
+
+
+@pytest.mark.db
+def test_the_outbox_bytes_move_to_their_own_table_and_back(engine: Engine) -> None:
+    """Revision 0007 on a database at 0006 with an email sent, one pending and a draft (whose
+    row held b""): the two emails' bytes are in outbox_bodies, to the byte, the draft has
+    none, and the daemon's sender reads them; going back to 0006 puts them in their rows."""
+    with engine.begin() as conn:
+        migrations.upgrade(conn, "0006")
+        for pk, state, raw in ((1, "sent", RAW + b"\x00\xff"), (2, "pending", RAW * 3),
+                               (3, "draft", b"")):
+            conn.execute(text(
+                "INSERT INTO outbox (id, header_message_id, action, recipients, raw, state, "
+                "attempts, next_attempt_at, created_at) VALUES (:id, :hid, 'forward', "
+                "'[\"giamdoc@sxd.tayninh.gov.vn\"]', :raw, :state, 0, :at, :at)"),
+                {"id": pk, "hid": f"<{pk}.đi@sxd.tayninh.gov.vn>", "raw": raw, "state": state,
+                 "at": AT})
+    assert upgrade(engine) == ("0006", migrations.head())
+    with engine.connect() as conn:
+        assert {r.outbox_id: bytes(r.raw) for r in conn.execute(select(db.outbox_bodies))} \
+            == {1: RAW + b"\x00\xff", 2: RAW * 3}
+        assert "raw" not in {c["name"] for c in inspect(conn).get_columns("outbox")}
+        assert bodies(conn, [1, 2, 3]) == {1: RAW + b"\x00\xff", 2: RAW * 3}
+    with engine.begin() as conn:
+        command.downgrade(migrations.config(conn), "0006")
+    with engine.connect() as conn:
+        assert [bytes(r) for r in conn.execute(text("SELECT raw FROM outbox ORDER BY id"))
+                .scalars()] == [RAW + b"\x00\xff", RAW * 3, b""]
+        assert "outbox_bodies" not in inspect(conn).get_table_names()
 
 
 @pytest.mark.db

@@ -35,6 +35,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.add_column("outbox", sa.Column("raw", sa.LargeBinary(), nullable=False,
                                       server_default=""))
+    # The default fills in text on SQLite; a draft's row held an empty blob.
+    outbox = sa.table("outbox", sa.column("raw", sa.LargeBinary()))
+    op.get_bind().execute(outbox.update().values(raw=b""))
     op.execute("UPDATE outbox SET raw = (SELECT raw FROM outbox_bodies "
                "WHERE outbox_bodies.outbox_id = outbox.id) "
                "WHERE id IN (SELECT outbox_id FROM outbox_bodies)")
