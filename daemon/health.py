@@ -181,7 +181,7 @@ def fault_causes(cfg: Config, rows: Iterable[Any], now: datetime) -> Verdict:
     """Sort the `health` rows: SMTP failing longer than `[status] smtp_failing_minutes` is a
     problem and a shorter failure a warning (the retries may well get through); a mailbox
     another daemon holds is a warning (that daemon fetches it); any other fault (the pipeline
-    paused, the store failing) is a problem."""
+    paused, sending stopped, the store failing) is a problem."""
     problems: list[Cause] = []
     warnings: list[Cause] = []
     limit = timedelta(minutes=cfg.status.smtp_failing_minutes)
@@ -212,6 +212,11 @@ def fault_causes(cfg: Config, rows: Iterable[Any], now: datetime) -> Verdict:
                 "pipeline_paused", f"Xử lý thư đến tạm dừng từ {since}: {row.problem}. Thư vẫn "
                 "được lưu đủ và sẽ được xử lý tiếp khi sự cố hết.",
                 f"pipeline: {row.problem}", facts))
+        elif row.component == "sending":
+            problems.append(Cause(
+                "sending_stopped", f"Việc gửi thư dừng từ {since}: {row.problem}. Thư đã xếp "
+                "hàng được giữ nguyên và sẽ được gửi khi sự cố được khắc phục (xem nhật ký "
+                "outbox.drain_failed).", f"sending: {row.problem}", facts))
         elif row.component.startswith("store"):
             problems.append(Cause(
                 "store_failing", f"Kho thư không ghi được ({row.component}) từ {since}: "

@@ -40,6 +40,10 @@ from daemon.understand.signatures import document_roots
 
 log = logging.getLogger("vanthu.service")
 
+# The health component of the sender's own drains failing (a damaged journal, the database
+# refusing its writes), apart from the SMTP server's trouble ("smtp").
+SENDING = "sending"
+
 RULES_CHECK_SECONDS = 2.0
 RESULTS_CHECK_SECONDS = 3.0
 
@@ -184,15 +188,18 @@ class Daemon:
     PAUSE_FIRST = 15.0  # seconds before the first retry after a systemic fault
     PAUSE_MAX = 600.0
 
-    def _record_fault(self, cause: str) -> None:
+    def _record_fault(self, cause: str, component: str = "pipeline") -> bool:
+        """Tell `status` about a fault of `component`; False when it cannot be written."""
         try:
-            report_fault(self.engine, "pipeline", cause)
+            report_fault(self.engine, component, cause)
+            return True
         except Exception:  # the database may be the fault itself: the log still has it
             log.exception("health.unrecorded")
+            return False
 
-    def _clear_fault(self) -> bool:
+    def _clear_fault(self, component: str = "pipeline") -> bool:
         try:
-            return clear_fault(self.engine, "pipeline")
+            return clear_fault(self.engine, component)
         except Exception:
             log.exception("health.unrecorded")
             return False
@@ -201,13 +208,23 @@ class Daemon:
         """Drain the outbox until stopping. The drain stops between emails by itself and cuts
         the SMTP transaction in hand (daemon.outbound.send), so a stop never waits for a
         crawling server. Waits are asyncio timeouts: the monotonic clock."""
+        # The last drain failed (and `status` was told), or this life has not drained yet: a
+        # fault left by a daemon killed while failing is cleared by its first good drain.
+        failing = True
         while not self.stopping.is_set():
             try:
                 sent = await self.sender.drain(stopping=self.stopping)
-            except Exception:  # bulkhead; an outcome not written waits in the sender's memory
+            except Exception as err:  # bulkhead; an outcome not written waits in memory
                 log.exception("outbox.drain_failed")
+                # A damaged journal or database stops every drain until someone acts:
+                # `status` names it (the emails only show as overdue much later).
+                failing = await asyncio.to_thread(
+                    self._record_fault, f"{type(err).__name__}: {err}", SENDING) or failing
                 await self._wait(asyncio.Event(), 15.0)  # not woken early: the database is ill
                 continue
+            if failing and await asyncio.to_thread(self._clear_fault, SENDING):
+                log.info("outbox.drain_recovered")
+            failing = False
             if not sent:
                 await self._wait(self.wake_sender, 15.0)
 

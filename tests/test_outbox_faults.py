@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -32,13 +33,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, update
 
+from daemon.cli import main
 from daemon.config import SmtpConfig
 from daemon.db import health, make_engine, outbox, upgrade
 from daemon.errors import DatabaseError
 from daemon.models import OutboxState
 from daemon.outbound.journal import SendJournal, journal_path
 from daemon.outbound.send import Sender
-from tests.conftest import ROOT, RULES
+from tests.conftest import ROOT, RULES, Office
+from tests.desk import DOCUMENT, mail
 from tests.queued import queue_raw
 from tests.servers import Dovecot, SmtpSink, free_port, local_config
 
@@ -814,3 +817,43 @@ def test_sigterm_with_a_crawling_server_exits_soon_and_sends_at_most_twice(
     assert all(r.state == OutboxState.SENT for r in _rows(engine))
     engine.dispose()
     shutil.rmtree(data, ignore_errors=True)
+
+
+def test_a_damaged_journal_is_a_problem_status_names_until_moved_aside(
+        office: Office, capsys: pytest.CaptureFixture[str]) -> None:
+    """The running daemon with its sender's journal damaged: the mail is registered, nothing
+    is sent, and `vanthu status` names sending as stopped, with the file (exit 1). Once the
+    journal is moved aside, the next daemon sends the forward and the acknowledgement, once
+    each, and the problem is gone."""
+    engine = office.engine()
+    beside = journal_path(engine)
+    engine.dispose()
+    if beside is None:
+        pytest.skip("the journal is SQLite's")
+    beside.write_bytes(b"not a database at all\n" * 200)
+    office.deliver(mail("vanphong@tayninh.gov.vn", "Công văn số 1000/UBND-KT", DOCUMENT))
+
+    def stopped() -> bool:
+        engine = office.engine()
+        with engine.connect() as conn:
+            found = conn.scalar(select(health.c.problem).where(health.c.component == "sending"))
+        engine.dispose()
+        return found is not None and office.count(outbox) > 0
+
+    office.run_daemon(until=stopped)
+    assert office.smtp.messages() == []
+    assert main(["status", "--json", "--config", str(office.config_path)]) == 1
+    causes = json.loads(capsys.readouterr().out)["causes"]
+    sending = [c for c in causes if c["cause"] == "sending_stopped"]
+    assert len(sending) == 1 and str(beside) in sending[0]["problem"]
+    assert "Việc gửi thư dừng" in sending[0]["message_vi"]
+
+    beside.rename(beside.with_name("vanthu.db-sends.damaged"))
+    office.run_daemon(until=lambda: office.settled(1))
+    assert Counter(str(m.message["X-Vanthu-Action"]) for m in office.smtp.messages()) == {
+        "forward": 1, "acknowledge": 1}
+    engine = office.engine()
+    with engine.connect() as conn:
+        assert conn.scalar(select(health.c.problem).where(health.c.component == "sending")) \
+            is None
+    engine.dispose()
