@@ -30,7 +30,7 @@ from daemon.db import make_engine, upgrade, utcnow
 from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import Action, Address, Attachment, Kind, OutboxState, ParsedMail
 from daemon.outbound import compose, headers
-from daemon.outbound.outbox import AT_MOST_ONCE, NEVER, ONCE, _bytes, check, skeleton
+from daemon.outbound.outbox import _OUTPUT, AT_MOST_ONCE, NEVER, ONCE, _bytes, check, skeleton
 from daemon.outbound.recipients import Purpose, _address_problem, mailbox_problem
 from daemon.outbound.send import Sender, TlsContexts, line_endings, smtp_client
 from tests.queued import queue_raw
@@ -568,3 +568,39 @@ def test_skeleton_cuts_a_large_attachment_to_a_line() -> None:
     assert len(raw) > 400_000 and len(cut) < 6_000
     assert cut.count("Kính gửi".encode()) == 50
     assert cut.split(b"\r\n\r\n", 1)[0] == raw.split(b"\r\n\r\n", 1)[0]
+
+
+_LINES = st.lists(st.one_of(st.sampled_from(["\r", "\n", "\r\n", "\n\r", ".", "From x", " ",
+                                             "Kính gửi Sở Xây dựng"]),
+                            st.text(max_size=30)), max_size=20).map("".join)
+
+
+@given(text=_LINES, html=_LINES, data=st.lists(st.binary(max_size=3000), max_size=3),
+       nested=st.booleans(), subject=_LINES)
+@settings(max_examples=200, deadline=None)
+def test_the_outbox_writes_the_bytes_of_the_standard_generator(
+        text: str, html: str, data: list[bytes], nested: bool, subject: str) -> None:
+    """`_bytes` writes each body at once: for text with every mix of CR, LF and CRLF (lone
+    ones, reversed pairs), dots and "From " lines, Vietnamese, attachments of any size and a
+    nested email, the bytes are those of the standard generator (`as_bytes`), boundary for
+    boundary."""
+    msg = EmailMessage(policy=email_policy.SMTP)
+    try:
+        msg["Subject"] = subject
+    except (ValueError, TypeError, IndexError):
+        msg["Subject"] = "x"
+    msg.set_content(text or "x")
+    msg.add_alternative(html or "<p>x</p>", subtype="html")
+    if nested:
+        inner = EmailMessage(policy=email_policy.SMTP)
+        inner.set_content(text or "y", cte="quoted-printable")
+        msg.add_attachment(inner)
+    for n, payload in enumerate(data):
+        msg.add_attachment(payload, maintype="application", subtype="pdf", filename=f"{n}.pdf")
+    try:
+        ours = _bytes(msg)
+    except EmailRefused:
+        with pytest.raises(Exception):  # noqa: B017  the standard generator fails as well
+            msg.as_bytes(policy=_OUTPUT)
+        return
+    assert ours == msg.as_bytes(policy=_OUTPUT)  # the boundaries drawn by `_bytes`, kept

@@ -6,6 +6,7 @@ transaction, so it commits with what caused it or not at all: a crash inside lea
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import secrets
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes
 from email import policy as email_policy
+from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from typing import Any
@@ -50,6 +52,24 @@ NEVER = ("Bcc", "Resent-Bcc", "Cc")
 _OUTPUT = email_policy.SMTP.clone(refold_source="none")
 
 
+class _Writer(BytesGenerator):
+    """The standard generator (`Message.as_bytes`), writing each body's text at once with its
+    line ends made CRLF. The standard one splits the text and writes it line by line: for
+    the base64 lines of an attachment, most of the time of writing a forward. The same bytes
+    (tests/test_outbox_check.py compares them)."""
+
+    def _write_lines(self, lines: str) -> None:
+        if not lines:
+            return
+        ending: str = self._NL  # type: ignore[attr-defined]
+        # Without a CR (the usual text, every base64 body) a line ends with LF alone.
+        self.write(lines.replace("\n", ending) if "\r" not in lines
+                   else _LINE_ENDS.sub(ending, lines))
+
+
+_LINE_ENDS = re.compile(r"\r\n|\r|\n")  # the standard generator's own (email.generator.NLCRE)
+
+
 def _bytes(email: EmailMessage) -> bytes:
     try:
         for part in email.walk():
@@ -58,7 +78,9 @@ def _bytes(email: EmailMessage) -> bytes:
             # secret random bits cannot be written into a mail or a template on purpose.
             if part.is_multipart() and part.get_boundary() is None:
                 part.set_boundary(f"=_{secrets.token_hex(16)}")
-        return email.as_bytes(policy=_OUTPUT)
+        out = io.BytesIO()
+        _Writer(out, mangle_from_=False, policy=_OUTPUT).flatten(email)
+        return out.getvalue()
     except Exception as err:  # the generator raises many types on bad content: one refusal
         raise EmailRefused(f"cannot be written as bytes: {type(err).__name__}: {err}") from err
 
