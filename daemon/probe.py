@@ -124,11 +124,12 @@ async def _smtp(cfg: SmtpConfig, probe: Probe) -> Probe:
         await smtp_open(client, cfg)
         if client.is_ehlo_or_helo_needed:
             await client.ehlo()
+        probe.mechanisms = sorted(m.upper() for m in client.server_auth_methods)
+        extensions = sorted(client.esmtp_extensions)
     except (SendDeferred, aiosmtplib.SMTPException, OSError, TimeoutError) as err:
         return _failed(probe, err)
-    probe.mechanisms = sorted(m.upper() for m in client.server_auth_methods)
-    extensions = sorted(client.esmtp_extensions)
-    client.close()
+    finally:  # connected, then refused (EHLO answered 421): the socket is closed too
+        client.close()
     probe.ok = True
     login = ("XOAUTH2" if cfg.auth == "oauth2" else
              "password" if cfg.username else "none")

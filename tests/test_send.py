@@ -5,7 +5,11 @@ drain's."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import socket
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ from daemon.config import SmtpConfig
 from daemon.db import make_engine, outbox, upgrade
 from daemon.models import OutboxState
 from daemon.outbound.send import Sender, backoff
+from daemon.probe import probe_smtp
 from tests.queued import queue_raw
 from tests.servers import SmtpSink
 
@@ -260,3 +265,35 @@ def test_claims_and_outcomes_do_not_write_the_bytes_again(tmp_path: Path,
     assert smtp.messages()[-1].data.replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")
     assert wal.stat().st_size < 1_000_000
     engine.dispose()
+
+
+def test_the_smtp_probe_closes_a_connection_the_server_refuses_after_its_greeting() -> None:
+    """`vanthu check`'s SMTP probe against a server that greets, then answers EHLO with 554:
+    the probe fails with the server's words and closes its socket itself (before, it was left
+    to the garbage collector: a ResourceWarning, which this suite makes an error)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    closed = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"220 mx.sxd.tayninh.gov.vn ready\r\n")
+            conn.recv(1024)  # EHLO
+            conn.sendall("554 5.7.1 Không phục vụ máy này\r\n".encode())
+            conn.settimeout(30)
+            with contextlib.suppress(OSError):
+                while conn.recv(1024):
+                    pass
+            closed.set()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        probe = probe_smtp(SmtpConfig(host="127.0.0.1", port=port))
+        assert not probe.ok and "554" in str(probe.error)
+        assert closed.wait(10)  # the probe hung up: the server read its end of the stream
+        gc.collect()  # a socket left open would warn here
+    finally:
+        listener.close()
+        server.join(10)
