@@ -4,7 +4,7 @@ are moved.
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-11-28
+Create Date: 2026-11-27
 """
 
 from __future__ import annotations
