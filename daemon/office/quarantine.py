@@ -264,12 +264,16 @@ class Trust:
                 "at": self.at.isoformat(), "reason": self.reason, "mail": self.mail}
 
 
+# Built once (daemon/db.py says why): the latest trust in force for a domain.
+_TRUST_OF = (select(trusted_senders)
+             .where(trusted_senders.c.domain == bindparam("domain"),
+                    trusted_senders.c.revoked_at.is_(None))
+             .order_by(trusted_senders.c.id.desc()).limit(1))
+
+
 def trusted_domain(conn: Connection, domain: str) -> Trust | None:
     """The trust in force for exactly `domain` (see `domain_of`), if any."""
-    row = conn.execute(select(trusted_senders)
-                       .where(trusted_senders.c.domain == domain,
-                              trusted_senders.c.revoked_at.is_(None))
-                       .order_by(trusted_senders.c.id.desc()).limit(1)).first()
+    row = conn.execute(_TRUST_OF, {"domain": domain}).first()
     if row is None or not domain:
         return None
     return Trust(row.domain, row.address, row.trusted_by, row.trusted_at, row.reason,

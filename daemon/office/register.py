@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from daemon.config import AgencyConfig
 from daemon.db import (
@@ -199,11 +199,15 @@ def register(conn: Connection, agency: AgencyConfig, message_pk: int, mail: Pars
     return Registration(int(entry_id), book, year, number, case_id, case_code)
 
 
+# Built once (daemon/db.py says why).
+_ENTRY = update(register_entries).where(register_entries.c.id == bindparam("entry_pk"))
+
+
 def record_assignment(conn: Connection, entry_id: int, assignment: Assignment) -> None:
     """The lead department (chủ trì), the cooperating ones (phối hợp) and the deadline."""
-    conn.execute(update(register_entries).where(register_entries.c.id == entry_id)
-                 .values(lead_department=assignment.lead, cooperating=list(assignment.cooperate),
-                         deadline=assignment.deadline))
+    conn.execute(_ENTRY, {"entry_pk": entry_id, "lead_department": assignment.lead,
+                          "cooperating": list(assignment.cooperate),
+                          "deadline": assignment.deadline})
 
 
 def record_directive(conn: Connection, entry_id: int, history: list[dict[str, Any]],
@@ -233,6 +237,9 @@ def record_handover(conn: Connection, message_pk: int, recipients: Sequence[str]
 
 
 _CASE_OF_CODE = select(cases.c.id).where(cases.c.code == bindparam("code"))
+_CASE_OF_THREAD = (select(cases.c.code)
+                   .join(case_threads, case_threads.c.case_id == cases.c.id)
+                   .where(case_threads.c.header_message_id == bindparam("header_id")))
 
 
 def case_id_of(conn: Connection, code: str) -> int | None:
@@ -253,9 +260,7 @@ class DbCases:
         return case_id_of(self.conn, code) is not None
 
     def case_of_message_id(self, message_id: str) -> str | None:
-        return self.conn.scalar(select(cases.c.code).join(
-            case_threads, and_(case_threads.c.case_id == cases.c.id))
-            .where(case_threads.c.header_message_id == message_id))
+        return self.conn.scalar(_CASE_OF_THREAD, {"header_id": message_id})
 
     def is_our_message(self, message_id: str) -> bool:
         return self.conn.scalar(_OURS, {"header_id": message_id}) is not None
