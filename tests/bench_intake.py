@@ -61,7 +61,15 @@ sys.path.insert(0, str(ROOT))
 
 from tests.generated import make  # noqa: E402
 from tests.generated.make import GIVEN, Gen, Page  # noqa: E402
-from tests.servers import Dovecot, Received, SmtpSink, free_port, local_config  # noqa: E402
+from tests.servers import (  # noqa: E402
+    Dovecot,
+    Received,
+    SmtpSink,
+    free_port,
+    local_config,
+    stop_process,
+    wait_listening,
+)
 
 # The issue's mix of 2,000 mails, by share.
 MIX = [("document", 900), ("dossier", 400), ("reply", 200), ("auto", 70), ("bounce", 65),
@@ -276,8 +284,8 @@ def smtp_sink_command() -> tuple[list[str], dict[str, str]] | None:
     """Postfix's smtp-sink (a test SMTP server written in C) and the environment it needs:
     the installed one, else one unpacked from the Debian package into POSTFIX_CACHE. None
     when neither can be had (no Postfix, no apt)."""
-    installed = shutil.which("smtp-sink") or next(
-        (p for p in ("/usr/sbin/smtp-sink",) if os.access(p, os.X_OK)), None)
+    installed = shutil.which("smtp-sink") or (
+        "/usr/sbin/smtp-sink" if os.access("/usr/sbin/smtp-sink", os.X_OK) else None)
     if installed:
         return [installed], dict(os.environ)
     unpacked = POSTFIX_CACHE / "root" / "usr" / "sbin" / "smtp-sink"
@@ -320,20 +328,16 @@ class PostfixSink:
         self.process = subprocess.Popen(
             [*self.command, *user, "-d", f"{self.dump}/%H%M%S.", f"127.0.0.1:{self.port}",
              "256"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(200):  # its listening socket, polled for at most ten seconds
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("smtp-sink did not start")
+        try:
+            wait_listening(self.port, self.process, "smtp-sink")
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process)
         shutil.rmtree(self.dump, ignore_errors=True)
 
     def count(self) -> int:
@@ -439,16 +443,25 @@ class Running:
         self.notify.close()
 
 
+def proc_stat(pid: int | str) -> tuple[str, list[bytes]] | None:
+    """The name of process `pid` and the fields of /proc/PID/stat after it (field 4, the
+    parent, is [1]; utime and stime [11:13]; with the children's, [11:15]); None when it is
+    gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    name = data[data.find(b"(") + 1:data.rfind(b")")].decode(errors="replace")
+    return name, data.rsplit(b")", 1)[1].split()
+
+
 def tree(root: int) -> list[int]:
     """`root` and every process descended from it."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    parents[int(entry)] = int(f.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
+        if entry.isdigit() and (found := proc_stat(entry)) is not None:
+            parents[int(entry)] = int(found[1][1])
     out, frontier = [root], [root]
     while frontier:
         frontier = [pid for pid, parent in parents.items() if parent in frontier]
@@ -489,13 +502,9 @@ def cpu_seconds(pids: list[int]) -> dict[str, float]:
     out: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for n, pid in enumerate(pids):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        name = "vanthu" if n == 0 else f"child {pid}"
-        out[name] = sum(int(value) for value in fields[11:15]) / tick
+        if (found := proc_stat(pid)) is not None:
+            name = "vanthu" if n == 0 else f"child {pid}"
+            out[name] = sum(int(value) for value in found[1][11:15]) / tick
     return out
 
 
@@ -515,16 +524,9 @@ def cpu_by_process() -> dict[int, tuple[str, float]]:
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, tuple[str, float]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        name = data[data.find(b"(") + 1:data.rfind(b")")].decode(errors="replace")
-        fields = data.rsplit(b")", 1)[1].split()
-        out[int(entry)] = (name, sum(int(value) for value in fields[11:13]) / tick)
+        if entry.isdigit() and (found := proc_stat(entry)) is not None:
+            name, fields = found
+            out[int(entry)] = (name, sum(int(value) for value in fields[11:13]) / tick)
     return out
 
 

@@ -55,6 +55,35 @@ def dovecot_version() -> tuple[int, int]:
         return (2, 3)
 
 
+def wait_listening(port: int, process: subprocess.Popen[bytes], what: str,
+                   seconds: float = 60.0) -> None:
+    """Wait until `process` (a server just started) accepts connections on loopback `port`:
+    generous, as a loaded machine starts a server slowly. RuntimeError with its error output
+    when it exits first, or never listens."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError as err:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited: " + (
+                    process.stderr.read().decode() if process.stderr else "")) from err
+            time.sleep(0.02)  # the next look at the port, not a wait for anything else
+    raise RuntimeError(f"{what} did not start listening")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a server, killed when it does not end within ten seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Dovecot:
     """A private Dovecot instance in a temporary directory, on 127.0.0.1."""
 
@@ -240,27 +269,12 @@ passdb {{
         self._write_config()
         self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.conf)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60  # generous: a loaded machine starts it slowly
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.imap_port), timeout=0.2):
-                    return self
-            except OSError as err:
-                if self.process.poll() is not None:
-                    raise RuntimeError("dovecot exited: " + (
-                        self.process.stderr.read().decode() if self.process.stderr else "")
-                    ) from err
-                time.sleep(0.02)
-        raise RuntimeError("dovecot did not start listening")
+        wait_listening(self.imap_port, self.process, "dovecot")
+        return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process)
         if self.process and self.process.stderr:
             self.process.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -425,4 +439,4 @@ authserv_id = "mx1.tayninh.gov.vn"
 
 
 __all__ = ["Dovecot", "Received", "SMTPServer", "SmtpSink", "dovecot_available", "free_port",
-           "local_config"]
+           "local_config", "stop_process", "wait_listening"]
