@@ -30,7 +30,16 @@ from daemon.db import make_engine, upgrade, utcnow
 from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import Action, Address, Attachment, Kind, OutboxState, ParsedMail
 from daemon.outbound import compose, headers
-from daemon.outbound.outbox import _OUTPUT, AT_MOST_ONCE, NEVER, ONCE, _bytes, check, skeleton
+from daemon.outbound.outbox import (
+    _OUTPUT,
+    AT_MOST_ONCE,
+    FIELD,
+    NEVER,
+    ONCE,
+    _bytes,
+    check,
+    skeleton,
+)
 from daemon.outbound.recipients import Purpose, _address_problem, mailbox_problem
 from daemon.outbound.send import Sender, TlsContexts, line_endings, smtp_client
 from tests.queued import queue_raw
@@ -50,6 +59,10 @@ def oracle(cfg: config.Config, email: EmailMessage, purpose: Purpose,
         raise EmailRefused("a header is not ASCII (RFC 2047 encoding missing)")
     if any(len(line) > 998 for line in head.split(b"\r\n")):
         raise EmailRefused("a header line is longer than 998 octets")
+    # Added after e8c3f3c: a field without a name (": x") is refused (RFC 5322 field-name).
+    if not all(FIELD.match(line) or (at and line[:1] in (b" ", b"\t"))
+               for at, line in enumerate(head.split(b"\r\n"))):
+        raise EmailRefused("a header line is neither a field (name: value) nor its folding")
     parsed = message_from_bytes(raw, policy=email_policy.default)
     for part in parsed.walk():
         if part.defects:

@@ -144,9 +144,17 @@ def _head(raw: bytes) -> bytes:
     head = raw.split(b"\r\n\r\n", 1)[0]
     if not head.isascii():
         raise EmailRefused("a header is not ASCII (RFC 2047 encoding missing)")
-    if any(len(line) > 998 for line in head.split(b"\r\n")):
+    lines = head.split(b"\r\n")
+    if any(len(line) > 998 for line in lines):
         raise EmailRefused("a header line is longer than 998 octets")
+    if not all(FIELD.match(line) or (at and line[:1] in (b" ", b"\t"))
+               for at, line in enumerate(lines)):
+        raise EmailRefused("a header line is neither a field (name: value) nor its folding")
     return head
+
+
+# A header field's first line: a name of printable ASCII but the colon, then the colon.
+FIELD = re.compile(rb"[!-9;-~]+:")
 
 
 def _headers_say(cfg: Config, parsed: Message, purpose: Purpose,
