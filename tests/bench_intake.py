@@ -2,7 +2,7 @@
 parsers it uses, on real servers in one run (prints figures, asserts none).
 
     uv run python -m tests.bench_intake [--mails 2000] [--seed 17] [--idle 20] [--spy DIR]
-                                        [--log FILE] [--skip-baseline]
+                                        [--log FILE] [--skip-baseline] [--keep]
 
 The backlog is made here, deterministic for a seed: N distinct mails in an agency's mix
 (45% documents, most with a Decree-30 PDF; 20% dossiers with attachments; 10% replies;
@@ -508,6 +508,18 @@ def cpu_seconds(pids: list[int]) -> dict[str, float]:
     return out
 
 
+def system_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds each process has spent in the kernel (reading and writing sockets, pipes
+    and files), counted as in `cpu_seconds`: part of its count, shown apart."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for n, pid in enumerate(pids):
+        if (found := proc_stat(pid)) is not None:
+            name = "vanthu" if n == 0 else f"child {pid}"
+            out[name] = (int(found[1][12]) + int(found[1][14])) / tick
+    return out
+
+
 def machine_busy() -> tuple[float, float, float]:
     """CPU seconds the whole machine has been busy, in all (every core), and stolen (a
     virtual machine's cores given to others by the host): /proc/stat."""
@@ -583,6 +595,7 @@ def whole_intake(server: Dovecot, sink: Sink, work: Path, count: int,
     running = Running(config, spy, keep)
     marks: dict[str, float] = {}
     cpu: dict[str, float] = {}
+    system: dict[str, float] = {}
     memory: list[tuple[int, float]] = []  # (mails processed, PSS of the tree in MB)
     peak_each: dict[str, float] = {}
     busy_before = machine_busy()
@@ -610,6 +623,7 @@ def whole_intake(server: Dovecot, sink: Sink, work: Path, count: int,
                     if not pending:
                         marks["drained"] = now
                         cpu = cpu_seconds(tree(pid)) if pid is not None else {}
+                        system = system_seconds(tree(pid)) if pid is not None else {}
                         busy = machine_busy()
                         elsewhere = cpu_elsewhere(each_before, cpu_by_process(),
                                                   set(tree(pid)) if pid is not None else set())
@@ -629,6 +643,7 @@ def whole_intake(server: Dovecot, sink: Sink, work: Path, count: int,
     out["pss_end"] = memory[-1][1]
     out["pss_peak_each"] = peak_each
     out["cpu"] = cpu
+    out["system"] = system
     out["elsewhere"] = elsewhere
     out["machine"] = (busy[0] - busy_before[0]) / max(busy[1] - busy_before[1], 1e-9)
     out["stolen"] = (busy[2] - busy_before[2]) / max(busy[1] - busy_before[1], 1e-9)
@@ -731,6 +746,8 @@ def main() -> int:
     parser.add_argument("--log", type=Path,
                         help="keep the log of the timed vanthu here (with seconds since its start)")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep vanthu's folders (configuration, database, store) afterwards")
     parser.add_argument("--python-smtp", action="store_true",
                         help="receive vanthu's emails with aiosmtpd in this process, not "
                              "Postfix's smtp-sink")
@@ -781,6 +798,10 @@ def main() -> int:
                      rate) for name, rate in rows]
         idle = idle_latency(server, sink, work, args.idle)
         sink.stop()
+        if args.keep:
+            print(f"vanthu's folders (its database holds every email it sent): {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     limit = next((rate for name, rate in rows if "(limit, before+after)" in name), None)
     first = next((rate for name, rate in rows if "page 1" in name), None)
     print(f"\n{'intake of the same backlog':58} {'mails/s':>9} {'× limit':>8} {'× page 1':>9}")
@@ -804,6 +825,11 @@ def main() -> int:
           f"{1000 * sum(cpu.values()) / len(mails):.1f} ms; the machine was busy "
           f"{100 * got['machine']:.0f}% of its {os.cpu_count()} cores' time "
           f"({100 * got['stolen']:.0f}% stolen by the host)")
+    system = got["system"]
+    print("of which in the kernel (system time): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in system.items())
+          + f"; per mail: vanthu {1000 * system.get('vanthu', 0) / len(mails):.1f} ms, all "
+          f"{1000 * sum(system.values()) / len(mails):.1f} ms")
     print("CPU seconds outside vanthu meanwhile: "
           + ", ".join(f"{k} {v:.1f}" for k, v in got["elsewhere"].items()))
     print(f"start: READY {idle['ready']:.2f} s, first mailbox connected "
