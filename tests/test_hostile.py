@@ -10,11 +10,13 @@ import zlib
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon.config import LimitsConfig
 from daemon.errors import BadMessage
 from daemon.intake.workers import ReadPool, read_guarded
-from daemon.understand import Reading, read
+from daemon.understand import Reading, legacy, read
 from daemon.understand.legacy import TCVN3, VNI, detect, to_unicode
 from tests.hostile.attachments import plain_pdf
 
@@ -168,6 +170,33 @@ def test_legacy_tcvn3_and_vni_text_is_converted() -> None:
     assert to_unicode(tcvn3) == (unicode_text.replace("hòa", "hoà"), "tcvn3")
     assert to_unicode(vni) == (unicode_text, "vni")
     assert to_unicode(unicode_text) == (unicode_text, None)
+
+
+def _detect_by_counting(text: str) -> str | None:
+    """What `detect` decides, written as plainly as it reads: every letter counted first."""
+    letters = sum(c.isalpha() for c in text)
+    if letters < 20 or legacy._VIETNAMESE.search(text):
+        return None
+    vni = len(legacy._VNI_SIGNS.findall(text))
+    tcvn3 = sum(c in legacy._TCVN3_ONLY for c in text)
+    if vni >= max(3, letters * 0.03) and vni >= tcvn3:
+        return "vni"
+    if tcvn3 >= max(3, letters * 0.03):
+        return "tcvn3"
+    return None
+
+
+_LEGACY_PIECES = st.sampled_from([
+    "Céng hoµ x· héi ", "Coäng hoøa xaõ ", "Cộng hòa ", "abc ", "¹", "²", "¼", "½", "µ",
+    "oø", "aâ", "AÊ", "ôø", "\u00ad", "1", " ", "\n", "Ö", "ñ", "ê", "x" * 30])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_LEGACY_PIECES, st.text(max_size=8)), max_size=60).map("".join))
+def test_legacy_detection_decides_as_counting_every_letter_would(text: str) -> None:
+    """`detect` looks for Unicode's own letters first and counts letters only when there are
+    enough signs of a legacy font; it decides as the plain count does, on any text."""
+    assert detect(text) == _detect_by_counting(text)
 
 
 def test_legacy_tables_round_trip() -> None:

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from daemon import config
 from daemon.models import Attachment, Kind
-from daemon.understand import NoCases, understand
+from daemon.textnorm import nfc
+from daemon.understand import NoCases, secrecy, understand
+from daemon.understand.extract import without_motto
 from daemon.understand.secrecy import MAX_SCAN_CHARS, doubts, find, highest, marks_in
 from tests.conftest import AUTHSERV_ID
 from tests.desk import FORM, Desk
@@ -91,6 +93,38 @@ def test_lowercase_running_text_never_carries_a_mark(words: list[str]) -> None:
 @given(st.text(max_size=400))
 def test_any_text_scans_without_error(text: str) -> None:
     assert marks_in(text) in (None, "Mật", "Tối mật", "Tuyệt mật")
+
+
+def _marks_line_by_line(text: str) -> str | None:
+    """What `marks_in` finds, without its search for lines that may hold a mark: every line
+    split into fields, read as a heading and for labels."""
+    best: str | None = None
+    for raw in nfc(text[:MAX_SCAN_CHARS]).splitlines():
+        line = secrecy._squeeze_spaced(raw.strip())
+        found = [secrecy._level(f) for f in secrecy._FIELD_BREAK.split(line)]
+        found.append(secrecy._heading_level(without_motto(line)))
+        found += [secrecy._level(m.group("level")) for m in secrecy._LABEL.finditer(line)]
+        best = highest(best, *found)
+    return best
+
+
+# Pieces of marks and of what is near them, with what splits or joins them: a line may be
+# drawn with any of them in any order, and bytes of text besides.
+MARK_PIECES = st.sampled_from([
+    "M", "Ậ", "T", "m", "ậ", "t", "A", "a", "ạ", "\u0323", "\u0302", "\u0331", "Ố", "I", "TỐI",
+    "TUYỆT", "MẬT", "mật", "MAT", "mat", " ", "  ", "\t", "\n", "-", " - ", ":", "_", "(", ")",
+    "Độ mật:", "mức độ ", "UBND TỈNH TÂY NINH", "BÍ", "KHẨU", "THỊ", "1", ".", ", ", "«", "|",
+    "\u2028", "\x1c", "\u00a0", "ＭＡＴ", "\nMẬT\n", "\nTỐI MẬT", "T Ố I  M Ậ T", "\nTUYỆT MẬT  ",
+])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(MARK_PIECES, MARK_PIECES, st.text(max_size=4)), max_size=40)
+       .map("".join))
+def test_passing_over_lines_without_the_letters_of_a_mark_misses_none(text: str) -> None:
+    """`marks_in` reads only the lines holding m, a (or ậ) and t in a row apart from other
+    characters than letters and digits: it finds what reading every line finds, on any text."""
+    assert marks_in(text) == _marks_line_by_line(text)
 
 
 def test_the_highest_level_wins_wherever_it_is() -> None:

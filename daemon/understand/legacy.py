@@ -69,17 +69,22 @@ _VNI_PATTERN = re.compile("|".join(sorted(map(re.escape, VNI), key=len, reverse=
 # Letters of real Vietnamese that Latin-1 lacks: their presence means the text is Unicode.
 _VIETNAMESE = re.compile("[ăĂđĐơƠưƯĩĨũŨ\u1ea0-\u1ef9]")
 _TCVN3_ONLY = set("µ¸¶·¹¨»¾¼½Æ©ÇÊÈÉË®ÌÐÎÏÑªÒÕÓÔÖ×ÝØÜÞß«åæç¬ëîïñö÷øûüþ¡¢§£¤¥¦\u00ad")
+_TCVN3_FOUND = re.compile("[" + re.escape("".join(sorted(_TCVN3_ONLY))) + "]")
 _VNI_SIGNS = re.compile(r"[aeiouyAEIOUY][øùûõïØÙÛÕÏ]|[aeoAEO][âàáåãäÂÀÁÅÃÄ]|[aA][êèéúüëÊÈÉÚÜË]"
                         r"|[ôöÔÖ][øùûõïØÙÛÕÏ]")
 
 
 def detect(text: str) -> str | None:
     """'tcvn3', 'vni' or None (Unicode, or not enough to tell)."""
-    letters = sum(c.isalpha() for c in text)
-    if letters < 20 or _VIETNAMESE.search(text):
+    if _VIETNAMESE.search(text):  # most text: found at its first accented word
         return None
     vni = len(_VNI_SIGNS.findall(text))
-    tcvn3 = sum(c in _TCVN3_ONLY for c in text)
+    tcvn3 = len(_TCVN3_FOUND.findall(text))
+    if max(vni, tcvn3) < 3:
+        return None  # too few signs of either, however many letters (counted below)
+    letters = sum(c.isalpha() for c in text)
+    if letters < 20:
+        return None
     if vni >= max(3, letters * 0.03) and vni >= tcvn3:
         return "vni"
     if tcvn3 >= max(3, letters * 0.03):
