@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 
 log = logging.getLogger("vanthu.memory")
 
@@ -54,3 +55,34 @@ def trim() -> None:
     """Give the free pages of every arena back to the system (glibc's malloc_trim)."""
     if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
         _LIBC.malloc_trim(0)
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (Linux's /proc/self/statm), None when unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# Resident memory after the last `trim_when_grown` trimmed (None: not yet, or unknown).
+_trimmed_at: int | None = None
+
+
+def trim_when_grown(slack: int) -> bool:
+    """`trim` when this process holds more than `slack` bytes above what it held after it last
+    trimmed here (always when that is unknown); whether it trimmed. Trimming after every
+    small mail gives back pages the next one takes again: each page is zeroed and mapped
+    anew (about half a millisecond of kernel time a mail in a worker), for memory that was
+    never more than one mail's."""
+    global _trimmed_at
+    now = resident_bytes()
+    if now is not None and _trimmed_at is not None and now - _trimmed_at <= slack:
+        return False
+    trim()
+    _trimmed_at = resident_bytes()
+    return True

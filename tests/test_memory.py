@@ -48,6 +48,48 @@ def test_trim_gives_memory_back() -> None:
     assert done.returncode == 0, done.stderr + done.stdout
 
 
+GROWN = """
+import gc
+from daemon import memory
+
+assert memory.tune(), "mallopt refused"
+slack = 20 * 1024 * 1024
+
+def grow_and_free(blocks_of_200k):
+    # Medium blocks come from the heap, a small block kept after each pins it: only
+    # trimming gives the freed pages back.
+    blocks, pins = [], []
+    for _ in range(blocks_of_200k):
+        block = bytearray(200_000)
+        block[::4096] = b"x" * len(block[::4096])
+        blocks.append(block)
+        pins.append(bytearray(1000))
+    del blocks, block
+    gc.collect()
+    return pins
+
+assert memory.trim_when_grown(slack), "the first call has nothing to compare with"
+settled = memory.resident_bytes()
+kept = [grow_and_free(25)]  # about 5 MB, freed: held, under the slack
+assert not memory.trim_when_grown(slack)
+assert memory.resident_bytes() - settled > 3_000_000, "the small mail's pages were given back"
+kept.append(grow_and_free(250))  # about 50 MB, freed: over the slack
+grown = memory.resident_bytes()
+assert grown - settled > slack
+assert memory.trim_when_grown(slack)
+after = memory.resident_bytes()
+print(settled, grown, after)
+assert after - settled < slack, (settled, grown, after)
+"""
+
+
+def test_trim_waits_until_the_process_has_grown_past_the_slack() -> None:
+    """Pages a small mail freed stay for the next one (no kernel work for each); once the
+    process has grown past the slack, they go back."""
+    done = subprocess.run([sys.executable, "-c", GROWN], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr + done.stdout
+
 
 def _pid_reader(raw: bytes, limits: object) -> BadMessage:
     """A reader that answers with the pid of the worker that ran it."""
