@@ -214,3 +214,22 @@ def test_bytes_that_do_not_say_what_their_row_says_are_refused(
         return
     with pytest.raises(EmailRefused):
         outbox_module.check_head(cfg, changed, *args)
+
+
+
+@pytest.mark.parametrize("at", [0, 5, 40, 120])
+@pytest.mark.parametrize("lone", [b"\r", b"\n", b"\r\r", b"\n\r", b"\rX-Other: y",
+                                  b"\nBcc: z@x.vn"])
+def test_a_lone_line_end_in_the_header_section_is_refused(
+        filled: tuple[Config, Any], at: int, lone: bytes) -> None:
+    """A CR or LF in a header line but its CRLF end: one receiver splits the line there and
+    another does not, so what it says depends on who reads it. The standard parser splits
+    it, and may find nothing wrong: `check_head` and `check` refuse it at once."""
+    cfg, row = filled
+    args = (Purpose(row.action), list(row.recipients), row.header_message_id)
+    changed = row.raw[:at] + lone + row.raw[at:]
+    assert at + len(lone) < row.raw.index(b"\r\n\r\n")
+    with pytest.raises(EmailRefused, match="bare CR or LF"):
+        outbox_module.check_head(cfg, changed, *args)
+    with pytest.raises(EmailRefused, match="bare CR or LF"):
+        outbox_module._head(changed)

@@ -59,6 +59,9 @@ def oracle(cfg: config.Config, email: EmailMessage, purpose: Purpose,
         raise EmailRefused("a header is not ASCII (RFC 2047 encoding missing)")
     if any(len(line) > 998 for line in head.split(b"\r\n")):
         raise EmailRefused("a header line is longer than 998 octets")
+    # Added after e8c3f3c: a line holding a CR or LF but its CRLF end is refused.
+    if any(b"\r" in line or b"\n" in line for line in head.split(b"\r\n")):
+        raise EmailRefused("a header line holds a bare CR or LF")
     # Added after e8c3f3c: a field without a name (": x") is refused (RFC 5322 field-name).
     if not all(FIELD.match(line) or (at and line[:1] in (b" ", b"\t"))
                for at, line in enumerate(head.split(b"\r\n"))):

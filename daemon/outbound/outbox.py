@@ -140,13 +140,17 @@ def _only_refusals() -> Iterator[None]:
 
 
 def _head(raw: bytes) -> bytes:
-    """The header section of `raw`, when it is ASCII in lines of at most 998 octets."""
+    """The header section of `raw`, when it is ASCII in lines of at most 998 octets, each
+    ending with CRLF and holding no other CR or LF, each a field or the folding of one."""
     head = raw.split(b"\r\n\r\n", 1)[0]
     if not head.isascii():
         raise EmailRefused("a header is not ASCII (RFC 2047 encoding missing)")
     lines = head.split(b"\r\n")
     if any(len(line) > 998 for line in lines):
         raise EmailRefused("a header line is longer than 998 octets")
+    if any(b"\r" in line or b"\n" in line for line in lines):
+        # Receivers split a line there, or not, each its own way.
+        raise EmailRefused("a header line holds a bare CR or LF")
     if not all(FIELD.match(line) or (at and line[:1] in (b" ", b"\t"))
                for at, line in enumerate(lines)):
         raise EmailRefused("a header line is neither a field (name: value) nor its folding")
