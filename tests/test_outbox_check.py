@@ -6,6 +6,7 @@ sending side (addresses, TLS contexts, aiosmtplib's line ends) change no result.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import subprocess
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from daemon.db import make_engine, upgrade, utcnow
 from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import Action, Address, Attachment, Kind, OutboxState, ParsedMail
 from daemon.outbound import compose, headers
+from daemon.outbound import send as send_module
 from daemon.outbound.outbox import (
     _OUTPUT,
     AT_MOST_ONCE,
@@ -300,6 +302,17 @@ def test_line_endings_are_the_librarys(message: bytes) -> None:
     assert line_endings(message) == library
     assert aiosmtplib.protocol.normalize_message_line_endings is line_endings
     assert aiosmtplib.smtp.normalize_message_line_endings is line_endings  # type: ignore[attr-defined]
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b"\n.",
+                                 b"\r.", b" ."]), max_size=30).map(b"".join))
+@settings(max_examples=300, deadline=None)
+def test_dot_stuffing_is_the_librarys(message: bytes) -> None:
+    """aiosmtplib's dot-stuffing with the search first gives the library's own bytes for any
+    placing of dots and line ends, and is what aiosmtplib calls."""
+    library = re.compile(rb"(?m)^\.").sub(b"..", message)
+    assert aiosmtplib.protocol.PERIOD_REGEX.sub(b"..", message) == library
+    assert isinstance(aiosmtplib.protocol.PERIOD_REGEX, send_module._Periods)
 
 
 def _certificate(directory: Path, name: str) -> tuple[Path, Path]:

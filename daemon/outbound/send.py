@@ -66,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -131,6 +132,26 @@ def line_endings(message: bytes) -> bytes:
 # Both of aiosmtplib's modules call it by name (the SIZE of MAIL FROM, and DATA).
 aiosmtplib.protocol.normalize_message_line_endings = line_endings
 aiosmtplib.smtp.normalize_message_line_endings = line_endings  # type: ignore[attr-defined]
+
+
+class _Periods:
+    """aiosmtplib's dot-stuffing (`PERIOD_REGEX.sub(b"..", message)`: a line that begins
+    with "." gets another), looking first whether any line begins with one. The library's
+    pattern is tried at every byte of the email (0.3 ms for a 60 KB email, in the daemon's
+    own process, for each one sent); the search for "\\n." runs at memory speed and finds
+    none in almost every email (base64 has no ".")."""
+
+    # The library's own pattern (also when this module is imported again).
+    LIBRARY: re.Pattern[bytes] = getattr(aiosmtplib.protocol.PERIOD_REGEX, "LIBRARY",
+                                         aiosmtplib.protocol.PERIOD_REGEX)
+
+    def sub(self, stuffed: bytes, message: bytes) -> bytes:
+        if not message.startswith(b".") and b"\n." not in message:
+            return message
+        return self.LIBRARY.sub(stuffed, message)
+
+
+aiosmtplib.protocol.PERIOD_REGEX = _Periods()  # type: ignore[assignment]
 
 
 def transaction_seconds(cfg: SmtpConfig) -> float:
