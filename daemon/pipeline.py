@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -178,19 +179,67 @@ class Groups:
             self.size = min(self.size * 2, self.largest)
 
 
+# One batch handed to the workers: its mails' rows, their stored bytes (or why they could
+# not be had), and the reading in progress.
+Batch = tuple[Sequence[Any], list[bytes | OSError | BadMessage], Reads | None]
+
+
 @dataclass
 class Ahead:
-    """The next batch of the daemon's pipeline, already handed to the workers: they read it
-    while this batch is recorded (the two cores work at once)."""
+    """Batches of the daemon's pipeline already handed to the workers, oldest first: they
+    are read while the daemon's own process records the batch before them (the two cores
+    work at once), or while a fetch thread stores a backlog (`read_ahead`)."""
 
-    rows: Sequence[Any] = ()
-    raws: list[bytes | OSError | BadMessage] = field(default_factory=list)
-    reads: Reads | None = None
+    batches: deque[Batch] = field(default_factory=deque)
 
-    def take(self) -> tuple[Sequence[Any], list[bytes | OSError | BadMessage], Reads | None]:
-        taken = self.rows, self.raws, self.reads
-        self.rows, self.raws, self.reads = (), [], None
-        return taken
+    def take(self) -> Batch:
+        return self.batches.popleft() if self.batches else ((), [], None)
+
+    def add(self, batch: Batch) -> None:
+        rows, raws, reads = batch
+        if reads is not None:
+            # Handed over: the workers have the bytes (or the pool's queue until they take
+            # them, then nobody). Only where each mail's reading comes in the batch is kept.
+            raws = [raw if isinstance(raw, Exception) else HANDED for raw in raws]
+        self.batches.append((rows, raws, reads))
+
+    def ids(self) -> list[int]:
+        return [row.id for rows, _, _ in self.batches for row in rows]
+
+    def size(self) -> int:
+        """Bytes of stored mail in hand."""
+        return sum(row.size or 0 for rows, _, _ in self.batches for row in rows)
+
+
+# What stands in `Ahead` for the bytes of a mail handed to the workers.
+HANDED = b""
+
+# While a fetch thread stores a backlog, the workers read ahead at most this many bytes of
+# stored mail (`read_ahead`): their core is idle meanwhile, and what they read is held in
+# this process until the pipeline takes it.
+AHEAD_BYTES = 16 * 1024 * 1024
+
+
+def read_ahead(engine: Engine, store: MailStore, pool: ReadPool, ahead: Ahead,
+               groups: Groups, budget: int = AHEAD_BYTES) -> int:
+    """Hand the next stored mails to the workers in the batches the pipeline will take
+    (sized as `groups` will size them), until `budget` bytes of mail are in hand or none is
+    left; return how many mails were handed over."""
+    handed = 0
+    size = groups.size
+    for rows, _, _ in ahead.batches:  # the sizes of the batches in hand come first
+        size = min(size * 2, groups.largest) if rows else size
+    while ahead.size() < budget:
+        rows = _pick(engine, size, None, skip=ahead.ids())
+        if not rows:
+            break
+        raws = _raws(store, rows)
+        ahead.add((rows, raws, _submit(pool, raws)))
+        handed += len(rows)
+        size = min(size * 2, groups.largest)
+    if handed:
+        log.info("pipeline.read_ahead", extra={"mails": handed, "bytes": ahead.size()})
+    return handed
 
 
 # A recording transaction on SQLite ends after the mail that takes it past this many seconds
@@ -239,6 +288,12 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
         if drafting is not None:
             drafting.recover(engine)
         rows, raws, reads = ahead.take() if ahead is not None else ((), [], None)
+        if ahead is not None and reads is not None and pool is not None \
+                and not pool.current(reads):
+            # Handed to a pool since replaced (its workers died or hung), as was every batch
+            # after it: none of them will be read there. They are picked and read again.
+            ahead.batches.clear()
+            rows, raws, reads = (), [], None
         if not rows:
             rows = _pick(engine, limit, only)
             raws = _raws(store, rows)
@@ -247,10 +302,10 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
             if drafting is not None:
                 drafting.write(engine, wait=True)
             return 0
-        if ahead is not None and pool is not None:
-            ahead.rows = _pick(engine, limit, only, skip=[row.id for row in rows])
-            ahead.raws = _raws(store, ahead.rows)
-            ahead.reads = _submit(pool, ahead.raws)
+        if ahead is not None and pool is not None and not ahead.batches:
+            following = _pick(engine, limit, only, skip=[row.id for row in rows])
+            raws_following = _raws(store, following)
+            ahead.add((following, raws_following, _submit(pool, raws_following)))
         work, read_of = prepare(engine, cfg, store, rules, pool, rows, raws, reads)
         fault, left, stale = None, thread_order(work), False
         while left and fault is None:
@@ -267,7 +322,7 @@ def process_pending(engine: Engine, cfg: Config, store: MailStore, rules: RuleSe
                 drafting.hand_over(jobs)  # committed: the workers compose them
             left, stale = left[taken:], True
         if drafting is not None:
-            drafting.write(engine, wait=not (ahead is not None and ahead.rows))
+            drafting.write(engine, wait=not (ahead is not None and ahead.ids()))
     if fault is not None:
         raise SystemicFault(fault)
     if engine.dialect.name == "postgresql":

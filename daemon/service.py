@@ -32,7 +32,7 @@ from daemon.metrics import Metrics
 from daemon.office import digest, reminders, results
 from daemon.outbound.drafts import Drafting
 from daemon.outbound.send import Sender
-from daemon.pipeline import Ahead, Groups, process_pending
+from daemon.pipeline import Ahead, Groups, process_pending, read_ahead
 from daemon.routing import rules as rules_module
 from daemon.routing.rules import RuleSet
 from daemon.understand import dkim_check
@@ -141,7 +141,7 @@ class Daemon:
         paused = 0.0  # seconds of the current pause; 0 while the pipeline is healthy
         groups = Groups()  # one mail first, then more: each short life registers something
         while not self.stopping.is_set():
-            await self._store_first()
+            await self._store_first(groups)
             try:
                 began = time.monotonic()
                 done = await asyncio.to_thread(process_pending, self.engine, self.cfg,
@@ -175,13 +175,21 @@ class Daemon:
                 continue
             await self._wait(self.wake_pipeline, 5.0)
 
-    async def _store_first(self) -> None:
+    async def _store_first(self, groups: Groups) -> None:
         """While a fetch thread stores a backlog, wait (at most STORE_FIRST_SECONDS, then one
         batch is processed and this may wait again): the backlog is stored at the pace of
-        the wire and the disk, not shared with the pipeline's work in this process."""
+        the wire and the disk, not shared with the pipeline's work in this process. The
+        workers read ahead meanwhile (`read_ahead`, a bounded amount): their core is idle."""
         deadline = time.monotonic() + self.STORE_FIRST_SECONDS
         while (self.turns.catching_up() and not self.stopping.is_set()
                and time.monotonic() < deadline):
+            if self.pool is not None and self.engine.dialect.name == "sqlite":
+                # The workers' core is idle meanwhile: they read what is stored already.
+                try:
+                    await asyncio.to_thread(read_ahead, self.engine, self.store, self.pool,
+                                            self.ahead, groups)
+                except Exception:  # reading ahead is an optimisation: the pipeline reads anyway
+                    log.exception("pipeline.read_ahead_failed")
             await self._wait(asyncio.Event(), 0.1)
 
     STORE_FIRST_SECONDS = 30.0

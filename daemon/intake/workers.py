@@ -262,6 +262,10 @@ class ReadPool:
                  for tid, raw in zip(ids, raws, strict=True)]
         return Reads(ids, tasks, self._generation, time.monotonic())
 
+    def current(self, reads: Reads) -> bool:
+        """Whether `reads` were handed to the pool of now (not to one since replaced)."""
+        return reads.generation == self._generation
+
     def ready(self, reads: Reads) -> bool:
         """Whether every result of `reads` is in (or its pool is gone): `collect` won't wait."""
         return reads.generation != self._generation or all(t.ready() for t in reads.tasks)
