@@ -217,7 +217,7 @@ HANDED = b""
 # While a fetch thread stores a backlog, the workers read ahead at most this many bytes of
 # stored mail (`read_ahead`): their core is idle meanwhile, and what they read is held in
 # this process until the pipeline takes it.
-AHEAD_BYTES = 16 * 1024 * 1024
+AHEAD_BYTES = 8 * 1024 * 1024
 
 
 def read_ahead(engine: Engine, store: MailStore, pool: ReadPool, ahead: Ahead,

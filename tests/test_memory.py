@@ -109,3 +109,19 @@ def test_workers_are_replaced_after_their_share_of_mail() -> None:
     assert len(pids) == count
     assert len(set(pids)) > 2, "no worker was replaced"
     assert max(pids.count(p) for p in set(pids)) <= workers.MAILS_PER_WORKER
+
+
+def _niceness_reader(raw: bytes, limits: object) -> BadMessage:
+    """A reader that answers with the niceness of the worker that ran it."""
+    return BadMessage(str(os.nice(0)))
+
+
+def test_workers_give_way_to_the_daemons_own_process() -> None:
+    """Reading a backlog never takes the processor from the process that fetches, stores
+    and sends: each worker runs WORKER_NICE steps nicer than the daemon."""
+    pool = ReadPool(LimitsConfig(workers=2), reader=_niceness_reader)
+    try:
+        results = pool.read_all([b"x"] * 4)
+    finally:
+        pool.close()
+    assert {int(str(r)) for r in results} == {os.nice(0) + workers.WORKER_NICE}
