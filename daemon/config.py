@@ -612,6 +612,19 @@ def _positive(value: int | float) -> str | None:
     return None if value > 0 else "must be positive"
 
 
+# A parsing worker's address space before it reads any mail (its interpreter, the parsers,
+# PDFium, the thread stacks) is about 250 MB: a cap below this floor would make every mail
+# fail for want of memory, and be quarantined.
+MIN_WORKER_MEMORY_MB = 512
+
+
+def _worker_memory(value: int) -> str | None:
+    if value < MIN_WORKER_MEMORY_MB:
+        return (f"must be at least {MIN_WORKER_MEMORY_MB} (MB): a worker takes about 250 MB "
+                "before it reads a mail, and every mail needing more is quarantined")
+    return None
+
+
 def _not_negative(value: int) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
@@ -1362,7 +1375,8 @@ def _build(data: dict[str, Any], r: _Reader, base: Path, path: Path | None, *,
     t.unknown(numbers)
     limits = LimitsConfig(**{
         name: t.take(name, int, getattr(limits_default, name),
-                     _not_negative if name == "workers" else _positive)
+                     _not_negative if name == "workers" else
+                     _worker_memory if name == "worker_memory_mb" else _positive)
         for name in sorted(numbers)
     }, ocr=_ocr(r.table(data, ("ocr",))))
     if "mail_seconds" in _ocr_table(data) and limits.ocr.mail_seconds >= limits.parse_seconds:

@@ -357,6 +357,24 @@ def test_security_and_reply_limit_keys_have_defaults_and_are_checked(tmp_path: P
     ])
 
 
+@pytest.mark.parametrize(("value", "accepted"), [(0, False), (1, False), (100, False),
+                                                (config.MIN_WORKER_MEMORY_MB - 1, False),
+                                                (config.MIN_WORKER_MEMORY_MB, True), (4096, True)])
+def test_a_worker_memory_cap_no_worker_could_read_under_is_an_error(
+        tmp_path: Path, value: int, accepted: bool) -> None:
+    """A cap below what a worker takes before it reads any mail would quarantine every mail
+    for want of memory: it is refused at its line, saying why."""
+    text = VALID + f"[limits]\nworker_memory_mb = {value}\n"
+    path = _config(tmp_path, text)
+
+    problems = [str(p) for p in config.examine(path).problems]
+
+    assert problems == ([] if accepted else [
+        f"{path}:{_line(text, 'worker_memory_mb')}: limits.worker_memory_mb: must be at least "
+        f"{config.MIN_WORKER_MEMORY_MB} (MB): a worker takes about 250 MB before it reads a "
+        "mail, and every mail needing more is quarantined"])
+
+
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("message_id_domain", '"sở.gov.vn"', "is not an ASCII domain"),
     ("message_id_domain", '"sxd tayninh.gov.vn"', "is not a domain name"),

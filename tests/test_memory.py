@@ -125,3 +125,31 @@ def test_workers_give_way_to_the_daemons_own_process() -> None:
     finally:
         pool.close()
     assert {int(str(r)) for r in results} == {os.nice(0) + workers.WORKER_NICE}
+
+
+UNDER_A_SERVICE_CAP = """
+import resource
+from daemon.config import LimitsConfig
+from daemon.intake.workers import ReadPool
+from daemon.models import ParsedMail
+
+# What systemd's LimitAS= does to the whole service: a hard cap below worker_memory_mb.
+cap = 1536 * 1024 * 1024
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+pool = ReadPool(LimitsConfig(workers=1, worker_memory_mb=4096))
+try:
+    found = pool.read_all(["From: a@example.com\\r\\nSubject: x\\r\\n\\r\\nvăn bản".encode()])
+finally:
+    pool.close()
+print(type(found[0]).__name__)
+assert isinstance(found[0].mail, ParsedMail), found
+"""
+
+
+def test_workers_read_under_a_lower_cap_of_the_whole_service() -> None:
+    """A hard address-space cap set for the service (lower than worker_memory_mb) holds in
+    each worker: it does not try to raise it (which fails, so each worker would end before
+    its first mail, and the pool would fork new ones without end)."""
+    done = subprocess.run([sys.executable, "-c", UNDER_A_SERVICE_CAP], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout

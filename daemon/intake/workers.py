@@ -95,6 +95,11 @@ def _init_worker(memory_mb: int, started: SimpleQueue[tuple[int, float]],
     memory.tune()
     os.nice(WORKER_NICE)
     limit = memory_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        # A lower cap set for the whole service (systemd's LimitAS=) holds: a worker may not
+        # raise it, and one that tried would end before its first mail, again and again.
+        limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     logging.getLogger().handlers[:] = []  # the parent logs; a worker only returns results
     _started = started
