@@ -400,6 +400,9 @@ def prepare(engine: Engine, cfg: Config, store: MailStore, rules: RuleSet,
     found: list[Reading | BadMessage | Exception | None] = []
     if pool is not None and readable:
         found.extend(pool.collect(reads) if reads is not None else pool.read_all(readable))
+        if pool.broken is not None and all(result is None for result in found):
+            # Not the mails' fault: they stay stored, the pipeline pauses and says why.
+            raise SystemicFault(f"the reading workers cannot start: {pool.broken}")
     elif readable:
         roots = document_roots(cfg)
         found.extend(read_guarded(raw, cfg.limits, dkim_check(cfg), roots=roots)

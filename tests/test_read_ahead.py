@@ -7,6 +7,7 @@ file, a real worker pool, the real pipeline, mails of the public corpus."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from daemon.config import Config
 from daemon.db import make_engine, messages, register_entries, upgrade
+from daemon.errors import SystemicFault
 from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.intake.workers import ReadPool
 from daemon.models import State
@@ -137,6 +139,27 @@ def test_a_pool_killed_while_it_reads_ahead_loses_no_mail(tmp_path: Path) -> Non
         with engine.connect() as conn:
             assert conn.scalar(select(func.count(func.distinct(register_entries.c.message_id)))) \
                 == conn.scalar(select(func.count()).select_from(register_entries))
+    finally:
+        pool.close()
+        engine.dispose()
+
+
+def test_workers_that_cannot_start_leave_the_mail_stored_and_pause_the_pipeline(
+        tmp_path: Path) -> None:
+    """A worker whose start fails (here its memory cap is past what the system can hold) stays, and answers
+    every mail with why: nothing is read, nothing is quarantined, the pool does not fork new
+    workers without end, and the pipeline pauses saying why (a systemic fault)."""
+    engine, cfg, store = _stored(tmp_path, MAILS[:3])
+    pool = ReadPool(replace(cfg.limits, worker_memory_mb=2**50, workers=1))
+    try:
+        assert pool.read_all([MAILS[0]]) == [None]
+        assert pool.broken is not None and "Error" in pool.broken
+        first = sorted(p.pid for p in pool._get()._pool)  # type: ignore[attr-defined]
+        assert pool.read_all([MAILS[1]]) == [None]
+        assert sorted(p.pid for p in pool._get()._pool) == first  # type: ignore[attr-defined]
+        with pytest.raises(SystemicFault, match="the reading workers cannot start"):
+            process_pending(engine, cfg, store, rules_module.load(RULES), pool, 3)
+        assert _left(engine) == 3  # still stored: read when the system is mended
     finally:
         pool.close()
         engine.dispose()

@@ -89,20 +89,38 @@ def _watch_daemon(pid: int, started: str | None) -> None:
 
 def _init_worker(memory_mb: int, started: SimpleQueue[tuple[int, float]],
                  daemon: int, daemon_started: str | None) -> None:
-    global _started
-    threading.Thread(target=_watch_daemon, args=(daemon, daemon_started), daemon=True,
-                     name="watch-daemon").start()
-    memory.tune()
-    os.nice(WORKER_NICE)
-    limit = memory_mb * 1024 * 1024
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        # A lower cap set for the whole service (systemd's LimitAS=) holds: a worker may not
-        # raise it, and one that tried would end before its first mail, again and again.
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    logging.getLogger().handlers[:] = []  # the parent logs; a worker only returns results
+    global _started, _broken
     _started = started
+    logging.getLogger().handlers[:] = []  # the parent logs; a worker only returns results
+    try:
+        threading.Thread(target=_watch_daemon, args=(daemon, daemon_started), daemon=True,
+                         name="watch-daemon").start()
+        memory.tune()
+        os.nice(WORKER_NICE)
+        limit = memory_mb * 1024 * 1024
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            # A lower cap set for the whole service (systemd's LimitAS=) holds: a worker may
+            # not raise it.
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except Exception as err:  # whatever failed here is the system's, told below
+        # A worker whose start raised would end at once, and the pool would fork another
+        # without end (a core spinning, no mail read). This one stays, and answers every
+        # task with why it cannot read: the daemon pauses and says so.
+        _broken = f"{type(err).__name__}: {err}"
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A worker's answer to a task when it could not start as a worker must (its memory cap,
+    its priority): the mail was not read, and no mail can be until the system is mended."""
+
+    reason: str
+
+
+# Set in a worker whose start failed (`_init_worker`): why.
+_broken: str | None = None
 
 
 def read_guarded(raw: bytes, limits: LimitsConfig, dkim: DkimCheck | None = None,
@@ -131,6 +149,8 @@ def _task(task_id: int, reader: Callable[[Any, LimitsConfig], Any], raw: Any,
     if _started is not None:
         # CLOCK_MONOTONIC is system-wide on Linux: the parent can compare it with its own.
         _started.put((task_id, time.monotonic()))
+    if _broken is not None:
+        return Broken(_broken)
     return reader(raw, limits)
 
 
@@ -214,6 +234,9 @@ class ReadPool:
         self._started: SimpleQueue[tuple[int, float]] | None = None
         self._next_task = 0
         self.restarts = 0  # times the pool was killed and made anew (a metric)
+        # Why the workers cannot read (they could not start as they must), from the last
+        # result that said so; None once one reads again.
+        self.broken: str | None = None
         self._generation = 0  # the pool's life: a batch handed to an earlier one is lost
         self._began: dict[int, float] = {}  # task id -> when a worker took it
         self._lock = threading.Lock()  # the pool is made once, by whichever thread asks first
@@ -298,9 +321,17 @@ class ReadPool:
             if done:
                 self._began.pop(tid, None)
                 try:
-                    results.append(task.get())
+                    result = task.get()
                 except Exception as err:  # bulkhead: a result that cannot be unpickled
-                    results.append(BadMessage(f"reading failed: {type(err).__name__}: {err}"))
+                    result = BadMessage(f"reading failed: {type(err).__name__}: {err}")
+                if isinstance(result, Broken):  # not read: the system's fault, not the mail's
+                    if self.broken != result.reason:
+                        log.error("workers.broken", extra={"reason": result.reason})
+                    self.broken = result.reason
+                    result = None
+                elif result is not None:
+                    self.broken = None
+                results.append(result)
                 continue
             if done is None:
                 # No worker took it: the pool is stuck (a worker died holding the task lock,
