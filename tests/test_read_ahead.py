@@ -146,9 +146,10 @@ def test_a_pool_killed_while_it_reads_ahead_loses_no_mail(tmp_path: Path) -> Non
 
 def test_workers_that_cannot_start_leave_the_mail_stored_and_pause_the_pipeline(
         tmp_path: Path) -> None:
-    """A worker whose start fails (here its memory cap is past what the system can hold) stays, and answers
-    every mail with why: nothing is read, nothing is quarantined, the pool does not fork new
-    workers without end, and the pipeline pauses saying why (a systemic fault)."""
+    """A worker whose start fails (here: a memory cap past what the system can hold) stays,
+    and answers every mail with why: nothing is read, nothing is quarantined, the pool does
+    not fork new workers without end, and the pipeline pauses saying why (a systemic
+    fault)."""
     engine, cfg, store = _stored(tmp_path, MAILS[:3])
     pool = ReadPool(replace(cfg.limits, worker_memory_mb=2**50, workers=1))
     try:
