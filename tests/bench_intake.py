@@ -769,43 +769,47 @@ def main() -> int:
         print("SMTP server: " + ("aiosmtpd, in this process" if found is None
                                  else f"Postfix's smtp-sink ({found[0][0]})"), flush=True)
         work = Path(tempfile.mkdtemp(prefix="vanthu-bench-"))
-        append_all(server, "base", mails)
-        append_all(server, "intake", mails)
-        if not args.skip_baseline:
-            for name, work_on in [("raw batched FETCH (imapclient)", lambda raw: None),
-                                  ("FETCH + mail-parser", parse),
-                                  ("FETCH + mail-parser + pypdf text of page 1", parse_and_read),
-                                  ("FETCH + mail-parser + pypdf text (understanding limit)",
-                                   parse_and_read_all)]:
-                n, seconds = loop(server, "base", work_on)
-                rows.append((name, n / seconds))
-                print(f"{name}: {n / seconds:.1f} mails/s", flush=True)
-        spy = args.spy / "intake.txt" if args.spy else None
-        if args.spy:
-            args.spy.mkdir(parents=True, exist_ok=True)
-        got = whole_intake(server, sink, work, len(mails), spy, args.log)
-        rows.append(("vanthu: all stored", len(mails) / got["stored"]))
-        rows.append(("vanthu: all processed (registered, routed, queued)",
-                     len(mails) / got["processed"]))
-        rows.append((f"vanthu: whole intake, outbox drained ({got['emails']} emails)",
-                     len(mails) / got["drained"]))
-        if not args.skip_baseline:
-            # The machine's speed drifts (it is shared): the limit is measured again after
-            # vanthu's run, and the ratios are to the mean of both.
-            n, seconds = loop(server, "base", parse_and_read_all)
-            before = next(rate for name, rate in rows if "understanding limit" in name)
-            print(f"understanding limit again, after vanthu: {n / seconds:.1f} mails/s "
-                  f"(before: {before:.1f})", flush=True)
-            rows = [(name, (before + n / seconds) / 2 if "understanding limit" in name
-                     else rate) for name, rate in rows]
-            rows = [(name.replace("(understanding limit)", "(limit, before+after)"),
-                     rate) for name, rate in rows]
-        idle = idle_latency(server, sink, work, args.idle)
-        sink.stop()
-        if args.keep:
-            print(f"vanthu's folders (its database holds every email it sent): {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        try:
+            append_all(server, "base", mails)
+            append_all(server, "intake", mails)
+            if not args.skip_baseline:
+                baselines: list[tuple[str, Callable[[bytes], Any]]] = [
+                    ("raw batched FETCH (imapclient)", lambda raw: None),
+                    ("FETCH + mail-parser", parse),
+                    ("FETCH + mail-parser + pypdf text of page 1", parse_and_read),
+                    ("FETCH + mail-parser + pypdf text (understanding limit)",
+                     parse_and_read_all)]
+                for name, work_on in baselines:
+                    n, seconds = loop(server, "base", work_on)
+                    rows.append((name, n / seconds))
+                    print(f"{name}: {n / seconds:.1f} mails/s", flush=True)
+            spy = args.spy / "intake.txt" if args.spy else None
+            if args.spy:
+                args.spy.mkdir(parents=True, exist_ok=True)
+            got = whole_intake(server, sink, work, len(mails), spy, args.log)
+            rows.append(("vanthu: all stored", len(mails) / got["stored"]))
+            rows.append(("vanthu: all processed (registered, routed, queued)",
+                         len(mails) / got["processed"]))
+            rows.append((f"vanthu: whole intake, outbox drained ({got['emails']} emails)",
+                         len(mails) / got["drained"]))
+            if not args.skip_baseline:
+                # The machine's speed drifts (it is shared): the limit is measured again after
+                # vanthu's run, and the ratios are to the mean of both.
+                n, seconds = loop(server, "base", parse_and_read_all)
+                before = next(rate for name, rate in rows if "understanding limit" in name)
+                print(f"understanding limit again, after vanthu: {n / seconds:.1f} mails/s "
+                      f"(before: {before:.1f})", flush=True)
+                rows = [(name, (before + n / seconds) / 2 if "understanding limit" in name
+                         else rate) for name, rate in rows]
+                rows = [(name.replace("(understanding limit)", "(limit, before+after)"),
+                         rate) for name, rate in rows]
+            idle = idle_latency(server, sink, work, args.idle)
+        finally:  # also when stopped (SIGTERM): nothing of the run is left behind
+            sink.stop()
+            if args.keep:
+                print(f"vanthu's folders (its database holds every email it sent): {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
     limit = next((rate for name, rate in rows if "(limit, before+after)" in name), None)
     first = next((rate for name, rate in rows if "page 1" in name), None)
     print(f"\n{'intake of the same backlog':58} {'mails/s':>9} {'× limit':>8} {'× page 1':>9}")
