@@ -66,10 +66,14 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], what: str,
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError as err:
-            if process.poll() is not None:
-                raise RuntimeError(f"{what} exited: " + (
-                    process.stderr.read().decode() if process.stderr else "")) from err
-            time.sleep(0.02)  # the next look at the port, not a wait for anything else
+            try:
+                # Between two looks at the port, wait for the one event that ends the wait
+                # early: the server's exit.
+                process.wait(timeout=0.02)
+            except subprocess.TimeoutExpired:
+                continue
+            raise RuntimeError(f"{what} exited: " + (
+                process.stderr.read().decode() if process.stderr else "")) from err
     raise RuntimeError(f"{what} did not start listening")
 
 
