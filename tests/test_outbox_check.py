@@ -527,8 +527,9 @@ _B64_LINE = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 def _reading(raw: bytes) -> list[tuple[Any, ...]]:
     """Everything `check` looks at in a parse of `raw`: each part's type, boundary, defects
     and headers (their values, or what reading them raised), in order."""
-    def value(v: Any) -> str:
+    def value(name: str, raw_value: str) -> str:
         try:
+            v = email_policy.default.header_fetch_parse(name, raw_value)
             return f"{v} {[type(d).__name__ for d in getattr(v, 'defects', ())]}"
         except Exception as err:  # what the parser raises on a hostile value is the verdict
             return f"raised {type(err).__name__}"
@@ -536,7 +537,7 @@ def _reading(raw: bytes) -> list[tuple[Any, ...]]:
     parsed = message_from_bytes(raw, policy=email_policy.default)
     return [(part.get_content_type(), part.get_boundary(), part.is_multipart(),
              [type(d).__name__ for d in part.defects],
-             [(n, value(v)) for n, v in part.items()]) for part in parsed.walk()]
+             [(n, value(n, v)) for n, v in part.raw_items()]) for part in parsed.walk()]
 
 
 @given(text=st.lists(st.one_of(_B64_LINE, _BOUNDARY_LIKE, st.text(max_size=80)), max_size=8)
@@ -546,6 +547,9 @@ def _reading(raw: bytes) -> list[tuple[Any, ...]]:
                             "bare LF", "cut"]),
        at=st.integers(0, 10_000), line=_B64_LINE)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Found by this test: the email cut just after "To: giamdoc.sxd@" (the header parser raises
+# IndexError on reading that value: the reading records it, as `check` refuses it).
+@example(text="x", data=[b""], nested=False, how="cut", at=67, line="A" * 76)
 def test_check_parses_the_same_parts_headers_and_defects_without_the_base64(
         text: str, data: list[bytes], nested: bool, how: str, at: int, line: str) -> None:
     """`check` parses the email with its runs of base64 lines cut to one (`skeleton`). For
