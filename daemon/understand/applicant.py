@@ -64,15 +64,35 @@ def _bare(text: str) -> str:
     return text.translate(table)
 
 
+# The letters that `re.IGNORECASE` matches with an ASCII letter besides its two cases (found
+# by trying every code point; tests/test_applicant_cues.py tries them again).
+_ALSO_ASCII = {"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"}
+
+
+def _folded(bare: str) -> str:
+    """`bare` (a `_bare` text) in lower case as `re.IGNORECASE` compares letters with the
+    ASCII letters of a cue, letter for letter: a cue compiled without the flag finds in it
+    what it found with the flag in `bare`, at the same places, and fast (the flag makes the
+    regex engine try a whole alternation of words at every position)."""
+    table = {ord(char): _ALSO_ASCII.get(char) or char.lower() for char in set(bare)
+             if char in _ALSO_ASCII or "A" <= char <= "Z"}
+    return bare.translate(table) if table else bare
+
+
 def _cue(pattern: str, flags: int = 0) -> re.Pattern[str]:
-    """A pattern written in Vietnamese, to be matched on `_bare` text."""
-    return re.compile(_bare(pattern), re.I | flags)
+    """A pattern written in Vietnamese, in lower case, to be matched on `_folded` text."""
+    bare = _bare(pattern)
+    # Escapes (\b, \n) and group names are not letters to match.
+    letters = re.sub(r"\\.|\(\?P<\w+>|\(\?P=\w+\)", "", bare)
+    if any(char.isupper() or (char.isalpha() and not char.isascii()) for char in letters):
+        raise ValueError(f"a cue's letters are lower-case ASCII once bare: {pattern!r}")
+    return re.compile(bare, flags)
 
 
 def _alternation(words: tuple[str, ...]) -> str:
     """A regex alternation of `words`, longest first, spaces as the single space of `_flat`."""
-    return "|".join(re.escape(w).replace("\\ ", " ") for w in sorted(words, key=len,
-                                                                      reverse=True))
+    return "|".join(re.escape(w.lower()).replace("\\ ", " ")
+                    for w in sorted(words, key=len, reverse=True))
 
 
 _ORG_FORM = _cue(rf"(?:{_alternation(_WORDS['organisation_forms'])})\b")
@@ -181,18 +201,18 @@ def _line_window(text: str, start: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class _Text:
-    """One text of a mail, as written and without accents (`bare`, where cues are looked
-    for); where it is (`shift`: 0 in the body, `_IN_ATTACHMENT` in an attachment); whether
+    """One text of a mail, as written and `_folded` (where cues are looked for); where it
+    is (`shift`: 0 in the body, `_IN_ATTACHMENT` in an attachment); whether
     a forwarding unit speaks in it (its own words name no one)."""
 
     text: str
     shift: int
     units_words: bool = False
-    bare: str = ""
+    folded: str = ""
 
     @classmethod
     def of(cls, text: str, shift: int, units_words: bool = False) -> _Text:
-        return cls(text, shift, units_words, _bare(text))
+        return cls(text, shift, units_words, _folded(_bare(text)))
 
 
 @dataclass(frozen=True)
@@ -206,7 +226,7 @@ class _Name:
 def _read_org(item: _Text, position: int) -> _Name | None:
     """The organisation whose name begins at `position` ("Công ty TNHH Xây dựng An Phát"):
     its legal form, then words up to punctuation, a line end or a verb."""
-    form = _ORG_FORM.match(item.bare, position)
+    form = _ORG_FORM.match(item.folded, position)
     if form is None:
         return None
     text = item.text
@@ -309,7 +329,7 @@ class _Organisations:
     """The organisations named in one text, by where they begin."""
 
     def __init__(self, item: _Text) -> None:
-        self.names = [n for m in islice(_ORG_FORM.finditer(item.bare), MAX_CUES)
+        self.names = [n for m in islice(_ORG_FORM.finditer(item.folded), MAX_CUES)
                       if (n := _read_org(item, m.start()))]
         self.starts = [n.start for n in self.names]
 
@@ -326,29 +346,29 @@ def _as_subject(item: _Text, org: _Name) -> bool:
     before = item.text[max(0, org.start - 2):org.start]
     at_start = org.start == 0 or before.endswith("\n") or (
         len(before) == 2 and before[1] == " " and before[0] in ".!?:,")
-    return at_start and _ORG_ACTS.match(item.bare, org.end) is not None
+    return at_start and _ORG_ACTS.match(item.folded, org.end) is not None
 
 
 def _cues(item: _Text, index: int) -> Iterator[_Found]:
     """Every applicant's name a cue of the text points at. A forwarding unit's own words
     ("tôi", "chúng tôi", its signature) never name the applicant."""
-    bare, shift = item.bare, item.shift
-    for cue in islice(_ACTS.finditer(bare), MAX_CUES):
+    folded, shift = item.folded, item.shift
+    for cue in islice(_ACTS.finditer(folded), MAX_CUES):
         name = _read_name(item, cue.end(), strict=False)
-        if not name or (cue.group("by") and not _AUTHORISED.match(bare, name.end)):
+        if not name or (cue.group("by") and not _AUTHORISED.match(folded, name.end)):
             continue
         if cue.group("for") and not name.organisation and not _KIN.search(
-                bare, cue.end(), name.start):
+                folded, cue.end(), name.start):
             continue
         yield _Found(_ACT + shift, name, index)
-    for cue in islice(_LABELS.finditer(bare), MAX_CUES):
+    for cue in islice(_LABELS.finditer(folded), MAX_CUES):
         if not cue.group("other") and (name := _read_name(item, cue.end(), strict=False)):
             yield _Found(_LABEL + shift, name, index)
     organisations = _Organisations(item)
     for org in organisations.names:
         if _as_subject(item, org):
             yield _Found(_SUBJECT + shift, org, index)
-    for cue in islice(_OF.finditer(bare), MAX_CUES):
+    for cue in islice(_OF.finditer(folded), MAX_CUES):
         # "hồ sơ thiết kế của Công ty …" names who drew the plans; "hồ sơ của Công ty …",
         # or a forwarding unit's "hồ sơ (thủ tục …) của Công ty …", who applies.
         name = _read_name(item, cue.end(), strict=True)
@@ -357,10 +377,10 @@ def _cues(item: _Text, index: int) -> Iterator[_Found]:
             yield _Found(_OF_RANK + shift, name, index)
     if item.units_words:
         return
-    for cue in islice(_OURS.finditer(bare), MAX_CUES):
+    for cue in islice(_OURS.finditer(folded), MAX_CUES):
         if ours := organisations.nearest(cue.start()):
             yield _Found(_OURS_RANK + shift, ours, index)
-    for cue in islice(_SELF.finditer(bare), MAX_CUES):
+    for cue in islice(_SELF.finditer(folded), MAX_CUES):
         is_bare = cue.group("bare") is not None
         if name := _read_person(item, cue.end(), strict=is_bare):
             yield _Found((_BARE if is_bare else _SELF_RANK) + shift, name, index)
@@ -370,10 +390,10 @@ def _signature(body: _Text) -> Iterator[_Found]:
     """An organisation or a person signing the body: the six lines after its last closing
     words, else its last four lines."""
     offset = max(0, len(body.text) - 4000)
-    marks = list(_SIGN_OFF.finditer(body.bare, offset))
+    marks = list(_SIGN_OFF.finditer(body.folded, offset))
     lines = list(_LINE.finditer(body.text, marks[-1].end() if marks else offset))
     for line in lines[:6] if marks else lines[-4:]:
-        org = next((n for m in _ORG_FORM.finditer(body.bare, line.start(), line.end())
+        org = next((n for m in _ORG_FORM.finditer(body.folded, line.start(), line.end())
                     if (n := _read_org(body, m.start()))), None)
         if org:
             yield _Found(_SIGNATURE_ORG, org, 0)
@@ -467,7 +487,7 @@ _EMAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9\-]{1,63}"
                     r"(?:\.[A-Za-z0-9\-]{1,63}){1,8}")
 _EMAIL_LABEL = _cue(r"(?:e-?mail|thư điện tử|hộp thư|mail|gmail)\b[^@\n]{0,12}$")
 _FORWARDED_FROM = _cue(r"^[> ]*(?:from|từ|người gửi) ?: ?[^\n@]{0,100}?<?(?P<address>"
-                       + _EMAIL.pattern + ")", re.M)
+                       + _EMAIL.pattern.replace("A-Za-z", "a-z") + ")", re.M)
 # Where a mail forwarded inside a body begins (Gmail, Outlook, Thunderbird, Apple Mail, in
 # English and Vietnamese).
 _FORWARDED = _cue(
@@ -491,7 +511,7 @@ def _applicant_email(texts: list[_Text], sender: str, where: _Where | None) -> s
                 continue
             ranked = (1 if where is None or where.before(index, match.start()) else 0,
                       index, address)
-            window = item.bare[max(0, match.start() - 40):match.start()]
+            window = item.folded[max(0, match.start() - 40):match.start()]
             if _EMAIL_LABEL.search(window):
                 labelled.append(ranked)
             elif not _in_domains(_domain(address), ("gov.vn",)):
@@ -563,8 +583,8 @@ def _label_window(item: _Text, position: int) -> str:
     line_start = item.text.rfind("\n", start, position) + 1
     if line_start and not item.text[line_start:position].strip():
         end = line_start - 1
-        return item.bare[max(item.text.rfind("\n", max(0, end - 40), end) + 1, end - 40):end]
-    return item.bare[max(line_start, start):position]
+        return item.folded[max(item.text.rfind("\n", max(0, end - 40), end) + 1, end - 40):end]
+    return item.folded[max(line_start, start):position]
 
 
 def _phones(item: _Text, index: int, since: int) -> Iterator[_Phone]:
@@ -603,18 +623,21 @@ def _texts(mail: ParsedMail, forwarder: bool) -> list[_Text]:
     body = _flat(mail.body)
     forms = [_Text.of(_flat(a.text), _IN_ATTACHMENT)
              for a in mail.attachments[:MAX_ATTACHMENTS] if a.text]
-    mark = _FORWARDED.search(_bare(body)) if forwarder else None
+    mark = _FORWARDED.search(_folded(_bare(body))) if forwarder else None
     if mark is None:
         return [_Text.of(body, 0, forwarder), *forms]
     return [_Text.of(body[:mark.start()], 0, True), _Text.of(body[mark.start():], 0), *forms]
 
 
-def _forwarded_sender(body: str, own: str) -> str | None:
+def _forwarded_sender(texts: list[_Text], own: str) -> str | None:
     """The sender of the mail a forwarding unit forwards, unless it is one of the unit's."""
-    found = _FORWARDED_FROM.search(body)
-    if found and not _same_body(_domain(found.group("address")), own):
-        return found.group("address")
-    return None
+    body = [t for t in texts if not t.shift]
+    found = _FORWARDED_FROM.search("".join(t.folded for t in body))
+    if found is None:
+        return None
+    # As written but for its accents (the folded text has it in lower case).
+    address = _bare("".join(t.text for t in body))[found.start("address"):found.end("address")]
+    return None if _same_body(_domain(address), own) else address
 
 
 def applicant(mail: ParsedMail) -> Applicant:
@@ -624,9 +647,8 @@ def applicant(mail: ParsedMail) -> Applicant:
     found = _best_name(texts, forwarder)
     where = _Where(found.text, found.name.start, found.name.end) if found else None
     if forwarder:
-        body = "".join(t.bare for t in texts if not t.shift)
         email = _applicant_email(texts, mail.sender.email, where) or _forwarded_sender(
-            body, _domain(mail.sender.email))
+            texts, _domain(mail.sender.email))
         name = found.name.text if found else None
     else:
         email = mail.sender.email or None
