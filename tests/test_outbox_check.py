@@ -30,7 +30,7 @@ from daemon.config import SmtpConfig
 from daemon.db import make_engine, upgrade, utcnow
 from daemon.errors import EmailRefused, RecipientRefused
 from daemon.models import Action, Address, Attachment, Kind, OutboxState, ParsedMail
-from daemon.outbound import compose, headers
+from daemon.outbound import compose, headers, outbox
 from daemon.outbound import send as send_module
 from daemon.outbound.outbox import (
     _OUTPUT,
@@ -472,7 +472,10 @@ def test_a_value_the_standard_parser_itself_refuses_is_a_refusal(tmp_path: Path)
         check(cfg, email, purpose, recipients)
 
 
-_BOUNDARY_LIKE = st.sampled_from(["--=_", "--" + "=" * 15, "--=_0123456789abcdef", "--", "=_"])
+# Python's own, ours (this process's, or the prefix of every one we draw) and look-alikes.
+_BOUNDARY_LIKE = st.sampled_from(["--=_", "--" + "=" * 15, "--=_0123456789abcdef", "--", "=_",
+                                  f"--{outbox._BOUNDARY}0_", f"--{outbox._BOUNDARY}1_",
+                                  f"--{outbox._BOUNDARY}", f"--{outbox._BOUNDARY}2_--"])
 
 
 @given(texts=st.lists(st.tuples(_BOUNDARY_LIKE, st.text(max_size=40)), max_size=6)
@@ -481,11 +484,11 @@ _BOUNDARY_LIKE = st.sampled_from(["--=_", "--" + "=" * 15, "--=_0123456789abcdef
 @settings(max_examples=150, deadline=None)
 def test_the_boundaries_drawn_for_an_email_keep_its_parts_whatever_they_hold(
         texts: str, data: bytes, nested: bool) -> None:
-    """Boundaries are drawn by the outbox (128 secret bits, not searched for in the parts):
-    text and attachments holding lines like boundaries, Python's own included, come back
-    from the standard parser as the same parts with the same content as the standard
-    generator writes them; each multipart has its own boundary, and two writings of one
-    email draw different ones."""
+    """Boundaries are the process's own (the same for every email, so the parser compiles
+    each once) unless a part holds one of them: then 128 fresh secret bits. Text and
+    attachments holding lines like boundaries, Python's and ours included, come back from
+    the standard parser as the same parts with the same content as the standard generator
+    writes them; each multipart has its own boundary."""
     def build() -> EmailMessage:
         msg = EmailMessage(policy=email_policy.SMTP)
         msg["Subject"] = "x"
@@ -510,12 +513,39 @@ def test_the_boundaries_drawn_for_an_email_keep_its_parts_whatever_they_hold(
     raw = _bytes(build())
     boundaries = [part.get_boundary() for part in
                   message_from_bytes(raw, policy=email_policy.default).walk()
-                  if part.is_multipart()]
+                  if part.get_content_maintype() == "multipart"]
     assert len(boundaries) >= 2 + nested  # mixed(alternative, …), and the inner ones
-    assert all(b is not None and b.startswith("=_") and len(b) == 34 for b in boundaries)
     assert len(set(boundaries)) == len(boundaries)
+    ours = [f"{outbox._BOUNDARY}{n}_" for n in range(len(boundaries))]
+    fresh = all(b is not None and b.startswith("=_") and len(b) == 34 for b in boundaries)
+    assert (fresh and not set(boundaries) & set(ours)) or sorted(map(str, boundaries)) == ours
+    if f"--{outbox._BOUNDARY}" not in texts:
+        assert sorted(map(str, boundaries)) == ours
+        assert _bytes(build()) == raw
     assert leaves(raw) == leaves(build().as_bytes(policy=email_policy.SMTP))
-    assert _bytes(build()).split(b"\r\n\r\n", 1)[0] != raw.split(b"\r\n\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("tail", ["0_", "1_--", "1_ "])
+def test_a_part_holding_one_of_the_process_boundaries_gets_fresh_ones(tail: str) -> None:
+    """Whoever read an email vanthu sent knows this process's boundaries and may write one
+    into a mail that vanthu forwards: that email is written with fresh ones, and reads as
+    the same parts."""
+    line = f"--{outbox._BOUNDARY}{tail}"
+    msg = EmailMessage(policy=email_policy.SMTP)
+    msg["Subject"] = "x"
+    msg.set_content(f"Kính gửi,\n{line}\nContent-Type: text/html\n\n<b>giả</b>\n")
+    msg.add_alternative("<p>x</p>", subtype="html")
+    msg.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="a.pdf")
+    raw = _bytes(msg)
+    assert line.encode() in raw  # written as it is (8bit), where a parser meets it
+    parsed = message_from_bytes(raw, policy=email_policy.default)
+    boundaries = [p.get_boundary() for p in parsed.walk() if p.is_multipart()]
+    assert len(boundaries) == 2
+    assert not any(str(b).startswith(outbox._BOUNDARY) for b in boundaries)
+    assert [p.get_content_type() for p in parsed.walk()] == [
+        "multipart/mixed", "multipart/alternative", "text/plain", "text/html",
+        "application/pdf"]
+    assert line in parsed.get_body(("plain",)).get_content()
 
 
 # --- the parse of `check` skips the attachments' base64 ------------------------------------
