@@ -545,7 +545,8 @@ def test_a_part_holding_one_of_the_process_boundaries_gets_fresh_ones(tail: str)
     assert [p.get_content_type() for p in parsed.walk()] == [
         "multipart/mixed", "multipart/alternative", "text/plain", "text/html",
         "application/pdf"]
-    assert line in parsed.get_body(("plain",)).get_content()
+    plain = parsed.get_body(("plain",))
+    assert plain is not None and line in plain.get_content()
 
 
 # --- the parse of `check` skips the attachments' base64 ------------------------------------
