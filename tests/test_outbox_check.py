@@ -266,6 +266,33 @@ def test_remembered_headers_are_the_standard_ones(name: str, value: str) -> None
     assert made(headers.SMTP.header_factory) == standard
 
 
+@given(subject=_HOSTILE, name=_HOSTILE, filename=_HOSTILE, text=st.text(max_size=200))
+@settings(max_examples=150, deadline=None)
+def test_an_email_composed_with_remembered_headers_is_the_standard_policys(
+        subject: str, name: str, filename: str, text: str) -> None:
+    """Composing with `headers.SMTP` (header objects remembered, so shared between emails,
+    and folded again in each) writes the bytes the standard SMTP policy writes, the first
+    time and every time after; or fails the same way."""
+    def written(policy: Any) -> bytes | type:
+        try:
+            msg = EmailMessage(policy=policy)
+            msg["Subject"] = "".join(subject.splitlines())
+            msg["From"] = compose.mailbox("".join(name.splitlines()), "vanthu@sxd.gov.vn")
+            msg["To"] = "giamdoc.sxd@tayninh.gov.vn, cvp.sxd@tayninh.gov.vn"
+            msg["X-Vanthu-Action"] = "forward"
+            msg.set_content(text or "x")
+            msg.add_alternative(f"<p>{text}</p>", subtype="html")
+            msg.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf",
+                               filename=filename)
+            return _bytes(msg)
+        except Exception as err:  # the same failure, if any
+            return type(err)
+
+    standard = written(email_policy.SMTP)
+    assert written(headers.SMTP) == standard
+    assert written(headers.SMTP) == standard
+
+
 def test_registry_makes_each_class_once_and_forgets_on_a_new_mapping() -> None:
     """One class per header name (any case), made again after a name is mapped anew."""
     registry = headers.Registry()

@@ -3,11 +3,11 @@ checks, with the same results.
 
 The header factory of `email.policy` creates a new Python class for every header it parses or
 sets (`HeaderRegistry.__getitem__` calls `type(...)`), which costs more than parsing most
-headers. `Registry` makes each class once per header name. `READER`, the policy `check` reads
-an email back with, also remembers the header objects it parsed: most header lines of
-vanthu's emails are the same in every one (From, MIME-Version, the parts' Content-Type and
-Content-Transfer-Encoding, X-Vanthu-Action), and a header object depends only on the name
-and the unfolded value.
+headers. `Registry` makes each class once per header name. Both policies, `SMTP` that vanthu
+composes with and `READER` that `check` reads an email back with, also remember the header
+objects they made: most header lines of vanthu's emails are the same in every one (From, To,
+MIME-Version, the parts' Content-Type and Content-Transfer-Encoding, X-Vanthu-Action), and a
+header object depends only on the name and the unfolded value.
 """
 
 from __future__ import annotations
@@ -59,7 +59,17 @@ def remembered_header(name: str, value: str) -> Any:
     return _remembered(name, value)
 
 
-# Composing: the SMTP policy (CRLF line ends), header classes made once.
-SMTP = email_policy.SMTP.clone(header_factory=_REGISTRY)
+class _Remembering(Registry):
+    """The registry the policies use: its headers are the remembered ones (a policy asks
+    its factory for a header's class too, to count the headers of a name)."""
+
+    def __call__(self, name: str, value: str) -> Any:
+        return remembered_header(name, value)
+
+
+_REMEMBERING = _Remembering()
+# Composing: the SMTP policy (CRLF line ends). A header object is never changed once made
+# (setting a parameter makes a new one), so one object may stand in many emails.
+SMTP = email_policy.SMTP.clone(header_factory=_REMEMBERING)
 # Reading back: the modern default policy, as a receiver's parser reads the bytes.
-READER = email_policy.default.clone(header_factory=remembered_header)
+READER = email_policy.default.clone(header_factory=_REMEMBERING)
