@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import pwd
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,34 @@ if TYPE_CHECKING:
 
 
 def _config(args: argparse.Namespace) -> config.Config:
-    return config.load(Path(args.config) if args.config else None)
+    cfg = config.load(Path(args.config) if args.config else None)
+    _as_data_owner(cfg)
+    return cfg
+
+
+def _as_data_owner(cfg: config.Config) -> None:
+    """Go on as the owner of the data folder when run by root and someone else owns it (the
+    service's user): a command run by root (`sudo vanthu digest`) would leave files there
+    that only root may write (the sender's journal, the database's side files, stored mail),
+    and the daemon could write there no more. The configuration's secrets are read by then."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = cfg.storage.data_dir.stat()
+    except OSError:
+        return  # not made yet: it will be root's, as it would be without vanthu
+    if owner.st_uid == 0:
+        return
+    try:
+        name = pwd.getpwuid(owner.st_uid).pw_name
+        os.initgroups(name, owner.st_gid)
+    except KeyError:  # a user without a name (a folder restored from another machine)
+        name = str(owner.st_uid)
+        os.setgroups([owner.st_gid])
+    os.setgid(owner.st_gid)
+    os.setuid(owner.st_uid)
+    print(f"vanthu: chạy với quyền của {name}, chủ thư mục dữ liệu {cfg.storage.data_dir}",
+          file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -835,6 +863,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Config and rules examined together: every problem of both is listed before exit 78.
     cfg, ruleset = selfcheck.load(Path(args.config) if args.config else None)
+    _as_data_owner(cfg)
     log.setup(args.log_level)
     # The emails that draw a PDF are checked aside from here on, while the daemon's modules
     # are imported and the rest is checked.
