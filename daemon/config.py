@@ -616,12 +616,17 @@ def _positive(value: int | float) -> str | None:
 # PDFium, the thread stacks) is about 250 MB: a cap below this floor would make every mail
 # fail for want of memory, and be quarantined.
 MIN_WORKER_MEMORY_MB = 512
+# The largest cap the system can be asked for: its bytes must fit a signed 64-bit number
+# (setrlimit); a larger one would stop every worker from starting.
+MAX_WORKER_MEMORY_MB = (2**63 - 1) // 2**20
 
 
 def _worker_memory(value: int) -> str | None:
     if value < MIN_WORKER_MEMORY_MB:
         return (f"must be at least {MIN_WORKER_MEMORY_MB} (MB): a worker takes about 250 MB "
                 "before it reads a mail, and every mail needing more is quarantined")
+    if value > MAX_WORKER_MEMORY_MB:
+        return f"must be at most {MAX_WORKER_MEMORY_MB} (MB): no larger cap can be set"
     return None
 
 

@@ -357,22 +357,40 @@ def test_security_and_reply_limit_keys_have_defaults_and_are_checked(tmp_path: P
     ])
 
 
-@pytest.mark.parametrize(("value", "accepted"), [(0, False), (1, False), (100, False),
-                                                (config.MIN_WORKER_MEMORY_MB - 1, False),
-                                                (config.MIN_WORKER_MEMORY_MB, True), (4096, True)])
-def test_a_worker_memory_cap_no_worker_could_read_under_is_an_error(
-        tmp_path: Path, value: int, accepted: bool) -> None:
+_TOO_SMALL = (f"must be at least {config.MIN_WORKER_MEMORY_MB} (MB): a worker takes about "
+              "250 MB before it reads a mail, and every mail needing more is quarantined")
+_TOO_LARGE = f"must be at most {config.MAX_WORKER_MEMORY_MB} (MB): no larger cap can be set"
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    (0, _TOO_SMALL), (1, _TOO_SMALL), (100, _TOO_SMALL),
+    (config.MIN_WORKER_MEMORY_MB - 1, _TOO_SMALL), (config.MIN_WORKER_MEMORY_MB, None),
+    (4096, None), (config.MAX_WORKER_MEMORY_MB, None),
+    (config.MAX_WORKER_MEMORY_MB + 1, _TOO_LARGE), (2**50, _TOO_LARGE)])
+def test_a_worker_memory_cap_no_worker_could_read_under_or_be_given_is_an_error(
+        tmp_path: Path, value: int, problem: str | None) -> None:
     """A cap below what a worker takes before it reads any mail would quarantine every mail
-    for want of memory: it is refused at its line, saying why."""
+    for want of memory; one past what setrlimit takes would stop every worker from starting:
+    each is refused at its line, saying why."""
     text = VALID + f"[limits]\nworker_memory_mb = {value}\n"
     path = _config(tmp_path, text)
 
     problems = [str(p) for p in config.examine(path).problems]
 
-    assert problems == ([] if accepted else [
-        f"{path}:{_line(text, 'worker_memory_mb')}: limits.worker_memory_mb: must be at least "
-        f"{config.MIN_WORKER_MEMORY_MB} (MB): a worker takes about 250 MB before it reads a "
-        "mail, and every mail needing more is quarantined"])
+    assert problems == ([] if problem is None else [
+        f"{path}:{_line(text, 'worker_memory_mb')}: limits.worker_memory_mb: {problem}"])
+
+
+def test_the_largest_worker_memory_cap_accepted_can_be_set() -> None:
+    """The largest accepted cap's bytes are what setrlimit takes (in a child: a cap once
+    lowered cannot be raised again)."""
+    script = ("import resource, sys; b = int(sys.argv[1]) * 2**20; "
+              "resource.setrlimit(resource.RLIMIT_AS, (b, resource.RLIM_INFINITY))")
+    for value, ok in ((config.MAX_WORKER_MEMORY_MB, True),
+                      (config.MAX_WORKER_MEMORY_MB + 1, False)):
+        done = subprocess.run([sys.executable, "-c", script, str(value)],
+                              capture_output=True, text=True, check=False)
+        assert (done.returncode == 0) is ok, done.stderr
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
