@@ -97,7 +97,8 @@ def setup(level: str = "INFO", json_output: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # fontTools logs ~75 INFO lines ("glyf subsetted", …) for every PDF fpdf2 writes.
+    # fontTools logs ~75 INFO lines ("glyf subsetted", …) for every PDF fpdf2 writes;
+    # alembic one ("setup plugin …") for each of its plugins at every start.
     for noisy in ("imapclient", "aiosmtplib", "apscheduler", "mail.log", "aiosmtpd", "fontTools",
-                  "fpdf"):
+                  "fpdf", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
