@@ -965,14 +965,16 @@ async def _unless_stopped(task: asyncio.Future[Any], stopping: asyncio.Event | N
 
 
 async def _cancel(task: asyncio.Future[Any], close: Callable[[], None]) -> None:
-    """Cancel `task` and close its connection, again until it has ended: a cancellation can
-    be lost inside the library (asyncio.wait_for in Python 3.11 drops one that arrives as the
-    inner operation completes) and a socket still being opened cannot be closed yet. Never
-    raises: a cancellation of the drain itself goes on."""
+    """Cancel `task` and close its connection, again until it has ended, and once more
+    after: a cancellation can be lost inside the library (asyncio.wait_for in Python 3.11
+    drops one that arrives as the inner operation completes: the task then ends connected),
+    and a socket still being opened cannot be closed yet (it may be made after the last
+    close). Never raises: a cancellation of the drain itself goes on."""
     while not task.done():
         task.cancel()
         close()
         await asyncio.wait({task}, timeout=0.1)
+    close()
 
 
 def _targets(row: Any) -> list[str]:
