@@ -735,14 +735,16 @@ def test_a_connection_made_after_its_cancellation_is_closed() -> None:
 
     async def run() -> list[str]:
         events: list[str] = []
+        begun = asyncio.Event()
 
         async def connect_losing_the_cancellation() -> None:
+            begun.set()
             with contextlib.suppress(asyncio.CancelledError):  # lost, as inside the library
-                await asyncio.sleep(30)
+                await asyncio.Event().wait()  # the server's answer, until cancelled
             events.append("connected")
 
         task = asyncio.ensure_future(connect_losing_the_cancellation())
-        await asyncio.sleep(0)
+        await begun.wait()
         await _cancel(task, lambda: events.append("closed"))
         return events
 
