@@ -121,6 +121,11 @@ def think(cfg: Config, rules: RuleSet, conn: Connection, stored: Stored,
     try:
         if before is not None and before.judged is not None and before.asked is not None \
                 and before.asked.same(DbCases(conn)):
+            if not before.judged.quarantine:
+                # Judged the same, and not held: no release or trusted sender bears on it,
+                # and routing is a function of the judgement, the mail and this call's
+                # rules. What was made of it stands.
+                return before
             judged, asked = before.judged, before.asked
         else:
             asked = Asked(DbCases(conn))

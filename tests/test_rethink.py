@@ -5,6 +5,7 @@ and those answers. Real SQLite file, the real pipeline, the public corpus's doss
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -12,18 +13,20 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 
 from daemon import pipeline
 from daemon.config import Config
-from daemon.db import cases, make_engine, messages, upgrade
+from daemon.db import cases, make_engine, messages, trusted_senders, upgrade
 from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import State
 from daemon.pipeline import process_pending
 from daemon.routing import rules as rules_module
 from daemon.understand import Asked, judge
 from tests.conftest import RULES
+from tests.desk import DOCUMENT, Desk
 from tests.test_same_batch import setting, thread
+from tests.test_trusted_senders import CLERK, DOMAIN, WHY, unauthenticated
 
 
 class Answers:
@@ -138,3 +141,50 @@ def test_a_supplement_whose_thread_was_recorded_meanwhile_is_judged_again(
     # and it joined the one case instead of opening one of its own.
     assert made == 1
     assert len(mails) < judged <= 2 * len(mails)
+
+
+def test_mails_judged_the_same_and_not_held_are_routed_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mail judged again with the same answers, and not held, keeps what was made of it: its
+    routing is a function of the judgement, the mail and the call's rules, so it is not
+    routed a second time in the writing transaction."""
+    mails = [other_mail(n) for n in range(1, 7)]
+    engine, cfg, store = stored(tmp_path, mails)
+    routed = 0
+    original = pipeline.decide
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal routed
+        routed += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "decide", counted)
+    assert process_pending(engine, cfg, store, rules_module.load(RULES)) == len(mails)
+    engine.dispose()
+    assert routed == len(mails)
+
+
+def test_a_held_mail_judged_the_same_still_meets_a_domain_trusted_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held mails are looked at again in the writing transaction even when judged the same:
+    a clerk may have trusted their domain since they were judged. The first of the batch is
+    recorded on what it was judged (nothing was recorded before it); the ones after it go on."""
+    desk = Desk(tmp_path)
+    desk.receive(*[unauthenticated(f"vanthu@{DOMAIN}", f"Công văn {n}/UBND-KT",
+                                   DOCUMENT.replace("1000", str(n)))
+                  for n in range(1001, 1005)])
+    original = pipeline.prepare
+
+    def then_trusted(*args: Any, **kwargs: Any) -> Any:
+        found = original(*args, **kwargs)
+        with desk.engine.begin() as conn:  # the clerk, between judging and recording
+            conn.execute(insert(trusted_senders).values(
+                domain=DOMAIN, address=f"vanthu@{DOMAIN}", trusted_by=CLERK,
+                trusted_at=datetime(2026, 11, 26, 2, 0, tzinfo=UTC), reason=WHY))
+        return found
+
+    monkeypatch.setattr(pipeline, "prepare", then_trusted)
+    desk.process()
+    states = [row.state for row in desk.rows()]  # type: ignore[attr-defined]
+    assert states[0] == State.QUARANTINED
+    assert all(state in (State.ROUTED, State.DONE) for state in states[1:]), states
