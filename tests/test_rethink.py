@@ -151,7 +151,7 @@ def test_mails_judged_the_same_and_not_held_are_routed_once(
     mails = [other_mail(n) for n in range(1, 7)]
     engine, cfg, store = stored(tmp_path, mails)
     routed = 0
-    original = pipeline.decide
+    original = pipeline.decide  # type: ignore[attr-defined]
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         nonlocal routed
