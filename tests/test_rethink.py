@@ -22,6 +22,7 @@ from daemon.intake.store import Fetched, MailStore, checkpoint, store_batch
 from daemon.models import State
 from daemon.pipeline import process_pending
 from daemon.routing import rules as rules_module
+from daemon.routing.route import decide
 from daemon.understand import Asked, judge
 from tests.conftest import RULES
 from tests.desk import DOCUMENT, Desk
@@ -151,7 +152,7 @@ def test_mails_judged_the_same_and_not_held_are_routed_once(
     mails = [other_mail(n) for n in range(1, 7)]
     engine, cfg, store = stored(tmp_path, mails)
     routed = 0
-    original = pipeline.decide  # type: ignore[attr-defined]
+    original = decide
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         nonlocal routed
