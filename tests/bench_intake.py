@@ -245,6 +245,9 @@ def append_all(server: Dovecot, user: str, mails: list[bytes]) -> None:
 def loop(server: Dovecot, user: str, work: Callable[[bytes], None]) -> tuple[int, float]:
     """Batched FETCH of the whole folder, `work` on each mail: (mails, seconds)."""
     client = IMAPClient("127.0.0.1", port=server.imap_port, ssl=False)
+    # imaplib's protocol trace off, as on vanthu's own connections (daemon/intake/fetch.py):
+    # IMAPClient turns it on, and it formats the repr of every mail fetched.
+    client._imap.debug = 0
     client.login(user, "pw")
     client.select_folder("INBOX", readonly=True)
     uids = client.search(["ALL"])

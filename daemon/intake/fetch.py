@@ -137,6 +137,13 @@ def open_client(cfg: MailboxConfig) -> IMAPClient:
     except _IMAP_ERRORS as err:
         raise MailboxError(f"connect to {where}: {err}") from err
     client.normalise_times = False  # INTERNALDATE with the server's offset, not naive local
+    # IMAPClient turns imaplib's protocol trace on (level 5) for its DEBUG logger: imaplib
+    # then formats, at every level of logging, each response line and the repr of each
+    # literal, i.e. of every mail fetched, and of each FETCH's whole batch again. That was
+    # three quarters of a FETCH's CPU in the daemon's process, and with DEBUG on it would
+    # put every mail and the LOGIN line, password included, in the log. Off: IMAPClient's
+    # own logger still names each command.
+    client._imap.debug = 0
     try:
         if cfg.security == "starttls":
             client.starttls(context)

@@ -1,0 +1,33 @@
+"""The mailbox's connection keeps imaplib's protocol trace off: IMAPClient turns it on for its
+DEBUG logger, and imaplib then formats the repr of every mail fetched (and of each batch
+again), at every level of logging, and with DEBUG on would log each mail and the LOGIN line
+with its password. Real Dovecot on loopback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from daemon.intake.fetch import connect
+from tests.conftest import Office
+
+
+def test_fetching_traces_nothing_and_logs_no_password(
+        office: Office, caplog: pytest.LogCaptureFixture) -> None:
+    mail = (b"From: =?utf-8?b?Tmd1eeG7hW4gVsSDbiBBbg==?= <an@gmail.com>\r\n"
+            b"To: vanthu.sxd@tayninh.gov.vn\r\nSubject: Hoi\r\nMessage-ID: <t@x>\r\n\r\n"
+            + b"Noi dung thu.\r\n" * 2000)
+    office.deliver(mail, mail)
+    caplog.set_level(logging.DEBUG)
+    with connect(office.cfg.mailboxes[0]) as client:
+        client.select_folder("INBOX")
+        uids = client.search(["ALL"])
+        fetched: dict[Any, Any] = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+    assert [bytes(data[b"BODY[]"]) for data in fetched.values()] == [mail, mail]
+    # imaplib's trace (which IMAPClient sends to this logger) is not made at all.
+    assert [r.getMessage()[:80] for r in caplog.records if r.name == "imapclient.imaplib"] == []
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert office.password not in logged
+    assert "Noi dung thu" not in logged
