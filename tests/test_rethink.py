@@ -5,6 +5,7 @@ and those answers. Real SQLite file, the real pipeline, the public corpus's doss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -105,18 +106,25 @@ def stored(folder: Path, mails: list[bytes], cfg: Config | None = None
     return engine, cfg, store
 
 
+def counting(monkeypatch: pytest.MonkeyPatch, name: str,
+             original: Callable[..., Any]) -> list[int]:
+    """Count the pipeline's calls of its `name` (the function `original`): [calls so far]."""
+    calls = [0]
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, name, counted)
+    return calls
+
+
 def run(tmp_path: Path, mails: list[bytes],
         monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     """Process `mails` stored as one batch; return how many times a mail was judged, and how
     many cases there are after."""
     engine, cfg, store = stored(tmp_path, mails)
-    judged = 0
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal judged
-        judged += 1
-        return judge(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "judge", counted)
+    judged = counting(monkeypatch, "judge", judge)
     assert process_pending(engine, cfg, store, rules_module.load(RULES)) == len(mails)
     with engine.connect() as conn:
         left = conn.scalar(select(func.count()).select_from(messages)
@@ -124,7 +132,7 @@ def run(tmp_path: Path, mails: list[bytes],
         made = conn.scalar(select(func.count()).select_from(cases))
     engine.dispose()
     assert left == 0
-    return judged, int(made or 0)
+    return judged[0], int(made or 0)
 
 
 def test_mails_nothing_recorded_can_change_are_judged_once(
@@ -151,18 +159,10 @@ def test_mails_judged_the_same_and_not_held_are_routed_once(
     routed a second time in the writing transaction."""
     mails = [other_mail(n) for n in range(1, 7)]
     engine, cfg, store = stored(tmp_path, mails)
-    routed = 0
-    original = decide
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal routed
-        routed += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "decide", counted)
+    routed = counting(monkeypatch, "decide", decide)
     assert process_pending(engine, cfg, store, rules_module.load(RULES)) == len(mails)
     engine.dispose()
-    assert routed == len(mails)
+    assert routed == [len(mails)]
 
 
 def test_a_held_mail_judged_the_same_still_meets_a_domain_trusted_meanwhile(
