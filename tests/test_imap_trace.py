@@ -1,7 +1,7 @@
 """The mailbox's connection keeps imaplib's protocol trace off: IMAPClient turns it on for its
 DEBUG logger, and imaplib then formats the repr of every mail fetched (and of each batch
-again), at every level of logging, and with DEBUG on would log each mail and the LOGIN line
-with its password. Real Dovecot on loopback."""
+again), at every level of logging, and with DEBUG on would log each mail (IMAPClient masks
+the LOGIN line's password; the test checks it is nowhere either). Real Dovecot on loopback."""
 
 from __future__ import annotations
 

@@ -141,8 +141,8 @@ def open_client(cfg: MailboxConfig) -> IMAPClient:
     # then formats, at every level of logging, each response line and the repr of each
     # literal, i.e. of every mail fetched, and of each FETCH's whole batch again. That was
     # three quarters of a FETCH's CPU in the daemon's process, and with DEBUG on it would
-    # put every mail and the LOGIN line, password included, in the log. Off: IMAPClient's
-    # own logger still names each command.
+    # put every mail in the log (IMAPClient masks the LOGIN line's password). Off:
+    # IMAPClient's own logger still names each command.
     client._imap.debug = 0
     try:
         if cfg.security == "starttls":
