@@ -140,9 +140,8 @@ def open_client(cfg: MailboxConfig) -> IMAPClient:
     # IMAPClient turns imaplib's protocol trace on (level 5) for its DEBUG logger: imaplib
     # then formats, at every level of logging, each response line and the repr of each
     # literal, i.e. of every mail fetched, and of each FETCH's whole batch again. That was
-    # three quarters of a FETCH's CPU in the daemon's process, and with DEBUG on it would
-    # put every mail in the log (IMAPClient masks the LOGIN line's password). Off:
-    # IMAPClient's own logger still names each command.
+    # three quarters of a FETCH's CPU in the daemon's process, for text that `log.setup`
+    # drops anyway (IMAPClient's loggers log warnings only). Off: nothing is lost.
     client._imap.debug = 0
     try:
         if cfg.security == "starttls":
