@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email
 import hashlib
 import html
 import logging
@@ -30,7 +29,7 @@ from daemon.errors import BadMessage
 from daemon.models import Address, Attachment, ParsedMail
 from daemon.textnorm import decode_words, header_safe, nfc, visible
 from daemon.understand import attachments as attachment_text
-from daemon.understand import legacy
+from daemon.understand import legacy, mime
 from daemon.understand.identity import MAX_VALUE, RawHeaders, addresses, identity, raw_headers
 from daemon.understand.lookalike import MAX_LINKS
 from daemon.understand.lookalike import links as html_links
@@ -268,7 +267,7 @@ def _contents(message: Message, limits: LimitsConfig, tree: _Tree) -> tuple[Any,
 def parse(raw: bytes, limits: LimitsConfig) -> ParsedMail:
     """Parse `raw` into a ParsedMail; raise BadMessage when it cannot be read at all."""
     try:
-        message = email.message_from_bytes(raw)
+        message = mime.message_from_bytes(raw)
         tree = _walk(message, limits)
     except RecursionError as err:
         raise BadMessage("MIME structure nested too deeply to parse") from err
