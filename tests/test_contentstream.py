@@ -143,7 +143,7 @@ def streams(draw: st.DrawFn, tokens: st.SearchStrategy[bytes] = TOKENS,
     return out + draw(st.sampled_from(ends))
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.sampled_from(ENCODINGS))
 def test_any_stream_is_pypdfs_or_left_to_pypdf(data: bytes, encoding: Any) -> None:
     check(data, encoding)
@@ -179,7 +179,7 @@ def plain_operation(draw: st.DrawFn) -> bytes:
     return b" ".join([*operands, draw(PLAIN_OPERATORS)])
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(streams(plain_operation(), SEPARATORS, (b"", b"\n", b"\r\n")), st.sampled_from(ENCODINGS))
 def test_plain_streams_are_answered(data: bytes, encoding: Any) -> None:
     """The part of the language generators write is parsed here, not left to pypdf."""

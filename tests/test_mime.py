@@ -114,7 +114,7 @@ def parts(draw: st.DrawFn, depth: int = 0) -> str:
     return out
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(parts(), st.booleans())
 def test_any_mail_parses_as_the_standard_parse(text: str, crlf: bool) -> None:
     raw = text.encode("utf-8")
