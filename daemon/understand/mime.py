@@ -75,7 +75,9 @@ def _put_back(message: Message, marker: str, cut: list[bytes]) -> bool:
             if any(marker in str(name) or marker in str(value)
                    for name, value in part.raw_items()):
                 raise _Elsewhere
-            payload = part.get_payload()  # the text as the parser left it
+            # The text as the parser left it: not `get_payload()`, which decodes a text with
+            # 8-bit bytes by its charset (and `set_payload` would keep that decoding).
+            payload = getattr(part, "_payload", None)
             if isinstance(payload, str) and marker in payload:
                 part.set_payload(pattern.sub(lines, payload))
             for edge in _EDGES:
