@@ -127,6 +127,26 @@ def test_workers_give_way_to_the_daemons_own_process() -> None:
     assert {int(str(r)) for r in results} == {os.nice(0) + workers.WORKER_NICE}
 
 
+def _warm_reader(raw: bytes, limits: object) -> BadMessage:
+    """A reader that answers with what its worker found loaded before reading anything."""
+    from daemon.understand import issuer, scams
+
+    return BadMessage(repr((issuer.names.cache_info().currsize,
+                            scams.load.cache_info().currsize,
+                            "pypdf.filters" in sys.modules)))
+
+
+def test_workers_start_with_the_readers_tables_loaded() -> None:
+    """The word tables (YAML) and pypdf's lazy modules are loaded once, in the fork server:
+    a fresh worker does not load them again for its first mail."""
+    pool = ReadPool(LimitsConfig(workers=2), reader=_warm_reader)
+    try:
+        results = pool.read_all([b"x"] * 2)
+    finally:
+        pool.close()
+    assert {str(r) for r in results} == {"(1, 1, True)"}
+
+
 UNDER_A_SERVICE_CAP = """
 import resource
 from daemon.config import LimitsConfig
