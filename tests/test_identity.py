@@ -4,6 +4,7 @@ is named so the mail is held."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 from email import policy
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from daemon import config
 from daemon.understand import NoCases, understand
+from daemon.understand import identity as identity_module
 from daemon.understand.identity import (
     MAX_ADDRESSES,
     MAX_PARSE,
@@ -445,3 +447,34 @@ def test_several_from_headers_never_yield_an_address(froms: list[str]) -> None:
     who = _who(*(f"From: {a}" for a in froms))
 
     assert who.address == "" and f"{len(froms)} tiêu đề From" in who.problems
+
+
+# --- the parse of a header is made once -------------------------------------------------------
+
+HEADER_TEXT = st.text(alphabet=st.sampled_from(list('abđỦy "<>@.,;:()\\=?_\r\n\t')) |
+                      st.characters(), max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["from", "sender", "to", "cc", "reply-to"]), HEADER_TEXT,
+       st.sampled_from(["from", "sender", "to", "cc", "reply-to"]))
+def test_a_header_parsed_again_is_parsed_the_same(header: str, value: str, other: str) -> None:
+    """The remembered parse of (header, value) is the parse itself, whatever was parsed
+    before it: the same value under another header name keeps its own answer."""
+    unremembered = identity_module._parse_short.__wrapped__
+    identity_module._parse(other, value)
+    assert identity_module._parse(header, value) == unremembered(header, value)
+    assert identity_module._parse(header, value) == unremembered(header, value)
+
+
+def test_a_remembered_parse_cannot_be_changed() -> None:
+    parsed = identity_module._parse("to", '"Văn thư" <vanthu@soyte.gov.vn>, a@b.vn (Sở Y tế)')
+    assert [box.address for box in parsed.mailboxes] == ["vanthu@soyte.gov.vn", "a@b.vn"]
+    for value in (parsed, parsed.mailboxes[0]):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.problems = ("x",)  # type: ignore[misc]
+    assert all(isinstance(getattr(parsed, f.name), tuple | bool)
+               for f in dataclasses.fields(parsed))
+    long = "a@b.vn, " * (MAX_PARSE // 8 + 1)
+    assert identity_module._parse("to", long).problems  # too long: not parsed, not remembered
+    assert identity_module._parse_short.cache_info().currsize <= 256
