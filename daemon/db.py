@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -758,8 +759,36 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
 def prepare(engine: Engine) -> None:
     """The database as the daemon and the commands that write need it: a new (empty) one is
     created at this vanthu's schema; any other must already be at it, else SchemaMismatch
-    naming `vanthu db upgrade` (an upgrade is the administrator's step, after a backup)."""
+    naming `vanthu db upgrade` (an upgrade is the administrator's step, after a backup).
+
+    SQLite answers "busy" at once, without waiting, where waiting could deadlock; daemons
+    starting together on a new file meet such moments while one of them creates the schema.
+    Such an answer is asked again, until `busy_seconds` have passed since the first try."""
     where = _where(engine)
+    deadline = time.monotonic() + busy_seconds(engine)
+    while True:
+        try:
+            _prepare(engine, where)
+            return
+        except DatabaseError as err:
+            if not _sqlite_busy(err) or time.monotonic() >= deadline:
+                raise
+        time.sleep(PREPARE_RETRY_SECONDS)
+
+
+PREPARE_RETRY_SECONDS = 0.05
+
+
+def _sqlite_busy(err: DatabaseError) -> bool:
+    """Whether `err` is SQLite's "busy" (another connection holds the lock it needs)."""
+    cause = err.__cause__
+    orig = cause.orig if isinstance(cause, exc.OperationalError) else None
+    code = getattr(orig, "sqlite_errorcode", None)
+    return isinstance(orig, sqlite3.Error) and code is not None \
+        and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _prepare(engine: Engine, where: str) -> None:
     with database_errors(f"database {where}"):
         with reading(engine) as conn:
             empty = not _tables(conn)

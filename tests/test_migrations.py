@@ -31,7 +31,7 @@ from daemon import db, migrations
 from daemon.cli import main
 from daemon.config import load
 from daemon.db import SchemaMismatch, make_engine, make_reader, prepare, upgrade
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, DatabaseError
 from daemon.outbound.outbox import bodies
 from tests.fixtures import schema_v0 as v0
 
@@ -408,6 +408,80 @@ def test_the_outbox_bytes_move_to_their_own_table_and_back(engine: Engine) -> No
         assert [bytes(r) for r in conn.execute(text("SELECT raw FROM outbox ORDER BY id"))
                 .scalars()] == [RAW + b"\x00\xff", RAW * 3, b""]
         assert "outbox_bodies" not in inspect(conn).get_table_names()
+
+
+def _busy_error(path: Path) -> DatabaseError:
+    """SQLite's own "busy" for the file at `path`, as `database_errors` reports it: another
+    connection holds its write lock, and this one does not wait."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        engine = make_engine(f"sqlite:///{path}", busy_seconds=0)
+        try:
+            with db.database_errors("database"), engine.begin() as conn:
+                conn.execute(text("SELECT 1"))
+        except DatabaseError as err:
+            return err
+        finally:
+            engine.dispose()
+    finally:
+        holder.rollback()
+        holder.close()
+    raise AssertionError("no busy answer")
+
+
+def test_a_busy_answer_at_start_is_asked_again(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite may answer "busy" at once while another daemon creates the schema: prepare asks
+    again, and the database is made."""
+    busy = _busy_error(tmp_path / "other.db")
+    assert db._sqlite_busy(busy)
+    real, tries = db._prepare, []
+
+    def busy_twice(engine: Engine, where: str) -> None:
+        tries.append(where)
+        if len(tries) <= 2:
+            raise busy
+        real(engine, where)
+
+    monkeypatch.setattr(db, "_prepare", busy_twice)
+    engine = make_engine(f"sqlite:///{tmp_path / 'vanthu.db'}")
+    prepare(engine)
+    assert len(tries) == 3
+    with engine.connect() as conn:
+        assert migrations.current(conn) == migrations.head()
+
+
+def test_other_trouble_at_start_is_not_asked_again(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database that cannot be opened (here: a folder where its file should be) is
+    reported at the first try."""
+    (tmp_path / "vanthu.db").mkdir()
+    real, tries = db._prepare, []
+
+    def counted(engine: Engine, where: str) -> None:
+        tries.append(where)
+        real(engine, where)
+
+    monkeypatch.setattr(db, "_prepare", counted)
+    with pytest.raises(DatabaseError, match="unable to open") as raised:
+        prepare(make_engine(f"sqlite:///{tmp_path / 'vanthu.db'}"))
+    assert not db._sqlite_busy(raised.value)
+    assert len(tries) == 1
+
+
+def test_a_lock_held_past_the_wait_is_reported(tmp_path: Path) -> None:
+    """A database another process keeps locked: prepare gives up after `busy_seconds` and says
+    so, it does not wait for ever."""
+    path = tmp_path / "vanthu.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(DatabaseError, match="locked"):
+            prepare(make_engine(f"sqlite:///{path}", busy_seconds=0.2))
+    finally:
+        holder.rollback()
+        holder.close()
 
 
 @pytest.mark.db
