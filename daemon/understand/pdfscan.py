@@ -49,9 +49,9 @@ logging.getLogger("pypdf").setLevel(logging.CRITICAL)  # it warns about every od
 # operations, in a third of the time.
 contentstream.install()
 
-# pypdf makes the 256-entry table of a named encoding again for every page's text (and every
-# simple font without a table of its own), decoding each byte alone and catching the error of
-# each undefined one: 0.28 ms each time for the Windows table. A table is a function of its
+# pypdf makes the 256-entry Windows table again for every page's text (the table of the
+# placeholder font a page's text is read with until its first Tf), decoding each byte alone
+# and catching the error of each undefined one: 0.28 ms each time. A table is a function of its
 # name: it is made once here, and each caller is given a copy of its own (pypdf changes the
 # table it is given).
 _MAKE_ENCODING = pypdf._codecs.encoding_dict_from_named_encoding
